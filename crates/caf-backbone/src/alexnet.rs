@@ -1,0 +1,71 @@
+//! torchvision's AlexNet `features` followed by its 6×6 adaptive average pool.
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::conv::{Conv2d, ConvInit, ConvSpec};
+use crate::pool::{adaptive_avg_pool2d, max_pool2d, MaxPool2dConfig};
+
+/// Output width of the AlexNet encoder: 256 channels × 6 × 6.
+pub const ALEXNET_FEATURES: usize = 256 * 6 * 6;
+
+const POOL: MaxPool2dConfig = MaxPool2dConfig {
+    kernel: 3,
+    stride: 2,
+    padding: 0,
+};
+
+/// `(index in features, in, out, kernel, stride, padding)` of the five
+/// convolutions, each followed by ReLU; max pools follow indices 0, 3 and 10.
+const CONVS: [(usize, usize, usize, usize, usize, usize); 5] = [
+    (0, 3, 64, 11, 4, 2),
+    (3, 64, 192, 5, 1, 2),
+    (6, 192, 384, 3, 1, 1),
+    (8, 384, 256, 3, 1, 1),
+    (10, 256, 256, 3, 1, 1),
+];
+const POOL_AFTER: [usize; 3] = [0, 3, 10];
+
+/// AlexNet encoder: `B×3×H×W → B×9216`. Tensor names `features.{0,3,6,8,10}.{weight,bias}`.
+#[derive(Debug, Clone)]
+pub struct AlexNetEncoder {
+    convs: Vec<(usize, Conv2d)>,
+}
+
+impl AlexNetEncoder {
+    /// Builds the encoder under `vb` (pass the path that holds `features`).
+    pub fn new(vb: VarBuilder) -> Result<Self> {
+        let features = vb.pp("features");
+        let convs = CONVS
+            .iter()
+            .map(|&(index, in_channels, out_channels, kernel, stride, padding)| {
+                let spec = ConvSpec {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    bias: true,
+                };
+                Ok((
+                    index,
+                    Conv2d::new(spec, ConvInit::TorchDefault, features.pp(index.to_string()))?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { convs })
+    }
+}
+
+impl ModuleT for AlexNetEncoder {
+    fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
+        let mut x = x.clone();
+        for (index, conv) in &self.convs {
+            x = conv.forward(&x)?.relu()?;
+            if POOL_AFTER.contains(index) {
+                x = max_pool2d(&x, POOL)?;
+            }
+        }
+        adaptive_avg_pool2d(&x, (6, 6))?.flatten_from(1)
+    }
+}

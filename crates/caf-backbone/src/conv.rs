@@ -1,0 +1,74 @@
+//! The 2-D convolution layer both encoders use.
+//!
+//! One type for every convolution keeps the tensor names (`weight`, `bias`)
+//! and the initialisation in one place, and is the single spot where a faster
+//! convolution kernel plugs in.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+/// How a convolution's weights start before any pretrained weights are loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvInit {
+    /// PyTorch's default for `nn.Conv2d`: uniform in ±1/√fan_in (torchvision's AlexNet).
+    TorchDefault,
+    /// Kaiming normal over fan-out for ReLU (torchvision's ResNet).
+    KaimingFanOut,
+}
+
+/// Geometry of a square convolution, as `nn.Conv2d(in, out, kernel, stride, padding)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvSpec {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub bias: bool,
+}
+
+/// A 2-D convolution with torchvision tensor names.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    spec: ConvSpec,
+}
+
+impl Conv2d {
+    /// Creates (or fetches, when `vb` is backed by weights) `weight` and `bias` under `vb`.
+    pub fn new(spec: ConvSpec, init: ConvInit, vb: VarBuilder) -> Result<Self> {
+        let fan_in = spec.in_channels * spec.kernel * spec.kernel;
+        let fan_out = spec.out_channels * spec.kernel * spec.kernel;
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let weight_init = match init {
+            ConvInit::TorchDefault => Init::Uniform { lo: -bound, up: bound },
+            ConvInit::KaimingFanOut => Init::Randn {
+                mean: 0.0,
+                stdev: (2.0 / fan_out as f64).sqrt(),
+            },
+        };
+        let shape = (spec.out_channels, spec.in_channels, spec.kernel, spec.kernel);
+        let weight = vb.get_with_hints(shape, "weight", weight_init)?;
+        let bias = if spec.bias {
+            Some(vb.get_with_hints(spec.out_channels, "bias", Init::Uniform { lo: -bound, up: bound })?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias, spec })
+    }
+
+    pub fn spec(&self) -> ConvSpec {
+        self.spec
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.spec.padding, self.spec.stride, 1, 1)?;
+        match &self.bias {
+            Some(bias) => y.broadcast_add(&bias.reshape((1, self.spec.out_channels, 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The regressor `f_r` and the critic `f_c` of CAF, with the reference code's
+//! module names so its weights import by prefix.
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{linear, Dropout, Linear, VarBuilder};
+
+/// Width of the critic's output `f_c(·)`.
+pub const CRITIC_OUTPUTS: usize = 16;
+
+/// `f_r`: dropout(0.5) → `lin0` (in→64) → ReLU → dropout(0.5) → `lin1` (64→8)
+/// → ReLU → `va_regressor` (8→2). Outputs valence and arousal, unbounded.
+#[derive(Debug, Clone)]
+pub struct Regressor {
+    lin0: Linear,
+    lin1: Linear,
+    va_regressor: Linear,
+    dropout: Dropout,
+}
+
+impl Regressor {
+    pub fn new(in_features: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            lin0: linear(in_features, 64, vb.pp("lin0"))?,
+            lin1: linear(64, 8, vb.pp("lin1"))?,
+            va_regressor: linear(8, 2, vb.pp("va_regressor"))?,
+            dropout: Dropout::new(0.5),
+        })
+    }
+}
+
+impl ModuleT for Regressor {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.lin0.forward(&self.dropout.forward_t(x, train)?)?.relu()?;
+        let x = self.lin1.forward(&self.dropout.forward_t(&x, train)?)?.relu()?;
+        self.va_regressor.forward(&x)
+    }
+}
+
+/// `f_c`: `last_linear` (in→64) → `lin1` (64→32) → dropout(0.2) → ReLU → `lin2` (32→16).
+#[derive(Debug, Clone)]
+pub struct Critic {
+    last_linear: Linear,
+    lin1: Linear,
+    lin2: Linear,
+    dropout: Dropout,
+}
+
+impl Critic {
+    pub fn new(in_features: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            last_linear: linear(in_features, 64, vb.pp("last_linear"))?,
+            lin1: linear(64, 32, vb.pp("lin1"))?,
+            lin2: linear(32, CRITIC_OUTPUTS, vb.pp("lin2"))?,
+            dropout: Dropout::new(0.2),
+        })
+    }
+}
+
+impl ModuleT for Critic {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.lin1.forward(&self.last_linear.forward(x)?)?;
+        let x = self.dropout.forward_t(&x, train)?.relu()?;
+        self.lin2.forward(&x)
+    }
+}

@@ -1,0 +1,213 @@
+//! Architectures, the preprocessing a model expects, and the assembled CAF network.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use candle_core::{ModuleT, Result as CandleResult, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::alexnet::{AlexNetEncoder, ALEXNET_FEATURES};
+use crate::error::{Error, Result};
+use crate::heads::{Critic, Regressor};
+use crate::resnet::{ResNet18Encoder, RESNET18_FEATURES};
+
+/// Metadata key: the architecture (`alexnet` or `resnet18`).
+pub const META_ARCH: &str = "caf.arch";
+/// Metadata key: side of the square crop fed to the network.
+pub const META_IMAGE_SIZE: &str = "caf.image_size";
+/// Metadata key: shorter side the image is resized to before cropping.
+pub const META_RESIZE: &str = "caf.resize";
+
+/// Top-level tensor prefixes of a checkpoint.
+pub const ENCODER: &str = "encoder";
+pub const REGRESSOR: &str = "regressor";
+pub const CRITIC: &str = "critic";
+
+/// The encoder architecture `f_e`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Arch {
+    AlexNet,
+    ResNet18,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::AlexNet, Arch::ResNet18];
+
+    /// Width of the encoder's output, the input of both heads.
+    pub fn feature_dim(self) -> usize {
+        match self {
+            Arch::AlexNet => ALEXNET_FEATURES,
+            Arch::ResNet18 => RESNET18_FEATURES,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::AlexNet => "alexnet",
+            Arch::ResNet18 => "resnet18",
+        }
+    }
+
+    /// Parses an architecture name found in `file`, naming the file when it is unknown.
+    pub fn parse_in(name: &str, file: &Path) -> Result<Self> {
+        name.parse().map_err(|_| Error::UnknownArch {
+            file: file.to_path_buf(),
+            name: name.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Arch {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().replace(['-', '_'], "").as_str() {
+            "alexnet" => Ok(Arch::AlexNet),
+            "resnet18" => Ok(Arch::ResNet18),
+            _ => Err(format!("unknown architecture `{s}` (known: alexnet, resnet18)")),
+        }
+    }
+}
+
+/// What a checkpoint must say about itself so that the file alone rebuilds
+/// the model and its preprocessing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelSpec {
+    pub arch: Arch,
+    /// Side of the square crop fed to the network (224 for ImageNet-style training).
+    pub image_size: usize,
+    /// Shorter side the image is resized to before the crop (256 for 224 crops).
+    pub resize: usize,
+}
+
+impl ModelSpec {
+    /// The paper's preprocessing: resize to 256, crop 224.
+    pub fn new(arch: Arch) -> Self {
+        Self {
+            arch,
+            image_size: 224,
+            resize: 256,
+        }
+    }
+
+    pub fn to_metadata(&self) -> HashMap<String, String> {
+        HashMap::from([
+            (META_ARCH.to_string(), self.arch.to_string()),
+            (META_IMAGE_SIZE.to_string(), self.image_size.to_string()),
+            (META_RESIZE.to_string(), self.resize.to_string()),
+        ])
+    }
+
+    /// Reads the spec from safetensors metadata found in `file`.
+    pub fn from_metadata(metadata: &HashMap<String, String>, file: &Path) -> Result<Self> {
+        let get = |key: &str| {
+            metadata.get(key).ok_or_else(|| {
+                Error::bad_file(file, format!("metadata key `{key}` is missing; a CAF checkpoint needs {META_ARCH}, {META_IMAGE_SIZE} and {META_RESIZE}"))
+            })
+        };
+        let size = |key: &str| -> Result<usize> {
+            let value = get(key)?;
+            match value.parse::<usize>() {
+                Ok(v) if v > 0 => Ok(v),
+                _ => Err(Error::bad_file(
+                    file,
+                    format!("metadata `{key}` = `{value}` is not a positive integer"),
+                )),
+            }
+        };
+        let spec = Self {
+            arch: Arch::parse_in(get(META_ARCH)?, file)?,
+            image_size: size(META_IMAGE_SIZE)?,
+            resize: size(META_RESIZE)?,
+        };
+        if spec.resize < spec.image_size {
+            return Err(Error::bad_file(
+                file,
+                format!(
+                    "{META_RESIZE} ({}) is smaller than {META_IMAGE_SIZE} ({})",
+                    spec.resize, spec.image_size
+                ),
+            ));
+        }
+        Ok(spec)
+    }
+}
+
+/// The encoder `f_e` of either architecture.
+#[derive(Debug, Clone)]
+pub enum Encoder {
+    AlexNet(AlexNetEncoder),
+    ResNet18(ResNet18Encoder),
+}
+
+impl Encoder {
+    /// Builds the encoder whose tensors live directly under `vb` (torchvision names).
+    pub fn new(arch: Arch, vb: VarBuilder) -> CandleResult<Self> {
+        Ok(match arch {
+            Arch::AlexNet => Encoder::AlexNet(AlexNetEncoder::new(vb)?),
+            Arch::ResNet18 => Encoder::ResNet18(ResNet18Encoder::new(vb)?),
+        })
+    }
+}
+
+impl ModuleT for Encoder {
+    fn forward_t(&self, x: &Tensor, train: bool) -> CandleResult<Tensor> {
+        match self {
+            Encoder::AlexNet(e) => e.forward_t(x, train),
+            Encoder::ResNet18(e) => e.forward_t(x, train),
+        }
+    }
+}
+
+/// What inference needs: the encoder `f_e` and the regressor `f_r`, under
+/// the checkpoint prefixes `encoder` and `regressor`.
+#[derive(Debug, Clone)]
+pub struct VaNet {
+    pub arch: Arch,
+    pub encoder: Encoder,
+    pub regressor: Regressor,
+}
+
+impl VaNet {
+    pub fn new(arch: Arch, vb: VarBuilder) -> CandleResult<Self> {
+        Ok(Self {
+            arch,
+            encoder: Encoder::new(arch, vb.pp(ENCODER))?,
+            regressor: Regressor::new(arch.feature_dim(), vb.pp(REGRESSOR))?,
+        })
+    }
+
+    /// Valence and arousal (`B×2`) for a batch of normalised images.
+    pub fn forward_t(&self, images: &Tensor, train: bool) -> CandleResult<Tensor> {
+        self.regressor.forward_t(&self.encoder.forward_t(images, train)?, train)
+    }
+
+    /// Valence and arousal (`B×2`) in evaluation mode.
+    pub fn predict(&self, images: &Tensor) -> CandleResult<Tensor> {
+        self.forward_t(images, false)
+    }
+}
+
+/// The three networks of CAF: [`VaNet`] plus the critic `f_c` under `critic`.
+#[derive(Debug, Clone)]
+pub struct CafNet {
+    pub va: VaNet,
+    pub critic: Critic,
+}
+
+impl CafNet {
+    pub fn new(arch: Arch, vb: VarBuilder) -> CandleResult<Self> {
+        Ok(Self {
+            va: VaNet::new(arch, vb.clone())?,
+            critic: Critic::new(arch.feature_dim(), vb.pp(CRITIC))?,
+        })
+    }
+}

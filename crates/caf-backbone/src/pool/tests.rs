@@ -1,0 +1,247 @@
+use super::*;
+use candle_core::{Var, D};
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
+    (a - b)?
+        .abs()?
+        .flatten_all()?
+        .max(D::Minus1)?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()
+}
+
+/// Distinct pseudo-random values, so every window has a unique maximum.
+fn distinct_input(shape: (usize, usize, usize, usize), dtype: DType) -> Result<Tensor> {
+    let n = shape.0 * shape.1 * shape.2 * shape.3;
+    let values: Vec<f64> = (0..n)
+        .map(|i| ((i * 7919 + 13) % 10007) as f64 / 10007.0 - 0.5)
+        .collect();
+    Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(dtype)
+}
+
+const WINDOWS: [MaxPool2dConfig; 4] = [
+    MaxPool2dConfig {
+        kernel: 3,
+        stride: 2,
+        padding: 0,
+    },
+    MaxPool2dConfig {
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+    },
+    MaxPool2dConfig {
+        kernel: 2,
+        stride: 2,
+        padding: 0,
+    },
+    MaxPool2dConfig {
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+    },
+];
+
+#[test]
+fn forward_matches_candle_and_composition() -> Result<()> {
+    for shape in [(1, 1, 7, 9), (2, 3, 13, 10), (1, 2, 3, 3)] {
+        let x = distinct_input(shape, DType::F32)?;
+        for config in WINDOWS {
+            let ours = max_pool2d(&x, config)?;
+            let composed = max_pool2d_composed(&x, config)?;
+            assert_eq!(ours.dims(), composed.dims(), "{config:?} {shape:?}");
+            assert_eq!(max_abs_diff(&ours, &composed)?, 0.0, "{config:?} {shape:?}");
+            if config.padding == 0 {
+                let candle = x.max_pool2d_with_stride(config.kernel, config.stride)?;
+                assert_eq!(max_abs_diff(&ours, &candle)?, 0.0, "{config:?} {shape:?}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn hand_computed_overlapping_windows() -> Result<()> {
+    // 1×1×3×5 input, 3×3 windows with stride 2: two windows, columns 0..3 and 2..5.
+    let x = Tensor::new(
+        &[[[[1f32, 5., 2., 0., 3.], [4., 0., 9., 1., 1.], [0., 6., 2., 8., 7.]]]],
+        &Device::Cpu,
+    )?;
+    let config = MaxPool2dConfig {
+        kernel: 3,
+        stride: 2,
+        padding: 0,
+    };
+    let y = max_pool2d(&x, config)?;
+    assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [9., 9.]);
+    // Both windows share the 9: its gradient is the sum of both outputs' gradients.
+    let var = Var::from_tensor(&x)?;
+    let weights = Tensor::new(&[[[[2f32, 3.]]]], &Device::Cpu)?;
+    let grads = (max_pool2d(var.as_tensor(), config)? * weights)?
+        .sum_all()?
+        .backward()?;
+    let grad = grads.get(var.as_tensor()).expect("gradient of the input");
+    let expected = [[0f32, 0., 0., 0., 0.], [0., 0., 5., 0., 0.], [0., 0., 0., 0., 0.]];
+    assert_eq!(grad.squeeze(0)?.squeeze(0)?.to_vec2::<f32>()?, expected);
+    Ok(())
+}
+
+#[test]
+fn ties_send_the_gradient_to_the_first_maximum() -> Result<()> {
+    let config = MaxPool2dConfig {
+        kernel: 2,
+        stride: 2,
+        padding: 0,
+    };
+    for composed in [false, true] {
+        let var = Var::from_tensor(&Tensor::ones((1, 1, 4, 4), DType::F32, &Device::Cpu)?)?;
+        let y = if composed {
+            max_pool2d_composed(var.as_tensor(), config)?
+        } else {
+            max_pool2d(var.as_tensor(), config)?
+        };
+        let grads = y.sum_all()?.backward()?;
+        let grad = grads
+            .get(var.as_tensor())
+            .expect("gradient")
+            .squeeze(0)?
+            .squeeze(0)?
+            .to_vec2::<f32>()?;
+        // Not 1/k² everywhere (candle's stock gradient): all of it on each window's first cell.
+        let expected = [[1f32, 0., 1., 0.], [0., 0., 0., 0.], [1., 0., 1., 0.], [0., 0., 0., 0.]];
+        assert_eq!(grad, expected, "composed = {composed}");
+    }
+    Ok(())
+}
+
+#[test]
+fn nan_propagates() -> Result<()> {
+    let x = Tensor::new(&[[[[1f32, f32::NAN], [3., 2.]]]], &Device::Cpu)?;
+    let config = MaxPool2dConfig {
+        kernel: 2,
+        stride: 2,
+        padding: 0,
+    };
+    assert!(max_pool2d(&x, config)?.flatten_all()?.to_vec1::<f32>()?[0].is_nan());
+    Ok(())
+}
+
+/// Central finite differences of `sum(f(x) · r)` against candle's gradient, in f64.
+fn check_gradient(f: impl Fn(&Tensor) -> Result<Tensor>, shape: (usize, usize, usize, usize)) -> Result<()> {
+    let x = distinct_input(shape, DType::F64)?;
+    let var = Var::from_tensor(&x)?;
+    let probe_shape = f(&x)?.shape().clone();
+    let probe = distinct_input_like(&probe_shape)?;
+    let loss = |t: &Tensor| -> Result<f64> { (f(t)? * &probe)?.sum_all()?.to_scalar::<f64>() };
+    let grads = (f(var.as_tensor())? * &probe)?.sum_all()?.backward()?;
+    let analytic = grads
+        .get(var.as_tensor())
+        .expect("gradient")
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    let base = x.flatten_all()?.to_vec1::<f64>()?;
+    let eps = 1e-6;
+    for i in 0..base.len() {
+        let mut plus = base.clone();
+        plus[i] += eps;
+        let mut minus = base.clone();
+        minus[i] -= eps;
+        let numeric = (loss(&Tensor::from_vec(plus, shape, &Device::Cpu)?)?
+            - loss(&Tensor::from_vec(minus, shape, &Device::Cpu)?)?)
+            / (2.0 * eps);
+        assert!(
+            (numeric - analytic[i]).abs() < 1e-6,
+            "element {i}: numeric {numeric}, analytic {}",
+            analytic[i]
+        );
+    }
+    Ok(())
+}
+
+fn distinct_input_like(shape: &Shape) -> Result<Tensor> {
+    let n = shape.elem_count();
+    let values: Vec<f64> = (0..n).map(|i| 0.5 + ((i * 31 + 7) % 17) as f64 / 17.0).collect();
+    Tensor::from_vec(values, shape, &Device::Cpu)
+}
+
+#[test]
+fn max_pool_gradient_matches_finite_differences() -> Result<()> {
+    for config in WINDOWS {
+        for shape in [(1, 1, 5, 7), (2, 2, 6, 5)] {
+            check_gradient(|x| max_pool2d(x, config), shape)?;
+            check_gradient(|x| max_pool2d_composed(x, config), shape)?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn adaptive_pool_upsamples_2x2_to_6x6_like_torchvision() -> Result<()> {
+    let x = Tensor::new(&[[[[1f32, 2.], [3., 4.]]]], &Device::Cpu)?;
+    let y = adaptive_avg_pool2d(&x, (6, 6))?
+        .squeeze(0)?
+        .squeeze(0)?
+        .to_vec2::<f32>()?;
+    let row = |a: f32, b: f32| vec![a, a, a, b, b, b];
+    let expected = vec![
+        row(1., 2.),
+        row(1., 2.),
+        row(1., 2.),
+        row(3., 4.),
+        row(3., 4.),
+        row(3., 4.),
+    ];
+    assert_eq!(y, expected);
+    Ok(())
+}
+
+#[test]
+fn adaptive_pool_overlapping_windows_by_hand() -> Result<()> {
+    // in 5 → out 3: windows 0..2, 1..4, 3..5.
+    let x = Tensor::new(&[[[[1f32, 2., 3., 4., 5.]]]], &Device::Cpu)?;
+    let y = adaptive_avg_pool2d(&x, (1, 3))?.flatten_all()?.to_vec1::<f32>()?;
+    assert_eq!(y, [1.5, 3.0, 4.5]);
+    // 13 → 6 on both axes against a direct loop over torchvision's windows.
+    let x = distinct_input((2, 3, 13, 13), DType::F32)?;
+    let y = adaptive_avg_pool2d(&x, (6, 6))?;
+    let data = x.flatten_all()?.to_vec1::<f32>()?;
+    let out = y.flatten_all()?.to_vec1::<f32>()?;
+    let window = |i: usize| (i * 13 / 6, ((i + 1) * 13).div_ceil(6));
+    for plane in 0..6 {
+        for i in 0..6 {
+            for j in 0..6 {
+                let ((y0, y1), (x0, x1)) = (window(i), window(j));
+                let mut sum = 0f64;
+                for yy in y0..y1 {
+                    for xx in x0..x1 {
+                        sum += data[plane * 169 + yy * 13 + xx] as f64;
+                    }
+                }
+                let mean = sum / ((y1 - y0) * (x1 - x0)) as f64;
+                let got = out[plane * 36 + i * 6 + j] as f64;
+                assert!((got - mean).abs() < 1e-6, "plane {plane} ({i},{j}): {got} vs {mean}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn adaptive_and_global_pool_gradients_match_finite_differences() -> Result<()> {
+    check_gradient(|x| adaptive_avg_pool2d(x, (6, 6)), (1, 2, 2, 3))?;
+    check_gradient(|x| adaptive_avg_pool2d(x, (3, 2)), (2, 1, 7, 5))?;
+    check_gradient(|x| global_avg_pool(x)?.unsqueeze(2)?.unsqueeze(3), (2, 3, 3, 4))?;
+    Ok(())
+}
+
+#[test]
+fn windows_that_do_not_fit_are_errors() {
+    let x = Tensor::zeros((1, 1, 2, 2), DType::F32, &Device::Cpu).expect("tensor");
+    let config = MaxPool2dConfig {
+        kernel: 3,
+        stride: 2,
+        padding: 0,
+    };
+    let err = max_pool2d(&x, config).expect_err("2×2 input is smaller than a 3×3 window");
+    assert!(err.to_string().contains("smaller than"), "{err}");
+}

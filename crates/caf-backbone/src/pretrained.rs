@@ -1,0 +1,117 @@
+//! ImageNet-pretrained encoder weights from a local file or the Hugging Face Hub.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+
+use crate::error::Result;
+use crate::hub::{HubFile, HubOptions};
+use crate::model::{Arch, ENCODER};
+use crate::weights::{assign, read_tensors};
+
+/// Where pretrained encoder weights come from.
+///
+/// Written as a path (`alexnet.pth`, `resnet18.safetensors`) or as
+/// `hf://owner/name/file[@revision]` for a file of a Hub model repository,
+/// e.g. `hf://timm/resnet18.a1_in1k/model.safetensors`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightSource {
+    File(PathBuf),
+    Hub(HubFile),
+}
+
+impl FromStr for WeightSource {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        let Some(rest) = s.strip_prefix("hf://") else {
+            return Ok(WeightSource::File(PathBuf::from(s)));
+        };
+        let (rest, revision) = match rest.rsplit_once('@') {
+            Some((rest, revision)) if !revision.is_empty() => (rest, Some(revision.to_string())),
+            _ => (rest, None),
+        };
+        let mut parts = rest.splitn(3, '/');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(owner), Some(name), Some(file)) if !owner.is_empty() && !name.is_empty() && !file.is_empty() => {
+                Ok(WeightSource::Hub(HubFile {
+                    repo: format!("{owner}/{name}"),
+                    file: file.to_string(),
+                    revision,
+                }))
+            }
+            _ => Err(format!(
+                "`{s}`: a Hub source looks like hf://owner/name/file.safetensors[@revision]"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for WeightSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WeightSource::File(path) => write!(f, "{}", path.display()),
+            WeightSource::Hub(hub) => {
+                write!(f, "hf://{}/{}", hub.repo, hub.file)?;
+                match &hub.revision {
+                    Some(revision) => write!(f, "@{revision}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl WeightSource {
+    /// Local path of the weights file (resolving Hub files through the cache).
+    pub fn local_path(&self, hub: &HubOptions) -> Result<PathBuf> {
+        match self {
+            WeightSource::File(path) => Ok(path.clone()),
+            WeightSource::Hub(file) => file.resolve(hub),
+        }
+    }
+}
+
+/// Renames a torchvision / timm state dict (or one of our checkpoints) to
+/// checkpoint names under `encoder.`, dropping classifier tensors (`fc.*`,
+/// `classifier.*`), BatchNorm's `num_batches_tracked`, and any other head.
+pub fn encoder_tensors(tensors: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
+    let ours = tensors.keys().any(|name| name.starts_with("encoder."));
+    tensors
+        .into_iter()
+        .filter_map(|(name, tensor)| {
+            let name = if ours {
+                name.strip_prefix("encoder.")?.to_string()
+            } else {
+                name
+            };
+            let dropped =
+                name.starts_with("fc.") || name.starts_with("classifier.") || name.ends_with("num_batches_tracked");
+            (!dropped).then(|| (format!("{ENCODER}.{name}"), tensor))
+        })
+        .collect()
+}
+
+/// Loads pretrained encoder weights into the `encoder.*` variables of `varmap`.
+/// Returns the number of tensors set; every encoder tensor must be in the file.
+pub fn load_pretrained_encoder(
+    varmap: &VarMap,
+    arch: Arch,
+    source: &WeightSource,
+    hub: &HubOptions,
+    device: &Device,
+) -> Result<usize> {
+    let path = source.local_path(hub)?;
+    load_encoder_file(varmap, arch, &path, device)
+}
+
+pub(crate) fn load_encoder_file(varmap: &VarMap, arch: Arch, path: &Path, device: &Device) -> Result<usize> {
+    let tensors = encoder_tensors(read_tensors(path, device)?);
+    let count = assign(varmap, &format!("{ENCODER}."), &tensors, path, arch.name())?;
+    tracing::info!(file = %path.display(), tensors = count, "loaded pretrained {arch} encoder");
+    Ok(count)
+}

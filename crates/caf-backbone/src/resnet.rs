@@ -1,0 +1,118 @@
+//! torchvision's ResNet-18 through `layer4`, followed by global average pooling.
+
+use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, VarBuilder};
+
+use crate::conv::{Conv2d, ConvInit, ConvSpec};
+use crate::pool::{global_avg_pool, max_pool2d, MaxPool2dConfig};
+
+/// Output width of the ResNet-18 encoder.
+pub const RESNET18_FEATURES: usize = 512;
+
+fn conv(in_channels: usize, out_channels: usize, kernel: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
+    let spec = ConvSpec {
+        in_channels,
+        out_channels,
+        kernel,
+        stride,
+        padding: kernel / 2,
+        bias: false,
+    };
+    Conv2d::new(spec, ConvInit::KaimingFanOut, vb)
+}
+
+/// BatchNorm2d as torchvision builds it (eps 1e-5, momentum 0.1, affine),
+/// with `running_mean` / `running_var` updated in training mode.
+fn bn(channels: usize, vb: VarBuilder) -> Result<BatchNorm> {
+    batch_norm(channels, BatchNormConfig::default(), vb)
+}
+
+/// torchvision's `BasicBlock`: two 3×3 convolutions and a shortcut.
+#[derive(Debug, Clone)]
+struct BasicBlock {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    downsample: Option<(Conv2d, BatchNorm)>,
+}
+
+impl BasicBlock {
+    fn new(in_channels: usize, out_channels: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+        let downsample = if stride != 1 || in_channels != out_channels {
+            let ds = vb.pp("downsample");
+            Some((
+                conv(in_channels, out_channels, 1, stride, ds.pp("0"))?,
+                bn(out_channels, ds.pp("1"))?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            conv1: conv(in_channels, out_channels, 3, stride, vb.pp("conv1"))?,
+            bn1: bn(out_channels, vb.pp("bn1"))?,
+            conv2: conv(out_channels, out_channels, 3, 1, vb.pp("conv2"))?,
+            bn2: bn(out_channels, vb.pp("bn2"))?,
+            downsample,
+        })
+    }
+}
+
+impl ModuleT for BasicBlock {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
+        let shortcut = match &self.downsample {
+            Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, train)?,
+            None => x.clone(),
+        };
+        (y + shortcut)?.relu()
+    }
+}
+
+/// ResNet-18 encoder: `B×3×H×W → B×512`. Tensor names follow torchvision
+/// (`conv1`, `bn1`, `layer1.0.conv1`, …, `layer4.1.bn2`, `layerN.0.downsample.{0,1}`).
+#[derive(Debug, Clone)]
+pub struct ResNet18Encoder {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    blocks: Vec<BasicBlock>,
+}
+
+impl ResNet18Encoder {
+    /// Builds the encoder under `vb` (the path that holds `conv1`, `layer1`, …).
+    pub fn new(vb: VarBuilder) -> Result<Self> {
+        let mut blocks = Vec::with_capacity(8);
+        let mut in_channels = 64;
+        for (layer, out_channels) in [64, 128, 256, 512].into_iter().enumerate() {
+            let layer_vb = vb.pp(format!("layer{}", layer + 1));
+            let stride = if layer == 0 { 1 } else { 2 };
+            blocks.push(BasicBlock::new(in_channels, out_channels, stride, layer_vb.pp("0"))?);
+            blocks.push(BasicBlock::new(out_channels, out_channels, 1, layer_vb.pp("1"))?);
+            in_channels = out_channels;
+        }
+        Ok(Self {
+            conv1: conv(3, 64, 7, 2, vb.pp("conv1"))?,
+            bn1: bn(64, vb.pp("bn1"))?,
+            blocks,
+        })
+    }
+}
+
+impl ModuleT for ResNet18Encoder {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let mut x = max_pool2d(
+            &x,
+            MaxPool2dConfig {
+                kernel: 3,
+                stride: 2,
+                padding: 1,
+            },
+        )?;
+        for block in &self.blocks {
+            x = block.forward_t(&x, train)?;
+        }
+        global_avg_pool(&x)
+    }
+}

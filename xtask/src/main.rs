@@ -1,0 +1,119 @@
+//! `cargo xtask <command>`: every caf-rs workflow as one Rust binary.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use caf_backbone::{import_torch_model, Arch, Checkpoint, ModelSpec};
+use candle_core::Device;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "caf-rs workflows", arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert a trained PyTorch model (encoder + regressor state dicts) into a caf-rs checkpoint
+    ImportTorch(ImportTorch),
+    /// Print a checkpoint's architecture, preprocessing, metadata and tensors
+    Inspect(Inspect),
+}
+
+#[derive(clap::Args)]
+struct ImportTorch {
+    /// Encoder architecture of the PyTorch model
+    #[arg(long, value_parser = parse_arch)]
+    arch: Arch,
+    /// Encoder state dict (`features.*` for AlexNet, torchvision names for ResNet-18); .pth/.pt/.t7 or .safetensors
+    #[arg(long)]
+    encoder: PathBuf,
+    /// Regressor state dict (`lin0.*`, `lin1.*`, `va_regressor.*`)
+    #[arg(long)]
+    regressor: PathBuf,
+    /// Side of the square crop the model was trained on
+    #[arg(long, default_value_t = 224)]
+    image_size: usize,
+    /// Shorter side images are resized to before cropping
+    #[arg(long, default_value_t = 256)]
+    resize: usize,
+    /// Output checkpoint (.safetensors)
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct Inspect {
+    /// Checkpoint file (.safetensors)
+    checkpoint: PathBuf,
+}
+
+fn parse_arch(s: &str) -> std::result::Result<Arch, String> {
+    s.parse()
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::ImportTorch(args) => import_torch(args),
+        Command::Inspect(args) => inspect(args),
+    }
+}
+
+fn import_torch(args: ImportTorch) -> Result<()> {
+    anyhow::ensure!(
+        args.resize >= args.image_size,
+        "--resize ({}) must be at least --image-size ({})",
+        args.resize,
+        args.image_size
+    );
+    let spec = ModelSpec {
+        arch: args.arch,
+        image_size: args.image_size,
+        resize: args.resize,
+    };
+    let count = import_torch_model(&spec, &args.encoder, &args.regressor, &args.out)?;
+    // Reading it back proves the file is a complete inference checkpoint.
+    Checkpoint::read(&args.out, &Device::Cpu)?
+        .va_net(&Device::Cpu)
+        .with_context(|| format!("the written checkpoint {} does not load", args.out.display()))?;
+    println!(
+        "wrote {} ({} tensors, {}, crop {}, resize {})",
+        args.out.display(),
+        count,
+        spec.arch,
+        spec.image_size,
+        spec.resize
+    );
+    Ok(())
+}
+
+fn inspect(args: Inspect) -> Result<()> {
+    let checkpoint = Checkpoint::read(&args.checkpoint, &Device::Cpu)?;
+    let spec = checkpoint.spec;
+    println!(
+        "{}: {} (crop {}, resize {})",
+        args.checkpoint.display(),
+        spec.arch,
+        spec.image_size,
+        spec.resize
+    );
+    for (key, value) in checkpoint.metadata.iter().collect::<BTreeMap<_, _>>() {
+        println!("  meta {key} = {value}");
+    }
+    let mut parameters = BTreeMap::<String, usize>::new();
+    for (name, tensor) in &checkpoint.tensors {
+        let part = name.split('.').next().unwrap_or(name).to_string();
+        *parameters.entry(part).or_default() += tensor.elem_count();
+    }
+    for (part, count) in parameters {
+        println!("  {part}: {count} values");
+    }
+    Ok(())
+}
