@@ -36,12 +36,8 @@ pub enum Error {
     #[error("{file}: {message}")]
     BadFile { file: PathBuf, message: String },
 
-    #[error("{file}: {source}")]
-    Io {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{file}: {error}")]
+    Io { file: PathBuf, error: std::io::Error },
 
     #[error("Hugging Face Hub file `{file}` of `{repo}` (revision {revision}): {message}")]
     Hub {
@@ -63,10 +59,10 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(file: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(file: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Error::Io {
             file: file.into(),
-            source,
+            error,
         }
     }
 }

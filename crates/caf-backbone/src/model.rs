@@ -211,3 +211,111 @@ impl CafNet {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device, D};
+    use candle_nn::{Optimizer, VarMap, SGD};
+
+    fn build(arch: Arch) -> CandleResult<(CafNet, VarMap)> {
+        let varmap = VarMap::new();
+        let net = CafNet::new(arch, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+        Ok((net, varmap))
+    }
+
+    fn snapshot(varmap: &VarMap) -> HashMap<String, Vec<f32>> {
+        let vars = varmap.data().lock().expect("varmap lock");
+        vars.iter()
+            .map(|(name, var)| {
+                (
+                    name.clone(),
+                    var.as_tensor().flatten_all().and_then(|t| t.to_vec1()).expect("values"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn output_widths_at_224() -> CandleResult<()> {
+        for arch in Arch::ALL {
+            let (net, _) = build(arch)?;
+            let x = Tensor::randn(0f32, 1., (2, 3, 224, 224), &Device::Cpu)?;
+            let features = net.va.encoder.forward_t(&x, false)?;
+            assert_eq!(features.dims(), [2, arch.feature_dim()]);
+            assert_eq!(net.va.regressor.forward_t(&features, false)?.dims(), [2, 2]);
+            assert_eq!(
+                net.critic.forward_t(&features, false)?.dims(),
+                [2, crate::CRITIC_OUTPUTS]
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_training_step_changes_every_trainable_tensor() -> CandleResult<()> {
+        for (arch, side) in [(Arch::AlexNet, 67), (Arch::ResNet18, 35)] {
+            let (net, varmap) = build(arch)?;
+            let before = snapshot(&varmap);
+            let x = Tensor::randn(0f32, 1., (4, 3, side, side), &Device::Cpu)?;
+            let target = Tensor::randn(0f32, 0.5, (4, 2), &Device::Cpu)?;
+            let features = net.va.encoder.forward_t(&x, true)?;
+            let va = net.va.regressor.forward_t(&features, true)?;
+            let critic = net.critic.forward_t(&features, true)?;
+            let loss = ((va - target)?.sqr()?.mean_all()? + critic.sum(D::Minus1)?.sqr()?.mean_all()?)?;
+            let mut sgd = SGD::new(varmap.all_vars(), 0.01)?;
+            sgd.backward_step(&loss)?;
+            let after = snapshot(&varmap);
+            // BatchNorm running statistics are not trained, but train mode updates them.
+            for (name, values) in &before {
+                assert_ne!(values, &after[name], "{arch}: `{name}` did not change");
+            }
+            assert_eq!(before.len(), varmap.all_vars().len());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn dropout_acts_only_in_training() -> CandleResult<()> {
+        let (net, _) = build(Arch::ResNet18)?;
+        let features = Tensor::rand(0f32, 1., (8, 512), &Device::Cpu)?;
+        let eval_a = net.va.regressor.forward_t(&features, false)?;
+        let eval_b = net.va.regressor.forward_t(&features, false)?;
+        assert_eq!(eval_a.to_vec2::<f32>()?, eval_b.to_vec2::<f32>()?);
+        let train = net.va.regressor.forward_t(&features, true)?;
+        assert_ne!(eval_a.to_vec2::<f32>()?, train.to_vec2::<f32>()?);
+        let critic_eval = net.critic.forward_t(&features, false)?;
+        assert_eq!(
+            critic_eval.to_vec2::<f32>()?,
+            net.critic.forward_t(&features, false)?.to_vec2::<f32>()?
+        );
+        assert_ne!(
+            critic_eval.to_vec2::<f32>()?,
+            net.critic.forward_t(&features, true)?.to_vec2::<f32>()?
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn arch_names_and_metadata() {
+        assert_eq!("ResNet-18".parse::<Arch>(), Ok(Arch::ResNet18));
+        assert_eq!("alexnet".parse::<Arch>(), Ok(Arch::AlexNet));
+        assert!("vgg16".parse::<Arch>().is_err());
+        let spec = ModelSpec {
+            arch: Arch::AlexNet,
+            image_size: 112,
+            resize: 128,
+        };
+        assert_eq!(
+            ModelSpec::from_metadata(&spec.to_metadata(), Path::new("x")).expect("round trip"),
+            spec
+        );
+        let mut bad = spec.to_metadata();
+        bad.insert(META_IMAGE_SIZE.into(), "big".into());
+        let err = ModelSpec::from_metadata(&bad, Path::new("model.safetensors")).expect_err("not a number");
+        assert!(
+            err.to_string().contains("model.safetensors") && err.to_string().contains("big"),
+            "{err}"
+        );
+    }
+}

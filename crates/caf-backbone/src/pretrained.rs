@@ -115,3 +115,46 @@ pub(crate) fn load_encoder_file(varmap: &VarMap, arch: Arch, path: &Path, device
     tracing::info!(file = %path.display(), tensors = count, "loaded pretrained {arch} encoder");
     Ok(count)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_parse_from_paths_and_hub_addresses() {
+        assert_eq!("w/alexnet.pth".parse(), Ok(WeightSource::File("w/alexnet.pth".into())));
+        let hub: WeightSource = "hf://timm/resnet18.a1_in1k/sub/model.safetensors@v1.0"
+            .parse()
+            .expect("hub");
+        assert_eq!(
+            hub,
+            WeightSource::Hub(HubFile {
+                repo: "timm/resnet18.a1_in1k".into(),
+                file: "sub/model.safetensors".into(),
+                revision: Some("v1.0".into())
+            })
+        );
+        assert_eq!(hub.to_string(), "hf://timm/resnet18.a1_in1k/sub/model.safetensors@v1.0");
+        assert!("hf://timm/model.safetensors".parse::<WeightSource>().is_err());
+    }
+
+    #[test]
+    fn encoder_names_drop_classifiers_and_counters() {
+        let t = Tensor::zeros(1, candle_core::DType::F32, &Device::Cpu).expect("tensor");
+        let names = [
+            "conv1.weight",
+            "fc.weight",
+            "classifier.6.bias",
+            "bn1.num_batches_tracked",
+            "features.0.bias",
+        ];
+        let renamed = encoder_tensors(names.iter().map(|n| (n.to_string(), t.clone())).collect());
+        let mut keys: Vec<_> = renamed.keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, ["encoder.conv1.weight", "encoder.features.0.bias"]);
+        // Our own checkpoints keep only their encoder part.
+        let ours = ["encoder.conv1.weight", "regressor.lin0.weight"];
+        let renamed = encoder_tensors(ours.iter().map(|n| (n.to_string(), t.clone())).collect());
+        assert_eq!(renamed.keys().collect::<Vec<_>>(), ["encoder.conv1.weight"]);
+    }
+}
