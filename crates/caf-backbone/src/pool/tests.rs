@@ -1,4 +1,5 @@
 use super::*;
+use caf_testkit::{check_gradient, distinct_values};
 use candle_core::{Var, D};
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
@@ -10,13 +11,9 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
         .to_scalar::<f64>()
 }
 
-/// Distinct pseudo-random values, so every window has a unique maximum.
+/// Distinct values, so every window has a unique maximum.
 fn distinct_input(shape: (usize, usize, usize, usize), dtype: DType) -> Result<Tensor> {
-    let n = shape.0 * shape.1 * shape.2 * shape.3;
-    let values: Vec<f64> = (0..n)
-        .map(|i| ((i * 7919 + 13) % 10007) as f64 / 10007.0 - 0.5)
-        .collect();
-    Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(dtype)
+    distinct_values(shape)?.to_dtype(dtype)
 }
 
 const WINDOWS: [MaxPool2dConfig; 4] = [
@@ -126,50 +123,16 @@ fn nan_propagates() -> Result<()> {
     Ok(())
 }
 
-/// Central finite differences of `sum(f(x) · r)` against candle's gradient, in f64.
-fn check_gradient(f: impl Fn(&Tensor) -> Result<Tensor>, shape: (usize, usize, usize, usize)) -> Result<()> {
-    let x = distinct_input(shape, DType::F64)?;
-    let var = Var::from_tensor(&x)?;
-    let probe_shape = f(&x)?.shape().clone();
-    let probe = distinct_input_like(&probe_shape)?;
-    let loss = |t: &Tensor| -> Result<f64> { (f(t)? * &probe)?.sum_all()?.to_scalar::<f64>() };
-    let grads = (f(var.as_tensor())? * &probe)?.sum_all()?.backward()?;
-    let analytic = grads
-        .get(var.as_tensor())
-        .expect("gradient")
-        .flatten_all()?
-        .to_vec1::<f64>()?;
-    let base = x.flatten_all()?.to_vec1::<f64>()?;
-    let eps = 1e-6;
-    for i in 0..base.len() {
-        let mut plus = base.clone();
-        plus[i] += eps;
-        let mut minus = base.clone();
-        minus[i] -= eps;
-        let numeric = (loss(&Tensor::from_vec(plus, shape, &Device::Cpu)?)?
-            - loss(&Tensor::from_vec(minus, shape, &Device::Cpu)?)?)
-            / (2.0 * eps);
-        assert!(
-            (numeric - analytic[i]).abs() < 1e-6,
-            "element {i}: numeric {numeric}, analytic {}",
-            analytic[i]
-        );
-    }
-    Ok(())
-}
-
-fn distinct_input_like(shape: &Shape) -> Result<Tensor> {
-    let n = shape.elem_count();
-    let values: Vec<f64> = (0..n).map(|i| 0.5 + ((i * 31 + 7) % 17) as f64 / 17.0).collect();
-    Tensor::from_vec(values, shape, &Device::Cpu)
+fn check(f: impl Fn(&Tensor) -> Result<Tensor>, shape: (usize, usize, usize, usize)) -> Result<()> {
+    check_gradient(f, &distinct_input(shape, DType::F64)?, 1e-6)
 }
 
 #[test]
 fn max_pool_gradient_matches_finite_differences() -> Result<()> {
     for config in WINDOWS {
         for shape in [(1, 1, 5, 7), (2, 2, 6, 5)] {
-            check_gradient(|x| max_pool2d(x, config), shape)?;
-            check_gradient(|x| max_pool2d_composed(x, config), shape)?;
+            check(|x| max_pool2d(x, config), shape)?;
+            check(|x| max_pool2d_composed(x, config), shape)?;
         }
     }
     Ok(())
@@ -228,9 +191,9 @@ fn adaptive_pool_overlapping_windows_by_hand() -> Result<()> {
 
 #[test]
 fn adaptive_and_global_pool_gradients_match_finite_differences() -> Result<()> {
-    check_gradient(|x| adaptive_avg_pool2d(x, (6, 6)), (1, 2, 2, 3))?;
-    check_gradient(|x| adaptive_avg_pool2d(x, (3, 2)), (2, 1, 7, 5))?;
-    check_gradient(|x| global_avg_pool(x)?.unsqueeze(2)?.unsqueeze(3), (2, 3, 3, 4))?;
+    check(|x| adaptive_avg_pool2d(x, (6, 6)), (1, 2, 2, 3))?;
+    check(|x| adaptive_avg_pool2d(x, (3, 2)), (2, 1, 7, 5))?;
+    check(|x| global_avg_pool(x)?.unsqueeze(2)?.unsqueeze(3), (2, 3, 3, 4))?;
     Ok(())
 }
 
