@@ -1,5 +1,7 @@
 //! `cargo xtask <command>`: every caf-rs workflow as one Rust binary.
 
+mod train;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +27,10 @@ enum Command {
     Inspect(Inspect),
     /// Write the built-in dataset of synthetic people (PNG images + labels.csv)
     MakeData(MakeData),
+    /// Train CAF (or the baseline); with no arguments, on the built-in data, on CPU
+    Train(train::Train),
+    /// Evaluate a checkpoint: RMSE, SAGR, PCC and CCC per axis, as a table and JSON
+    Eval(train::Eval),
 }
 
 #[derive(clap::Args)]
@@ -86,6 +92,8 @@ fn main() -> ExitCode {
         Command::ImportTorch(args) => import_torch(args),
         Command::Inspect(args) => inspect(args),
         Command::MakeData(args) => make_data(args),
+        Command::Train(args) => train::train(args),
+        Command::Eval(args) => train::eval(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

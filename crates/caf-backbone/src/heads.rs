@@ -2,7 +2,9 @@
 //! module names so its weights import by prefix.
 
 use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{linear, Dropout, Linear, VarBuilder};
+use candle_nn::{linear, Linear, VarBuilder};
+
+use crate::dropout::{Dropout, DropoutRng};
 
 /// Width of the critic's output `f_c(·)`.
 pub const CRITIC_OUTPUTS: usize = 16;
@@ -18,12 +20,12 @@ pub struct Regressor {
 }
 
 impl Regressor {
-    pub fn new(in_features: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(in_features: usize, dropout: &DropoutRng, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             lin0: linear(in_features, 64, vb.pp("lin0"))?,
             lin1: linear(64, 8, vb.pp("lin1"))?,
             va_regressor: linear(8, 2, vb.pp("va_regressor"))?,
-            dropout: Dropout::new(0.5),
+            dropout: Dropout::new(0.5, dropout),
         })
     }
 }
@@ -46,12 +48,12 @@ pub struct Critic {
 }
 
 impl Critic {
-    pub fn new(in_features: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(in_features: usize, dropout: &DropoutRng, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             last_linear: linear(in_features, 64, vb.pp("last_linear"))?,
             lin1: linear(64, 32, vb.pp("lin1"))?,
             lin2: linear(32, CRITIC_OUTPUTS, vb.pp("lin2"))?,
-            dropout: Dropout::new(0.2),
+            dropout: Dropout::new(0.2, dropout),
         })
     }
 }

@@ -27,9 +27,11 @@
 pub mod alexnet;
 pub mod checkpoint;
 pub mod conv;
+pub mod dropout;
 pub mod error;
 pub mod heads;
 pub mod hub;
+pub mod init;
 pub mod model;
 pub mod pool;
 pub mod pretrained;
@@ -37,9 +39,11 @@ pub mod resnet;
 pub mod weights;
 
 pub use checkpoint::{import_torch_model, save_checkpoint, write_tensors, Checkpoint};
+pub use dropout::{Dropout, DropoutRng};
 pub use error::{Error, Result};
 pub use heads::{Critic, Regressor, CRITIC_OUTPUTS};
 pub use hub::{HubFile, HubOptions};
+pub use init::seeded_init;
 pub use model::{Arch, CafNet, Encoder, ModelSpec, VaNet};
 pub use pretrained::{load_pretrained_encoder, WeightSource};
 pub use weights::read_tensors;

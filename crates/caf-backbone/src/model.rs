@@ -9,6 +9,7 @@ use candle_core::{ModuleT, Result as CandleResult, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::alexnet::{AlexNetEncoder, ALEXNET_FEATURES};
+use crate::dropout::DropoutRng;
 use crate::error::{Error, Result};
 use crate::heads::{Critic, Regressor};
 use crate::resnet::{ResNet18Encoder, RESNET18_FEATURES};
@@ -174,14 +175,21 @@ pub struct VaNet {
     pub arch: Arch,
     pub encoder: Encoder,
     pub regressor: Regressor,
+    /// The stream of every dropout mask of this network (see [`DropoutRng`]).
+    pub dropout: DropoutRng,
 }
 
 impl VaNet {
     pub fn new(arch: Arch, vb: VarBuilder) -> CandleResult<Self> {
+        Self::with_dropout(arch, &DropoutRng::new(0), vb)
+    }
+
+    fn with_dropout(arch: Arch, dropout: &DropoutRng, vb: VarBuilder) -> CandleResult<Self> {
         Ok(Self {
             arch,
             encoder: Encoder::new(arch, vb.pp(ENCODER))?,
-            regressor: Regressor::new(arch.feature_dim(), vb.pp(REGRESSOR))?,
+            regressor: Regressor::new(arch.feature_dim(), dropout, vb.pp(REGRESSOR))?,
+            dropout: dropout.clone(),
         })
     }
 
@@ -205,9 +213,10 @@ pub struct CafNet {
 
 impl CafNet {
     pub fn new(arch: Arch, vb: VarBuilder) -> CandleResult<Self> {
+        let dropout = DropoutRng::new(0);
         Ok(Self {
-            va: VaNet::new(arch, vb.clone())?,
-            critic: Critic::new(arch.feature_dim(), vb.pp(CRITIC))?,
+            va: VaNet::with_dropout(arch, &dropout, vb.clone())?,
+            critic: Critic::new(arch.feature_dim(), &dropout, vb.pp(CRITIC))?,
         })
     }
 }

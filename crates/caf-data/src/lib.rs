@@ -12,14 +12,13 @@
 pub mod formats;
 pub mod loader;
 pub mod pipeline;
-pub mod rng;
 pub mod sample;
 pub mod split;
 pub mod synthetic;
 
+pub use caf_rng::Rng;
 pub use formats::DatasetSpec;
 pub use loader::{Batch, BatchLoader, Epoch, LoaderConfig};
 pub use pipeline::{Augment, ColorJitter, Preprocess};
-pub use rng::Rng;
 pub use sample::{DataError, Dataset, FaceBox, IndexReport, RowProblem, Sample};
 pub use split::{subject_folds, subject_split, Split};

@@ -13,8 +13,8 @@ use candle_core::{Device, Tensor};
 use crossbeam_channel::{bounded, Receiver};
 
 use crate::pipeline::{load_sample, Augment, Preprocess};
-use crate::rng::Rng;
 use crate::sample::{DataError, Dataset, Sample};
+use caf_rng::Rng;
 
 /// How batches are drawn.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,7 +150,15 @@ impl BatchLoader {
 
     /// Starts the workers for one pass; batches come out on `device`.
     pub fn epoch(&self, epoch: u64, device: &Device) -> Epoch {
-        let plan = Arc::new(self.batch_plan(epoch));
+        self.epoch_from(epoch, 0, device)
+    }
+
+    /// The rest of a pass, from batch `first` on (resuming mid-epoch): the
+    /// same batches as [`BatchLoader::epoch`] gives from that point.
+    pub fn epoch_from(&self, epoch: u64, first: usize, device: &Device) -> Epoch {
+        let mut plan = self.batch_plan(epoch);
+        plan.drain(..first.min(plan.len()));
+        let plan = Arc::new(plan);
         let workers = self.config.workers.min(plan.len()).max(1);
         let capacity = self.config.prefetch.div_ceil(workers).max(1);
         let mut receivers = Vec::with_capacity(workers);

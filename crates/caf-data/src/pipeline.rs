@@ -7,8 +7,8 @@ use std::path::Path;
 use image::imageops::{self, FilterType};
 use image::{ImageReader, RgbImage};
 
-use crate::rng::Rng;
 use crate::sample::{DataError, FaceBox, Sample};
+use caf_rng::Rng;
 
 /// ImageNet channel means and standard deviations (RGB).
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use crate::rng::Rng;
 use crate::sample::{DataError, Dataset};
+use caf_rng::Rng;
 
 /// Indices of the samples on each side of a split.
 #[derive(Debug, Clone, PartialEq, Eq)]

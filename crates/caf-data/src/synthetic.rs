@@ -21,8 +21,8 @@ use image::RgbImage;
 use rayon::prelude::*;
 use tiny_skia::{Color, FillRule, LineCap, Paint, PathBuilder, Pixmap, Rect, Stroke, Transform};
 
-use crate::rng::Rng;
 use crate::sample::DataError;
+use caf_rng::Rng;
 
 /// What to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,6 @@
-//! A small deterministic random generator (SplitMix64).
+//! # caf-rng
+//!
+//! The deterministic random generator of caf-rs (SplitMix64).
 //!
 //! Shuffles, crops and synthetic faces must be identical for the same seed on
 //! every machine and every version of this crate's dependencies, so the

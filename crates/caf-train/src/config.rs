@@ -1,0 +1,321 @@
+//! Every hyper-parameter of a run, read from TOML with command-line overrides.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use caf_backbone::Arch;
+use caf_data::synthetic::{SyntheticConfig, LABELS_CSV};
+use caf_data::DatasetSpec;
+use caf_sampler::GroupingRule;
+use serde::{Deserialize, Serialize};
+
+/// What is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// The three-step CAF iteration.
+    Caf,
+    /// The regression step only, everything else equal (for ablation).
+    Baseline,
+}
+
+/// Where the data is. `synthetic` generates the built-in dataset on first use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "format", rename_all = "kebab-case")]
+pub enum DataConfig {
+    Synthetic {
+        dir: PathBuf,
+        subjects: usize,
+        images_per_subject: usize,
+        size: u32,
+        seed: u64,
+    },
+    Generic {
+        csv: PathBuf,
+        root: PathBuf,
+    },
+    Affectnet {
+        csv: PathBuf,
+        root: PathBuf,
+        face_margin: Option<f32>,
+    },
+    AfewVa {
+        root: PathBuf,
+    },
+    AffWild2 {
+        annotations: PathBuf,
+        frames: PathBuf,
+    },
+}
+
+impl DataConfig {
+    /// The dataset spec, generating the synthetic dataset first if it is absent.
+    pub fn prepare(&self) -> Result<DatasetSpec> {
+        Ok(match self {
+            DataConfig::Synthetic {
+                dir,
+                subjects,
+                images_per_subject,
+                size,
+                seed,
+            } => {
+                let csv = dir.join(LABELS_CSV);
+                if !csv.is_file() {
+                    let config = SyntheticConfig {
+                        subjects: *subjects,
+                        images_per_subject: *images_per_subject,
+                        size: *size,
+                        seed: *seed,
+                    };
+                    tracing::info!(dir = %dir.display(), "generating the built-in synthetic dataset");
+                    caf_data::synthetic::generate(dir, &config)?;
+                }
+                DatasetSpec::Generic { csv, root: dir.clone() }
+            }
+            DataConfig::Generic { csv, root } => DatasetSpec::Generic {
+                csv: csv.clone(),
+                root: root.clone(),
+            },
+            DataConfig::Affectnet { csv, root, face_margin } => DatasetSpec::AffectNet {
+                csv: csv.clone(),
+                root: root.clone(),
+                face_margin: *face_margin,
+            },
+            DataConfig::AfewVa { root } => DatasetSpec::AfewVa { root: root.clone() },
+            DataConfig::AffWild2 { annotations, frames } => DatasetSpec::AffWild2 {
+                annotations: annotations.clone(),
+                frames: frames.clone(),
+            },
+        })
+    }
+}
+
+/// A training run, every field with a default (`TrainConfig::default()`:
+/// CAF with AlexNet on the built-in data, sized for a 2-core CPU).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub method: Method,
+    /// `alexnet` or `resnet18`.
+    pub arch: String,
+    /// Pretrained encoder weights: a path or `hf://owner/name/file`; empty for none.
+    pub pretrained: String,
+    /// Side of the square crop fed to the network.
+    pub image_size: u32,
+    /// Shorter side before cropping.
+    pub resize: u32,
+    pub data: DataConfig,
+    /// A separate validation set; when absent, a subject-disjoint split of `data`.
+    pub validation: Option<DataConfig>,
+    /// Share of the subjects held out for validation when splitting `data`.
+    pub validation_ratio: f64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    /// Learning rate of all three Adam optimisers.
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// The learning rate is multiplied by `lr_gamma` every `lr_step` iterations.
+    pub lr_step: u64,
+    pub lr_gamma: f64,
+    /// `otsu` (the paper's) or `reference` (the released code's).
+    pub grouping: String,
+    pub seed: u64,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Folder of checkpoints, metrics and the report.
+    pub output: PathBuf,
+    /// Also keep `epoch-N.safetensors` every this many epochs (0: never).
+    pub checkpoint_every: usize,
+    /// Log training metrics every this many iterations.
+    pub log_every: usize,
+    /// Data worker threads.
+    pub workers: usize,
+    pub horizontal_flip: bool,
+    pub random_crop: bool,
+    /// Colour-jitter strength (brightness, contrast, saturation); 0 for none.
+    pub color_jitter: f32,
+    /// Stop after this many consecutive iterations with a non-finite loss.
+    pub max_nonfinite: usize,
+    /// Fail on an unreadable image instead of skipping it.
+    pub strict_images: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            method: Method::Caf,
+            arch: "alexnet".into(),
+            pretrained: String::new(),
+            image_size: 64,
+            resize: 72,
+            data: DataConfig::Synthetic {
+                dir: "datasets/generated/synthetic".into(),
+                subjects: 40,
+                images_per_subject: 60,
+                size: 128,
+                seed: 0,
+            },
+            validation: None,
+            validation_ratio: 0.25,
+            batch_size: 64,
+            epochs: 12,
+            lr: 1e-4,
+            beta1: 0.5,
+            beta2: 0.9,
+            lr_step: 5000,
+            lr_gamma: 0.9,
+            grouping: "otsu".into(),
+            seed: 0,
+            device: "cpu".into(),
+            output: "runs/caf".into(),
+            checkpoint_every: 0,
+            log_every: 10,
+            workers: 2,
+            horizontal_flip: true,
+            random_crop: true,
+            color_jitter: 0.0,
+            max_nonfinite: 20,
+            strict_images: false,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML file (or the defaults when `path` is `None`) and applies
+    /// `key=value` overrides (TOML values; dotted keys reach into tables, e.g.
+    /// `data.dir=/tmp/faces`, `epochs=3`, `arch="resnet18"`; bare words are strings).
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
+        match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the config {}", path.display()))?;
+                Self::from_toml(&text, &path.display().to_string(), overrides)
+            }
+            None => Self::with_overrides(
+                toml::Table::try_from(TrainConfig::default()).context("default config")?,
+                "the defaults",
+                overrides,
+            ),
+        }
+    }
+
+    /// Parses TOML text (`source` names it in errors) and applies overrides.
+    pub fn from_toml(text: &str, source: &str, overrides: &[String]) -> Result<Self> {
+        let table = text
+            .parse::<toml::Table>()
+            .with_context(|| format!("{source}: not valid TOML"))?;
+        Self::with_overrides(table, source, overrides)
+    }
+
+    fn with_overrides(mut table: toml::Table, source: &str, overrides: &[String]) -> Result<Self> {
+        for item in overrides {
+            apply_override(&mut table, item)?;
+        }
+        let config: TrainConfig = toml::Value::Table(table)
+            .try_into()
+            .with_context(|| format!("invalid configuration (from {source} and the overrides)"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.arch()?;
+        self.grouping()?;
+        if self.image_size == 0 || self.resize < self.image_size {
+            bail!(
+                "resize ({}) must be at least image_size ({} > 0)",
+                self.resize,
+                self.image_size
+            );
+        }
+        if self.batch_size < 2 || self.epochs == 0 || self.workers == 0 || self.log_every == 0 {
+            bail!("batch_size must be ≥ 2, and epochs, workers and log_every ≥ 1");
+        }
+        if !(self.lr > 0.0) || !(self.lr_gamma > 0.0) || self.lr_step == 0 {
+            bail!("lr and lr_gamma must be positive and lr_step ≥ 1");
+        }
+        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
+            bail!("beta1 and beta2 must lie in [0, 1)");
+        }
+        if self.validation.is_none() && !(self.validation_ratio > 0.0 && self.validation_ratio < 1.0) {
+            bail!("validation_ratio must lie strictly between 0 and 1");
+        }
+        Ok(())
+    }
+
+    pub fn arch(&self) -> Result<Arch> {
+        self.arch.parse().map_err(anyhow::Error::msg)
+    }
+
+    pub fn grouping(&self) -> Result<GroupingRule> {
+        self.grouping.parse().map_err(anyhow::Error::msg)
+    }
+
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).context("serialising the config")
+    }
+}
+
+fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
+    let Some((key, raw)) = item.split_once('=') else {
+        bail!("override `{item}` must look like key=value");
+    };
+    let value = match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut parsed) => parsed
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let mut parts: Vec<&str> = key.trim().split('.').collect();
+    let last = parts
+        .pop()
+        .filter(|k| !k.is_empty())
+        .with_context(|| format!("override `{item}` has an empty key"))?;
+    let mut current = table;
+    for part in parts {
+        current = current
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("override `{item}`: `{part}` is not a table"))?;
+    }
+    current.insert(last.to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_overrides_apply() {
+        let config = TrainConfig::load(None, &[]).expect("defaults");
+        assert_eq!(config, TrainConfig::default());
+        let text = config.to_toml().expect("toml");
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("run.toml");
+        std::fs::write(&path, &text).expect("write");
+        let overrides = [
+            "epochs=3".to_string(),
+            "arch=resnet18".into(),
+            "data.dir=\"/tmp/faces\"".into(),
+            "lr=0.001".into(),
+        ];
+        let loaded = TrainConfig::load(Some(&path), &overrides).expect("load");
+        assert_eq!((loaded.epochs, loaded.arch.as_str(), loaded.lr), (3, "resnet18", 0.001));
+        assert!(matches!(&loaded.data, DataConfig::Synthetic { dir, .. } if dir == Path::new("/tmp/faces")));
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let err = TrainConfig::load(None, &["arch=vgg".into()]).expect_err("unknown arch");
+        assert!(format!("{err:#}").contains("vgg"), "{err:#}");
+        let err = TrainConfig::load(None, &["epochs=\"many\"".into()]).expect_err("type");
+        assert!(format!("{err:#}").contains("epochs"), "{err:#}");
+        let err = TrainConfig::load(None, &["learning_rate=1".into()]).expect_err("unknown key");
+        assert!(format!("{err:#}").contains("learning_rate"), "{err:#}");
+        assert!(TrainConfig::load(None, &["resize=32".into()]).is_err());
+        assert!(TrainConfig::load(None, &["nonsense".into()]).is_err());
+    }
+}

@@ -1,0 +1,550 @@
+//! The training loop: DESIGN.md's three-step iteration, checkpoints that
+//! resume exactly, validation every epoch.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use caf_backbone::checkpoint::write_tensors;
+use caf_backbone::model::{CRITIC, ENCODER, REGRESSOR};
+use caf_backbone::{load_pretrained_encoder, seeded_init, CafNet, Checkpoint, HubOptions, ModelSpec, WeightSource};
+use caf_data::{Augment, Batch, BatchLoader, ColorJitter, Dataset, LoaderConfig, Preprocess};
+use caf_objective::{adaptive_ks, adversarial_loss, critic_loss, va_loss, LagrangeMultiplier, MetricsSummary};
+use caf_sampler::{group, GroupingRule};
+use candle_core::{DType, Device, ModuleT, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use crate::adam::{Adam, AdamConfig};
+use crate::config::{Method, TrainConfig};
+use crate::evaluate::{evaluate, Predictions};
+use crate::metrics_log::{mean_ccc, summary_json, MetricsLog};
+use crate::schedule::step_lr;
+
+/// Metadata keys of the training state inside a checkpoint.
+const META_CONFIG: &str = "caf.train.config";
+const META_STEP: &str = "caf.train.step";
+const META_EPOCH: &str = "caf.train.epoch";
+const META_BATCH: &str = "caf.train.batch";
+const META_LAMBDA: &str = "caf.train.lambda";
+const META_BEST: &str = "caf.train.best_mean_ccc";
+const META_COUNTERS: &str = "caf.train.counters";
+
+/// Where training stands: enough, with the weights and optimiser moments, to resume.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainState {
+    /// Iterations done.
+    pub step: u64,
+    /// The epoch in progress (0-based) and the next batch in it.
+    pub epoch: usize,
+    pub batch: usize,
+    pub lambda: LagrangeMultiplier,
+    pub best_mean_ccc: f64,
+    pub counters: Counters,
+}
+
+/// Things that went wrong or were skipped, over the whole run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counters {
+    /// Iterations whose batch had no strong/weak pair (regression step only).
+    pub no_pair: u64,
+    /// Iterations skipped because a loss was NaN or infinite.
+    pub nonfinite: u64,
+    /// Unreadable training images skipped.
+    pub skipped_images: u64,
+}
+
+/// What one iteration did, for logs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepReport {
+    pub loss_av: f64,
+    pub loss_critic: Option<f64>,
+    pub loss_adversarial: Option<f64>,
+    pub pairs: usize,
+    pub no_pair: bool,
+    pub nonfinite: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub output: PathBuf,
+    pub last: PathBuf,
+    pub best: PathBuf,
+    /// Validation metrics of the final weights.
+    pub validation: MetricsSummary,
+    pub best_mean_ccc: f64,
+    pub state: TrainState,
+    /// True when a stop was requested (Ctrl-C) before the last epoch ended.
+    pub interrupted: bool,
+    pub predictions: Predictions,
+}
+
+struct Optimisers {
+    encoder: Adam,
+    regressor: Adam,
+    critic: Adam,
+}
+
+/// A training run: networks, optimisers, data and state.
+pub struct Trainer {
+    config: TrainConfig,
+    spec: ModelSpec,
+    device: Device,
+    net: CafNet,
+    varmap: VarMap,
+    optimisers: Optimisers,
+    grouping: GroupingRule,
+    train: BatchLoader,
+    validation: BatchLoader,
+    state: TrainState,
+}
+
+/// `cpu`, `cuda` or `cuda:N`.
+pub fn parse_device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).context("cannot open CUDA device 0 (was this built with --features cuda?)"),
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(ordinal) => Device::new_cuda(ordinal)
+                .with_context(|| format!("cannot open CUDA device {ordinal} (was this built with --features cuda?)")),
+            None => bail!("unknown device `{other}` (use cpu, cuda or cuda:N)"),
+        },
+    }
+}
+
+/// Trainable variables under `prefix` (BatchNorm running statistics excluded), by name.
+fn trainable(varmap: &VarMap, prefix: &str) -> Vec<(String, Var)> {
+    let vars = varmap.data().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut named: Vec<(String, Var)> = vars
+        .iter()
+        .filter(|(name, _)| {
+            name.starts_with(prefix) && !name.ends_with("running_mean") && !name.ends_with("running_var")
+        })
+        .map(|(name, var)| (name.clone(), var.clone()))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+fn loaders(config: &TrainConfig) -> Result<(BatchLoader, BatchLoader)> {
+    let dataset = config.data.prepare()?.load()?;
+    let (train_set, validation_set): (Dataset, Dataset) = match &config.validation {
+        Some(validation) => (dataset, validation.prepare()?.load()?),
+        None => {
+            let split = caf_data::subject_split(&dataset, config.validation_ratio, config.seed)?;
+            (
+                dataset.subset(&split.train, "training subjects"),
+                dataset.subset(&split.validation, "validation subjects"),
+            )
+        }
+    };
+    tracing::info!(
+        train = train_set.len(),
+        train_subjects = train_set.subjects().len(),
+        validation = validation_set.len(),
+        validation_subjects = validation_set.subjects().len(),
+        "data ready"
+    );
+    let preprocess = Preprocess::imagenet(config.resize, config.image_size)?;
+    let jitter = (config.color_jitter > 0.0).then_some(ColorJitter {
+        brightness: config.color_jitter,
+        contrast: config.color_jitter,
+        saturation: config.color_jitter,
+    });
+    let augment = Augment {
+        random_crop: config.random_crop,
+        horizontal_flip: config.horizontal_flip,
+        color_jitter: jitter,
+    };
+    let prefetch = 2 * config.workers;
+    let train_config = LoaderConfig {
+        batch_size: config.batch_size,
+        shuffle: true,
+        drop_last: true,
+        workers: config.workers,
+        prefetch,
+        seed: config.seed,
+        augment: Some(augment),
+        strict: config.strict_images,
+    };
+    let eval_config = LoaderConfig {
+        workers: config.workers,
+        prefetch,
+        strict: config.strict_images,
+        ..LoaderConfig::evaluation(config.batch_size)
+    };
+    let train = BatchLoader::new(&train_set, preprocess, train_config)?;
+    if train.batches_per_epoch() == 0 {
+        bail!(
+            "{}: {} training samples make no full batch of {}",
+            train_set.name,
+            train_set.len(),
+            config.batch_size
+        );
+    }
+    Ok((train, BatchLoader::new(&validation_set, preprocess, eval_config)?))
+}
+
+impl Trainer {
+    /// A fresh run: seeded initial weights, then the pretrained encoder if configured.
+    pub fn new(config: TrainConfig) -> Result<Self> {
+        config.validate()?;
+        let device = parse_device(&config.device)?;
+        let arch = config.arch()?;
+        let varmap = VarMap::new();
+        let net = CafNet::new(arch, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+        seeded_init(&varmap, arch, config.seed)?;
+        if !config.pretrained.is_empty() {
+            let source: WeightSource = config.pretrained.parse().map_err(anyhow::Error::msg)?;
+            load_pretrained_encoder(&varmap, arch, &source, &HubOptions::from_env(), &device)?;
+        }
+        let state = TrainState {
+            step: 0,
+            epoch: 0,
+            batch: 0,
+            lambda: LagrangeMultiplier::default(),
+            best_mean_ccc: f64::NEG_INFINITY,
+            counters: Counters::default(),
+        };
+        Self::assemble(config, device, net, varmap, state)
+    }
+
+    /// Continues the run saved in `checkpoint`, with `overrides` applied to
+    /// its saved configuration (e.g. more epochs).
+    pub fn resume(checkpoint: &Path, overrides: &[String]) -> Result<Self> {
+        let saved_file = Checkpoint::read(checkpoint, &Device::Cpu)?;
+        let saved = saved_file.metadata.get(META_CONFIG).with_context(|| {
+            format!(
+                "{}: not a training checkpoint (no {META_CONFIG}); use it as pretrained weights instead",
+                checkpoint.display()
+            )
+        })?;
+        let overridden = TrainConfig::from_toml(
+            saved,
+            &format!("the config saved in {}", checkpoint.display()),
+            overrides,
+        )?;
+        let device = parse_device(&overridden.device)?;
+        let file = Checkpoint::read(checkpoint, &device)?;
+        let meta = |key: &str| {
+            file.metadata
+                .get(key)
+                .with_context(|| format!("{}: metadata {key} is missing", checkpoint.display()))
+        };
+        let number = |key: &str| -> Result<u64> {
+            meta(key)?
+                .parse()
+                .with_context(|| format!("{}: metadata {key} is not a number", checkpoint.display()))
+        };
+        let (net, varmap) = file.caf_net(&device)?;
+        let state = TrainState {
+            step: number(META_STEP)?,
+            epoch: number(META_EPOCH)? as usize,
+            batch: number(META_BATCH)? as usize,
+            lambda: LagrangeMultiplier {
+                value: meta(META_LAMBDA)?.parse().context("lambda")?,
+                ..LagrangeMultiplier::default()
+            },
+            best_mean_ccc: meta(META_BEST)?.parse().context("best mean CCC")?,
+            counters: serde_json::from_str(meta(META_COUNTERS)?).context("counters")?,
+        };
+        let mut trainer = Self::assemble(overridden, device, net, varmap, state)?;
+        trainer.optimisers.encoder.load_state(&file.tensors, "optim.encoder")?;
+        trainer
+            .optimisers
+            .regressor
+            .load_state(&file.tensors, "optim.regressor")?;
+        trainer.optimisers.critic.load_state(&file.tensors, "optim.critic")?;
+        tracing::info!(checkpoint = %checkpoint.display(), step = trainer.state.step, epoch = trainer.state.epoch + 1, "resuming");
+        Ok(trainer)
+    }
+
+    fn assemble(config: TrainConfig, device: Device, net: CafNet, varmap: VarMap, state: TrainState) -> Result<Self> {
+        let adam = AdamConfig {
+            lr: config.lr,
+            beta1: config.beta1,
+            beta2: config.beta2,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
+        let optimisers = Optimisers {
+            encoder: Adam::new(trainable(&varmap, &format!("{ENCODER}.")), adam)?,
+            regressor: Adam::new(trainable(&varmap, &format!("{REGRESSOR}.")), adam)?,
+            critic: Adam::new(trainable(&varmap, &format!("{CRITIC}.")), adam)?,
+        };
+        let (train, validation) = loaders(&config)?;
+        let spec = ModelSpec {
+            arch: config.arch()?,
+            image_size: config.image_size as usize,
+            resize: config.resize as usize,
+        };
+        let grouping = config.grouping()?;
+        Ok(Self {
+            config,
+            spec,
+            device,
+            net,
+            varmap,
+            optimisers,
+            grouping,
+            train,
+            validation,
+            state,
+        })
+    }
+
+    pub fn state(&self) -> &TrainState {
+        &self.state
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// One iteration on a batch, as in the paper's algorithm.
+    pub fn step(&mut self, batch: &Batch) -> Result<StepReport> {
+        let lr = step_lr(
+            self.config.lr,
+            self.config.lr_gamma,
+            self.config.lr_step,
+            self.state.step,
+        );
+        for optimiser in [
+            &mut self.optimisers.encoder,
+            &mut self.optimisers.regressor,
+            &mut self.optimisers.critic,
+        ] {
+            optimiser.set_lr(lr);
+        }
+        self.net.va.dropout.reseed(self.config.seed, &[self.state.step, 0xd0]);
+        let (encoder, regressor, critic) = (&self.net.va.encoder, &self.net.va.regressor, &self.net.critic);
+        let mut report = StepReport::default();
+
+        // 1. Regression step: f_e and f_r minimise L_AV on the whole batch.
+        let loss_av = va_loss(
+            &regressor.forward_t(&encoder.forward_t(&batch.images, true)?, true)?,
+            &batch.labels,
+        )?;
+        report.loss_av = scalar(&loss_av.total)?;
+        if !report.loss_av.is_finite() {
+            report.nonfinite = true;
+            return Ok(report);
+        }
+        let grads = loss_av.total.backward()?;
+        self.optimisers.encoder.step(&grads)?;
+        self.optimisers.regressor.step(&grads)?;
+        if self.config.method == Method::Baseline {
+            return Ok(report);
+        }
+
+        // Grouping into strong (P) and weak (Q) samples, paired in order.
+        let Ok(groups) = group(&batch.label_values, self.grouping) else {
+            report.no_pair = true;
+            return Ok(report);
+        };
+        report.pairs = groups.len();
+        let rows = |indices: &[usize]| -> Result<Tensor> {
+            let indices = Tensor::new(indices.iter().map(|&i| i as u32).collect::<Vec<u32>>(), &self.device)?;
+            Ok(batch.images.index_select(&indices, 0)?)
+        };
+        let (x_strong, x_weak) = (rows(&groups.strong)?, rows(&groups.weak)?);
+
+        // 2. Critic step: f_c contrasts strong and weak outputs; encoder features fixed.
+        let s = critic.forward_t(&encoder.forward_t(&x_strong, true)?.detach(), true)?;
+        let w = critic.forward_t(&encoder.forward_t(&x_weak, true)?.detach(), true)?;
+        let neighbourhood = adaptive_ks(&s, &w)?;
+        let contrast = critic_loss(&s, &w, &neighbourhood, self.state.lambda.value)?;
+        let loss_critic = scalar(&contrast.loss)?;
+        report.loss_critic = Some(loss_critic);
+        if !loss_critic.is_finite() {
+            report.nonfinite = true;
+            return Ok(report);
+        }
+        self.optimisers.critic.step(&contrast.loss.backward()?)?;
+        self.state.lambda.update(scalar(&contrast.constraint)?);
+
+        // 3. Adversarial step: f_e raises the critic's outputs of weak samples; f_c frozen.
+        let loss_adversarial = adversarial_loss(&critic.forward_t(&encoder.forward_t(&x_weak, true)?, true)?)?;
+        let value = scalar(&loss_adversarial)?;
+        report.loss_adversarial = Some(value);
+        if !value.is_finite() {
+            report.nonfinite = true;
+            return Ok(report);
+        }
+        self.optimisers.encoder.step(&loss_adversarial.backward()?)?;
+        Ok(report)
+    }
+
+    /// Trains until the configured number of epochs, or until `stop` is set
+    /// (then the current iteration finishes, `last.safetensors` is written
+    /// and the summary says `interrupted`).
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<RunSummary> {
+        let output = self.config.output.clone();
+        std::fs::create_dir_all(&output).with_context(|| format!("cannot create {}", output.display()))?;
+        std::fs::write(output.join("config.toml"), self.config.to_toml()?).context("writing config.toml")?;
+        let mut log = MetricsLog::open(&output.join("metrics.jsonl"))?;
+        let (last, best) = (output.join("last.safetensors"), output.join("best.safetensors"));
+        let mut consecutive_nonfinite = 0usize;
+        let mut interrupted = false;
+        let mut latest = None;
+        while self.state.epoch < self.config.epochs && !interrupted {
+            let epoch = self.state.epoch;
+            let plan_len = self.train.batches_per_epoch();
+            let progress = progress_bar(plan_len as u64, self.state.batch as u64, epoch, self.config.epochs);
+            let mut batches = self.train.epoch_from(epoch as u64, self.state.batch, &self.device);
+            let started = Instant::now();
+            let mut running = [0f64; 3];
+            for batch in batches.by_ref() {
+                let batch = batch?;
+                let report = self.step(&batch)?;
+                self.state.step += 1;
+                self.state.batch += 1;
+                progress.inc(1);
+                if report.no_pair {
+                    self.state.counters.no_pair += 1;
+                    tracing::debug!(
+                        step = self.state.step,
+                        "no strong/weak pair in this batch: regression step only"
+                    );
+                }
+                if report.nonfinite {
+                    self.state.counters.nonfinite += 1;
+                    consecutive_nonfinite += 1;
+                    tracing::warn!(step = self.state.step, "non-finite loss: update skipped");
+                    if consecutive_nonfinite >= self.config.max_nonfinite {
+                        self.save(&last)?;
+                        bail!(
+                            "{consecutive_nonfinite} iterations in a row had a non-finite loss (step {}); the run is stopped and saved to {}. Try a lower lr, check the labels, or resume from an earlier checkpoint",
+                            self.state.step,
+                            last.display()
+                        );
+                    }
+                } else {
+                    consecutive_nonfinite = 0;
+                }
+                running = [
+                    0.9 * running[0] + 0.1 * report.loss_av,
+                    0.9 * running[1] + 0.1 * report.loss_critic.unwrap_or(running[1]),
+                    0.9 * running[2] + 0.1 * report.loss_adversarial.unwrap_or(running[2]),
+                ];
+                progress.set_message(format!(
+                    "L_AV {:.3}  L_c {:.3}  L_adv {:.4}  λ {:.2e}",
+                    running[0], running[1], running[2], self.state.lambda.value
+                ));
+                if self.state.step % self.config.log_every as u64 == 0 {
+                    log.write(&json!({
+                        "kind": "train", "step": self.state.step, "epoch": epoch + 1,
+                        "loss_av": report.loss_av, "loss_critic": report.loss_critic, "loss_adversarial": report.loss_adversarial,
+                        "lambda": self.state.lambda.value, "pairs": report.pairs, "no_pair": report.no_pair,
+                        "lr": step_lr(self.config.lr, self.config.lr_gamma, self.config.lr_step, self.state.step - 1),
+                    }))?;
+                }
+                if stop.load(Ordering::SeqCst) {
+                    interrupted = true;
+                    break;
+                }
+            }
+            self.state.counters.skipped_images += batches.skipped() as u64;
+            drop(batches);
+            progress.finish_and_clear();
+            if interrupted {
+                self.save(&last)?;
+                break;
+            }
+            self.state.epoch += 1;
+            self.state.batch = 0;
+            let (summary, predictions, skipped) = evaluate(&self.net.va, &self.validation, &self.device)?;
+            let score = mean_ccc(&summary);
+            log.write(&json!({
+                "kind": "validation", "epoch": epoch + 1, "step": self.state.step, "seconds": started.elapsed().as_secs_f64(),
+                "metrics": summary_json(&summary), "mean_ccc": score, "skipped_images": skipped, "counters": self.state.counters,
+            }))?;
+            tracing::info!(
+                epoch = epoch + 1,
+                mean_ccc = format!("{score:.4}"),
+                "validation\n{summary}"
+            );
+            if score > self.state.best_mean_ccc || !best.exists() {
+                self.state.best_mean_ccc = self.state.best_mean_ccc.max(score);
+                self.save(&best)?;
+            }
+            if self.config.checkpoint_every > 0 && self.state.epoch % self.config.checkpoint_every == 0 {
+                self.save(&output.join(format!("epoch-{}.safetensors", self.state.epoch)))?;
+            }
+            self.save(&last)?;
+            latest = Some((summary, predictions));
+        }
+        let (validation, predictions) = match latest {
+            Some(latest) => latest,
+            None => {
+                let (summary, predictions, _) = evaluate(&self.net.va, &self.validation, &self.device)?;
+                (summary, predictions)
+            }
+        };
+        Ok(RunSummary {
+            output,
+            last,
+            best,
+            validation,
+            best_mean_ccc: self.state.best_mean_ccc,
+            state: self.state.clone(),
+            interrupted,
+            predictions,
+        })
+    }
+
+    /// Writes weights, optimiser moments and the training state to `path`, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut tensors: Vec<(String, Tensor)> = {
+            let vars = self
+                .varmap
+                .data()
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            vars.iter()
+                .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+                .collect()
+        };
+        tensors.extend(self.optimisers.encoder.state("optim.encoder")?);
+        tensors.extend(self.optimisers.regressor.state("optim.regressor")?);
+        tensors.extend(self.optimisers.critic.state("optim.critic")?);
+        let metadata = HashMap::from([
+            (META_CONFIG.to_string(), self.config.to_toml()?),
+            (META_STEP.to_string(), self.state.step.to_string()),
+            (META_EPOCH.to_string(), self.state.epoch.to_string()),
+            (META_BATCH.to_string(), self.state.batch.to_string()),
+            (META_LAMBDA.to_string(), self.state.lambda.value.to_string()),
+            (META_BEST.to_string(), self.state.best_mean_ccc.to_string()),
+            (META_COUNTERS.to_string(), serde_json::to_string(&self.state.counters)?),
+            (
+                "caf.method".to_string(),
+                format!("{:?}", self.config.method).to_lowercase(),
+            ),
+        ]);
+        write_tensors(path, &self.spec, &tensors, &metadata)?;
+        Ok(())
+    }
+}
+
+fn progress_bar(len: u64, position: u64, epoch: usize, epochs: usize) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_position(position);
+    let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta}  {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
+    bar
+}

@@ -1,0 +1,238 @@
+//! `cargo xtask train` and `cargo xtask eval`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use caf_backbone::Checkpoint;
+use caf_data::{BatchLoader, DatasetSpec, LoaderConfig, Preprocess};
+use caf_train::metrics_log::{mean_ccc, summary_json};
+use caf_train::{evaluate, parse_device, TrainConfig, Trainer};
+
+#[derive(clap::Args)]
+pub struct Train {
+    /// TOML file with the run's settings (defaults: CAF, AlexNet, the built-in data, CPU)
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override any setting: `--set epochs=3 --set data.dir=/tmp/faces` (repeatable)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// `caf` or `baseline` (regression step only)
+    #[arg(long)]
+    method: Option<String>,
+    /// `alexnet` or `resnet18`
+    #[arg(long)]
+    arch: Option<String>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// `cpu`, `cuda` or `cuda:N`
+    #[arg(long)]
+    device: Option<String>,
+    /// Folder for checkpoints, metrics and the resolved config
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Continue the run saved in this checkpoint (its config, plus any overrides)
+    #[arg(long)]
+    resume: Option<PathBuf>,
+}
+
+impl Train {
+    fn overrides(&self) -> Vec<String> {
+        let mut overrides = self.set.clone();
+        let mut quoted = |key: &str, value: Option<String>| {
+            if let Some(value) = value {
+                overrides.push(format!("{key}={}", toml_string(&value)));
+            }
+        };
+        quoted("method", self.method.clone());
+        quoted("arch", self.arch.clone());
+        quoted("device", self.device.clone());
+        quoted("output", self.output.as_ref().map(|p| p.display().to_string()));
+        for (key, value) in [
+            ("epochs", self.epochs.map(|v| v as u64)),
+            ("batch_size", self.batch_size.map(|v| v as u64)),
+            ("seed", self.seed),
+        ] {
+            if let Some(value) = value {
+                overrides.push(format!("{key}={value}"));
+            }
+        }
+        overrides
+    }
+}
+
+fn toml_string(value: &str) -> String {
+    format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+pub fn train(args: Train) -> Result<()> {
+    let overrides = args.overrides();
+    let mut trainer = match &args.resume {
+        Some(checkpoint) => Trainer::resume(checkpoint, &overrides)?,
+        None => Trainer::new(TrainConfig::load(args.config.as_deref(), &overrides)?)?,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this iteration (Ctrl-C again to quit at once)…");
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    let config = trainer.config().clone();
+    println!(
+        "training {:?} with {} on {}: {} epochs, batch {}, output {}",
+        config.method,
+        config.arch,
+        config.device,
+        config.epochs,
+        config.batch_size,
+        config.output.display()
+    );
+    let summary = trainer.run(&stop)?;
+    if summary.interrupted {
+        println!(
+            "stopped at step {} (epoch {}); saved {}",
+            summary.state.step,
+            summary.state.epoch + 1,
+            summary.last.display()
+        );
+        println!("resume with: cargo xtask train --resume {}", summary.last.display());
+        return Ok(());
+    }
+    println!(
+        "\nvalidation (subject-disjoint), final weights:\n{}",
+        summary.validation
+    );
+    println!(
+        "mean CCC {:.4} (best {:.4})",
+        mean_ccc(&summary.validation),
+        summary.best_mean_ccc
+    );
+    let counters = summary.state.counters;
+    println!(
+        "iterations {}; without a strong/weak pair {}; skipped for a non-finite loss {}; unreadable images {}",
+        summary.state.step, counters.no_pair, counters.nonfinite, counters.skipped_images
+    );
+    println!(
+        "checkpoints: {} (last), {} (best)",
+        summary.last.display(),
+        summary.best.display()
+    );
+    println!("metrics: {}", summary.output.join("metrics.jsonl").display());
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct Eval {
+    /// Checkpoint to evaluate (.safetensors)
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Dataset format: generic, affectnet, afew-va or aff-wild2. Without it, a
+    /// training checkpoint is evaluated on its run's validation subjects.
+    #[arg(long)]
+    format: Option<String>,
+    /// Index file (generic CSV or AffectNet CSV)
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Folder the index's image paths are relative to (or AFEW-VA's root)
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Aff-Wild2 annotation folder
+    #[arg(long)]
+    annotations: Option<PathBuf>,
+    /// Aff-Wild2 frames folder
+    #[arg(long)]
+    frames: Option<PathBuf>,
+    /// AffectNet: crop to the face box grown by this fraction per side
+    #[arg(long)]
+    face_margin: Option<f32>,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Where to write the metrics as JSON (default: eval.json beside the checkpoint)
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn required(value: &Option<PathBuf>, flag: &str, format: &str) -> Result<PathBuf> {
+    value.clone().with_context(|| format!("--format {format} needs {flag}"))
+}
+
+fn eval_dataset(args: &Eval, checkpoint: &Checkpoint) -> Result<caf_data::Dataset> {
+    let spec = match args.format.as_deref() {
+        None => {
+            let saved = checkpoint.metadata.get("caf.train.config").with_context(|| {
+                format!(
+                    "{} is not a training checkpoint: say which data to evaluate on with --format and its paths",
+                    args.checkpoint.display()
+                )
+            })?;
+            let config = TrainConfig::from_toml(saved, "the checkpoint's config", &[])?;
+            let dataset = config.data.prepare()?.load()?;
+            if let Some(validation) = &config.validation {
+                return Ok(validation.prepare()?.load()?);
+            }
+            let split = caf_data::subject_split(&dataset, config.validation_ratio, config.seed)?;
+            return Ok(dataset.subset(&split.validation, "validation subjects"));
+        }
+        Some("generic") => DatasetSpec::Generic {
+            csv: required(&args.csv, "--csv", "generic")?,
+            root: required(&args.root, "--root", "generic")?,
+        },
+        Some("affectnet") => DatasetSpec::AffectNet {
+            csv: required(&args.csv, "--csv", "affectnet")?,
+            root: required(&args.root, "--root", "affectnet")?,
+            face_margin: args.face_margin,
+        },
+        Some("afew-va") => DatasetSpec::AfewVa {
+            root: required(&args.root, "--root", "afew-va")?,
+        },
+        Some("aff-wild2") => DatasetSpec::AffWild2 {
+            annotations: required(&args.annotations, "--annotations", "aff-wild2")?,
+            frames: required(&args.frames, "--frames", "aff-wild2")?,
+        },
+        Some(other) => anyhow::bail!("unknown --format `{other}` (generic, affectnet, afew-va, aff-wild2)"),
+    };
+    Ok(spec.load()?)
+}
+
+pub fn eval(args: Eval) -> Result<()> {
+    let device = parse_device(&args.device)?;
+    let checkpoint = Checkpoint::read(&args.checkpoint, &device)?;
+    let net = checkpoint.va_net(&device)?;
+    let dataset = eval_dataset(&args, &checkpoint)?;
+    let preprocess = Preprocess::imagenet(checkpoint.spec.resize as u32, checkpoint.spec.image_size as u32)?;
+    let loader = BatchLoader::new(&dataset, preprocess, LoaderConfig::evaluation(args.batch_size))?;
+    let (summary, _, skipped) = evaluate(&net, &loader, &device)?;
+    println!(
+        "{} on {} ({} samples, {} subjects):\n{}",
+        args.checkpoint.display(),
+        dataset.name,
+        dataset.len(),
+        dataset.subjects().len(),
+        summary
+    );
+    if skipped > 0 {
+        println!("{skipped} unreadable image(s) skipped");
+    }
+    let json_path = args
+        .json
+        .clone()
+        .unwrap_or_else(|| args.checkpoint.with_file_name("eval.json"));
+    let record = serde_json::json!({
+        "checkpoint": args.checkpoint.display().to_string(), "dataset": dataset.name, "samples": dataset.len(),
+        "metrics": summary_json(&summary), "mean_ccc": mean_ccc(&summary), "skipped_images": skipped,
+    });
+    std::fs::write(&json_path, serde_json::to_string_pretty(&record)?)
+        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    println!("metrics written to {}", json_path.display());
+    Ok(())
+}
