@@ -126,6 +126,9 @@ pub fn train(args: Train) -> Result<()> {
         summary.best.display()
     );
     println!("metrics: {}", summary.output.join("metrics.jsonl").display());
+    for plot in caf_train::report::run_report(&summary.output, &summary.predictions)? {
+        println!("report: {}", plot.display());
+    }
     Ok(())
 }
 
@@ -211,7 +214,7 @@ pub fn eval(args: Eval) -> Result<()> {
     let dataset = eval_dataset(&args, &checkpoint)?;
     let preprocess = Preprocess::imagenet(checkpoint.spec.resize as u32, checkpoint.spec.image_size as u32)?;
     let loader = BatchLoader::new(&dataset, preprocess, LoaderConfig::evaluation(args.batch_size))?;
-    let (summary, _, skipped) = evaluate(&net, &loader, &device)?;
+    let (summary, predictions, skipped) = evaluate(&net, &loader, &device)?;
     println!(
         "{} on {} ({} samples, {} subjects):\n{}",
         args.checkpoint.display(),
@@ -234,5 +237,8 @@ pub fn eval(args: Eval) -> Result<()> {
     std::fs::write(&json_path, serde_json::to_string_pretty(&record)?)
         .with_context(|| format!("cannot write {}", json_path.display()))?;
     println!("metrics written to {}", json_path.display());
+    let plot = json_path.with_extension("svg");
+    caf_train::report::circumplex(&predictions, &format!("{}: true vs predicted", dataset.name), &plot)?;
+    println!("plot: {}", plot.display());
     Ok(())
 }

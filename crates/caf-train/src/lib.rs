@@ -14,6 +14,7 @@ pub mod adam;
 pub mod config;
 pub mod evaluate;
 pub mod metrics_log;
+pub mod report;
 pub mod schedule;
 pub mod trainer;
 

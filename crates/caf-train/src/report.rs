@@ -1,0 +1,184 @@
+//! Plots of a run or an evaluation, as SVG files (plotters).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+use serde_json::Value;
+
+use crate::evaluate::Predictions;
+
+fn plot_error<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
+    move |e| anyhow::anyhow!("cannot draw {}: {e}", path.display())
+}
+
+/// Series of a `metrics.jsonl`: training losses by step, validation mean CCC by epoch.
+#[derive(Debug, Default)]
+struct Curves {
+    loss_av: Vec<(f64, f64)>,
+    loss_critic: Vec<(f64, f64)>,
+    loss_adversarial: Vec<(f64, f64)>,
+    mean_ccc: Vec<(f64, f64)>,
+}
+
+fn read_curves(metrics: &Path) -> Result<Curves> {
+    let text = std::fs::read_to_string(metrics).with_context(|| format!("cannot read {}", metrics.display()))?;
+    let mut curves = Curves::default();
+    for (number, line) in text.lines().enumerate() {
+        let record: Value =
+            serde_json::from_str(line).with_context(|| format!("{}:{}: not JSON", metrics.display(), number + 1))?;
+        let number_of = |key: &str| record[key].as_f64().filter(|v| v.is_finite());
+        match record["kind"].as_str() {
+            Some("train") => {
+                let Some(step) = number_of("step") else { continue };
+                for (series, key) in [
+                    (&mut curves.loss_av, "loss_av"),
+                    (&mut curves.loss_critic, "loss_critic"),
+                    (&mut curves.loss_adversarial, "loss_adversarial"),
+                ] {
+                    if let Some(value) = number_of(key) {
+                        series.push((step, value));
+                    }
+                }
+            }
+            Some("validation") => {
+                if let (Some(epoch), Some(ccc)) = (number_of("epoch"), number_of("mean_ccc")) {
+                    curves.mean_ccc.push((epoch, ccc));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(curves)
+}
+
+fn range(points: &[&[(f64, f64)]], axis: usize) -> std::ops::Range<f64> {
+    let values = points
+        .iter()
+        .flat_map(|s| s.iter().map(move |p| if axis == 0 { p.0 } else { p.1 }));
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if !lo.is_finite() {
+        return 0.0..1.0;
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-3);
+    (lo - pad)..(hi + pad)
+}
+
+/// Learning curves (training losses; validation mean CCC) from `metrics.jsonl`.
+pub fn learning_curves(metrics: &Path, out: &Path) -> Result<()> {
+    let curves = read_curves(metrics)?;
+    let err = plot_error(out);
+    let root = SVGBackend::new(out, (900, 700)).into_drawing_area();
+    root.fill(&WHITE).map_err(&err)?;
+    let (top, bottom) = root.split_vertically(420);
+    let losses: [(&str, &[(f64, f64)], RGBColor); 3] = [
+        ("L_AV", &curves.loss_av, BLUE),
+        ("L_c (critic)", &curves.loss_critic, RED),
+        ("L_adv", &curves.loss_adversarial, GREEN),
+    ];
+    let all: Vec<&[(f64, f64)]> = losses.iter().map(|l| l.1).collect();
+    let mut chart = ChartBuilder::on(&top)
+        .caption("training losses", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(range(&all, 0), range(&all, 1))
+        .map_err(&err)?;
+    chart.configure_mesh().x_desc("iteration").draw().map_err(&err)?;
+    for (name, series, color) in losses {
+        if series.is_empty() {
+            continue;
+        }
+        chart
+            .draw_series(LineSeries::new(series.iter().copied(), color))
+            .map_err(&err)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(&err)?;
+    let mut chart = ChartBuilder::on(&bottom)
+        .caption("validation mean CCC (valence, arousal)", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(range(&[&curves.mean_ccc], 0), range(&[&curves.mean_ccc], 1))
+        .map_err(&err)?;
+    chart.configure_mesh().x_desc("epoch").draw().map_err(&err)?;
+    chart
+        .draw_series(LineSeries::new(curves.mean_ccc.iter().copied(), BLACK))
+        .map_err(&err)?;
+    chart
+        .draw_series(curves.mean_ccc.iter().map(|&p| Circle::new(p, 3, BLACK.filled())))
+        .map_err(&err)?;
+    root.present().map_err(&err)?;
+    Ok(())
+}
+
+/// True and predicted (valence, arousal) on the circumplex, side by side.
+pub fn circumplex(predictions: &Predictions, title: &str, out: &Path) -> Result<()> {
+    let err = plot_error(out);
+    let root = SVGBackend::new(out, (1000, 540)).into_drawing_area();
+    root.fill(&WHITE).map_err(&err)?;
+    let root = root.titled(title, ("sans-serif", 18)).map_err(&err)?;
+    let (left, right) = root.split_horizontally(500);
+    for (area, points, name, color) in [
+        (left, &predictions.labels, "labels", RGBColor(90, 90, 90)),
+        (right, &predictions.predicted, "predictions", BLUE),
+    ] {
+        let mut chart = ChartBuilder::on(&area)
+            .caption(name, ("sans-serif", 16))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(40)
+            .build_cartesian_2d(-1.1f64..1.1f64, -1.1f64..1.1f64)
+            .map_err(&err)?;
+        chart
+            .configure_mesh()
+            .x_desc("valence")
+            .y_desc("arousal")
+            .disable_mesh()
+            .draw()
+            .map_err(&err)?;
+        let circle = (0..=180).map(|i| {
+            let angle = i as f64 / 180.0 * std::f64::consts::TAU;
+            (angle.cos(), angle.sin())
+        });
+        chart
+            .draw_series(LineSeries::new(circle, BLACK.mix(0.5)))
+            .map_err(&err)?;
+        chart
+            .draw_series(LineSeries::new([(-1.0, 0.0), (1.0, 0.0)], BLACK.mix(0.3)))
+            .map_err(&err)?;
+        chart
+            .draw_series(LineSeries::new([(0.0, -1.0), (0.0, 1.0)], BLACK.mix(0.3)))
+            .map_err(&err)?;
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|p| Circle::new((p[0] as f64, p[1] as f64), 2, color.mix(0.5).filled())),
+            )
+            .map_err(&err)?;
+    }
+    root.present().map_err(&err)?;
+    Ok(())
+}
+
+/// Both plots of a finished run under `<output>/report/`; returns their paths.
+pub fn run_report(output: &Path, predictions: &Predictions) -> Result<Vec<PathBuf>> {
+    let folder = output.join("report");
+    std::fs::create_dir_all(&folder).with_context(|| format!("cannot create {}", folder.display()))?;
+    let (curves, scatter) = (folder.join("learning_curves.svg"), folder.join("circumplex.svg"));
+    learning_curves(&output.join("metrics.jsonl"), &curves)?;
+    circumplex(
+        predictions,
+        "validation: true vs predicted valence and arousal",
+        &scatter,
+    )?;
+    Ok(vec![curves, scatter])
+}
