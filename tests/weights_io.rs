@@ -10,7 +10,7 @@ use caf_backbone::{
     import_torch_model, load_pretrained_encoder, read_tensors, save_checkpoint, Arch, CafNet, Checkpoint, Error,
     HubOptions, ModelSpec, VaNet, WeightSource,
 };
-use caf_e2e::fill::{fill_varmap, input, model_values, named_tensors};
+use caf_e2e::fill::{fill_varmap, input, model_values, named_tensors, strip_prefix, var_shapes};
 use caf_e2e::torch_pickle::write_state_dict;
 use candle_core::{DType, Device, ModuleT, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -20,17 +20,6 @@ fn filled_va_net(arch: Arch) -> Result<(VaNet, VarMap)> {
     let net = VaNet::new(arch, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
     fill_varmap(&varmap)?;
     Ok((net, varmap))
-}
-
-/// Names and shapes of a freshly built model's variables.
-fn shapes(varmap: &VarMap) -> Vec<(String, Vec<usize>)> {
-    let vars = varmap.data().lock().expect("varmap lock");
-    let mut shapes: Vec<_> = vars
-        .iter()
-        .map(|(name, var)| (name.clone(), var.dims().to_vec()))
-        .collect();
-    shapes.sort();
-    shapes
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
@@ -93,7 +82,7 @@ fn checkpoint_round_trip_keeps_weights_metadata_and_predictions() -> Result<()> 
         let x = input("input.small", (2, 3, 64, 64))?;
         let (reloaded, reloaded_vars) = checkpoint.caf_net(&Device::Cpu)?;
         assert_eq!(max_diff(&net.va.predict(&x)?, &reloaded.va.predict(&x)?)?, 0.0);
-        assert_eq!(shapes(&reloaded_vars), shapes(&varmap));
+        assert_eq!(var_shapes(&reloaded_vars), var_shapes(&varmap));
         assert_eq!(
             max_diff(&net.va.predict(&x)?, &checkpoint.va_net(&Device::Cpu)?.predict(&x)?)?,
             0.0
@@ -114,7 +103,7 @@ fn checkpoint_round_trip_keeps_weights_metadata_and_predictions() -> Result<()> 
 fn checkpoint_written_like_pytorch_loads() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (net, varmap) = filled_va_net(Arch::ResNet18)?;
-    let tensors = named_tensors(&shapes(&varmap))?;
+    let tensors = named_tensors(&var_shapes(&varmap))?;
     let path = dir.path().join("from_torch.safetensors");
     let metadata = HashMap::from([
         (META_ARCH.to_string(), "resnet18".to_string()),
@@ -139,7 +128,7 @@ fn checkpoint_written_like_pytorch_loads() -> Result<()> {
 fn broken_checkpoints_name_the_tensor_and_the_file() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (_, varmap) = filled_va_net(Arch::AlexNet)?;
-    let mut tensors = named_tensors(&shapes(&varmap))?;
+    let mut tensors = named_tensors(&var_shapes(&varmap))?;
     let spec_meta = |arch: &str| {
         HashMap::from([
             (META_ARCH.to_string(), arch.to_string()),
@@ -222,7 +211,7 @@ fn pretrained_encoders_load_from_torchvision_names_ignoring_classifiers() -> Res
     for arch in Arch::ALL {
         let (reference, ref_vars) = filled_va_net(arch)?;
         // torchvision / timm names: no `encoder.` prefix, plus a classifier to ignore.
-        let mut torchvision: HashMap<String, Tensor> = named_tensors(&shapes(&ref_vars))?
+        let mut torchvision: HashMap<String, Tensor> = named_tensors(&var_shapes(&ref_vars))?
             .into_iter()
             .filter_map(|(name, t)| name.strip_prefix("encoder.").map(|n| (n.to_string(), t)))
             .collect();
@@ -245,7 +234,7 @@ fn pretrained_encoders_load_from_torchvision_names_ignoring_classifiers() -> Res
             let net = VaNet::new(arch, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
             let source: WeightSource = file.to_string_lossy().parse().map_err(anyhow::Error::msg)?;
             let count = load_pretrained_encoder(&varmap, arch, &source, &HubOptions::default(), &Device::Cpu)?;
-            let expected = shapes(&varmap)
+            let expected = var_shapes(&varmap)
                 .iter()
                 .filter(|(n, _)| n.starts_with("encoder."))
                 .count();
@@ -289,15 +278,8 @@ fn real_torch_save_files_are_read_without_python() -> Result<()> {
 fn reference_model_imports_into_a_working_checkpoint() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let (reference, ref_vars) = filled_va_net(Arch::AlexNet)?;
-    let tensors = named_tensors(&shapes(&ref_vars))?;
-    let part = |prefix: &str| -> Vec<(String, Tensor)> {
-        let mut part: Vec<_> = tensors
-            .iter()
-            .filter_map(|(name, t)| name.strip_prefix(prefix).map(|n| (n.to_string(), t.clone())))
-            .collect();
-        part.sort_by(|a, b| a.0.cmp(&b.0));
-        part
-    };
+    let tensors = named_tensors(&var_shapes(&ref_vars))?;
+    let part = |prefix: &str| strip_prefix(&tensors, prefix);
     // The released reference files: `features.*` and `lin0.*`, `lin1.*`, `va_regressor.*`.
     let encoder_file = dir.path().join("alexnet_enc.t7");
     let regressor_file = dir.path().join("alexnet_reg.t7");

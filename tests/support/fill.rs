@@ -85,3 +85,25 @@ pub fn named_tensors(shapes: &[(String, Vec<usize>)]) -> Result<HashMap<String, 
         })
         .collect()
 }
+
+/// Names and shapes of a model's variables, sorted by name.
+pub fn var_shapes(varmap: &VarMap) -> Vec<(String, Vec<usize>)> {
+    let vars = varmap.data().lock().expect("varmap lock");
+    let mut shapes: Vec<_> = vars
+        .iter()
+        .map(|(name, var)| (name.clone(), var.dims().to_vec()))
+        .collect();
+    shapes.sort();
+    shapes
+}
+
+/// The tensors whose names start with `prefix`, renamed without it and sorted
+/// by name, as a state dict of that part would be written.
+pub fn strip_prefix(tensors: &HashMap<String, Tensor>, prefix: &str) -> Vec<(String, Tensor)> {
+    let mut part: Vec<(String, Tensor)> = tensors
+        .iter()
+        .filter_map(|(name, t)| name.strip_prefix(prefix).map(|n| (n.to_string(), t.clone())))
+        .collect();
+    part.sort_by(|a, b| a.0.cmp(&b.0));
+    part
+}

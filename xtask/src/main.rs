@@ -32,6 +32,8 @@ enum Command {
     Train(train::Train),
     /// Evaluate a checkpoint: RMSE, SAGR, PCC and CCC per axis, as a table and JSON
     Eval(train::Eval),
+    /// Subject-disjoint K-fold cross-validation: one run per fold, mean ± std of each metric
+    Cv(train::Cv),
 }
 
 #[derive(clap::Args)]
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Command::MakeData(args) => make_data(args),
         Command::Train(args) => train::train(args),
         Command::Eval(args) => train::eval(args),
+        Command::Cv(args) => train::cv(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

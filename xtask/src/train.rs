@@ -70,12 +70,63 @@ fn toml_string(value: &str) -> String {
     format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-pub fn train(args: Train) -> Result<()> {
-    let overrides = args.overrides();
-    let mut trainer = match &args.resume {
-        Some(checkpoint) => Trainer::resume(checkpoint, &overrides)?,
-        None => Trainer::new(TrainConfig::load(args.config.as_deref(), &overrides)?)?,
-    };
+#[derive(clap::Args)]
+pub struct Cv {
+    /// Number of subject-disjoint folds
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    #[command(flatten)]
+    train: Train,
+}
+
+/// Trains one run per fold (`<output>/fold-N`) and prints mean ± std of each metric.
+pub fn cv(args: Cv) -> Result<()> {
+    anyhow::ensure!(args.folds >= 2, "--folds must be at least 2");
+    anyhow::ensure!(
+        args.train.resume.is_none(),
+        "cv starts fresh runs; resume a fold with `train --resume <output>/fold-N/last.safetensors`"
+    );
+    let base = TrainConfig::load(args.train.config.as_deref(), &args.train.overrides())?;
+    let stop = stop_on_ctrl_c()?;
+    let mut results = Vec::with_capacity(args.folds);
+    for fold in 0..args.folds {
+        let output = base.output.join(format!("fold-{fold}"));
+        let config = TrainConfig {
+            folds: args.folds,
+            fold,
+            output,
+            ..base.clone()
+        };
+        config.validate()?;
+        println!(
+            "fold {}/{}: training into {}",
+            fold + 1,
+            args.folds,
+            config.output.display()
+        );
+        let summary = Trainer::new(config)?.run(&stop)?;
+        if summary.interrupted {
+            println!(
+                "stopped during fold {}; resume it with: cargo xtask train --resume {}",
+                fold + 1,
+                summary.last.display()
+            );
+            return Ok(());
+        }
+        println!("fold {}:\n{}", fold + 1, summary.validation);
+        results.push(summary.validation);
+    }
+    let table = caf_train::metrics_log::fold_table(&results);
+    println!(
+        "{}-fold subject-disjoint cross-validation, final weights of each fold (mean ± std):\n{table}",
+        args.folds
+    );
+    std::fs::write(base.output.join("cv.txt"), &table)
+        .with_context(|| format!("cannot write {}", base.output.join("cv.txt").display()))?;
+    Ok(())
+}
+
+fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let handler_flag = stop.clone();
     ctrlc::set_handler(move || {
@@ -85,6 +136,16 @@ pub fn train(args: Train) -> Result<()> {
         eprintln!("\nstopping after this iteration (Ctrl-C again to quit at once)…");
     })
     .context("cannot install the Ctrl-C handler")?;
+    Ok(stop)
+}
+
+pub fn train(args: Train) -> Result<()> {
+    let overrides = args.overrides();
+    let mut trainer = match &args.resume {
+        Some(checkpoint) => Trainer::resume(checkpoint, &overrides)?,
+        None => Trainer::new(TrainConfig::load(args.config.as_deref(), &overrides)?)?,
+    };
+    let stop = stop_on_ctrl_c()?;
     let config = trainer.config().clone();
     println!(
         "training {:?} with {} on {}: {} epochs, batch {}, output {}",
@@ -179,11 +240,11 @@ fn eval_dataset(args: &Eval, checkpoint: &Checkpoint) -> Result<caf_data::Datase
                 )
             })?;
             let config = TrainConfig::from_toml(saved, "the checkpoint's config", &[])?;
-            let dataset = config.data.prepare()?.load()?;
             if let Some(validation) = &config.validation {
                 return Ok(validation.prepare()?.load()?);
             }
-            let split = caf_data::subject_split(&dataset, config.validation_ratio, config.seed)?;
+            let dataset = config.data.prepare()?.load()?;
+            let split = caf_train::validation_split(&dataset, &config)?;
             return Ok(dataset.subset(&split.validation, "validation subjects"));
         }
         Some("generic") => DatasetSpec::Generic {

@@ -4,9 +4,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use caf_backbone::{Arch, VaNet};
-use caf_e2e::fill::named_tensors;
+use caf_e2e::fill::{named_tensors, strip_prefix, var_shapes};
 use caf_e2e::torch_pickle::write_state_dict;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 
 fn xtask(args: &[&str]) -> Output {
@@ -47,22 +47,8 @@ fn write_reference_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf)
         VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
     )
     .expect("model");
-    let shapes: Vec<(String, Vec<usize>)> = varmap
-        .data()
-        .lock()
-        .expect("lock")
-        .iter()
-        .map(|(n, v)| (n.clone(), v.dims().to_vec()))
-        .collect();
-    let tensors = named_tensors(&shapes).expect("tensors");
-    let part = |prefix: &str| -> Vec<(String, Tensor)> {
-        let mut part: Vec<_> = tensors
-            .iter()
-            .filter_map(|(n, t)| n.strip_prefix(prefix).map(|s| (s.to_string(), t.clone())))
-            .collect();
-        part.sort_by(|a, b| a.0.cmp(&b.0));
-        part
-    };
+    let tensors = named_tensors(&var_shapes(&varmap)).expect("tensors");
+    let part = |prefix: &str| strip_prefix(&tensors, prefix);
     let (encoder, regressor) = (dir.join("enc.t7"), dir.join("reg.t7"));
     write_state_dict(&encoder, &part("encoder.")).expect("encoder file");
     write_state_dict(&regressor, &part("regressor.")).expect("regressor file");

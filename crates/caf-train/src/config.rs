@@ -111,6 +111,10 @@ pub struct TrainConfig {
     pub validation: Option<DataConfig>,
     /// Share of the subjects held out for validation when splitting `data`.
     pub validation_ratio: f64,
+    /// Cross-validation: with `folds ≥ 2`, validate on subject-disjoint fold
+    /// `fold` (0-based) of `folds` instead of `validation_ratio`.
+    pub folds: usize,
+    pub fold: usize,
     pub batch_size: usize,
     pub epochs: usize,
     /// Learning rate of all three Adam optimisers.
@@ -160,6 +164,8 @@ impl Default for TrainConfig {
             },
             validation: None,
             validation_ratio: 0.25,
+            folds: 0,
+            fold: 0,
             batch_size: 64,
             epochs: 24,
             // The paper's 1e-4 assumes an ImageNet-pretrained encoder; the
@@ -236,14 +242,26 @@ impl TrainConfig {
         if self.batch_size < 2 || self.epochs == 0 || self.workers == 0 || self.log_every == 0 {
             bail!("batch_size must be ≥ 2, and epochs, workers and log_every ≥ 1");
         }
-        if !(self.lr > 0.0) || !(self.lr_gamma > 0.0) || self.lr_step == 0 {
+        let positive = |x: f64| x.is_finite() && x > 0.0;
+        if !positive(self.lr) || !positive(self.lr_gamma) || self.lr_step == 0 {
             bail!("lr and lr_gamma must be positive and lr_step ≥ 1");
         }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             bail!("beta1 and beta2 must lie in [0, 1)");
         }
-        if self.validation.is_none() && !(self.validation_ratio > 0.0 && self.validation_ratio < 1.0) {
+        if self.validation.is_none() && self.folds < 2 && !(self.validation_ratio > 0.0 && self.validation_ratio < 1.0)
+        {
             bail!("validation_ratio must lie strictly between 0 and 1");
+        }
+        if self.folds == 1 || (self.folds >= 2 && self.fold >= self.folds) {
+            bail!(
+                "folds must be 0 (no cross-validation) or ≥ 2, and fold < folds (got fold {} of {})",
+                self.fold,
+                self.folds
+            );
+        }
+        if self.folds >= 2 && self.validation.is_some() {
+            bail!("cross-validation splits `data`; remove the separate `validation` set");
         }
         Ok(())
     }

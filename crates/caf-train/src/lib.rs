@@ -21,4 +21,4 @@ pub mod trainer;
 pub use adam::{Adam, AdamConfig};
 pub use config::{DataConfig, Method, TrainConfig};
 pub use evaluate::{evaluate, Predictions};
-pub use trainer::{parse_device, Counters, RunSummary, StepReport, TrainState, Trainer};
+pub use trainer::{parse_device, validation_split, Counters, RunSummary, StepReport, TrainState, Trainer};

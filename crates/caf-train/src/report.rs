@@ -71,7 +71,8 @@ pub fn learning_curves(metrics: &Path, out: &Path) -> Result<()> {
     let root = SVGBackend::new(out, (900, 700)).into_drawing_area();
     root.fill(&WHITE).map_err(&err)?;
     let (top, bottom) = root.split_vertically(420);
-    let losses: [(&str, &[(f64, f64)], RGBColor); 3] = [
+    type Series<'a> = (&'a str, &'a [(f64, f64)], RGBColor);
+    let losses: [Series; 3] = [
         ("L_AV", &curves.loss_av, BLUE),
         ("L_c (critic)", &curves.loss_critic, RED),
         ("L_adv", &curves.loss_adversarial, GREEN),

@@ -134,6 +134,16 @@ fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
+/// The subject-disjoint split a config asks for: fold `fold` of `folds`, or
+/// `validation_ratio` of the subjects, chosen by the seed.
+pub fn validation_split(dataset: &Dataset, config: &TrainConfig) -> Result<caf_data::Split> {
+    Ok(if config.folds >= 2 {
+        caf_data::subject_folds(dataset, config.folds, config.seed)?.swap_remove(config.fold)
+    } else {
+        caf_data::subject_split(dataset, config.validation_ratio, config.seed)?
+    })
+}
+
 fn loaders(config: &TrainConfig) -> Result<(BatchLoader, BatchLoader)> {
     let dataset = config.data.prepare()?.load()?;
     let (train_set, validation_set): (Dataset, Dataset) = match &config.validation {
