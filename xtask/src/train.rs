@@ -39,6 +39,9 @@ pub struct Train {
     /// Continue the run saved in this checkpoint (its config, plus any overrides)
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Train once per seed (`--seeds 0,1,2`) into `<output>/seed-N` and print mean ± std
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["seed", "resume"])]
+    seeds: Vec<u64>,
 }
 
 impl Train {
@@ -83,46 +86,71 @@ pub struct Cv {
 pub fn cv(args: Cv) -> Result<()> {
     anyhow::ensure!(args.folds >= 2, "--folds must be at least 2");
     anyhow::ensure!(
-        args.train.resume.is_none(),
-        "cv starts fresh runs; resume a fold with `train --resume <output>/fold-N/last.safetensors`"
+        args.train.resume.is_none() && args.train.seeds.is_empty(),
+        "cv starts fresh runs of one seed; resume a fold with `train --resume <output>/fold-N/last.safetensors`"
     );
     let base = TrainConfig::load(args.train.config.as_deref(), &args.train.overrides())?;
+    let runs = (0..args.folds)
+        .map(|fold| {
+            let config = TrainConfig {
+                folds: args.folds,
+                fold,
+                output: base.output.join(format!("fold-{fold}")),
+                ..base.clone()
+            };
+            (format!("fold {}/{}", fold + 1, args.folds), config)
+        })
+        .collect();
+    let title = format!(
+        "{}-fold subject-disjoint cross-validation, final weights of each fold",
+        args.folds
+    );
+    run_series(runs, &title, &base.output.join("cv.txt"))
+}
+
+/// One run per seed (`<output>/seed-N`), then mean ± std of each metric.
+fn train_seeds(args: &Train) -> Result<()> {
+    let base = TrainConfig::load(args.config.as_deref(), &args.overrides())?;
+    let runs = args
+        .seeds
+        .iter()
+        .map(|&seed| {
+            (
+                format!("seed {seed}"),
+                TrainConfig {
+                    seed,
+                    output: base.output.join(format!("seed-{seed}")),
+                    ..base.clone()
+                },
+            )
+        })
+        .collect();
+    let title = format!("{:?} over seeds {:?}, final weights", base.method, args.seeds);
+    run_series(runs, &title, &base.output.join("seeds.txt"))
+}
+
+/// Trains each run in turn, then prints and writes the mean ± std of their
+/// final validation metrics.
+fn run_series(runs: Vec<(String, TrainConfig)>, title: &str, table_path: &std::path::Path) -> Result<()> {
     let stop = stop_on_ctrl_c()?;
-    let mut results = Vec::with_capacity(args.folds);
-    for fold in 0..args.folds {
-        let output = base.output.join(format!("fold-{fold}"));
-        let config = TrainConfig {
-            folds: args.folds,
-            fold,
-            output,
-            ..base.clone()
-        };
+    let mut results = Vec::with_capacity(runs.len());
+    for (label, config) in runs {
         config.validate()?;
-        println!(
-            "fold {}/{}: training into {}",
-            fold + 1,
-            args.folds,
-            config.output.display()
-        );
+        println!("{label}: training {:?} into {}", config.method, config.output.display());
         let summary = Trainer::new(config)?.run(&stop)?;
         if summary.interrupted {
             println!(
-                "stopped during fold {}; resume it with: cargo xtask train --resume {}",
-                fold + 1,
+                "stopped during {label}; resume it with: cargo xtask train --resume {}",
                 summary.last.display()
             );
             return Ok(());
         }
-        println!("fold {}:\n{}", fold + 1, summary.validation);
+        println!("{label}:\n{}", summary.validation);
         results.push(summary.validation);
     }
     let table = caf_train::metrics_log::fold_table(&results);
-    println!(
-        "{}-fold subject-disjoint cross-validation, final weights of each fold (mean ± std):\n{table}",
-        args.folds
-    );
-    std::fs::write(base.output.join("cv.txt"), &table)
-        .with_context(|| format!("cannot write {}", base.output.join("cv.txt").display()))?;
+    println!("{title} (mean ± std):\n{table}");
+    std::fs::write(table_path, &table).with_context(|| format!("cannot write {}", table_path.display()))?;
     Ok(())
 }
 
@@ -140,6 +168,9 @@ fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>> {
 }
 
 pub fn train(args: Train) -> Result<()> {
+    if !args.seeds.is_empty() {
+        return train_seeds(&args);
+    }
     let overrides = args.overrides();
     let mut trainer = match &args.resume {
         Some(checkpoint) => Trainer::resume(checkpoint, &overrides)?,

@@ -230,8 +230,9 @@ impl Trainer {
     /// Continues the run saved in `checkpoint`, with `overrides` applied to
     /// its saved configuration (e.g. more epochs).
     pub fn resume(checkpoint: &Path, overrides: &[String]) -> Result<Self> {
-        let saved_file = Checkpoint::read(checkpoint, &Device::Cpu)?;
-        let saved = saved_file.metadata.get(META_CONFIG).with_context(|| {
+        // Read once on the host; `caf_net` moves the weights to the run's device.
+        let file = Checkpoint::read(checkpoint, &Device::Cpu)?;
+        let saved = file.metadata.get(META_CONFIG).with_context(|| {
             format!(
                 "{}: not a training checkpoint (no {META_CONFIG}); use it as pretrained weights instead",
                 checkpoint.display()
@@ -243,7 +244,6 @@ impl Trainer {
             overrides,
         )?;
         let device = parse_device(&overridden.device)?;
-        let file = Checkpoint::read(checkpoint, &device)?;
         let meta = |key: &str| {
             file.metadata
                 .get(key)
