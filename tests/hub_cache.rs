@@ -5,13 +5,12 @@
 //! One test function, in its own test binary, because it sets process
 //! environment variables.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Result;
 use caf_backbone::{load_pretrained_encoder, Arch, HubFile, HubOptions, VaNet, WeightSource};
-use caf_e2e::fill::{fill_varmap, input, named_tensors};
-use candle_core::{DType, Device, ModuleT, Tensor};
+use caf_e2e::fill::{fill_varmap, input, named_tensors, strip_prefix, var_shapes};
+use candle_core::{DType, Device, ModuleT};
 use candle_nn::{VarBuilder, VarMap};
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -39,19 +38,9 @@ fn resnet_weights() -> Result<Vec<u8>> {
         Arch::ResNet18,
         VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
     )?;
-    let shapes: Vec<(String, Vec<usize>)> = {
-        let vars = varmap.data().lock().expect("varmap lock");
-        vars.iter()
-            .filter(|(n, _)| n.starts_with("encoder."))
-            .map(|(n, v)| (n.clone(), v.dims().to_vec()))
-            .collect()
-    };
     // Values of our `encoder.*` names, stored under timm's (torchvision's) names.
-    let tensors: HashMap<String, Tensor> = named_tensors(&shapes)?
-        .into_iter()
-        .map(|(n, t)| (n.trim_start_matches("encoder.").to_string(), t))
-        .collect();
-    let bytes = safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), None)?;
+    let encoder = strip_prefix(&named_tensors(&var_shapes(&varmap))?, "encoder.");
+    let bytes = safetensors::serialize(encoder.iter().map(|(k, v)| (k.as_str(), v)), None)?;
     Ok(bytes)
 }
 

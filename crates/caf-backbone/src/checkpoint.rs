@@ -85,6 +85,14 @@ impl Checkpoint {
     }
 }
 
+/// Every variable of `varmap` as a named tensor (the weights themselves, not copies).
+pub fn varmap_tensors(varmap: &VarMap) -> Vec<(String, Tensor)> {
+    let vars = varmap.data().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    vars.iter()
+        .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+        .collect()
+}
+
 /// Writes `varmap`'s variables as a checkpoint, atomically (a temporary file
 /// in the same folder, then a rename), so a crash never leaves a broken file.
 /// `extra_metadata` is stored beside the `caf.*` keys.
@@ -94,16 +102,7 @@ pub fn save_checkpoint(
     varmap: &VarMap,
     extra_metadata: &HashMap<String, String>,
 ) -> Result<()> {
-    let tensors: Vec<(String, Tensor)> = {
-        let vars = varmap
-            .data()
-            .lock()
-            .map_err(|_| Error::bad_file(path, "model variables are poisoned by an earlier panic"))?;
-        vars.iter()
-            .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
-            .collect()
-    };
-    write_tensors(path, spec, &tensors, extra_metadata)
+    write_tensors(path, spec, &varmap_tensors(varmap), extra_metadata)
 }
 
 /// Writes named tensors as a checkpoint file, atomically.

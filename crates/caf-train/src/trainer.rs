@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use caf_backbone::checkpoint::write_tensors;
+use caf_backbone::checkpoint::{varmap_tensors, write_tensors};
 use caf_backbone::model::{CRITIC, ENCODER, REGRESSOR};
 use caf_backbone::{load_pretrained_encoder, seeded_init, CafNet, Checkpoint, HubOptions, ModelSpec, WeightSource};
 use caf_data::{Augment, Batch, BatchLoader, ColorJitter, Dataset, LoaderConfig, Preprocess};
@@ -517,16 +517,7 @@ impl Trainer {
 
     /// Writes weights, optimiser moments and the training state to `path`, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut tensors: Vec<(String, Tensor)> = {
-            let vars = self
-                .varmap
-                .data()
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            vars.iter()
-                .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
-                .collect()
-        };
+        let mut tensors = varmap_tensors(&self.varmap);
         tensors.extend(self.optimisers.encoder.state("optim.encoder")?);
         tensors.extend(self.optimisers.regressor.state("optim.regressor")?);
         tensors.extend(self.optimisers.critic.state("optim.critic")?);
