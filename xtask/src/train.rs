@@ -205,7 +205,7 @@ pub fn train(args: Train) -> Result<()> {
     println!(
         "mean CCC {:.4} (best {:.4})",
         mean_ccc(&summary.validation),
-        summary.best_mean_ccc
+        summary.state.best_mean_ccc
     );
     let counters = summary.state.counters;
     println!(

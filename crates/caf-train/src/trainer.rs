@@ -76,7 +76,6 @@ pub struct RunSummary {
     pub best: PathBuf,
     /// Validation metrics of the final weights.
     pub validation: MetricsSummary,
-    pub best_mean_ccc: f64,
     pub state: TrainState,
     /// True when a stop was requested (Ctrl-C) before the last epoch ended.
     pub interrupted: bool,
@@ -323,14 +322,14 @@ impl Trainer {
         &self.varmap
     }
 
+    /// The scheduled learning rate of iteration `step` (0-based).
+    fn lr_at(&self, step: u64) -> f64 {
+        step_lr(self.config.lr, self.config.lr_gamma, self.config.lr_step, step)
+    }
+
     /// One iteration on a batch, as in the paper's algorithm.
     pub fn step(&mut self, batch: &Batch) -> Result<StepReport> {
-        let lr = step_lr(
-            self.config.lr,
-            self.config.lr_gamma,
-            self.config.lr_step,
-            self.state.step,
-        );
+        let lr = self.lr_at(self.state.step);
         for optimiser in [
             &mut self.optimisers.encoder,
             &mut self.optimisers.regressor,
@@ -458,7 +457,7 @@ impl Trainer {
                         "kind": "train", "step": self.state.step, "epoch": epoch + 1,
                         "loss_av": report.loss_av, "loss_critic": report.loss_critic, "loss_adversarial": report.loss_adversarial,
                         "lambda": self.state.lambda.value, "pairs": report.pairs, "no_pair": report.no_pair,
-                        "lr": step_lr(self.config.lr, self.config.lr_gamma, self.config.lr_step, self.state.step - 1),
+                        "lr": self.lr_at(self.state.step - 1),
                     }))?;
                 }
                 if stop.load(Ordering::SeqCst) {
@@ -508,7 +507,6 @@ impl Trainer {
             last,
             best,
             validation,
-            best_mean_ccc: self.state.best_mean_ccc,
             state: self.state.clone(),
             interrupted,
             predictions,
