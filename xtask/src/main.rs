@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: every caf-rs workflow as one Rust binary.
 
+mod bench;
 mod train;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,8 @@ enum Command {
     Eval(train::Eval),
     /// Subject-disjoint K-fold cross-validation: one run per fold, mean ± std of each metric
     Cv(train::Cv),
+    /// Time training steps, inference, the data pipeline and the objective; optionally beside PyTorch
+    Bench(bench::Bench),
 }
 
 #[derive(clap::Args)]
@@ -52,6 +55,9 @@ struct MakeData {
     size: u32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Write JPEG files instead of PNG
+    #[arg(long)]
+    jpeg: bool,
 }
 
 #[derive(clap::Args)]
@@ -99,6 +105,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::train(args),
         Command::Eval(args) => train::eval(args),
         Command::Cv(args) => train::cv(args),
+        Command::Bench(args) => bench::bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -167,6 +174,7 @@ fn make_data(args: MakeData) -> Result<()> {
         images_per_subject: args.images_per_subject,
         size: args.size,
         seed: args.seed,
+        jpeg: args.jpeg,
     };
     let started = std::time::Instant::now();
     let report = caf_data::synthetic::generate(&args.out, &config)?;

@@ -32,6 +32,8 @@ pub struct SyntheticConfig {
     /// Side of the square images, in pixels.
     pub size: u32,
     pub seed: u64,
+    /// Write JPEG (quality 90) instead of PNG, e.g. to measure JPEG decoding.
+    pub jpeg: bool,
 }
 
 impl Default for SyntheticConfig {
@@ -41,6 +43,7 @@ impl Default for SyntheticConfig {
             images_per_subject: 60,
             size: 128,
             seed: 0,
+            jpeg: false,
         }
     }
 }
@@ -255,6 +258,20 @@ pub fn render(person: &Person, label: [f32; 2], size: u32, rng: &mut Rng) -> Res
     Ok(image)
 }
 
+fn write_image(image: &RgbImage, path: &Path, jpeg: bool) -> Result<(), DataError> {
+    let cannot_write = |e: image::ImageError| DataError::Image {
+        path: path.to_path_buf(),
+        message: format!("cannot write: {e}"),
+    };
+    if !jpeg {
+        return image.save(path).map_err(cannot_write);
+    }
+    let file = std::fs::File::create(path).map_err(|e| DataError::io(path, e))?;
+    image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(file), 90)
+        .encode_image(image)
+        .map_err(cannot_write)
+}
+
 /// What [`generate`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyntheticReport {
@@ -265,7 +282,7 @@ pub struct SyntheticReport {
     pub images: usize,
 }
 
-/// Writes the dataset under `out`: `images/sNNN/NNNN.png` and [`LABELS_CSV`].
+/// Writes the dataset under `out`: `images/sNNN/NNNN.png` (or `.jpg`) and [`LABELS_CSV`].
 /// The same config gives byte-identical files.
 pub fn generate(out: &Path, config: &SyntheticConfig) -> Result<SyntheticReport, DataError> {
     if config.subjects == 0 || config.images_per_subject == 0 || config.size < 16 {
@@ -281,16 +298,13 @@ pub fn generate(out: &Path, config: &SyntheticConfig) -> Result<SyntheticReport,
             let person = Person::new(config.seed, subject);
             let mut rng = Rng::derive(config.seed, &[subject as u64, image as u64, 0x1a]);
             let label = draw_label(&mut rng);
-            let relative = format!("images/s{subject:03}/{image:04}.png");
+            let extension = if config.jpeg { "jpg" } else { "png" };
+            let relative = format!("images/s{subject:03}/{image:04}.{extension}");
             let folder = images_dir.join(format!("s{subject:03}"));
             std::fs::create_dir_all(&folder).map_err(|e| DataError::io(&folder, e))?;
             let path = out.join(&relative);
-            render(&person, label, config.size, &mut rng)?
-                .save(&path)
-                .map_err(|e| DataError::Image {
-                    path: path.clone(),
-                    message: format!("cannot write: {e}"),
-                })?;
+            let rendered = render(&person, label, config.size, &mut rng)?;
+            write_image(&rendered, &path, config.jpeg)?;
             Ok(format!("{relative},{:.6},{:.6},s{subject:03}\n", label[0], label[1]))
         })
         .collect();
@@ -320,6 +334,7 @@ mod tests {
             images_per_subject: 4,
             size: 48,
             seed: 5,
+            jpeg: false,
         };
         let (a, b) = (tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir"));
         let report = generate(a.path(), &config).expect("generate");
@@ -344,6 +359,27 @@ mod tests {
             std::fs::read(report.csv).expect("csv"),
             std::fs::read(other.path().join(LABELS_CSV)).expect("csv")
         );
+    }
+
+    #[test]
+    fn writes_decodable_jpeg_when_asked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let config = SyntheticConfig {
+            subjects: 1,
+            images_per_subject: 2,
+            size: 40,
+            seed: 1,
+            jpeg: true,
+        };
+        let report = generate(dir.path(), &config).expect("generate");
+        let dataset = load_generic_csv(&report.csv, &report.root).expect("load");
+        let path = &dataset.samples[1].path;
+        assert_eq!(path.extension().and_then(|e| e.to_str()), Some("jpg"));
+        assert_eq!(
+            image::ImageFormat::from_path(path).expect("format"),
+            image::ImageFormat::Jpeg
+        );
+        assert_eq!(crate::pipeline::decode(path).expect("decode").dimensions(), (40, 40));
     }
 
     #[test]

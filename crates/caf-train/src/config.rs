@@ -66,6 +66,7 @@ impl DataConfig {
                         images_per_subject: *images_per_subject,
                         size: *size,
                         seed: *seed,
+                        jpeg: false,
                     };
                     tracing::info!(dir = %dir.display(), "generating the built-in synthetic dataset");
                     caf_data::synthetic::generate(dir, &config)?;

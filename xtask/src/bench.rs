@@ -1,0 +1,438 @@
+//! `cargo xtask bench`: training steps, inference, the data pipeline and the
+//! contrastive objective, timed on the same inputs, optionally beside PyTorch.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use caf_backbone::{seeded_init, Arch, VaNet, CRITIC_OUTPUTS};
+use caf_data::synthetic::{draw_label, SyntheticConfig};
+use caf_data::{Augment, Batch, BatchLoader, LoaderConfig, Preprocess, Rng};
+use caf_objective::{adaptive_ks, critic_loss};
+use caf_sampler::{group, GroupingRule};
+use caf_train::{parse_device, DataConfig, Method, TrainConfig, Trainer};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+#[derive(clap::Args)]
+pub struct Bench {
+    /// Training batch size
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Side of the square network input
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+    /// Architectures, comma-separated
+    #[arg(long, value_delimiter = ',', default_value = "alexnet,resnet18", value_parser = crate::parse_arch)]
+    arch: Vec<Arch>,
+    /// Untimed runs before the timed ones
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Timed runs of each measurement (the median is reported)
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// `cpu`, `cuda` or `cuda:N`
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Batch of the stand-alone measurement of grouping + contrastive objective
+    #[arg(long, default_value_t = 256)]
+    objective_batch: usize,
+    /// Print one JSON object instead of the table
+    #[arg(long)]
+    json: bool,
+    /// Also run bench/torch_bench.py (needs a Python with torch and torchvision) and print ratios
+    #[arg(long)]
+    compare_torch: bool,
+    /// The Python used by --compare-torch
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+}
+
+/// Seconds of repeated runs of one measurement.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Timing {
+    median_s: f64,
+    min_s: f64,
+    max_s: f64,
+    runs: usize,
+}
+
+impl Timing {
+    fn measure(warmup: usize, runs: usize, device: &Device, mut run: impl FnMut() -> Result<()>) -> Result<Self> {
+        for _ in 0..warmup {
+            run()?;
+        }
+        device.synchronize()?;
+        let mut seconds = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let started = Instant::now();
+            run()?;
+            device.synchronize()?;
+            seconds.push(started.elapsed().as_secs_f64());
+        }
+        seconds.sort_by(f64::total_cmp);
+        Ok(Self {
+            median_s: median(&seconds),
+            min_s: seconds[0],
+            max_s: seconds[seconds.len() - 1],
+            runs,
+        })
+    }
+
+    fn from_json(value: &Value) -> Option<Self> {
+        Some(Self {
+            median_s: value.get("median_s")?.as_f64()?,
+            min_s: value.get("min_s")?.as_f64()?,
+            max_s: value.get("max_s")?.as_f64()?,
+            runs: value.get("runs")?.as_u64()? as usize,
+        })
+    }
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// The measurements of one architecture, in the key names torch_bench.py uses.
+const MODEL_KEYS: [&str; 4] = ["caf_step", "baseline_step", "infer_batch1", "infer_batch64"];
+
+pub fn bench(args: Bench) -> Result<()> {
+    ensure!(
+        args.batch >= 2,
+        "--batch must be at least 2 (CAF needs a strong/weak pair)"
+    );
+    ensure!(args.runs >= 1, "--runs must be at least 1");
+    ensure!(
+        args.size >= 32,
+        "--size must be at least 32 (AlexNet's smallest input is 32 px here)"
+    );
+    let device = parse_device(&args.device)?;
+    let scratch = tempfile::tempdir().context("cannot create a scratch folder")?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tracing::info!(batch = args.batch, size = args.size, device = %args.device, threads, "benchmarking");
+
+    let mut models = serde_json::Map::new();
+    let mut caf_steps = Vec::new();
+    for &arch in &args.arch {
+        let result = bench_arch(&args, arch, &device, scratch.path())?;
+        caf_steps.push(result["caf_step"].median_s);
+        models.insert(arch.name().into(), serde_json::to_value(result)?);
+    }
+    let objective = bench_objective(&args, args.batch, &device)?;
+    let objective_large = bench_objective(&args, args.objective_batch, &device)?;
+    let pipeline = bench_pipeline(&args, threads, scratch.path())?;
+    let shares: serde_json::Map<String, Value> = args
+        .arch
+        .iter()
+        .zip(&caf_steps)
+        .map(|(arch, step)| {
+            (
+                arch.name().to_string(),
+                json!({
+                    "at_batch": objective.median_s / step,
+                    "objective_batch_vs_step": objective_large.median_s / step,
+                }),
+            )
+        })
+        .collect();
+    let mut report = json!({
+        "caf_rs": env!("CARGO_PKG_VERSION"),
+        "device": args.device,
+        "threads": threads,
+        "batch": args.batch,
+        "size": args.size,
+        "arch": models,
+        "objective": { "batch": args.batch, "timing": objective },
+        "objective_large": { "batch": args.objective_batch, "timing": objective_large },
+        "objective_share_of_caf_step": shares,
+        "data_pipeline": pipeline,
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    if args.compare_torch {
+        let torch = run_torch(&args, threads)?;
+        report["ratios"] = ratios(&report["arch"], &torch["arch"]);
+        report["torch"] = torch;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn bench_arch(
+    args: &Bench,
+    arch: Arch,
+    device: &Device,
+    scratch: &Path,
+) -> Result<std::collections::BTreeMap<&'static str, Timing>> {
+    let batch = random_batch(args.batch, args.size, device, 0)?;
+    let mut timings = std::collections::BTreeMap::new();
+    for (key, method) in [("caf_step", Method::Caf), ("baseline_step", Method::Baseline)] {
+        let mut trainer = Trainer::new(bench_train_config(args, arch, method, scratch))?;
+        tracing::info!(arch = arch.name(), step = key, "timing");
+        timings.insert(
+            key,
+            Timing::measure(args.warmup, args.runs, device, || {
+                let report = trainer.step(&batch)?;
+                ensure!(!report.nonfinite, "the benchmark step's loss was not finite");
+                Ok(())
+            })?,
+        );
+    }
+    let varmap = VarMap::new();
+    let net = VaNet::new(arch, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+    seeded_init(&varmap, arch, 0)?;
+    for (key, n) in [("infer_batch1", 1), ("infer_batch64", 64)] {
+        let images = random_batch(n, args.size, device, 1)?.images;
+        tracing::info!(arch = arch.name(), batch = n, "timing inference");
+        timings.insert(
+            key,
+            Timing::measure(args.warmup, args.runs, device, || {
+                net.predict(&images)?;
+                Ok(())
+            })?,
+        );
+    }
+    Ok(timings)
+}
+
+/// A trainer over a tiny generated dataset (its loaders are never used: the
+/// benchmark feeds the same random batch to every step).
+fn bench_train_config(args: &Bench, arch: Arch, method: Method, scratch: &Path) -> TrainConfig {
+    TrainConfig {
+        method,
+        arch: arch.name().into(),
+        image_size: args.size as u32,
+        resize: args.size as u32,
+        batch_size: args.batch,
+        data: DataConfig::Synthetic {
+            dir: scratch.join("train-data"),
+            subjects: 4,
+            images_per_subject: args.batch,
+            size: 32,
+            seed: 0,
+        },
+        device: args.device.clone(),
+        output: scratch.join("run"),
+        workers: 1,
+        ..TrainConfig::default()
+    }
+}
+
+/// Normal images and labels spread over the unit disc, the same for every run.
+fn random_batch(n: usize, size: usize, device: &Device, seed: u64) -> Result<Batch> {
+    let mut rng = Rng::new(seed);
+    let pixels: Vec<f32> = (0..n * 3 * size * size).map(|_| rng.normal() as f32).collect();
+    let label_values: Vec<[f32; 2]> = (0..n).map(|_| draw_label(&mut rng)).collect();
+    let flat: Vec<f32> = label_values.iter().flatten().copied().collect();
+    Ok(Batch {
+        images: Tensor::from_vec(pixels, (n, 3, size, size), device)?,
+        labels: Tensor::from_vec(flat, (n, 2), device)?,
+        label_values,
+        subjects: vec![String::new(); n],
+        indices: (0..n).collect(),
+        skipped: Vec::new(),
+    })
+}
+
+/// Grouping, adaptive k-NN and the critic loss with its backward pass, on
+/// critic outputs of a batch of `n` (the networks excluded).
+fn bench_objective(args: &Bench, n: usize, device: &Device) -> Result<Timing> {
+    let batch = random_batch(n, 1, device, 2)?;
+    let mut rng = Rng::new(3);
+    let outputs: Vec<f32> = (0..n * CRITIC_OUTPUTS).map(|_| rng.normal() as f32).collect();
+    let outputs = Var::from_tensor(&Tensor::from_vec(outputs, (n, CRITIC_OUTPUTS), device)?)?;
+    Timing::measure(args.warmup, args.runs, device, || {
+        let groups = group(&batch.label_values, GroupingRule::Otsu).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let rows = |indices: &[usize]| -> Result<Tensor> {
+            let indices = Tensor::new(indices.iter().map(|&i| i as u32).collect::<Vec<u32>>(), device)?;
+            Ok(outputs.index_select(&indices, 0)?)
+        };
+        let (strong, weak) = (rows(&groups.strong)?, rows(&groups.weak)?);
+        let ks = adaptive_ks(&strong, &weak)?;
+        critic_loss(&strong, &weak, &ks, 0.5)?.loss.backward()?;
+        Ok(())
+    })
+}
+
+/// Decode + training augmentation + normalisation of JPEG files, `resize`
+/// then a `size` crop (256 → 224 at the defaults), all worker threads.
+fn bench_pipeline(args: &Bench, threads: usize, scratch: &Path) -> Result<Value> {
+    let resize = (args.size * 8 / 7) as u32;
+    let images_per_subject = 32;
+    let synthetic = SyntheticConfig {
+        subjects: 4,
+        images_per_subject,
+        size: resize,
+        seed: 0,
+        jpeg: true,
+    };
+    let report = caf_data::synthetic::generate(&scratch.join("jpeg"), &synthetic)?;
+    let dataset = caf_data::formats::load_generic_csv(&report.csv, &report.root)?;
+    let config = LoaderConfig {
+        workers: threads,
+        prefetch: 2 * threads,
+        augment: Some(Augment::paper()),
+        ..LoaderConfig::training(args.batch.min(dataset.len()), 0)
+    };
+    let loader = BatchLoader::new(&dataset, Preprocess::imagenet(resize, args.size as u32)?, config)?;
+    let mut images = 0;
+    let mut epoch = 0;
+    let timing = Timing::measure(args.warmup, args.runs, &Device::Cpu, || {
+        images = 0;
+        for batch in loader.epoch(epoch, &Device::Cpu) {
+            images += batch?.label_values.len();
+        }
+        epoch += 1;
+        Ok(())
+    })?;
+    Ok(json!({
+        "jpeg_side": resize,
+        "workers": threads,
+        "images_per_run": images,
+        "timing": timing,
+        "images_per_s": images as f64 / timing.median_s,
+    }))
+}
+
+/// Peak resident memory of this process so far (Linux), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn run_torch(args: &Bench, threads: usize) -> Result<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/torch_bench.py");
+    let arch = args.arch.iter().map(|a| a.name()).collect::<Vec<_>>().join(",");
+    tracing::info!(python = %args.python.display(), "running the PyTorch benchmark");
+    let output = Command::new(&args.python)
+        .arg(&script)
+        .args(["--batch", &args.batch.to_string(), "--size", &args.size.to_string()])
+        .args(["--arch", &arch, "--device", &args.device])
+        .args(["--warmup", &args.warmup.to_string(), "--runs", &args.runs.to_string()])
+        .args(["--threads", &threads.to_string()])
+        .output()
+        .with_context(|| {
+            format!(
+                "cannot run {} (pass --python with a Python that has torch and torchvision)",
+                args.python.display()
+            )
+        })?;
+    if !output.status.success() {
+        bail!(
+            "{} {} failed ({}); does that Python have torch and torchvision? Use --python.\n{}",
+            args.python.display(),
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(text.trim()).with_context(|| format!("{} printed no JSON: {text}", script.display()))
+}
+
+/// Throughput ratios, caf-rs over PyTorch (above 1: caf-rs is faster).
+fn ratios(ours: &Value, torch: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for (arch, measurements) in ours.as_object().into_iter().flatten() {
+        let mut row = serde_json::Map::new();
+        for key in MODEL_KEYS {
+            let pair = (
+                Timing::from_json(&measurements[key]),
+                Timing::from_json(&torch[arch.as_str()][key]),
+            );
+            if let (Some(ours), Some(theirs)) = pair {
+                row.insert(key.into(), json!(theirs.median_s / ours.median_s));
+            }
+        }
+        out.insert(arch.clone(), Value::Object(row));
+    }
+    Value::Object(out)
+}
+
+fn print_table(report: &Value) {
+    let batch = report["batch"].as_u64().unwrap_or(0) as f64;
+    println!(
+        "caf-rs bench: batch {batch}, {0}×{0}, {1}, {2} threads (median of {3} runs; min–max)",
+        report["size"],
+        report["device"].as_str().unwrap_or("?"),
+        report["threads"],
+        report["objective"]["timing"]["runs"]
+    );
+    println!(
+        "{:<24} {:>12} {:>17} {:>12} {:>12} {:>8}",
+        "measurement", "median", "min–max", "images/s", "torch im/s", "ratio"
+    );
+    for (arch, measurements) in report["arch"].as_object().into_iter().flatten() {
+        for key in MODEL_KEYS {
+            let Some(timing) = Timing::from_json(&measurements[key]) else {
+                continue;
+            };
+            let images = match key {
+                "infer_batch1" => 1.0,
+                "infer_batch64" => 64.0,
+                _ => batch,
+            };
+            let torch = Timing::from_json(&report["torch"]["arch"][arch.as_str()][key]);
+            let (torch_rate, ratio) = match torch {
+                Some(t) => (
+                    format!("{:.1}", images / t.median_s),
+                    format!("{:.2}", t.median_s / timing.median_s),
+                ),
+                None => ("–".into(), "–".into()),
+            };
+            println!(
+                "{:<24} {:>10.4} s {:>7.4}–{:<7.4} s {:>10.1} {:>12} {:>8}",
+                format!("{arch} {key}"),
+                timing.median_s,
+                timing.min_s,
+                timing.max_s,
+                images / timing.median_s,
+                torch_rate,
+                ratio
+            );
+        }
+    }
+    for key in ["objective", "objective_large"] {
+        if let Some(timing) = Timing::from_json(&report[key]["timing"]) {
+            println!(
+                "{:<24} {:>10.4} s {:>7.4}–{:<7.4} s",
+                format!("objective batch {}", report[key]["batch"]),
+                timing.median_s,
+                timing.min_s,
+                timing.max_s
+            );
+        }
+    }
+    for (arch, share) in report["objective_share_of_caf_step"].as_object().into_iter().flatten() {
+        println!(
+            "{arch}: grouping + objective = {:.3} % of a CAF step at batch {batch}; the batch-{} objective = {:.3} % of it",
+            100.0 * share["at_batch"].as_f64().unwrap_or(f64::NAN),
+            report["objective_large"]["batch"],
+            100.0 * share["objective_batch_vs_step"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    let pipeline = &report["data_pipeline"];
+    println!(
+        "data pipeline (JPEG {} px → decode, augment, crop {}): {:.1} images/s with {} workers",
+        pipeline["jpeg_side"],
+        report["size"],
+        pipeline["images_per_s"].as_f64().unwrap_or(f64::NAN),
+        pipeline["workers"]
+    );
+    if let Some(rss) = report["peak_rss_mib"].as_f64() {
+        println!("peak resident memory: {rss:.0} MiB");
+    }
+}
