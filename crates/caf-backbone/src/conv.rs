@@ -1,9 +1,10 @@
 //! The 2-D convolution layer both encoders use.
 //!
 //! One type for every convolution keeps the tensor names (`weight`, `bias`)
-//! and the initialisation in one place, and is the single spot where a faster
-//! convolution kernel plugs in.
+//! and the initialisation in one place; it runs caf-kernels' GEMM convolution
+//! (candle's own on other devices).
 
+use caf_kernels::{conv2d, Conv2dParams};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
@@ -65,7 +66,11 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.spec.padding, self.spec.stride, 1, 1)?;
+        let params = Conv2dParams {
+            stride: self.spec.stride,
+            padding: self.spec.padding,
+        };
+        let y = conv2d(x, &self.weight, params)?;
         match &self.bias {
             Some(bias) => y.broadcast_add(&bias.reshape((1, self.spec.out_channels, 1, 1))?),
             None => Ok(y),

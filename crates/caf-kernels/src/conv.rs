@@ -1,0 +1,454 @@
+//! 2-D convolution on the CPU as im2col + GEMM, with both gradients.
+//!
+//! candle's CPU convolution backward runs `conv_transpose2d` as a direct loop;
+//! here the forward pass and both backward passes are each one matrix product
+//! per image (`W·cols`, `Wᵀ·dY` then col2im, `dY·colsᵀ`), run on all cores.
+//! The input gradient is only computed when the input is part of the graph,
+//! so a network's first layer never pays for the gradient of the image.
+
+use candle_core::{
+    backend::BackendStorage, CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor, WithDType,
+};
+use rayon::prelude::*;
+
+use crate::gemm::{matmul, Element, Matrix, Threads};
+
+/// Stride and zero padding of a convolution, equal on both axes
+/// (`nn.Conv2d(…, stride, padding)` with dilation 1 and one group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub stride: usize,
+    pub padding: usize,
+}
+
+/// `x` (`B×C×H×W`) convolved with `weight` (`O×C×kh×kw`), without bias.
+///
+/// f32 and f64 tensors on the CPU run the GEMM kernels of this module; any
+/// other device or dtype runs candle's own `conv2d` (and its gradients).
+pub fn conv2d(x: &Tensor, weight: &Tensor, params: Conv2dParams) -> Result<Tensor> {
+    match (x.device(), x.dtype()) {
+        (Device::Cpu, DType::F32 | DType::F64) => x.contiguous()?.apply_op2(&weight.contiguous()?, Conv2dCpu(params)),
+        _ => x.conv2d(weight, params.padding, params.stride, 1, 1),
+    }
+}
+
+/// Sizes of one convolution, checked once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geometry {
+    batch: usize,
+    channels: usize,
+    height: usize,
+    width: usize,
+    out_channels: usize,
+    kernel_h: usize,
+    kernel_w: usize,
+    stride: usize,
+    padding: usize,
+    out_h: usize,
+    out_w: usize,
+}
+
+impl Geometry {
+    fn new(input: &[usize], weight: &[usize], params: Conv2dParams) -> Result<Self> {
+        let (&[batch, channels, height, width], &[out_channels, weight_channels, kernel_h, kernel_w]) = (input, weight)
+        else {
+            candle_core::bail!("conv2d: expected B×C×H×W input and O×C×kh×kw weight, got {input:?} and {weight:?}")
+        };
+        if weight_channels != channels {
+            candle_core::bail!("conv2d: input has {channels} channels, weight {weight:?} expects {weight_channels}")
+        }
+        if params.stride == 0 || kernel_h == 0 || kernel_w == 0 {
+            candle_core::bail!(
+                "conv2d: stride {} and kernel {kernel_h}×{kernel_w} must be positive",
+                params.stride
+            )
+        }
+        let side = |input: usize, kernel: usize| -> Result<usize> {
+            let padded = input + 2 * params.padding;
+            if padded < kernel {
+                candle_core::bail!(
+                    "conv2d: input {height}×{width} (padding {}) is smaller than the {kernel_h}×{kernel_w} kernel",
+                    params.padding
+                )
+            }
+            Ok((padded - kernel) / params.stride + 1)
+        };
+        Ok(Self {
+            batch,
+            channels,
+            height,
+            width,
+            out_channels,
+            kernel_h,
+            kernel_w,
+            stride: params.stride,
+            padding: params.padding,
+            out_h: side(height, kernel_h)?,
+            out_w: side(width, kernel_w)?,
+        })
+    }
+
+    /// Rows of an image's column matrix: `C·kh·kw`.
+    fn patch(&self) -> usize {
+        self.channels * self.kernel_h * self.kernel_w
+    }
+
+    /// Columns of an image's column matrix: `out_h·out_w`.
+    fn positions(&self) -> usize {
+        self.out_h * self.out_w
+    }
+
+    fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    fn output_len(&self) -> usize {
+        self.out_channels * self.positions()
+    }
+
+    /// A 1×1, stride-1, unpadded convolution: the image is its own column matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kernel_h == 1 && self.kernel_w == 1 && self.stride == 1 && self.padding == 0
+    }
+
+    fn params(&self) -> Conv2dParams {
+        Conv2dParams {
+            stride: self.stride,
+            padding: self.padding,
+        }
+    }
+
+    fn output_shape(&self) -> Shape {
+        Shape::from((self.batch, self.out_channels, self.out_h, self.out_w))
+    }
+
+    /// Output positions `ox` whose input column `ox·stride + kx − padding` lies in `[0, width)`.
+    fn valid_columns(&self, kx: usize) -> std::ops::Range<usize> {
+        let first = self.padding.saturating_sub(kx).div_ceil(self.stride);
+        let end = (self.width + self.padding)
+            .checked_sub(kx)
+            .map_or(0, |reach| reach.div_ceil(self.stride).min(self.out_w));
+        first.min(end)..end
+    }
+
+    /// The input row of output row `oy` and kernel row `ky`, if inside the image.
+    fn input_row(&self, oy: usize, ky: usize) -> Option<usize> {
+        (oy * self.stride + ky)
+            .checked_sub(self.padding)
+            .filter(|&row| row < self.height)
+    }
+
+    /// Images are run in parallel (one single-threaded GEMM each) when there
+    /// are enough of them to keep every core busy; otherwise each GEMM is split.
+    fn parallel_over_images(&self) -> bool {
+        let threads = rayon::current_num_threads();
+        threads > 1 && self.batch >= 2 * threads
+    }
+}
+
+/// Writes image `x` (`C×H×W`) as its `(C·kh·kw) × (out_h·out_w)` column matrix.
+fn im2col<T: Element>(x: &[T], g: &Geometry, cols: &mut [T]) {
+    let positions = g.positions();
+    for c in 0..g.channels {
+        let plane = &x[c * g.height * g.width..(c + 1) * g.height * g.width];
+        for ky in 0..g.kernel_h {
+            for kx in 0..g.kernel_w {
+                let row = (c * g.kernel_h + ky) * g.kernel_w + kx;
+                let valid = g.valid_columns(kx);
+                let out = &mut cols[row * positions..(row + 1) * positions];
+                for (oy, out_row) in out.chunks_exact_mut(g.out_w).enumerate() {
+                    let Some(iy) = g.input_row(oy, ky) else {
+                        out_row.fill(T::ZERO);
+                        continue;
+                    };
+                    out_row[..valid.start].fill(T::ZERO);
+                    out_row[valid.end..].fill(T::ZERO);
+                    if valid.is_empty() {
+                        continue;
+                    }
+                    let source = &plane[iy * g.width..(iy + 1) * g.width];
+                    let start = valid.start * g.stride + kx - g.padding;
+                    if g.stride == 1 {
+                        out_row[valid.clone()].copy_from_slice(&source[start..start + valid.len()]);
+                    } else {
+                        for (o, i) in out_row[valid.clone()]
+                            .iter_mut()
+                            .zip(source[start..].iter().step_by(g.stride))
+                        {
+                            *o = *i;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds a column matrix back onto image `dx` (`C×H×W`): the adjoint of [`im2col`].
+fn col2im_add<T: Element>(cols: &[T], g: &Geometry, dx: &mut [T]) {
+    let positions = g.positions();
+    for c in 0..g.channels {
+        let plane = &mut dx[c * g.height * g.width..(c + 1) * g.height * g.width];
+        for ky in 0..g.kernel_h {
+            for kx in 0..g.kernel_w {
+                let row = (c * g.kernel_h + ky) * g.kernel_w + kx;
+                let valid = g.valid_columns(kx);
+                let source = &cols[row * positions..(row + 1) * positions];
+                for (oy, source_row) in source.chunks_exact(g.out_w).enumerate() {
+                    let Some(iy) = g.input_row(oy, ky).filter(|_| !valid.is_empty()) else {
+                        continue;
+                    };
+                    let target = &mut plane[iy * g.width..(iy + 1) * g.width];
+                    let start = valid.start * g.stride + kx - g.padding;
+                    for (t, s) in target[start..]
+                        .iter_mut()
+                        .step_by(g.stride)
+                        .zip(&source_row[valid.clone()])
+                    {
+                        *t += *s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs `work(image, output chunk, column buffer, threads)` for every image,
+/// in parallel over images or with parallel GEMMs (see [`Geometry::parallel_over_images`]).
+fn for_each_image<T: Element>(
+    g: &Geometry,
+    out: &mut [T],
+    chunk: usize,
+    buffer_len: usize,
+    work: impl Fn(usize, &mut [T], &mut [T], Threads) + Sync,
+) {
+    if g.parallel_over_images() {
+        out.par_chunks_mut(chunk).enumerate().for_each_init(
+            || vec![T::ZERO; buffer_len],
+            |buffer, (b, out)| work(b, out, buffer, Threads::One),
+        );
+    } else {
+        let mut buffer = vec![T::ZERO; buffer_len];
+        for (b, out) in out.chunks_mut(chunk).enumerate() {
+            work(b, out, &mut buffer, Threads::All);
+        }
+    }
+}
+
+/// The column matrix of image `b`: the image itself when pointwise, else written into `buffer`.
+fn columns<'a, T: Element>(x: &'a [T], b: usize, g: &Geometry, buffer: &'a mut [T]) -> Matrix<'a, T> {
+    let image = &x[b * g.image_len()..(b + 1) * g.image_len()];
+    if g.is_pointwise() {
+        Matrix::row_major(image, g.patch(), g.positions())
+    } else {
+        im2col(image, g, buffer);
+        Matrix::row_major(buffer, g.patch(), g.positions())
+    }
+}
+
+fn column_buffer_len(g: &Geometry) -> usize {
+    if g.is_pointwise() {
+        0
+    } else {
+        g.patch() * g.positions()
+    }
+}
+
+/// `y_b = W · cols(x_b)` for every image.
+fn forward<T: Element>(x: &[T], weight: &[T], g: &Geometry) -> Vec<T> {
+    let mut y = vec![T::ZERO; g.batch * g.output_len()];
+    let w = Matrix::row_major(weight, g.out_channels, g.patch());
+    for_each_image(
+        g,
+        &mut y,
+        g.output_len(),
+        column_buffer_len(g),
+        |b, y_b, buffer, threads| {
+            matmul(y_b, false, w, columns(x, b, g, buffer), threads);
+        },
+    );
+    y
+}
+
+/// `dx_b = col2im(Wᵀ · dy_b)` for every image.
+fn input_gradient<T: Element>(dy: &[T], weight: &[T], g: &Geometry) -> Vec<T> {
+    let mut dx = vec![T::ZERO; g.batch * g.image_len()];
+    let w_t = Matrix::row_major(weight, g.out_channels, g.patch()).t();
+    for_each_image(
+        g,
+        &mut dx,
+        g.image_len(),
+        column_buffer_len(g),
+        |b, dx_b, buffer, threads| {
+            let dy_b = Matrix::row_major(&dy[b * g.output_len()..], g.out_channels, g.positions());
+            if g.is_pointwise() {
+                matmul(dx_b, false, w_t, dy_b, threads);
+            } else {
+                matmul(buffer, false, w_t, dy_b, threads);
+                col2im_add(buffer, g, dx_b);
+            }
+        },
+    );
+    dx
+}
+
+/// `dW = Σ_b dy_b · cols(x_b)ᵀ`, summed per thread then across threads.
+fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry) -> Vec<T> {
+    let len = g.out_channels * g.patch();
+    let accumulate = |images: std::ops::Range<usize>, threads: Threads| -> Vec<T> {
+        let mut dw = vec![T::ZERO; len];
+        let mut buffer = vec![T::ZERO; column_buffer_len(g)];
+        for b in images {
+            let dy_b = Matrix::row_major(&dy[b * g.output_len()..], g.out_channels, g.positions());
+            matmul(&mut dw, true, dy_b, columns(x, b, g, &mut buffer).t(), threads);
+        }
+        dw
+    };
+    if !g.parallel_over_images() {
+        return accumulate(0..g.batch, Threads::All);
+    }
+    let threads = rayon::current_num_threads();
+    let per_thread = g.batch.div_ceil(threads);
+    (0..threads)
+        .into_par_iter()
+        .map(|t| accumulate(t * per_thread..((t + 1) * per_thread).min(g.batch), Threads::One))
+        .reduce(
+            || vec![T::ZERO; len],
+            |mut total, part| {
+                for (t, p) in total.iter_mut().zip(part) {
+                    *t += p;
+                }
+                total
+            },
+        )
+}
+
+fn contiguous<'a, T: WithDType>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [T]> {
+    let data = storage.as_slice::<T>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("conv2d: the {what} must be contiguous"),
+    }
+}
+
+/// Runs `kernel` on two storages of the same float dtype.
+fn dispatch(
+    name: &str,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    kernel_f32: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
+    kernel_f64: impl FnOnce(&[f64], &[f64]) -> Vec<f64>,
+) -> Result<CpuStorage> {
+    Ok(match (s1, s2) {
+        (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(kernel_f32(
+            contiguous(s1, l1, "first operand")?,
+            contiguous(s2, l2, "second operand")?,
+        )),
+        (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(kernel_f64(
+            contiguous(s1, l1, "first operand")?,
+            contiguous(s2, l2, "second operand")?,
+        )),
+        _ => candle_core::bail!(
+            "{name}: operands must both be f32 or both f64, got {:?} and {:?}",
+            s1.dtype(),
+            s2.dtype()
+        ),
+    })
+}
+
+/// The forward convolution (arguments: input, weight).
+struct Conv2dCpu(Conv2dParams);
+
+impl CustomOp2 for Conv2dCpu {
+    fn name(&self) -> &'static str {
+        "caf-conv2d"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(l1.dims(), l2.dims(), self.0)?;
+        let y = dispatch(
+            self.name(),
+            (s1, l1),
+            (s2, l2),
+            |x, w| forward(x, w, &g),
+            |x, w| forward(x, w, &g),
+        )?;
+        Ok((y, g.output_shape()))
+    }
+
+    fn bwd(&self, x: &Tensor, weight: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = Geometry::new(x.dims(), weight.dims(), self.0)?;
+        let dy = dy.contiguous()?;
+        let dx = if x.track_op() {
+            Some(dy.apply_op2_no_bwd(weight, &Conv2dInputGradient(g))?)
+        } else {
+            None
+        };
+        let dw = if weight.track_op() {
+            Some(dy.apply_op2_no_bwd(x, &Conv2dWeightGradient(g))?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// The input gradient (arguments: output gradient, weight).
+struct Conv2dInputGradient(Geometry);
+
+impl CustomOp2 for Conv2dInputGradient {
+    fn name(&self) -> &'static str {
+        "caf-conv2d-input-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        check_output_gradient(l1, &g)?;
+        let dx = dispatch(
+            self.name(),
+            (s1, l1),
+            (s2, l2),
+            |dy, w| input_gradient(dy, w, &g),
+            |dy, w| input_gradient(dy, w, &g),
+        )?;
+        Ok((dx, Shape::from((g.batch, g.channels, g.height, g.width))))
+    }
+}
+
+/// The weight gradient (arguments: output gradient, input).
+struct Conv2dWeightGradient(Geometry);
+
+impl CustomOp2 for Conv2dWeightGradient {
+    fn name(&self) -> &'static str {
+        "caf-conv2d-weight-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        check_output_gradient(l1, &g)?;
+        let dw = dispatch(
+            self.name(),
+            (s1, l1),
+            (s2, l2),
+            |dy, x| weight_gradient(dy, x, &g),
+            |dy, x| weight_gradient(dy, x, &g),
+        )?;
+        Ok((dw, Shape::from((g.out_channels, g.channels, g.kernel_h, g.kernel_w))))
+    }
+}
+
+fn check_output_gradient(layout: &Layout, g: &Geometry) -> Result<()> {
+    let expected = g.output_shape();
+    if layout.shape() != &expected {
+        candle_core::bail!(
+            "conv2d backward: output gradient {:?} does not match the output {:?} of {:?}",
+            layout.dims(),
+            expected.dims(),
+            g.params()
+        )
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

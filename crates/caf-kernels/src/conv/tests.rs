@@ -1,0 +1,116 @@
+use super::*;
+use caf_testkit::{check_gradient, distinct_values, probe_like};
+use candle_core::Var;
+
+/// Odd geometries: non-square inputs, strides, padding, batch 1, 1×1 kernels,
+/// AlexNet's 11×11/4 stem, enough images to run in parallel over images.
+const CASES: [(&[usize], &[usize], Conv2dParams); 8] = [
+    (&[1, 2, 7, 9], &[3, 2, 3, 3], Conv2dParams { stride: 2, padding: 1 }),
+    (&[2, 3, 8, 5], &[4, 3, 5, 5], Conv2dParams { stride: 1, padding: 2 }),
+    (&[1, 3, 23, 19], &[2, 3, 11, 11], Conv2dParams { stride: 4, padding: 2 }),
+    (&[3, 4, 5, 6], &[5, 4, 1, 1], Conv2dParams { stride: 1, padding: 0 }),
+    (&[2, 4, 7, 6], &[3, 4, 1, 1], Conv2dParams { stride: 2, padding: 0 }),
+    (&[5, 2, 6, 7], &[3, 2, 3, 2], Conv2dParams { stride: 1, padding: 1 }),
+    (&[9, 3, 9, 8], &[4, 3, 3, 3], Conv2dParams { stride: 2, padding: 0 }),
+    (&[1, 1, 2, 3], &[2, 1, 3, 3], Conv2dParams { stride: 3, padding: 1 }),
+];
+
+fn candle_conv(x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
+    x.conv2d(w, p.padding, p.stride, 1, 1)
+}
+
+/// candle 0.11's conv2d backward takes the output padding of its transposed
+/// convolution from the height alone, so its input gradient has the wrong
+/// width when the two sides leave different stride remainders; those cases
+/// are checked against finite differences only.
+fn candle_backward_supports(input: &[usize], weight: &[usize], p: Conv2dParams) -> bool {
+    let remainder = |side: usize, kernel: usize| (side + 2 * p.padding - kernel) % p.stride;
+    remainder(input[2], weight[2]) == remainder(input[3], weight[3])
+}
+
+fn max_relative_difference(a: &Tensor, b: &Tensor) -> Result<f64> {
+    assert_eq!(a.dims(), b.dims());
+    let scale = b.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?.max(1e-12);
+    Ok((a - b)?.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? / scale)
+}
+
+#[test]
+fn forward_and_both_gradients_match_candles_reference_ops() -> Result<()> {
+    for (input, weight, params) in CASES {
+        for dtype in [DType::F32, DType::F64] {
+            let x = Var::from_tensor(&distinct_values(input)?.to_dtype(dtype)?)?;
+            let w = Var::from_tensor(&(distinct_values(weight)? * 0.7)?.to_dtype(dtype)?)?;
+            let ours = conv2d(&x, &w, params)?;
+            let reference = candle_conv(&x, &w, params)?;
+            let tolerance = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
+            let what = format!("{input:?} * {weight:?} {params:?} {dtype:?}");
+            assert!(
+                max_relative_difference(&ours, &reference)? < tolerance,
+                "forward {what}"
+            );
+
+            if !candle_backward_supports(input, weight, params) {
+                continue;
+            }
+            let probe = probe_like(ours.shape())?.to_dtype(dtype)?;
+            let ours = (ours * &probe)?.sum_all()?.backward()?;
+            let reference = (reference * &probe)?.sum_all()?.backward()?;
+            for (var, name) in [(&x, "input"), (&w, "weight")] {
+                let (a, b) = (
+                    ours.get(var).expect("our gradient"),
+                    reference.get(var).expect("candle's"),
+                );
+                assert!(max_relative_difference(a, b)? < tolerance, "{name} gradient {what}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn gradients_match_finite_differences() -> Result<()> {
+    for (input, weight, params) in CASES {
+        let x = distinct_values(input)?;
+        let w = (distinct_values(weight)? * 0.7)?;
+        check_gradient(|x| conv2d(x, &w, params), &x, 1e-6)?;
+        check_gradient(|w| conv2d(&x, w, params), &w, 1e-6)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn an_input_outside_the_graph_gets_no_gradient() -> Result<()> {
+    let image = distinct_values((2, 3, 6, 6))?.to_dtype(DType::F32)?;
+    let w = Var::from_tensor(&distinct_values((4, 3, 3, 3))?.to_dtype(DType::F32)?)?;
+    let grads = conv2d(&image, &w, Conv2dParams { stride: 1, padding: 1 })?
+        .sum_all()?
+        .backward()?;
+    assert!(grads.get(&image).is_none());
+    assert_eq!(grads.get(&w).expect("weight gradient").dims(), [4, 3, 3, 3]);
+    Ok(())
+}
+
+#[test]
+fn non_contiguous_inputs_are_accepted() -> Result<()> {
+    let x = distinct_values((2, 6, 5, 3))?.permute((0, 3, 2, 1))?; // 2×3×5×6, strided
+    let w = distinct_values((4, 3, 3, 3))?;
+    let params = Conv2dParams { stride: 1, padding: 1 };
+    let difference = max_relative_difference(&conv2d(&x, &w, params)?, &candle_conv(&x, &w, params)?)?;
+    assert!(difference < 1e-12);
+    Ok(())
+}
+
+#[test]
+fn bad_shapes_are_refused_with_the_shapes_named() -> Result<()> {
+    let x = distinct_values((1, 3, 8, 8))?;
+    let params = Conv2dParams { stride: 1, padding: 0 };
+    let error = conv2d(&x, &distinct_values((4, 2, 3, 3))?, params).expect_err("channel mismatch");
+    assert!(error.to_string().contains("3 channels"), "{error}");
+    let error = conv2d(&x, &distinct_values((4, 3, 9, 9))?, params).expect_err("kernel too large");
+    assert!(error.to_string().contains("smaller than the 9×9 kernel"), "{error}");
+    let error = conv2d(&x.squeeze(0)?, &distinct_values((4, 3, 3, 3))?, params).expect_err("3-D input");
+    assert!(error.to_string().contains("B×C×H×W"), "{error}");
+    let error = conv2d(&x, &distinct_values((4, 3, 3, 3))?.to_dtype(DType::F32)?, params).expect_err("dtypes");
+    assert!(error.to_string().contains("f32 or both f64"), "{error}");
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! A bounds-checked view of the `gemm` crate's strided matrix product.
+//!
+//! `gemm` picks AVX-512, AVX2 or scalar micro-kernels at run time; the
+//! `x86-v4` feature (set in the workspace) compiles its AVX-512 kernels in.
+
+use gemm::Parallelism;
+
+/// Element types the kernels run in: f32 for training, f64 for gradient checks.
+pub trait Element: Copy + Default + Send + Sync + std::ops::AddAssign + 'static {
+    const ONE: Self;
+    const ZERO: Self;
+}
+
+impl Element for f32 {
+    const ONE: Self = 1.0;
+    const ZERO: Self = 0.0;
+}
+
+impl Element for f64 {
+    const ONE: Self = 1.0;
+    const ZERO: Self = 0.0;
+}
+
+/// A read-only `rows × cols` matrix inside a slice, with element strides.
+#[derive(Clone, Copy)]
+pub(crate) struct Matrix<'a, T> {
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a, T> Matrix<'a, T> {
+    /// The first `rows × cols` elements of `data`, row-major.
+    pub(crate) fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose, without copying.
+    pub(crate) fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    fn check(&self, what: &str) {
+        if self.rows > 0 && self.cols > 0 {
+            let last = (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride;
+            assert!(
+                last < self.data.len(),
+                "{what}: {}×{} view reaches element {last} of {}",
+                self.rows,
+                self.cols,
+                self.data.len()
+            );
+        }
+    }
+}
+
+/// How many threads one product may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Threads {
+    /// The caller already runs products in parallel.
+    One,
+    /// Split this product over rayon's pool.
+    All,
+}
+
+/// `dst = a · b` (or `dst += a · b` when `accumulate`), `dst` row-major `a.rows × b.cols`.
+pub(crate) fn matmul<T: Element>(dst: &mut [T], accumulate: bool, a: Matrix<T>, b: Matrix<T>, threads: Threads) {
+    assert_eq!(
+        a.cols, b.rows,
+        "matmul: inner dimensions {} and {} differ",
+        a.cols, b.rows
+    );
+    assert!(dst.len() >= a.rows * b.cols, "matmul: destination too small");
+    a.check("matmul lhs");
+    b.check("matmul rhs");
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(T::ZERO);
+        }
+        return;
+    }
+    let parallelism = match threads {
+        Threads::One => Parallelism::None,
+        Threads::All => Parallelism::Rayon(rayon::current_num_threads()),
+    };
+    // SAFETY: every view was checked to lie inside its slice, `dst` holds
+    // m·n elements, and `dst` (a unique borrow) cannot alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn products_and_transposed_views_match_a_naive_loop() {
+        let (m, n, k) = (7, 5, 9);
+        let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin()).collect();
+        let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.11).cos()).collect();
+        let expected = naive(&a, &b, m, n, k);
+        let mut dst = vec![0.0; m * n];
+        matmul(
+            &mut dst,
+            false,
+            Matrix::row_major(&a, m, k),
+            Matrix::row_major(&b, k, n),
+            Threads::All,
+        );
+        for (x, y) in dst.iter().zip(&expected) {
+            assert!((x - y).abs() < 1e-12);
+        }
+        // (bᵀ aᵀ)ᵀ = a b, through transposed views of stored transposes.
+        let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+        let mut acc = expected.clone();
+        matmul(
+            &mut acc,
+            true,
+            Matrix::row_major(&at, k, m).t(),
+            Matrix::row_major(&b, k, n),
+            Threads::One,
+        );
+        for (x, y) in acc.iter().zip(&expected) {
+            assert!((x - 2.0 * y).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "view reaches")]
+    fn views_outside_their_slice_are_refused() {
+        let a = vec![0f32; 5];
+        let mut dst = vec![0f32; 4];
+        matmul(
+            &mut dst,
+            false,
+            Matrix::row_major(&a, 2, 3),
+            Matrix::row_major(&a, 3, 2),
+            Threads::One,
+        );
+    }
+}
