@@ -14,6 +14,12 @@ use caf_data::synthetic::SyntheticConfig;
 use candle_core::Device;
 use clap::{Parser, Subcommand};
 
+/// Training allocates and frees tensors of tens of megabytes every step;
+/// mimalloc keeps those pages mapped instead of returning them to the kernel
+/// and faulting them back in, zeroed, on the next step.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "caf-rs workflows", arg_required_else_help = true)]
 struct Cli {

@@ -33,6 +33,7 @@ pub mod heads;
 pub mod hub;
 pub mod init;
 pub mod model;
+pub mod norm;
 pub mod pool;
 pub mod pretrained;
 pub mod resnet;

@@ -1,9 +1,11 @@
 //! torchvision's ResNet-18 through `layer4`, followed by global average pooling.
 
+use caf_kernels::relu;
 use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, VarBuilder};
+use candle_nn::VarBuilder;
 
 use crate::conv::{Conv2d, ConvInit, ConvSpec};
+use crate::norm::BatchNorm2d;
 use crate::pool::{global_avg_pool, max_pool2d, MaxPool2dConfig};
 
 /// Output width of the ResNet-18 encoder.
@@ -21,20 +23,18 @@ fn conv(in_channels: usize, out_channels: usize, kernel: usize, stride: usize, v
     Conv2d::new(spec, ConvInit::KaimingFanOut, vb)
 }
 
-/// BatchNorm2d as torchvision builds it (eps 1e-5, momentum 0.1, affine),
-/// with `running_mean` / `running_var` updated in training mode.
-fn bn(channels: usize, vb: VarBuilder) -> Result<BatchNorm> {
-    batch_norm(channels, BatchNormConfig::default(), vb)
+fn bn(channels: usize, vb: VarBuilder) -> Result<BatchNorm2d> {
+    BatchNorm2d::new(channels, vb)
 }
 
 /// torchvision's `BasicBlock`: two 3×3 convolutions and a shortcut.
 #[derive(Debug, Clone)]
 struct BasicBlock {
     conv1: Conv2d,
-    bn1: BatchNorm,
+    bn1: BatchNorm2d,
     conv2: Conv2d,
-    bn2: BatchNorm,
-    downsample: Option<(Conv2d, BatchNorm)>,
+    bn2: BatchNorm2d,
+    downsample: Option<(Conv2d, BatchNorm2d)>,
 }
 
 impl BasicBlock {
@@ -60,13 +60,13 @@ impl BasicBlock {
 
 impl ModuleT for BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let y = relu(&self.bn1.forward_t(&self.conv1.forward(x)?, train)?)?;
         let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
         let shortcut = match &self.downsample {
             Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, train)?,
             None => x.clone(),
         };
-        (y + shortcut)?.relu()
+        relu(&(y + shortcut)?)
     }
 }
 
@@ -75,7 +75,7 @@ impl ModuleT for BasicBlock {
 #[derive(Debug, Clone)]
 pub struct ResNet18Encoder {
     conv1: Conv2d,
-    bn1: BatchNorm,
+    bn1: BatchNorm2d,
     blocks: Vec<BasicBlock>,
 }
 
@@ -101,7 +101,7 @@ impl ResNet18Encoder {
 
 impl ModuleT for ResNet18Encoder {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.bn1.forward_t(&self.conv1.forward(x)?, train)?.relu()?;
+        let x = relu(&self.bn1.forward_t(&self.conv1.forward(x)?, train)?)?;
         let mut x = max_pool2d(
             &x,
             MaxPool2dConfig {

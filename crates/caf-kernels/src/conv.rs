@@ -6,12 +6,11 @@
 //! The input gradient is only computed when the input is part of the graph,
 //! so a network's first layer never pays for the gradient of the image.
 
-use candle_core::{
-    backend::BackendStorage, CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor, WithDType,
-};
+use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::gemm::{matmul, Element, Matrix, Threads};
+use crate::storage::{dispatch, Kernel};
 
 /// Stride and zero padding of a convolution, equal on both axes
 /// (`nn.Conv2d(…, stride, padding)` with dilation 1 and one group).
@@ -323,37 +322,21 @@ fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry) -> Vec<T> {
         )
 }
 
-fn contiguous<'a, T: WithDType>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [T]> {
-    let data = storage.as_slice::<T>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("conv2d: the {what} must be contiguous"),
-    }
+/// The three products, as one kernel type for [`dispatch`].
+enum ConvKernel {
+    Forward(Geometry),
+    InputGradient(Geometry),
+    WeightGradient(Geometry),
 }
 
-/// Runs `kernel` on two storages of the same float dtype.
-fn dispatch(
-    name: &str,
-    (s1, l1): (&CpuStorage, &Layout),
-    (s2, l2): (&CpuStorage, &Layout),
-    kernel_f32: impl FnOnce(&[f32], &[f32]) -> Vec<f32>,
-    kernel_f64: impl FnOnce(&[f64], &[f64]) -> Vec<f64>,
-) -> Result<CpuStorage> {
-    Ok(match (s1, s2) {
-        (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(kernel_f32(
-            contiguous(s1, l1, "first operand")?,
-            contiguous(s2, l2, "second operand")?,
-        )),
-        (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(kernel_f64(
-            contiguous(s1, l1, "first operand")?,
-            contiguous(s2, l2, "second operand")?,
-        )),
-        _ => candle_core::bail!(
-            "{name}: operands must both be f32 or both f64, got {:?} and {:?}",
-            s1.dtype(),
-            s2.dtype()
-        ),
-    })
+impl Kernel for ConvKernel {
+    fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T> {
+        match self {
+            ConvKernel::Forward(g) => forward(operands[0], operands[1], g),
+            ConvKernel::InputGradient(g) => input_gradient(operands[0], operands[1], g),
+            ConvKernel::WeightGradient(g) => weight_gradient(operands[0], operands[1], g),
+        }
+    }
 }
 
 /// The forward convolution (arguments: input, weight).
@@ -366,13 +349,7 @@ impl CustomOp2 for Conv2dCpu {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = Geometry::new(l1.dims(), l2.dims(), self.0)?;
-        let y = dispatch(
-            self.name(),
-            (s1, l1),
-            (s2, l2),
-            |x, w| forward(x, w, &g),
-            |x, w| forward(x, w, &g),
-        )?;
+        let y = dispatch(self.name(), &ConvKernel::Forward(g), &[(s1, l1), (s2, l2)])?;
         Ok((y, g.output_shape()))
     }
 
@@ -404,13 +381,7 @@ impl CustomOp2 for Conv2dInputGradient {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         check_output_gradient(l1, &g)?;
-        let dx = dispatch(
-            self.name(),
-            (s1, l1),
-            (s2, l2),
-            |dy, w| input_gradient(dy, w, &g),
-            |dy, w| input_gradient(dy, w, &g),
-        )?;
+        let dx = dispatch(self.name(), &ConvKernel::InputGradient(g), &[(s1, l1), (s2, l2)])?;
         Ok((dx, Shape::from((g.batch, g.channels, g.height, g.width))))
     }
 }
@@ -426,13 +397,7 @@ impl CustomOp2 for Conv2dWeightGradient {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
         check_output_gradient(l1, &g)?;
-        let dw = dispatch(
-            self.name(),
-            (s1, l1),
-            (s2, l2),
-            |dy, x| weight_gradient(dy, x, &g),
-            |dy, x| weight_gradient(dy, x, &g),
-        )?;
+        let dw = dispatch(self.name(), &ConvKernel::WeightGradient(g), &[(s1, l1), (s2, l2)])?;
         Ok((dw, Shape::from((g.out_channels, g.channels, g.kernel_h, g.kernel_w))))
     }
 }

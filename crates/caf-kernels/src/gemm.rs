@@ -5,8 +5,9 @@
 
 use gemm::Parallelism;
 
-/// Element types the kernels run in: f32 for training, f64 for gradient checks.
-pub trait Element: Copy + Default + Send + Sync + std::ops::AddAssign + 'static {
+/// Element types the kernels run in: f32 for training, f64 for gradient checks
+/// (`to_f64` / `from_f64` come from candle's `WithDType`).
+pub trait Element: candle_core::WithDType + Default + std::ops::AddAssign + PartialOrd {
     const ONE: Self;
     const ZERO: Self;
 }

@@ -6,12 +6,21 @@
 //! * [`conv2d`]: 2-D convolution as im2col + GEMM (the `gemm` crate, AVX-512
 //!   where the CPU has it), forward and both backward passes, parallel over
 //!   images or inside each product; the input gradient is skipped when the
-//!   input is not part of the graph (a network's image).
+//!   input is not part of the graph (a network's image);
+//! * [`relu`]: one parallel pass forward and one backward;
+//! * [`batch_norm_train`]: training-mode batch normalisation in one
+//!   statistics pass, one normalisation pass and two backward passes.
 //!
-//! Other devices and dtypes fall back to candle's own operations, which have
-//! CUDA kernels and gradients.
+//! `conv2d` and `relu` fall back to candle's own operations on other devices
+//! and dtypes (which have CUDA kernels and gradients); `batch_norm_train` is
+//! CPU-only and its callers keep candle-nn's BatchNorm for other devices.
 
+mod batch_norm;
 mod conv;
+mod elementwise;
 mod gemm;
+mod storage;
 
+pub use batch_norm::{batch_norm_train, ChannelStats};
 pub use conv::{conv2d, Conv2dParams};
+pub use elementwise::relu;

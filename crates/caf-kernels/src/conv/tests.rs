@@ -111,6 +111,6 @@ fn bad_shapes_are_refused_with_the_shapes_named() -> Result<()> {
     let error = conv2d(&x.squeeze(0)?, &distinct_values((4, 3, 3, 3))?, params).expect_err("3-D input");
     assert!(error.to_string().contains("B×C×H×W"), "{error}");
     let error = conv2d(&x, &distinct_values((4, 3, 3, 3))?.to_dtype(DType::F32)?, params).expect_err("dtypes");
-    assert!(error.to_string().contains("f32 or both f64"), "{error}");
+    assert!(error.to_string().contains("all be f32 or all f64"), "{error}");
     Ok(())
 }

@@ -1,0 +1,128 @@
+//! `BatchNorm2d` with torchvision's tensor names, training on caf-kernels'
+//! fused CPU kernel.
+
+use caf_kernels::batch_norm_train;
+use candle_core::{DType, Device, ModuleT, Result, Tensor, Var};
+use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, Init, VarBuilder};
+
+/// torchvision's defaults.
+const EPS: f64 = 1e-5;
+const MOMENTUM: f64 = 0.1;
+
+/// BatchNorm2d (eps 1e-5, momentum 0.1, affine): `weight`, `bias`,
+/// `running_mean`, `running_var`. Training mode normalises with the batch's
+/// statistics and updates the running ones (unbiased variance, as PyTorch).
+#[derive(Debug, Clone)]
+pub struct BatchNorm2d {
+    /// candle-nn's layer: evaluation mode, and training off the CPU.
+    candle: BatchNorm,
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+}
+
+impl BatchNorm2d {
+    pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
+        let candle = batch_norm(channels, BatchNormConfig::default(), vb.clone())?;
+        // The same variables candle-nn's layer holds (a VarMap hands out one
+        // variable per name), so both paths update the running statistics.
+        let running = |name: &str, init: f64| -> Result<Var> {
+            Var::from_tensor(&vb.get_with_hints(channels, name, Init::Const(init))?)
+        };
+        Ok(Self {
+            candle,
+            weight: vb.get_with_hints(channels, "weight", Init::Const(1.0))?,
+            bias: vb.get_with_hints(channels, "bias", Init::Const(0.0))?,
+            running_mean: running("running_mean", 0.0)?,
+            running_var: running("running_var", 1.0)?,
+        })
+    }
+
+    fn update_running(&self, mean: Vec<f64>, biased_variance: Vec<f64>, count: usize) -> Result<()> {
+        let device = self.running_mean.device();
+        let dtype = self.running_mean.dtype();
+        let unbiased = count as f64 / (count as f64 - 1.0);
+        let blend = |running: &Var, batch: Vec<f64>| -> Result<()> {
+            let batch = Tensor::new(batch, device)?.to_dtype(dtype)?;
+            running.set(&((running.as_tensor() * (1.0 - MOMENTUM))? + (batch * MOMENTUM)?)?)
+        };
+        blend(&self.running_mean, mean)?;
+        blend(
+            &self.running_var,
+            biased_variance.into_iter().map(|v| v * unbiased).collect(),
+        )
+    }
+}
+
+impl ModuleT for BatchNorm2d {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let fused = train && matches!((x.device(), x.dtype()), (Device::Cpu, DType::F32 | DType::F64));
+        if !fused {
+            return self.candle.forward_t(x, train);
+        }
+        let (y, stats) = batch_norm_train(x, &self.weight, &self.bias, EPS)?;
+        self.update_running(stats.mean, stats.variance, stats.count)?;
+        Ok(y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_nn::VarMap;
+
+    /// The fused training path and candle-nn's agree on outputs, gradients
+    /// and running statistics (candle-nn's layer is the reference here).
+    #[test]
+    fn fused_training_matches_candle_nn() -> Result<()> {
+        let build = || -> Result<(VarMap, BatchNorm2d, BatchNorm)> {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+            let ours = BatchNorm2d::new(3, vb.pp("bn"))?;
+            let reference = batch_norm(3, BatchNormConfig::default(), vb.pp("bn"))?;
+            Ok((varmap, ours, reference))
+        };
+        let x = Tensor::arange(0f32, 2.0 * 3.0 * 4.0 * 5.0, &Device::Cpu)?
+            .reshape((2, 3, 4, 5))?
+            .sin()?;
+        let (ours_map, ours, _) = build()?;
+        let (reference_map, _, reference) = build()?;
+        let y = ours.forward_t(&x, true)?;
+        let expected = reference.forward_t(&x, true)?;
+        assert!((&y - &expected)?.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
+        let named = |map: &VarMap, name: &str| -> Result<Vec<f32>> {
+            let data = map
+                .data()
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("poisoned".into()))?;
+            data[name].as_tensor().to_vec1::<f32>()
+        };
+        for name in ["bn.running_mean", "bn.running_var"] {
+            let (a, b) = (named(&ours_map, name)?, named(&reference_map, name)?);
+            for (a, b) in a.iter().zip(&b) {
+                assert!((a - b).abs() < 1e-6, "{name}: {a} vs {b}");
+            }
+        }
+        let probe = x.cos()?;
+        let grads = (y * &probe)?.sum_all()?.backward()?;
+        let expected_grads = (expected * &probe)?.sum_all()?.backward()?;
+        let weight = |map: &VarMap| -> Result<Tensor> {
+            let data = map
+                .data()
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("poisoned".into()))?;
+            Ok(data["bn.weight"].as_tensor().clone())
+        };
+        let (a, b) = (weight(&ours_map)?, weight(&reference_map)?);
+        let difference = (grads.get(&a).expect("ours") - expected_grads.get(&b).expect("candle-nn's"))?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(difference < 1e-4, "{difference}");
+        // Evaluation mode uses the running statistics on both paths.
+        let eval = (ours.forward_t(&x, false)? - reference.forward_t(&x, false)?)?;
+        assert!(eval.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
+        Ok(())
+    }
+}

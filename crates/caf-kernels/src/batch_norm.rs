@@ -1,0 +1,368 @@
+//! Training-mode 2-D batch normalisation in a few parallel passes.
+//!
+//! candle-nn's training BatchNorm is a chain of about a dozen tensor ops
+//! (transpose, copy, mean, square, divide, …), each a full pass with its own
+//! allocation and its own backward. Here: one statistics pass (two-pass mean
+//! and variance, in f64), one normalisation pass, and two passes backward.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::gemm::Element;
+use crate::storage::{dispatch, Kernel};
+
+/// Per-channel mean and biased variance of a `B×C×H×W` batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelStats {
+    pub mean: Vec<f64>,
+    pub variance: Vec<f64>,
+    /// Values per channel (`B·H·W`).
+    pub count: usize,
+}
+
+/// Normalises `x` (`B×C×H×W`, f32 or f64 on the CPU) with its own batch
+/// statistics, then scales by `weight` and shifts by `bias` (both `C`), as
+/// PyTorch's `BatchNorm2d` in training mode. Returns the output and the batch
+/// statistics (for the running averages). Gradients reach `x`, `weight` and
+/// `bias`, the statistics' dependence on `x` included.
+pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<(Tensor, ChannelStats)> {
+    if !matches!((x.device(), x.dtype()), (Device::Cpu, DType::F32 | DType::F64)) {
+        candle_core::bail!("batch_norm_train: runs on f32/f64 CPU tensors, got {:?}", x.dtype())
+    }
+    let (_, channels, _, _) = x.dims4()?;
+    if weight.dims() != [channels] || bias.dims() != [channels] {
+        candle_core::bail!(
+            "batch_norm_train: {channels} channels, but weight {:?} and bias {:?}",
+            weight.dims(),
+            bias.dims()
+        )
+    }
+    let x = x.contiguous()?;
+    let count = x.elem_count() / channels;
+    if count < 2 {
+        candle_core::bail!("batch_norm_train: needs more than one value per channel, got {count}")
+    }
+    let mut host = x
+        .apply_op1_no_bwd(&StatisticsOp)?
+        .to_dtype(DType::F64)?
+        .to_vec2::<f64>()?;
+    let stats = ChannelStats {
+        variance: host.pop().unwrap_or_default(),
+        mean: host.pop().unwrap_or_default(),
+        count,
+    };
+    let normalisation = Normalisation {
+        dims: [x.dim(0)?, channels, x.dim(2)?, x.dim(3)?],
+        mean: stats.mean.clone(),
+        inv_std: stats.variance.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
+    };
+    let y = x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, NormaliseOp(normalisation))?;
+    Ok((y, stats))
+}
+
+/// Planes of channel `c`: `(b·C + c)·HW ..`, for every image `b`.
+fn planes<'a, T>(data: &'a [T], dims: &[usize], c: usize) -> impl Iterator<Item = &'a [T]> + 'a {
+    let (batch, channels, plane) = (dims[0], dims[1], dims[2] * dims[3]);
+    (0..batch).map(move |b| &data[(b * channels + c) * plane..(b * channels + c + 1) * plane])
+}
+
+/// The batch's statistics, fixed for one forward pass and its backward.
+#[derive(Debug, Clone)]
+struct Normalisation {
+    dims: [usize; 4],
+    mean: Vec<f64>,
+    inv_std: Vec<f64>,
+}
+
+/// The passes, as one kernel type for [`dispatch`].
+enum BatchNormKernel {
+    /// Operands: x (`dims` only; the output is `2×C`: means, then biased variances).
+    Statistics([usize; 4]),
+    /// Operands: x, weight, bias.
+    Forward(Normalisation),
+    /// Operands: dy, x. Output `2×C`: `Σ dy`, then `Σ dy·x̂`.
+    GradientSums(Normalisation),
+    /// Operands: dy, x, weight, and `2×C` gradient sums.
+    InputGradient(Normalisation),
+}
+
+impl Kernel for BatchNormKernel {
+    fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T> {
+        match self {
+            BatchNormKernel::Statistics(dims) => statistics(operands[0], dims),
+            BatchNormKernel::Forward(n) => n.forward(operands[0], operands[1], operands[2]),
+            BatchNormKernel::GradientSums(n) => n.gradient_sums(operands[0], operands[1]),
+            BatchNormKernel::InputGradient(n) => n.input_gradient(operands[0], operands[1], operands[2], operands[3]),
+        }
+    }
+}
+
+fn statistics<T: Element>(x: &[T], dims: &[usize; 4]) -> Vec<T> {
+    let count = (dims[0] * dims[2] * dims[3]) as f64;
+    let per_channel: Vec<(f64, f64)> = (0..dims[1])
+        .into_par_iter()
+        .map(|c| {
+            let mean = planes(x, dims, c).flatten().map(|&v| v.to_f64()).sum::<f64>() / count;
+            let variance = planes(x, dims, c)
+                .flatten()
+                .map(|&v| (v.to_f64() - mean).powi(2))
+                .sum::<f64>()
+                / count;
+            (mean, variance)
+        })
+        .collect();
+    let means = per_channel.iter().map(|s| T::from_f64(s.0));
+    means.chain(per_channel.iter().map(|s| T::from_f64(s.1))).collect()
+}
+
+impl Normalisation {
+    fn count(&self) -> f64 {
+        (self.dims[0] * self.dims[2] * self.dims[3]) as f64
+    }
+
+    fn plane(&self) -> usize {
+        self.dims[2] * self.dims[3]
+    }
+
+    /// `y = (x − mean)·inv_std·weight + bias`.
+    fn forward<T: Element>(&self, x: &[T], weight: &[T], bias: &[T]) -> Vec<T> {
+        let channels = self.dims[1];
+        let mut y = vec![T::ZERO; x.len()];
+        y.par_chunks_mut(self.plane())
+            .zip(x.par_chunks(self.plane()))
+            .enumerate()
+            .for_each(|(i, (y, x))| {
+                let c = i % channels;
+                let scale = self.inv_std[c] * weight[c].to_f64();
+                let shift = bias[c].to_f64() - self.mean[c] * scale;
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = T::from_f64(x.to_f64() * scale + shift);
+                }
+            });
+        y
+    }
+
+    fn gradient_sums<T: Element>(&self, dy: &[T], x: &[T]) -> Vec<T> {
+        let per_channel: Vec<(f64, f64)> = (0..self.dims[1])
+            .into_par_iter()
+            .map(|c| {
+                let (mut sum, mut sum_xhat) = (0.0, 0.0);
+                for (dy, x) in planes(dy, &self.dims, c).zip(planes(x, &self.dims, c)) {
+                    for (&dy, &x) in dy.iter().zip(x) {
+                        let dy = dy.to_f64();
+                        sum += dy;
+                        sum_xhat += dy * (x.to_f64() - self.mean[c]) * self.inv_std[c];
+                    }
+                }
+                (sum, sum_xhat)
+            })
+            .collect();
+        let sums = per_channel.iter().map(|s| T::from_f64(s.0));
+        sums.chain(per_channel.iter().map(|s| T::from_f64(s.1))).collect()
+    }
+
+    /// `dx = weight·inv_std·(dy − mean(dy) − x̂·mean(dy·x̂))`.
+    fn input_gradient<T: Element>(&self, dy: &[T], x: &[T], weight: &[T], sums: &[T]) -> Vec<T> {
+        let (channels, count) = (self.dims[1], self.count());
+        let mut dx = vec![T::ZERO; x.len()];
+        dx.par_chunks_mut(self.plane())
+            .zip(dy.par_chunks(self.plane()).zip(x.par_chunks(self.plane())))
+            .enumerate()
+            .for_each(|(i, (dx, (dy, x)))| {
+                let c = i % channels;
+                let (mean_dy, mean_dy_xhat) = (sums[c].to_f64() / count, sums[channels + c].to_f64() / count);
+                let scale = weight[c].to_f64() * self.inv_std[c];
+                for ((dx, &dy), &x) in dx.iter_mut().zip(dy).zip(x) {
+                    let xhat = (x.to_f64() - self.mean[c]) * self.inv_std[c];
+                    *dx = T::from_f64(scale * (dy.to_f64() - mean_dy - xhat * mean_dy_xhat));
+                }
+            });
+        dx
+    }
+}
+
+/// Channel statistics of a contiguous `B×C×H×W` tensor, as a `2×C` tensor.
+struct StatisticsOp;
+
+impl CustomOp1 for StatisticsOp {
+    fn name(&self) -> &'static str {
+        "caf-batch-norm-stats"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = dims4(layout)?;
+        let stats = dispatch(self.name(), &BatchNormKernel::Statistics(dims), &[(storage, layout)])?;
+        Ok((stats, Shape::from((2, dims[1]))))
+    }
+}
+
+fn dims4(layout: &Layout) -> Result<[usize; 4]> {
+    match layout.dims() {
+        &[b, c, h, w] => Ok([b, c, h, w]),
+        other => candle_core::bail!("batch norm expects a B×C×H×W tensor, got {other:?}"),
+    }
+}
+
+/// The normalisation with its backward (arguments: x, weight, bias).
+struct NormaliseOp(Normalisation);
+
+impl CustomOp3 for NormaliseOp {
+    fn name(&self) -> &'static str {
+        "caf-batch-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let kernel = BatchNormKernel::Forward(self.0.clone());
+        let y = dispatch(self.name(), &kernel, &[(s1, l1), (s2, l2), (s3, l3)])?;
+        Ok((y, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let sums = dy.apply_op2_no_bwd(x, &GradientSumsOp(self.0.clone()))?;
+        let dx = dy.apply_op3_no_bwd(weight, &sums, &InputGradientOp(self.0.clone(), x.clone()))?;
+        Ok((Some(dx), Some(sums.get(1)?), Some(sums.get(0)?)))
+    }
+}
+
+/// `Σ dy` and `Σ dy·x̂` per channel, `2×C` (arguments: dy, x).
+struct GradientSumsOp(Normalisation);
+
+impl CustomOp2 for GradientSumsOp {
+    fn name(&self) -> &'static str {
+        "caf-batch-norm-grad-sums"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let kernel = BatchNormKernel::GradientSums(self.0.clone());
+        let sums = dispatch(self.name(), &kernel, &[(s1, l1), (s2, l2)])?;
+        Ok((sums, Shape::from((2, self.0.dims[1]))))
+    }
+}
+
+/// The input gradient (arguments: dy, weight, gradient sums; x held by the op).
+struct InputGradientOp(Normalisation, Tensor);
+
+impl CustomOp3 for InputGradientOp {
+    fn name(&self) -> &'static str {
+        "caf-batch-norm-input-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x_storage, x_layout) = self.1.storage_and_layout();
+        let candle_core::Storage::Cpu(x_storage) = &*x_storage else {
+            candle_core::bail!("{}: x is not on the CPU", self.name())
+        };
+        let kernel = BatchNormKernel::InputGradient(self.0.clone());
+        let dx = dispatch(
+            self.name(),
+            &kernel,
+            &[(s1, l1), (x_storage, x_layout), (s2, l2), (s3, l3)],
+        )?;
+        Ok((dx, l1.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caf_testkit::{check_gradient, distinct_values, probe_like};
+    use candle_core::Var;
+
+    /// PyTorch's training-mode formula, as plain candle ops.
+    fn reference(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+        let mean = x.mean_keepdim((0, 2, 3))?;
+        let centred = x.broadcast_sub(&mean)?;
+        let variance = centred.sqr()?.mean_keepdim((0, 2, 3))?;
+        let normalised = centred.broadcast_div(&(variance + eps)?.sqrt()?)?;
+        normalised
+            .broadcast_mul(&weight.reshape((1, (), 1, 1))?)?
+            .broadcast_add(&bias.reshape((1, (), 1, 1))?)
+    }
+
+    fn parameters(channels: usize) -> Result<(Tensor, Tensor)> {
+        let weight = (distinct_values(channels)? + 1.0)?;
+        let bias = (distinct_values(channels)? * 0.3)?;
+        Ok((weight, bias))
+    }
+
+    #[test]
+    fn forward_gradients_and_statistics_match_the_formula() -> Result<()> {
+        for dims in [(2, 3, 4, 5), (1, 2, 3, 1), (5, 4, 2, 2)] {
+            let x = Var::from_tensor(&(distinct_values(dims)? * 3.0)?)?;
+            let (w, b) = parameters(dims.1)?;
+            let (w, b) = (Var::from_tensor(&w)?, Var::from_tensor(&b)?);
+            let (ours, stats) = batch_norm_train(&x, &w, &b, 1e-5)?;
+            let expected = reference(&x, &w, &b, 1e-5)?;
+            let difference = (&ours - &expected)?.abs()?.max_all()?.to_scalar::<f64>()?;
+            assert!(difference < 1e-12, "{dims:?}: {difference}");
+            let mean = x.mean((0, 2, 3))?.to_vec1::<f64>()?;
+            for (a, b) in stats.mean.iter().zip(&mean) {
+                assert!((a - b).abs() < 1e-12);
+            }
+            let probe = probe_like(ours.shape())?;
+            let ours = (ours * &probe)?.sum_all()?.backward()?;
+            let expected = (expected * &probe)?.sum_all()?.backward()?;
+            for var in [&x, &w, &b] {
+                let difference = (ours.get(var).expect("ours") - expected.get(var).expect("reference"))?
+                    .abs()?
+                    .max_all()?
+                    .to_scalar::<f64>()?;
+                assert!(difference < 1e-10, "{dims:?}: {difference}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() -> Result<()> {
+        let x = (distinct_values((3, 2, 2, 3))? * 2.0)?;
+        let (w, b) = parameters(2)?;
+        check_gradient(|x| Ok(batch_norm_train(x, &w, &b, 1e-5)?.0), &x, 1e-5)?;
+        check_gradient(|w| Ok(batch_norm_train(&x, w, &b, 1e-5)?.0), &w, 1e-6)?;
+        check_gradient(|b| Ok(batch_norm_train(&x, &w, b, 1e-5)?.0), &b, 1e-6)?;
+        Ok(())
+    }
+
+    #[test]
+    fn f32_agrees_with_f64_and_bad_inputs_are_refused() -> Result<()> {
+        let x = distinct_values((4, 3, 5, 5))?;
+        let (w, b) = parameters(3)?;
+        let (y64, _) = batch_norm_train(&x, &w, &b, 1e-5)?;
+        let f32 = |t: &Tensor| t.to_dtype(DType::F32);
+        let (y32, _) = batch_norm_train(&f32(&x)?, &f32(&w)?, &f32(&b)?, 1e-5)?;
+        let difference = (y32.to_dtype(DType::F64)? - y64)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f64>()?;
+        assert!(difference < 1e-5, "{difference}");
+        let error = batch_norm_train(&x, &distinct_values(2)?, &b, 1e-5).expect_err("wrong channels");
+        assert!(error.to_string().contains("3 channels"), "{error}");
+        let error = batch_norm_train(&distinct_values((1, 3, 1, 1))?, &w, &b, 1e-5).expect_err("one value");
+        assert!(error.to_string().contains("more than one value"), "{error}");
+        Ok(())
+    }
+}

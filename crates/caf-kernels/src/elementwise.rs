@@ -1,0 +1,133 @@
+//! ReLU in one parallel pass each way.
+//!
+//! candle's CPU ReLU runs on one thread and its gradient takes four passes
+//! (compare, cast, multiply, accumulate); here the forward and the backward
+//! are each one pass over all cores. The gradient passes where the output is
+//! positive, as PyTorch's does.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::gemm::Element;
+use crate::storage::{dispatch, Kernel};
+
+/// Elements per parallel task: large enough to amortise scheduling.
+const CHUNK: usize = 1 << 15;
+
+/// `max(x, 0)`; candle's `relu` on devices and dtypes other than f32/f64 CPU.
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    match (x.device(), x.dtype()) {
+        (Device::Cpu, DType::F32 | DType::F64) => x.contiguous()?.apply_op1(Relu),
+        _ => x.relu(),
+    }
+}
+
+fn map<T: Element>(input: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::ZERO; input.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(input.par_chunks(CHUNK))
+        .for_each(|(out, input)| {
+            for (o, &i) in out.iter_mut().zip(input) {
+                *o = f(i);
+            }
+        });
+    out
+}
+
+fn zip_map<T: Element>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
+    let mut out = vec![T::ZERO; a.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(out, (a, b))| {
+            for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                *o = f(a, b);
+            }
+        });
+    out
+}
+
+struct Relu;
+
+/// The two passes, as one kernel type for [`dispatch`].
+enum ReluKernel {
+    /// Operands: x.
+    Forward,
+    /// Operands: dy, y.
+    Gradient,
+}
+
+impl Kernel for ReluKernel {
+    fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T> {
+        match self {
+            ReluKernel::Forward => map(operands[0], |x| if x > T::ZERO { x } else { T::ZERO }),
+            ReluKernel::Gradient => zip_map(operands[0], operands[1], |dy, y| if y > T::ZERO { dy } else { T::ZERO }),
+        }
+    }
+}
+
+impl CustomOp1 for Relu {
+    fn name(&self) -> &'static str {
+        "caf-relu"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let y = dispatch(self.name(), &ReluKernel::Forward, &[(storage, layout)])?;
+        Ok((y, layout.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(dy.contiguous()?.apply_op2_no_bwd(y, &ReluGradient)?))
+    }
+}
+
+/// `dy` where the ReLU's output is positive, else 0 (arguments: dy, y).
+struct ReluGradient;
+
+impl CustomOp2 for ReluGradient {
+    fn name(&self) -> &'static str {
+        "caf-relu-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("{}: shapes {:?} and {:?} differ", self.name(), l1.dims(), l2.dims())
+        }
+        let dx = dispatch(self.name(), &ReluKernel::Gradient, &[(s1, l1), (s2, l2)])?;
+        Ok((dx, l1.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use caf_testkit::{check_gradient, distinct_values};
+    use candle_core::Var;
+
+    #[test]
+    fn relu_and_its_gradient_match_candle_away_from_zero() -> Result<()> {
+        let x = Var::from_tensor(&distinct_values((3, 5, 7, 11))?.to_dtype(DType::F32)?)?;
+        let ours = relu(&x)?;
+        let reference = x.relu()?;
+        assert_eq!(
+            ours.flatten_all()?.to_vec1::<f32>()?,
+            reference.flatten_all()?.to_vec1::<f32>()?
+        );
+        let weights = (distinct_values((3, 5, 7, 11))? + 2.0)?.to_dtype(DType::F32)?;
+        let ours = (ours * &weights)?.sum_all()?.backward()?;
+        let reference = (reference * &weights)?.sum_all()?.backward()?;
+        assert_eq!(
+            ours.get(&x).expect("ours").flatten_all()?.to_vec1::<f32>()?,
+            reference.get(&x).expect("candle's").flatten_all()?.to_vec1::<f32>()?
+        );
+        check_gradient(relu, &distinct_values((2, 3, 4))?, 1e-6)?;
+        Ok(())
+    }
+
+    #[test]
+    fn the_gradient_at_zero_is_zero_as_in_pytorch() -> Result<()> {
+        let x = Var::new(&[-1.0f32, 0.0, 2.0], &Device::Cpu)?;
+        let grads = relu(&x)?.sum_all()?.backward()?;
+        assert_eq!(grads.get(&x).expect("gradient").to_vec1::<f32>()?, [0.0, 0.0, 1.0]);
+        Ok(())
+    }
+}

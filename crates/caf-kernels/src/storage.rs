@@ -1,0 +1,35 @@
+//! Running one generic kernel on candle CPU storages of f32 or f64.
+
+use candle_core::{CpuStorage, Layout, Result};
+
+use crate::gemm::Element;
+
+/// The contiguous elements a layout covers.
+pub(crate) fn contiguous_slice<'a, T: Element>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [T]> {
+    let data = storage.as_slice::<T>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: operands must be contiguous"),
+    }
+}
+
+/// A kernel over operands of one element type, producing a new buffer.
+pub(crate) trait Kernel {
+    fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T>;
+}
+
+/// Runs `kernel` on `operands`, which must all be f32 or all f64.
+pub(crate) fn dispatch(op: &str, kernel: &impl Kernel, operands: &[(&CpuStorage, &Layout)]) -> Result<CpuStorage> {
+    fn slices<'a, T: Element>(op: &str, operands: &[(&'a CpuStorage, &Layout)]) -> Result<Vec<&'a [T]>> {
+        operands.iter().map(|(s, l)| contiguous_slice(s, l, op)).collect()
+    }
+    Ok(match operands.first() {
+        Some((CpuStorage::F32(_), _)) if operands.iter().all(|(s, _)| matches!(s, CpuStorage::F32(_))) => {
+            CpuStorage::F32(kernel.run(&slices::<f32>(op, operands)?))
+        }
+        Some((CpuStorage::F64(_), _)) if operands.iter().all(|(s, _)| matches!(s, CpuStorage::F64(_))) => {
+            CpuStorage::F64(kernel.run(&slices::<f64>(op, operands)?))
+        }
+        _ => candle_core::bail!("{op}: operands must all be f32 or all f64"),
+    })
+}
