@@ -106,7 +106,7 @@ pub fn load_affectnet(csv: &Path, root: &Path, face_margin: Option<f32>) -> Resu
     index.finish()
 }
 
-fn parse_box(fields: &[&str; 4], margin: f32) -> Result<FaceBox, String> {
+pub(super) fn parse_box(fields: &[&str; 4], margin: f32) -> Result<FaceBox, String> {
     let mut values = [0f32; 4];
     for (value, (field, name)) in
         values

@@ -5,6 +5,7 @@
 mod afew_va;
 mod aff_wild2;
 mod affectnet;
+mod face_boxes;
 mod generic;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 pub use afew_va::load_afew_va;
 pub use aff_wild2::load_aff_wild2;
 pub use affectnet::load_affectnet;
+pub use face_boxes::FaceBoxes;
 pub use generic::load_generic_csv;
 
 use crate::sample::{DataError, Dataset};
