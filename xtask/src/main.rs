@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: every caf-rs workflow as one Rust binary.
 
 mod bench;
+mod predict;
 mod train;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,8 @@ enum Command {
     Eval(train::Eval),
     /// Subject-disjoint K-fold cross-validation: one run per fold, mean ± std of each metric
     Cv(train::Cv),
+    /// Valence, arousal, intensity, quadrant and emotion word for image files and folders
+    Predict(predict::Predict),
     /// Time training steps, inference, the data pipeline and the objective; optionally beside PyTorch
     Bench(bench::Bench),
 }
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::train(args),
         Command::Eval(args) => train::eval(args),
         Command::Cv(args) => train::cv(args),
+        Command::Predict(args) => predict::predict(args),
         Command::Bench(args) => bench::bench(args),
     };
     match result {

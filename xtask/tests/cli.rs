@@ -97,3 +97,162 @@ fn import_torch_then_inspect() {
     let message = text(&output);
     assert!(message.contains("enc.t7") && message.contains("encoder."), "{message}");
 }
+
+/// Good PNG and JPEG files (one in a subfolder), and each kind of bad input.
+fn write_prediction_inputs(dir: &Path) -> std::path::PathBuf {
+    let images = dir.join("images");
+    std::fs::create_dir_all(images.join("sub")).expect("dirs");
+    let face = image::RgbImage::from_fn(80, 64, |x, y| {
+        image::Rgb([(3 * x) as u8, (4 * y) as u8, ((x * y) % 251) as u8])
+    });
+    face.save(images.join("a.png")).expect("png");
+    face.save(images.join("sub/b.jpg")).expect("jpeg");
+    let jpeg = std::fs::read(images.join("sub/b.jpg")).expect("read");
+    std::fs::write(images.join("c-truncated.jpg"), &jpeg[..jpeg.len() / 3]).expect("write");
+    std::fs::write(images.join("d-not-an-image.png"), "just text").expect("write");
+    std::fs::write(images.join("e-empty.png"), b"").expect("write");
+    image::RgbImage::new(9, 9).save(images.join("f-tiny.png")).expect("png");
+    std::fs::write(images.join("notes.txt"), "ignored: not an image extension").expect("write");
+    images
+}
+
+#[test]
+fn predict_an_imported_reference_model_with_bad_files_among_good_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (encoder, regressor) = write_reference_files(dir.path());
+    let model = dir.path().join("model.safetensors");
+    let path = |p: &Path| p.to_str().expect("utf-8").to_string();
+    let output = xtask(&[
+        "import-torch",
+        "--arch",
+        "alexnet",
+        "--encoder",
+        &path(&encoder),
+        "--regressor",
+        &path(&regressor),
+        "--image-size",
+        "64",
+        "--resize",
+        "72",
+        "--out",
+        &path(&model),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let images = write_prediction_inputs(dir.path());
+    let annotated = dir.path().join("annotated");
+
+    let output = xtask(&[
+        "predict",
+        "--checkpoint",
+        &path(&model),
+        "--format",
+        "jsonl",
+        "--batch",
+        "4",
+        "--annotate",
+        &path(&annotated),
+        &path(&images),
+    ]);
+    assert!(!output.status.success(), "bad files must fail the run");
+    assert!(text(&output).contains("4 of 6 image(s)"), "{}", text(&output));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("json line"))
+        .collect();
+    let names: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            Path::new(r["path"].as_str().expect("path"))
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("name")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "a.png",
+            "c-truncated.jpg",
+            "d-not-an-image.png",
+            "e-empty.png",
+            "f-tiny.png",
+            "b.jpg"
+        ]
+    );
+    for row in &rows[1..5] {
+        let error = row["error"].as_str().expect("error row");
+        assert!(error.contains(row["path"].as_str().expect("path")), "{error}");
+    }
+    assert!(rows[4]["error"].as_str().expect("tiny").contains("9×9 px"));
+
+    // The command prints what the library predicts, exactly.
+    let predictor = caf_infer::Predictor::from_checkpoint(&model, &Device::Cpu).expect("predictor");
+    for row in [&rows[0], &rows[5]] {
+        let file = caf_infer::ImageFile {
+            path: row["path"].as_str().expect("path").into(),
+            face: None,
+        };
+        let va = predictor.predict_files(&[file], 1).remove(0).expect("prediction");
+        assert_eq!(row["valence"].as_f64().expect("valence") as f32, va.valence);
+        assert_eq!(row["arousal"].as_f64().expect("arousal") as f32, va.arousal);
+        assert_eq!(row["emotion"].as_str(), Some(va.emotion()));
+        assert_eq!(row["quadrant"].as_str(), Some(va.quadrant().name()));
+    }
+    let pictures = std::fs::read_dir(&annotated).expect("annotations").count();
+    assert_eq!(pictures, 2);
+
+    // CSV, good files only: success, a header and one row each.
+    let output = xtask(&[
+        "predict",
+        "--checkpoint",
+        &path(&model),
+        &path(&images.join("a.png")),
+        &path(&images.join("sub")),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let csv = String::from_utf8_lossy(&output.stdout).to_string();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "path,valence,arousal,intensity,quadrant,emotion,error");
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[1].ends_with(',') && lines[1].split(',').count() == 7, "{csv}");
+}
+
+#[test]
+fn predict_refuses_a_checkpoint_of_another_architecture_or_with_missing_tensors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let varmap = VarMap::new();
+    VaNet::new(
+        Arch::AlexNet,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .expect("model");
+    let mut tensors = caf_backbone::checkpoint::varmap_tensors(&varmap);
+    let image = dir.path().join("face.png");
+    image::RgbImage::new(64, 64).save(&image).expect("png");
+    let as_resnet = dir.path().join("as-resnet.safetensors");
+    let spec = |arch| caf_backbone::ModelSpec {
+        arch,
+        image_size: 64,
+        resize: 72,
+    };
+    caf_backbone::write_tensors(&as_resnet, &spec(Arch::ResNet18), &tensors, &Default::default()).expect("write");
+    tensors.retain(|(name, _)| name != "regressor.lin1.weight");
+    let incomplete = dir.path().join("incomplete.safetensors");
+    caf_backbone::write_tensors(&incomplete, &spec(Arch::AlexNet), &tensors, &Default::default()).expect("write");
+    for (checkpoint, tensor) in [
+        (&as_resnet, "`resnet18` architecture"),
+        (&incomplete, "regressor.lin1.weight"),
+    ] {
+        let output = xtask(&[
+            "predict",
+            "--checkpoint",
+            checkpoint.to_str().expect("utf-8"),
+            image.to_str().expect("utf-8"),
+        ]);
+        assert!(!output.status.success());
+        let message = text(&output);
+        let file = checkpoint.file_name().and_then(|n| n.to_str()).expect("name");
+        assert!(message.contains(file) && message.contains(tensor), "{message}");
+    }
+}
