@@ -20,13 +20,25 @@ pub const MIN_SIDE: u32 = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
     #[error(transparent)]
-    Checkpoint(#[from] caf_backbone::Error),
+    Checkpoint(Box<caf_backbone::Error>),
     #[error(transparent)]
-    Data(#[from] DataError),
+    Data(Box<DataError>),
     #[error("{path}: the image is {width}×{height} px; at least {MIN_SIDE}×{MIN_SIDE} is needed")]
     TooSmall { path: PathBuf, width: u32, height: u32 },
     #[error("model: {0}")]
     Model(#[from] candle_core::Error),
+}
+
+impl From<caf_backbone::Error> for InferError {
+    fn from(error: caf_backbone::Error) -> Self {
+        InferError::Checkpoint(Box::new(error))
+    }
+}
+
+impl From<DataError> for InferError {
+    fn from(error: DataError) -> Self {
+        InferError::Data(Box::new(error))
+    }
 }
 
 /// An image file to predict, with its face box when one is known.
