@@ -70,10 +70,6 @@ impl Module for Conv2d {
             stride: self.spec.stride,
             padding: self.spec.padding,
         };
-        let y = conv2d(x, &self.weight, params)?;
-        match &self.bias {
-            Some(bias) => y.broadcast_add(&bias.reshape((1, self.spec.out_channels, 1, 1))?),
-            None => Ok(y),
-        }
+        conv2d(x, &self.weight, self.bias.as_ref(), params)
     }
 }

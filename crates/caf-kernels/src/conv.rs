@@ -6,7 +6,7 @@
 //! The input gradient is only computed when the input is part of the graph,
 //! so a network's first layer never pays for the gradient of the image.
 
-use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::gemm::{matmul, Element, Matrix, Threads};
@@ -20,14 +20,27 @@ pub struct Conv2dParams {
     pub padding: usize,
 }
 
-/// `x` (`B×C×H×W`) convolved with `weight` (`O×C×kh×kw`), without bias.
+/// `x` (`B×C×H×W`) convolved with `weight` (`O×C×kh×kw`), plus `bias` (`O`) when given.
 ///
-/// f32 and f64 tensors on the CPU run the GEMM kernels of this module; any
-/// other device or dtype runs candle's own `conv2d` (and its gradients).
-pub fn conv2d(x: &Tensor, weight: &Tensor, params: Conv2dParams) -> Result<Tensor> {
-    match (x.device(), x.dtype()) {
-        (Device::Cpu, DType::F32 | DType::F64) => x.contiguous()?.apply_op2(&weight.contiguous()?, Conv2dCpu(params)),
-        _ => x.conv2d(weight, params.padding, params.stride, 1, 1),
+/// f32 and f64 tensors on the CPU run the GEMM kernels of this module (the
+/// bias added in the same pass, its gradient summed in one); any other device
+/// or dtype runs candle's own `conv2d` (and its gradients).
+pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, params: Conv2dParams) -> Result<Tensor> {
+    match (x.device(), x.dtype(), bias) {
+        (Device::Cpu, DType::F32 | DType::F64, None) => {
+            x.contiguous()?.apply_op2(&weight.contiguous()?, Conv2dCpu(params))
+        }
+        (Device::Cpu, DType::F32 | DType::F64, Some(bias)) => {
+            x.contiguous()?
+                .apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2dCpu(params))
+        }
+        (_, _, bias) => {
+            let y = x.conv2d(weight, params.padding, params.stride, 1, 1)?;
+            match bias {
+                Some(bias) => y.broadcast_add(&bias.reshape((1, (), 1, 1))?),
+                None => Ok(y),
+            }
+        }
     }
 }
 
@@ -253,8 +266,8 @@ fn column_buffer_len(g: &Geometry) -> usize {
     }
 }
 
-/// `y_b = W · cols(x_b)` for every image.
-fn forward<T: Element>(x: &[T], weight: &[T], g: &Geometry) -> Vec<T> {
+/// `y_b = W · cols(x_b) (+ bias)` for every image.
+fn forward<T: Element>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &Geometry) -> Vec<T> {
     let mut y = vec![T::ZERO; g.batch * g.output_len()];
     let w = Matrix::row_major(weight, g.out_channels, g.patch());
     for_each_image(
@@ -263,7 +276,12 @@ fn forward<T: Element>(x: &[T], weight: &[T], g: &Geometry) -> Vec<T> {
         g.output_len(),
         column_buffer_len(g),
         |b, y_b, buffer, threads| {
-            matmul(y_b, false, w, columns(x, b, g, buffer), threads);
+            if let Some(bias) = bias {
+                for (row, &value) in y_b.chunks_exact_mut(g.positions()).zip(bias) {
+                    row.fill(value);
+                }
+            }
+            matmul(y_b, bias.is_some(), w, columns(x, b, g, buffer), threads);
         },
     );
     y
@@ -322,40 +340,51 @@ fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry) -> Vec<T> {
         )
 }
 
-/// The three products, as one kernel type for [`dispatch`].
+/// `Σ_b Σ_positions dy[b, o, ·]` for every output channel `o`.
+fn bias_gradient<T: Element>(dy: &[T], g: &Geometry) -> Vec<T> {
+    (0..g.out_channels)
+        .into_par_iter()
+        .map(|o| {
+            let sum: f64 = (0..g.batch)
+                .map(|b| {
+                    let start = b * g.output_len() + o * g.positions();
+                    dy[start..start + g.positions()].iter().map(|v| v.to_f64()).sum::<f64>()
+                })
+                .sum();
+            T::from_f64(sum)
+        })
+        .collect()
+}
+
+/// The passes, as one kernel type for [`dispatch`].
 enum ConvKernel {
+    /// Operands: x, weight, and the bias if any.
     Forward(Geometry),
+    /// Operands: dy, weight.
     InputGradient(Geometry),
+    /// Operands: dy, x.
     WeightGradient(Geometry),
+    /// Operands: dy.
+    BiasGradient(Geometry),
 }
 
 impl Kernel for ConvKernel {
     fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T> {
         match self {
-            ConvKernel::Forward(g) => forward(operands[0], operands[1], g),
+            ConvKernel::Forward(g) => forward(operands[0], operands[1], operands.get(2).copied(), g),
+            ConvKernel::BiasGradient(g) => bias_gradient(operands[0], g),
             ConvKernel::InputGradient(g) => input_gradient(operands[0], operands[1], g),
             ConvKernel::WeightGradient(g) => weight_gradient(operands[0], operands[1], g),
         }
     }
 }
 
-/// The forward convolution (arguments: input, weight).
+/// The forward convolution (arguments: input, weight, and the bias as a third argument).
 struct Conv2dCpu(Conv2dParams);
 
-impl CustomOp2 for Conv2dCpu {
-    fn name(&self) -> &'static str {
-        "caf-conv2d"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(l1.dims(), l2.dims(), self.0)?;
-        let y = dispatch(self.name(), &ConvKernel::Forward(g), &[(s1, l1), (s2, l2)])?;
-        Ok((y, g.output_shape()))
-    }
-
-    fn bwd(&self, x: &Tensor, weight: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+impl Conv2dCpu {
+    fn gradients(&self, x: &Tensor, weight: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = Geometry::new(x.dims(), weight.dims(), self.0)?;
-        let dy = dy.contiguous()?;
         let dx = if x.track_op() {
             Some(dy.apply_op2_no_bwd(weight, &Conv2dInputGradient(g))?)
         } else {
@@ -367,6 +396,83 @@ impl CustomOp2 for Conv2dCpu {
             None
         };
         Ok((dx, dw))
+    }
+}
+
+impl CustomOp2 for Conv2dCpu {
+    fn name(&self) -> &'static str {
+        "caf-conv2d"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(l1.dims(), l2.dims(), self.0)?;
+        let y = dispatch(CustomOp2::name(self), &ConvKernel::Forward(g), &[(s1, l1), (s2, l2)])?;
+        Ok((y, g.output_shape()))
+    }
+
+    fn bwd(&self, x: &Tensor, weight: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        self.gradients(x, weight, &dy.contiguous()?)
+    }
+}
+
+impl CustomOp3 for Conv2dCpu {
+    fn name(&self) -> &'static str {
+        "caf-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(l1.dims(), l2.dims(), self.0)?;
+        if l3.dims() != [g.out_channels] {
+            candle_core::bail!("conv2d: bias {:?} must have {} values", l3.dims(), g.out_channels)
+        }
+        let y = dispatch(
+            CustomOp3::name(self),
+            &ConvKernel::Forward(g),
+            &[(s1, l1), (s2, l2), (s3, l3)],
+        )?;
+        Ok((y, g.output_shape()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let (dx, dw) = self.gradients(x, weight, &dy)?;
+        let db = if bias.track_op() {
+            let g = Geometry::new(x.dims(), weight.dims(), self.0)?;
+            Some(dy.apply_op1_no_bwd(&Conv2dBiasGradient(g))?)
+        } else {
+            None
+        };
+        Ok((dx, dw, db))
+    }
+}
+
+/// The bias gradient (argument: output gradient).
+struct Conv2dBiasGradient(Geometry);
+
+impl CustomOp1 for Conv2dBiasGradient {
+    fn name(&self) -> &'static str {
+        "caf-conv2d-bias-grad"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        check_output_gradient(layout, &self.0)?;
+        let db = dispatch(self.name(), &ConvKernel::BiasGradient(self.0), &[(storage, layout)])?;
+        Ok((db, Shape::from(self.0.out_channels)))
     }
 }
 

@@ -22,28 +22,17 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     }
 }
 
-fn map<T: Element>(input: &[T], f: impl Fn(T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::ZERO; input.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(input.par_chunks(CHUNK))
-        .for_each(|(out, input)| {
-            for (o, &i) in out.iter_mut().zip(input) {
-                *o = f(i);
-            }
-        });
-    out
+// Indexed parallel collects write straight into the new buffer (no zeroing pass).
+fn map<T: Element>(input: &[T], f: impl Fn(T) -> T + Sync + Send) -> Vec<T> {
+    input.par_iter().with_min_len(CHUNK).map(|&x| f(x)).collect()
 }
 
-fn zip_map<T: Element>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::ZERO; a.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-        .for_each(|(out, (a, b))| {
-            for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
-                *o = f(a, b);
-            }
-        });
-    out
+fn zip_map<T: Element>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send) -> Vec<T> {
+    a.par_iter()
+        .zip(b.par_iter())
+        .with_min_len(CHUNK)
+        .map(|(&a, &b)| f(a, b))
+        .collect()
 }
 
 struct Relu;

@@ -15,8 +15,12 @@ const CASES: [(&[usize], &[usize], Conv2dParams); 8] = [
     (&[1, 1, 2, 3], &[2, 1, 3, 3], Conv2dParams { stride: 3, padding: 1 }),
 ];
 
-fn candle_conv(x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
-    x.conv2d(w, p.padding, p.stride, 1, 1)
+fn candle_conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
+    let y = x.conv2d(w, p.padding, p.stride, 1, 1)?;
+    match b {
+        Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+        None => Ok(y),
+    }
 }
 
 /// candle 0.11's conv2d backward takes the output padding of its transposed
@@ -35,27 +39,33 @@ fn max_relative_difference(a: &Tensor, b: &Tensor) -> Result<f64> {
 }
 
 #[test]
-fn forward_and_both_gradients_match_candles_reference_ops() -> Result<()> {
+fn forward_and_all_gradients_match_candles_reference_ops() -> Result<()> {
     for (input, weight, params) in CASES {
-        for dtype in [DType::F32, DType::F64] {
+        for (dtype, with_bias) in [(DType::F32, false), (DType::F32, true), (DType::F64, true)] {
             let x = Var::from_tensor(&distinct_values(input)?.to_dtype(dtype)?)?;
             let w = Var::from_tensor(&(distinct_values(weight)? * 0.7)?.to_dtype(dtype)?)?;
-            let ours = conv2d(&x, &w, params)?;
-            let reference = candle_conv(&x, &w, params)?;
+            let b = Var::from_tensor(&(distinct_values(weight[0])? * 0.3)?.to_dtype(dtype)?)?;
+            let bias = with_bias.then_some(b.as_tensor());
+            let ours = conv2d(&x, &w, bias, params)?;
+            let reference = candle_conv(&x, &w, bias, params)?;
             let tolerance = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
-            let what = format!("{input:?} * {weight:?} {params:?} {dtype:?}");
+            let what = format!("{input:?} * {weight:?} {params:?} {dtype:?} bias {with_bias}");
             assert!(
                 max_relative_difference(&ours, &reference)? < tolerance,
                 "forward {what}"
             );
-
             if !candle_backward_supports(input, weight, params) {
                 continue;
             }
             let probe = probe_like(ours.shape())?.to_dtype(dtype)?;
             let ours = (ours * &probe)?.sum_all()?.backward()?;
             let reference = (reference * &probe)?.sum_all()?.backward()?;
-            for (var, name) in [(&x, "input"), (&w, "weight")] {
+            let vars: &[(&Var, &str)] = if with_bias {
+                &[(&x, "input"), (&w, "weight"), (&b, "bias")]
+            } else {
+                &[(&x, "input"), (&w, "weight")]
+            };
+            for (var, name) in vars {
                 let (a, b) = (
                     ours.get(var).expect("our gradient"),
                     reference.get(var).expect("candle's"),
@@ -72,8 +82,10 @@ fn gradients_match_finite_differences() -> Result<()> {
     for (input, weight, params) in CASES {
         let x = distinct_values(input)?;
         let w = (distinct_values(weight)? * 0.7)?;
-        check_gradient(|x| conv2d(x, &w, params), &x, 1e-6)?;
-        check_gradient(|w| conv2d(&x, w, params), &w, 1e-6)?;
+        let b = (distinct_values(weight[0])? * 0.3)?;
+        check_gradient(|x| conv2d(x, &w, Some(&b), params), &x, 1e-6)?;
+        check_gradient(|w| conv2d(&x, w, None, params), &w, 1e-6)?;
+        check_gradient(|b| conv2d(&x, &w, Some(b), params), &b, 1e-6)?;
     }
     Ok(())
 }
@@ -82,7 +94,7 @@ fn gradients_match_finite_differences() -> Result<()> {
 fn an_input_outside_the_graph_gets_no_gradient() -> Result<()> {
     let image = distinct_values((2, 3, 6, 6))?.to_dtype(DType::F32)?;
     let w = Var::from_tensor(&distinct_values((4, 3, 3, 3))?.to_dtype(DType::F32)?)?;
-    let grads = conv2d(&image, &w, Conv2dParams { stride: 1, padding: 1 })?
+    let grads = conv2d(&image, &w, None, Conv2dParams { stride: 1, padding: 1 })?
         .sum_all()?
         .backward()?;
     assert!(grads.get(&image).is_none());
@@ -95,7 +107,7 @@ fn non_contiguous_inputs_are_accepted() -> Result<()> {
     let x = distinct_values((2, 6, 5, 3))?.permute((0, 3, 2, 1))?; // 2×3×5×6, strided
     let w = distinct_values((4, 3, 3, 3))?;
     let params = Conv2dParams { stride: 1, padding: 1 };
-    let difference = max_relative_difference(&conv2d(&x, &w, params)?, &candle_conv(&x, &w, params)?)?;
+    let difference = max_relative_difference(&conv2d(&x, &w, None, params)?, &candle_conv(&x, &w, None, params)?)?;
     assert!(difference < 1e-12);
     Ok(())
 }
@@ -104,13 +116,16 @@ fn non_contiguous_inputs_are_accepted() -> Result<()> {
 fn bad_shapes_are_refused_with_the_shapes_named() -> Result<()> {
     let x = distinct_values((1, 3, 8, 8))?;
     let params = Conv2dParams { stride: 1, padding: 0 };
-    let error = conv2d(&x, &distinct_values((4, 2, 3, 3))?, params).expect_err("channel mismatch");
+    let error = conv2d(&x, &distinct_values((4, 2, 3, 3))?, None, params).expect_err("channel mismatch");
     assert!(error.to_string().contains("3 channels"), "{error}");
-    let error = conv2d(&x, &distinct_values((4, 3, 9, 9))?, params).expect_err("kernel too large");
+    let error = conv2d(&x, &distinct_values((4, 3, 9, 9))?, None, params).expect_err("kernel too large");
     assert!(error.to_string().contains("smaller than the 9×9 kernel"), "{error}");
-    let error = conv2d(&x.squeeze(0)?, &distinct_values((4, 3, 3, 3))?, params).expect_err("3-D input");
+    let error = conv2d(&x.squeeze(0)?, &distinct_values((4, 3, 3, 3))?, None, params).expect_err("3-D input");
     assert!(error.to_string().contains("B×C×H×W"), "{error}");
-    let error = conv2d(&x, &distinct_values((4, 3, 3, 3))?.to_dtype(DType::F32)?, params).expect_err("dtypes");
+    let error = conv2d(&x, &distinct_values((4, 3, 3, 3))?.to_dtype(DType::F32)?, None, params).expect_err("dtypes");
     assert!(error.to_string().contains("all be f32 or all f64"), "{error}");
+    let w = distinct_values((4, 3, 3, 3))?;
+    let error = conv2d(&x, &w, Some(&distinct_values(3)?), params).expect_err("bias length");
+    assert!(error.to_string().contains("must have 4 values"), "{error}");
     Ok(())
 }
