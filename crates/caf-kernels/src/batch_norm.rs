@@ -9,6 +9,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, La
 use rayon::prelude::*;
 
 use crate::gemm::Element;
+use crate::reduce::{sum_and_dot, sum_map};
 use crate::storage::{dispatch, Kernel};
 
 /// Per-channel mean and biased variance of a `B×C×H×W` batch.
@@ -102,10 +103,9 @@ fn statistics<T: Element>(x: &[T], dims: &[usize; 4]) -> Vec<T> {
     let per_channel: Vec<(f64, f64)> = (0..dims[1])
         .into_par_iter()
         .map(|c| {
-            let mean = planes(x, dims, c).flatten().map(|&v| v.to_f64()).sum::<f64>() / count;
+            let mean = planes(x, dims, c).map(|p| sum_map(p, |v| v)).sum::<f64>() / count;
             let variance = planes(x, dims, c)
-                .flatten()
-                .map(|&v| (v.to_f64() - mean).powi(2))
+                .map(|p| sum_map(p, |v| (v - mean) * (v - mean)))
                 .sum::<f64>()
                 / count;
             (mean, variance)
@@ -146,15 +146,14 @@ impl Normalisation {
         let per_channel: Vec<(f64, f64)> = (0..self.dims[1])
             .into_par_iter()
             .map(|c| {
-                let (mut sum, mut sum_xhat) = (0.0, 0.0);
+                let (mut sum, mut dot) = (0.0, 0.0);
                 for (dy, x) in planes(dy, &self.dims, c).zip(planes(x, &self.dims, c)) {
-                    for (&dy, &x) in dy.iter().zip(x) {
-                        let dy = dy.to_f64();
-                        sum += dy;
-                        sum_xhat += dy * (x.to_f64() - self.mean[c]) * self.inv_std[c];
-                    }
+                    let (s, d) = sum_and_dot(dy, x);
+                    sum += s;
+                    dot += d;
                 }
-                (sum, sum_xhat)
+                // Σ dy·x̂ = inv_std·(Σ dy·x − mean·Σ dy)
+                (sum, self.inv_std[c] * (dot - self.mean[c] * sum))
             })
             .collect();
         let sums = per_channel.iter().map(|s| T::from_f64(s.0));

@@ -10,6 +10,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, La
 use rayon::prelude::*;
 
 use crate::gemm::{matmul, Element, Matrix, Threads};
+use crate::reduce::sum_map;
 use crate::storage::{dispatch, Kernel};
 
 /// Stride and zero padding of a convolution, equal on both axes
@@ -348,7 +349,7 @@ fn bias_gradient<T: Element>(dy: &[T], g: &Geometry) -> Vec<T> {
             let sum: f64 = (0..g.batch)
                 .map(|b| {
                     let start = b * g.output_len() + o * g.positions();
-                    dy[start..start + g.positions()].iter().map(|v| v.to_f64()).sum::<f64>()
+                    sum_map(&dy[start..start + g.positions()], |v| v)
                 })
                 .sum();
             T::from_f64(sum)

@@ -19,6 +19,7 @@ mod batch_norm;
 mod conv;
 mod elementwise;
 mod gemm;
+mod reduce;
 mod storage;
 
 pub use batch_norm::{batch_norm_train, ChannelStats};

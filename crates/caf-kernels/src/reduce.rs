@@ -1,0 +1,56 @@
+//! f64 sums of long f32 runs with independent accumulators, so the compiler
+//! can vectorise them (one running sum is a chain of dependent additions).
+
+use crate::gemm::Element;
+
+const LANES: usize = 8;
+
+/// `Σ f(vᵢ)`, accumulated in f64.
+pub(crate) fn sum_map<T: Element>(values: &[T], f: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0f64; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let rest: f64 = chunks.remainder().iter().map(|v| f(v.to_f64())).sum();
+    for chunk in chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += f(v.to_f64());
+        }
+    }
+    lanes.iter().sum::<f64>() + rest
+}
+
+/// `(Σ aᵢ, Σ aᵢ·bᵢ)`, accumulated in f64.
+pub(crate) fn sum_and_dot<T: Element>(a: &[T], b: &[T]) -> (f64, f64) {
+    let (mut sums, mut dots) = ([0f64; LANES], [0f64; LANES]);
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (mut sum, mut dot) = (0.0, 0.0);
+    for (a, b) in a_chunks.remainder().iter().zip(b_chunks.remainder()) {
+        sum += a.to_f64();
+        dot += a.to_f64() * b.to_f64();
+    }
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for i in 0..LANES {
+            sums[i] += a[i].to_f64();
+            dots[i] += a[i].to_f64() * b[i].to_f64();
+        }
+    }
+    (sum + sums.iter().sum::<f64>(), dot + dots.iter().sum::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_match_plain_loops_for_every_remainder() {
+        for n in [0, 1, 7, 8, 9, 100, 1003] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let squares: f64 = a.iter().map(|&v| (v as f64).powi(2)).sum();
+            assert!((sum_map(&a, |v| v * v) - squares).abs() < 1e-9);
+            let (sum, dot) = sum_and_dot(&a, &b);
+            assert!((sum - a.iter().map(|&v| v as f64).sum::<f64>()).abs() < 1e-9);
+            let expected: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
+            assert!((dot - expected).abs() < 1e-9);
+        }
+    }
+}
