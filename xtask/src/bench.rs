@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use caf_backbone::{seeded_init, Arch, VaNet, CRITIC_OUTPUTS};
+use caf_backbone::{save_checkpoint, seeded_init, Arch, Checkpoint, ModelSpec, VaNet, CRITIC_OUTPUTS};
 use caf_data::synthetic::{draw_label, SyntheticConfig};
 use caf_data::{Augment, Batch, BatchLoader, LoaderConfig, Preprocess, Rng};
 use caf_objective::{adaptive_ks, critic_loss};
@@ -189,9 +189,18 @@ fn bench_arch(
             })?,
         );
     }
+    // Inference as deployed: a network read from a checkpoint file.
     let varmap = VarMap::new();
-    let net = VaNet::new(arch, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+    VaNet::new(arch, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
     seeded_init(&varmap, arch, 0)?;
+    let spec = ModelSpec {
+        arch,
+        image_size: args.size,
+        resize: args.size,
+    };
+    let file = scratch.join(format!("{arch}.safetensors"));
+    save_checkpoint(&file, &spec, &varmap, &Default::default())?;
+    let net = Checkpoint::read(&file, device)?.va_net(device)?;
     for (key, n) in [("infer_batch1", 1), ("infer_batch64", 64)] {
         let images = random_batch(n, args.size, device, 1)?.images;
         tracing::info!(arch = arch.name(), batch = n, "timing inference");

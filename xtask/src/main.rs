@@ -136,21 +136,6 @@ fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_purge_delay_option_is_the_one_we_mean() {
-        // SAFETY: reads one of mimalloc's options.
-        let delay = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
-        // Its default in mimalloc v3's options.c is 1000 ms (-1 once keep_freed_memory ran).
-        assert!(
-            delay == 1000 || delay == -1,
-            "option {} is {delay}",
-            super::MI_OPTION_PURGE_DELAY
-        );
-    }
-}
-
 fn import_torch(args: ImportTorch) -> Result<()> {
     anyhow::ensure!(
         args.resize >= args.image_size,
@@ -223,4 +208,19 @@ fn make_data(args: MakeData) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_purge_delay_option_is_the_one_we_mean() {
+        // SAFETY: reads one of mimalloc's options.
+        let delay = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        // Its default in mimalloc v3's options.c is 1000 ms (-1 once keep_freed_memory ran).
+        assert!(
+            delay == 1000 || delay == -1,
+            "option {} is {delay}",
+            super::MI_OPTION_PURGE_DELAY
+        );
+    }
 }

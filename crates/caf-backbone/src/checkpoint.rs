@@ -48,12 +48,21 @@ impl Checkpoint {
         self.tensors.keys().any(|name| name.starts_with(&dotted))
     }
 
-    /// Encoder and regressor for prediction, in f32 on `device`.
+    /// Encoder and regressor for prediction, in f32 on `device`. Its weights
+    /// are plain tensors, not variables: nothing builds a gradient graph, and
+    /// layers take their inference-only fast paths.
     pub fn va_net(&self, device: &Device) -> Result<VaNet> {
         let varmap = VarMap::new();
-        let net = VaNet::new(self.spec.arch, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+        VaNet::new(self.spec.arch, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
         self.assign(&varmap, &[ENCODER, REGRESSOR])?;
-        Ok(net)
+        let frozen: HashMap<String, Tensor> = varmap_tensors(&varmap)
+            .into_iter()
+            .map(|(name, tensor)| (name, tensor.detach()))
+            .collect();
+        Ok(VaNet::new(
+            self.spec.arch,
+            VarBuilder::from_tensors(frozen, DType::F32, device),
+        )?)
     }
 
     /// All three networks for training, with their variables. A checkpoint

@@ -1,7 +1,7 @@
 //! `BatchNorm2d` with torchvision's tensor names, training on caf-kernels'
 //! fused CPU kernel.
 
-use caf_kernels::batch_norm_train;
+use caf_kernels::{batch_norm_train, scale_shift};
 use candle_core::{DType, Device, ModuleT, Result, Tensor, Var};
 use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, Init, VarBuilder};
 
@@ -11,10 +11,12 @@ const MOMENTUM: f64 = 0.1;
 
 /// BatchNorm2d (eps 1e-5, momentum 0.1, affine): `weight`, `bias`,
 /// `running_mean`, `running_var`. Training mode normalises with the batch's
-/// statistics and updates the running ones (unbiased variance, as PyTorch).
+/// statistics and updates the running ones (unbiased variance, as PyTorch);
+/// evaluation mode is the folded `x·scale + shift`, the same bits whether or
+/// not the weights are variables.
 #[derive(Debug, Clone)]
 pub struct BatchNorm2d {
-    /// candle-nn's layer: evaluation mode, and training off the CPU.
+    /// candle-nn's layer, for training off the CPU.
     candle: BatchNorm,
     weight: Tensor,
     bias: Tensor,
@@ -39,6 +41,17 @@ impl BatchNorm2d {
         })
     }
 
+    /// Evaluation mode as `x·scale + shift` per channel, with
+    /// `scale = weight / √(running_var + eps)` and `shift = bias − running_mean·scale`
+    /// (differentiable in weight and bias, e.g. for fine-tuning with frozen statistics).
+    fn folded(&self) -> Result<(Tensor, Tensor)> {
+        let running_mean = self.running_mean.as_tensor().detach();
+        let inv_std = (self.running_var.as_tensor().detach() + EPS)?.sqrt()?.recip()?;
+        let scale = (&self.weight * inv_std)?;
+        let shift = (&self.bias - (running_mean * &scale)?)?;
+        Ok((scale, shift))
+    }
+
     fn update_running(&self, mean: Vec<f64>, biased_variance: Vec<f64>, count: usize) -> Result<()> {
         let device = self.running_mean.device();
         let dtype = self.running_mean.dtype();
@@ -57,13 +70,19 @@ impl BatchNorm2d {
 
 impl ModuleT for BatchNorm2d {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let fused = train && matches!((x.device(), x.dtype()), (Device::Cpu, DType::F32 | DType::F64));
-        if !fused {
-            return self.candle.forward_t(x, train);
+        let on_cpu = matches!((x.device(), x.dtype()), (Device::Cpu, DType::F32 | DType::F64));
+        match (train, on_cpu) {
+            (true, true) => {
+                let (y, stats) = batch_norm_train(x, &self.weight, &self.bias, EPS)?;
+                self.update_running(stats.mean, stats.variance, stats.count)?;
+                Ok(y)
+            }
+            (true, false) => self.candle.forward_t(x, true),
+            (false, _) => {
+                let (scale, shift) = self.folded()?;
+                scale_shift(x, &scale, &shift)
+            }
         }
-        let (y, stats) = batch_norm_train(x, &self.weight, &self.bias, EPS)?;
-        self.update_running(stats.mean, stats.variance, stats.count)?;
-        Ok(y)
     }
 }
 
@@ -120,9 +139,37 @@ mod tests {
             .max_all()?
             .to_scalar::<f32>()?;
         assert!(difference < 1e-4, "{difference}");
-        // Evaluation mode uses the running statistics on both paths.
-        let eval = (ours.forward_t(&x, false)? - reference.forward_t(&x, false)?)?;
+        // Evaluation mode uses the running statistics (here: variables, so
+        // candle's broadcast ops run) ...
+        let tracked = ours.forward_t(&x, false)?;
+        let eval = (&tracked - reference.forward_t(&x, false)?)?;
         assert!(eval.abs()?.max_all()?.to_scalar::<f32>()? < 1e-5);
+        // ... and with plain tensors (a loaded checkpoint) the fused pass gives the same bits.
+        let (weight, bias) = (weight(&ours_map)?, named(&ours_map, "bn.bias")?);
+        let frozen = VarBuilder::from_tensors(
+            [
+                ("weight".to_string(), weight.detach()),
+                ("bias".to_string(), Tensor::new(bias, &Device::Cpu)?),
+                (
+                    "running_mean".to_string(),
+                    Tensor::new(named(&ours_map, "bn.running_mean")?, &Device::Cpu)?,
+                ),
+                (
+                    "running_var".to_string(),
+                    Tensor::new(named(&ours_map, "bn.running_var")?, &Device::Cpu)?,
+                ),
+            ]
+            .into_iter()
+            .collect(),
+            DType::F32,
+            &Device::Cpu,
+        );
+        let folded = BatchNorm2d::new(3, frozen)?.forward_t(&x, false)?;
+        let difference = (folded - reference.forward_t(&x, false)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(difference < 1e-5, "{difference}");
         Ok(())
     }
 }

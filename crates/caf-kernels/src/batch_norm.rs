@@ -61,6 +61,68 @@ pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) ->
     Ok((y, stats))
 }
 
+/// `y = x·scale + shift` per channel of `x` (`B×C×H×W`; `scale`, `shift`: `C`):
+/// evaluation-mode batch normalisation once folded. When nothing is tracked
+/// (inference) f32/f64 CPU tensors take one fused pass; otherwise candle's
+/// broadcast multiply and add, which give the same bits (the fused pass
+/// multiplies then adds in the tensor's own precision, without FMA).
+pub fn scale_shift(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
+    let (_, channels, _, _) = x.dims4()?;
+    if scale.dims() != [channels] || shift.dims() != [channels] {
+        candle_core::bail!(
+            "scale_shift: {channels} channels, but scale {:?} and shift {:?}",
+            scale.dims(),
+            shift.dims()
+        )
+    }
+    let on_cpu = matches!((x.device(), x.dtype()), (Device::Cpu, DType::F32 | DType::F64));
+    if on_cpu && !x.track_op() && !scale.track_op() && !shift.track_op() {
+        return x
+            .contiguous()?
+            .apply_op3_no_bwd(&scale.contiguous()?, &shift.contiguous()?, &ScaleShiftOp);
+    }
+    x.broadcast_mul(&scale.reshape((1, channels, 1, 1))?)?
+        .broadcast_add(&shift.reshape((1, channels, 1, 1))?)
+}
+
+/// The fused pass of [`scale_shift`] (arguments: x, scale, shift).
+struct ScaleShiftOp;
+
+impl CustomOp3 for ScaleShiftOp {
+    fn name(&self) -> &'static str {
+        "caf-scale-shift"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let kernel = BatchNormKernel::ScaleShift(dims4(l1)?);
+        let y = dispatch(self.name(), &kernel, &[(s1, l1), (s2, l2), (s3, l3)])?;
+        Ok((y, l1.shape().clone()))
+    }
+}
+
+fn scale_shift_planes<T: Element>(x: &[T], scale: &[T], shift: &[T], dims: &[usize; 4]) -> Vec<T> {
+    let (channels, plane) = (dims[1], dims[2] * dims[3]);
+    let mut y = vec![T::ZERO; x.len()];
+    y.par_chunks_mut(plane)
+        .zip(x.par_chunks(plane))
+        .enumerate()
+        .for_each(|(i, (y, x))| {
+            let (s, b) = (scale[i % channels], shift[i % channels]);
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = x * s + b;
+            }
+        });
+    y
+}
+
 /// Planes of channel `c`: `(b·C + c)·HW ..`, for every image `b`.
 fn planes<'a, T>(data: &'a [T], dims: &[usize], c: usize) -> impl Iterator<Item = &'a [T]> + 'a {
     let (batch, channels, plane) = (dims[0], dims[1], dims[2] * dims[3]);
@@ -81,6 +143,8 @@ enum BatchNormKernel {
     Statistics([usize; 4]),
     /// Operands: x, weight, bias.
     Forward(Normalisation),
+    /// Operands: x, scale, shift.
+    ScaleShift([usize; 4]),
     /// Operands: dy, x. Output `2×C`: `Σ dy`, then `Σ dy·x̂`.
     GradientSums(Normalisation),
     /// Operands: dy, x, weight, and `2×C` gradient sums.
@@ -92,6 +156,7 @@ impl Kernel for BatchNormKernel {
         match self {
             BatchNormKernel::Statistics(dims) => statistics(operands[0], dims),
             BatchNormKernel::Forward(n) => n.forward(operands[0], operands[1], operands[2]),
+            BatchNormKernel::ScaleShift(dims) => scale_shift_planes(operands[0], operands[1], operands[2], dims),
             BatchNormKernel::GradientSums(n) => n.gradient_sums(operands[0], operands[1]),
             BatchNormKernel::InputGradient(n) => n.input_gradient(operands[0], operands[1], operands[2], operands[3]),
         }
@@ -333,6 +398,19 @@ mod tests {
                 assert!(difference < 1e-10, "{dims:?}: {difference}");
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn the_fused_scale_and_shift_gives_candles_bits() -> Result<()> {
+        let x = distinct_values((2, 3, 4, 5))?.to_dtype(DType::F32)?;
+        let scale = Tensor::new(&[0.5f32, -2.0, 3.1], &Device::Cpu)?;
+        let shift = Tensor::new(&[0.1f32, 0.0, -1.7], &Device::Cpu)?;
+        let fused = scale_shift(&x, &scale, &shift)?;
+        let tracked = scale_shift(&x, Var::from_tensor(&scale)?.as_tensor(), &shift)?;
+        let ours = fused.flatten_all()?.to_vec1::<f32>()?;
+        assert_eq!(ours, tracked.flatten_all()?.to_vec1::<f32>()?);
+        assert!(scale_shift(&x, &scale.narrow(0, 0, 2)?, &shift).is_err());
         Ok(())
     }
 

@@ -9,7 +9,8 @@
 //!   input is not part of the graph (a network's image);
 //! * [`relu`]: one parallel pass forward and one backward;
 //! * [`batch_norm_train`]: training-mode batch normalisation in one
-//!   statistics pass, one normalisation pass and two backward passes.
+//!   statistics pass, one normalisation pass and two backward passes;
+//!   [`scale_shift`]: evaluation mode, folded, as one pass.
 //!
 //! `conv2d` and `relu` fall back to candle's own operations on other devices
 //! and dtypes (which have CUDA kernels and gradients); `batch_norm_train` is
@@ -22,6 +23,6 @@ mod gemm;
 mod reduce;
 mod storage;
 
-pub use batch_norm::{batch_norm_train, ChannelStats};
+pub use batch_norm::{batch_norm_train, scale_shift, ChannelStats};
 pub use conv::{conv2d, Conv2dParams};
 pub use elementwise::relu;
