@@ -159,37 +159,45 @@ impl Geometry {
     }
 }
 
-/// Writes image `x` (`C×H×W`) as its `(C·kh·kw) × (out_h·out_w)` column matrix.
-fn im2col<T: Element>(x: &[T], g: &Geometry, cols: &mut [T]) {
-    let positions = g.positions();
-    for c in 0..g.channels {
-        let plane = &x[c * g.height * g.width..(c + 1) * g.height * g.width];
-        for ky in 0..g.kernel_h {
-            for kx in 0..g.kernel_w {
-                let row = (c * g.kernel_h + ky) * g.kernel_w + kx;
-                let valid = g.valid_columns(kx);
-                let out = &mut cols[row * positions..(row + 1) * positions];
-                for (oy, out_row) in out.chunks_exact_mut(g.out_w).enumerate() {
-                    let Some(iy) = g.input_row(oy, ky) else {
-                        out_row.fill(T::ZERO);
-                        continue;
-                    };
-                    out_row[..valid.start].fill(T::ZERO);
-                    out_row[valid.end..].fill(T::ZERO);
-                    if valid.is_empty() {
-                        continue;
-                    }
-                    let source = &plane[iy * g.width..(iy + 1) * g.width];
-                    let start = valid.start * g.stride + kx - g.padding;
-                    if g.stride == 1 {
-                        out_row[valid.clone()].copy_from_slice(&source[start..start + valid.len()]);
-                    } else {
-                        for (o, i) in out_row[valid.clone()]
-                            .iter_mut()
-                            .zip(source[start..].iter().step_by(g.stride))
-                        {
-                            *o = *i;
-                        }
+/// Writes image `x` (`C×H×W`) as its `(C·kh·kw) × (out_h·out_w)` column
+/// matrix, channels in parallel when `threads` allows.
+fn im2col<T: Element>(x: &[T], g: &Geometry, cols: &mut [T], threads: Threads) {
+    let rows_per_channel = g.kernel_h * g.kernel_w * g.positions();
+    let plane_len = g.height * g.width;
+    let channel = |(c, out): (usize, &mut [T])| im2col_channel(&x[c * plane_len..(c + 1) * plane_len], g, out);
+    let cols = &mut cols[..g.channels * rows_per_channel];
+    match threads {
+        Threads::All => cols.par_chunks_mut(rows_per_channel).enumerate().for_each(channel),
+        Threads::One => cols.chunks_mut(rows_per_channel).enumerate().for_each(channel),
+    }
+}
+
+/// The `kh·kw` rows of one input channel's plane.
+fn im2col_channel<T: Element>(plane: &[T], g: &Geometry, rows: &mut [T]) {
+    for ky in 0..g.kernel_h {
+        for kx in 0..g.kernel_w {
+            let valid = g.valid_columns(kx);
+            let out = &mut rows[(ky * g.kernel_w + kx) * g.positions()..][..g.positions()];
+            for (oy, out_row) in out.chunks_exact_mut(g.out_w).enumerate() {
+                let Some(iy) = g.input_row(oy, ky) else {
+                    out_row.fill(T::ZERO);
+                    continue;
+                };
+                out_row[..valid.start].fill(T::ZERO);
+                out_row[valid.end..].fill(T::ZERO);
+                if valid.is_empty() {
+                    continue;
+                }
+                let source = &plane[iy * g.width..(iy + 1) * g.width];
+                let start = valid.start * g.stride + kx - g.padding;
+                if g.stride == 1 {
+                    out_row[valid.clone()].copy_from_slice(&source[start..start + valid.len()]);
+                } else {
+                    for (o, i) in out_row[valid.clone()]
+                        .iter_mut()
+                        .zip(source[start..].iter().step_by(g.stride))
+                    {
+                        *o = *i;
                     }
                 }
             }
@@ -197,29 +205,37 @@ fn im2col<T: Element>(x: &[T], g: &Geometry, cols: &mut [T]) {
     }
 }
 
-/// Adds a column matrix back onto image `dx` (`C×H×W`): the adjoint of [`im2col`].
-fn col2im_add<T: Element>(cols: &[T], g: &Geometry, dx: &mut [T]) {
-    let positions = g.positions();
-    for c in 0..g.channels {
-        let plane = &mut dx[c * g.height * g.width..(c + 1) * g.height * g.width];
-        for ky in 0..g.kernel_h {
-            for kx in 0..g.kernel_w {
-                let row = (c * g.kernel_h + ky) * g.kernel_w + kx;
-                let valid = g.valid_columns(kx);
-                let source = &cols[row * positions..(row + 1) * positions];
-                for (oy, source_row) in source.chunks_exact(g.out_w).enumerate() {
-                    let Some(iy) = g.input_row(oy, ky).filter(|_| !valid.is_empty()) else {
-                        continue;
-                    };
-                    let target = &mut plane[iy * g.width..(iy + 1) * g.width];
-                    let start = valid.start * g.stride + kx - g.padding;
-                    for (t, s) in target[start..]
-                        .iter_mut()
-                        .step_by(g.stride)
-                        .zip(&source_row[valid.clone()])
-                    {
-                        *t += *s;
-                    }
+/// Adds a column matrix back onto image `dx` (`C×H×W`): the adjoint of
+/// [`im2col`], channels in parallel when `threads` allows.
+fn col2im_add<T: Element>(cols: &[T], g: &Geometry, dx: &mut [T], threads: Threads) {
+    let rows_per_channel = g.kernel_h * g.kernel_w * g.positions();
+    let channel = |(c, plane): (usize, &mut [T])| {
+        col2im_channel(&cols[c * rows_per_channel..(c + 1) * rows_per_channel], g, plane)
+    };
+    let dx = &mut dx[..g.image_len()];
+    match threads {
+        Threads::All => dx.par_chunks_mut(g.height * g.width).enumerate().for_each(channel),
+        Threads::One => dx.chunks_mut(g.height * g.width).enumerate().for_each(channel),
+    }
+}
+
+fn col2im_channel<T: Element>(rows: &[T], g: &Geometry, plane: &mut [T]) {
+    for ky in 0..g.kernel_h {
+        for kx in 0..g.kernel_w {
+            let valid = g.valid_columns(kx);
+            let source = &rows[(ky * g.kernel_w + kx) * g.positions()..][..g.positions()];
+            for (oy, source_row) in source.chunks_exact(g.out_w).enumerate() {
+                let Some(iy) = g.input_row(oy, ky).filter(|_| !valid.is_empty()) else {
+                    continue;
+                };
+                let target = &mut plane[iy * g.width..(iy + 1) * g.width];
+                let start = valid.start * g.stride + kx - g.padding;
+                for (t, s) in target[start..]
+                    .iter_mut()
+                    .step_by(g.stride)
+                    .zip(&source_row[valid.clone()])
+                {
+                    *t += *s;
                 }
             }
         }
@@ -249,12 +265,12 @@ fn for_each_image<T: Element>(
 }
 
 /// The column matrix of image `b`: the image itself when pointwise, else written into `buffer`.
-fn columns<'a, T: Element>(x: &'a [T], b: usize, g: &Geometry, buffer: &'a mut [T]) -> Matrix<'a, T> {
+fn columns<'a, T: Element>(x: &'a [T], b: usize, g: &Geometry, buffer: &'a mut [T], threads: Threads) -> Matrix<'a, T> {
     let image = &x[b * g.image_len()..(b + 1) * g.image_len()];
     if g.is_pointwise() {
         Matrix::row_major(image, g.patch(), g.positions())
     } else {
-        im2col(image, g, buffer);
+        im2col(image, g, buffer, threads);
         Matrix::row_major(buffer, g.patch(), g.positions())
     }
 }
@@ -282,7 +298,7 @@ fn forward<T: Element>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &Geometry) 
                     row.fill(value);
                 }
             }
-            matmul(y_b, bias.is_some(), w, columns(x, b, g, buffer), threads);
+            matmul(y_b, bias.is_some(), w, columns(x, b, g, buffer, threads), threads);
         },
     );
     y
@@ -303,7 +319,7 @@ fn input_gradient<T: Element>(dy: &[T], weight: &[T], g: &Geometry) -> Vec<T> {
                 matmul(dx_b, false, w_t, dy_b, threads);
             } else {
                 matmul(buffer, false, w_t, dy_b, threads);
-                col2im_add(buffer, g, dx_b);
+                col2im_add(buffer, g, dx_b, threads);
             }
         },
     );
@@ -318,7 +334,7 @@ fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry) -> Vec<T> {
         let mut buffer = vec![T::ZERO; column_buffer_len(g)];
         for b in images {
             let dy_b = Matrix::row_major(&dy[b * g.output_len()..], g.out_channels, g.positions());
-            matmul(&mut dw, true, dy_b, columns(x, b, g, &mut buffer).t(), threads);
+            matmul(&mut dw, true, dy_b, columns(x, b, g, &mut buffer, threads).t(), threads);
         }
         dw
     };
