@@ -28,7 +28,16 @@ fn text(output: &Output) -> String {
 fn without_arguments_it_lists_every_command_with_one_line_of_help() {
     let output = xtask(&[]);
     let help = text(&output);
-    for command in ["import-torch", "inspect"] {
+    for command in [
+        "import-torch",
+        "inspect",
+        "make-data",
+        "train",
+        "eval",
+        "cv",
+        "predict",
+        "bench",
+    ] {
         let line = help
             .lines()
             .find(|l| l.trim_start().starts_with(command))
