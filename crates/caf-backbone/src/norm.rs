@@ -1,8 +1,8 @@
 //! `BatchNorm2d` with torchvision's tensor names, training on caf-kernels'
 //! fused CPU kernel.
 
-use caf_kernels::{batch_norm_train, scale_shift};
-use candle_core::{DType, Device, ModuleT, Result, Tensor, Var};
+use caf_kernels::{batch_norm_train, runs_on_cpu_kernels, scale_shift};
+use candle_core::{ModuleT, Result, Tensor, Var};
 use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, Init, VarBuilder};
 
 /// torchvision's defaults.
@@ -70,8 +70,7 @@ impl BatchNorm2d {
 
 impl ModuleT for BatchNorm2d {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let on_cpu = matches!((x.device(), x.dtype()), (Device::Cpu, DType::F32 | DType::F64));
-        match (train, on_cpu) {
+        match (train, runs_on_cpu_kernels(x)) {
             (true, true) => {
                 let (y, stats) = batch_norm_train(x, &self.weight, &self.bias, EPS)?;
                 self.update_running(stats.mean, stats.variance, stats.count)?;
@@ -89,6 +88,7 @@ impl ModuleT for BatchNorm2d {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
     /// The fused training path and candle-nn's agree on outputs, gradients

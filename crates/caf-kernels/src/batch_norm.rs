@@ -5,12 +5,12 @@
 //! allocation and its own backward. Here: one statistics pass (two-pass mean
 //! and variance, in f64), one normalisation pass, and two passes backward.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::gemm::Element;
 use crate::reduce::{sum_and_dot, sum_map};
-use crate::storage::{dispatch, Kernel};
+use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
 
 /// Per-channel mean and biased variance of a `B×C×H×W` batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +27,7 @@ pub struct ChannelStats {
 /// statistics (for the running averages). Gradients reach `x`, `weight` and
 /// `bias`, the statistics' dependence on `x` included.
 pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<(Tensor, ChannelStats)> {
-    if !matches!((x.device(), x.dtype()), (Device::Cpu, DType::F32 | DType::F64)) {
+    if !runs_on_cpu_kernels(x) {
         candle_core::bail!("batch_norm_train: runs on f32/f64 CPU tensors, got {:?}", x.dtype())
     }
     let (_, channels, _, _) = x.dims4()?;
@@ -75,8 +75,7 @@ pub fn scale_shift(x: &Tensor, scale: &Tensor, shift: &Tensor) -> Result<Tensor>
             shift.dims()
         )
     }
-    let on_cpu = matches!((x.device(), x.dtype()), (Device::Cpu, DType::F32 | DType::F64));
-    if on_cpu && !x.track_op() && !scale.track_op() && !shift.track_op() {
+    if runs_on_cpu_kernels(x) && !x.track_op() && !scale.track_op() && !shift.track_op() {
         return x
             .contiguous()?
             .apply_op3_no_bwd(&scale.contiguous()?, &shift.contiguous()?, &ScaleShiftOp);
@@ -354,7 +353,7 @@ impl CustomOp3 for InputGradientOp {
 mod tests {
     use super::*;
     use caf_testkit::{check_gradient, distinct_values, probe_like};
-    use candle_core::Var;
+    use candle_core::{Device, Var};
 
     /// PyTorch's training-mode formula, as plain candle ops.
     fn reference(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {

@@ -6,12 +6,12 @@
 //! The input gradient is only computed when the input is part of the graph,
 //! so a network's first layer never pays for the gradient of the image.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::gemm::{matmul, Element, Matrix, Threads};
 use crate::reduce::sum_map;
-use crate::storage::{dispatch, Kernel};
+use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
 
 /// Stride and zero padding of a convolution, equal on both axes
 /// (`nn.Conv2d(…, stride, padding)` with dilation 1 and one group).
@@ -27,15 +27,12 @@ pub struct Conv2dParams {
 /// bias added in the same pass, its gradient summed in one); any other device
 /// or dtype runs candle's own `conv2d` (and its gradients).
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, params: Conv2dParams) -> Result<Tensor> {
-    match (x.device(), x.dtype(), bias) {
-        (Device::Cpu, DType::F32 | DType::F64, None) => {
-            x.contiguous()?.apply_op2(&weight.contiguous()?, Conv2dCpu(params))
-        }
-        (Device::Cpu, DType::F32 | DType::F64, Some(bias)) => {
-            x.contiguous()?
-                .apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2dCpu(params))
-        }
-        (_, _, bias) => {
+    match (runs_on_cpu_kernels(x), bias) {
+        (true, None) => x.contiguous()?.apply_op2(&weight.contiguous()?, Conv2dCpu(params)),
+        (true, Some(bias)) => x
+            .contiguous()?
+            .apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2dCpu(params)),
+        (false, bias) => {
             let y = x.conv2d(weight, params.padding, params.stride, 1, 1)?;
             match bias {
                 Some(bias) => y.broadcast_add(&bias.reshape((1, (), 1, 1))?),
@@ -400,8 +397,13 @@ impl Kernel for ConvKernel {
 struct Conv2dCpu(Conv2dParams);
 
 impl Conv2dCpu {
-    fn gradients(&self, x: &Tensor, weight: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = Geometry::new(x.dims(), weight.dims(), self.0)?;
+    fn gradients(
+        &self,
+        g: Geometry,
+        x: &Tensor,
+        weight: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dx = if x.track_op() {
             Some(dy.apply_op2_no_bwd(weight, &Conv2dInputGradient(g))?)
         } else {
@@ -428,7 +430,8 @@ impl CustomOp2 for Conv2dCpu {
     }
 
     fn bwd(&self, x: &Tensor, weight: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        self.gradients(x, weight, &dy.contiguous()?)
+        let g = Geometry::new(x.dims(), weight.dims(), self.0)?;
+        self.gradients(g, x, weight, &dy.contiguous()?)
     }
 }
 
@@ -466,10 +469,10 @@ impl CustomOp3 for Conv2dCpu {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = Geometry::new(x.dims(), weight.dims(), self.0)?;
         let dy = dy.contiguous()?;
-        let (dx, dw) = self.gradients(x, weight, &dy)?;
+        let (dx, dw) = self.gradients(g, x, weight, &dy)?;
         let db = if bias.track_op() {
-            let g = Geometry::new(x.dims(), weight.dims(), self.0)?;
             Some(dy.apply_op1_no_bwd(&Conv2dBiasGradient(g))?)
         } else {
             None

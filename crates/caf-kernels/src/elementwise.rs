@@ -5,20 +5,21 @@
 //! are each one pass over all cores. The gradient passes where the output is
 //! positive, as PyTorch's does.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::gemm::Element;
-use crate::storage::{dispatch, Kernel};
+use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
 
 /// Elements per parallel task: large enough to amortise scheduling.
 const CHUNK: usize = 1 << 15;
 
 /// `max(x, 0)`; candle's `relu` on devices and dtypes other than f32/f64 CPU.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    match (x.device(), x.dtype()) {
-        (Device::Cpu, DType::F32 | DType::F64) => x.contiguous()?.apply_op1(Relu),
-        _ => x.relu(),
+    if runs_on_cpu_kernels(x) {
+        x.contiguous()?.apply_op1(Relu)
+    } else {
+        x.relu()
     }
 }
 
@@ -90,7 +91,7 @@ impl CustomOp2 for ReluGradient {
 mod tests {
     use super::*;
     use caf_testkit::{check_gradient, distinct_values};
-    use candle_core::Var;
+    use candle_core::{DType, Device, Var};
 
     #[test]
     fn relu_and_its_gradient_match_candle_away_from_zero() -> Result<()> {

@@ -26,3 +26,4 @@ mod storage;
 pub use batch_norm::{batch_norm_train, scale_shift, ChannelStats};
 pub use conv::{conv2d, Conv2dParams};
 pub use elementwise::relu;
+pub use storage::runs_on_cpu_kernels;

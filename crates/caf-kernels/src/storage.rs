@@ -1,8 +1,14 @@
 //! Running one generic kernel on candle CPU storages of f32 or f64.
 
-use candle_core::{CpuStorage, Layout, Result};
+use candle_core::{CpuStorage, DType, Device, Layout, Result, Tensor};
 
 use crate::gemm::Element;
+
+/// Whether this crate's CPU kernels run on `t` (f32 or f64 on the CPU);
+/// elsewhere the operations fall back to candle's own.
+pub fn runs_on_cpu_kernels(t: &Tensor) -> bool {
+    matches!((t.device(), t.dtype()), (Device::Cpu, DType::F32 | DType::F64))
+}
 
 /// The contiguous elements a layout covers.
 pub(crate) fn contiguous_slice<'a, T: Element>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [T]> {

@@ -1,6 +1,6 @@
 use super::*;
 use caf_testkit::{check_gradient, distinct_values, probe_like};
-use candle_core::Var;
+use candle_core::{DType, Var};
 
 /// Odd geometries: non-square inputs, strides, padding, batch 1, 1×1 kernels,
 /// AlexNet's 11×11/4 stem, enough images to run in parallel over images.
