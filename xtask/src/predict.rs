@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use caf_data::formats::FaceBoxes;
+use caf_data::pipeline::face_region;
 use caf_infer::{annotation, load, ImageFile, Predictor, Va};
 use caf_train::parse_device;
 use serde_json::json;
@@ -146,16 +147,7 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
 
 fn write_annotation(dir: &Path, index: usize, file: &ImageFile, va: Va) -> Result<()> {
     let image = load(&file.path)?;
-    let face = match file.face {
-        Some(face) => {
-            let x = face.x.max(0.0) as u32;
-            let y = face.y.max(0.0) as u32;
-            let w = (face.width as u32).min(image.width().saturating_sub(x)).max(1);
-            let h = (face.height as u32).min(image.height().saturating_sub(y)).max(1);
-            image::imageops::crop_imm(&image, x.min(image.width() - 1), y.min(image.height() - 1), w, h).to_image()
-        }
-        None => image,
-    };
+    let face = face_region(&image, file.face);
     let stem = file.path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
     let target = dir.join(format!("{index:05}-{stem}.png"));
     annotation(&face, va)

@@ -2,6 +2,7 @@
 //! `Resize(resize)`, `RandomCrop(crop)` / `CenterCrop(crop)`,
 //! `RandomHorizontalFlip()`, `ColorJitter`, `ToTensor()`, `Normalize(mean, std)`.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use image::imageops::{self, FilterType};
@@ -120,6 +121,16 @@ pub fn load_sample(
     Ok(prepare(&image, sample.face, preprocess, augment))
 }
 
+/// The part of `image` the network sees before resizing: the face box
+/// clipped to the image, or the whole image without a box (or when nothing
+/// of the box is inside).
+pub fn face_region(image: &RgbImage, face: Option<FaceBox>) -> Cow<'_, RgbImage> {
+    match face.and_then(|f| clamp_box(f, image.width(), image.height())) {
+        Some((x, y, w, h)) => Cow::Owned(imageops::crop_imm(image, x, y, w, h).to_image()),
+        None => Cow::Borrowed(image),
+    }
+}
+
 /// Crops to the face (if any), resizes, crops, augments and normalises.
 pub fn prepare(
     image: &RgbImage,
@@ -127,16 +138,9 @@ pub fn prepare(
     preprocess: &Preprocess,
     augment: Option<(&Augment, &mut Rng)>,
 ) -> Vec<f32> {
-    let face_crop;
-    let image = match face.and_then(|f| clamp_box(f, image.width(), image.height())) {
-        Some((x, y, w, h)) => {
-            face_crop = imageops::crop_imm(image, x, y, w, h).to_image();
-            &face_crop
-        }
-        None => image,
-    };
+    let image = face_region(image, face);
     let (width, height) = resized_size(image.width(), image.height(), preprocess.resize);
-    let resized = imageops::resize(image, width, height, FilterType::Triangle);
+    let resized = imageops::resize(&*image, width, height, FilterType::Triangle);
     let crop = preprocess.crop;
     let (mut x0, mut y0) = (centre(width, crop), centre(height, crop));
     let mut flip = false;
