@@ -257,12 +257,12 @@ fn random_batch(n: usize, size: usize, device: &Device, seed: u64) -> Result<Bat
 /// Grouping, adaptive k-NN and the critic loss with its backward pass, on
 /// critic outputs of a batch of `n` (the networks excluded).
 fn bench_objective(args: &Bench, n: usize, device: &Device) -> Result<Timing> {
-    let batch = random_batch(n, 1, device, 2)?;
     let mut rng = Rng::new(3);
+    let labels: Vec<[f32; 2]> = (0..n).map(|_| draw_label(&mut rng)).collect();
     let outputs: Vec<f32> = (0..n * CRITIC_OUTPUTS).map(|_| rng.normal() as f32).collect();
     let outputs = Var::from_tensor(&Tensor::from_vec(outputs, (n, CRITIC_OUTPUTS), device)?)?;
     Timing::measure(args.warmup, args.runs, device, || {
-        let groups = group(&batch.label_values, GroupingRule::Otsu).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let groups = group(&labels, GroupingRule::Otsu).map_err(|e| anyhow::anyhow!("{e}"))?;
         let rows = |indices: &[usize]| -> Result<Tensor> {
             let indices = Tensor::new(indices.iter().map(|&i| i as u32).collect::<Vec<u32>>(), device)?;
             Ok(outputs.index_select(&indices, 0)?)

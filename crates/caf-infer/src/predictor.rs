@@ -121,19 +121,23 @@ impl Predictor {
     pub fn predict_files(&self, files: &[ImageFile], batch_size: usize) -> Vec<Result<Va, InferError>> {
         let mut results = Vec::with_capacity(files.len());
         for chunk in files.chunks(batch_size.max(1)) {
-            let inputs: Vec<Result<Vec<f32>, InferError>> = chunk
+            let decoded: Vec<Result<Vec<f32>, InferError>> = chunk
                 .par_iter()
                 .map(|file| {
                     let image = load(&file.path)?;
                     Ok(self.input(&image, file.face))
                 })
                 .collect();
-            let good: Vec<Vec<f32>> = inputs.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+            // The good inputs go to the network as one batch; each slot
+            // remembers whether its file had one.
+            let mut good = Vec::with_capacity(decoded.len());
+            let slots: Vec<Result<(), InferError>> =
+                decoded.into_iter().map(|r| r.map(|input| good.push(input))).collect();
             match self.predict_inputs(&good) {
                 Ok(predictions) => {
                     let mut predictions = predictions.into_iter();
-                    for input in inputs {
-                        results.push(input.and_then(|_| {
+                    for slot in slots {
+                        results.push(slot.and_then(|()| {
                             predictions
                                 .next()
                                 .ok_or_else(|| InferError::Model(candle_core::Error::Msg("missing prediction".into())))
@@ -142,9 +146,9 @@ impl Predictor {
                 }
                 Err(error) => {
                     let message = error.to_string();
-                    for input in inputs {
+                    for slot in slots {
                         results
-                            .push(input.and_then(|_| Err(InferError::Model(candle_core::Error::Msg(message.clone())))));
+                            .push(slot.and_then(|()| Err(InferError::Model(candle_core::Error::Msg(message.clone())))));
                     }
                 }
             }
