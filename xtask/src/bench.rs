@@ -157,7 +157,7 @@ pub fn bench(args: Bench) -> Result<()> {
         "peak_rss_mib": peak_rss_mib(),
     });
     if args.compare_torch {
-        let torch = run_torch(&args, threads)?;
+        let torch = run_torch(&args, threads, scratch.path())?;
         report["ratios"] = ratios(&report["arch"], &torch["arch"]);
         report["torch"] = torch;
     }
@@ -322,8 +322,13 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn run_torch(args: &Bench, threads: usize) -> Result<Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/torch_bench.py");
+/// bench/torch_bench.py, built in so that a binary carried to another machine
+/// (a GPU one, say) compares against the same script.
+const TORCH_BENCH: &str = include_str!("../../bench/torch_bench.py");
+
+fn run_torch(args: &Bench, threads: usize, scratch: &Path) -> Result<Value> {
+    let script = scratch.join("torch_bench.py");
+    std::fs::write(&script, TORCH_BENCH).with_context(|| format!("cannot write {}", script.display()))?;
     let arch = args.arch.iter().map(|a| a.name()).collect::<Vec<_>>().join(",");
     tracing::info!(python = %args.python.display(), "running the PyTorch benchmark");
     let output = Command::new(&args.python)

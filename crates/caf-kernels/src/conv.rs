@@ -385,9 +385,18 @@ enum ConvKernel {
 impl Kernel for ConvKernel {
     fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T> {
         match self {
+            ConvKernel::Forward(g) if winograd::applies(g) => {
+                winograd::forward(operands[0], operands[1], operands.get(2).copied(), g)
+            }
             ConvKernel::Forward(g) => forward(operands[0], operands[1], operands.get(2).copied(), g),
             ConvKernel::BiasGradient(g) => bias_gradient(operands[0], g),
+            ConvKernel::InputGradient(g) if winograd::applies(g) => {
+                winograd::input_gradient(operands[0], operands[1], g)
+            }
             ConvKernel::InputGradient(g) => input_gradient(operands[0], operands[1], g),
+            ConvKernel::WeightGradient(g) if winograd::applies(g) => {
+                winograd::weight_gradient(operands[0], operands[1], g)
+            }
             ConvKernel::WeightGradient(g) => weight_gradient(operands[0], operands[1], g),
         }
     }
@@ -543,3 +552,4 @@ fn check_output_gradient(layout: &Layout, g: &Geometry) -> Result<()> {
 
 #[cfg(test)]
 mod tests;
+mod winograd;

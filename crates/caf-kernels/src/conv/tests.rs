@@ -3,8 +3,10 @@ use caf_testkit::{check_gradient, distinct_values, probe_like};
 use candle_core::{DType, Var};
 
 /// Odd geometries: non-square inputs, strides, padding, batch 1, 1×1 kernels,
-/// AlexNet's 11×11/4 stem, enough images to run in parallel over images.
-const CASES: [(&[usize], &[usize], Conv2dParams); 8] = [
+/// AlexNet's 11×11/4 stem, enough images to run in parallel over images, and
+/// 3×3 stride-1 kernels (the Winograd path) with padding 0 to 2, odd sides
+/// and a single output position.
+const CASES: [(&[usize], &[usize], Conv2dParams); 13] = [
     (&[1, 2, 7, 9], &[3, 2, 3, 3], Conv2dParams { stride: 2, padding: 1 }),
     (&[2, 3, 8, 5], &[4, 3, 5, 5], Conv2dParams { stride: 1, padding: 2 }),
     (&[1, 3, 23, 19], &[2, 3, 11, 11], Conv2dParams { stride: 4, padding: 2 }),
@@ -13,6 +15,11 @@ const CASES: [(&[usize], &[usize], Conv2dParams); 8] = [
     (&[5, 2, 6, 7], &[3, 2, 3, 2], Conv2dParams { stride: 1, padding: 1 }),
     (&[9, 3, 9, 8], &[4, 3, 3, 3], Conv2dParams { stride: 2, padding: 0 }),
     (&[1, 1, 2, 3], &[2, 1, 3, 3], Conv2dParams { stride: 3, padding: 1 }),
+    (&[2, 3, 7, 6], &[4, 3, 3, 3], Conv2dParams { stride: 1, padding: 1 }),
+    (&[1, 2, 5, 8], &[3, 2, 3, 3], Conv2dParams { stride: 1, padding: 0 }),
+    (&[3, 2, 4, 5], &[2, 2, 3, 3], Conv2dParams { stride: 1, padding: 2 }),
+    (&[1, 1, 1, 1], &[2, 1, 3, 3], Conv2dParams { stride: 1, padding: 1 }),
+    (&[9, 5, 6, 6], &[7, 5, 3, 3], Conv2dParams { stride: 1, padding: 1 }),
 ];
 
 fn candle_conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
