@@ -254,7 +254,11 @@ fn caf_training_on_cuda_matches_the_cpu() -> Result<()> {
     }
     for (step, (cpu, gpu)) in reports[0].iter().zip(&reports[1]).enumerate() {
         assert!(!cpu.no_pair && !cpu.nonfinite, "{cpu:?}");
-        let close = |a: f64, b: f64| (a - b).abs() <= 1e-3 * b.abs().max(1e-3);
+        // The first step starts from the same weights. After it, Adam's
+        // near-sign updates of weights whose gradients are tiny differ with
+        // rounding (seen on an H200: 0.26 % on the critic loss at step 1).
+        let tolerance = if step == 0 { 1e-3 } else { 2e-2 };
+        let close = |a: f64, b: f64| (a - b).abs() <= tolerance * b.abs().max(1e-3);
         assert!(close(gpu.loss_av, cpu.loss_av), "step {step}: {gpu:?} vs {cpu:?}");
         let (Some(gc), Some(cc)) = (gpu.loss_critic, cpu.loss_critic) else {
             panic!("step {step}: no critic loss: {gpu:?} vs {cpu:?}");
