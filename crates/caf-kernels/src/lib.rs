@@ -5,8 +5,10 @@
 //!
 //! * [`conv2d`]: 2-D convolution as im2col + GEMM (the `gemm` crate, AVX-512
 //!   where the CPU has it), forward and both backward passes, parallel over
-//!   images or inside each product; the input gradient is skipped when the
-//!   input is not part of the graph (a network's image);
+//!   images or inside each product; 3×3 stride-1 layers with enough channels
+//!   and tiles by Winograd's F(2×2, 3×3) (2.25 times fewer multiplications,
+//!   in all three passes); the input gradient is skipped when the input is
+//!   not part of the graph (a network's image);
 //! * [`relu`]: one parallel pass forward and one backward;
 //! * [`batch_norm_train`]: training-mode batch normalisation in one
 //!   statistics pass, one normalisation pass and two backward passes;

@@ -4,9 +4,9 @@ use candle_core::{DType, Var};
 
 /// Odd geometries: non-square inputs, strides, padding, batch 1, 1×1 kernels,
 /// AlexNet's 11×11/4 stem, enough images to run in parallel over images, and
-/// 3×3 stride-1 kernels (the Winograd path) with padding 0 to 2, odd sides
-/// and a single output position.
-const CASES: [(&[usize], &[usize], Conv2dParams); 13] = [
+/// 3×3 stride-1 kernels (the Winograd path) with padding 0 to 2, odd sides,
+/// a single output position and rows longer than one SIMD chunk of tiles.
+const CASES: [(&[usize], &[usize], Conv2dParams); 14] = [
     (&[1, 2, 7, 9], &[3, 2, 3, 3], Conv2dParams { stride: 2, padding: 1 }),
     (&[2, 3, 8, 5], &[4, 3, 5, 5], Conv2dParams { stride: 1, padding: 2 }),
     (&[1, 3, 23, 19], &[2, 3, 11, 11], Conv2dParams { stride: 4, padding: 2 }),
@@ -20,6 +20,7 @@ const CASES: [(&[usize], &[usize], Conv2dParams); 13] = [
     (&[3, 2, 4, 5], &[2, 2, 3, 3], Conv2dParams { stride: 1, padding: 2 }),
     (&[1, 1, 1, 1], &[2, 1, 3, 3], Conv2dParams { stride: 1, padding: 1 }),
     (&[9, 5, 6, 6], &[7, 5, 3, 3], Conv2dParams { stride: 1, padding: 1 }),
+    (&[2, 2, 5, 37], &[3, 2, 3, 3], Conv2dParams { stride: 1, padding: 1 }),
 ];
 
 fn candle_conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
