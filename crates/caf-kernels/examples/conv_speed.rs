@@ -1,7 +1,7 @@
 //! Milliseconds of `caf_kernels::conv2d` forward, input gradient and weight
 //! gradient on the layers of AlexNet and ResNet-18 at 224×224, with the
 //! direct-convolution GFLOPS they amount to:
-//! `cargo run --release -p caf-kernels --example conv_speed [batch]`.
+//! `cargo run --release -p caf-kernels --example conv_speed [batch] [layer filter]`.
 
 use std::time::Instant;
 
@@ -39,6 +39,7 @@ fn best_ms(mut run: impl FnMut() -> Result<()>) -> Result<f64> {
 
 fn main() -> Result<()> {
     let batch: usize = std::env::args().nth(1).and_then(|b| b.parse().ok()).unwrap_or(16);
+    let filter = std::env::args().nth(2).unwrap_or_default();
     println!(
         "batch {batch}, {} threads; ms (direct-equivalent GFLOPS)",
         rayon::current_num_threads()
@@ -47,7 +48,7 @@ fn main() -> Result<()> {
         "{:<22} {:>16} {:>16} {:>16}",
         "layer", "forward", "input grad", "weight grad"
     );
-    for (name, c, side, k, kernel, stride, padding) in LAYERS {
+    for (name, c, side, k, kernel, stride, padding) in LAYERS.into_iter().filter(|layer| layer.0.contains(&filter)) {
         let params = Conv2dParams { stride, padding };
         let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (batch, c, side, side), &Device::Cpu)?)?;
         let w = Var::from_tensor(&Tensor::randn(0f32, 0.1, (k, c, kernel, kernel), &Device::Cpu)?)?;

@@ -394,7 +394,7 @@ impl Kernel for ConvKernel {
                 winograd::input_gradient(operands[0], operands[1], g)
             }
             ConvKernel::InputGradient(g) => input_gradient(operands[0], operands[1], g),
-            ConvKernel::WeightGradient(g) if winograd::applies(g) => {
+            ConvKernel::WeightGradient(g) if winograd::applies_to_weight_gradient(g) => {
                 winograd::weight_gradient(operands[0], operands[1], g)
             }
             ConvKernel::WeightGradient(g) => weight_gradient(operands[0], operands[1], g),

@@ -44,6 +44,17 @@ impl<'a, T> Matrix<'a, T> {
         }
     }
 
+    /// `rows × cols` elements of `data` with the given element strides.
+    pub(crate) fn strided(data: &'a [T], rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
+
     /// The transpose, without copying.
     pub(crate) fn t(self) -> Self {
         Self {
