@@ -14,10 +14,12 @@ use caf_kernels::{conv2d, Conv2dParams};
 use candle_core::{Device, Result, Tensor, Var};
 
 /// (name, channels, side, out_channels, kernel, stride, padding)
-const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 9] = [
+const LAYERS: [(&str, usize, usize, usize, usize, usize, usize); 11] = [
+    ("alexnet conv1 11×11/4", 3, 224, 64, 11, 4, 2),
     ("alexnet conv2 5×5", 64, 27, 192, 5, 1, 2),
     ("alexnet conv3 3×3", 192, 13, 384, 3, 1, 1),
     ("alexnet conv4 3×3", 384, 13, 256, 3, 1, 1),
+    ("alexnet conv5 3×3", 256, 13, 256, 3, 1, 1),
     ("resnet layer1 3×3", 64, 56, 64, 3, 1, 1),
     ("resnet layer2 3×3", 128, 28, 128, 3, 1, 1),
     ("resnet layer3 3×3", 256, 14, 256, 3, 1, 1),

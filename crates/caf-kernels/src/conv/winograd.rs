@@ -221,6 +221,15 @@ fn transform_input_block<T: Element, const M: usize, const R: usize, const N: us
                 }
                 let row = &image[iy as usize * g.width..][..g.width];
                 for (q, lanes) in d_row.iter_mut().enumerate() {
+                    if columns_inside && chunk.len == LANES {
+                        // Constant stride and count: a strided vector load.
+                        let start = x0 as usize + q;
+                        let source = &row[start..start + M * (LANES - 1) + 1];
+                        for (j, lane) in lanes.0.iter_mut().enumerate() {
+                            *lane = source[M * j];
+                        }
+                        continue;
+                    }
                     for j in 0..chunk.len {
                         let ix = x0 + (M * j + q) as isize;
                         if columns_inside || (0..w).contains(&ix) {
