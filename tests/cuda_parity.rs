@@ -11,12 +11,13 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 use caf_backbone::pool::{max_pool2d, MaxPool2dConfig};
-use caf_backbone::{save_checkpoint, seeded_init, Arch, ModelSpec, VaNet};
+use caf_backbone::{Arch, VaNet};
 use caf_data::Batch;
 use caf_e2e::fill::{fill_varmap, input};
+use caf_e2e::setups::{seeded_checkpoint, tiny_run};
 use caf_infer::Predictor;
 use caf_kernels::{batch_norm_train, conv2d, relu, Conv2dParams};
-use caf_train::{AdamConfig, DataConfig, Method, TrainConfig, Trainer};
+use caf_train::{AdamConfig, Method, TrainConfig, Trainer};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
 
@@ -206,26 +207,11 @@ fn adam_tensor_path_on_cuda_matches_the_fused_cpu_path() -> Result<()> {
     assert_close("Adam after 3 steps", &finals[1], &finals[0], 1e-6)
 }
 
-fn tiny_run(device: &str, data: &std::path::Path, output: &std::path::Path) -> TrainConfig {
+/// The tiny CAF run of the other end-to-end tests, on `device`, one epoch.
+fn tiny_caf_run(device: &str, data: &std::path::Path, output: &std::path::Path) -> TrainConfig {
     TrainConfig {
-        method: Method::Caf,
-        image_size: 64,
-        resize: 64,
-        data: DataConfig::Synthetic {
-            dir: data.to_path_buf(),
-            subjects: 6,
-            images_per_subject: 8,
-            size: 64,
-            seed: 1,
-        },
-        validation_ratio: 0.34,
-        batch_size: 8,
-        epochs: 1,
-        lr: 1e-3,
-        output: output.to_path_buf(),
-        workers: 2,
         device: device.to_string(),
-        ..TrainConfig::default()
+        ..tiny_run(data, output, Method::Caf, 1)
     }
 }
 
@@ -239,7 +225,7 @@ fn caf_training_on_cuda_matches_the_cpu() -> Result<()> {
     let images = input("train.images", (8, 3, 64, 64))?;
     let mut reports = Vec::new();
     for device in ["cpu", "cuda"] {
-        let mut trainer = Trainer::new(tiny_run(device, &data, &dir.path().join(device)))?;
+        let mut trainer = Trainer::new(tiny_caf_run(device, &data, &dir.path().join(device)))?;
         let on = caf_train::parse_device(device)?;
         let batch = Batch {
             images: images.to_device(&on)?,
@@ -267,7 +253,7 @@ fn caf_training_on_cuda_matches_the_cpu() -> Result<()> {
     }
 
     let output = dir.path().join("run");
-    let summary = Trainer::new(tiny_run("cuda", &data, &output))?.run(&AtomicBool::new(false))?;
+    let summary = Trainer::new(tiny_caf_run("cuda", &data, &output))?.run(&AtomicBool::new(false))?;
     assert!(summary.state.step > 0 && !summary.interrupted);
     assert!(output.join("last.safetensors").is_file());
     Ok(())
@@ -277,16 +263,7 @@ fn caf_training_on_cuda_matches_the_cpu() -> Result<()> {
 fn predictor_on_cuda_matches_the_cpu() -> Result<()> {
     let dir = tempfile::tempdir()?;
     for arch in [Arch::AlexNet, Arch::ResNet18] {
-        let varmap = VarMap::new();
-        VaNet::new(arch, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
-        seeded_init(&varmap, arch, 5)?;
-        let spec = ModelSpec {
-            arch,
-            image_size: 64,
-            resize: 72,
-        };
-        let path = dir.path().join(format!("{arch}.safetensors"));
-        save_checkpoint(&path, &spec, &varmap, &Default::default())?;
+        let path = seeded_checkpoint(dir.path(), arch, 5, 64, 72)?;
         let inputs: Vec<Vec<f32>> = (0..3)
             .map(|i| {
                 Ok(input(&format!("predict.{i}"), (1, 3, 64, 64))?

@@ -2,14 +2,14 @@
 //! give the same numbers.
 
 use anyhow::Result;
-use caf_backbone::{save_checkpoint, seeded_init, Arch, Checkpoint, ModelSpec, VaNet};
+use caf_backbone::{Arch, Checkpoint};
 use caf_data::formats::load_generic_csv;
 use caf_data::synthetic::{generate, SyntheticConfig};
 use caf_data::{BatchLoader, LoaderConfig};
+use caf_e2e::setups::seeded_checkpoint;
 use caf_infer::{ImageFile, Predictor};
 use caf_train::evaluate;
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Device;
 
 #[test]
 fn predictor_and_evaluation_agree_exactly() -> Result<()> {
@@ -26,16 +26,7 @@ fn predictor_and_evaluation_agree_exactly() -> Result<()> {
         let report = generate(&data, &config)?;
         let dataset = load_generic_csv(&report.csv, &report.root)?;
 
-        let varmap = VarMap::new();
-        VaNet::new(arch, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
-        seeded_init(&varmap, arch, 11)?;
-        let spec = ModelSpec {
-            arch,
-            image_size: 64,
-            resize: 72,
-        };
-        let path = dir.path().join(format!("{arch}.safetensors"));
-        save_checkpoint(&path, &spec, &varmap, &Default::default())?;
+        let path = seeded_checkpoint(dir.path(), arch, 11, 64, 72)?;
 
         let predictor = Predictor::from_checkpoint(&path, &Device::Cpu)?;
         let net = Checkpoint::read(&path, &Device::Cpu)?.va_net(&Device::Cpu)?;

@@ -8,33 +8,9 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Result;
 use caf_backbone::Checkpoint;
 use caf_data::{BatchLoader, LoaderConfig, Preprocess};
-use caf_train::{evaluate, DataConfig, Method, TrainConfig, Trainer};
+use caf_e2e::setups::tiny_run;
+use caf_train::{evaluate, Method, Trainer};
 use candle_core::{Device, Tensor};
-
-/// A tiny run: 6 people × 8 images of 64 px, AlexNet at 64 px, batch 8.
-fn tiny_config(data: &Path, output: &Path, method: Method, epochs: usize) -> TrainConfig {
-    TrainConfig {
-        method,
-        image_size: 64,
-        resize: 64,
-        data: DataConfig::Synthetic {
-            dir: data.to_path_buf(),
-            subjects: 6,
-            images_per_subject: 8,
-            size: 64,
-            seed: 1,
-        },
-        validation_ratio: 0.34,
-        batch_size: 8,
-        epochs,
-        lr: 1e-3,
-        output: output.to_path_buf(),
-        log_every: 1,
-        workers: 2,
-        color_jitter: 0.2,
-        ..TrainConfig::default()
-    }
-}
 
 fn weights(path: &Path) -> Result<HashMap<String, Vec<f32>>> {
     let checkpoint = Checkpoint::read(path, &Device::Cpu)?;
@@ -57,7 +33,7 @@ fn caf_and_baseline_train_save_reload_and_evaluate() -> Result<()> {
     let data = dir.path().join("data");
     for method in [Method::Caf, Method::Baseline] {
         let output = dir.path().join(format!("{method:?}"));
-        let mut trainer = Trainer::new(tiny_config(&data, &output, method, 2))?;
+        let mut trainer = Trainer::new(tiny_run(&data, &output, method, 2))?;
         let summary = trainer.run(&AtomicBool::new(false))?;
         assert!(!summary.interrupted);
         assert_eq!(summary.state.epoch, 2);
@@ -114,11 +90,11 @@ fn resuming_gives_the_same_weights_as_training_straight_through() -> Result<()> 
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let straight =
-        Trainer::new(tiny_config(&data, &dir.path().join("straight"), Method::Caf, 2))?.run(&AtomicBool::new(false))?;
+        Trainer::new(tiny_run(&data, &dir.path().join("straight"), Method::Caf, 2))?.run(&AtomicBool::new(false))?;
 
     // One epoch, then resume for the second.
     let first =
-        Trainer::new(tiny_config(&data, &dir.path().join("split"), Method::Caf, 1))?.run(&AtomicBool::new(false))?;
+        Trainer::new(tiny_run(&data, &dir.path().join("split"), Method::Caf, 1))?.run(&AtomicBool::new(false))?;
     let resumed = Trainer::resume(&first.last, &["epochs=2".into()])?.run(&AtomicBool::new(false))?;
     assert_eq!(resumed.state.step, straight.state.step);
     assert_eq!(
@@ -129,7 +105,7 @@ fn resuming_gives_the_same_weights_as_training_straight_through() -> Result<()> 
 
     // Stopped mid-epoch (as Ctrl-C does: after the current iteration), then resumed.
     let stopped =
-        Trainer::new(tiny_config(&data, &dir.path().join("stopped"), Method::Caf, 2))?.run(&AtomicBool::new(true))?;
+        Trainer::new(tiny_run(&data, &dir.path().join("stopped"), Method::Caf, 2))?.run(&AtomicBool::new(true))?;
     assert!(stopped.interrupted);
     assert_eq!(
         (stopped.state.step, stopped.state.epoch, stopped.state.batch),

@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests: deterministic weights that the
-//! Python fixture generator reproduces, and a writer of PyTorch state-dict
-//! files so import paths are tested without Python.
+//! Python fixture generator reproduces, a writer of PyTorch state-dict files
+//! so import paths are tested without Python, and the small runs and
+//! checkpoints several tests start from.
 
 pub mod fill;
+pub mod setups;
 pub mod torch_pickle;

@@ -293,17 +293,26 @@ impl<T> SharedOutput<T> {
     }
 }
 
-/// Whether the block transforms can run compiled for AVX-512 (they are plain
-/// loops over lanes, which the baseline x86-64 target compiles to SSE2).
-fn has_avx512() -> bool {
+/// The work on one block of tiles, with the worker's scratch buffers.
+trait Block {
+    type Scratch;
+    /// Must be `#[inline(always)]`, so that [`run_block`] compiles it for AVX-512.
+    fn run(&self, tiles: Range<usize>, scratch: &mut Self::Scratch);
+}
+
+/// Runs `block`, compiled for AVX-512 where the CPU has it: the transforms
+/// are plain loops over lanes, which the baseline x86-64 target compiles to SSE2.
+fn run_block<B: Block>(block: &B, tiles: Range<usize>, scratch: &mut B::Scratch) {
     #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn run_avx512<B: Block>(block: &B, tiles: Range<usize>, scratch: &mut B::Scratch) {
+            block.run(tiles, scratch)
+        }
+        // SAFETY: the CPU has AVX-512F (checked just above).
+        return unsafe { run_avx512(block, tiles, scratch) };
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    block.run(tiles, scratch)
 }
 
 /// One forward block: transform its tiles, multiply, transform back into the output.
@@ -317,20 +326,12 @@ struct ForwardBlock<'a, T, const M: usize, const R: usize, const N: usize> {
     out: &'a SharedOutput<T>,
 }
 
-impl<T: Element, const M: usize, const R: usize, const N: usize> ForwardBlock<'_, T, M, R, N> {
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn run_avx512(&self, tiles: Range<usize>, v: &mut [T], m: &mut [T]) {
-        self.run(tiles, v, m)
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn run_avx512(&self, tiles: Range<usize>, v: &mut [T], m: &mut [T]) {
-        self.run(tiles, v, m)
-    }
+impl<T: Element, const M: usize, const R: usize, const N: usize> Block for ForwardBlock<'_, T, M, R, N> {
+    /// Transformed tiles and products.
+    type Scratch = (Vec<T>, Vec<T>);
 
     #[inline(always)]
-    fn run(&self, tiles: Range<usize>, v: &mut [T], m: &mut [T]) {
+    fn run(&self, tiles: Range<usize>, (v, m): &mut Self::Scratch) {
         let (c, g) = (self.c, self.g);
         let (k, ch, points) = (g.out_channels, g.channels, N * N);
         let n = tiles.len();
@@ -383,20 +384,12 @@ struct WeightBlock<'a, T, const M: usize, const R: usize, const N: usize> {
     dy: &'a [T],
 }
 
-impl<T: Element, const M: usize, const R: usize, const N: usize> WeightBlock<'_, T, M, R, N> {
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn run_avx512(&self, tiles: Range<usize>, v: &mut [T], dm: &mut [T], du: &mut [T]) {
-        self.run(tiles, v, dm, du)
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn run_avx512(&self, tiles: Range<usize>, v: &mut [T], dm: &mut [T], du: &mut [T]) {
-        self.run(tiles, v, dm, du)
-    }
+impl<T: Element, const M: usize, const R: usize, const N: usize> Block for WeightBlock<'_, T, M, R, N> {
+    /// Transformed input tiles, transformed output-gradient tiles, the sums.
+    type Scratch = (Vec<T>, Vec<T>, Vec<T>);
 
     #[inline(always)]
-    fn run(&self, tiles: Range<usize>, v: &mut [T], dm: &mut [T], du: &mut [T]) {
+    fn run(&self, tiles: Range<usize>, (v, dm, du): &mut Self::Scratch) {
         let (c, g) = (self.c, self.g);
         let (k, ch, points) = (g.out_channels, g.channels, N * N);
         let n = tiles.len();
@@ -459,7 +452,7 @@ fn forward_with<T: Element, const M: usize, const R: usize, const N: usize>(
         tiling,
         block,
         || (vec![T::ZERO; points * ch * block], vec![T::ZERO; points * k * block]),
-        |tiles, (v, m)| {
+        |tiles, scratch| {
             let block = ForwardBlock {
                 c: &c,
                 g,
@@ -469,12 +462,7 @@ fn forward_with<T: Element, const M: usize, const R: usize, const N: usize>(
                 bias,
                 out: &out,
             };
-            if has_avx512() {
-                // SAFETY: the CPU has AVX-512F (checked just above).
-                unsafe { block.run_avx512(tiles, v, m) }
-            } else {
-                block.run(tiles, v, m)
-            }
+            run_block(&block, tiles, scratch)
         },
     );
     y
@@ -530,7 +518,7 @@ fn weight_gradient_with<T: Element, const M: usize, const R: usize, const N: usi
                 vec![T::ZERO; points * k * ch],
             )
         },
-        |tiles, (v, dm, du)| {
+        |tiles, scratch| {
             let block = WeightBlock {
                 c: &c,
                 g,
@@ -538,12 +526,7 @@ fn weight_gradient_with<T: Element, const M: usize, const R: usize, const N: usi
                 x,
                 dy,
             };
-            if has_avx512() {
-                // SAFETY: the CPU has AVX-512F (checked just above).
-                unsafe { block.run_avx512(tiles, v, dm, du) }
-            } else {
-                block.run(tiles, v, dm, du)
-            }
+            run_block(&block, tiles, scratch)
         },
     );
     let mut sums = sums.into_iter().map(|(_, _, du)| du);
