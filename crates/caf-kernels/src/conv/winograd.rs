@@ -33,18 +33,31 @@ use crate::gemm::{matmul, Element, Matrix, Threads};
 /// which grow with `C + K`, cost more than the products save (`C·K`).
 const MIN_CHANNEL_BALANCE: usize = 32;
 
+/// Below this ratio of direct multiplications to Winograd's, counting the
+/// tiles that reach past the output, a feature map is too small for the
+/// tiling: for 3×3 kernels (AlexNet's 3×3 maps at 64 px save 1.27: 81
+/// direct against 64), and for 5×5 kernels, whose 6×6 transforms cost more
+/// (AlexNet's conv2 at 64 px, 7×7, saves 2.13 and measured 10–20 % slower
+/// than im2col in the CAF step; at 224 px, 27×27, it saves 2.58 and is faster).
+const MIN_SAVING_3X3: f64 = 1.5;
+const MIN_SAVING_5X5: f64 = 2.3;
+
 /// Whether the forward pass and the input gradient run here: a 3×3 or 5×5
 /// kernel, stride 1, padding below the kernel side (the input gradient's
 /// padding is `r − 1 − padding`), channels enough for the transforms to pay
-/// off, and images enough to share out whole blocks of tiles (with fewer,
-/// im2col's products split over the cores measured faster: batch-1 inference).
+/// off, a feature map large enough for the tiles, and images enough to share
+/// out whole blocks of tiles (with fewer, im2col's products split over the
+/// cores measured faster: batch-1 inference).
 pub(super) fn applies(g: &Geometry) -> bool {
-    let (c, k) = (g.channels, g.out_channels);
-    g.kernel_h == g.kernel_w
-        && matches!(g.kernel_h, 3 | 5)
+    let (c, k, r) = (g.channels, g.out_channels, g.kernel_h);
+    let tiled = g.out_h.div_ceil(2) * g.out_w.div_ceil(2) * (r + 1) * (r + 1);
+    let min_saving = if r == 3 { MIN_SAVING_3X3 } else { MIN_SAVING_5X5 };
+    g.kernel_w == r
+        && matches!(r, 3 | 5)
         && g.stride == 1
-        && g.padding < g.kernel_h
+        && g.padding < r
         && c * k >= MIN_CHANNEL_BALANCE * (c + k)
+        && (g.positions() * r * r) as f64 >= min_saving * tiled as f64
         && g.parallel_over_images()
 }
 
