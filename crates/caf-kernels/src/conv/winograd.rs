@@ -37,7 +37,7 @@ const MIN_CHANNEL_BALANCE: usize = 32;
 /// tiles that reach past the output, a feature map is too small for the
 /// tiling: for 3×3 kernels (AlexNet's 3×3 maps at 64 px save 1.27: 81
 /// direct against 64), and for 5×5 kernels, whose 6×6 transforms cost more
-/// (AlexNet's conv2 at 64 px, 7×7, saves 2.13 and measured 10–20 % slower
+/// (AlexNet's conv2 at 64 px, 7×7, saves 2.13 and measured 10–25 % slower
 /// than im2col in the CAF step; at 224 px, 27×27, it saves 2.58 and is faster).
 const MIN_SAVING_3X3: f64 = 1.5;
 const MIN_SAVING_5X5: f64 = 2.3;
@@ -50,6 +50,7 @@ const MIN_SAVING_5X5: f64 = 2.3;
 /// cores measured faster: batch-1 inference).
 pub(super) fn applies(g: &Geometry) -> bool {
     let (c, k, r) = (g.channels, g.out_channels, g.kernel_h);
+    // Both algorithms in use make 2×2 output tiles from (r + 1)² products.
     let tiled = g.out_h.div_ceil(2) * g.out_w.div_ceil(2) * (r + 1) * (r + 1);
     let min_saving = if r == 3 { MIN_SAVING_3X3 } else { MIN_SAVING_5X5 };
     g.kernel_w == r
