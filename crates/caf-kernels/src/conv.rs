@@ -10,7 +10,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, S
 use rayon::prelude::*;
 
 use crate::gemm::{matmul, Element, Matrix, Threads};
-use crate::reduce::sum_map;
+use crate::reduce::{add_assign, sum_map};
 use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
 
 /// Stride and zero padding of a convolution, equal on both axes
@@ -346,9 +346,7 @@ fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry) -> Vec<T> {
         .reduce(
             || vec![T::ZERO; len],
             |mut total, part| {
-                for (t, p) in total.iter_mut().zip(part) {
-                    *t += p;
-                }
+                add_assign(&mut total, &part);
                 total
             },
         )

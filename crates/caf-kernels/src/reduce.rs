@@ -5,6 +5,13 @@ use crate::gemm::Element;
 
 const LANES: usize = 8;
 
+/// `total += part`, element by element: the workers' partial weight gradients summed.
+pub(crate) fn add_assign<T: Element>(total: &mut [T], part: &[T]) {
+    for (t, &p) in total.iter_mut().zip(part) {
+        *t += p;
+    }
+}
+
 /// `Σ f(vᵢ)`, accumulated in f64.
 pub(crate) fn sum_map<T: Element>(values: &[T], f: impl Fn(f64) -> f64) -> f64 {
     let mut lanes = [0f64; LANES];

@@ -28,6 +28,7 @@ use rayon::prelude::*;
 use self::transform::{sandwich, sandwich_into, Algorithm, Coefficients, Lanes, F2X3, F2X5, LANES};
 use super::Geometry;
 use crate::gemm::{matmul, Element, Matrix, Threads};
+use crate::reduce::add_assign;
 
 /// Below this `C·K / (C + K)` (in and out channels) the tile transforms,
 /// which grow with `C + K`, cost more than the products save (`C·K`).
@@ -51,7 +52,7 @@ const MIN_SAVING_5X5: f64 = 2.3;
 pub(super) fn applies(g: &Geometry) -> bool {
     let (c, k, r) = (g.channels, g.out_channels, g.kernel_h);
     // Both algorithms in use make 2×2 output tiles from (r + 1)² products.
-    let tiled = g.out_h.div_ceil(2) * g.out_w.div_ceil(2) * (r + 1) * (r + 1);
+    let tiled = Tiling::new(g, 2).per_image() * (r + 1) * (r + 1);
     let min_saving = if r == 3 { MIN_SAVING_3X3 } else { MIN_SAVING_5X5 };
     g.kernel_w == r
         && matches!(r, 3 | 5)
@@ -546,9 +547,7 @@ fn weight_gradient_with<T: Element, const M: usize, const R: usize, const N: usi
     let mut sums = sums.into_iter().map(|(_, _, du)| du);
     let mut du = sums.next().unwrap_or_else(|| vec![T::ZERO; points * k * ch]);
     for part in sums {
-        for (total, value) in du.iter_mut().zip(part) {
-            *total += value;
-        }
+        add_assign(&mut du, &part);
     }
     let taps = R * R;
     let mut dw = vec![T::ZERO; k * ch * taps];
