@@ -13,6 +13,7 @@ use anyhow::Result;
 use caf_backbone::pool::{max_pool2d, MaxPool2dConfig};
 use caf_backbone::{Arch, VaNet};
 use caf_data::Batch;
+use caf_e2e::compare::relative_error;
 use caf_e2e::fill::{fill_varmap, input};
 use caf_e2e::setups::{seeded_checkpoint, tiny_run};
 use caf_infer::Predictor;
@@ -25,16 +26,8 @@ fn gpu() -> Result<Device> {
     Ok(Device::new_cuda(0)?)
 }
 
-/// `max|a - b| / max|b|`, both moved to the host.
-fn relative_difference(a: &Tensor, b: &Tensor) -> Result<f64> {
-    let (a, b) = (a.to_device(&Device::Cpu)?, b.to_device(&Device::Cpu)?);
-    assert_eq!(a.dims(), b.dims());
-    let scale = b.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-12);
-    Ok(f64::from((a - b)?.abs()?.max_all()?.to_scalar::<f32>()? / scale))
-}
-
 fn assert_close(what: &str, gpu: &Tensor, cpu: &Tensor, tolerance: f64) -> Result<()> {
-    let difference = relative_difference(gpu, cpu)?;
+    let difference = relative_error(gpu, cpu)?;
     assert!(
         difference < tolerance,
         "{what}: CUDA vs CPU relative difference {difference:e}"

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use caf_backbone::{Arch, VaNet};
+use caf_e2e::compare::relative_error;
 use caf_e2e::fill::{fill_varmap, input, unit_values};
 use candle_core::{DType, Device, ModuleT, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -29,10 +30,8 @@ fn model(arch: Arch) -> Result<(VaNet, VarMap)> {
 /// Asserts `max |ours − torch| ≤ tolerance · max |torch|` (normwise relative error).
 fn assert_close(what: &str, ours: &Tensor, expected: &Tensor, tolerance: f64) -> Result<()> {
     assert_eq!(ours.dims(), expected.dims(), "{what}: shape");
-    let scale = expected.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()? as f64;
-    let error = (ours - expected)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()? as f64;
-    let relative = error / scale.max(1e-12);
-    println!("{what}: max abs error {error:.3e}, scale {scale:.3e}, relative {relative:.3e}");
+    let relative = relative_error(ours, expected)?;
+    println!("{what}: relative error {relative:.3e}");
     assert!(
         relative <= tolerance,
         "{what}: relative error {relative:.3e} > {tolerance:.0e}"

@@ -3,6 +3,7 @@
 //! so import paths are tested without Python, and the small runs and
 //! checkpoints several tests start from.
 
+pub mod compare;
 pub mod fill;
 pub mod setups;
 pub mod torch_pickle;
