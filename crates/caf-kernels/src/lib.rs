@@ -22,6 +22,7 @@ mod batch_norm;
 mod conv;
 mod elementwise;
 mod gemm;
+mod parallel;
 mod reduce;
 mod storage;
 

@@ -6,7 +6,7 @@ use candle_core::{DType, Var};
 /// AlexNet's 11×11/4 stem, enough images to run in parallel over images, and
 /// 3×3 stride-1 kernels (the Winograd path) with padding 0 to 2, odd sides,
 /// a single output position and rows longer than one SIMD chunk of tiles.
-const CASES: [(&[usize], &[usize], Conv2dParams); 14] = [
+pub(super) const CASES: [(&[usize], &[usize], Conv2dParams); 14] = [
     (&[1, 2, 7, 9], &[3, 2, 3, 3], Conv2dParams { stride: 2, padding: 1 }),
     (&[2, 3, 8, 5], &[4, 3, 5, 5], Conv2dParams { stride: 1, padding: 2 }),
     (&[1, 3, 23, 19], &[2, 3, 11, 11], Conv2dParams { stride: 4, padding: 2 }),

@@ -28,6 +28,7 @@ use rayon::prelude::*;
 use self::transform::{sandwich, sandwich_into, Algorithm, Coefficients, Lanes, F2X3, F2X5, LANES};
 use super::Geometry;
 use crate::gemm::{matmul, Element, Matrix, Threads};
+use crate::parallel::{for_each_block, SharedOutput};
 use crate::reduce::add_assign;
 
 /// Below this `C·K / (C + K)` (in and out channels) the tile transforms,
@@ -184,28 +185,6 @@ fn block_len<T>(budget: usize, points: usize, rows: usize, tiling: Tiling, worke
         .max(1)
 }
 
-/// Runs `work(tiles, scratch)` on consecutive blocks of `block` tiles, the
-/// blocks dealt round-robin to the workers, each with its own scratch.
-fn for_each_block<S: Send>(
-    tiling: Tiling,
-    block: usize,
-    scratch: impl Fn() -> S + Sync,
-    work: impl Fn(Range<usize>, &mut S) + Sync,
-) -> Vec<S> {
-    let blocks = tiling.total.div_ceil(block);
-    let workers = rayon::current_num_threads().min(blocks).max(1);
-    (0..workers)
-        .into_par_iter()
-        .map(|w| {
-            let mut s = scratch();
-            for b in (w..blocks).step_by(workers) {
-                work(b * block..((b + 1) * block).min(tiling.total), &mut s);
-            }
-            s
-        })
-        .collect()
-}
-
 /// `Bᵀ d B` of every channel of `x` at the `chunks` of a block of `n` tiles,
 /// into `v` as `[ξ][channel][tile]`.
 #[inline(always)]
@@ -282,32 +261,6 @@ fn kernel_tiles<T: Element, const M: usize, const R: usize, const N: usize>(
     u
 }
 
-/// The output, written by blocks of tiles from several threads at once.
-struct SharedOutput<T> {
-    data: *mut T,
-    len: usize,
-}
-
-// SAFETY: each output element belongs to exactly one tile and each tile to
-// exactly one block, so no two threads write the same element, and nobody
-// reads the buffer until every block is done.
-unsafe impl<T: Send> Sync for SharedOutput<T> {}
-
-impl<T> SharedOutput<T> {
-    /// `len` elements from `start`, which only the caller's block writes.
-    #[allow(clippy::mut_from_ref)]
-    fn slice(&self, start: usize, len: usize) -> &mut [T] {
-        assert!(
-            start + len <= self.len,
-            "winograd: output {start}..{} outside {}",
-            start + len,
-            self.len
-        );
-        // SAFETY: in bounds (checked above); disjoint between threads (see the Sync impl).
-        unsafe { std::slice::from_raw_parts_mut(self.data.add(start), len) }
-    }
-}
-
 /// The work on one block of tiles, with the worker's scratch buffers.
 trait Block {
     type Scratch;
@@ -338,7 +291,7 @@ struct ForwardBlock<'a, T, const M: usize, const R: usize, const N: usize> {
     x: &'a [T],
     u: &'a [T],
     bias: Option<&'a [T]>,
-    out: &'a SharedOutput<T>,
+    out: &'a SharedOutput<'a, T>,
 }
 
 impl<T: Element, const M: usize, const R: usize, const N: usize> Block for ForwardBlock<'_, T, M, R, N> {
@@ -458,13 +411,11 @@ fn forward_with<T: Element, const M: usize, const R: usize, const N: usize>(
     let (k, ch, points) = (g.out_channels, g.channels, N * N);
     let u = kernel_tiles(&c, weight, k, ch);
     let mut y = vec![T::ZERO; g.batch * g.output_len()];
-    let out = SharedOutput {
-        data: y.as_mut_ptr(),
-        len: y.len(),
-    };
+    // Each output element belongs to exactly one tile, each tile to one block.
+    let out = SharedOutput::new(&mut y);
     let block = block_len::<T>(BLOCK_BYTES, points, ch + k, tiling, rayon::current_num_threads());
     for_each_block(
-        tiling,
+        tiling.total,
         block,
         || (vec![T::ZERO; points * ch * block], vec![T::ZERO; points * k * block]),
         |tiles, scratch| {
@@ -524,7 +475,7 @@ fn weight_gradient_with<T: Element, const M: usize, const R: usize, const N: usi
     let (k, ch, points) = (g.out_channels, g.channels, N * N);
     let block = block_len::<T>(WEIGHT_BLOCK_BYTES, points, ch + k, tiling, rayon::current_num_threads());
     let sums = for_each_block(
-        tiling,
+        tiling.total,
         block,
         || {
             (
