@@ -174,8 +174,10 @@ fn im2col<T: Element>(x: &[T], g: &Geometry, cols: &mut [T], threads: Threads) {
 fn im2col_rows<T: Element>(x: &[T], g: &Geometry, rows: Range<usize>, cols: &mut [T], threads: Threads) {
     let rows_per_channel = g.kernel_h * g.kernel_w * rows.len() * g.out_w;
     let plane_len = g.height * g.width;
-    let channel =
-        |(c, out): (usize, &mut [T])| im2col_channel(&x[c * plane_len..(c + 1) * plane_len], g, rows.clone(), out);
+    let width = rows.len() * g.out_w;
+    let channel = |(c, out): (usize, &mut [T])| {
+        im2col_channel(&x[c * plane_len..(c + 1) * plane_len], g, rows.clone(), out, width)
+    };
     let cols = &mut cols[..g.channels * rows_per_channel];
     match threads {
         Threads::All => cols.par_chunks_mut(rows_per_channel).enumerate().for_each(channel),
@@ -183,16 +185,17 @@ fn im2col_rows<T: Element>(x: &[T], g: &Geometry, rows: Range<usize>, cols: &mut
     }
 }
 
-/// The `kh·kw` column rows of one input channel's plane at output rows `rows`.
-fn im2col_channel<T: Element>(plane: &[T], g: &Geometry, rows: Range<usize>, columns: &mut [T]) {
+/// The `kh·kw` column rows of one input channel's plane at output rows
+/// `rows`, `row_stride` apart in `columns`.
+fn im2col_channel<T: Element>(plane: &[T], g: &Geometry, rows: Range<usize>, columns: &mut [T], row_stride: usize) {
     if g.stride > 1 {
-        return im2col_channel_strided(plane, g, rows, columns);
+        return im2col_channel_strided(plane, g, rows, columns, row_stride);
     }
     let width = rows.len() * g.out_w;
     let valid_columns = g.all_valid_columns();
     for ky in 0..g.kernel_h {
         for (kx, valid) in valid_columns.iter().enumerate() {
-            let out = &mut columns[(ky * g.kernel_w + kx) * width..][..width];
+            let out = &mut columns[(ky * g.kernel_w + kx) * row_stride..][..width];
             for (out_row, oy) in out.chunks_exact_mut(g.out_w).zip(rows.clone()) {
                 let Some(iy) = g.input_row(oy, ky) else {
                     out_row.fill(T::ZERO);
@@ -215,8 +218,14 @@ fn im2col_channel<T: Element>(plane: &[T], g: &Geometry, rows: Range<usize>, col
 /// are one contiguous run of a phase instead of a strided gather, and each
 /// input row is split once however many kernel rows read it (together 4
 /// times faster on AlexNet's and ResNet's first layers).
-fn im2col_channel_strided<T: Element>(plane: &[T], g: &Geometry, rows: Range<usize>, columns: &mut [T]) {
-    let (s, width) = (g.stride, rows.len() * g.out_w);
+fn im2col_channel_strided<T: Element>(
+    plane: &[T],
+    g: &Geometry,
+    rows: Range<usize>,
+    columns: &mut [T],
+    row_stride: usize,
+) {
+    let s = g.stride;
     let phase_len = g.width.div_ceil(s);
     let first_row = (rows.start * s).saturating_sub(g.padding).min(g.height);
     let end_row = ((rows.end.max(1) - 1) * s + g.kernel_h)
@@ -236,7 +245,7 @@ fn im2col_channel_strided<T: Element>(plane: &[T], g: &Geometry, rows: Range<usi
     let valid_columns = g.all_valid_columns();
     for ky in 0..g.kernel_h {
         for (r, oy) in rows.clone().enumerate() {
-            let segment = |kx: usize| (ky * g.kernel_w + kx) * width + r * g.out_w..;
+            let segment = |kx: usize| (ky * g.kernel_w + kx) * row_stride + r * g.out_w..;
             let Some(iy) = g.input_row(oy, ky) else {
                 for kx in 0..g.kernel_w {
                     columns[segment(kx)][..g.out_w].fill(T::ZERO);
@@ -479,6 +488,9 @@ impl Kernel for ConvKernel {
             ConvKernel::WeightGradient(g) if winograd::applies_to_weight_gradient(g) => {
                 winograd::weight_gradient(operands[0], operands[1], g)
             }
+            ConvKernel::WeightGradient(g) if grouped::applies(g) => {
+                grouped::weight_gradient(operands[0], operands[1], g)
+            }
             ConvKernel::WeightGradient(g) => match banded::Bands::of::<T>(g) {
                 Some(bands) => banded::weight_gradient(operands[0], operands[1], g, bands),
                 None => weight_gradient(operands[0], operands[1], g),
@@ -636,6 +648,7 @@ fn check_output_gradient(layout: &Layout, g: &Geometry) -> Result<()> {
 }
 
 mod banded;
+mod grouped;
 #[cfg(test)]
 mod tests;
 mod winograd;

@@ -81,15 +81,34 @@ impl<'a, T> Matrix<'a, T> {
         }
     }
 
-    /// The view's elements, copied out row by row.
+    /// The view's elements, copied out row by row, in square blocks so that
+    /// a transposed view is read a few cache lines at a time (element by
+    /// element, a 4608 × 512 transpose took 15 ms).
     pub(crate) fn to_vec(self) -> Vec<T>
     where
-        T: Copy,
+        T: Copy + Default + Send + Sync,
     {
+        const BLOCK: usize = 32;
         self.check("to_vec");
-        (0..self.rows)
-            .flat_map(|i| (0..self.cols).map(move |j| self.data[i * self.row_stride + j * self.col_stride]))
-            .collect()
+        let mut out = vec![T::default(); self.rows * self.cols];
+        if self.cols == 0 {
+            return out;
+        }
+        out.par_chunks_mut(BLOCK * self.cols)
+            .enumerate()
+            .for_each(|(band, rows)| {
+                let first_row = band * BLOCK;
+                for first_col in (0..self.cols).step_by(BLOCK) {
+                    let cols = first_col..(first_col + BLOCK).min(self.cols);
+                    for (r, row) in rows.chunks_exact_mut(self.cols).enumerate() {
+                        let i = first_row + r;
+                        for j in cols.clone() {
+                            row[j] = self.data[i * self.row_stride + j * self.col_stride];
+                        }
+                    }
+                }
+            });
+        out
     }
 
     fn check(&self, what: &str) {
