@@ -1,6 +1,6 @@
 //! torchvision's ResNet-18 through `layer4`, followed by global average pooling.
 
-use caf_kernels::relu;
+use caf_kernels::{add_relu, relu};
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -66,7 +66,7 @@ impl ModuleT for BasicBlock {
             Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, train)?,
             None => x.clone(),
         };
-        relu(&(y + shortcut)?)
+        add_relu(&y, &shortcut)
     }
 }
 

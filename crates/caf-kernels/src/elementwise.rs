@@ -1,9 +1,11 @@
-//! ReLU in one parallel pass each way.
+//! ReLU in one parallel pass each way, and a residual sum with its ReLU in one.
 //!
 //! candle's CPU ReLU runs on one thread and its gradient takes four passes
 //! (compare, cast, multiply, accumulate); here the forward and the backward
 //! are each one pass over all cores. The gradient passes where the output is
-//! positive, as PyTorch's does.
+//! positive, as PyTorch's does. `add_relu` is a residual block's
+//! `relu(y + shortcut)`: one pass instead of candle's sum (on its own thread
+//! pool, beside rayon's) and a second pass for the ReLU.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -20,6 +22,15 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
         x.contiguous()?.apply_op1(Relu)
     } else {
         x.relu()
+    }
+}
+
+/// `max(a + b, 0)` for `a` and `b` of one shape; candle's ops elsewhere.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if runs_on_cpu_kernels(a) && runs_on_cpu_kernels(b) {
+        a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
+    } else {
+        (a + b)?.relu()
     }
 }
 
@@ -44,6 +55,8 @@ enum ReluKernel {
     Forward,
     /// Operands: dy, y.
     Gradient,
+    /// Operands: a, b.
+    AddForward,
 }
 
 impl Kernel for ReluKernel {
@@ -51,6 +64,14 @@ impl Kernel for ReluKernel {
         match self {
             ReluKernel::Forward => map(operands[0], |x| if x > T::ZERO { x } else { T::ZERO }),
             ReluKernel::Gradient => zip_map(operands[0], operands[1], |dy, y| if y > T::ZERO { dy } else { T::ZERO }),
+            ReluKernel::AddForward => zip_map(operands[0], operands[1], |a, b| {
+                let sum = a + b;
+                if sum > T::ZERO {
+                    sum
+                } else {
+                    T::ZERO
+                }
+            }),
         }
     }
 }
@@ -67,6 +88,27 @@ impl CustomOp1 for Relu {
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(dy.contiguous()?.apply_op2_no_bwd(y, &ReluGradient)?))
+    }
+}
+
+struct AddRelu;
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "caf-add-relu"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("{}: shapes {:?} and {:?} differ", self.name(), l1.dims(), l2.dims())
+        }
+        let y = dispatch(self.name(), &ReluKernel::AddForward, &[(s1, l1), (s2, l2)])?;
+        Ok((y, l1.shape().clone()))
+    }
+
+    fn bwd(&self, _a: &Tensor, _b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let gradient = dy.contiguous()?.apply_op2_no_bwd(y, &ReluGradient)?;
+        Ok((Some(gradient.clone()), Some(gradient)))
     }
 }
 
@@ -110,6 +152,33 @@ mod tests {
             reference.get(&x).expect("candle's").flatten_all()?.to_vec1::<f32>()?
         );
         check_gradient(relu, &distinct_values((2, 3, 4))?, 1e-6)?;
+        Ok(())
+    }
+
+    #[test]
+    fn add_relu_and_its_gradients_match_candles_sum_and_relu() -> Result<()> {
+        let a = Var::from_tensor(&distinct_values((2, 3, 5, 7))?.to_dtype(DType::F32)?)?;
+        let b = Var::from_tensor(&(distinct_values((2, 3, 5, 7))? * -0.6)?.to_dtype(DType::F32)?)?;
+        let ours = add_relu(&a, &b)?;
+        let reference = (a.as_tensor() + b.as_tensor())?.relu()?;
+        assert_eq!(
+            ours.flatten_all()?.to_vec1::<f32>()?,
+            reference.flatten_all()?.to_vec1::<f32>()?
+        );
+        let weights = (distinct_values((2, 3, 5, 7))? + 2.0)?.to_dtype(DType::F32)?;
+        let ours = (ours * &weights)?.sum_all()?.backward()?;
+        let reference = (reference * &weights)?.sum_all()?.backward()?;
+        for var in [&a, &b] {
+            assert_eq!(
+                ours.get(var).expect("ours").flatten_all()?.to_vec1::<f32>()?,
+                reference.get(var).expect("candle's").flatten_all()?.to_vec1::<f32>()?
+            );
+        }
+        let shortcut = (distinct_values((2, 3, 4))? * 0.5)?;
+        check_gradient(|a| add_relu(a, &shortcut), &distinct_values((2, 3, 4))?, 1e-6)?;
+        check_gradient(|b| add_relu(&shortcut, b), &distinct_values((2, 3, 4))?, 1e-6)?;
+        let error = add_relu(&a, &distinct_values((2, 3, 5, 6))?.to_dtype(DType::F32)?).expect_err("shapes");
+        assert!(error.to_string().contains("differ"), "{error}");
         Ok(())
     }
 

@@ -9,7 +9,8 @@
 //!   and tiles by Winograd's F(2×2, 3×3) (2.25 times fewer multiplications,
 //!   in all three passes); the input gradient is skipped when the input is
 //!   not part of the graph (a network's image);
-//! * [`relu`]: one parallel pass forward and one backward;
+//! * [`relu`]: one parallel pass forward and one backward; [`add_relu`]: a
+//!   residual sum and its ReLU in one pass;
 //! * [`batch_norm_train`]: training-mode batch normalisation in one
 //!   statistics pass, one normalisation pass and two backward passes;
 //!   [`scale_shift`]: evaluation mode, folded, as one pass.
@@ -28,5 +29,5 @@ mod storage;
 
 pub use batch_norm::{batch_norm_train, scale_shift, ChannelStats};
 pub use conv::{conv2d, Conv2dParams};
-pub use elementwise::relu;
+pub use elementwise::{add_relu, relu};
 pub use storage::runs_on_cpu_kernels;
