@@ -91,6 +91,19 @@ impl CustomOp1 for Relu {
     }
 }
 
+/// One element-wise pass over two operands of the same shape.
+fn same_shape_pass(
+    name: &str,
+    kernel: ReluKernel,
+    a: (&CpuStorage, &Layout),
+    b: (&CpuStorage, &Layout),
+) -> Result<(CpuStorage, Shape)> {
+    if a.1.shape() != b.1.shape() {
+        candle_core::bail!("{name}: shapes {:?} and {:?} differ", a.1.dims(), b.1.dims())
+    }
+    Ok((dispatch(name, &kernel, &[a, b])?, a.1.shape().clone()))
+}
+
 struct AddRelu;
 
 impl CustomOp2 for AddRelu {
@@ -99,11 +112,7 @@ impl CustomOp2 for AddRelu {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        if l1.shape() != l2.shape() {
-            candle_core::bail!("{}: shapes {:?} and {:?} differ", self.name(), l1.dims(), l2.dims())
-        }
-        let y = dispatch(self.name(), &ReluKernel::AddForward, &[(s1, l1), (s2, l2)])?;
-        Ok((y, l1.shape().clone()))
+        same_shape_pass(self.name(), ReluKernel::AddForward, (s1, l1), (s2, l2))
     }
 
     fn bwd(&self, _a: &Tensor, _b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -121,11 +130,7 @@ impl CustomOp2 for ReluGradient {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        if l1.shape() != l2.shape() {
-            candle_core::bail!("{}: shapes {:?} and {:?} differ", self.name(), l1.dims(), l2.dims())
-        }
-        let dx = dispatch(self.name(), &ReluKernel::Gradient, &[(s1, l1), (s2, l2)])?;
-        Ok((dx, l1.shape().clone()))
+        same_shape_pass(self.name(), ReluKernel::Gradient, (s1, l1), (s2, l2))
     }
 }
 

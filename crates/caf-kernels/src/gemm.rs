@@ -229,71 +229,38 @@ mod tests {
         out
     }
 
-    #[test]
-    fn products_and_transposed_views_match_a_naive_loop() {
-        let (m, n, k) = (7, 5, 9);
+    /// `a · b` into a destination, then `+= (aᵀ)ᵀ · b` through a transposed
+    /// view of a stored transpose: twice the naive product.
+    fn assert_products_match_a_naive_loop(m: usize, threads: Threads, what: &str) {
+        let (n, k) = (13, 17);
         let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin()).collect();
         let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.11).cos()).collect();
-        let expected = naive(&a, &b, m, n, k);
-        let mut dst = vec![0.0; m * n];
-        matmul(
-            &mut dst,
-            false,
-            Matrix::row_major(&a, m, k),
-            Matrix::row_major(&b, k, n),
-            Threads::All,
-        );
-        for (x, y) in dst.iter().zip(&expected) {
-            assert!((x - y).abs() < 1e-12);
-        }
-        // (bᵀ aᵀ)ᵀ = a b, through transposed views of stored transposes.
         let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
-        let mut acc = expected.clone();
-        matmul(
-            &mut acc,
-            true,
-            Matrix::row_major(&at, k, m).t(),
-            Matrix::row_major(&b, k, n),
-            Threads::One,
-        );
-        for (x, y) in acc.iter().zip(&expected) {
-            assert!((x - 2.0 * y).abs() < 1e-12);
+        let expected = naive(&a, &b, m, n, k);
+        let mut dst = vec![1.0; m * n];
+        let b_view = Matrix::row_major(&b, k, n);
+        matmul(&mut dst, false, Matrix::row_major(&a, m, k), b_view, threads);
+        matmul(&mut dst, true, Matrix::row_major(&at, k, m).t(), b_view, threads);
+        for (x, y) in dst.iter().zip(&expected) {
+            assert!((x - 2.0 * y).abs() < 1e-12, "{what}");
         }
     }
 
     #[test]
+    fn products_and_transposed_views_match_a_naive_loop() {
+        assert_products_match_a_naive_loop(7, Threads::One, "one thread");
+        assert_products_match_a_naive_loop(7, Threads::All, "gemm's own split");
+    }
+
+    #[test]
     fn products_split_into_row_bands_match_a_naive_loop() {
-        // 101 rows over three workers: bands of 48, 48 and 5 rows; over 4: gemm's own split.
-        let (m, n, k) = (101, 13, 17);
-        let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin()).collect();
-        let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.11).cos()).collect();
-        let expected = naive(&a, &b, m, n, k);
-        let at: Vec<f64> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+        // 101 rows over three workers: bands of 48, 48 and 5 rows; over four: gemm's own split.
         for workers in [3, 4] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(workers)
                 .build()
                 .expect("thread pool");
-            pool.install(|| {
-                let mut dst = vec![1.0; m * n];
-                matmul(
-                    &mut dst,
-                    false,
-                    Matrix::row_major(&a, m, k),
-                    Matrix::row_major(&b, k, n),
-                    Threads::All,
-                );
-                matmul(
-                    &mut dst,
-                    true,
-                    Matrix::row_major(&at, k, m).t(),
-                    Matrix::row_major(&b, k, n),
-                    Threads::All,
-                );
-                for (x, y) in dst.iter().zip(&expected) {
-                    assert!((x - 2.0 * y).abs() < 1e-12, "{workers} workers");
-                }
-            });
+            pool.install(|| assert_products_match_a_naive_loop(101, Threads::All, &format!("{workers} workers")));
         }
     }
 

@@ -69,6 +69,15 @@ impl Bands {
         (image, j * self.rows..((j + 1) * self.rows).min(g.out_h))
     }
 
+    /// Writes band `i`'s columns into `cols`; returns its image, its first
+    /// output position and its number of positions.
+    fn write_columns<T: Element>(&self, i: usize, x: &[T], g: &Geometry, cols: &mut [T]) -> (usize, usize, usize) {
+        let (image, rows) = self.band(i, g);
+        let (first, n) = (rows.start * g.out_w, rows.len() * g.out_w);
+        im2col_rows(&x[image * g.image_len()..], g, rows, cols, Threads::One);
+        (image, first, n)
+    }
+
     /// Elements of the largest band's column matrix.
     fn columns_len(&self, g: &Geometry) -> usize {
         g.patch() * self.rows * g.out_w
@@ -93,10 +102,7 @@ pub(super) fn forward<T: Element>(x: &[T], weight: &[T], bias: Option<&[T]>, g: 
         },
         |items, (cols, product)| {
             for i in items {
-                let (image, rows) = bands.band(i, g);
-                let n = rows.len() * g.out_w;
-                let first = rows.start * g.out_w;
-                im2col_rows(&x[image * g.image_len()..], g, rows, cols, Threads::One);
+                let (image, first, n) = bands.write_columns(i, x, g, cols);
                 let product = &mut product[..g.out_channels * n];
                 if let Some(bias) = bias {
                     for (row, &value) in product.chunks_exact_mut(n).zip(bias) {
@@ -129,10 +135,7 @@ pub(super) fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry, bands
         || (vec![T::ZERO; len], vec![T::ZERO; bands.columns_len(g)]),
         |items, (dw_t, cols)| {
             for i in items {
-                let (image, rows) = bands.band(i, g);
-                let n = rows.len() * g.out_w;
-                let first = rows.start * g.out_w;
-                im2col_rows(&x[image * g.image_len()..], g, rows, cols, Threads::One);
+                let (image, first, n) = bands.write_columns(i, x, g, cols);
                 let dy_band = Matrix::strided(
                     &dy[image * g.output_len() + first..],
                     g.out_channels,
@@ -155,21 +158,9 @@ pub(super) fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry, bands
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conv::tests::CASES;
+    use crate::conv::tests::{assert_close, values, CASES};
     use crate::conv::Conv2dParams;
     use crate::conv::{forward as unbanded_forward, weight_gradient as unbanded_weight_gradient};
-
-    fn values(len: usize, seed: f64) -> Vec<f64> {
-        (0..len).map(|i| ((i as f64 + seed) * 0.618).sin()).collect()
-    }
-
-    fn assert_close(ours: &[f64], reference: &[f64], what: &str) {
-        assert_eq!(ours.len(), reference.len(), "{what}");
-        let scale = reference.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
-        for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
-            assert!((a - b).abs() <= 1e-12 * scale, "{what}: element {i}: {a} against {b}");
-        }
-    }
 
     /// Every band height, including a last band shorter than the others,
     /// gives the whole-image im2col's output and weight gradient.

@@ -63,12 +63,8 @@ pub(super) fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conv::tests::CASES;
+    use crate::conv::tests::{assert_close, values, CASES};
     use crate::conv::weight_gradient as per_image_weight_gradient;
-
-    fn values(len: usize, seed: f64) -> Vec<f64> {
-        (0..len).map(|i| ((i as f64 + seed) * 0.618).sin()).collect()
-    }
 
     /// Grouped sums equal the per-image ones on every test geometry
     /// (strides, paddings, odd sides, batch 1 and 9).
@@ -78,15 +74,12 @@ mod tests {
             let g = Geometry::new(input, weight, params).expect("geometry");
             let x = values(g.batch * g.image_len(), 0.5);
             let dy = values(g.batch * g.output_len(), 3.5);
-            let reference = per_image_weight_gradient(&dy, &x, &g);
-            let ours = weight_gradient(&dy, &x, &g);
-            let scale = reference.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
-            for (a, b) in ours.iter().zip(&reference) {
-                assert!(
-                    (a - b).abs() <= 1e-12 * scale,
-                    "{input:?} * {weight:?} {params:?}: {a} against {b}"
-                );
-            }
+            let what = format!("{input:?} * {weight:?} {params:?}");
+            assert_close(
+                &weight_gradient(&dy, &x, &g),
+                &per_image_weight_gradient(&dy, &x, &g),
+                &what,
+            );
         }
     }
 }

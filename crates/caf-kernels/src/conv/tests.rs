@@ -23,6 +23,20 @@ pub(super) const CASES: [(&[usize], &[usize], Conv2dParams); 14] = [
     (&[2, 2, 5, 37], &[3, 2, 3, 3], Conv2dParams { stride: 1, padding: 1 }),
 ];
 
+/// Deterministic values in [-1, 1] for the kernels' own f64 comparisons.
+pub(super) fn values(len: usize, seed: f64) -> Vec<f64> {
+    (0..len).map(|i| ((i as f64 + seed) * 0.618).sin()).collect()
+}
+
+/// Every element of `ours` within 1e-12 of `reference`'s largest magnitude.
+pub(super) fn assert_close(ours: &[f64], reference: &[f64], what: &str) {
+    assert_eq!(ours.len(), reference.len(), "{what}");
+    let scale = reference.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
+    for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
+        assert!((a - b).abs() <= 1e-12 * scale, "{what}: element {i}: {a} against {b}");
+    }
+}
+
 fn candle_conv(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
     let y = x.conv2d(w, p.padding, p.stride, 1, 1)?;
     match b {
