@@ -104,6 +104,7 @@ def critic_loss(s, w, ks, lam):
 class Models:
     def __init__(self, arch, device):
         self.encoder, n = encoder(arch)
+        self.pure_encoder = arch == "alexnet"
         self.regressor, self.critic = regressor(n), critic(n)
         for m in (self.encoder, self.regressor, self.critic):
             m.to(device).train()
@@ -122,7 +123,13 @@ class Models:
         strong, weak = group(labels)
         xs, xw = x[torch.from_numpy(strong).to(x.device)], x[torch.from_numpy(weak).to(x.device)]
         with torch.no_grad():
-            fs, fw = self.encoder(xs), self.encoder(xw)
+            fs = self.encoder(xs)
+        # As caf-rs does: AlexNet's encoder changes nothing when it runs, so its
+        # pass over the weak samples serves the adversarial step too; ResNet-18's
+        # batch norms count every pass, so there it runs again.
+        fw_graph = self.encoder(xw) if self.pure_encoder else None
+        with torch.no_grad():
+            fw = fw_graph.detach() if fw_graph is not None else self.encoder(xw)
         s, w = self.critic(fs), self.critic(fw)
         self.opt_c.zero_grad()
         critic_loss(s, w, adaptive_ks(s.cpu(), w.cpu()).to(s.device), 0.0).backward()
@@ -130,7 +137,7 @@ class Models:
         self.opt_e.zero_grad()
         for p in self.critic.parameters():
             p.requires_grad_(False)
-        (-self.critic(self.encoder(xw)).mean()).backward()
+        (-self.critic(fw_graph if fw_graph is not None else self.encoder(xw)).mean()).backward()
         for p in self.critic.parameters():
             p.requires_grad_(True)
         self.opt_e.step()

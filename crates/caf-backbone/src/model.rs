@@ -157,6 +157,14 @@ impl Encoder {
             Arch::ResNet18 => Encoder::ResNet18(ResNet18Encoder::new(vb)?),
         })
     }
+
+    /// Whether a training-mode forward pass changes nothing in the encoder
+    /// (AlexNet), so that two passes over the same images with the same
+    /// weights are the same pass; ResNet-18's batch norms update their running
+    /// statistics on every pass.
+    pub fn training_pass_is_pure(&self) -> bool {
+        matches!(self, Encoder::AlexNet(_))
+    }
 }
 
 impl ModuleT for Encoder {

@@ -371,8 +371,13 @@ impl Trainer {
         let (x_strong, x_weak) = (rows(&groups.strong)?, rows(&groups.weak)?);
 
         // 2. Critic step: f_c contrasts strong and weak outputs; encoder features fixed.
+        // f_e does not change before step 3, so a pure encoder's pass over the
+        // weak samples serves both steps (detached here, with its graph there;
+        // ResNet-18's batch norms count every pass, so it makes its own).
         let s = critic.forward_t(&encoder.forward_t(&x_strong, true)?.detach(), true)?;
-        let w = critic.forward_t(&encoder.forward_t(&x_weak, true)?.detach(), true)?;
+        let weak_features = encoder.forward_t(&x_weak, true)?;
+        let w = critic.forward_t(&weak_features.detach(), true)?;
+        let weak_features = encoder.training_pass_is_pure().then_some(weak_features);
         let neighbourhood = adaptive_ks(&s, &w)?;
         let contrast = critic_loss(&s, &w, &neighbourhood, self.state.lambda.value)?;
         let loss_critic = scalar(&contrast.loss)?;
@@ -385,7 +390,11 @@ impl Trainer {
         self.state.lambda.update(scalar(&contrast.constraint)?);
 
         // 3. Adversarial step: f_e raises the critic's outputs of weak samples; f_c frozen.
-        let loss_adversarial = adversarial_loss(&critic.forward_t(&encoder.forward_t(&x_weak, true)?, true)?)?;
+        let weak_features = match weak_features {
+            Some(features) => features,
+            None => encoder.forward_t(&x_weak, true)?,
+        };
+        let loss_adversarial = adversarial_loss(&critic.forward_t(&weak_features, true)?)?;
         let value = scalar(&loss_adversarial)?;
         report.loss_adversarial = Some(value);
         if !value.is_finite() {
