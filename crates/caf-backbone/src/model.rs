@@ -292,6 +292,27 @@ mod tests {
         Ok(())
     }
 
+    /// What the trainer relies on to let one encoder pass serve two CAF steps.
+    #[test]
+    fn only_pure_encoders_leave_every_tensor_as_it_was_after_a_training_pass() -> CandleResult<()> {
+        for (arch, side) in [(Arch::AlexNet, 67), (Arch::ResNet18, 35)] {
+            let (net, varmap) = build(arch)?;
+            let x = Tensor::randn(0f32, 1., (3, 3, side, side), &Device::Cpu)?;
+            let before = snapshot(&varmap);
+            let first = net.va.encoder.forward_t(&x, true)?;
+            let unchanged = before == snapshot(&varmap);
+            assert_eq!(unchanged, net.va.encoder.training_pass_is_pure(), "{arch}");
+            if unchanged {
+                let second = net.va.encoder.forward_t(&x, true)?;
+                assert_eq!(
+                    first.flatten_all()?.to_vec1::<f32>()?,
+                    second.flatten_all()?.to_vec1::<f32>()?
+                );
+            }
+        }
+        Ok(())
+    }
+
     #[test]
     fn dropout_acts_only_in_training() -> CandleResult<()> {
         let (net, _) = build(Arch::ResNet18)?;
