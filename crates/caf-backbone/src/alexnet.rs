@@ -1,7 +1,6 @@
 //! torchvision's AlexNet `features` followed by its 6×6 adaptive average pool.
 
-use caf_kernels::relu;
-use candle_core::{Module, ModuleT, Result, Tensor};
+use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::conv::{Conv2d, ConvInit, ConvSpec};
@@ -62,7 +61,7 @@ impl ModuleT for AlexNetEncoder {
     fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         for (index, conv) in &self.convs {
-            x = relu(&conv.forward(&x)?)?;
+            x = conv.forward_relu(&x)?;
             if POOL_AFTER.contains(index) {
                 x = max_pool2d(&x, POOL)?;
             }

@@ -4,7 +4,7 @@
 //! and the initialisation in one place; it runs caf-kernels' GEMM convolution
 //! (candle's own on other devices).
 
-use caf_kernels::{conv2d, Conv2dParams};
+use caf_kernels::{conv2d, conv2d_relu, Conv2dParams};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
@@ -64,12 +64,22 @@ impl Conv2d {
     }
 }
 
-impl Module for Conv2d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let params = Conv2dParams {
+impl Conv2d {
+    fn params(&self) -> Conv2dParams {
+        Conv2dParams {
             stride: self.spec.stride,
             padding: self.spec.padding,
-        };
-        conv2d(x, &self.weight, self.bias.as_ref(), params)
+        }
+    }
+
+    /// `relu(self.forward(x))` as one operation ([`caf_kernels::conv2d_relu`]).
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        conv2d_relu(x, &self.weight, self.bias.as_ref(), self.params())
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        conv2d(x, &self.weight, self.bias.as_ref(), self.params())
     }
 }

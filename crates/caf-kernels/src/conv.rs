@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::elementwise::{relu_gradient, relu_in_place};
 use crate::gemm::{matmul, Element, Matrix, Threads};
 use crate::reduce::{add_assign, sum_map};
 use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
@@ -29,16 +30,46 @@ pub struct Conv2dParams {
 /// bias added in the same pass, its gradient summed in one); any other device
 /// or dtype runs candle's own `conv2d` (and its gradients).
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, params: Conv2dParams) -> Result<Tensor> {
+    convolve(x, weight, bias, params, Activation::Identity)
+}
+
+/// `relu(conv2d(x, weight, bias))` as one operation: the ReLU is applied to
+/// the output in place and folded into the backward pass, so the
+/// pre-activation map is never a tensor of its own (candle's backward pass
+/// would otherwise allocate, zero and add a gradient for it).
+pub fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, params: Conv2dParams) -> Result<Tensor> {
+    convolve(x, weight, bias, params, Activation::Relu)
+}
+
+/// What the convolution operation applies to its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Activation {
+    Identity,
+    Relu,
+}
+
+fn convolve(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    params: Conv2dParams,
+    activation: Activation,
+) -> Result<Tensor> {
+    let op = Conv2dCpu { params, activation };
     match (runs_on_cpu_kernels(x), bias) {
-        (true, None) => x.contiguous()?.apply_op2(&weight.contiguous()?, Conv2dCpu(params)),
+        (true, None) => x.contiguous()?.apply_op2(&weight.contiguous()?, op),
         (true, Some(bias)) => x
             .contiguous()?
-            .apply_op3(&weight.contiguous()?, &bias.contiguous()?, Conv2dCpu(params)),
+            .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op),
         (false, bias) => {
             let y = x.conv2d(weight, params.padding, params.stride, 1, 1)?;
-            match bias {
-                Some(bias) => y.broadcast_add(&bias.reshape((1, (), 1, 1))?),
-                None => Ok(y),
+            let y = match bias {
+                Some(bias) => y.broadcast_add(&bias.reshape((1, (), 1, 1))?)?,
+                None => y,
+            };
+            match activation {
+                Activation::Identity => Ok(y),
+                Activation::Relu => y.relu(),
             }
         }
     }
@@ -461,7 +492,7 @@ fn bias_gradient<T: Element>(dy: &[T], g: &Geometry) -> Vec<T> {
 /// The passes, as one kernel type for [`dispatch`].
 enum ConvKernel {
     /// Operands: x, weight, and the bias if any.
-    Forward(Geometry),
+    Forward(Geometry, Activation),
     /// Operands: dy, weight.
     InputGradient(Geometry),
     /// Operands: dy, x.
@@ -473,13 +504,20 @@ enum ConvKernel {
 impl Kernel for ConvKernel {
     fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T> {
         match self {
-            ConvKernel::Forward(g) if winograd::applies(g) => {
-                winograd::forward(operands[0], operands[1], operands.get(2).copied(), g)
+            ConvKernel::Forward(g, activation) => {
+                let (x, weight, bias) = (operands[0], operands[1], operands.get(2).copied());
+                let mut y = if winograd::applies(g) {
+                    winograd::forward(x, weight, bias, g)
+                } else if let Some(bands) = banded::Bands::of::<T>(g) {
+                    banded::forward(x, weight, bias, g, bands)
+                } else {
+                    forward(x, weight, bias, g)
+                };
+                if *activation == Activation::Relu {
+                    relu_in_place(&mut y);
+                }
+                y
             }
-            ConvKernel::Forward(g) => match banded::Bands::of::<T>(g) {
-                Some(bands) => banded::forward(operands[0], operands[1], operands.get(2).copied(), g, bands),
-                None => forward(operands[0], operands[1], operands.get(2).copied(), g),
-            },
             ConvKernel::BiasGradient(g) => bias_gradient(operands[0], g),
             ConvKernel::InputGradient(g) if winograd::applies(g) => {
                 winograd::input_gradient(operands[0], operands[1], g)
@@ -499,10 +537,22 @@ impl Kernel for ConvKernel {
     }
 }
 
-/// The forward convolution (arguments: input, weight, and the bias as a third argument).
-struct Conv2dCpu(Conv2dParams);
+/// The forward convolution (arguments: input, weight, and the bias as a third
+/// argument), followed by its activation.
+struct Conv2dCpu {
+    params: Conv2dParams,
+    activation: Activation,
+}
 
 impl Conv2dCpu {
+    /// The gradient reaching the convolution itself: `dy` through the activation.
+    fn output_gradient(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        match self.activation {
+            Activation::Identity => dy.contiguous(),
+            Activation::Relu => relu_gradient(dy, y),
+        }
+    }
+
     fn gradients(
         &self,
         g: Geometry,
@@ -526,24 +576,31 @@ impl Conv2dCpu {
 
 impl CustomOp2 for Conv2dCpu {
     fn name(&self) -> &'static str {
-        "caf-conv2d"
+        match self.activation {
+            Activation::Identity => "caf-conv2d",
+            Activation::Relu => "caf-conv2d-relu",
+        }
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(l1.dims(), l2.dims(), self.0)?;
-        let y = dispatch(CustomOp2::name(self), &ConvKernel::Forward(g), &[(s1, l1), (s2, l2)])?;
+        let g = Geometry::new(l1.dims(), l2.dims(), self.params)?;
+        let kernel = ConvKernel::Forward(g, self.activation);
+        let y = dispatch(CustomOp2::name(self), &kernel, &[(s1, l1), (s2, l2)])?;
         Ok((y, g.output_shape()))
     }
 
-    fn bwd(&self, x: &Tensor, weight: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = Geometry::new(x.dims(), weight.dims(), self.0)?;
-        self.gradients(g, x, weight, &dy.contiguous()?)
+    fn bwd(&self, x: &Tensor, weight: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = Geometry::new(x.dims(), weight.dims(), self.params)?;
+        self.gradients(g, x, weight, &self.output_gradient(y, dy)?)
     }
 }
 
 impl CustomOp3 for Conv2dCpu {
     fn name(&self) -> &'static str {
-        "caf-conv2d-bias"
+        match self.activation {
+            Activation::Identity => "caf-conv2d-bias",
+            Activation::Relu => "caf-conv2d-bias-relu",
+        }
     }
 
     fn cpu_fwd(
@@ -555,15 +612,12 @@ impl CustomOp3 for Conv2dCpu {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(l1.dims(), l2.dims(), self.0)?;
+        let g = Geometry::new(l1.dims(), l2.dims(), self.params)?;
         if l3.dims() != [g.out_channels] {
             candle_core::bail!("conv2d: bias {:?} must have {} values", l3.dims(), g.out_channels)
         }
-        let y = dispatch(
-            CustomOp3::name(self),
-            &ConvKernel::Forward(g),
-            &[(s1, l1), (s2, l2), (s3, l3)],
-        )?;
+        let kernel = ConvKernel::Forward(g, self.activation);
+        let y = dispatch(CustomOp3::name(self), &kernel, &[(s1, l1), (s2, l2), (s3, l3)])?;
         Ok((y, g.output_shape()))
     }
 
@@ -572,11 +626,11 @@ impl CustomOp3 for Conv2dCpu {
         x: &Tensor,
         weight: &Tensor,
         bias: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = Geometry::new(x.dims(), weight.dims(), self.0)?;
-        let dy = dy.contiguous()?;
+        let g = Geometry::new(x.dims(), weight.dims(), self.params)?;
+        let dy = self.output_gradient(y, dy)?;
         let (dx, dw) = self.gradients(g, x, weight, &dy)?;
         let db = if bias.track_op() {
             Some(dy.apply_op1_no_bwd(&Conv2dBiasGradient(g))?)

@@ -34,6 +34,20 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// `max(v, 0)` for every value, in place (a NaN becomes 0, as in [`relu`]).
+pub(crate) fn relu_in_place<T: Element>(values: &mut [T]) {
+    values.par_chunks_mut(CHUNK).for_each(|chunk| {
+        for v in chunk {
+            *v = if *v > T::ZERO { *v } else { T::ZERO };
+        }
+    });
+}
+
+/// `dy` where `y`, a ReLU's output, is positive, else 0.
+pub(crate) fn relu_gradient(dy: &Tensor, y: &Tensor) -> Result<Tensor> {
+    dy.contiguous()?.apply_op2_no_bwd(y, &ReluGradient)
+}
+
 // Indexed parallel collects write straight into the new buffer (no zeroing pass).
 fn map<T: Element>(input: &[T], f: impl Fn(T) -> T + Sync + Send) -> Vec<T> {
     input.par_iter().with_min_len(CHUNK).map(|&x| f(x)).collect()
@@ -87,7 +101,7 @@ impl CustomOp1 for Relu {
     }
 
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(dy.contiguous()?.apply_op2_no_bwd(y, &ReluGradient)?))
+        Ok(Some(relu_gradient(dy, y)?))
     }
 }
 
@@ -116,7 +130,7 @@ impl CustomOp2 for AddRelu {
     }
 
     fn bwd(&self, _a: &Tensor, _b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let gradient = dy.contiguous()?.apply_op2_no_bwd(y, &ReluGradient)?;
+        let gradient = relu_gradient(dy, y)?;
         Ok((Some(gradient.clone()), Some(gradient)))
     }
 }

@@ -8,7 +8,8 @@
 //!   images or inside each product; 3×3 stride-1 layers with enough channels
 //!   and tiles by Winograd's F(2×2, 3×3) (2.25 times fewer multiplications,
 //!   in all three passes); the input gradient is skipped when the input is
-//!   not part of the graph (a network's image);
+//!   not part of the graph (a network's image); [`conv2d_relu`] with the
+//!   ReLU applied in the same operation;
 //! * [`relu`]: one parallel pass forward and one backward; [`add_relu`]: a
 //!   residual sum and its ReLU in one pass;
 //! * [`batch_norm_train`]: training-mode batch normalisation in one
@@ -28,6 +29,6 @@ mod reduce;
 mod storage;
 
 pub use batch_norm::{batch_norm_train, scale_shift, ChannelStats};
-pub use conv::{conv2d, Conv2dParams};
+pub use conv::{conv2d, conv2d_relu, Conv2dParams};
 pub use elementwise::{add_relu, relu};
 pub use storage::runs_on_cpu_kernels;

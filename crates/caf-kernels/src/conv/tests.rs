@@ -99,6 +99,40 @@ fn forward_and_all_gradients_match_candles_reference_ops() -> Result<()> {
     Ok(())
 }
 
+/// The fused ReLU gives what the ReLU after the convolution gives: the same
+/// output and the same gradients, bit for bit (the same kernels, the same mask).
+#[test]
+fn conv2d_relu_matches_relu_after_conv2d() -> Result<()> {
+    let mut clipped = 0;
+    for (input, weight, params) in CASES {
+        for (dtype, with_bias) in [(DType::F32, false), (DType::F32, true), (DType::F64, true)] {
+            let x = Var::from_tensor(&distinct_values(input)?.to_dtype(dtype)?)?;
+            let w = Var::from_tensor(&(distinct_values(weight)? * 0.7)?.to_dtype(dtype)?)?;
+            let b = Var::from_tensor(&(distinct_values(weight[0])? * 0.3)?.to_dtype(dtype)?)?;
+            let bias = with_bias.then_some(b.as_tensor());
+            let fused = conv2d_relu(&x, &w, bias, params)?;
+            let composed = crate::relu(&conv2d(&x, &w, bias, params)?)?;
+            let what = format!("{input:?} * {weight:?} {params:?} {dtype:?} bias {with_bias}");
+            let flat = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>();
+            assert_eq!(flat(&fused)?, flat(&composed)?, "forward {what}");
+            clipped += flat(&fused)?.iter().filter(|&&v| v == 0.0).count();
+            let probe = probe_like(fused.shape())?.to_dtype(dtype)?;
+            let fused = (fused * &probe)?.sum_all()?.backward()?;
+            let composed = (composed * &probe)?.sum_all()?.backward()?;
+            let vars: &[&Var] = if with_bias { &[&x, &w, &b] } else { &[&x, &w] };
+            for var in vars {
+                let (a, b) = (fused.get(var).expect("fused"), composed.get(var).expect("composed"));
+                assert_eq!(flat(a)?, flat(b)?, "gradient {what}");
+            }
+        }
+    }
+    assert!(
+        clipped > 100,
+        "only {clipped} outputs were clipped: the ReLU was hardly tested"
+    );
+    Ok(())
+}
+
 #[test]
 fn gradients_match_finite_differences() -> Result<()> {
     for (input, weight, params) in CASES {
