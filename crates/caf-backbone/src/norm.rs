@@ -1,7 +1,7 @@
 //! `BatchNorm2d` with torchvision's tensor names, training on caf-kernels'
 //! fused CPU kernel.
 
-use caf_kernels::{batch_norm_train, runs_on_cpu_kernels, scale_shift};
+use caf_kernels::{batch_norm_train, batch_norm_train_relu, relu, runs_on_cpu_kernels, scale_shift};
 use candle_core::{ModuleT, Result, Tensor, Var};
 use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, Init, VarBuilder};
 
@@ -50,6 +50,18 @@ impl BatchNorm2d {
         let scale = (&self.weight * inv_std)?;
         let shift = (&self.bias - (running_mean * &scale)?)?;
         Ok((scale, shift))
+    }
+
+    /// `relu(self.forward_t(x, train))`; training on the CPU as one operation
+    /// ([`caf_kernels::batch_norm_train_relu`]).
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train && runs_on_cpu_kernels(x) {
+            let (y, stats) = batch_norm_train_relu(x, &self.weight, &self.bias, EPS)?;
+            self.update_running(stats.mean, stats.variance, stats.count)?;
+            Ok(y)
+        } else {
+            relu(&self.forward_t(x, train)?)
+        }
     }
 
     fn update_running(&self, mean: Vec<f64>, biased_variance: Vec<f64>, count: usize) -> Result<()> {

@@ -1,6 +1,6 @@
 //! torchvision's ResNet-18 through `layer4`, followed by global average pooling.
 
-use caf_kernels::{add_relu, relu};
+use caf_kernels::add_relu;
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -60,7 +60,7 @@ impl BasicBlock {
 
 impl ModuleT for BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = relu(&self.bn1.forward_t(&self.conv1.forward(x)?, train)?)?;
+        let y = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
         let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
         let shortcut = match &self.downsample {
             Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, train)?,
@@ -101,7 +101,7 @@ impl ResNet18Encoder {
 
 impl ModuleT for ResNet18Encoder {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = relu(&self.bn1.forward_t(&self.conv1.forward(x)?, train)?)?;
+        let x = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
         let mut x = max_pool2d(
             &x,
             MaxPool2dConfig {

@@ -8,6 +8,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::elementwise::Activation;
 use crate::gemm::Element;
 use crate::reduce::{sum_and_dot, sum_map};
 use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
@@ -27,6 +28,23 @@ pub struct ChannelStats {
 /// statistics (for the running averages). Gradients reach `x`, `weight` and
 /// `bias`, the statistics' dependence on `x` included.
 pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<(Tensor, ChannelStats)> {
+    normalise(x, weight, bias, eps, Activation::Identity)
+}
+
+/// [`batch_norm_train`] followed by a ReLU, as one operation: the ReLU is
+/// applied in place and folded into the backward pass, so the normalised map
+/// before it is never a tensor of its own.
+pub fn batch_norm_train_relu(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<(Tensor, ChannelStats)> {
+    normalise(x, weight, bias, eps, Activation::Relu)
+}
+
+fn normalise(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    activation: Activation,
+) -> Result<(Tensor, ChannelStats)> {
     if !runs_on_cpu_kernels(x) {
         candle_core::bail!("batch_norm_train: runs on f32/f64 CPU tensors, got {:?}", x.dtype())
     }
@@ -57,7 +75,11 @@ pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) ->
         mean: stats.mean.clone(),
         inv_std: stats.variance.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
     };
-    let y = x.apply_op3(&weight.contiguous()?, &bias.contiguous()?, NormaliseOp(normalisation))?;
+    let y = x.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        NormaliseOp(normalisation, activation),
+    )?;
     Ok((y, stats))
 }
 
@@ -141,7 +163,7 @@ enum BatchNormKernel {
     /// Operands: x (`dims` only; the output is `2×C`: means, then biased variances).
     Statistics([usize; 4]),
     /// Operands: x, weight, bias.
-    Forward(Normalisation),
+    Forward(Normalisation, Activation),
     /// Operands: x, scale, shift.
     ScaleShift([usize; 4]),
     /// Operands: dy, x. Output `2×C`: `Σ dy`, then `Σ dy·x̂`.
@@ -154,7 +176,11 @@ impl Kernel for BatchNormKernel {
     fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T> {
         match self {
             BatchNormKernel::Statistics(dims) => statistics(operands[0], dims),
-            BatchNormKernel::Forward(n) => n.forward(operands[0], operands[1], operands[2]),
+            BatchNormKernel::Forward(n, activation) => {
+                let mut y = n.forward(operands[0], operands[1], operands[2]);
+                activation.apply_in_place(&mut y);
+                y
+            }
             BatchNormKernel::ScaleShift(dims) => scale_shift_planes(operands[0], operands[1], operands[2], dims),
             BatchNormKernel::GradientSums(n) => n.gradient_sums(operands[0], operands[1]),
             BatchNormKernel::InputGradient(n) => n.input_gradient(operands[0], operands[1], operands[2], operands[3]),
@@ -266,12 +292,15 @@ fn dims4(layout: &Layout) -> Result<[usize; 4]> {
     }
 }
 
-/// The normalisation with its backward (arguments: x, weight, bias).
-struct NormaliseOp(Normalisation);
+/// The normalisation and its activation, with their backward (arguments: x, weight, bias).
+struct NormaliseOp(Normalisation, Activation);
 
 impl CustomOp3 for NormaliseOp {
     fn name(&self) -> &'static str {
-        "caf-batch-norm"
+        match self.1 {
+            Activation::Identity => "caf-batch-norm",
+            Activation::Relu => "caf-batch-norm-relu",
+        }
     }
 
     fn cpu_fwd(
@@ -283,7 +312,7 @@ impl CustomOp3 for NormaliseOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let kernel = BatchNormKernel::Forward(self.0.clone());
+        let kernel = BatchNormKernel::Forward(self.0.clone(), self.1);
         let y = dispatch(self.name(), &kernel, &[(s1, l1), (s2, l2), (s3, l3)])?;
         Ok((y, l1.shape().clone()))
     }
@@ -293,10 +322,10 @@ impl CustomOp3 for NormaliseOp {
         x: &Tensor,
         weight: &Tensor,
         _bias: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dy = dy.contiguous()?;
+        let dy = self.1.input_gradient(y, dy)?;
         let sums = dy.apply_op2_no_bwd(x, &GradientSumsOp(self.0.clone()))?;
         let dx = dy.apply_op3_no_bwd(weight, &sums, &InputGradientOp(self.0.clone(), x.clone()))?;
         Ok((Some(dx), Some(sums.get(1)?), Some(sums.get(0)?)))
@@ -395,6 +424,37 @@ mod tests {
                     .max_all()?
                     .to_scalar::<f64>()?;
                 assert!(difference < 1e-10, "{dims:?}: {difference}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The fused ReLU gives what a ReLU after the normalisation gives, bit
+    /// for bit, in the output, the statistics and every gradient.
+    #[test]
+    fn the_fused_relu_matches_relu_after_batch_norm() -> Result<()> {
+        for dtype in [DType::F64, DType::F32] {
+            let dims = (3, 4, 5, 3);
+            let x = Var::from_tensor(&(distinct_values(dims)? * 3.0)?.to_dtype(dtype)?)?;
+            let (w, b) = parameters(dims.1)?;
+            let (w, b) = (
+                Var::from_tensor(&w.to_dtype(dtype)?)?,
+                Var::from_tensor(&b.to_dtype(dtype)?)?,
+            );
+            let (fused, fused_stats) = batch_norm_train_relu(&x, &w, &b, 1e-5)?;
+            let (normalised, stats) = batch_norm_train(&x, &w, &b, 1e-5)?;
+            let composed = crate::relu(&normalised)?;
+            let flat = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>();
+            assert_eq!(flat(&fused)?, flat(&composed)?, "{dtype:?}");
+            assert_eq!(fused_stats, stats);
+            let clipped = flat(&fused)?.iter().filter(|&&v| v == 0.0).count();
+            assert!(clipped > 20, "{dtype:?}: only {clipped} values clipped");
+            let probe = probe_like(fused.shape())?.to_dtype(dtype)?;
+            let fused = (fused * &probe)?.sum_all()?.backward()?;
+            let composed = (composed * &probe)?.sum_all()?.backward()?;
+            for var in [&x, &w, &b] {
+                let (a, c) = (fused.get(var).expect("fused"), composed.get(var).expect("composed"));
+                assert_eq!(flat(a)?, flat(c)?, "{dtype:?}");
             }
         }
         Ok(())

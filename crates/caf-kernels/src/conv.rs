@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::elementwise::{relu_gradient, relu_in_place};
+use crate::elementwise::Activation;
 use crate::gemm::{matmul, Element, Matrix, Threads};
 use crate::reduce::{add_assign, sum_map};
 use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
@@ -39,13 +39,6 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, params: Conv2d
 /// would otherwise allocate, zero and add a gradient for it).
 pub fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, params: Conv2dParams) -> Result<Tensor> {
     convolve(x, weight, bias, params, Activation::Relu)
-}
-
-/// What the convolution operation applies to its output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Activation {
-    Identity,
-    Relu,
 }
 
 fn convolve(
@@ -513,9 +506,7 @@ impl Kernel for ConvKernel {
                 } else {
                     forward(x, weight, bias, g)
                 };
-                if *activation == Activation::Relu {
-                    relu_in_place(&mut y);
-                }
+                activation.apply_in_place(&mut y);
                 y
             }
             ConvKernel::BiasGradient(g) => bias_gradient(operands[0], g),
@@ -545,14 +536,6 @@ struct Conv2dCpu {
 }
 
 impl Conv2dCpu {
-    /// The gradient reaching the convolution itself: `dy` through the activation.
-    fn output_gradient(&self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
-        match self.activation {
-            Activation::Identity => dy.contiguous(),
-            Activation::Relu => relu_gradient(dy, y),
-        }
-    }
-
     fn gradients(
         &self,
         g: Geometry,
@@ -591,7 +574,7 @@ impl CustomOp2 for Conv2dCpu {
 
     fn bwd(&self, x: &Tensor, weight: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = Geometry::new(x.dims(), weight.dims(), self.params)?;
-        self.gradients(g, x, weight, &self.output_gradient(y, dy)?)
+        self.gradients(g, x, weight, &self.activation.input_gradient(y, dy)?)
     }
 }
 
@@ -630,7 +613,7 @@ impl CustomOp3 for Conv2dCpu {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = Geometry::new(x.dims(), weight.dims(), self.params)?;
-        let dy = self.output_gradient(y, dy)?;
+        let dy = self.activation.input_gradient(y, dy)?;
         let (dx, dw) = self.gradients(g, x, weight, &dy)?;
         let db = if bias.track_op() {
             Some(dy.apply_op1_no_bwd(&Conv2dBiasGradient(g))?)

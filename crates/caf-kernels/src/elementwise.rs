@@ -34,17 +34,38 @@ pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// `max(v, 0)` for every value, in place (a NaN becomes 0, as in [`relu`]).
-pub(crate) fn relu_in_place<T: Element>(values: &mut [T]) {
-    values.par_chunks_mut(CHUNK).for_each(|chunk| {
-        for v in chunk {
-            *v = if *v > T::ZERO { *v } else { T::ZERO };
+/// What an operation applies to its output before handing it on, so that
+/// a following ReLU needs no tensor (and no gradient in candle's backward
+/// pass) of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Activation {
+    Identity,
+    Relu,
+}
+
+impl Activation {
+    /// Applies the activation to `values` in place (a NaN becomes 0 under ReLU, as in [`relu`]).
+    pub(crate) fn apply_in_place<T: Element>(self, values: &mut [T]) {
+        if self == Activation::Relu {
+            values.par_chunks_mut(CHUNK).for_each(|chunk| {
+                for v in chunk {
+                    *v = if *v > T::ZERO { *v } else { T::ZERO };
+                }
+            });
         }
-    });
+    }
+
+    /// The gradient before the activation, from its output `y` and the gradient `dy` after it.
+    pub(crate) fn input_gradient(self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Identity => dy.contiguous(),
+            Activation::Relu => relu_gradient(dy, y),
+        }
+    }
 }
 
 /// `dy` where `y`, a ReLU's output, is positive, else 0.
-pub(crate) fn relu_gradient(dy: &Tensor, y: &Tensor) -> Result<Tensor> {
+fn relu_gradient(dy: &Tensor, y: &Tensor) -> Result<Tensor> {
     dy.contiguous()?.apply_op2_no_bwd(y, &ReluGradient)
 }
 
