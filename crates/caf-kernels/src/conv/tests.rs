@@ -60,13 +60,23 @@ fn max_relative_difference(a: &Tensor, b: &Tensor) -> Result<f64> {
     Ok((a - b)?.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? / scale)
 }
 
+/// The dtypes and bias settings each case runs with.
+const VARIANTS: [(DType, bool); 3] = [(DType::F32, false), (DType::F32, true), (DType::F64, true)];
+
+/// Input, weight and bias variables of a case, in `dtype`.
+fn operands(input: &[usize], weight: &[usize], dtype: DType) -> Result<(Var, Var, Var)> {
+    Ok((
+        Var::from_tensor(&distinct_values(input)?.to_dtype(dtype)?)?,
+        Var::from_tensor(&(distinct_values(weight)? * 0.7)?.to_dtype(dtype)?)?,
+        Var::from_tensor(&(distinct_values(weight[0])? * 0.3)?.to_dtype(dtype)?)?,
+    ))
+}
+
 #[test]
 fn forward_and_all_gradients_match_candles_reference_ops() -> Result<()> {
     for (input, weight, params) in CASES {
-        for (dtype, with_bias) in [(DType::F32, false), (DType::F32, true), (DType::F64, true)] {
-            let x = Var::from_tensor(&distinct_values(input)?.to_dtype(dtype)?)?;
-            let w = Var::from_tensor(&(distinct_values(weight)? * 0.7)?.to_dtype(dtype)?)?;
-            let b = Var::from_tensor(&(distinct_values(weight[0])? * 0.3)?.to_dtype(dtype)?)?;
+        for (dtype, with_bias) in VARIANTS {
+            let (x, w, b) = operands(input, weight, dtype)?;
             let bias = with_bias.then_some(b.as_tensor());
             let ours = conv2d(&x, &w, bias, params)?;
             let reference = candle_conv(&x, &w, bias, params)?;
@@ -105,10 +115,8 @@ fn forward_and_all_gradients_match_candles_reference_ops() -> Result<()> {
 fn conv2d_relu_matches_relu_after_conv2d() -> Result<()> {
     let mut clipped = 0;
     for (input, weight, params) in CASES {
-        for (dtype, with_bias) in [(DType::F32, false), (DType::F32, true), (DType::F64, true)] {
-            let x = Var::from_tensor(&distinct_values(input)?.to_dtype(dtype)?)?;
-            let w = Var::from_tensor(&(distinct_values(weight)? * 0.7)?.to_dtype(dtype)?)?;
-            let b = Var::from_tensor(&(distinct_values(weight[0])? * 0.3)?.to_dtype(dtype)?)?;
+        for (dtype, with_bias) in VARIANTS {
+            let (x, w, b) = operands(input, weight, dtype)?;
             let bias = with_bias.then_some(b.as_tensor());
             let fused = conv2d_relu(&x, &w, bias, params)?;
             let composed = crate::relu(&conv2d(&x, &w, bias, params)?)?;
