@@ -168,7 +168,7 @@ impl Geometry {
     }
 
     /// [`Self::valid_columns`] of every kernel column.
-    fn all_valid_columns(&self) -> Vec<std::ops::Range<usize>> {
+    fn all_valid_columns(&self) -> Vec<Range<usize>> {
         (0..self.kernel_w).map(|kx| self.valid_columns(kx)).collect()
     }
 
@@ -229,7 +229,7 @@ fn im2col_channel<T: Element>(plane: &[T], g: &Geometry, rows: Range<usize>, col
                 out_row[valid.end..].fill(T::ZERO);
                 if !valid.is_empty() {
                     let start = iy * g.width + valid.start + kx - g.padding;
-                    copy_short(&mut out_row[valid.clone()], &plane[start..]);
+                    out_row[valid.clone()].copy_from_slice(&plane[start..start + valid.len()]);
                 }
             }
         }
@@ -287,19 +287,9 @@ fn im2col_channel_strided<T: Element>(
                 // Input column ox·s + kx − padding = (ox + shift)·s + q.
                 let first = valid.start * s + kx - g.padding;
                 let (q, start) = (first % s, first / s);
-                copy_short(&mut out_row[valid.clone()], &split[q * phase_len + start..]);
+                out_row[valid.clone()].copy_from_slice(&split[q * phase_len + start..][..valid.len()]);
             }
         }
-    }
-}
-
-/// `out = source[..out.len()]` as an inlined loop: the rows copied are tens
-/// of elements long, where a call to `memcpy` costs as much as the copy.
-#[inline(always)]
-fn copy_short<T: Copy>(out: &mut [T], source: &[T]) {
-    let source = &source[..out.len()];
-    for (o, &s) in out.iter_mut().zip(source) {
-        *o = s;
     }
 }
 
