@@ -240,8 +240,8 @@ fn im2col_channel<T: Element>(plane: &[T], g: &Geometry, rows: Range<usize>, col
 /// are first split into their `stride` phases (phase `q` of a row holds its
 /// columns `q, q + s, q + 2s, …`), so that every kernel column's samples
 /// are one contiguous run of a phase instead of a strided gather, and each
-/// input row is split once however many kernel rows read it (together 4
-/// times faster on AlexNet's and ResNet's first layers).
+/// input row is split once however many kernel rows read it (together
+/// 2.7–3 times faster on AlexNet's and ResNet's first layers).
 fn im2col_channel_strided<T: Element>(
     plane: &[T],
     g: &Geometry,
@@ -445,8 +445,8 @@ fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry) -> Vec<T> {
 /// `dWᵀ += cols · dyᵀ` for one image's (or band's) columns and output gradient.
 ///
 /// The transposed sum is the one `gemm` runs fastest (both operands and the
-/// destination read along their rows: 105–112 GFLOPS on one core against
-/// 86–104 for `dW += dy · colsᵀ`), and it is turned round once at the end.
+/// destination read along their rows: 103–114 GFLOPS on one core against
+/// 83–111 for `dW += dy · colsᵀ`), and it is turned round once at the end.
 fn accumulate_weight_gradient<T: Element>(dw_t: &mut [T], cols: Matrix<T>, dy: Matrix<T>, threads: Threads) {
     matmul(dw_t, true, cols, dy.t(), threads)
 }
