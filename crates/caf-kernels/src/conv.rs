@@ -13,7 +13,8 @@ use rayon::prelude::*;
 
 use crate::elementwise::Activation;
 use crate::gemm::{matmul, Element, Matrix, Threads};
-use crate::reduce::{add_assign, sum_map};
+use crate::parallel::for_each_block;
+use crate::reduce::{sum_map, sum_parts};
 use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
 
 /// Stride and zero padding of a convolution, equal on both axes
@@ -414,30 +415,26 @@ fn input_gradient<T: Element>(dy: &[T], weight: &[T], g: &Geometry) -> Vec<T> {
     dx
 }
 
-/// `dW = Σ_b dy_b · cols(x_b)ᵀ`, summed per thread then across threads.
+/// `dW = Σ_b dy_b · cols(x_b)ᵀ`, summed per worker then across workers.
 fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry) -> Vec<T> {
-    let accumulate = |images: Range<usize>, threads: Threads| -> Vec<T> {
-        let mut dw_t = vec![T::ZERO; g.out_channels * g.patch()];
-        let mut buffer = vec![T::ZERO; column_buffer_len(g)];
+    let len = g.out_channels * g.patch();
+    let scratch = || (vec![T::ZERO; len], vec![T::ZERO; column_buffer_len(g)]);
+    let accumulate = |images: Range<usize>, (dw_t, buffer): &mut (Vec<T>, Vec<T>), threads: Threads| {
         for b in images {
             let dy_b = Matrix::row_major(&dy[b * g.output_len()..], g.out_channels, g.positions());
-            accumulate_weight_gradient(&mut dw_t, columns(x, b, g, &mut buffer, threads), dy_b, threads);
+            accumulate_weight_gradient(dw_t, columns(x, b, g, buffer, threads), dy_b, threads);
         }
-        dw_t
     };
     let dw_t = if g.parallel_over_images() {
-        let threads = rayon::current_num_threads();
-        let per_thread = g.batch.div_ceil(threads);
-        (0..threads)
-            .into_par_iter()
-            .map(|t| accumulate(t * per_thread..((t + 1) * per_thread).min(g.batch), Threads::One))
-            .reduce_with(|mut total, part| {
-                add_assign(&mut total, &part);
-                total
-            })
-            .unwrap_or_else(|| vec![T::ZERO; g.out_channels * g.patch()])
+        let per_worker = g.batch.div_ceil(rayon::current_num_threads());
+        let parts = for_each_block(g.batch, per_worker, scratch, |images, worker| {
+            accumulate(images, worker, Threads::One)
+        });
+        sum_parts(parts.into_iter().map(|(dw_t, _)| dw_t), len)
     } else {
-        accumulate(0..g.batch, Threads::All)
+        let mut all = scratch();
+        accumulate(0..g.batch, &mut all, Threads::All);
+        all.0
     };
     weight_gradient_from_transposed(&dw_t, g)
 }

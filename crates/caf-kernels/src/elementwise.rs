@@ -49,7 +49,7 @@ impl Activation {
         if self == Activation::Relu {
             values.par_chunks_mut(CHUNK).for_each(|chunk| {
                 for v in chunk {
-                    *v = if *v > T::ZERO { *v } else { T::ZERO };
+                    *v = relu_value(*v);
                 }
             });
         }
@@ -61,6 +61,16 @@ impl Activation {
             Activation::Identity => dy.contiguous(),
             Activation::Relu => relu_gradient(dy, y),
         }
+    }
+}
+
+/// `max(x, 0)`, with a NaN mapped to 0.
+#[inline(always)]
+fn relu_value<T: Element>(x: T) -> T {
+    if x > T::ZERO {
+        x
+    } else {
+        T::ZERO
     }
 }
 
@@ -97,16 +107,9 @@ enum ReluKernel {
 impl Kernel for ReluKernel {
     fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T> {
         match self {
-            ReluKernel::Forward => map(operands[0], |x| if x > T::ZERO { x } else { T::ZERO }),
+            ReluKernel::Forward => map(operands[0], relu_value),
             ReluKernel::Gradient => zip_map(operands[0], operands[1], |dy, y| if y > T::ZERO { dy } else { T::ZERO }),
-            ReluKernel::AddForward => zip_map(operands[0], operands[1], |a, b| {
-                let sum = a + b;
-                if sum > T::ZERO {
-                    sum
-                } else {
-                    T::ZERO
-                }
-            }),
+            ReluKernel::AddForward => zip_map(operands[0], operands[1], |a, b| relu_value(a + b)),
         }
     }
 }

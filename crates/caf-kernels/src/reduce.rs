@@ -6,10 +6,20 @@ use crate::gemm::Element;
 const LANES: usize = 8;
 
 /// `total += part`, element by element: the workers' partial weight gradients summed.
-pub(crate) fn add_assign<T: Element>(total: &mut [T], part: &[T]) {
+fn add_assign<T: Element>(total: &mut [T], part: &[T]) {
     for (t, &p) in total.iter_mut().zip(part) {
         *t += p;
     }
+}
+
+/// The workers' partial sums added up in order, or `len` zeros when there are none.
+pub(crate) fn sum_parts<T: Element>(parts: impl IntoIterator<Item = Vec<T>>, len: usize) -> Vec<T> {
+    let mut parts = parts.into_iter();
+    let mut total = parts.next().unwrap_or_else(|| vec![T::ZERO; len]);
+    for part in parts {
+        add_assign(&mut total, &part);
+    }
+    total
 }
 
 /// `Σ f(vᵢ)`, accumulated in f64.

@@ -11,7 +11,7 @@ use std::ops::Range;
 use super::{accumulate_weight_gradient, im2col_rows, weight_gradient_from_transposed, Geometry};
 use crate::gemm::{matmul, Element, Matrix, Threads};
 use crate::parallel::{for_each_block, SharedOutput};
-use crate::reduce::add_assign;
+use crate::reduce::sum_parts;
 
 /// Bytes of one band's columns: half a core's L2 cache, the rest left to
 /// the GEMM's packed operands.
@@ -147,11 +147,7 @@ pub(super) fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry, bands
             }
         },
     );
-    let mut sums = sums.into_iter().map(|(dw_t, _)| dw_t);
-    let mut dw_t = sums.next().unwrap_or_else(|| vec![T::ZERO; len]);
-    for part in sums {
-        add_assign(&mut dw_t, &part);
-    }
+    let dw_t = sum_parts(sums.into_iter().map(|(dw_t, _)| dw_t), len);
     weight_gradient_from_transposed(&dw_t, g)
 }
 

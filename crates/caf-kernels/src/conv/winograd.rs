@@ -29,7 +29,7 @@ use self::transform::{sandwich, sandwich_into, Algorithm, Coefficients, Lanes, F
 use super::Geometry;
 use crate::gemm::{matmul, Element, Matrix, Threads};
 use crate::parallel::{for_each_block, SharedOutput};
-use crate::reduce::add_assign;
+use crate::reduce::sum_parts;
 
 /// Below this `C·K / (C + K)` (in and out channels) the tile transforms,
 /// which grow with `C + K`, cost more than the products save (`C·K`).
@@ -283,12 +283,28 @@ fn run_block<B: Block>(block: &B, tiles: Range<usize>, scratch: &mut B::Scratch)
     block.run(tiles, scratch)
 }
 
-/// One forward block: transform its tiles, multiply, transform back into the output.
-struct ForwardBlock<'a, T, const M: usize, const R: usize, const N: usize> {
+/// The input both kinds of block cut their tiles from, and how.
+struct InputTiles<'a, T, const M: usize, const R: usize, const N: usize> {
     c: &'a Coefficients<T, M, R, N>,
     g: &'a Geometry,
     tiling: Tiling,
     x: &'a [T],
+}
+
+impl<T: Element, const M: usize, const R: usize, const N: usize> InputTiles<'_, T, M, R, N> {
+    /// The chunks of `tiles`, with `Bᵀ d B` of their input tiles written into `v`.
+    #[inline(always)]
+    fn transform(&self, tiles: Range<usize>, v: &mut [T]) -> Vec<Chunk> {
+        let n = tiles.len();
+        let chunks = self.tiling.chunks(tiles);
+        transform_input_block(self.c, self.x, self.g, &chunks, n, v);
+        chunks
+    }
+}
+
+/// One forward block: transform its tiles, multiply, transform back into the output.
+struct ForwardBlock<'a, T, const M: usize, const R: usize, const N: usize> {
+    input: InputTiles<'a, T, M, R, N>,
     u: &'a [T],
     bias: Option<&'a [T]>,
     out: &'a SharedOutput<'a, T>,
@@ -300,11 +316,10 @@ impl<T: Element, const M: usize, const R: usize, const N: usize> Block for Forwa
 
     #[inline(always)]
     fn run(&self, tiles: Range<usize>, (v, m): &mut Self::Scratch) {
-        let (c, g) = (self.c, self.g);
+        let (c, g) = (self.input.c, self.input.g);
         let (k, ch, points) = (g.out_channels, g.channels, N * N);
         let n = tiles.len();
-        let chunks = self.tiling.chunks(tiles);
-        transform_input_block(c, self.x, g, &chunks, n, v);
+        let chunks = self.input.transform(tiles, v);
         for xi in 0..points {
             matmul(
                 &mut m[xi * k * n..(xi + 1) * k * n],
@@ -345,10 +360,7 @@ impl<T: Element, const M: usize, const R: usize, const N: usize> Block for Forwa
 /// One weight-gradient block: transform its input and output-gradient tiles
 /// and add their products to the worker's sums `du`.
 struct WeightBlock<'a, T, const M: usize, const R: usize, const N: usize> {
-    c: &'a Coefficients<T, M, R, N>,
-    g: &'a Geometry,
-    tiling: Tiling,
-    x: &'a [T],
+    input: InputTiles<'a, T, M, R, N>,
     dy: &'a [T],
 }
 
@@ -358,11 +370,10 @@ impl<T: Element, const M: usize, const R: usize, const N: usize> Block for Weigh
 
     #[inline(always)]
     fn run(&self, tiles: Range<usize>, (v, dm, du): &mut Self::Scratch) {
-        let (c, g) = (self.c, self.g);
+        let (c, g) = (self.input.c, self.input.g);
         let (k, ch, points) = (g.out_channels, g.channels, N * N);
         let n = tiles.len();
-        let chunks = self.tiling.chunks(tiles);
-        transform_input_block(c, self.x, g, &chunks, n, v);
+        let chunks = self.input.transform(tiles, v);
         let mut e = [[Lanes::<T>::default(); M]; M];
         let mut dm_tile = [[Lanes::<T>::default(); N]; N];
         for o in 0..k {
@@ -420,10 +431,7 @@ fn forward_with<T: Element, const M: usize, const R: usize, const N: usize>(
         || (vec![T::ZERO; points * ch * block], vec![T::ZERO; points * k * block]),
         |tiles, scratch| {
             let block = ForwardBlock {
-                c: &c,
-                g,
-                tiling,
-                x,
+                input: InputTiles { c: &c, g, tiling, x },
                 u: &u,
                 bias,
                 out: &out,
@@ -486,20 +494,13 @@ fn weight_gradient_with<T: Element, const M: usize, const R: usize, const N: usi
         },
         |tiles, scratch| {
             let block = WeightBlock {
-                c: &c,
-                g,
-                tiling,
-                x,
+                input: InputTiles { c: &c, g, tiling, x },
                 dy,
             };
             run_block(&block, tiles, scratch)
         },
     );
-    let mut sums = sums.into_iter().map(|(_, _, du)| du);
-    let mut du = sums.next().unwrap_or_else(|| vec![T::ZERO; points * k * ch]);
-    for part in sums {
-        add_assign(&mut du, &part);
-    }
+    let du = sum_parts(sums.into_iter().map(|(_, _, du)| du), points * k * ch);
     let taps = R * R;
     let mut dw = vec![T::ZERO; k * ch * taps];
     dw.par_chunks_mut(ch * taps).enumerate().for_each(|(o, dw_o)| {
