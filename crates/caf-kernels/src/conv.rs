@@ -381,16 +381,19 @@ fn forward<T: Element>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &Geometry) 
         &mut y,
         g.output_len(),
         column_buffer_len(g),
-        |b, y_b, buffer, threads| {
-            if let Some(bias) = bias {
-                for (row, &value) in y_b.chunks_exact_mut(g.positions()).zip(bias) {
-                    row.fill(value);
-                }
-            }
-            matmul(y_b, bias.is_some(), w, columns(x, b, g, buffer, threads), threads);
-        },
+        |b, y_b, buffer, threads| output_product(y_b, w, columns(x, b, g, buffer, threads), bias, threads),
     );
     y
+}
+
+/// `y = W · cols (+ bias per output channel)`, the bias written first and the product added to it.
+fn output_product<T: Element>(y: &mut [T], w: Matrix<T>, cols: Matrix<T>, bias: Option<&[T]>, threads: Threads) {
+    if let Some(bias) = bias {
+        for (row, &value) in y.chunks_exact_mut(cols.cols()).zip(bias) {
+            row.fill(value);
+        }
+    }
+    matmul(y, bias.is_some(), w, cols, threads);
 }
 
 /// `dx_b = col2im(Wᵀ · dy_b)` for every image.

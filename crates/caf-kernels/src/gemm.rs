@@ -56,6 +56,11 @@ impl<'a, T> Matrix<'a, T> {
         }
     }
 
+    /// Columns of the view.
+    pub(crate) fn cols(&self) -> usize {
+        self.cols
+    }
+
     /// Rows `first..first + rows` of this view.
     fn row_band(self, first: usize, rows: usize) -> Self {
         assert!(

@@ -8,8 +8,8 @@
 
 use std::ops::Range;
 
-use super::{accumulate_weight_gradient, im2col_rows, weight_gradient_from_transposed, Geometry};
-use crate::gemm::{matmul, Element, Matrix, Threads};
+use super::{accumulate_weight_gradient, im2col_rows, output_product, weight_gradient_from_transposed, Geometry};
+use crate::gemm::{Element, Matrix, Threads};
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::reduce::sum_parts;
 
@@ -104,18 +104,7 @@ pub(super) fn forward<T: Element>(x: &[T], weight: &[T], bias: Option<&[T]>, g: 
             for i in items {
                 let (image, first, n) = bands.write_columns(i, x, g, cols);
                 let product = &mut product[..g.out_channels * n];
-                if let Some(bias) = bias {
-                    for (row, &value) in product.chunks_exact_mut(n).zip(bias) {
-                        row.fill(value);
-                    }
-                }
-                matmul(
-                    product,
-                    bias.is_some(),
-                    w,
-                    Matrix::row_major(cols, g.patch(), n),
-                    Threads::One,
-                );
+                output_product(product, w, Matrix::row_major(cols, g.patch(), n), bias, Threads::One);
                 for (o, values) in product.chunks_exact(n).enumerate() {
                     out.slice(image * g.output_len() + o * g.positions() + first, n)
                         .copy_from_slice(values);
