@@ -1,9 +1,12 @@
 //! `BatchNorm2d` with torchvision's tensor names, training on caf-kernels'
 //! fused CPU kernel.
 
-use caf_kernels::{batch_norm_train, batch_norm_train_relu, relu, runs_on_cpu_kernels, scale_shift};
+use caf_kernels::{batch_norm_train, batch_norm_train_relu, relu, runs_on_cpu_kernels, scale_shift, ChannelStats};
 use candle_core::{ModuleT, Result, Tensor, Var};
 use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, Init, VarBuilder};
+
+/// caf-kernels' training-mode pass: `(x, weight, bias, eps) → (y, batch statistics)`.
+type TrainingNormalisation = fn(&Tensor, &Tensor, &Tensor, f64) -> Result<(Tensor, ChannelStats)>;
 
 /// torchvision's defaults.
 const EPS: f64 = 1e-5;
@@ -56,12 +59,17 @@ impl BatchNorm2d {
     /// ([`caf_kernels::batch_norm_train_relu`]).
     pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if train && runs_on_cpu_kernels(x) {
-            let (y, stats) = batch_norm_train_relu(x, &self.weight, &self.bias, EPS)?;
-            self.update_running(stats.mean, stats.variance, stats.count)?;
-            Ok(y)
+            self.train_on_cpu(x, batch_norm_train_relu)
         } else {
             relu(&self.forward_t(x, train)?)
         }
+    }
+
+    /// Training mode on caf-kernels' fused pass `normalise`, then the running statistics updated.
+    fn train_on_cpu(&self, x: &Tensor, normalise: TrainingNormalisation) -> Result<Tensor> {
+        let (y, stats) = normalise(x, &self.weight, &self.bias, EPS)?;
+        self.update_running(stats.mean, stats.variance, stats.count)?;
+        Ok(y)
     }
 
     fn update_running(&self, mean: Vec<f64>, biased_variance: Vec<f64>, count: usize) -> Result<()> {
@@ -83,11 +91,7 @@ impl BatchNorm2d {
 impl ModuleT for BatchNorm2d {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match (train, runs_on_cpu_kernels(x)) {
-            (true, true) => {
-                let (y, stats) = batch_norm_train(x, &self.weight, &self.bias, EPS)?;
-                self.update_running(stats.mean, stats.variance, stats.count)?;
-                Ok(y)
-            }
+            (true, true) => self.train_on_cpu(x, batch_norm_train),
             (true, false) => self.candle.forward_t(x, true),
             (false, _) => {
                 let (scale, shift) = self.folded()?;
