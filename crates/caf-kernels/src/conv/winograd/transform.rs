@@ -154,25 +154,16 @@ impl<T: Element> Mul<T> for Lanes<T> {
 impl<T: Element> Value<T> for Lanes<T> {}
 
 impl<T: Element> Lanes<T> {
-    /// Sets the first `len` lanes from `values` (the others keep their values).
+    /// Sets every lane from the first [`LANES`] of `values`.
     #[inline(always)]
-    pub(crate) fn load(&mut self, values: &[T], len: usize) {
-        if len == LANES {
-            // A fixed-size copy: vector moves instead of a call to memcpy.
-            self.0.copy_from_slice(&values[..LANES]);
-        } else {
-            self.0[..len].copy_from_slice(&values[..len]);
-        }
+    pub(crate) fn load_all(&mut self, values: &[T]) {
+        self.0.copy_from_slice(&values[..LANES]);
     }
 
-    /// Writes the first `len` lanes to `out`.
+    /// Writes every lane to the first [`LANES`] of `out`.
     #[inline(always)]
-    pub(crate) fn store(&self, out: &mut [T], len: usize) {
-        if len == LANES {
-            out[..LANES].copy_from_slice(&self.0);
-        } else {
-            out[..len].copy_from_slice(&self.0[..len]);
-        }
+    pub(crate) fn store_all(&self, out: &mut [T]) {
+        out[..LANES].copy_from_slice(&self.0);
     }
 }
 

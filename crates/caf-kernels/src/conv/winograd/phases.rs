@@ -1,0 +1,91 @@
+//! Planes laid out for the tile transforms' loads: zero-padded, each row
+//! split into its `M` column phases, so that one position of up to [`LANES`]
+//! consecutive tiles of a tile row (whose corners are `M` columns apart) is
+//! [`LANES`] consecutive elements: one vector load, without bounds checks.
+
+use rayon::prelude::*;
+
+use super::transform::LANES;
+use crate::gemm::Element;
+
+/// Every `height × width` plane of a tensor, shifted by `padding` rows and
+/// columns into a zero `rows × (M·row_len)` frame, each framed row stored as
+/// `M` phase rows of `row_len`: framed column `x` is element `x / M` of
+/// phase row `x % M`. Values falling outside the frame are dropped.
+pub(super) struct PhasePlanes<T, const M: usize> {
+    data: Vec<T>,
+    rows: usize,
+    row_len: usize,
+}
+
+impl<T: Element, const M: usize> PhasePlanes<T, M> {
+    pub(super) fn new(
+        source: &[T],
+        (height, width): (usize, usize),
+        padding: usize,
+        rows: usize,
+        row_len: usize,
+    ) -> Self {
+        let (plane, framed) = (height * width, rows * M * row_len);
+        let planes = source.len().checked_div(plane).unwrap_or(0);
+        // Slack: a chunk shorter than LANES at the very end still loads LANES values.
+        let mut data = vec![T::ZERO; planes * framed + LANES];
+        data[..planes * framed]
+            .par_chunks_mut(framed)
+            .zip(source.par_chunks(plane.max(1)))
+            .for_each(|(out, plane)| {
+                for (y, row) in plane.chunks_exact(width).enumerate().take(rows.saturating_sub(padding)) {
+                    let framed_row = &mut out[(y + padding) * M * row_len..][..M * row_len];
+                    for (x, &value) in row.iter().enumerate().take((M * row_len).saturating_sub(padding)) {
+                        let at = x + padding;
+                        framed_row[(at % M) * row_len + at / M] = value;
+                    }
+                }
+            });
+        Self { data, rows, row_len }
+    }
+
+    /// The [`LANES`] values of phase row `phase` of framed row `y` of `plane`
+    /// from element `x` on (those past the row's end belong to the next row
+    /// or to the slack, and are the caller's to ignore).
+    #[inline(always)]
+    pub(super) fn lanes(&self, plane: usize, y: usize, phase: usize, x: usize) -> &[T; LANES] {
+        let at = ((plane * self.rows + y) * M + phase) * self.row_len + x;
+        self.data[at..]
+            .first_chunk()
+            .expect("a load inside the frame plus its slack")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each lane holds the framed value it stands for: the source value
+    /// shifted by the padding, or zero in the frame around it.
+    #[test]
+    fn lanes_hold_the_padded_planes_split_by_phase() {
+        let (height, width, padding, rows, row_len) = (5, 7, 2, 10, 6);
+        let source: Vec<f64> = (0..2 * height * width).map(|i| i as f64 + 1.0).collect();
+        let planes = PhasePlanes::<f64, 2>::new(&source, (height, width), padding, rows, row_len);
+        for plane in 0..2 {
+            for y in 0..rows {
+                for phase in 0..2 {
+                    let lanes = planes.lanes(plane, y, phase, 0);
+                    for (j, &value) in lanes.iter().take(row_len).enumerate() {
+                        let (sy, sx) = (y as isize - 2, (2 * j + phase) as isize - 2);
+                        let inside = (0..height as isize).contains(&sy) && (0..width as isize).contains(&sx);
+                        let expected = if inside {
+                            source[plane * height * width + sy as usize * width + sx as usize]
+                        } else {
+                            0.0
+                        };
+                        assert_eq!(value, expected, "plane {plane} row {y} phase {phase} lane {j}");
+                    }
+                }
+            }
+        }
+        // The last row's lanes run into the slack without leaving the buffer.
+        assert_eq!(planes.lanes(1, rows - 1, 1, row_len - 1).len(), LANES);
+    }
+}
