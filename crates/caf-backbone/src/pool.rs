@@ -9,10 +9,11 @@
 //!   matrix products so it is differentiable on every device.
 //! * [`global_avg_pool`]: the mean over the spatial axes.
 
-use candle_core::{
-    backend::BackendStorage, CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Result, Shape, Tensor,
-};
-use rayon::prelude::*;
+mod max_cpu;
+
+use candle_core::{DType, Device, Result, Tensor};
+
+use self::max_cpu::MaxPool2dCpu;
 
 /// A square max-pooling window, as `torch.nn.MaxPool2d(kernel, stride, padding)`
 /// with `ceil_mode=False` and `dilation=1`.
@@ -52,7 +53,8 @@ pub fn max_pool2d(x: &Tensor, config: MaxPool2dConfig) -> Result<Tensor> {
     config.output_len(h)?;
     config.output_len(w)?;
     match x.device() {
-        Device::Cpu => x.contiguous()?.apply_op1(MaxPool2dCpu(config)),
+        Device::Cpu if x.track_op() => x.contiguous()?.apply_op1(MaxPool2dCpu::for_training(config)),
+        Device::Cpu => x.contiguous()?.apply_op1_no_bwd(&MaxPool2dCpu::for_inference(config)),
         _ => max_pool2d_composed(x, config),
     }
 }
@@ -142,170 +144,6 @@ fn adaptive_pool_matrix(input: usize, output: usize, dtype: DType, device: &Devi
         weights[i * input + start..i * input + end].fill(share);
     }
     Tensor::from_vec(weights, (output, input), device)?.to_dtype(dtype)
-}
-
-/// Scalar types the CPU kernels run on.
-trait PoolElem: Copy + PartialOrd + Default + std::ops::AddAssign + Send + Sync {}
-impl PoolElem for f32 {}
-impl PoolElem for f64 {}
-
-/// Geometry of one pooling call, shared by the forward and backward kernels.
-#[derive(Clone, Copy)]
-struct PoolGeometry {
-    config: MaxPool2dConfig,
-    in_h: usize,
-    in_w: usize,
-    out_h: usize,
-    out_w: usize,
-}
-
-impl PoolGeometry {
-    fn new(config: MaxPool2dConfig, dims: &[usize]) -> Result<(usize, Self)> {
-        let [b, c, in_h, in_w] = dims else {
-            candle_core::bail!("max_pool2d expects a B×C×H×W tensor, got shape {dims:?}")
-        };
-        let geometry = Self {
-            config,
-            in_h: *in_h,
-            in_w: *in_w,
-            out_h: config.output_len(*in_h)?,
-            out_w: config.output_len(*in_w)?,
-        };
-        Ok((b * c, geometry))
-    }
-
-    /// Index (within one plane) of the first maximum of window `(oy, ox)`;
-    /// a NaN in the window wins, as in PyTorch.
-    #[inline]
-    fn first_max<T: PoolElem>(&self, plane: &[T], oy: usize, ox: usize) -> usize {
-        let MaxPool2dConfig {
-            kernel,
-            stride,
-            padding,
-        } = self.config;
-        let y0 = (oy * stride).saturating_sub(padding);
-        let y1 = (oy * stride + kernel - padding).min(self.in_h);
-        let x0 = (ox * stride).saturating_sub(padding);
-        let x1 = (ox * stride + kernel - padding).min(self.in_w);
-        let mut best = y0 * self.in_w + x0;
-        let mut best_value = plane[best];
-        for y in y0..y1 {
-            for x in x0..x1 {
-                let index = y * self.in_w + x;
-                let value = plane[index];
-                #[allow(clippy::eq_op)] // `value != value` is the NaN test for any float type
-                if value > best_value || value != value {
-                    best = index;
-                    best_value = value;
-                    if value != value {
-                        return best;
-                    }
-                }
-            }
-        }
-        best
-    }
-
-    fn forward<T: PoolElem>(&self, planes: usize, input: &[T]) -> Vec<T> {
-        let (in_len, out_len) = (self.in_h * self.in_w, self.out_h * self.out_w);
-        let mut output = vec![T::default(); planes * out_len];
-        output
-            .par_chunks_mut(out_len)
-            .zip(input.par_chunks(in_len))
-            .for_each(|(out_plane, in_plane)| {
-                for oy in 0..self.out_h {
-                    for ox in 0..self.out_w {
-                        out_plane[oy * self.out_w + ox] = in_plane[self.first_max(in_plane, oy, ox)];
-                    }
-                }
-            });
-        output
-    }
-
-    fn backward<T: PoolElem>(&self, planes: usize, input: &[T], grad_output: &[T]) -> Vec<T> {
-        let (in_len, out_len) = (self.in_h * self.in_w, self.out_h * self.out_w);
-        let mut grad_input = vec![T::default(); planes * in_len];
-        grad_input
-            .par_chunks_mut(in_len)
-            .zip(input.par_chunks(in_len).zip(grad_output.par_chunks(out_len)))
-            .for_each(|(grad_plane, (in_plane, grad_out_plane))| {
-                for oy in 0..self.out_h {
-                    for ox in 0..self.out_w {
-                        let target = self.first_max(in_plane, oy, ox);
-                        grad_plane[target] += grad_out_plane[oy * self.out_w + ox];
-                    }
-                }
-            });
-        grad_input
-    }
-}
-
-fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: input must be contiguous"),
-    }
-}
-
-/// CPU forward of [`max_pool2d`]; its backward is [`MaxPool2dCpuBackward`].
-struct MaxPool2dCpu(MaxPool2dConfig);
-
-impl CustomOp1 for MaxPool2dCpu {
-    fn name(&self) -> &'static str {
-        "caf-max-pool2d"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (planes, g) = PoolGeometry::new(self.0, layout.dims())?;
-        let dims = layout.dims();
-        let shape = Shape::from((dims[0], dims[1], g.out_h, g.out_w));
-        let output = match storage {
-            CpuStorage::F32(data) => CpuStorage::F32(g.forward(planes, contiguous_slice(data, layout, self.name())?)),
-            CpuStorage::F64(data) => CpuStorage::F64(g.forward(planes, contiguous_slice(data, layout, self.name())?)),
-            other => candle_core::bail!("max_pool2d: unsupported dtype {:?} (use f32 or f64)", other.dtype()),
-        };
-        Ok((output, shape))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let grad = arg.apply_op2_no_bwd(&grad_res.contiguous()?, &MaxPool2dCpuBackward(self.0))?;
-        Ok(Some(grad))
-    }
-}
-
-/// Gradient of [`MaxPool2dCpu`] with respect to its input, given the input
-/// (first argument) and the output's gradient (second argument).
-struct MaxPool2dCpuBackward(MaxPool2dConfig);
-
-impl CustomOp2 for MaxPool2dCpuBackward {
-    fn name(&self) -> &'static str {
-        "caf-max-pool2d-backward"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (planes, g) = PoolGeometry::new(self.0, l1.dims())?;
-        if l2.dims() != [l1.dims()[0], l1.dims()[1], g.out_h, g.out_w] {
-            candle_core::bail!(
-                "max_pool2d backward: gradient shape {:?} does not match the output",
-                l2.dims()
-            )
-        }
-        let name = self.name();
-        let grad = match (s1, s2) {
-            (CpuStorage::F32(x), CpuStorage::F32(dy)) => {
-                CpuStorage::F32(g.backward(planes, contiguous_slice(x, l1, name)?, contiguous_slice(dy, l2, name)?))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(dy)) => {
-                CpuStorage::F64(g.backward(planes, contiguous_slice(x, l1, name)?, contiguous_slice(dy, l2, name)?))
-            }
-            _ => candle_core::bail!(
-                "max_pool2d backward: unsupported dtypes {:?}/{:?}",
-                s1.dtype(),
-                s2.dtype()
-            ),
-        };
-        Ok((grad, l1.shape().clone()))
-    }
 }
 
 #[cfg(test)]

@@ -208,3 +208,33 @@ fn windows_that_do_not_fit_are_errors() {
     let err = max_pool2d(&x, config).expect_err("2×2 input is smaller than a 3×3 window");
     assert!(err.to_string().contains("smaller than"), "{err}");
 }
+
+/// Inputs full of ties (as after a ReLU: many zeros), on odd shapes and every
+/// window: values and gradients equal the composition's, which picks each
+/// window's first maximum with `argmax`; the inference op gives the same values.
+#[test]
+fn ties_on_every_window_match_the_composition() -> Result<()> {
+    for shape in [(2, 3, 9, 11), (1, 2, 7, 6), (3, 1, 3, 5)] {
+        let n = shape.0 * shape.1 * shape.2 * shape.3;
+        let levels: Vec<f32> = (0..n).map(|i| ((i * 7919 % 13) / 5) as f32).collect();
+        let x = Var::from_tensor(&Tensor::from_vec(levels, shape, &Device::Cpu)?)?;
+        let weights = distinct_input(shape, DType::F32)?;
+        for config in WINDOWS {
+            let ours = max_pool2d(x.as_tensor(), config)?;
+            let composed = max_pool2d_composed(x.as_tensor(), config)?;
+            assert_eq!(max_abs_diff(&ours, &composed)?, 0.0, "{config:?} {shape:?}");
+            let inference = max_pool2d(&x.as_tensor().detach(), config)?;
+            assert_eq!(max_abs_diff(&ours, &inference)?, 0.0, "{config:?} {shape:?}");
+            let weights = weights.narrow(2, 0, ours.dim(2)?)?.narrow(3, 0, ours.dim(3)?)?;
+            let gradient = |y: Tensor| -> Result<Tensor> {
+                let grads = (y * &weights)?.sum_all()?.backward()?;
+                Ok(grads.get(x.as_tensor()).expect("gradient of the input").clone())
+            };
+            // Where windows overlap, their gradients are added in another
+            // order; a gradient sent to the wrong cell would be off by a weight.
+            let (ours, composed) = (gradient(ours)?, gradient(composed)?);
+            assert!(max_abs_diff(&ours, &composed)? < 1e-5, "{config:?} {shape:?}");
+        }
+    }
+    Ok(())
+}
