@@ -238,3 +238,26 @@ fn ties_on_every_window_match_the_composition() -> Result<()> {
     }
     Ok(())
 }
+
+/// Inputs so small that every window is clipped by the padding.
+#[test]
+fn every_window_clipped() -> Result<()> {
+    let config = MaxPool2dConfig {
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+    };
+    for shape in [(1, 2, 1, 1), (2, 1, 2, 2), (1, 1, 1, 3)] {
+        let x = Var::from_tensor(&distinct_input(shape, DType::F32)?)?;
+        let (ours, composed) = (
+            max_pool2d(x.as_tensor(), config)?,
+            max_pool2d_composed(x.as_tensor(), config)?,
+        );
+        assert_eq!(max_abs_diff(&ours, &composed)?, 0.0, "{shape:?}");
+        let grad = |y: Tensor| -> Result<Tensor> {
+            Ok(y.sum_all()?.backward()?.get(x.as_tensor()).expect("gradient").clone())
+        };
+        assert_eq!(max_abs_diff(&grad(ours)?, &grad(composed)?)?, 0.0, "{shape:?}");
+    }
+    Ok(())
+}
