@@ -341,10 +341,16 @@ fn for_each_image<T: Element>(
     work: impl Fn(usize, &mut [T], &mut [T], Threads) + Sync,
 ) {
     if g.parallel_over_images() {
-        out.par_chunks_mut(chunk).enumerate().for_each_init(
-            || vec![T::ZERO; buffer_len],
-            |buffer, (b, out)| work(b, out, buffer, Threads::One),
-        );
+        // One share of the images and one column buffer per worker (rayon's
+        // `for_each_init` makes a buffer per job split, often several per
+        // worker, each a zeroed allocation as large as an image's columns).
+        let share = g.batch.div_ceil(rayon::current_num_threads());
+        out.par_chunks_mut(share * chunk).enumerate().for_each(|(w, outs)| {
+            let mut buffer = vec![T::ZERO; buffer_len];
+            for (i, out) in outs.chunks_mut(chunk).enumerate() {
+                work(w * share + i, out, &mut buffer, Threads::One);
+            }
+        });
     } else {
         let mut buffer = vec![T::ZERO; buffer_len];
         for (b, out) in out.chunks_mut(chunk).enumerate() {
@@ -678,4 +684,6 @@ mod banded;
 mod grouped;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod timing;
 mod winograd;
