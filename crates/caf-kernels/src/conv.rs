@@ -684,6 +684,4 @@ mod banded;
 mod grouped;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod timing;
 mod winograd;

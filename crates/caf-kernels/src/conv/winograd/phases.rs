@@ -30,18 +30,23 @@ impl<T: Element, const M: usize> PhasePlanes<T, M> {
         let planes = source.len().checked_div(plane).unwrap_or(0);
         // Slack: a chunk shorter than LANES at the very end still loads LANES values.
         let mut data = vec![T::ZERO; planes * framed + LANES];
+        // Each row is copied into a zero-framed line, then dealt out by phase
+        // (for M = 2 a loop over pairs, which compiles to shuffles; indexing
+        // each value's phase and place measured 2 % of an AlexNet CAF step).
+        let copied = width.min((M * row_len).saturating_sub(padding));
         data[..planes * framed]
             .par_chunks_mut(framed)
             .zip(source.par_chunks(plane.max(1)))
-            .for_each(|(out, plane)| {
-                for (y, row) in plane.chunks_exact(width).enumerate().take(rows.saturating_sub(padding)) {
-                    let framed_row = &mut out[(y + padding) * M * row_len..][..M * row_len];
-                    for (x, &value) in row.iter().enumerate().take((M * row_len).saturating_sub(padding)) {
-                        let at = x + padding;
-                        framed_row[(at % M) * row_len + at / M] = value;
+            .for_each_init(
+                || vec![T::ZERO; M * row_len],
+                |line, (out, plane)| {
+                    for (y, row) in plane.chunks_exact(width).enumerate().take(rows.saturating_sub(padding)) {
+                        line[padding..padding + copied].copy_from_slice(&row[..copied]);
+                        let framed_row = &mut out[(y + padding) * M * row_len..][..M * row_len];
+                        deal_out::<T, M>(line, framed_row, row_len);
                     }
-                }
-            });
+                },
+            );
         Self { data, rows, row_len }
     }
 
@@ -54,6 +59,23 @@ impl<T: Element, const M: usize> PhasePlanes<T, M> {
         self.data[at..]
             .first_chunk()
             .expect("a load inside the frame plus its slack")
+    }
+}
+
+/// `line` into `M` rows of `row_len`: element `j` of row `p` is `line[j·M + p]`.
+#[inline(always)]
+fn deal_out<T: Element, const M: usize>(line: &[T], rows: &mut [T], row_len: usize) {
+    if M == 2 {
+        let (even, odd) = rows.split_at_mut(row_len);
+        for ((pair, e), o) in line.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
+            (*e, *o) = (pair[0], pair[1]);
+        }
+        return;
+    }
+    for (j, group) in line.chunks_exact(M).enumerate() {
+        for (p, &value) in group.iter().enumerate() {
+            rows[p * row_len + j] = value;
+        }
     }
 }
 
