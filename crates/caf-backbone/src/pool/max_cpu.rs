@@ -253,7 +253,7 @@ impl PoolGeometry {
 
     /// The pooled planes and, when `PLACES`, for every output the index in
     /// its plane of the maximum it took (else an empty vector).
-    pub(super) fn forward<T: PoolElem, const PLACES: bool>(&self, planes: usize, input: &[T]) -> (Vec<T>, Vec<u32>) {
+    fn forward<T: PoolElem, const PLACES: bool>(&self, planes: usize, input: &[T]) -> (Vec<T>, Vec<u32>) {
         let (in_len, out_len, scratch_len) = (self.in_h * self.in_w, self.out_h * self.out_w, self.in_h * self.out_w);
         let mut output = vec![T::default(); planes * out_len];
         let mut at = vec![0u32; if PLACES { planes * out_len } else { 0 }];
@@ -277,6 +277,15 @@ impl PoolGeometry {
             });
         }
         (output, at)
+    }
+
+    /// [`Self::forward`], keeping the places or not.
+    fn forward_keeping<T: PoolElem>(&self, places: bool, planes: usize, input: &[T]) -> (Vec<T>, Vec<u32>) {
+        if places {
+            self.forward::<T, true>(planes, input)
+        } else {
+            self.forward::<T, false>(planes, input)
+        }
     }
 
     /// The input gradient: each output's gradient added at its maximum.
@@ -331,24 +340,14 @@ impl CustomOp1 for MaxPool2dCpu {
         let (planes, g) = PoolGeometry::new(self.config, layout.dims())?;
         let dims = layout.dims();
         let shape = Shape::from((dims[0], dims[1], g.out_h, g.out_w));
-        let training = self.argmax.is_some();
+        let places = self.argmax.is_some();
         let (output, at) = match storage {
             CpuStorage::F32(data) => {
-                let x = contiguous_slice(data, layout, self.name())?;
-                let (y, at) = if training {
-                    g.forward::<_, true>(planes, x)
-                } else {
-                    g.forward::<_, false>(planes, x)
-                };
+                let (y, at) = g.forward_keeping(places, planes, contiguous_slice(data, layout, self.name())?);
                 (CpuStorage::F32(y), at)
             }
             CpuStorage::F64(data) => {
-                let x = contiguous_slice(data, layout, self.name())?;
-                let (y, at) = if training {
-                    g.forward::<_, true>(planes, x)
-                } else {
-                    g.forward::<_, false>(planes, x)
-                };
+                let (y, at) = g.forward_keeping(places, planes, contiguous_slice(data, layout, self.name())?);
                 (CpuStorage::F64(y), at)
             }
             other => candle_core::bail!("max_pool2d: unsupported dtype {:?} (use f32 or f64)", other.dtype()),
