@@ -118,6 +118,9 @@ impl PoolGeometry {
         let [b, c, in_h, in_w] = dims else {
             candle_core::bail!("max_pool2d expects a B×C×H×W tensor, got shape {dims:?}")
         };
+        if u32::try_from(in_h * in_w).is_err() {
+            candle_core::bail!("max_pool2d: a {in_h}×{in_w} plane is too large (places are kept as u32)")
+        }
         let geometry = Self {
             config,
             in_h: *in_h,
