@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::elementwise::Activation;
 use crate::gemm::{matmul, Element, Matrix, Threads};
-use crate::parallel::for_each_block;
+use crate::parallel::{for_each_block, SharedOutput};
 use crate::reduce::{sum_map, sum_parts};
 use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
 
@@ -344,13 +344,18 @@ fn for_each_image<T: Element>(
         // One share of the images and one column buffer per worker (rayon's
         // `for_each_init` makes a buffer per job split, often several per
         // worker, each a zeroed allocation as large as an image's columns).
-        let share = g.batch.div_ceil(rayon::current_num_threads());
-        out.par_chunks_mut(share * chunk).enumerate().for_each(|(w, outs)| {
-            let mut buffer = vec![T::ZERO; buffer_len];
-            for (i, out) in outs.chunks_mut(chunk).enumerate() {
-                work(w * share + i, out, &mut buffer, Threads::One);
-            }
-        });
+        // Each image writes only its own chunk of `out`.
+        let shared = SharedOutput::new(out);
+        for_each_block(
+            g.batch,
+            g.batch,
+            || vec![T::ZERO; buffer_len],
+            |images, buffer| {
+                for b in images {
+                    work(b, shared.slice(b * chunk, chunk), buffer, Threads::One);
+                }
+            },
+        );
     } else {
         let mut buffer = vec![T::ZERO; buffer_len];
         for (b, out) in out.chunks_mut(chunk).enumerate() {
@@ -435,8 +440,7 @@ fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry) -> Vec<T> {
         }
     };
     let dw_t = if g.parallel_over_images() {
-        let per_worker = g.batch.div_ceil(rayon::current_num_threads());
-        let parts = for_each_block(g.batch, per_worker, scratch, |images, worker| {
+        let parts = for_each_block(g.batch, g.batch, scratch, |images, worker| {
             accumulate(images, worker, Threads::One)
         });
         sum_parts(parts.into_iter().map(|(dw_t, _)| dw_t), len)
