@@ -20,7 +20,7 @@ pub(crate) fn for_each_block<S: Send>(
     work: impl Fn(Range<usize>, &mut S) + Sync,
 ) -> Vec<S> {
     let block = block.max(1);
-    let workers = rayon::current_num_threads().min(total.div_ceil(block)).max(1);
+    let workers = rayon::current_num_threads().min(total).max(1);
     (0..workers)
         .into_par_iter()
         .map(|w| {
@@ -82,7 +82,7 @@ mod tests {
     #[test]
     fn every_item_runs_once_in_equal_shares() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("a pool");
-        for (total, block) in [(0, 4), (1, 4), (10, 3), (64, 64), (100, 7), (294, 64)] {
+        for (total, block) in [(0, 4), (1, 4), (2, 4), (10, 3), (10, 64), (64, 64), (100, 7), (294, 64)] {
             let mut seen = vec![0u8; total];
             let out = SharedOutput::new(&mut seen);
             let shares = pool.install(|| {
@@ -102,6 +102,8 @@ mod tests {
                 assert!(share.windows(2).all(|pair| pair[1] == pair[0] + 1), "{share:?}");
             }
             let lens: Vec<usize> = shares.iter().map(Vec::len).collect();
+            // Every worker gets a share, however few blocks the items make.
+            assert_eq!(lens.len(), total.clamp(1, 3), "{total} items in blocks of {block}: {lens:?}");
             let (least, most) = (lens.iter().min(), lens.iter().max());
             assert!(most.zip(least).is_none_or(|(m, l)| m - l <= 1), "{lens:?}");
             assert_eq!(lens.iter().sum::<usize>(), total);
