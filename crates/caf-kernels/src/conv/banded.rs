@@ -1,10 +1,12 @@
-//! Convolutions of too few images to share out (inference on one image)
-//! whose column matrix outgrows a core's cache, in bands of output rows:
-//! each band's columns are written and multiplied while they are still in
-//! L2 (a whole image's are 4.4 MB for AlexNet's first layer at 224 px, 7.4 MB
-//! for ResNet's stem), and the bands, not the rows of one product, are dealt
-//! out to the workers. With images enough to share out, whole images measured
-//! as fast; and a large weight would be packed again for every band.
+//! Convolutions whose column matrix outgrows a core's cache, in bands of
+//! output rows: each band's columns are written and multiplied while they
+//! are still in L2 (a whole image's are 4.4 MB for AlexNet's first layer at
+//! 224 px, 7.4 MB for ResNet's stem), and the bands, not the rows of one
+//! product, are dealt out to the workers. That is what lets one image
+//! (inference) use every core; with images enough to share out, bands still
+//! measured 4–10 % faster than whole images at batch 6 (first layers, both
+//! passes) and as fast at 16. A large weight is left to whole images: every
+//! band's product would pack it again.
 
 use std::ops::Range;
 
@@ -32,15 +34,13 @@ pub(super) struct Bands {
 }
 
 impl Bands {
-    /// The bands of `g` (for the forward pass and the weight gradient), if
-    /// its images are too few to share out, a whole image's columns outgrow
-    /// [`BAND_BYTES`], its weight is small, and there are bands enough for
-    /// every worker.
+    /// The bands of `g` (for the forward pass and the weight gradient), if a
+    /// whole image's columns outgrow [`BAND_BYTES`], its weight is small, and
+    /// there are bands enough for every worker.
     pub(super) fn of<T>(g: &Geometry) -> Option<Self> {
         let size = std::mem::size_of::<T>();
         let row_bytes = g.patch() * g.out_w * size;
         if g.is_pointwise()
-            || g.parallel_over_images()
             || row_bytes * g.out_h <= BAND_BYTES
             || g.out_channels * g.patch() * size > MAX_WEIGHT_BYTES
         {
@@ -169,17 +169,17 @@ mod tests {
     }
 
     #[test]
-    fn only_single_images_with_large_columns_and_small_weights_are_banded() {
+    fn only_large_columns_with_small_weights_are_banded() {
         let params = |stride, padding| Conv2dParams { stride, padding };
         let geometry = |input: [usize; 4], weight: [usize; 4], p| Geometry::new(&input, &weight, p).expect("geometry");
         // AlexNet's first layer at 224 px: 363 × 3025 columns (4.4 MB) per image, a 93 kB weight.
         let first = geometry([1, 3, 224, 224], [64, 3, 11, 11], params(4, 2));
         let bands = Bands::of::<f32>(&first).expect("banded");
         assert!(bands.columns_len(&first) * 4 <= BAND_BYTES && bands.rows * bands.per_image >= first.out_h);
-        // Images enough for every worker: whole images, one per worker at a time.
+        // With images enough for every worker, still bands.
         let threads = rayon::current_num_threads();
         let batch = geometry([2 * threads.max(2), 3, 224, 224], [64, 3, 11, 11], params(4, 2));
-        assert!(Bands::of::<f32>(&batch).is_none());
+        assert!(Bands::of::<f32>(&batch).is_some_and(|b| b.total == batch.batch * bands.per_image));
         // AlexNet's 5×5 layer: 4.7 MB of columns, but a 1.2 MB weight.
         let wide = geometry([1, 64, 27, 27], [192, 64, 5, 5], params(1, 2));
         assert!(Bands::of::<f32>(&wide).is_none());
