@@ -54,9 +54,11 @@ const MIN_SAVING_5X5: f64 = 2.3;
 /// Whether the forward pass and the input gradient run here: a 3×3 or 5×5
 /// kernel, stride 1, padding below the kernel side (the input gradient's
 /// padding is `r − 1 − padding`), channels enough for the transforms to pay
-/// off, a feature map large enough for the tiles, and images enough to share
-/// out whole blocks of tiles (with fewer, im2col's products split over the
-/// cores measured faster: batch-1 inference).
+/// off, a feature map large enough for the tiles, and images or tiles enough
+/// to give every worker whole blocks. At batch 1 that holds for AlexNet's
+/// 27×27 map (196 tiles; forward 2.45 → 1.9 ms) and ResNet's 56×56 and
+/// 28×28 ones (1.30 → 1.12 and 1.46 → 1.10 ms), not for 13×13 maps
+/// (49 tiles), where im2col's products split over the cores stay.
 pub(super) fn applies(g: &Geometry) -> bool {
     let (c, k, r) = (g.channels, g.out_channels, g.kernel_h);
     // Both algorithms in use make 2×2 output tiles from (r + 1)² products.
@@ -68,13 +70,15 @@ pub(super) fn applies(g: &Geometry) -> bool {
         && g.padding < r
         && c * k >= MIN_CHANNEL_BALANCE * (c + k)
         && (g.positions() * r * r) as f64 >= min_saving * tiled as f64
-        && g.parallel_over_images()
+        && (g.parallel_over_images() || Tiling::new(g, 2).total >= BLOCK_ALIGN * rayon::current_num_threads())
 }
 
 /// Whether the weight gradient runs here too: for 5×5 kernels only, since
-/// F(2×2, 3×3)'s weight gradient measured no faster than im2col's.
+/// F(2×2, 3×3)'s weight gradient measured no faster than im2col's, and with
+/// images enough to share out (a single image's measured slower: 2.85
+/// against 2.45 ms for AlexNet's conv2).
 pub(super) fn applies_to_weight_gradient(g: &Geometry) -> bool {
-    applies(g) && g.kernel_h == 5
+    applies(g) && g.kernel_h == 5 && g.parallel_over_images()
 }
 
 /// The convolution of `x` with `weight`, plus `bias`.
@@ -621,6 +625,26 @@ mod tests {
         check_passes(&F2X3);
         check_passes(&F4X3);
         check_passes(&F2X5);
+    }
+
+    /// On two workers: a single image runs here when its tiles give both
+    /// workers a block (AlexNet's 27×27 conv2, ResNet's 56×56 layer), except
+    /// for the weight gradient; a single 13×13 map stays with im2col.
+    #[test]
+    fn single_images_run_here_when_their_tiles_share_out() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
+        let geometry = |input: [usize; 4], weight: [usize; 4], padding| {
+            Geometry::new(&input, &weight, Conv2dParams { stride: 1, padding }).expect("geometry")
+        };
+        pool.install(|| {
+            let conv2 = geometry([1, 64, 27, 27], [192, 64, 5, 5], 2);
+            assert!(applies(&conv2) && !applies_to_weight_gradient(&conv2));
+            let batch = geometry([4, 64, 27, 27], [192, 64, 5, 5], 2);
+            assert!(applies(&batch) && applies_to_weight_gradient(&batch));
+            assert!(applies(&geometry([1, 64, 56, 56], [64, 64, 3, 3], 1)));
+            assert!(!applies(&geometry([1, 192, 13, 13], [384, 192, 3, 3], 1)));
+            assert!(applies(&geometry([4, 192, 13, 13], [384, 192, 3, 3], 1)));
+        });
     }
 
     /// Normwise relative error of f32 against an f64 reference.
