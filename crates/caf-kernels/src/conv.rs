@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use crate::elementwise::Activation;
 use crate::gemm::{matmul, Element, Matrix, Threads};
 use crate::parallel::{for_each_block, SharedOutput};
+use crate::phases::split_by_phase;
 use crate::reduce::{sum_map, sum_parts};
 use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
 
@@ -261,11 +262,7 @@ fn im2col_channel_strided<T: Element>(
         .chunks_exact(g.width)
         .zip(phases.chunks_exact_mut(s * phase_len))
     {
-        for (q, phase) in split.chunks_exact_mut(phase_len).enumerate() {
-            for (p, &value) in phase.iter_mut().zip(row[q.min(row.len())..].iter().step_by(s)) {
-                *p = value;
-            }
-        }
+        split_by_phase(row, s, split, phase_len);
     }
     let valid_columns = g.all_valid_columns();
     for ky in 0..g.kernel_h {

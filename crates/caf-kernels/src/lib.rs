@@ -25,6 +25,7 @@ mod conv;
 mod elementwise;
 mod gemm;
 mod parallel;
+pub mod phases;
 mod reduce;
 mod storage;
 

@@ -14,6 +14,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use caf_kernels::phases::split_by_phase;
 use candle_core::{backend::BackendStorage, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -30,30 +31,6 @@ impl PoolElem for f64 {}
 #[allow(clippy::eq_op)] // `x != x` is the NaN test for any float type
 fn replaces<T: PoolElem>(value: T, best: T) -> bool {
     (value > best) | ((value != value) & (best == best))
-}
-
-/// `row` split by stride phase into `phases` (`stride` runs of equal length):
-/// element `j` of run `p` is `row[j·stride + p]`. Stride 2 has its own loop,
-/// which compiles to shuffles; the generic one, vectorised for AVX-512, to
-/// scatter instructions that measured slower than scalar code.
-#[inline(always)]
-fn split_phases<T: PoolElem>(row: &[T], stride: usize, phases: &mut [T]) {
-    let phase_len = phases.len() / stride;
-    if stride == 2 {
-        let (even, odd) = phases.split_at_mut(phase_len);
-        for ((pair, e), o) in row.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
-            (*e, *o) = (pair[0], pair[1]);
-        }
-        if row.len() % 2 == 1 {
-            even[phase_len - 1] = row[row.len() - 1];
-        }
-        return;
-    }
-    for (phase, run) in phases.chunks_exact_mut(phase_len).enumerate() {
-        for (out, &value) in run.iter_mut().zip(row.iter().skip(phase).step_by(stride)) {
-            *out = value;
-        }
-    }
 }
 
 /// Where a run of candidates lies in the plane.
@@ -196,7 +173,7 @@ impl PoolGeometry {
             // windows is a contiguous run: tap `t` of window `ox` is element
             // `(first + t) / stride + ox` of phase `(first + t) % stride`.
             let phase_len = in_w.div_ceil(stride);
-            split_phases(row, stride, &mut phases[..stride * phase_len]);
+            split_by_phase(row, stride, phases, phase_len);
             let inner_places = if PLACES { &mut places[inner.clone()] } else { places };
             for tap in 0..kernel {
                 let (phase, start) = ((first + tap) % stride, (first + tap) / stride);

@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use super::transform::LANES;
 use crate::gemm::Element;
+use crate::phases::split_by_phase;
 
 /// Every `height × width` plane of a tensor, shifted by `padding` rows and
 /// columns into a zero `rows × (M·row_len)` frame, each framed row stored as
@@ -43,7 +44,7 @@ impl<T: Element, const M: usize> PhasePlanes<T, M> {
                     for (y, row) in plane.chunks_exact(width).enumerate().take(rows.saturating_sub(padding)) {
                         line[padding..padding + copied].copy_from_slice(&row[..copied]);
                         let framed_row = &mut out[(y + padding) * M * row_len..][..M * row_len];
-                        deal_out::<T, M>(line, framed_row, row_len);
+                        split_by_phase(line, M, framed_row, row_len);
                     }
                 },
             );
@@ -59,23 +60,6 @@ impl<T: Element, const M: usize> PhasePlanes<T, M> {
         self.data[at..]
             .first_chunk()
             .expect("a load inside the frame plus its slack")
-    }
-}
-
-/// `line` into `M` rows of `row_len`: element `j` of row `p` is `line[j·M + p]`.
-#[inline(always)]
-fn deal_out<T: Element, const M: usize>(line: &[T], rows: &mut [T], row_len: usize) {
-    if M == 2 {
-        let (even, odd) = rows.split_at_mut(row_len);
-        for ((pair, e), o) in line.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
-            (*e, *o) = (pair[0], pair[1]);
-        }
-        return;
-    }
-    for (j, group) in line.chunks_exact(M).enumerate() {
-        for (p, &value) in group.iter().enumerate() {
-            rows[p * row_len + j] = value;
-        }
     }
 }
 
