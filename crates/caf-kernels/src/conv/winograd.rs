@@ -27,12 +27,13 @@
 mod phases;
 mod transform;
 
+use std::marker::PhantomData;
 use std::ops::Range;
 
 use rayon::prelude::*;
 
 use self::phases::PhasePlanes;
-use self::transform::{sandwich, sandwich_into, Algorithm, Coefficients, Lanes, F2X3, F2X5, LANES};
+use self::transform::{sandwich, sandwich_into, Algorithm, F2x3, F2x5, Lanes, LANES};
 use super::Geometry;
 use crate::gemm::{matmul, Element, Matrix, Threads};
 use crate::parallel::{for_each_block, SharedOutput};
@@ -84,24 +85,24 @@ pub(super) fn applies_to_weight_gradient(g: &Geometry) -> bool {
 /// The convolution of `x` with `weight`, plus `bias`.
 pub(super) fn forward<T: Element>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &Geometry) -> Vec<T> {
     match g.kernel_h {
-        5 => forward_with(&F2X5, x, weight, bias, g),
-        _ => forward_with(&F2X3, x, weight, bias, g),
+        5 => forward_with::<T, F2x5, 2, 5, 6>(x, weight, bias, g),
+        _ => forward_with::<T, F2x3, 2, 3, 4>(x, weight, bias, g),
     }
 }
 
 /// The input gradient.
 pub(super) fn input_gradient<T: Element>(dy: &[T], weight: &[T], g: &Geometry) -> Vec<T> {
     match g.kernel_h {
-        5 => input_gradient_with(&F2X5, dy, weight, g),
-        _ => input_gradient_with(&F2X3, dy, weight, g),
+        5 => input_gradient_with::<T, F2x5, 2, 5, 6>(dy, weight, g),
+        _ => input_gradient_with::<T, F2x3, 2, 3, 4>(dy, weight, g),
     }
 }
 
 /// The weight gradient.
 pub(super) fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry) -> Vec<T> {
     match g.kernel_h {
-        5 => weight_gradient_with(&F2X5, dy, x, g),
-        _ => weight_gradient_with(&F2X3, dy, x, g),
+        5 => weight_gradient_with::<T, F2x5, 2, 5, 6>(dy, x, g),
+        _ => weight_gradient_with::<T, F2x3, 2, 3, 4>(dy, x, g),
     }
 }
 
@@ -201,14 +202,14 @@ fn block_len<T>(budget: usize, points: usize, rows: usize, tiling: Tiling, worke
 /// plus [`LANES`]: each chunk stores all its lanes, the ones past its end
 /// overwritten by the next chunk or falling into the row's slack).
 #[inline(always)]
-fn transform_input_block<T: Element, const M: usize, const R: usize, const N: usize>(
-    c: &Coefficients<T, M, R, N>,
+fn transform_input_block<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
     planes: &PhasePlanes<T, M>,
     channels: usize,
     chunks: &[Chunk],
     stride: usize,
     v: &mut [T],
 ) {
+    let c = A::coefficients::<T>();
     let mut d = [[Lanes::<T>::default(); N]; N];
     let mut v_tile = [[Lanes::<T>::default(); N]; N];
     for channel in 0..channels {
@@ -222,7 +223,7 @@ fn transform_input_block<T: Element, const M: usize, const R: usize, const N: us
             }
             sandwich_into(&c.bt, &d, &mut v_tile);
             for (xi, lanes) in v_tile.iter().flatten().enumerate() {
-                lanes.store_all(&mut v[(xi * channels + channel) * stride + chunk.offset..]);
+                lanes.store_all(&mut v[xi * point_stride(channels, stride) + channel * stride + chunk.offset..]);
             }
         }
     }
@@ -248,14 +249,14 @@ fn input_planes<T: Element, const M: usize, const R: usize, const N: usize>(
 /// parallel (so `U_ξ` is an `out × in` view with row stride `N²·in`), the
 /// kernels of [`LANES`] input channels transformed together (one kernel at a
 /// time, scalar, this took 3 % of an AlexNet CAF step).
-fn kernel_tiles<T: Element, const M: usize, const R: usize, const N: usize>(
-    c: &Coefficients<T, M, R, N>,
+fn kernel_tiles<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
     weight: &[T],
     out_channels: usize,
     channels: usize,
 ) -> Vec<T> {
     let mut u = vec![T::ZERO; out_channels * N * N * channels];
     u.par_chunks_mut(N * N * channels).enumerate().for_each(|(o, u_o)| {
+        let c = A::coefficients::<T>();
         let kernels = &weight[o * channels * R * R..][..channels * R * R];
         let mut kernel = [[Lanes::<T>::default(); R]; R];
         let mut transformed = [[Lanes::<T>::default(); N]; N];
@@ -298,23 +299,33 @@ fn run_block<B: Block>(block: &B, tiles: Range<usize>, scratch: &mut B::Scratch)
 }
 
 /// The input both kinds of block cut their tiles from, and how.
-struct InputTiles<'a, T, const M: usize, const R: usize, const N: usize> {
-    c: &'a Coefficients<T, M, R, N>,
+struct InputTiles<'a, T, A, const M: usize, const R: usize, const N: usize> {
+    algorithm: PhantomData<fn() -> A>,
     g: &'a Geometry,
     tiling: Tiling,
     planes: &'a PhasePlanes<T, M>,
 }
 
-impl<T: Element, const M: usize, const R: usize, const N: usize> InputTiles<'_, T, M, R, N> {
+impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize> InputTiles<'_, T, A, M, R, N> {
     /// The chunks of `tiles`, with `Bᵀ d B` of their input tiles written into
     /// `v` (rows of [`padded_row`]`(tiles.len())`).
     #[inline(always)]
     fn transform(&self, tiles: Range<usize>, v: &mut [T]) -> Vec<Chunk> {
         let stride = padded_row(tiles.len());
         let chunks = self.tiling.chunks(tiles);
-        transform_input_block(self.c, self.planes, self.g.channels, &chunks, stride, v);
+        transform_input_block::<T, A, M, R, N>(self.planes, self.g.channels, &chunks, stride, v);
         chunks
     }
+}
+
+/// Elements from one point `ξ`'s plane of `rows` rows of `row_len` to the
+/// next: one cache line more than the plane. A tile's `N²` points go to `N²`
+/// planes; with whole cache lines per row and channels a multiple of 64
+/// (every layer here) the planes would be whole multiples of 4 KiB apart, all
+/// on the same L1 sets, and the stores of the input transforms and the loads
+/// of the output transforms took most of the transforms' time.
+fn point_stride(rows: usize, row_len: usize) -> usize {
+    rows * row_len + LANES
 }
 
 /// Row length of a block's transformed tiles: its tiles plus [`LANES`] of
@@ -324,30 +335,32 @@ fn padded_row(tiles: usize) -> usize {
 }
 
 /// One forward block: transform its tiles, multiply, transform back into the output.
-struct ForwardBlock<'a, T, const M: usize, const R: usize, const N: usize> {
-    input: InputTiles<'a, T, M, R, N>,
+struct ForwardBlock<'a, T, A, const M: usize, const R: usize, const N: usize> {
+    input: InputTiles<'a, T, A, M, R, N>,
     u: &'a [T],
     bias: Option<&'a [T]>,
     out: &'a SharedOutput<'a, T>,
 }
 
-impl<T: Element, const M: usize, const R: usize, const N: usize> Block for ForwardBlock<'_, T, M, R, N> {
-    /// Transformed tiles, and products (with [`LANES`] of slack at the end:
-    /// every chunk loads all its lanes).
+impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize> Block
+    for ForwardBlock<'_, T, A, M, R, N>
+{
+    /// Transformed tiles, and products (each point's plane with [`LANES`]
+    /// of slack at its end: every chunk loads all its lanes).
     type Scratch = (Vec<T>, Vec<T>);
 
     #[inline(always)]
     fn run(&self, tiles: Range<usize>, (v, m): &mut Self::Scratch) {
-        let (c, g) = (self.input.c, self.input.g);
+        let (c, g) = (A::coefficients::<T>(), self.input.g);
         let (k, ch, points) = (g.out_channels, g.channels, N * N);
         let (n, stride) = (tiles.len(), padded_row(tiles.len()));
         let chunks = self.input.transform(tiles, v);
         for xi in 0..points {
             matmul(
-                &mut m[xi * k * n..(xi + 1) * k * n],
+                &mut m[xi * point_stride(k, n)..][..k * n],
                 false,
                 Matrix::strided(&self.u[xi * ch..], k, ch, points * ch, 1),
-                Matrix::strided(&v[xi * ch * stride..], ch, n, stride, 1),
+                Matrix::strided(&v[xi * point_stride(ch, stride)..], ch, n, stride, 1),
                 Threads::One,
             );
         }
@@ -358,7 +371,7 @@ impl<T: Element, const M: usize, const R: usize, const N: usize> Block for Forwa
             for chunk in &chunks {
                 for (a, row) in products.iter_mut().enumerate() {
                     for (b, lanes) in row.iter_mut().enumerate() {
-                        lanes.load_all(&m[((a * N + b) * k + o) * n + chunk.offset..]);
+                        lanes.load_all(&m[(a * N + b) * point_stride(k, n) + o * n + chunk.offset..]);
                     }
                 }
                 sandwich_into(&c.at, &products, &mut values);
@@ -381,20 +394,22 @@ impl<T: Element, const M: usize, const R: usize, const N: usize> Block for Forwa
 
 /// One weight-gradient block: transform its input and output-gradient tiles
 /// and add their products to the worker's sums `du`.
-struct WeightBlock<'a, T, const M: usize, const R: usize, const N: usize> {
-    input: InputTiles<'a, T, M, R, N>,
+struct WeightBlock<'a, T, A, const M: usize, const R: usize, const N: usize> {
+    input: InputTiles<'a, T, A, M, R, N>,
     /// The output gradient framed by [`output_planes`].
     dy: &'a PhasePlanes<T, M>,
 }
 
-impl<T: Element, const M: usize, const R: usize, const N: usize> Block for WeightBlock<'_, T, M, R, N> {
+impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize> Block
+    for WeightBlock<'_, T, A, M, R, N>
+{
     /// Transformed input tiles, transformed output-gradient tiles (both with
     /// rows of [`padded_row`]), the sums.
     type Scratch = (Vec<T>, Vec<T>, Vec<T>);
 
     #[inline(always)]
     fn run(&self, tiles: Range<usize>, (v, dm, du): &mut Self::Scratch) {
-        let (c, g) = (self.input.c, self.input.g);
+        let (c, g) = (A::coefficients::<T>(), self.input.g);
         let (k, ch, points) = (g.out_channels, g.channels, N * N);
         let (n, stride) = (tiles.len(), padded_row(tiles.len()));
         let chunks = self.input.transform(tiles, v);
@@ -410,7 +425,7 @@ impl<T: Element, const M: usize, const R: usize, const N: usize> Block for Weigh
                 }
                 sandwich_into(&c.a, &e, &mut dm_tile);
                 for (xi, lanes) in dm_tile.iter().flatten().enumerate() {
-                    lanes.store_all(&mut dm[(xi * k + o) * stride + chunk.offset..]);
+                    lanes.store_all(&mut dm[xi * point_stride(k, stride) + o * stride + chunk.offset..]);
                 }
             }
         }
@@ -418,8 +433,8 @@ impl<T: Element, const M: usize, const R: usize, const N: usize> Block for Weigh
             matmul(
                 &mut du[xi * k * ch..(xi + 1) * k * ch],
                 true,
-                Matrix::strided(&dm[xi * k * stride..], k, n, stride, 1),
-                Matrix::strided(&v[xi * ch * stride..], ch, n, stride, 1).t(),
+                Matrix::strided(&dm[xi * point_stride(k, stride)..], k, n, stride, 1),
+                Matrix::strided(&v[xi * point_stride(ch, stride)..], ch, n, stride, 1).t(),
                 Threads::One,
             );
         }
@@ -432,17 +447,15 @@ fn output_planes<T: Element, const M: usize>(dy: &[T], g: &Geometry, tiling: Til
     PhasePlanes::new(dy, (g.out_h, g.out_w), 0, tiling.rows * M, tiling.cols)
 }
 
-fn forward_with<T: Element, const M: usize, const R: usize, const N: usize>(
-    algorithm: &Algorithm<M, R, N>,
+fn forward_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
     x: &[T],
     weight: &[T],
     bias: Option<&[T]>,
     g: &Geometry,
 ) -> Vec<T> {
-    let c = algorithm.coefficients::<T>();
     let tiling = Tiling::new(g, M);
     let (k, ch, points) = (g.out_channels, g.channels, N * N);
-    let u = kernel_tiles(&c, weight, k, ch);
+    let u = kernel_tiles::<T, A, M, R, N>(weight, k, ch);
     let planes = input_planes::<T, M, R, N>(x, g, tiling);
     let mut y = vec![T::ZERO; g.batch * g.output_len()];
     // Each output element belongs to exactly one tile, each tile to one block.
@@ -453,14 +466,14 @@ fn forward_with<T: Element, const M: usize, const R: usize, const N: usize>(
         block,
         || {
             (
-                vec![T::ZERO; points * ch * padded_row(block)],
-                vec![T::ZERO; points * k * block + LANES],
+                vec![T::ZERO; points * point_stride(ch, padded_row(block))],
+                vec![T::ZERO; points * point_stride(k, block)],
             )
         },
         |tiles, scratch| {
-            let block = ForwardBlock {
+            let block = ForwardBlock::<T, A, M, R, N> {
                 input: InputTiles {
-                    c: &c,
+                    algorithm: PhantomData,
                     g,
                     tiling,
                     planes: &planes,
@@ -475,8 +488,7 @@ fn forward_with<T: Element, const M: usize, const R: usize, const N: usize>(
     y
 }
 
-fn input_gradient_with<T: Element, const M: usize, const R: usize, const N: usize>(
-    algorithm: &Algorithm<M, R, N>,
+fn input_gradient_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
     dy: &[T],
     weight: &[T],
     g: &Geometry,
@@ -500,18 +512,17 @@ fn input_gradient_with<T: Element, const M: usize, const R: usize, const N: usiz
         out_w: g.width,
         ..*g
     };
-    forward_with(algorithm, dy, &turned, None, &transposed)
+    forward_with::<T, A, M, R, N>(dy, &turned, None, &transposed)
 }
 
 /// `Gᵀ (Σ_tiles (A ∂y Aᵀ) ⊙ (Bᵀ d B)) G`, each worker summing its blocks'
 /// products, then the workers' sums added.
-fn weight_gradient_with<T: Element, const M: usize, const R: usize, const N: usize>(
-    algorithm: &Algorithm<M, R, N>,
+fn weight_gradient_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
     dy: &[T],
     x: &[T],
     g: &Geometry,
 ) -> Vec<T> {
-    let c = algorithm.coefficients::<T>();
+    let c = A::coefficients::<T>();
     let tiling = Tiling::new(g, M);
     let (k, ch, points) = (g.out_channels, g.channels, N * N);
     let block = block_len::<T>(WEIGHT_BLOCK_BYTES, points, ch + k, tiling, rayon::current_num_threads());
@@ -521,15 +532,15 @@ fn weight_gradient_with<T: Element, const M: usize, const R: usize, const N: usi
         block,
         || {
             (
-                vec![T::ZERO; points * ch * padded_row(block)],
-                vec![T::ZERO; points * k * padded_row(block)],
+                vec![T::ZERO; points * point_stride(ch, padded_row(block))],
+                vec![T::ZERO; points * point_stride(k, padded_row(block))],
                 vec![T::ZERO; points * k * ch],
             )
         },
         |tiles, scratch| {
-            let block = WeightBlock {
+            let block = WeightBlock::<T, A, M, R, N> {
                 input: InputTiles {
-                    c: &c,
+                    algorithm: PhantomData,
                     g,
                     tiling,
                     planes: &planes,
@@ -559,7 +570,7 @@ fn weight_gradient_with<T: Element, const M: usize, const R: usize, const N: usi
 
 #[cfg(test)]
 mod tests {
-    use super::transform::F4X3;
+    use super::transform::F4x3;
     use super::*;
     use crate::conv::Conv2dParams;
 
@@ -567,7 +578,7 @@ mod tests {
         (0..n).map(|i| ((i as f64 + seed) * 0.731).sin()).collect()
     }
 
-    fn check_passes<const M: usize, const R: usize, const N: usize>(algorithm: &Algorithm<M, R, N>) {
+    fn check_passes<A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>() {
         let cases: [([usize; 4], usize); 8] = [
             ([2, 3, 7, 6], 1),
             ([2, 20, 6, 6], 1), // kernels transformed LANES channels at a time: a chunk and a part
@@ -592,24 +603,24 @@ mod tests {
                 assert_eq!(ours.len(), reference.len(), "{what} {input:?}");
                 let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs()));
                 let error = ours.iter().zip(&reference).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
-                let name = algorithm.name;
+                let name = A::NAME;
                 assert!(
                     error <= 1e-11 * scale.max(1.0),
                     "{name} {what} {input:?} pad {padding}: {error:e}"
                 );
             };
             close(
-                forward_with(algorithm, &x, &w, Some(&bias), &g),
+                forward_with::<f64, A, M, R, N>(&x, &w, Some(&bias), &g),
                 super::super::forward(&x, &w, Some(&bias), &g),
                 "forward",
             );
             close(
-                input_gradient_with(algorithm, &dy, &w, &g),
+                input_gradient_with::<f64, A, M, R, N>(&dy, &w, &g),
                 super::super::input_gradient(&dy, &w, &g),
                 "input gradient",
             );
             close(
-                weight_gradient_with(algorithm, &dy, &x, &g),
+                weight_gradient_with::<f64, A, M, R, N>(&dy, &x, &g),
                 super::super::weight_gradient(&dy, &x, &g),
                 "weight gradient",
             );
@@ -622,9 +633,9 @@ mod tests {
     /// lanes, and several blocks.
     #[test]
     fn every_pass_of_every_algorithm_equals_im2col() {
-        check_passes(&F2X3);
-        check_passes(&F4X3);
-        check_passes(&F2X5);
+        check_passes::<F2x3, 2, 3, 4>();
+        check_passes::<F4x3, 4, 3, 6>();
+        check_passes::<F2x5, 2, 5, 6>();
     }
 
     /// On two workers: a single image runs here when its tiles give both

@@ -10,30 +10,51 @@ use std::ops::{Add, Mul};
 use crate::gemm::Element;
 
 /// F(m×m, r×r): tiles of `M×M` outputs from `N×N` inputs, `N = M + R − 1`.
-pub(crate) struct Algorithm<const M: usize, const R: usize, const N: usize> {
+///
+/// An algorithm is a type and its matrices are associated constants, so
+/// that every transform is compiled with them as literals: zero entries
+/// drop out and ±1 entries become additions. Passed as data, they were
+/// compared with zero and multiplied at run time, in every transform.
+pub(crate) trait Algorithm<const M: usize, const R: usize, const N: usize> {
     /// For the tests' messages.
     #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) name: &'static str,
+    const NAME: &'static str;
     /// Output transform `Aᵀ` (`M × N`).
-    at: [[f64; N]; M],
+    const AT: [[f64; N]; M];
     /// Kernel transform `G` (`N × R`).
-    g: [[f64; R]; N],
+    const G: [[f64; R]; N];
     /// Input transform `Bᵀ` (`N × N`).
-    bt: [[f64; N]; N],
+    const BT: [[f64; N]; N];
+
+    /// The matrices in the element type, with the transposes the gradients
+    /// need; inlined where it is called, so they stay compile-time constants.
+    #[inline(always)]
+    fn coefficients<T: Element>() -> Coefficients<T, M, R, N> {
+        let t = T::from_f64;
+        Coefficients {
+            at: Self::AT.map(|row| row.map(t)),
+            a: std::array::from_fn(|i| std::array::from_fn(|j| t(Self::AT[j][i]))),
+            g: Self::G.map(|row| row.map(t)),
+            gt: std::array::from_fn(|i| std::array::from_fn(|j| t(Self::G[j][i]))),
+            bt: Self::BT.map(|row| row.map(t)),
+        }
+    }
 }
 
 /// F(2×2, 3×3): 16 multiplications for 4 outputs (36 direct).
-pub(crate) const F2X3: Algorithm<2, 3, 4> = Algorithm {
-    name: "F(2×2, 3×3)",
-    at: [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]],
-    g: [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]],
-    bt: [
+pub(crate) struct F2x3;
+
+impl Algorithm<2, 3, 4> for F2x3 {
+    const NAME: &'static str = "F(2×2, 3×3)";
+    const AT: [[f64; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]];
+    const G: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+    const BT: [[f64; 4]; 4] = [
         [1.0, 0.0, -1.0, 0.0],
         [0.0, 1.0, 1.0, 0.0],
         [0.0, -1.0, 1.0, 0.0],
         [0.0, 1.0, 0.0, -1.0],
-    ],
-};
+    ];
+}
 
 const SIXTH: f64 = 1.0 / 6.0;
 const TWELFTH: f64 = 1.0 / 12.0;
@@ -54,39 +75,43 @@ const BT6: [[f64; 6]; 6] = [
 /// not used: on this project's layers it measured faster only on ResNet-18's
 /// 56×56 one (see `examples/conv_speed.rs`), slower elsewhere.
 #[cfg_attr(not(test), allow(dead_code))]
-pub(crate) const F4X3: Algorithm<4, 3, 6> = Algorithm {
-    name: "F(4×4, 3×3)",
-    at: [
+pub(crate) struct F4x3;
+
+impl Algorithm<4, 3, 6> for F4x3 {
+    const NAME: &'static str = "F(4×4, 3×3)";
+    const AT: [[f64; 6]; 4] = [
         [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
         [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
         [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
         [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
-    ],
-    g: [
+    ];
+    const G: [[f64; 3]; 6] = [
         [0.25, 0.0, 0.0],
         [-SIXTH, -SIXTH, -SIXTH],
         [-SIXTH, SIXTH, -SIXTH],
         [TWENTY_FOURTH, TWELFTH, SIXTH],
         [TWENTY_FOURTH, -TWELFTH, SIXTH],
         [0.0, 0.0, 1.0],
-    ],
-    bt: BT6,
-};
+    ];
+    const BT: [[f64; 6]; 6] = BT6;
+}
 
 /// F(2×2, 5×5): 36 multiplications for 4 outputs (100 direct).
-pub(crate) const F2X5: Algorithm<2, 5, 6> = Algorithm {
-    name: "F(2×2, 5×5)",
-    at: [[1.0, 1.0, 1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, 2.0, -2.0, 1.0]],
-    g: [
+pub(crate) struct F2x5;
+
+impl Algorithm<2, 5, 6> for F2x5 {
+    const NAME: &'static str = "F(2×2, 5×5)";
+    const AT: [[f64; 6]; 2] = [[1.0, 1.0, 1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, 2.0, -2.0, 1.0]];
+    const G: [[f64; 5]; 6] = [
         [0.25, 0.0, 0.0, 0.0, 0.0],
         [-SIXTH, -SIXTH, -SIXTH, -SIXTH, -SIXTH],
         [-SIXTH, SIXTH, -SIXTH, SIXTH, -SIXTH],
         [TWENTY_FOURTH, TWELFTH, SIXTH, THIRD, 2.0 * THIRD],
         [TWENTY_FOURTH, -TWELFTH, SIXTH, -THIRD, 2.0 * THIRD],
         [0.0, 0.0, 0.0, 0.0, 1.0],
-    ],
-    bt: BT6,
-};
+    ];
+    const BT: [[f64; 6]; 6] = BT6;
+}
 
 /// An algorithm's matrices in the element type, with the transposes the
 /// gradients need.
@@ -101,19 +126,6 @@ pub(crate) struct Coefficients<T, const M: usize, const R: usize, const N: usize
     pub(crate) gt: [[T; N]; R],
     /// `Bᵀ`: input tile → transformed tile.
     pub(crate) bt: [[T; N]; N],
-}
-
-impl<const M: usize, const R: usize, const N: usize> Algorithm<M, R, N> {
-    pub(crate) fn coefficients<T: Element>(&self) -> Coefficients<T, M, R, N> {
-        let t = T::from_f64;
-        Coefficients {
-            at: self.at.map(|row| row.map(t)),
-            a: std::array::from_fn(|i| std::array::from_fn(|j| t(self.at[j][i]))),
-            g: self.g.map(|row| row.map(t)),
-            gt: std::array::from_fn(|i| std::array::from_fn(|j| t(self.g[j][i]))),
-            bt: self.bt.map(|row| row.map(t)),
-        }
-    }
 }
 
 /// What the transforms compute on: one value, or [`Lanes`] of consecutive
@@ -224,8 +236,8 @@ mod tests {
 
     /// One tile: `Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A` is the valid 2-D correlation of `d`
     /// with `g`, and the gradient transforms are the adjoints of the forward ones.
-    fn check<const M: usize, const R: usize, const N: usize>(algorithm: &Algorithm<M, R, N>) {
-        let c = algorithm.coefficients::<f64>();
+    fn check<A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>() {
+        let c = A::coefficients::<f64>();
         let d: [[f64; N]; N] = values(0.5);
         let g: [[f64; R]; R] = values(1.5);
         let (v, u) = (sandwich(&c.bt, &d), sandwich(&c.g, &g));
@@ -237,29 +249,29 @@ mod tests {
                 assert!(
                     (value - direct).abs() < 1e-11,
                     "{} at ({oy}, {ox}): {value} vs {direct}",
-                    algorithm.name
+                    A::NAME
                 );
             }
         }
         let e: [[f64; M]; M] = values(2.5);
         let lhs = dot(&sandwich(&c.at, &product), &e);
         let rhs = dot(&product, &sandwich(&c.a, &e));
-        assert!((lhs - rhs).abs() < 1e-9, "{}: output adjoint", algorithm.name);
+        assert!((lhs - rhs).abs() < 1e-9, "{}: output adjoint", A::NAME);
         let w: [[f64; N]; N] = values(3.5);
         let (lhs, rhs) = (dot(&sandwich(&c.g, &g), &w), dot(&g, &sandwich(&c.gt, &w)));
-        assert!((lhs - rhs).abs() < 1e-9, "{}: kernel adjoint", algorithm.name);
+        assert!((lhs - rhs).abs() < 1e-9, "{}: kernel adjoint", A::NAME);
     }
 
     #[test]
     fn every_algorithm_computes_a_correlation_and_its_adjoints() {
-        check(&F2X3);
-        check(&F4X3);
-        check(&F2X5);
+        check::<F2x3, 2, 3, 4>();
+        check::<F4x3, 4, 3, 6>();
+        check::<F2x5, 2, 5, 6>();
     }
 
     #[test]
     fn lanes_transform_like_single_tiles() {
-        let c = F4X3.coefficients::<f32>();
+        let c = F4x3::coefficients::<f32>();
         let tiles: [[[f32; 6]; 6]; LANES] = std::array::from_fn(|t| {
             std::array::from_fn(|i| std::array::from_fn(|j| (t * 36 + i * 6 + j) as f32 * 0.01))
         });
