@@ -103,7 +103,11 @@ mod tests {
             }
             let lens: Vec<usize> = shares.iter().map(Vec::len).collect();
             // Every worker gets a share, however few blocks the items make.
-            assert_eq!(lens.len(), total.clamp(1, 3), "{total} items in blocks of {block}: {lens:?}");
+            assert_eq!(
+                lens.len(),
+                total.clamp(1, 3),
+                "{total} items in blocks of {block}: {lens:?}"
+            );
             let (least, most) = (lens.iter().min(), lens.iter().max());
             assert!(most.zip(least).is_none_or(|(m, l)| m - l <= 1), "{lens:?}");
             assert_eq!(lens.iter().sum::<usize>(), total);
