@@ -62,24 +62,44 @@ const MIN_SAVING_5X5: f64 = 2.3;
 /// (49 tiles), where im2col's products split over the cores stay.
 pub(super) fn applies(g: &Geometry) -> bool {
     let (c, k, r) = (g.channels, g.out_channels, g.kernel_h);
-    // Both algorithms in use make 2×2 output tiles from (r + 1)² products.
-    let tiled = Tiling::new(g, 2).per_image() * (r + 1) * (r + 1);
     let min_saving = if r == 3 { MIN_SAVING_3X3 } else { MIN_SAVING_5X5 };
     g.kernel_w == r
         && matches!(r, 3 | 5)
         && g.stride == 1
         && g.padding < r
         && c * k >= MIN_CHANNEL_BALANCE * (c + k)
-        && (g.positions() * r * r) as f64 >= min_saving * tiled as f64
+        && saving(g) >= min_saving
         && (g.parallel_over_images() || Tiling::new(g, 2).total >= BLOCK_ALIGN * rayon::current_num_threads())
 }
 
-/// Whether the weight gradient runs here too: for 5×5 kernels only, since
-/// F(2×2, 3×3)'s weight gradient measured no faster than im2col's, and with
-/// images enough to share out (a single image's measured slower: 2.85
-/// against 2.45 ms for AlexNet's conv2).
+/// The ratio of direct multiplications to Winograd's, counting the tiles
+/// that reach past the output (both algorithms in use make 2×2 output tiles
+/// from (r + 1)² products).
+fn saving(g: &Geometry) -> f64 {
+    let r = g.kernel_h;
+    let tiled = Tiling::new(g, 2).per_image() * (r + 1) * (r + 1);
+    (g.positions() * r * r) as f64 / tiled as f64
+}
+
+/// 3×3 weight gradients run here where the tiling wastes little (ResNet's
+/// 56, 28 and 14 maps save 2.25; AlexNet's 13×13, 1.94, ResNet's 7×7, 1.72)...
+const MIN_WEIGHT_GRADIENT_SAVING_3X3: f64 = 2.0;
+/// ...or where each worker gets this many tiles. Measured against im2col on
+/// two cores: 13×13 at batch 6 (147 tiles each) 3 % slower, at 10 (245) 1–3 %
+/// faster, at 16 (392) 10 % faster; 7×7 at 16 (128) 5 % slower, at 6 57 %
+/// slower, at 64 (512) 11 % faster; 56, 28 and 14 at 6 and 16, 8–26 % faster.
+const MIN_WEIGHT_GRADIENT_TILES_PER_WORKER: usize = 256;
+
+/// Whether the weight gradient runs here too, with images enough to share
+/// out (a single image's measured slower: 2.85 against 2.45 ms for AlexNet's
+/// conv2): for 5×5 kernels, and for 3×3 ones by the two measures above.
 pub(super) fn applies_to_weight_gradient(g: &Geometry) -> bool {
-    applies(g) && g.kernel_h == 5 && g.parallel_over_images()
+    let per_worker = Tiling::new(g, 2).total / rayon::current_num_threads();
+    applies(g)
+        && g.parallel_over_images()
+        && (g.kernel_h == 5
+            || saving(g) >= MIN_WEIGHT_GRADIENT_SAVING_3X3
+            || per_worker >= MIN_WEIGHT_GRADIENT_TILES_PER_WORKER)
 }
 
 /// The convolution of `x` with `weight`, plus `bias`.
@@ -640,7 +660,8 @@ mod tests {
 
     /// On two workers: a single image runs here when its tiles give both
     /// workers a block (AlexNet's 27×27 conv2, ResNet's 56×56 layer), except
-    /// for the weight gradient; a single 13×13 map stays with im2col.
+    /// for the weight gradient; a single 13×13 map stays with im2col; 3×3
+    /// weight gradients where the tiling wastes little or the tiles are many.
     #[test]
     fn single_images_run_here_when_their_tiles_share_out() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
@@ -654,7 +675,14 @@ mod tests {
             assert!(applies(&batch) && applies_to_weight_gradient(&batch));
             assert!(applies(&geometry([1, 64, 56, 56], [64, 64, 3, 3], 1)));
             assert!(!applies(&geometry([1, 192, 13, 13], [384, 192, 3, 3], 1)));
-            assert!(applies(&geometry([4, 192, 13, 13], [384, 192, 3, 3], 1)));
+            // 3×3 weight gradients: by the tiling's waste, or by tiles per worker.
+            let thirteen = |batch| geometry([batch, 192, 13, 13], [384, 192, 3, 3], 1);
+            assert!(applies(&thirteen(6)) && !applies_to_weight_gradient(&thirteen(6)));
+            assert!(applies_to_weight_gradient(&thirteen(16)));
+            assert!(applies_to_weight_gradient(&geometry([6, 256, 14, 14], [256, 256, 3, 3], 1)));
+            let seven = |batch| geometry([batch, 512, 7, 7], [512, 512, 3, 3], 1);
+            assert!(applies(&seven(16)) && !applies_to_weight_gradient(&seven(16)));
+            assert!(applies_to_weight_gradient(&seven(64)));
         });
     }
 
