@@ -679,7 +679,11 @@ mod tests {
             let thirteen = |batch| geometry([batch, 192, 13, 13], [384, 192, 3, 3], 1);
             assert!(applies(&thirteen(6)) && !applies_to_weight_gradient(&thirteen(6)));
             assert!(applies_to_weight_gradient(&thirteen(16)));
-            assert!(applies_to_weight_gradient(&geometry([6, 256, 14, 14], [256, 256, 3, 3], 1)));
+            assert!(applies_to_weight_gradient(&geometry(
+                [6, 256, 14, 14],
+                [256, 256, 3, 3],
+                1
+            )));
             let seven = |batch| geometry([batch, 512, 7, 7], [512, 512, 3, 3], 1);
             assert!(applies(&seven(16)) && !applies_to_weight_gradient(&seven(16)));
             assert!(applies_to_weight_gradient(&seven(64)));
