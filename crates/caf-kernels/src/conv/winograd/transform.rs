@@ -179,7 +179,9 @@ impl<T: Element> Lanes<T> {
     }
 }
 
-/// `L X Lᵀ` for a `P × Q` matrix `L` and a `Q × Q` tile `X` (zero entries of `L` skipped).
+/// `L X Lᵀ` for a `P × Q` matrix `L` and a `Q × Q` tile `X` (zero entries
+/// of `L` skipped), returned: for the tests; the kernels write in place.
+#[cfg(test)]
 #[inline(always)]
 pub(crate) fn sandwich<T: Element, V: Value<T>, const P: usize, const Q: usize>(
     l: &[[T; Q]; P],
@@ -190,7 +192,7 @@ pub(crate) fn sandwich<T: Element, V: Value<T>, const P: usize, const Q: usize>(
     out
 }
 
-/// [`sandwich`] into `out` (overwritten). Always inlined, and writing in
+/// `L X Lᵀ` into `out` (overwritten). Always inlined, and writing in
 /// place: the tiles are kilobytes of lanes, which must not be copied through
 /// calls and return values.
 #[inline(always)]
