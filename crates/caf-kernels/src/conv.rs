@@ -16,6 +16,7 @@ use crate::gemm::{matmul, Element, Matrix, Threads};
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::phases::split_by_phase;
 use crate::reduce::{sum_map, sum_parts};
+use crate::scratch::Scratch;
 use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
 
 /// Stride and zero padding of a convolution, equal on both axes
@@ -346,15 +347,16 @@ fn for_each_image<T: Element>(
         for_each_block(
             g.batch,
             g.batch,
-            || vec![T::ZERO; buffer_len],
+            || Scratch::stale(buffer_len),
             |images, buffer| {
                 for b in images {
                     work(b, shared.slice(b * chunk, chunk), buffer, Threads::One);
                 }
             },
+            drop,
         );
     } else {
-        let mut buffer = vec![T::ZERO; buffer_len];
+        let mut buffer = Scratch::stale(buffer_len);
         for (b, out) in out.chunks_mut(chunk).enumerate() {
             work(b, out, &mut buffer, Threads::All);
         }
@@ -429,18 +431,22 @@ fn input_gradient<T: Element>(dy: &[T], weight: &[T], g: &Geometry) -> Vec<T> {
 /// `dW = Σ_b dy_b · cols(x_b)ᵀ`, summed per worker then across workers.
 fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry) -> Vec<T> {
     let len = g.out_channels * g.patch();
-    let scratch = || (vec![T::ZERO; len], vec![T::ZERO; column_buffer_len(g)]);
-    let accumulate = |images: Range<usize>, (dw_t, buffer): &mut (Vec<T>, Vec<T>), threads: Threads| {
+    let scratch = || (vec![T::ZERO; len], Scratch::stale(column_buffer_len(g)));
+    let accumulate = |images: Range<usize>, (dw_t, buffer): &mut (Vec<T>, Scratch<T>), threads: Threads| {
         for b in images {
             let dy_b = Matrix::row_major(&dy[b * g.output_len()..], g.out_channels, g.positions());
             accumulate_weight_gradient(dw_t, columns(x, b, g, buffer, threads), dy_b, threads);
         }
     };
     let dw_t = if g.parallel_over_images() {
-        let parts = for_each_block(g.batch, g.batch, scratch, |images, worker| {
-            accumulate(images, worker, Threads::One)
-        });
-        sum_parts(parts.into_iter().map(|(dw_t, _)| dw_t), len)
+        let parts = for_each_block(
+            g.batch,
+            g.batch,
+            scratch,
+            |images, worker| accumulate(images, worker, Threads::One),
+            |(dw_t, _)| dw_t,
+        );
+        sum_parts(parts, len)
     } else {
         let mut all = scratch();
         accumulate(0..g.batch, &mut all, Threads::All);

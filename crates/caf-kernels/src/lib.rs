@@ -27,6 +27,7 @@ mod gemm;
 mod parallel;
 pub mod phases;
 mod reduce;
+mod scratch;
 mod storage;
 
 pub use batch_norm::{batch_norm_train, batch_norm_train_relu, scale_shift, ChannelStats};

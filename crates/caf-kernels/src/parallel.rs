@@ -9,16 +9,18 @@ use rayon::prelude::*;
 
 /// Runs `work(items, scratch)` over the `total` items: each worker takes an
 /// equal contiguous share (to one item) and works through it in blocks of at
-/// most `block`, with its own scratch; returns the workers' scratches (for
-/// sums kept in them). Equal shares matter more than equal blocks: with
-/// blocks dealt round-robin, 5 blocks on 2 workers leave one idle a fifth of
-/// the time.
-pub(crate) fn for_each_block<S: Send>(
+/// most `block`, with its own scratch; returns what `finish` makes of each
+/// worker's scratch (sums kept in it), on the worker, so that buffers it
+/// drops go back to that worker's [`Scratch`](crate::scratch::Scratch)
+/// store. Equal shares matter more than equal blocks: with blocks dealt
+/// round-robin, 5 blocks on 2 workers leave one idle a fifth of the time.
+pub(crate) fn for_each_block<S, R: Send>(
     total: usize,
     block: usize,
     scratch: impl Fn() -> S + Sync,
     work: impl Fn(Range<usize>, &mut S) + Sync,
-) -> Vec<S> {
+    finish: impl Fn(S) -> R + Sync,
+) -> Vec<R> {
     let block = block.max(1);
     let workers = rayon::current_num_threads().min(total).max(1);
     (0..workers)
@@ -31,7 +33,7 @@ pub(crate) fn for_each_block<S: Send>(
                 work(start..stop, &mut s);
                 start = stop;
             }
-            s
+            finish(s)
         })
         .collect()
 }
@@ -86,13 +88,19 @@ mod tests {
             let mut seen = vec![0u8; total];
             let out = SharedOutput::new(&mut seen);
             let shares = pool.install(|| {
-                for_each_block(total, block, Vec::new, |items: Range<usize>, mine: &mut Vec<usize>| {
-                    assert!(items.len() <= block, "{items:?} longer than {block}");
-                    for i in items {
-                        out.slice(i, 1)[0] += 1;
-                        mine.push(i);
-                    }
-                })
+                for_each_block(
+                    total,
+                    block,
+                    Vec::new,
+                    |items: Range<usize>, mine: &mut Vec<usize>| {
+                        assert!(items.len() <= block, "{items:?} longer than {block}");
+                        for i in items {
+                            out.slice(i, 1)[0] += 1;
+                            mine.push(i);
+                        }
+                    },
+                    |mine| mine,
+                )
             });
             assert!(
                 seen.iter().all(|&count| count == 1),

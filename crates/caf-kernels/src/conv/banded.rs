@@ -14,6 +14,7 @@ use super::{accumulate_weight_gradient, im2col_rows, output_product, weight_grad
 use crate::gemm::{Element, Matrix, Threads};
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::reduce::sum_parts;
+use crate::scratch::Scratch;
 
 /// Bytes of one band's columns: half a core's L2 cache, the rest left to
 /// the GEMM's packed operands.
@@ -40,9 +41,7 @@ impl Bands {
     pub(super) fn of<T>(g: &Geometry) -> Option<Self> {
         let size = std::mem::size_of::<T>();
         let row_bytes = g.patch() * g.out_w * size;
-        if g.is_pointwise()
-            || row_bytes * g.out_h <= BAND_BYTES
-            || g.out_channels * g.patch() * size > MAX_WEIGHT_BYTES
+        if g.is_pointwise() || row_bytes * g.out_h <= BAND_BYTES || g.out_channels * g.patch() * size > MAX_WEIGHT_BYTES
         {
             return None;
         }
@@ -96,8 +95,8 @@ pub(super) fn forward<T: Element>(x: &[T], weight: &[T], bias: Option<&[T]>, g: 
         || {
             let band_len = bands.rows * g.out_w;
             (
-                vec![T::ZERO; bands.columns_len(g)],
-                vec![T::ZERO; g.out_channels * band_len],
+                Scratch::stale(bands.columns_len(g)),
+                Scratch::stale(g.out_channels * band_len),
             )
         },
         |items, (cols, product)| {
@@ -111,6 +110,7 @@ pub(super) fn forward<T: Element>(x: &[T], weight: &[T], bias: Option<&[T]>, g: 
                 }
             }
         },
+        drop,
     );
     y
 }
@@ -121,7 +121,7 @@ pub(super) fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry, bands
     let sums = for_each_block(
         bands.total,
         1,
-        || (vec![T::ZERO; len], vec![T::ZERO; bands.columns_len(g)]),
+        || (vec![T::ZERO; len], Scratch::stale(bands.columns_len(g))),
         |items, (dw_t, cols)| {
             for i in items {
                 let (image, first, n) = bands.write_columns(i, x, g, cols);
@@ -135,8 +135,9 @@ pub(super) fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry, bands
                 accumulate_weight_gradient(dw_t, Matrix::row_major(cols, g.patch(), n), dy_band, Threads::One);
             }
         },
+        |(dw_t, _)| dw_t,
     );
-    let dw_t = sum_parts(sums.into_iter().map(|(dw_t, _)| dw_t), len);
+    let dw_t = sum_parts(sums, len);
     weight_gradient_from_transposed(&dw_t, g)
 }
 

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use super::{accumulate_weight_gradient, im2col_channel, weight_gradient_from_transposed, Geometry};
 use crate::gemm::{Element, Matrix, Threads};
+use crate::scratch::Scratch;
 
 /// Below this many output positions per image, images are grouped.
 const MIN_POSITIONS_PER_IMAGE: usize = 64;
@@ -29,8 +30,8 @@ pub(super) fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry) -> Ve
     let group = (GROUP_BYTES / image_columns).clamp(1, g.batch.max(1));
     let taps = g.kernel_h * g.kernel_w;
     let mut dw_t = vec![T::ZERO; g.patch() * g.out_channels];
-    let mut cols = vec![T::ZERO; g.patch() * group * g.positions()];
-    let mut dy_group = vec![T::ZERO; g.out_channels * group * g.positions()];
+    let mut cols = Scratch::stale(g.patch() * group * g.positions());
+    let mut dy_group = Scratch::stale(g.out_channels * group * g.positions());
     for first in (0..g.batch).step_by(group) {
         let images = first..(first + group).min(g.batch);
         let width = images.len() * g.positions();

@@ -54,8 +54,19 @@ fn candle_backward_supports(input: &[usize], weight: &[usize], p: Conv2dParams) 
     remainder(input[2], weight[2]) == remainder(input[3], weight[3])
 }
 
+/// The largest difference relative to `b`'s largest value; infinite when
+/// `a` holds a NaN or an infinity (which candle's `max_all` would pass over).
 fn max_relative_difference(a: &Tensor, b: &Tensor) -> Result<f64> {
     assert_eq!(a.dims(), b.dims());
+    if !a
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?
+        .iter()
+        .all(|v| v.is_finite())
+    {
+        return Ok(f64::INFINITY);
+    }
     let scale = b.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?.max(1e-12);
     Ok((a - b)?.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? / scale)
 }

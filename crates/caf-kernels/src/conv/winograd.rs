@@ -38,6 +38,7 @@ use super::Geometry;
 use crate::gemm::{matmul, Element, Matrix, Threads};
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::reduce::sum_parts;
+use crate::scratch::Scratch;
 
 /// Below this `C·K / (C + K)` (in and out channels) the tile transforms,
 /// which grow with `C + K`, cost more than the products save (`C·K`).
@@ -273,8 +274,8 @@ fn kernel_tiles<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usiz
     weight: &[T],
     out_channels: usize,
     channels: usize,
-) -> Vec<T> {
-    let mut u = vec![T::ZERO; out_channels * N * N * channels];
+) -> Scratch<T> {
+    let mut u = Scratch::stale(out_channels * N * N * channels);
     u.par_chunks_mut(N * N * channels).enumerate().for_each(|(o, u_o)| {
         let c = A::coefficients::<T>();
         let kernels = &weight[o * channels * R * R..][..channels * R * R];
@@ -367,7 +368,7 @@ impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N:
 {
     /// Transformed tiles, and products (each point's plane with [`LANES`]
     /// of slack at its end: every chunk loads all its lanes).
-    type Scratch = (Vec<T>, Vec<T>);
+    type Scratch = (Scratch<T>, Scratch<T>);
 
     #[inline(always)]
     fn run(&self, tiles: Range<usize>, (v, m): &mut Self::Scratch) {
@@ -425,7 +426,7 @@ impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N:
 {
     /// Transformed input tiles, transformed output-gradient tiles (both with
     /// rows of [`padded_row`]), the sums.
-    type Scratch = (Vec<T>, Vec<T>, Vec<T>);
+    type Scratch = (Scratch<T>, Scratch<T>, Vec<T>);
 
     #[inline(always)]
     fn run(&self, tiles: Range<usize>, (v, dm, du): &mut Self::Scratch) {
@@ -486,8 +487,8 @@ fn forward_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usiz
         block,
         || {
             (
-                vec![T::ZERO; points * point_stride(ch, padded_row(block))],
-                vec![T::ZERO; points * point_stride(k, block)],
+                Scratch::stale(points * point_stride(ch, padded_row(block))),
+                Scratch::stale(points * point_stride(k, block)),
             )
         },
         |tiles, scratch| {
@@ -504,6 +505,7 @@ fn forward_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usiz
             };
             run_block(&block, tiles, scratch)
         },
+        drop,
     );
     y
 }
@@ -552,8 +554,8 @@ fn weight_gradient_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const
         block,
         || {
             (
-                vec![T::ZERO; points * point_stride(ch, padded_row(block))],
-                vec![T::ZERO; points * point_stride(k, padded_row(block))],
+                Scratch::stale(points * point_stride(ch, padded_row(block))),
+                Scratch::stale(points * point_stride(k, padded_row(block))),
                 vec![T::ZERO; points * point_stride(k, ch)],
             )
         },
@@ -569,9 +571,10 @@ fn weight_gradient_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const
             };
             run_block(&block, tiles, scratch)
         },
+        |(_, _, du)| du,
     );
     let plane = point_stride(k, ch);
-    let du = sum_parts(sums.into_iter().map(|(_, _, du)| du), points * plane);
+    let du = sum_parts(sums, points * plane);
     // `Gᵀ ∂U G` of LANES input channels at a time: one value per channel at
     // each of the N² points was 15 % of a 13×13 layer's weight gradient.
     let taps = R * R;
@@ -632,7 +635,7 @@ mod tests {
             let close = |ours: Vec<f64>, reference: Vec<f64>, what: &str| {
                 assert_eq!(ours.len(), reference.len(), "{what} {input:?}");
                 let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs()));
-                let error = ours.iter().zip(&reference).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+                let error = largest(ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()));
                 let name = A::NAME;
                 assert!(
                     error <= 1e-11 * scale.max(1.0),
@@ -702,13 +705,15 @@ mod tests {
         });
     }
 
+    /// The largest of `values`, NaN if any is (`f64::max` would skip it).
+    fn largest(values: impl Iterator<Item = f64>) -> f64 {
+        values.fold(0.0, |m, v| if v.is_nan() || v > m { v } else { m })
+    }
+
     /// Normwise relative error of f32 against an f64 reference.
     fn f32_error(ours: &[f32], reference: &[f64]) -> f64 {
         let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs()));
-        let error = ours
-            .iter()
-            .zip(reference)
-            .fold(0f64, |m, (&a, b)| m.max((f64::from(a) - b).abs()));
+        let error = largest(ours.iter().zip(reference).map(|(&a, b)| (f64::from(a) - b).abs()));
         error / scale
     }
 
