@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 
 /// Bytes of buffers one thread keeps between calls; buffers beyond are freed.
-const KEPT_BYTES_PER_THREAD: usize = 64 << 20;
+const KEPT_BYTES_PER_THREAD: usize = 32 << 20;
 
 /// Element types with a per-thread store of buffers.
 pub trait Kept: Copy + Default + 'static {
