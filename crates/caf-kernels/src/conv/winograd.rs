@@ -320,7 +320,7 @@ fn run_block<B: Block>(block: &B, tiles: Range<usize>, scratch: &mut B::Scratch)
 }
 
 /// The input both kinds of block cut their tiles from, and how.
-struct InputTiles<'a, T, A, const M: usize, const R: usize, const N: usize> {
+struct InputTiles<'a, T: Element, A, const M: usize, const R: usize, const N: usize> {
     algorithm: PhantomData<fn() -> A>,
     g: &'a Geometry,
     tiling: Tiling,
@@ -356,7 +356,7 @@ fn padded_row(tiles: usize) -> usize {
 }
 
 /// One forward block: transform its tiles, multiply, transform back into the output.
-struct ForwardBlock<'a, T, A, const M: usize, const R: usize, const N: usize> {
+struct ForwardBlock<'a, T: Element, A, const M: usize, const R: usize, const N: usize> {
     input: InputTiles<'a, T, A, M, R, N>,
     u: &'a [T],
     bias: Option<&'a [T]>,
@@ -415,7 +415,7 @@ impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N:
 
 /// One weight-gradient block: transform its input and output-gradient tiles
 /// and add their products to the worker's sums `du`.
-struct WeightBlock<'a, T, A, const M: usize, const R: usize, const N: usize> {
+struct WeightBlock<'a, T: Element, A, const M: usize, const R: usize, const N: usize> {
     input: InputTiles<'a, T, A, M, R, N>,
     /// The output gradient framed by [`output_planes`].
     dy: &'a PhasePlanes<T, M>,

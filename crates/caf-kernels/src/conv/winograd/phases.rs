@@ -8,13 +8,14 @@ use rayon::prelude::*;
 use super::transform::LANES;
 use crate::gemm::Element;
 use crate::phases::split_by_phase;
+use crate::scratch::Scratch;
 
 /// Every `height × width` plane of a tensor, shifted by `padding` rows and
 /// columns into a zero `rows × (M·row_len)` frame, each framed row stored as
 /// `M` phase rows of `row_len`: framed column `x` is element `x / M` of
 /// phase row `x % M`. Values falling outside the frame are dropped.
-pub(super) struct PhasePlanes<T, const M: usize> {
-    data: Vec<T>,
+pub(super) struct PhasePlanes<T: Element, const M: usize> {
+    data: Scratch<T>,
     rows: usize,
     row_len: usize,
 }
@@ -30,21 +31,31 @@ impl<T: Element, const M: usize> PhasePlanes<T, M> {
         let (plane, framed) = (height * width, rows * M * row_len);
         let planes = source.len().checked_div(plane).unwrap_or(0);
         // Slack: a chunk shorter than LANES at the very end still loads LANES values.
-        let mut data = vec![T::ZERO; planes * framed + LANES];
+        let mut data = Scratch::stale(planes * framed + LANES);
+        data[planes * framed..].fill(T::ZERO);
         // Each row is copied into a zero-framed line, then dealt out by phase
         // (for M = 2 a loop over pairs, which compiles to shuffles; indexing
         // each value's phase and place measured 2 % of an AlexNet CAF step).
+        // The frame's rows above and below the plane's are zeroed here, the
+        // rest of the (reused) buffer being overwritten.
         let copied = width.min((M * row_len).saturating_sub(padding));
+        let (framed_row, filled) = (M * row_len, height.min(rows.saturating_sub(padding)));
         data[..planes * framed]
             .par_chunks_mut(framed)
             .zip(source.par_chunks(plane.max(1)))
             .for_each_init(
-                || vec![T::ZERO; M * row_len],
+                || vec![T::ZERO; framed_row],
                 |line, (out, plane)| {
-                    for (y, row) in plane.chunks_exact(width).enumerate().take(rows.saturating_sub(padding)) {
+                    let (above, rest) = out.split_at_mut(padding.min(rows) * framed_row);
+                    above.fill(T::ZERO);
+                    rest[filled * framed_row..].fill(T::ZERO);
+                    for (row, framed) in plane
+                        .chunks_exact(width)
+                        .zip(rest.chunks_exact_mut(framed_row))
+                        .take(filled)
+                    {
                         line[padding..padding + copied].copy_from_slice(&row[..copied]);
-                        let framed_row = &mut out[(y + padding) * M * row_len..][..M * row_len];
-                        split_by_phase(line, M, framed_row, row_len);
+                        split_by_phase(line, M, framed, row_len);
                     }
                 },
             );
