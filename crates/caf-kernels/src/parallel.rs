@@ -1,6 +1,6 @@
-//! Sharing work out to rayon's workers: numbered blocks dealt round-robin,
-//! each worker with its own scratch, and an output that the blocks write in
-//! disjoint parts.
+//! Sharing work out to rayon's workers: an equal contiguous share of the
+//! numbered items each, worked through in blocks with the worker's own
+//! scratch, and an output that the blocks write in disjoint parts.
 
 use std::marker::PhantomData;
 use std::ops::Range;
