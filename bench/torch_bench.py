@@ -143,17 +143,23 @@ class Models:
         self.opt_e.step()
 
 
-def timed(fn, warmup, runs, sync):
+MAX_RUNS = 10_000
+
+
+def timed(fn, warmup, runs, min_seconds, sync):
+    """`warmup` untimed runs, then timed ones until there are `runs` of them
+    and they add up to `min_seconds` (as caf-rs's `Timing::measure`)."""
     for _ in range(warmup):
         fn()
     sync()
-    times = []
-    for _ in range(runs):
+    times, total = [], 0.0
+    while len(times) < MAX_RUNS and (len(times) < runs or total < min_seconds):
         start = time.perf_counter()
         fn()
         sync()
         times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "runs": runs}
+        total += times[-1]
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "runs": len(times)}
 
 
 def main():
@@ -163,6 +169,7 @@ def main():
     parser.add_argument("--arch", default="alexnet,resnet18")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -180,8 +187,8 @@ def main():
     for arch in args.arch.split(","):
         models = Models(arch, device)
         result = {
-            "caf_step": timed(lambda: models.caf_step(x, y, labels), args.warmup, args.runs, sync),
-            "baseline_step": timed(lambda: models.baseline_step(x, y), args.warmup, args.runs, sync),
+            "caf_step": timed(lambda: models.caf_step(x, y, labels), args.warmup, args.runs, args.min_seconds, sync),
+            "baseline_step": timed(lambda: models.baseline_step(x, y), args.warmup, args.runs, args.min_seconds, sync),
         }
         models.encoder.eval()
         models.regressor.eval()
@@ -192,7 +199,7 @@ def main():
                 with torch.no_grad():
                     models.regressor(models.encoder(images))
 
-            result[f"infer_batch{n}"] = timed(infer, args.warmup, args.runs, sync)
+            result[f"infer_batch{n}"] = timed(infer, args.warmup, args.runs, args.min_seconds, sync)
         out["arch"][arch] = result
     print(json.dumps(out))
 

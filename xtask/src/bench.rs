@@ -31,9 +31,14 @@ pub struct Bench {
     /// Untimed runs before the timed ones
     #[arg(long, default_value_t = 1)]
     warmup: usize,
-    /// Timed runs of each measurement (the median is reported)
+    /// Timed runs of each measurement at least (the median is reported)
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Seconds of timed runs of each measurement at least: short ones (batch-1
+    /// inference) repeat until then, so that one passing hiccup of a shared
+    /// machine does not make all their runs
+    #[arg(long, default_value_t = 1.0)]
+    min_seconds: f64,
     /// `cpu`, `cuda` or `cuda:N`
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -60,25 +65,33 @@ struct Timing {
     runs: usize,
 }
 
+/// The most timed runs of one measurement, however short its runs.
+const MAX_RUNS: usize = 10_000;
+
 impl Timing {
-    fn measure(warmup: usize, runs: usize, device: &Device, mut run: impl FnMut() -> Result<()>) -> Result<Self> {
-        for _ in 0..warmup {
+    /// `args.warmup` untimed runs, then timed ones until there are
+    /// `args.runs` of them and they add up to `args.min_seconds`.
+    fn measure(args: &Bench, device: &Device, mut run: impl FnMut() -> Result<()>) -> Result<Self> {
+        for _ in 0..args.warmup {
             run()?;
         }
         device.synchronize()?;
-        let mut seconds = Vec::with_capacity(runs);
-        for _ in 0..runs {
+        let mut seconds = Vec::with_capacity(args.runs);
+        let mut total = 0.0;
+        while seconds.len() < MAX_RUNS && (seconds.len() < args.runs || total < args.min_seconds) {
             let started = Instant::now();
             run()?;
             device.synchronize()?;
-            seconds.push(started.elapsed().as_secs_f64());
+            let elapsed = started.elapsed().as_secs_f64();
+            seconds.push(elapsed);
+            total += elapsed;
         }
         seconds.sort_by(f64::total_cmp);
         Ok(Self {
             median_s: median(&seconds),
             min_s: seconds[0],
             max_s: seconds[seconds.len() - 1],
-            runs,
+            runs: seconds.len(),
         })
     }
 
@@ -110,6 +123,10 @@ pub fn bench(args: Bench) -> Result<()> {
         "--batch must be at least 2 (CAF needs a strong/weak pair)"
     );
     ensure!(args.runs >= 1, "--runs must be at least 1");
+    ensure!(
+        args.min_seconds.is_finite() && args.min_seconds >= 0.0,
+        "--min-seconds must be a number of seconds, 0 or more"
+    );
     ensure!(
         args.size >= 32,
         "--size must be at least 32 (AlexNet's smallest input is 32 px here)"
@@ -149,6 +166,8 @@ pub fn bench(args: Bench) -> Result<()> {
         "threads": threads,
         "batch": args.batch,
         "size": args.size,
+        "runs_at_least": args.runs,
+        "min_seconds": args.min_seconds,
         "arch": models,
         "objective": { "batch": args.batch, "timing": objective },
         "objective_large": { "batch": args.objective_batch, "timing": objective_large },
@@ -182,7 +201,7 @@ fn bench_arch(
         tracing::info!(arch = arch.name(), step = key, "timing");
         timings.insert(
             key,
-            Timing::measure(args.warmup, args.runs, device, || {
+            Timing::measure(args, device, || {
                 let report = trainer.step(&batch)?;
                 ensure!(!report.nonfinite, "the benchmark step's loss was not finite");
                 Ok(())
@@ -206,7 +225,7 @@ fn bench_arch(
         tracing::info!(arch = arch.name(), batch = n, "timing inference");
         timings.insert(
             key,
-            Timing::measure(args.warmup, args.runs, device, || {
+            Timing::measure(args, device, || {
                 net.predict(&images)?;
                 Ok(())
             })?,
@@ -261,7 +280,7 @@ fn bench_objective(args: &Bench, n: usize, device: &Device) -> Result<Timing> {
     let labels: Vec<[f32; 2]> = (0..n).map(|_| draw_label(&mut rng)).collect();
     let outputs: Vec<f32> = (0..n * CRITIC_OUTPUTS).map(|_| rng.normal() as f32).collect();
     let outputs = Var::from_tensor(&Tensor::from_vec(outputs, (n, CRITIC_OUTPUTS), device)?)?;
-    Timing::measure(args.warmup, args.runs, device, || {
+    Timing::measure(args, device, || {
         let groups = group(&labels, GroupingRule::Otsu).map_err(|e| anyhow::anyhow!("{e}"))?;
         let rows = |indices: &[usize]| -> Result<Tensor> {
             let indices = Tensor::new(indices.iter().map(|&i| i as u32).collect::<Vec<u32>>(), device)?;
@@ -297,7 +316,7 @@ fn bench_pipeline(args: &Bench, threads: usize, scratch: &Path) -> Result<Value>
     let loader = BatchLoader::new(&dataset, Preprocess::imagenet(resize, args.size as u32)?, config)?;
     let mut images = 0;
     let mut epoch = 0;
-    let timing = Timing::measure(args.warmup, args.runs, &Device::Cpu, || {
+    let timing = Timing::measure(args, &Device::Cpu, || {
         images = 0;
         for batch in loader.epoch(epoch, &Device::Cpu) {
             images += batch?.label_values.len();
@@ -336,6 +355,7 @@ fn run_torch(args: &Bench, threads: usize, scratch: &Path) -> Result<Value> {
         .args(["--batch", &args.batch.to_string(), "--size", &args.size.to_string()])
         .args(["--arch", &arch, "--device", &args.device])
         .args(["--warmup", &args.warmup.to_string(), "--runs", &args.runs.to_string()])
+        .args(["--min-seconds", &args.min_seconds.to_string()])
         .args(["--threads", &threads.to_string()])
         .output()
         .with_context(|| {
@@ -379,11 +399,12 @@ fn ratios(ours: &Value, torch: &Value) -> Value {
 fn print_table(report: &Value) {
     let batch = report["batch"].as_u64().unwrap_or(0) as f64;
     println!(
-        "caf-rs bench: batch {batch}, {0}×{0}, {1}, {2} threads (median of {3} runs; min–max)",
+        "caf-rs bench: batch {batch}, {0}×{0}, {1}, {2} threads (median of at least {3} runs and {4} s per measurement; min–max)",
         report["size"],
         report["device"].as_str().unwrap_or("?"),
         report["threads"],
-        report["objective"]["timing"]["runs"]
+        report["runs_at_least"],
+        report["min_seconds"]
     );
     println!(
         "{:<24} {:>12} {:>17} {:>12} {:>12} {:>8}",
