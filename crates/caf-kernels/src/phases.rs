@@ -6,9 +6,10 @@
 /// run `p` is `row[j·stride + p]`. Run elements past the row's end are left
 /// as they are.
 ///
-/// Stride 2 has a loop over pairs, which compiles to shuffles; the generic
-/// loop, vectorised for AVX-512, became scatter instructions that measured
-/// slower than scalar code, so callers compiled for AVX-512 keep it scalar.
+/// Stride 2 has a loop over pairs, which compiles to shuffles. The generic
+/// loop, compiled for AVX-512, became scatter instructions that measured
+/// slower than baseline code (one reason max pooling's inference variant
+/// stays on the baseline target).
 ///
 /// # Panics
 /// If `runs` is shorter than `stride` runs, or a run shorter than the row's
