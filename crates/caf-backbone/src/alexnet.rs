@@ -55,6 +55,16 @@ impl AlexNetEncoder {
             .collect::<Result<_>>()?;
         Ok(Self { convs })
     }
+
+    /// This encoder for inference ([`Conv2d::freeze`]).
+    pub fn freeze(&self) -> Result<Self> {
+        let convs = self
+            .convs
+            .iter()
+            .map(|(index, conv)| Ok((*index, conv.freeze()?)))
+            .collect::<Result<_>>()?;
+        Ok(Self { convs })
+    }
 }
 
 impl ModuleT for AlexNetEncoder {

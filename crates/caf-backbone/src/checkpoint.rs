@@ -48,9 +48,10 @@ impl Checkpoint {
         self.tensors.keys().any(|name| name.starts_with(&dotted))
     }
 
-    /// Encoder and regressor for prediction, in f32 on `device`. Its weights
-    /// are plain tensors, not variables: nothing builds a gradient graph, and
-    /// layers take their inference-only fast paths.
+    /// Encoder and regressor for prediction, in f32 on `device`, frozen
+    /// ([`VaNet::freeze`]): its weights are plain tensors, not variables, so
+    /// nothing builds a gradient graph, and layers take their inference-only
+    /// fast paths.
     pub fn va_net(&self, device: &Device) -> Result<VaNet> {
         let varmap = VarMap::new();
         VaNet::new(self.spec.arch, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
@@ -59,10 +60,7 @@ impl Checkpoint {
             .into_iter()
             .map(|(name, tensor)| (name, tensor.detach()))
             .collect();
-        Ok(VaNet::new(
-            self.spec.arch,
-            VarBuilder::from_tensors(frozen, DType::F32, device),
-        )?)
+        Ok(VaNet::new(self.spec.arch, VarBuilder::from_tensors(frozen, DType::F32, device))?.freeze()?)
     }
 
     /// All three networks for training, with their variables. A checkpoint

@@ -4,7 +4,7 @@
 //! and the initialisation in one place; it runs caf-kernels' GEMM convolution
 //! (candle's own on other devices).
 
-use caf_kernels::{conv2d, conv2d_relu, Conv2dParams};
+use caf_kernels::{conv2d, conv2d_relu, Conv2dParams, ConvWeight, FrozenWeight};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
@@ -31,9 +31,17 @@ pub struct ConvSpec {
 /// A 2-D convolution with torchvision tensor names.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
-    weight: Tensor,
+    weight: Weight,
     bias: Option<Tensor>,
     spec: ConvSpec,
+}
+
+/// A layer's weight: the tensor its `VarBuilder` gave (a variable while
+/// training), or a frozen copy for inference ([`Conv2d::freeze`]).
+#[derive(Debug, Clone)]
+enum Weight {
+    Live(Tensor),
+    Frozen(FrozenWeight),
 }
 
 impl Conv2d {
@@ -56,11 +64,38 @@ impl Conv2d {
         } else {
             None
         };
-        Ok(Self { weight, bias, spec })
+        Ok(Self {
+            weight: Weight::Live(weight),
+            bias,
+            spec,
+        })
     }
 
     pub fn spec(&self) -> ConvSpec {
         self.spec
+    }
+
+    /// This layer for inference only: its weight copied into a
+    /// [`FrozenWeight`], so that the transforms the kernels derive from it
+    /// are made once instead of on every call. Training the original layer
+    /// afterwards does not change the frozen one.
+    pub fn freeze(&self) -> Result<Self> {
+        let weight = match &self.weight {
+            Weight::Live(tensor) => FrozenWeight::new(tensor)?,
+            Weight::Frozen(frozen) => frozen.clone(),
+        };
+        Ok(Self {
+            weight: Weight::Frozen(weight),
+            bias: self.bias.as_ref().map(crate::private_copy).transpose()?,
+            spec: self.spec,
+        })
+    }
+
+    fn weight(&self) -> ConvWeight<'_> {
+        match &self.weight {
+            Weight::Live(tensor) => ConvWeight::Live(tensor),
+            Weight::Frozen(frozen) => ConvWeight::Frozen(frozen),
+        }
     }
 }
 
@@ -74,12 +109,12 @@ impl Conv2d {
 
     /// `relu(self.forward(x))` as one operation ([`caf_kernels::conv2d_relu`]).
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
-        conv2d_relu(x, &self.weight, self.bias.as_ref(), self.params())
+        conv2d_relu(x, self.weight(), self.bias.as_ref(), self.params())
     }
 }
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv2d(x, &self.weight, self.bias.as_ref(), self.params())
+        conv2d(x, self.weight(), self.bias.as_ref(), self.params())
     }
 }

@@ -28,6 +28,22 @@ impl Regressor {
             dropout: Dropout::new(0.5, dropout),
         })
     }
+
+    /// A copy of this head that shares no weight with it ([`crate::VaNet::freeze`]).
+    pub fn freeze(&self) -> Result<Self> {
+        let copy = |linear: &Linear| -> Result<Linear> {
+            Ok(Linear::new(
+                crate::private_copy(linear.weight())?,
+                linear.bias().map(crate::private_copy).transpose()?,
+            ))
+        };
+        Ok(Self {
+            lin0: copy(&self.lin0)?,
+            lin1: copy(&self.lin1)?,
+            va_regressor: copy(&self.va_regressor)?,
+            dropout: self.dropout.clone(),
+        })
+    }
 }
 
 impl ModuleT for Regressor {

@@ -48,3 +48,9 @@ pub use init::seeded_init;
 pub use model::{Arch, CafNet, Encoder, ModelSpec, VaNet};
 pub use pretrained::{load_pretrained_encoder, WeightSource};
 pub use weights::read_tensors;
+
+/// A copy of `tensor` that shares no storage with it and is no part of any
+/// gradient graph: what a frozen layer holds ([`VaNet::freeze`]).
+pub(crate) fn private_copy(tensor: &candle_core::Tensor) -> candle_core::Result<candle_core::Tensor> {
+    tensor.detach().copy()
+}

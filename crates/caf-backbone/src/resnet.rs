@@ -56,6 +56,19 @@ impl BasicBlock {
             downsample,
         })
     }
+
+    fn freeze(&self) -> Result<Self> {
+        Ok(Self {
+            conv1: self.conv1.freeze()?,
+            bn1: self.bn1.freeze()?,
+            conv2: self.conv2.freeze()?,
+            bn2: self.bn2.freeze()?,
+            downsample: match &self.downsample {
+                Some((conv, bn)) => Some((conv.freeze()?, bn.freeze()?)),
+                None => None,
+            },
+        })
+    }
 }
 
 impl ModuleT for BasicBlock {
@@ -95,6 +108,15 @@ impl ResNet18Encoder {
             conv1: conv(3, 64, 7, 2, vb.pp("conv1"))?,
             bn1: bn(64, vb.pp("bn1"))?,
             blocks,
+        })
+    }
+
+    /// This encoder for inference ([`Conv2d::freeze`], [`BatchNorm2d::freeze`]).
+    pub fn freeze(&self) -> Result<Self> {
+        Ok(Self {
+            conv1: self.conv1.freeze()?,
+            bn1: self.bn1.freeze()?,
+            blocks: self.blocks.iter().map(BasicBlock::freeze).collect::<Result<_>>()?,
         })
     }
 }

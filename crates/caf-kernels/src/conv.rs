@@ -8,6 +8,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use std::ops::Range;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -19,6 +20,9 @@ use crate::reduce::{sum_map, sum_parts};
 use crate::scratch::Scratch;
 use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
 
+pub use self::frozen::{ConvWeight, FrozenWeight};
+pub(crate) use self::frozen::{KeptTransform, KeptTransforms};
+
 /// Stride and zero padding of a convolution, equal on both axes
 /// (`nn.Conv2d(…, stride, padding)` with dilation 1 and one group).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,31 +31,51 @@ pub struct Conv2dParams {
     pub padding: usize,
 }
 
-/// `x` (`B×C×H×W`) convolved with `weight` (`O×C×kh×kw`), plus `bias` (`O`) when given.
+/// `x` (`B×C×H×W`) convolved with `weight` (`O×C×kh×kw`, a tensor or a
+/// [`FrozenWeight`]), plus `bias` (`O`) when given.
 ///
 /// f32 and f64 tensors on the CPU run the GEMM kernels of this module (the
 /// bias added in the same pass, its gradient summed in one); any other device
 /// or dtype runs candle's own `conv2d` (and its gradients).
-pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, params: Conv2dParams) -> Result<Tensor> {
-    convolve(x, weight, bias, params, Activation::Identity)
+pub fn conv2d<'a>(
+    x: &Tensor,
+    weight: impl Into<ConvWeight<'a>>,
+    bias: Option<&Tensor>,
+    params: Conv2dParams,
+) -> Result<Tensor> {
+    convolve(x, weight.into(), bias, params, Activation::Identity)
 }
 
 /// `relu(conv2d(x, weight, bias))` as one operation: the ReLU is applied to
 /// the output in place and folded into the backward pass, so the
 /// pre-activation map is never a tensor of its own (candle's backward pass
 /// would otherwise allocate, zero and add a gradient for it).
-pub fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, params: Conv2dParams) -> Result<Tensor> {
-    convolve(x, weight, bias, params, Activation::Relu)
+pub fn conv2d_relu<'a>(
+    x: &Tensor,
+    weight: impl Into<ConvWeight<'a>>,
+    bias: Option<&Tensor>,
+    params: Conv2dParams,
+) -> Result<Tensor> {
+    convolve(x, weight.into(), bias, params, Activation::Relu)
 }
 
 fn convolve(
     x: &Tensor,
-    weight: &Tensor,
+    weight: ConvWeight,
     bias: Option<&Tensor>,
     params: Conv2dParams,
     activation: Activation,
 ) -> Result<Tensor> {
-    let op = Conv2dCpu { params, activation };
+    let kept = match weight {
+        ConvWeight::Live(_) => None,
+        ConvWeight::Frozen(frozen) => Some(Arc::clone(frozen.kept())),
+    };
+    let weight = weight.tensor();
+    let op = Conv2dCpu {
+        params,
+        activation,
+        kept,
+    };
     match (runs_on_cpu_kernels(x), bias) {
         (true, None) => x.contiguous()?.apply_op2(&weight.contiguous()?, op),
         (true, Some(bias)) => x
@@ -486,9 +510,10 @@ fn bias_gradient<T: Element>(dy: &[T], g: &Geometry) -> Vec<T> {
 }
 
 /// The passes, as one kernel type for [`dispatch`].
-enum ConvKernel {
-    /// Operands: x, weight, and the bias if any.
-    Forward(Geometry, Activation),
+enum ConvKernel<'a> {
+    /// Operands: x, weight, and the bias if any; the weight's kept
+    /// transforms when it is frozen.
+    Forward(Geometry, Activation, Option<&'a KeptTransforms>),
     /// Operands: dy, weight.
     InputGradient(Geometry),
     /// Operands: dy, x.
@@ -497,12 +522,16 @@ enum ConvKernel {
     BiasGradient(Geometry),
 }
 
-impl Kernel for ConvKernel {
+impl Kernel for ConvKernel<'_> {
     fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T> {
         match self {
-            ConvKernel::Forward(g, activation) => {
+            ConvKernel::Forward(g, activation, kept) => {
                 let (x, weight, bias) = (operands[0], operands[1], operands.get(2).copied());
-                let mut y = if winograd::applies(g) {
+                let kept = kept.filter(|_| winograd::applies_with_kept_transform(g));
+                let mut y = if let Some(kept) = kept {
+                    let u = T::winograd_slot(kept).get_or_init(|| winograd::kernel_transform(weight, g));
+                    winograd::forward_with_kept_transform(x, u, bias, g)
+                } else if winograd::applies(g) {
                     winograd::forward(x, weight, bias, g)
                 } else if let Some(bands) = banded::Bands::of::<T>(g) {
                     banded::forward(x, weight, bias, g, bands)
@@ -536,6 +565,8 @@ impl Kernel for ConvKernel {
 struct Conv2dCpu {
     params: Conv2dParams,
     activation: Activation,
+    /// The weight's kept transforms, when it is a [`FrozenWeight`].
+    kept: Option<Arc<KeptTransforms>>,
 }
 
 impl Conv2dCpu {
@@ -570,7 +601,7 @@ impl CustomOp2 for Conv2dCpu {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = Geometry::new(l1.dims(), l2.dims(), self.params)?;
-        let kernel = ConvKernel::Forward(g, self.activation);
+        let kernel = ConvKernel::Forward(g, self.activation, self.kept.as_deref());
         let y = dispatch(CustomOp2::name(self), &kernel, &[(s1, l1), (s2, l2)])?;
         Ok((y, g.output_shape()))
     }
@@ -602,7 +633,7 @@ impl CustomOp3 for Conv2dCpu {
         if l3.dims() != [g.out_channels] {
             candle_core::bail!("conv2d: bias {:?} must have {} values", l3.dims(), g.out_channels)
         }
-        let kernel = ConvKernel::Forward(g, self.activation);
+        let kernel = ConvKernel::Forward(g, self.activation, self.kept.as_deref());
         let y = dispatch(CustomOp3::name(self), &kernel, &[(s1, l1), (s2, l2), (s3, l3)])?;
         Ok((y, g.output_shape()))
     }
@@ -688,6 +719,7 @@ fn check_output_gradient(layout: &Layout, g: &Geometry) -> Result<()> {
 }
 
 mod banded;
+mod frozen;
 mod grouped;
 #[cfg(test)]
 mod tests;

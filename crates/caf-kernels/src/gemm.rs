@@ -8,7 +8,9 @@ use rayon::prelude::*;
 
 /// Element types the kernels run in: f32 for training, f64 for gradient checks
 /// (`to_f64` / `from_f64` come from candle's `WithDType`).
-pub trait Element: candle_core::WithDType + Default + std::ops::AddAssign + PartialOrd + crate::scratch::Kept {
+pub trait Element:
+    candle_core::WithDType + Default + std::ops::AddAssign + PartialOrd + crate::scratch::Kept + crate::conv::KeptTransform
+{
     const ONE: Self;
     const ZERO: Self;
 }

@@ -31,6 +31,6 @@ mod scratch;
 mod storage;
 
 pub use batch_norm::{batch_norm_train, batch_norm_train_relu, scale_shift, ChannelStats};
-pub use conv::{conv2d, conv2d_relu, Conv2dParams};
+pub use conv::{conv2d, conv2d_relu, Conv2dParams, ConvWeight, FrozenWeight};
 pub use elementwise::{add_relu, relu};
 pub use storage::runs_on_cpu_kernels;

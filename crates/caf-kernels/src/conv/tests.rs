@@ -204,3 +204,106 @@ fn bad_shapes_are_refused_with_the_shapes_named() -> Result<()> {
     assert!(error.to_string().contains("must have 4 values"), "{error}");
     Ok(())
 }
+
+/// A frozen weight computes what the live one computes, forward and input
+/// gradient, in f32 and f64: on single 13×13 and 27×27 maps, where only the
+/// kept kernel transform sends them to Winograd (on two workers), on a batch
+/// that runs there anyway, and on a strided layer that never does (nothing kept).
+#[test]
+fn frozen_weights_compute_what_live_ones_do() -> Result<()> {
+    let cases: [(&[usize], &[usize], Conv2dParams, bool); 4] = [
+        (
+            &[1, 64, 13, 13],
+            &[96, 64, 3, 3],
+            Conv2dParams { stride: 1, padding: 1 },
+            true,
+        ),
+        (
+            &[1, 64, 27, 27],
+            &[64, 64, 5, 5],
+            Conv2dParams { stride: 1, padding: 2 },
+            true,
+        ),
+        (
+            &[4, 64, 7, 9],
+            &[64, 64, 3, 3],
+            Conv2dParams { stride: 1, padding: 0 },
+            true,
+        ),
+        (
+            &[1, 3, 23, 19],
+            &[2, 3, 11, 11],
+            Conv2dParams { stride: 4, padding: 2 },
+            false,
+        ),
+    ];
+    on_two_workers(|| {
+        for (input, weight, params, winograd) in cases {
+            for (dtype, with_bias) in VARIANTS {
+                let (x, w, b) = operands(input, weight, dtype)?;
+                let w = Var::from_tensor(&(w.as_tensor() / (weight[1] * weight[2]) as f64)?)?;
+                let bias = with_bias.then_some(b.as_tensor());
+                let frozen = FrozenWeight::new(&w)?;
+                let what = format!("{input:?} * {weight:?} {params:?} {dtype:?} bias {with_bias}");
+                let tolerance = if dtype == DType::F32 { 1e-5 } else { 1e-12 };
+                let live = conv2d(&x, &w, bias, params)?;
+                let first = conv2d(&x, &frozen, bias, params)?;
+                assert_eq!(frozen.kept().has_winograd(), winograd, "transform kept: {what}");
+                let second = conv2d_relu(&x, &frozen, bias, params)?;
+                assert!(max_relative_difference(&first, &live)? < tolerance, "forward {what}");
+                assert!(
+                    max_relative_difference(&second, &live.relu()?)? < tolerance,
+                    "forward with the kept transform and ReLU {what}"
+                );
+                let probe = probe_like(live.shape())?.to_dtype(dtype)?;
+                let live_grads = (live * &probe)?.sum_all()?.backward()?;
+                let frozen_grads = (first * &probe)?.sum_all()?.backward()?;
+                let (a, b) = (
+                    frozen_grads.get(&x).expect("input gradient through the frozen weight"),
+                    live_grads.get(&x).expect("live input gradient"),
+                );
+                assert!(max_relative_difference(a, b)? < tolerance, "input gradient {what}");
+                assert!(
+                    frozen_grads.get(frozen.tensor()).is_none(),
+                    "frozen weight has no gradient: {what}"
+                );
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Freezing copies: changing the original weight in place afterwards (what
+/// an optimiser step does) changes neither the frozen weight nor what it
+/// computes with its kept transform.
+#[test]
+fn a_frozen_weight_ignores_later_changes_to_the_original() -> Result<()> {
+    on_two_workers(a_frozen_weight_ignores_changes)
+}
+
+fn a_frozen_weight_ignores_changes() -> Result<()> {
+    let params = Conv2dParams { stride: 1, padding: 1 };
+    let (x, w, _) = operands(&[1, 64, 13, 13], &[64, 64, 3, 3], DType::F64)?;
+    let frozen = FrozenWeight::new(&w)?;
+    let before = conv2d(&x, &frozen, None, params)?;
+    w.set(&(w.as_tensor() * 3.0)?)?;
+    let after = conv2d(&x, &frozen, None, params)?;
+    assert_eq!(
+        before.flatten_all()?.to_vec1::<f64>()?,
+        after.flatten_all()?.to_vec1::<f64>()?
+    );
+    let changed = conv2d(&x, &w, None, params)?;
+    assert!(max_relative_difference(&changed, &(before * 3.0)?)? < 1e-12);
+    assert!(FrozenWeight::new(&Tensor::zeros((2, 3), DType::F32, &candle_core::Device::Cpu)?).is_err());
+    Ok(())
+}
+
+/// Runs `f` on a pool of two workers, the CI machine's: which path a
+/// geometry takes depends on the number of workers.
+fn on_two_workers(f: impl FnOnce() -> Result<()> + Send) -> Result<()> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .map_err(candle_core::Error::wrap)?
+        .install(f)
+}

@@ -60,8 +60,26 @@ const MIN_SAVING_5X5: f64 = 2.3;
 /// to give every worker whole blocks. At batch 1 that holds for AlexNet's
 /// 27×27 map (196 tiles; forward 2.45 → 1.9 ms) and ResNet's 56×56 and
 /// 28×28 ones (1.30 → 1.12 and 1.46 → 1.10 ms), not for 13×13 maps
-/// (49 tiles), where im2col's products split over the cores stay.
+/// (49 tiles), where the kernel transform made on every call costs more
+/// than the products save (see [`applies_with_kept_transform`]).
 pub(super) fn applies(g: &Geometry) -> bool {
+    suits(g) && (g.parallel_over_images() || tiles_per_worker(g) >= BLOCK_ALIGN)
+}
+
+/// Tiles per worker below which a forward pass whose kernel transform is
+/// kept ([`kernel_transform`]) stays with im2col: single 7×7 maps (8 each
+/// on two cores) measured equal, single 13×13 and 14×14 maps (24 and 32)
+/// 20–38 % faster.
+const MIN_TILES_PER_WORKER_KEPT: usize = 16;
+
+/// [`applies`] for a forward pass given the weight's [`kernel_transform`]:
+/// without the transform's cost on every call, fewer tiles pay off.
+pub(super) fn applies_with_kept_transform(g: &Geometry) -> bool {
+    suits(g) && (g.parallel_over_images() || tiles_per_worker(g) >= MIN_TILES_PER_WORKER_KEPT)
+}
+
+/// The conditions on the kernel, channels and map (see [`applies`]).
+fn suits(g: &Geometry) -> bool {
     let (c, k, r) = (g.channels, g.out_channels, g.kernel_h);
     let min_saving = if r == 3 { MIN_SAVING_3X3 } else { MIN_SAVING_5X5 };
     g.kernel_w == r
@@ -70,7 +88,10 @@ pub(super) fn applies(g: &Geometry) -> bool {
         && g.padding < r
         && c * k >= MIN_CHANNEL_BALANCE * (c + k)
         && saving(g) >= min_saving
-        && (g.parallel_over_images() || Tiling::new(g, 2).total >= BLOCK_ALIGN * rayon::current_num_threads())
+}
+
+fn tiles_per_worker(g: &Geometry) -> usize {
+    Tiling::new(g, 2).total / rayon::current_num_threads()
 }
 
 /// The ratio of direct multiplications to Winograd's, counting the tiles
@@ -96,12 +117,11 @@ const MIN_WEIGHT_GRADIENT_TILES_PER_WORKER: usize = 128;
 /// out (a single image's measured slower: 2.85 against 2.45 ms for AlexNet's
 /// conv2): for 5×5 kernels, and for 3×3 ones by the two measures above.
 pub(super) fn applies_to_weight_gradient(g: &Geometry) -> bool {
-    let per_worker = Tiling::new(g, 2).total / rayon::current_num_threads();
     applies(g)
         && g.parallel_over_images()
         && (g.kernel_h == 5
             || saving(g) >= MIN_WEIGHT_GRADIENT_SAVING_3X3
-            || per_worker >= MIN_WEIGHT_GRADIENT_TILES_PER_WORKER)
+            || tiles_per_worker(g) >= MIN_WEIGHT_GRADIENT_TILES_PER_WORKER)
 }
 
 /// The convolution of `x` with `weight`, plus `bias`.
@@ -125,6 +145,31 @@ pub(super) fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry) -> Ve
     match g.kernel_h {
         5 => weight_gradient_with::<T, F2x5, 2, 5, 6>(dy, x, g),
         _ => weight_gradient_with::<T, F2x3, 2, 3, 4>(dy, x, g),
+    }
+}
+
+/// The weight's transform `U`, for [`forward_with_kept_transform`] on any
+/// input: it depends on the weight alone.
+pub(super) fn kernel_transform<T: Element>(weight: &[T], g: &Geometry) -> Vec<T> {
+    fn with<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
+        weight: &[T],
+        g: &Geometry,
+    ) -> Vec<T> {
+        let mut u = vec![T::ZERO; kernel_transform_len::<M, R, N>(g)];
+        kernel_tiles::<T, A, M, R, N>(weight, g.out_channels, g.channels, &mut u);
+        u
+    }
+    match g.kernel_h {
+        5 => with::<T, F2x5, 2, 5, 6>(weight, g),
+        _ => with::<T, F2x3, 2, 3, 4>(weight, g),
+    }
+}
+
+/// [`forward`] with the weight's [`kernel_transform`] made beforehand.
+pub(super) fn forward_with_kept_transform<T: Element>(x: &[T], u: &[T], bias: Option<&[T]>, g: &Geometry) -> Vec<T> {
+    match g.kernel_h {
+        5 => forward_with_transform::<T, F2x5, 2, 5, 6>(x, u, bias, g),
+        _ => forward_with_transform::<T, F2x3, 2, 3, 4>(x, u, bias, g),
     }
 }
 
@@ -266,35 +311,42 @@ fn input_planes<T: Element, const M: usize, const R: usize, const N: usize>(
     )
 }
 
-/// `U` of a weight (`out × in × R × R`): `[out][ξ][in]`, output channels in
-/// parallel (so `U_ξ` is an `out × in` view with row stride `N²·in`), the
-/// kernels of [`LANES`] input channels transformed together (one kernel at a
-/// time, scalar, this took 3 % of an AlexNet CAF step).
+/// `U` of a weight (`out × in × R × R`) into `u`: `[out][ξ][in]`, output
+/// channels in parallel (so `U_ξ` is an `out × in` view with row stride
+/// `N²·in`), the kernels of [`LANES`] input channels transformed together
+/// (one kernel at a time, scalar, this took 3 % of an AlexNet CAF step).
 fn kernel_tiles<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
     weight: &[T],
     out_channels: usize,
     channels: usize,
-) -> Scratch<T> {
-    let mut u = Scratch::stale(out_channels * N * N * channels);
-    u.par_chunks_mut(N * N * channels).enumerate().for_each(|(o, u_o)| {
-        let c = A::coefficients::<T>();
-        let kernels = &weight[o * channels * R * R..][..channels * R * R];
-        let mut kernel = [[Lanes::<T>::default(); R]; R];
-        let mut transformed = [[Lanes::<T>::default(); N]; N];
-        for first in (0..channels).step_by(LANES) {
-            let lanes = LANES.min(channels - first);
-            for (lane, taps) in kernels[first * R * R..].chunks_exact(R * R).take(lanes).enumerate() {
-                for (tap, &value) in taps.iter().enumerate() {
-                    kernel[tap / R][tap % R].0[lane] = value;
+    u: &mut [T],
+) {
+    u[..out_channels * N * N * channels]
+        .par_chunks_mut(N * N * channels)
+        .enumerate()
+        .for_each(|(o, u_o)| {
+            let c = A::coefficients::<T>();
+            let kernels = &weight[o * channels * R * R..][..channels * R * R];
+            let mut kernel = [[Lanes::<T>::default(); R]; R];
+            let mut transformed = [[Lanes::<T>::default(); N]; N];
+            for first in (0..channels).step_by(LANES) {
+                let lanes = LANES.min(channels - first);
+                for (lane, taps) in kernels[first * R * R..].chunks_exact(R * R).take(lanes).enumerate() {
+                    for (tap, &value) in taps.iter().enumerate() {
+                        kernel[tap / R][tap % R].0[lane] = value;
+                    }
+                }
+                sandwich_into(&c.g, &kernel, &mut transformed);
+                for (xi, values) in transformed.iter().flatten().enumerate() {
+                    u_o[xi * channels + first..][..lanes].copy_from_slice(&values.0[..lanes]);
                 }
             }
-            sandwich_into(&c.g, &kernel, &mut transformed);
-            for (xi, values) in transformed.iter().flatten().enumerate() {
-                u_o[xi * channels + first..][..lanes].copy_from_slice(&values.0[..lanes]);
-            }
-        }
-    });
-    u
+        });
+}
+
+/// Elements of a weight's `U`: `N²` per kernel.
+fn kernel_transform_len<const M: usize, const R: usize, const N: usize>(g: &Geometry) -> usize {
+    g.out_channels * N * N * g.channels
 }
 
 /// The work on one block of tiles, with the worker's scratch buffers.
@@ -474,9 +526,20 @@ fn forward_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usiz
     bias: Option<&[T]>,
     g: &Geometry,
 ) -> Vec<T> {
+    let mut u = Scratch::stale(kernel_transform_len::<M, R, N>(g));
+    kernel_tiles::<T, A, M, R, N>(weight, g.out_channels, g.channels, &mut u);
+    forward_with_transform::<T, A, M, R, N>(x, &u, bias, g)
+}
+
+/// [`forward_with`] from the weight's transform `U` ([`kernel_tiles`]).
+fn forward_with_transform<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
+    x: &[T],
+    u: &[T],
+    bias: Option<&[T]>,
+    g: &Geometry,
+) -> Vec<T> {
     let tiling = Tiling::new(g, M);
     let (k, ch, points) = (g.out_channels, g.channels, N * N);
-    let u = kernel_tiles::<T, A, M, R, N>(weight, k, ch);
     let planes = input_planes::<T, M, R, N>(x, g, tiling);
     let mut y = vec![T::ZERO; g.batch * g.output_len()];
     // Each output element belongs to exactly one tile, each tile to one block.
@@ -499,7 +562,7 @@ fn forward_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usiz
                     tiling,
                     planes: &planes,
                 },
-                u: &u,
+                u,
                 bias,
                 out: &out,
             };
@@ -673,8 +736,9 @@ mod tests {
 
     /// On two workers: a single image runs here when its tiles give both
     /// workers a block (AlexNet's 27×27 conv2, ResNet's 56×56 layer), except
-    /// for the weight gradient; a single 13×13 map stays with im2col; 3×3
-    /// weight gradients where the tiling wastes little or the tiles are many.
+    /// for the weight gradient; a single 13×13 map stays with im2col unless
+    /// the kernel transform is kept (a single 7×7 map even then); 3×3 weight
+    /// gradients where the tiling wastes little or the tiles are many.
     #[test]
     fn single_images_run_here_when_their_tiles_share_out() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
@@ -687,7 +751,16 @@ mod tests {
             let batch = geometry([4, 64, 27, 27], [192, 64, 5, 5], 2);
             assert!(applies(&batch) && applies_to_weight_gradient(&batch));
             assert!(applies(&geometry([1, 64, 56, 56], [64, 64, 3, 3], 1)));
-            assert!(!applies(&geometry([1, 192, 13, 13], [384, 192, 3, 3], 1)));
+            let conv3 = geometry([1, 192, 13, 13], [384, 192, 3, 3], 1);
+            assert!(!applies(&conv3) && applies_with_kept_transform(&conv3));
+            let seven = |batch| geometry([batch, 512, 7, 7], [512, 512, 3, 3], 1);
+            assert!(!applies_with_kept_transform(&seven(1)) && applies_with_kept_transform(&seven(2)));
+            // Too few channels for the transforms, kept or not.
+            assert!(!applies_with_kept_transform(&geometry(
+                [1, 32, 13, 13],
+                [64, 32, 3, 3],
+                1
+            )));
             // 3×3 weight gradients: by the tiling's waste, or by tiles per worker.
             assert!(applies_to_weight_gradient(&geometry(
                 [4, 192, 13, 13],
@@ -699,7 +772,6 @@ mod tests {
                 [256, 256, 3, 3],
                 1
             )));
-            let seven = |batch| geometry([batch, 512, 7, 7], [512, 512, 3, 3], 1);
             assert!(applies(&seven(6)) && !applies_to_weight_gradient(&seven(6)));
             assert!(applies_to_weight_gradient(&seven(16)));
         });
