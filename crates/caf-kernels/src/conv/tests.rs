@@ -307,3 +307,47 @@ fn on_two_workers(f: impl FnOnce() -> Result<()> + Send) -> Result<()> {
         .map_err(candle_core::Error::wrap)?
         .install(f)
 }
+
+/// Convolutions with one frozen weight called from many rayon tasks at once
+/// (a caller predicting inside `par_iter`) all finish. The task that makes
+/// the kept transform must not, waiting inside a parallel loop of its own,
+/// take up another task that then waits on the same transform: with the
+/// transform made in parallel, a third to a half of these rounds hung.
+#[test]
+fn a_frozen_weight_serves_concurrent_calls_from_rayon_tasks() -> Result<()> {
+    const ROUNDS: usize = 10;
+    let params = Conv2dParams { stride: 1, padding: 1 };
+    // 27×27: enough tiles for eight workers to take the kept transform.
+    let (x, w, _) = operands(&[1, 256, 27, 27], &[256, 256, 3, 3], DType::F32)?;
+    let x = x.as_tensor().detach();
+    let expected = conv2d(&x, &w, None, params)?;
+    let frozen = (0..ROUNDS).map(|_| FrozenWeight::new(&w)).collect::<Result<Vec<_>>>()?;
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let outcome = rayon::ThreadPoolBuilder::new()
+            .num_threads(8)
+            .build()
+            .map_err(candle_core::Error::wrap)
+            .and_then(|pool| {
+                pool.install(|| {
+                    frozen.iter().try_for_each(|frozen| {
+                        (0..128u64).into_par_iter().try_for_each(|task| {
+                            // Staggered, so that some workers are free to
+                            // steal while one makes the transform.
+                            std::thread::sleep(std::time::Duration::from_micros(37 * (task % 13)));
+                            let y = conv2d(&x, frozen, None, params)?;
+                            match max_relative_difference(&y, &expected)? < 1e-5 {
+                                true => Ok(()),
+                                false => candle_core::bail!("a concurrent call computed something else"),
+                            }
+                        })
+                    })
+                })
+            });
+        done.send(outcome).ok()
+    });
+    match finished.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(outcome) => outcome,
+        Err(_) => panic!("concurrent calls on a frozen weight did not finish within 60 s"),
+    }
+}

@@ -149,14 +149,17 @@ pub(super) fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry) -> Ve
 }
 
 /// The weight's transform `U`, for [`forward_with_kept_transform`] on any
-/// input: it depends on the weight alone.
+/// input: it depends on the weight alone. Made on the calling thread only: it
+/// runs once per weight, inside a `OnceLock`'s initialisation, where a
+/// parallel loop could let this thread take up another call's work that
+/// waits on the same lock (the convolution called from a rayon task).
 pub(super) fn kernel_transform<T: Element>(weight: &[T], g: &Geometry) -> Vec<T> {
     fn with<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
         weight: &[T],
         g: &Geometry,
     ) -> Vec<T> {
         let mut u = vec![T::ZERO; kernel_transform_len::<M, R, N>(g)];
-        kernel_tiles::<T, A, M, R, N>(weight, g.out_channels, g.channels, &mut u);
+        kernel_tiles::<T, A, M, R, N>(weight, g.out_channels, g.channels, &mut u, Threads::One);
         u
     }
     match g.kernel_h {
@@ -312,36 +315,40 @@ fn input_planes<T: Element, const M: usize, const R: usize, const N: usize>(
 }
 
 /// `U` of a weight (`out × in × R × R`) into `u`: `[out][ξ][in]`, output
-/// channels in parallel (so `U_ξ` is an `out × in` view with row stride
-/// `N²·in`), the kernels of [`LANES`] input channels transformed together
-/// (one kernel at a time, scalar, this took 3 % of an AlexNet CAF step).
+/// channels in parallel when `threads` allows (so `U_ξ` is an `out × in`
+/// view with row stride `N²·in`), the kernels of [`LANES`] input channels
+/// transformed together (one kernel at a time, scalar, this took 3 % of an
+/// AlexNet CAF step).
 fn kernel_tiles<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
     weight: &[T],
     out_channels: usize,
     channels: usize,
     u: &mut [T],
+    threads: Threads,
 ) {
-    u[..out_channels * N * N * channels]
-        .par_chunks_mut(N * N * channels)
-        .enumerate()
-        .for_each(|(o, u_o)| {
-            let c = A::coefficients::<T>();
-            let kernels = &weight[o * channels * R * R..][..channels * R * R];
-            let mut kernel = [[Lanes::<T>::default(); R]; R];
-            let mut transformed = [[Lanes::<T>::default(); N]; N];
-            for first in (0..channels).step_by(LANES) {
-                let lanes = LANES.min(channels - first);
-                for (lane, taps) in kernels[first * R * R..].chunks_exact(R * R).take(lanes).enumerate() {
-                    for (tap, &value) in taps.iter().enumerate() {
-                        kernel[tap / R][tap % R].0[lane] = value;
-                    }
-                }
-                sandwich_into(&c.g, &kernel, &mut transformed);
-                for (xi, values) in transformed.iter().flatten().enumerate() {
-                    u_o[xi * channels + first..][..lanes].copy_from_slice(&values.0[..lanes]);
+    let transform = |(o, u_o): (usize, &mut [T])| {
+        let c = A::coefficients::<T>();
+        let kernels = &weight[o * channels * R * R..][..channels * R * R];
+        let mut kernel = [[Lanes::<T>::default(); R]; R];
+        let mut transformed = [[Lanes::<T>::default(); N]; N];
+        for first in (0..channels).step_by(LANES) {
+            let lanes = LANES.min(channels - first);
+            for (lane, taps) in kernels[first * R * R..].chunks_exact(R * R).take(lanes).enumerate() {
+                for (tap, &value) in taps.iter().enumerate() {
+                    kernel[tap / R][tap % R].0[lane] = value;
                 }
             }
-        });
+            sandwich_into(&c.g, &kernel, &mut transformed);
+            for (xi, values) in transformed.iter().flatten().enumerate() {
+                u_o[xi * channels + first..][..lanes].copy_from_slice(&values.0[..lanes]);
+            }
+        }
+    };
+    let u = &mut u[..out_channels * N * N * channels];
+    match threads {
+        Threads::All => u.par_chunks_mut(N * N * channels).enumerate().for_each(transform),
+        Threads::One => u.chunks_mut(N * N * channels).enumerate().for_each(transform),
+    }
 }
 
 /// Elements of a weight's `U`: `N²` per kernel.
@@ -527,7 +534,7 @@ fn forward_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usiz
     g: &Geometry,
 ) -> Vec<T> {
     let mut u = Scratch::stale(kernel_transform_len::<M, R, N>(g));
-    kernel_tiles::<T, A, M, R, N>(weight, g.out_channels, g.channels, &mut u);
+    kernel_tiles::<T, A, M, R, N>(weight, g.out_channels, g.channels, &mut u, Threads::All);
     forward_with_transform::<T, A, M, R, N>(x, &u, bias, g)
 }
 
