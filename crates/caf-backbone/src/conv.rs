@@ -91,6 +91,30 @@ impl Conv2d {
         })
     }
 
+    /// This layer followed by `y·scale + shift` per output channel (an
+    /// evaluation-mode batch norm), frozen as one convolution: the weight of
+    /// output channel `o` times `scale[o]`, the bias `bias·scale + shift`.
+    pub fn freeze_with_affine(&self, scale: &Tensor, shift: &Tensor) -> Result<Self> {
+        let scale = scale.detach();
+        let weight = match &self.weight {
+            Weight::Live(tensor) => tensor,
+            Weight::Frozen(frozen) => frozen.tensor(),
+        };
+        let weight = weight.broadcast_mul(&scale.reshape((self.spec.out_channels, 1, 1, 1))?)?;
+        let bias = match &self.bias {
+            Some(bias) => ((bias.detach() * &scale)? + shift.detach())?,
+            None => crate::private_copy(shift)?,
+        };
+        Ok(Self {
+            weight: Weight::Frozen(FrozenWeight::new(&weight)?),
+            bias: Some(bias),
+            spec: ConvSpec {
+                bias: true,
+                ..self.spec
+            },
+        })
+    }
+
     fn weight(&self) -> ConvWeight<'_> {
         match &self.weight {
             Weight::Live(tensor) => ConvWeight::Live(tensor),

@@ -220,12 +220,15 @@ impl VaNet {
     }
 
     /// A copy of this network for inference: every weight copied, so that
-    /// training this one further leaves the copy as it is, and the
-    /// convolutions' weights frozen ([`caf_kernels::FrozenWeight`]), so that
-    /// what the kernels derive from a weight is made once and kept (single
-    /// images through AlexNet's 13×13 layers run by Winograd, 29–31 % faster
-    /// a layer). The copy computes the same function; it builds no gradient
-    /// for its weights.
+    /// training this one further leaves the copy as it is; the convolutions'
+    /// weights frozen ([`caf_kernels::FrozenWeight`]), so that what the
+    /// kernels derive from a weight is made once and kept (single images
+    /// through AlexNet's 13×13 layers run by Winograd, 29–31 % faster a
+    /// layer); ResNet-18's batch norms folded into the convolutions before
+    /// them (one pass over the activations instead of two). The copy
+    /// computes the same function in evaluation mode, up to rounding; it
+    /// builds no gradient for its weights, and a training-mode pass through
+    /// a frozen ResNet-18 is refused (its batch statistics are gone).
     pub fn freeze(&self) -> CandleResult<Self> {
         Ok(Self {
             arch: self.arch,
@@ -339,8 +342,10 @@ mod tests {
 
     /// A frozen network predicts what the live one does (at 224 px on two
     /// workers, where AlexNet's 13×13 layers take the kept Winograd
-    /// transform), and a training step on the live one afterwards leaves
-    /// the frozen one's predictions exactly as they were.
+    /// transform; frozen after a training step, so that ResNet-18's folded
+    /// batch norms have moved off their initial weights and statistics),
+    /// and a training step on the live one afterwards leaves the frozen
+    /// one's predictions exactly as they were.
     #[test]
     fn a_frozen_network_predicts_the_same_and_keeps_its_weights() -> CandleResult<()> {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -351,21 +356,27 @@ mod tests {
             for arch in Arch::ALL {
                 let (net, varmap) = build(arch)?;
                 let x = Tensor::randn(0f32, 1., (1, 3, 224, 224), &Device::Cpu)?;
+                let target = Tensor::ones((1, 2), DType::F32, &Device::Cpu)?;
+                let train_step = || -> CandleResult<()> {
+                    let loss = (net.va.forward_t(&x, true)? - &target)?.sqr()?.mean_all()?;
+                    SGD::new(varmap.all_vars(), 0.1)?.backward_step(&loss)
+                };
+                train_step()?;
                 let frozen = net.va.freeze()?;
                 let (live, before) = (net.va.predict(&x)?, frozen.predict(&x)?);
                 let scale = live.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-6);
                 let difference = (&live - &before)?.abs()?.max_all()?.to_scalar::<f32>()?;
                 assert!(difference <= 1e-4 * scale, "{arch}: {difference} against {scale}");
 
-                let target = Tensor::ones((1, 2), DType::F32, &Device::Cpu)?;
-                let loss = (net.va.forward_t(&x, true)? - target)?.sqr()?.mean_all()?;
-                SGD::new(varmap.all_vars(), 0.1)?.backward_step(&loss)?;
+                train_step()?;
                 assert_ne!(net.va.predict(&x)?.to_vec2::<f32>()?, live.to_vec2::<f32>()?, "{arch}");
                 assert_eq!(
                     frozen.predict(&x)?.to_vec2::<f32>()?,
                     before.to_vec2::<f32>()?,
                     "{arch}"
                 );
+                // Its batch norms folded away, a frozen ResNet-18 has no training mode.
+                assert_eq!(frozen.forward_t(&x, true).is_err(), arch == Arch::ResNet18, "{arch}");
             }
             Ok(())
         })

@@ -44,34 +44,10 @@ impl BatchNorm2d {
         })
     }
 
-    /// A copy of this layer that shares no tensor with it ([`crate::VaNet::freeze`]).
-    pub fn freeze(&self) -> Result<Self> {
-        let (weight, bias) = (crate::private_copy(&self.weight)?, crate::private_copy(&self.bias)?);
-        // `Var::from_tensor` copies a tensor that is not a variable.
-        let running_mean = Var::from_tensor(&self.running_mean.as_tensor().detach())?;
-        let running_var = Var::from_tensor(&self.running_var.as_tensor().detach())?;
-        let candle = BatchNorm::new_with_momentum(
-            weight.dim(0)?,
-            running_mean.as_tensor().clone(),
-            running_var.as_tensor().clone(),
-            weight.clone(),
-            bias.clone(),
-            EPS,
-            MOMENTUM,
-        )?;
-        Ok(Self {
-            candle,
-            weight,
-            bias,
-            running_mean,
-            running_var,
-        })
-    }
-
     /// Evaluation mode as `x·scale + shift` per channel, with
     /// `scale = weight / √(running_var + eps)` and `shift = bias − running_mean·scale`
     /// (differentiable in weight and bias, e.g. for fine-tuning with frozen statistics).
-    fn folded(&self) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn folded(&self) -> Result<(Tensor, Tensor)> {
         let running_mean = self.running_mean.as_tensor().detach();
         let inv_std = (self.running_var.as_tensor().detach() + EPS)?.sqrt()?.recip()?;
         let scale = (&self.weight * inv_std)?;

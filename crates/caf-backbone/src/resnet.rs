@@ -27,21 +27,69 @@ fn bn(channels: usize, vb: VarBuilder) -> Result<BatchNorm2d> {
     BatchNorm2d::new(channels, vb)
 }
 
+/// A convolution and the batch norm after it. Frozen for inference, the
+/// norm's evaluation-mode `x·scale + shift` is folded into the convolution's
+/// weight and bias: one pass over the activations instead of two.
+#[derive(Debug, Clone)]
+enum ConvBn {
+    Separate(Conv2d, BatchNorm2d),
+    Folded(Conv2d),
+}
+
+impl ConvBn {
+    fn new(conv: Conv2d, bn: BatchNorm2d) -> Self {
+        ConvBn::Separate(conv, bn)
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            ConvBn::Separate(conv, bn) => bn.forward_t(&conv.forward(x)?, train),
+            ConvBn::Folded(conv) => conv.forward(Self::evaluating(x, train)?),
+        }
+    }
+
+    fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            ConvBn::Separate(conv, bn) => bn.forward_relu_t(&conv.forward(x)?, train),
+            ConvBn::Folded(conv) => conv.forward_relu(Self::evaluating(x, train)?),
+        }
+    }
+
+    /// `x`, unless `train` asks a folded norm for batch statistics it no longer has.
+    fn evaluating(x: &Tensor, train: bool) -> Result<&Tensor> {
+        if train {
+            candle_core::bail!(
+                "a frozen ResNet-18 runs in evaluation mode only (its batch norms are folded into the convolutions); \
+                 train the network it was frozen from"
+            )
+        }
+        Ok(x)
+    }
+
+    fn freeze(&self) -> Result<Self> {
+        Ok(ConvBn::Folded(match self {
+            ConvBn::Separate(conv, bn) => {
+                let (scale, shift) = bn.folded()?;
+                conv.freeze_with_affine(&scale, &shift)?
+            }
+            ConvBn::Folded(conv) => conv.clone(),
+        }))
+    }
+}
+
 /// torchvision's `BasicBlock`: two 3×3 convolutions and a shortcut.
 #[derive(Debug, Clone)]
 struct BasicBlock {
-    conv1: Conv2d,
-    bn1: BatchNorm2d,
-    conv2: Conv2d,
-    bn2: BatchNorm2d,
-    downsample: Option<(Conv2d, BatchNorm2d)>,
+    first: ConvBn,
+    second: ConvBn,
+    downsample: Option<ConvBn>,
 }
 
 impl BasicBlock {
     fn new(in_channels: usize, out_channels: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
         let downsample = if stride != 1 || in_channels != out_channels {
             let ds = vb.pp("downsample");
-            Some((
+            Some(ConvBn::new(
                 conv(in_channels, out_channels, 1, stride, ds.pp("0"))?,
                 bn(out_channels, ds.pp("1"))?,
             ))
@@ -49,34 +97,33 @@ impl BasicBlock {
             None
         };
         Ok(Self {
-            conv1: conv(in_channels, out_channels, 3, stride, vb.pp("conv1"))?,
-            bn1: bn(out_channels, vb.pp("bn1"))?,
-            conv2: conv(out_channels, out_channels, 3, 1, vb.pp("conv2"))?,
-            bn2: bn(out_channels, vb.pp("bn2"))?,
+            first: ConvBn::new(
+                conv(in_channels, out_channels, 3, stride, vb.pp("conv1"))?,
+                bn(out_channels, vb.pp("bn1"))?,
+            ),
+            second: ConvBn::new(
+                conv(out_channels, out_channels, 3, 1, vb.pp("conv2"))?,
+                bn(out_channels, vb.pp("bn2"))?,
+            ),
             downsample,
         })
     }
 
     fn freeze(&self) -> Result<Self> {
         Ok(Self {
-            conv1: self.conv1.freeze()?,
-            bn1: self.bn1.freeze()?,
-            conv2: self.conv2.freeze()?,
-            bn2: self.bn2.freeze()?,
-            downsample: match &self.downsample {
-                Some((conv, bn)) => Some((conv.freeze()?, bn.freeze()?)),
-                None => None,
-            },
+            first: self.first.freeze()?,
+            second: self.second.freeze()?,
+            downsample: self.downsample.as_ref().map(ConvBn::freeze).transpose()?,
         })
     }
 }
 
 impl ModuleT for BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
-        let y = self.bn2.forward_t(&self.conv2.forward(&y)?, train)?;
+        let y = self.first.forward_relu_t(x, train)?;
+        let y = self.second.forward_t(&y, train)?;
         let shortcut = match &self.downsample {
-            Some((conv, bn)) => bn.forward_t(&conv.forward(x)?, train)?,
+            Some(downsample) => downsample.forward_t(x, train)?,
             None => x.clone(),
         };
         add_relu(&y, &shortcut)
@@ -87,8 +134,7 @@ impl ModuleT for BasicBlock {
 /// (`conv1`, `bn1`, `layer1.0.conv1`, …, `layer4.1.bn2`, `layerN.0.downsample.{0,1}`).
 #[derive(Debug, Clone)]
 pub struct ResNet18Encoder {
-    conv1: Conv2d,
-    bn1: BatchNorm2d,
+    stem: ConvBn,
     blocks: Vec<BasicBlock>,
 }
 
@@ -105,17 +151,16 @@ impl ResNet18Encoder {
             in_channels = out_channels;
         }
         Ok(Self {
-            conv1: conv(3, 64, 7, 2, vb.pp("conv1"))?,
-            bn1: bn(64, vb.pp("bn1"))?,
+            stem: ConvBn::new(conv(3, 64, 7, 2, vb.pp("conv1"))?, bn(64, vb.pp("bn1"))?),
             blocks,
         })
     }
 
-    /// This encoder for inference ([`Conv2d::freeze`], [`BatchNorm2d::freeze`]).
+    /// This encoder for inference (evaluation mode only): every batch norm
+    /// folded into the convolution before it ([`Conv2d::freeze_with_affine`]).
     pub fn freeze(&self) -> Result<Self> {
         Ok(Self {
-            conv1: self.conv1.freeze()?,
-            bn1: self.bn1.freeze()?,
+            stem: self.stem.freeze()?,
             blocks: self.blocks.iter().map(BasicBlock::freeze).collect::<Result<_>>()?,
         })
     }
@@ -123,7 +168,7 @@ impl ResNet18Encoder {
 
 impl ModuleT for ResNet18Encoder {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.bn1.forward_relu_t(&self.conv1.forward(x)?, train)?;
+        let x = self.stem.forward_relu_t(x, train)?;
         let mut x = max_pool2d(
             &x,
             MaxPool2dConfig {
