@@ -9,7 +9,9 @@
 //!   and tiles by Winograd's F(2×2, 3×3) (2.25 times fewer multiplications,
 //!   in all three passes); the input gradient is skipped when the input is
 //!   not part of the graph (a network's image); [`conv2d_relu`] with the
-//!   ReLU applied in the same operation;
+//!   ReLU applied in the same operation; a [`FrozenWeight`] (an inference
+//!   network's) keeps its Winograd transform instead of making it on every
+//!   call, which also sends single small maps to Winograd;
 //! * [`relu`]: one parallel pass forward and one backward; [`add_relu`]: a
 //!   residual sum and its ReLU in one pass;
 //! * [`batch_norm_train`]: training-mode batch normalisation in one
