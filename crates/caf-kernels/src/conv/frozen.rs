@@ -10,7 +10,7 @@ use candle_core::{Result, Tensor, Var};
 /// and the transforms the kernels derive from it, each made on first use and
 /// kept for every call after. Today that is the Winograd transform
 /// `U = G g Gᵀ` of 3×3 and 5×5 kernels, which a trainable weight pays on
-/// every forward pass (AlexNet's 13×13 layers at batch 1: 0.6–1.3 ms a
+/// every forward pass (AlexNet's 13×13 layers at batch 1: 0.4–0.6 ms a
 /// layer, more than the products it saves) and which lets those layers run
 /// by Winograd from single images on.
 ///
