@@ -127,8 +127,8 @@ pub(super) fn applies_to_weight_gradient(g: &Geometry) -> bool {
 /// The convolution of `x` with `weight`, plus `bias`.
 pub(super) fn forward<T: Element>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &Geometry) -> Vec<T> {
     match g.kernel_h {
-        5 => forward_with::<T, F2x5, 2, 5, 6>(x, weight, bias, g),
-        _ => forward_with::<T, F2x3, 2, 3, 4>(x, weight, bias, g),
+        5 => forward_with::<T, F2x5, 2, 5, 6>(x, Kernels::AsIs(weight), bias, g),
+        _ => forward_with::<T, F2x3, 2, 3, 4>(x, Kernels::AsIs(weight), bias, g),
     }
 }
 
@@ -569,17 +569,9 @@ fn output_planes<T: Element, const M: usize>(dy: &[T], g: &Geometry, tiling: Til
     PhasePlanes::new(dy, (g.out_h, g.out_w), 0, tiling.rows * M, tiling.cols)
 }
 
+/// The forward pass of the kernels read as `kernels` says, their transform
+/// made for this call.
 fn forward_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
-    x: &[T],
-    weight: &[T],
-    bias: Option<&[T]>,
-    g: &Geometry,
-) -> Vec<T> {
-    forward_of::<T, A, M, R, N>(x, Kernels::AsIs(weight), bias, g)
-}
-
-/// [`forward_with`] of kernels read as `kernels` says.
-fn forward_of<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
     x: &[T],
     kernels: Kernels<T>,
     bias: Option<&[T]>,
@@ -590,7 +582,7 @@ fn forward_of<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize,
     forward_with_transform::<T, A, M, R, N>(x, &u, bias, g)
 }
 
-/// [`forward_with`] from the weight's transform `U` ([`kernel_tiles`]).
+/// The forward pass from the weight's transform `U` ([`kernel_tiles`]).
 fn forward_with_transform<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
     x: &[T],
     u: &[T],
@@ -647,7 +639,7 @@ fn input_gradient_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const 
         out_w: g.width,
         ..*g
     };
-    forward_of::<T, A, M, R, N>(dy, Kernels::Turned(weight), None, &transposed)
+    forward_with::<T, A, M, R, N>(dy, Kernels::Turned(weight), None, &transposed)
 }
 
 /// `Gᵀ (Σ_tiles (A ∂y Aᵀ) ⊙ (Bᵀ d B)) G`, each worker summing its blocks'
@@ -756,7 +748,7 @@ mod tests {
                 );
             };
             close(
-                forward_with::<f64, A, M, R, N>(&x, &w, Some(&bias), &g),
+                forward_with::<f64, A, M, R, N>(&x, Kernels::AsIs(&w), Some(&bias), &g),
                 super::super::forward(&x, &w, Some(&bias), &g),
                 "forward",
             );
