@@ -54,13 +54,10 @@ impl Checkpoint {
     /// fast paths.
     pub fn va_net(&self, device: &Device) -> Result<VaNet> {
         let varmap = VarMap::new();
-        VaNet::new(self.spec.arch, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+        let net = VaNet::new(self.spec.arch, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
         self.assign(&varmap, &[ENCODER, REGRESSOR])?;
-        let frozen: HashMap<String, Tensor> = varmap_tensors(&varmap)
-            .into_iter()
-            .map(|(name, tensor)| (name, tensor.detach()))
-            .collect();
-        Ok(VaNet::new(self.spec.arch, VarBuilder::from_tensors(frozen, DType::F32, device))?.freeze()?)
+        // Freezing copies every weight out of the variables.
+        Ok(net.freeze()?)
     }
 
     /// All three networks for training, with their variables. A checkpoint

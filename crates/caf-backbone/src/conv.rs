@@ -96,11 +96,10 @@ impl Conv2d {
     /// output channel `o` times `scale[o]`, the bias `bias·scale + shift`.
     pub fn freeze_with_affine(&self, scale: &Tensor, shift: &Tensor) -> Result<Self> {
         let scale = scale.detach();
-        let weight = match &self.weight {
-            Weight::Live(tensor) => tensor,
-            Weight::Frozen(frozen) => frozen.tensor(),
-        };
-        let weight = weight.broadcast_mul(&scale.reshape((self.spec.out_channels, 1, 1, 1))?)?;
+        let weight = self
+            .weight()
+            .tensor()
+            .broadcast_mul(&scale.reshape((self.spec.out_channels, 1, 1, 1))?)?;
         let bias = match &self.bias {
             Some(bias) => ((bias.detach() * &scale)? + shift.detach())?,
             None => crate::private_copy(shift)?,
