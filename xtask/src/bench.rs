@@ -203,7 +203,7 @@ fn bench_arch(
             key,
             Timing::measure(args, device, || {
                 let report = trainer.step(&batch)?;
-                ensure!(!report.nonfinite, "the benchmark step's loss was not finite");
+                ensure!(report.nonfinite.is_none(), "the benchmark step's loss was not finite");
                 Ok(())
             })?,
         );

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use caf_backbone::Checkpoint;
 use caf_data::{BatchLoader, DatasetSpec, LoaderConfig, Preprocess};
-use caf_train::metrics_log::{mean_ccc, summary_json};
-use caf_train::{evaluate, parse_device, TrainConfig, Trainer};
+use caf_train::{evaluate, mean_ccc, parse_device, run_series, summary_json, Series, TrainConfig, Trainer};
 
 #[derive(clap::Args)]
 pub struct Train {
@@ -84,74 +83,72 @@ pub struct Cv {
 
 /// Trains one run per fold (`<output>/fold-N`) and prints mean ± std of each metric.
 pub fn cv(args: Cv) -> Result<()> {
-    anyhow::ensure!(args.folds >= 2, "--folds must be at least 2");
     anyhow::ensure!(
         args.train.resume.is_none() && args.train.seeds.is_empty(),
         "cv starts fresh runs of one seed; resume a fold with `train --resume <output>/fold-N/last.safetensors`"
     );
     let base = TrainConfig::load(args.train.config.as_deref(), &args.train.overrides())?;
-    let runs = (0..args.folds)
-        .map(|fold| {
-            let config = TrainConfig {
-                folds: args.folds,
-                fold,
-                output: base.output.join(format!("fold-{fold}")),
-                ..base.clone()
-            };
-            (format!("fold {}/{}", fold + 1, args.folds), config)
-        })
-        .collect();
     let title = format!(
-        "{}-fold subject-disjoint cross-validation, final weights of each fold",
-        args.folds
+        "{}-fold subject-disjoint cross-validation (folds drawn by seed {}), final weights of each fold",
+        args.folds, base.seed
     );
-    run_series(runs, &title, &base.output.join("cv.txt"))
+    train_series(&base, Series::Folds(args.folds), &title)
 }
 
 /// One run per seed (`<output>/seed-N`), then mean ± std of each metric.
 fn train_seeds(args: &Train) -> Result<()> {
     let base = TrainConfig::load(args.config.as_deref(), &args.overrides())?;
-    let runs = args
-        .seeds
-        .iter()
-        .map(|&seed| {
-            (
-                format!("seed {seed}"),
-                TrainConfig {
-                    seed,
-                    output: base.output.join(format!("seed-{seed}")),
-                    ..base.clone()
-                },
-            )
-        })
-        .collect();
     let title = format!("{:?} over seeds {:?}, final weights", base.method, args.seeds);
-    run_series(runs, &title, &base.output.join("seeds.txt"))
+    train_series(&base, Series::Seeds(args.seeds.clone()), &title)
 }
 
-/// Trains each run in turn, then prints and writes the mean ± std of their
-/// final validation metrics.
-fn run_series(runs: Vec<(String, TrainConfig)>, title: &str, table_path: &std::path::Path) -> Result<()> {
+/// Trains each run of `series` in turn, saying which people each validates
+/// on, then prints and writes the mean ± std of their final validation metrics.
+fn train_series(base: &TrainConfig, series: Series, title: &str) -> Result<()> {
+    let runs = series.runs(base)?;
     let stop = stop_on_ctrl_c()?;
-    let mut results = Vec::with_capacity(runs.len());
-    for (label, config) in runs {
-        config.validate()?;
-        println!("{label}: training {:?} into {}", config.method, config.output.display());
-        let summary = Trainer::new(config)?.run(&stop)?;
-        if summary.interrupted {
+    let outcome = run_series(
+        runs,
+        &stop,
+        |label, trainer| {
+            let config = trainer.config();
             println!(
-                "stopped during {label}; resume it with: cargo xtask train --resume {}",
-                summary.last.display()
+                "{label}: training {:?} into {}; validating on {} people: {}",
+                config.method,
+                config.output.display(),
+                trainer.validation_subjects().len(),
+                listed(trainer.validation_subjects())
             );
-            return Ok(());
-        }
-        println!("{label}:\n{}", summary.validation);
-        results.push(summary.validation);
+        },
+        |label, summary| println!("{label}:\n{}", summary.validation),
+    )?;
+    if let Some((label, summary)) = &outcome.interrupted {
+        println!(
+            "stopped during {label}; resume it with: cargo xtask train --resume {}",
+            summary.last.display()
+        );
+        return Ok(());
     }
-    let table = caf_train::metrics_log::fold_table(&results);
-    println!("{title} (mean ± std):\n{table}");
-    std::fs::write(table_path, &table).with_context(|| format!("cannot write {}", table_path.display()))?;
+    println!("{title} (mean ± std):\n{}", outcome.table);
+    let table_path = series.table_path(base);
+    std::fs::write(&table_path, &outcome.table).with_context(|| format!("cannot write {}", table_path.display()))?;
+    println!("table: {}", table_path.display());
     Ok(())
+}
+
+/// Up to 24 names, then how many more.
+fn listed<S: AsRef<str>>(names: &[S]) -> String {
+    const SHOWN: usize = 24;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(" ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" … and {} more", names.len() - SHOWN));
+    }
+    text
 }
 
 fn stop_on_ctrl_c() -> Result<Arc<AtomicBool>> {
@@ -218,7 +215,7 @@ pub fn train(args: Train) -> Result<()> {
         summary.best.display()
     );
     println!("metrics: {}", summary.output.join("metrics.jsonl").display());
-    for plot in caf_train::report::run_report(&summary.output, &summary.predictions)? {
+    for plot in caf_train::run_report(&summary.output, &summary.predictions)? {
         println!("report: {}", plot.display());
     }
     Ok(())
@@ -264,19 +261,13 @@ fn required(value: &Option<PathBuf>, flag: &str, format: &str) -> Result<PathBuf
 fn eval_dataset(args: &Eval, checkpoint: &Checkpoint) -> Result<caf_data::Dataset> {
     let spec = match args.format.as_deref() {
         None => {
-            let saved = checkpoint.metadata.get("caf.train.config").with_context(|| {
+            let config = TrainConfig::of_checkpoint(checkpoint, &[])?.with_context(|| {
                 format!(
                     "{} is not a training checkpoint: say which data to evaluate on with --format and its paths",
                     args.checkpoint.display()
                 )
             })?;
-            let config = TrainConfig::from_toml(saved, "the checkpoint's config", &[])?;
-            if let Some(validation) = &config.validation {
-                return Ok(validation.prepare()?.load()?);
-            }
-            let dataset = config.data.prepare()?.load()?;
-            let split = caf_train::validation_split(&dataset, &config)?;
-            return Ok(dataset.subset(&split.validation, "validation subjects"));
+            return caf_train::validation_set(&config);
         }
         Some("generic") => DatasetSpec::Generic {
             csv: required(&args.csv, "--csv", "generic")?,
@@ -308,11 +299,12 @@ pub fn eval(args: Eval) -> Result<()> {
     let loader = BatchLoader::new(&dataset, preprocess, LoaderConfig::evaluation(args.batch_size))?;
     let (summary, predictions, skipped) = evaluate(&net, &loader, &device)?;
     println!(
-        "{} on {} ({} samples, {} subjects):\n{}",
+        "{} on {} ({} samples, {} subjects: {}):\n{}",
         args.checkpoint.display(),
         dataset.name,
         dataset.len(),
         dataset.subjects().len(),
+        listed(&dataset.subjects()),
         summary
     );
     if skipped > 0 {
@@ -330,7 +322,7 @@ pub fn eval(args: Eval) -> Result<()> {
         .with_context(|| format!("cannot write {}", json_path.display()))?;
     println!("metrics written to {}", json_path.display());
     let plot = json_path.with_extension("svg");
-    caf_train::report::circumplex(&predictions, &format!("{}: true vs predicted", dataset.name), &plot)?;
+    caf_train::circumplex(&predictions, &format!("{}: true vs predicted", dataset.name), &plot)?;
     println!("plot: {}", plot.display());
     Ok(())
 }

@@ -26,6 +26,19 @@ const CONVS: [(usize, usize, usize, usize, usize, usize); 5] = [
 ];
 const POOL_AFTER: [usize; 3] = [0, 3, 10];
 
+/// Side of the last feature map for a square input of side `input`, or
+/// `None` when some window does not fit (the input is too small).
+pub(crate) fn feature_side(input: usize) -> Option<usize> {
+    let mut side = input;
+    for &(index, _, _, kernel, stride, padding) in &CONVS {
+        side = crate::pool::window_output(side, kernel, stride, padding)?;
+        if POOL_AFTER.contains(&index) {
+            side = crate::pool::window_output(side, POOL.kernel, POOL.stride, POOL.padding)?;
+        }
+    }
+    Some(side)
+}
+
 /// AlexNet encoder: `B×3×H×W → B×9216`. Tensor names `features.{0,3,6,8,10}.{weight,bias}`.
 #[derive(Debug, Clone)]
 pub struct AlexNetEncoder {

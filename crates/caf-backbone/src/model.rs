@@ -44,6 +44,17 @@ impl Arch {
         }
     }
 
+    /// The smallest square input side every layer of the encoder fits
+    /// (`image_size` below it fails in the first pooling or convolution
+    /// window that no longer fits).
+    pub fn min_image_size(self) -> usize {
+        let fits = |side: usize| match self {
+            Arch::AlexNet => crate::alexnet::feature_side(side).is_some(),
+            Arch::ResNet18 => crate::resnet::feature_side(side).is_some(),
+        };
+        (1..).find(|&side| fits(side)).unwrap_or(usize::MAX)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Arch::AlexNet => "alexnet",
@@ -400,6 +411,22 @@ mod tests {
             critic_eval.to_vec2::<f32>()?,
             net.critic.forward_t(&features, true)?.to_vec2::<f32>()?
         );
+        Ok(())
+    }
+
+    #[test]
+    fn smallest_inputs_run_and_one_less_does_not() -> CandleResult<()> {
+        assert_eq!(Arch::AlexNet.min_image_size(), 63);
+        for arch in Arch::ALL {
+            let (net, _) = build(arch)?;
+            let side = arch.min_image_size();
+            let ok = Tensor::zeros((2, 3, side, side), DType::F32, &Device::Cpu)?;
+            assert_eq!(net.va.predict(&ok)?.dims(), [2, 2], "{arch} at {side}");
+            if side > 1 {
+                let small = Tensor::zeros((2, 3, side - 1, side - 1), DType::F32, &Device::Cpu)?;
+                assert!(net.va.predict(&small).is_err(), "{arch} at {}", side - 1);
+            }
+        }
         Ok(())
     }
 

@@ -43,6 +43,14 @@ impl MaxPool2dConfig {
     }
 }
 
+/// Output side of a window (convolution or pooling) sliding over `input`
+/// with `stride` and `padding`, or `None` when the padded input is smaller
+/// than the window.
+pub(crate) fn window_output(input: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
+    let padded = input + 2 * padding;
+    (padded >= kernel && stride > 0).then(|| (padded - kernel) / stride + 1)
+}
+
 /// Max pooling over a `B×C×H×W` tensor with a gradient that goes to the first
 /// maximum of each window (PyTorch semantics).
 ///

@@ -11,6 +11,27 @@ use crate::pool::{global_avg_pool, max_pool2d, MaxPool2dConfig};
 /// Output width of the ResNet-18 encoder.
 pub const RESNET18_FEATURES: usize = 512;
 
+/// The max pool after the stem convolution.
+const STEM_POOL: MaxPool2dConfig = MaxPool2dConfig {
+    kernel: 3,
+    stride: 2,
+    padding: 1,
+};
+
+/// Side of the last feature map for a square input of side `input`, or
+/// `None` when some window does not fit: the 7×7/2 stem, its pool, then the
+/// first convolution of layers 2–4 (3×3/2; the downsampling 1×1/2 gives the
+/// same side).
+pub(crate) fn feature_side(input: usize) -> Option<usize> {
+    use crate::pool::window_output;
+    let mut side = window_output(input, 7, 2, 3)?;
+    side = window_output(side, STEM_POOL.kernel, STEM_POOL.stride, STEM_POOL.padding)?;
+    for _ in 0..3 {
+        side = window_output(side, 3, 2, 1)?;
+    }
+    Some(side)
+}
+
 fn conv(in_channels: usize, out_channels: usize, kernel: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
     let spec = ConvSpec {
         in_channels,
@@ -169,14 +190,7 @@ impl ResNet18Encoder {
 impl ModuleT for ResNet18Encoder {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = self.stem.forward_relu_t(x, train)?;
-        let mut x = max_pool2d(
-            &x,
-            MaxPool2dConfig {
-                kernel: 3,
-                stride: 2,
-                padding: 1,
-            },
-        )?;
+        let mut x = max_pool2d(&x, STEM_POOL)?;
         for block in &self.blocks {
             x = block.forward_t(&x, train)?;
         }

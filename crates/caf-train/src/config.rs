@@ -3,11 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use caf_backbone::Arch;
+use caf_backbone::{Arch, Checkpoint};
 use caf_data::synthetic::{SyntheticConfig, LABELS_CSV};
 use caf_data::DatasetSpec;
 use caf_sampler::GroupingRule;
 use serde::{Deserialize, Serialize};
+
+/// Metadata key of the run's configuration (TOML) inside a training checkpoint.
+pub(crate) const CHECKPOINT_CONFIG_KEY: &str = "caf.train.config";
 
 /// What is trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +149,9 @@ pub struct TrainConfig {
     pub max_nonfinite: usize,
     /// Fail on an unreadable image instead of skipping it.
     pub strict_images: bool,
+    /// Off a terminal (output redirected), log a progress line every this
+    /// many seconds; on a terminal a progress bar is drawn instead.
+    pub progress_seconds: f64,
 }
 
 impl Default for TrainConfig {
@@ -188,6 +194,7 @@ impl Default for TrainConfig {
             color_jitter: 0.0,
             max_nonfinite: 20,
             strict_images: false,
+            progress_seconds: 10.0,
         }
     }
 }
@@ -211,6 +218,22 @@ impl TrainConfig {
         }
     }
 
+    /// The configuration saved in a training checkpoint, with `overrides`
+    /// applied; `None` for a checkpoint that holds no run (e.g. an imported model).
+    pub fn of_checkpoint(checkpoint: &Checkpoint, overrides: &[String]) -> Result<Option<Self>> {
+        checkpoint
+            .metadata
+            .get(CHECKPOINT_CONFIG_KEY)
+            .map(|saved| {
+                Self::from_toml(
+                    saved,
+                    &format!("the config saved in {}", checkpoint.path.display()),
+                    overrides,
+                )
+            })
+            .transpose()
+    }
+
     /// Parses TOML text (`source` names it in errors) and applies overrides.
     pub fn from_toml(text: &str, source: &str, overrides: &[String]) -> Result<Self> {
         let table = text
@@ -230,9 +253,20 @@ impl TrainConfig {
         Ok(config)
     }
 
+    /// Checks every setting before any data is read or any weight is made.
     pub fn validate(&self) -> Result<()> {
-        self.arch()?;
+        let arch = self.arch()?;
         self.grouping()?;
+        let smallest = arch.min_image_size();
+        if (self.image_size as usize) < smallest {
+            bail!(
+                "image_size {} is too small for {arch}: its pooling and convolution windows need at least {smallest} px; set image_size ≥ {smallest} (and resize ≥ image_size)",
+                self.image_size
+            );
+        }
+        if !(self.progress_seconds >= 0.0 && self.progress_seconds.is_finite()) {
+            bail!("progress_seconds ({}) must be a number ≥ 0", self.progress_seconds);
+        }
         if self.image_size == 0 || self.resize < self.image_size {
             bail!(
                 "resize ({}) must be at least image_size ({} > 0)",
@@ -340,6 +374,11 @@ mod tests {
         assert!(format!("{err:#}").contains("learning_rate"), "{err:#}");
         assert!(TrainConfig::load(None, &["resize=32".into()]).is_err());
         assert!(TrainConfig::load(None, &["nonsense".into()]).is_err());
+        let err = TrainConfig::load(None, &["image_size=8".into()]).expect_err("too small for AlexNet");
+        assert!(format!("{err:#}").contains("at least 63 px"), "{err:#}");
+        assert!(TrainConfig::load(None, &["image_size=63".into(), "resize=63".into()]).is_ok());
+        let resnet = ["arch=resnet18".into(), "image_size=8".into(), "resize=8".into()];
+        assert!(TrainConfig::load(None, &resnet).is_ok());
     }
 }
 

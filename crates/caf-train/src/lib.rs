@@ -1,24 +1,50 @@
 //! # caf-train
 //!
-//! Trains CAF (or the plain regression baseline) and evaluates it:
+//! Trains CAF (or the plain regression baseline) and evaluates it, as
+//! docs/method.md describes:
 //!
-//! * [`Trainer`]: DESIGN.md's iteration (regression step, critic step,
-//!   adversarial step) with three in-place [`Adam`] optimisers, the step
+//! * [`Trainer`]: the three-phase iteration ([`Phase`]: regression, critic,
+//!   adversarial) with three in-place [`Adam`] optimisers, the step
 //!   learning-rate schedule and the Lagrange multiplier;
 //! * checkpoints holding weights, optimiser moments, the multiplier, the
-//!   schedule position and the data position, so `--resume` continues exactly;
-//! * [`evaluate`]: metrics over a whole set;
+//!   schedule position, the data position and the configuration, so
+//!   [`Trainer::resume`] continues exactly;
+//! * the people a run trains and validates on ([`training_and_validation_sets`],
+//!   [`validation_set`]), and series of runs: subject-disjoint K-fold
+//!   cross-validation and seed series ([`Series`], [`run_series`]);
+//! * [`evaluate`]: metrics over a whole set; SVG plots ([`run_report`], [`circumplex`]);
 //! * [`TrainConfig`]: every hyper-parameter, from TOML with overrides.
+//!
+//! Cross-validation folds the people, never the images of one person:
+//!
+//! ```
+//! use caf_train::{Series, TrainConfig};
+//!
+//! let base = TrainConfig::default();
+//! let runs = Series::Folds(4).runs(&base)?;
+//! assert_eq!(runs.len(), 4);
+//! assert_eq!((runs[2].label.as_str(), runs[2].config.fold), ("fold 3/4", 2));
+//! assert_eq!(runs[2].config.output, base.output.join("fold-2"));
+//! # Ok::<(), anyhow::Error>(())
+//! ```
 
-pub mod adam;
-pub mod config;
-pub mod evaluate;
-pub mod metrics_log;
-pub mod report;
-pub mod schedule;
-pub mod trainer;
+mod adam;
+mod config;
+mod datasets;
+mod evaluate;
+mod metrics_log;
+mod progress;
+mod report;
+mod schedule;
+mod series;
+mod trainer;
 
 pub use adam::{Adam, AdamConfig};
 pub use config::{DataConfig, Method, TrainConfig};
+pub use datasets::{training_and_validation_sets, validation_set, validation_split};
 pub use evaluate::{evaluate, Predictions};
-pub use trainer::{parse_device, validation_split, Counters, RunSummary, StepReport, TrainState, Trainer};
+pub use metrics_log::{fold_table, mean_ccc, summary_json};
+pub use report::{circumplex, run_report};
+pub use schedule::step_lr;
+pub use series::{run_series, Series, SeriesOutcome, SeriesRun};
+pub use trainer::{parse_device, Counters, Phase, RunSummary, StepReport, TrainState, Trainer};

@@ -15,7 +15,47 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
-    pub fn open(path: &Path) -> Result<Self> {
+    /// Opens the log of a run that stands at iteration `step` (0 for a fresh
+    /// run): rows about later iterations, which a killed run wrote after its
+    /// last checkpoint and a resumed run writes again, are removed first, and
+    /// so is a line cut short by the kill. The file is rewritten atomically.
+    pub fn resume_at(path: &Path, step: u64) -> Result<Self> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let mut kept = String::with_capacity(text.len());
+                let mut dropped = 0usize;
+                for line in text.lines() {
+                    let row_step = serde_json::from_str::<Value>(line)
+                        .ok()
+                        .and_then(|record| record["step"].as_u64());
+                    match row_step {
+                        Some(row_step) if row_step <= step => {
+                            kept.push_str(line);
+                            kept.push('\n');
+                        }
+                        _ => dropped += 1,
+                    }
+                }
+                if dropped > 0 {
+                    tracing::info!(
+                        path = %path.display(),
+                        rows = dropped,
+                        step,
+                        "metrics rows past the checkpoint's step removed"
+                    );
+                    let temporary = path.with_extension("jsonl.partial");
+                    std::fs::write(&temporary, kept)
+                        .and_then(|()| std::fs::rename(&temporary, path))
+                        .with_context(|| format!("cannot rewrite {}", path.display()))?;
+                }
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+        }
+        Self::open(path)
+    }
+
+    fn open(path: &Path) -> Result<Self> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -95,6 +135,31 @@ mod tests {
             valence: axis,
             arousal: axis,
         }
+    }
+
+    #[test]
+    fn resuming_cuts_rows_past_the_step_and_a_torn_last_line() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("metrics.jsonl");
+        let rows = [
+            r#"{"kind":"train","step":1}"#,
+            r#"{"kind":"train","step":2}"#,
+            r#"{"kind":"validation","step":2,"epoch":1}"#,
+            r#"{"kind":"train","step":3}"#,
+            r#"{"kind":"train","st"#,
+        ];
+        std::fs::write(&path, rows.join("\n"))?;
+        let mut log = MetricsLog::resume_at(&path, 2)?;
+        log.write(&json!({"kind": "train", "step": 3}))?;
+        drop(log);
+        let expected = format!(
+            "{}\n{}\n{}\n{}\n",
+            rows[0], rows[1], rows[2], r#"{"kind":"train","step":3}"#
+        );
+        assert_eq!(std::fs::read_to_string(&path)?, expected);
+        MetricsLog::resume_at(&path, 0)?;
+        assert_eq!(std::fs::read_to_string(&path)?, "", "a fresh run starts a fresh log");
+        Ok(())
     }
 
     #[test]

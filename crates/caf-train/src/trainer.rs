@@ -1,5 +1,5 @@
-//! The training loop: DESIGN.md's three-step iteration, checkpoints that
-//! resume exactly, validation every epoch.
+//! The training loop: the three-step CAF iteration (docs/method.md),
+//! checkpoints that resume exactly, validation every epoch.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,22 +10,23 @@ use anyhow::{bail, Context, Result};
 use caf_backbone::checkpoint::{varmap_tensors, write_tensors};
 use caf_backbone::model::{CRITIC, ENCODER, REGRESSOR};
 use caf_backbone::{load_pretrained_encoder, seeded_init, CafNet, Checkpoint, HubOptions, ModelSpec, WeightSource};
-use caf_data::{Augment, Batch, BatchLoader, ColorJitter, Dataset, LoaderConfig, Preprocess};
+use caf_data::{Batch, BatchLoader};
 use caf_objective::{adaptive_ks, adversarial_loss, critic_loss, va_loss, LagrangeMultiplier, MetricsSummary};
 use caf_sampler::{group, GroupingRule};
 use candle_core::{DType, Device, ModuleT, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::adam::{Adam, AdamConfig};
-use crate::config::{Method, TrainConfig};
+use crate::config::{Method, TrainConfig, CHECKPOINT_CONFIG_KEY as META_CONFIG};
+use crate::datasets::{loaders, subject_names, training_and_validation_sets};
 use crate::evaluate::{evaluate, Predictions};
 use crate::metrics_log::{mean_ccc, summary_json, MetricsLog};
+use crate::progress::Progress;
 use crate::schedule::step_lr;
 
-/// Metadata keys of the training state inside a checkpoint.
-const META_CONFIG: &str = "caf.train.config";
+/// Metadata keys of the training state inside a checkpoint (the config's is
+/// [`CHECKPOINT_CONFIG_KEY`]).
 const META_STEP: &str = "caf.train.step";
 const META_EPOCH: &str = "caf.train.epoch";
 const META_BATCH: &str = "caf.train.batch";
@@ -57,7 +58,24 @@ pub struct Counters {
     pub skipped_images: u64,
 }
 
+/// The three phases of a CAF iteration, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// `f_e` and `f_r` minimise `L_AV` on the whole batch.
+    Regression,
+    /// `f_c` minimises `L_c` on the strong and weak samples' detached features; λ moves.
+    Critic,
+    /// `f_e` minimises `L_adv` through the frozen critic.
+    Adversarial,
+}
+
 /// What one iteration did, for logs.
+///
+/// A phase's update is applied only when its loss is finite. A non-finite
+/// loss ends the iteration at that phase: the phases before it keep their
+/// updates, that phase and the ones after it change nothing (λ included), and
+/// `nonfinite` names the phase.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StepReport {
     pub loss_av: f64,
@@ -65,7 +83,8 @@ pub struct StepReport {
     pub loss_adversarial: Option<f64>,
     pub pairs: usize,
     pub no_pair: bool,
-    pub nonfinite: bool,
+    /// The phase whose loss was NaN or infinite, if one was.
+    pub nonfinite: Option<Phase>,
 }
 
 /// How a run ended.
@@ -80,6 +99,8 @@ pub struct RunSummary {
     /// True when a stop was requested (Ctrl-C) before the last epoch ended.
     pub interrupted: bool,
     pub predictions: Predictions,
+    /// The people validated on, sorted.
+    pub validation_subjects: Vec<String>,
 }
 
 struct Optimisers {
@@ -99,6 +120,8 @@ pub struct Trainer {
     grouping: GroupingRule,
     train: BatchLoader,
     validation: BatchLoader,
+    training_subjects: Vec<String>,
+    validation_subjects: Vec<String>,
     state: TrainState,
 }
 
@@ -133,75 +156,6 @@ fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
-/// The subject-disjoint split a config asks for: fold `fold` of `folds`, or
-/// `validation_ratio` of the subjects, chosen by the seed.
-pub fn validation_split(dataset: &Dataset, config: &TrainConfig) -> Result<caf_data::Split> {
-    Ok(if config.folds >= 2 {
-        caf_data::subject_folds(dataset, config.folds, config.seed)?.swap_remove(config.fold)
-    } else {
-        caf_data::subject_split(dataset, config.validation_ratio, config.seed)?
-    })
-}
-
-fn loaders(config: &TrainConfig) -> Result<(BatchLoader, BatchLoader)> {
-    let dataset = config.data.prepare()?.load()?;
-    let (train_set, validation_set): (Dataset, Dataset) = match &config.validation {
-        Some(validation) => (dataset, validation.prepare()?.load()?),
-        None => {
-            let split = caf_data::subject_split(&dataset, config.validation_ratio, config.seed)?;
-            (
-                dataset.subset(&split.train, "training subjects"),
-                dataset.subset(&split.validation, "validation subjects"),
-            )
-        }
-    };
-    tracing::info!(
-        train = train_set.len(),
-        train_subjects = train_set.subjects().len(),
-        validation = validation_set.len(),
-        validation_subjects = validation_set.subjects().len(),
-        "data ready"
-    );
-    let preprocess = Preprocess::imagenet(config.resize, config.image_size)?;
-    let jitter = (config.color_jitter > 0.0).then_some(ColorJitter {
-        brightness: config.color_jitter,
-        contrast: config.color_jitter,
-        saturation: config.color_jitter,
-    });
-    let augment = Augment {
-        random_crop: config.random_crop,
-        horizontal_flip: config.horizontal_flip,
-        color_jitter: jitter,
-    };
-    let prefetch = 2 * config.workers;
-    let train_config = LoaderConfig {
-        batch_size: config.batch_size,
-        shuffle: true,
-        drop_last: true,
-        workers: config.workers,
-        prefetch,
-        seed: config.seed,
-        augment: Some(augment),
-        strict: config.strict_images,
-    };
-    let eval_config = LoaderConfig {
-        workers: config.workers,
-        prefetch,
-        strict: config.strict_images,
-        ..LoaderConfig::evaluation(config.batch_size)
-    };
-    let train = BatchLoader::new(&train_set, preprocess, train_config)?;
-    if train.batches_per_epoch() == 0 {
-        bail!(
-            "{}: {} training samples make no full batch of {}",
-            train_set.name,
-            train_set.len(),
-            config.batch_size
-        );
-    }
-    Ok((train, BatchLoader::new(&validation_set, preprocess, eval_config)?))
-}
-
 impl Trainer {
     /// A fresh run: seeded initial weights, then the pretrained encoder if configured.
     pub fn new(config: TrainConfig) -> Result<Self> {
@@ -231,17 +185,12 @@ impl Trainer {
     pub fn resume(checkpoint: &Path, overrides: &[String]) -> Result<Self> {
         // Read once on the host; `caf_net` moves the weights to the run's device.
         let file = Checkpoint::read(checkpoint, &Device::Cpu)?;
-        let saved = file.metadata.get(META_CONFIG).with_context(|| {
+        let overridden = TrainConfig::of_checkpoint(&file, overrides)?.with_context(|| {
             format!(
                 "{}: not a training checkpoint (no {META_CONFIG}); use it as pretrained weights instead",
                 checkpoint.display()
             )
         })?;
-        let overridden = TrainConfig::from_toml(
-            saved,
-            &format!("the config saved in {}", checkpoint.display()),
-            overrides,
-        )?;
         let device = parse_device(&overridden.device)?;
         let meta = |key: &str| {
             file.metadata
@@ -289,7 +238,15 @@ impl Trainer {
             regressor: Adam::new(trainable(&varmap, &format!("{REGRESSOR}.")), adam)?,
             critic: Adam::new(trainable(&varmap, &format!("{CRITIC}.")), adam)?,
         };
-        let (train, validation) = loaders(&config)?;
+        let (train_set, validation_set) = training_and_validation_sets(&config)?;
+        tracing::info!(
+            train = train_set.len(),
+            train_subjects = train_set.subjects().len(),
+            validation = validation_set.len(),
+            validation_subjects = validation_set.subjects().len(),
+            "data ready"
+        );
+        let (train, validation) = loaders(&config, &train_set, &validation_set)?;
         let spec = ModelSpec {
             arch: config.arch()?,
             image_size: config.image_size as usize,
@@ -306,6 +263,8 @@ impl Trainer {
             grouping,
             train,
             validation,
+            training_subjects: subject_names(&train_set),
+            validation_subjects: subject_names(&validation_set),
             state,
         })
     }
@@ -322,13 +281,34 @@ impl Trainer {
         &self.varmap
     }
 
+    /// The people this run trains on, sorted.
+    pub fn training_subjects(&self) -> &[String] {
+        &self.training_subjects
+    }
+
+    /// The people this run validates on, sorted (none of them is trained on
+    /// unless a separate validation set shares people with `data`).
+    pub fn validation_subjects(&self) -> &[String] {
+        &self.validation_subjects
+    }
+
     /// The scheduled learning rate of iteration `step` (0-based).
     fn lr_at(&self, step: u64) -> f64 {
         step_lr(self.config.lr, self.config.lr_gamma, self.config.lr_step, step)
     }
 
-    /// One iteration on a batch, as in the paper's algorithm.
+    /// One iteration on a batch, as in the paper's algorithm. Each call is
+    /// one iteration: it advances the iteration counter, so the learning-rate
+    /// schedule and the dropout masks move on when `step` is called in a loop
+    /// of one's own. A non-finite loss ends the iteration early (see
+    /// [`StepReport`]).
     pub fn step(&mut self, batch: &Batch) -> Result<StepReport> {
+        let report = self.phases(batch);
+        self.state.step += 1;
+        report
+    }
+
+    fn phases(&mut self, batch: &Batch) -> Result<StepReport> {
         let lr = self.lr_at(self.state.step);
         for optimiser in [
             &mut self.optimisers.encoder,
@@ -348,7 +328,7 @@ impl Trainer {
         )?;
         report.loss_av = scalar(&loss_av.total)?;
         if !report.loss_av.is_finite() {
-            report.nonfinite = true;
+            report.nonfinite = Some(Phase::Regression);
             return Ok(report);
         }
         let grads = loss_av.total.backward()?;
@@ -383,7 +363,7 @@ impl Trainer {
         let loss_critic = scalar(&contrast.loss)?;
         report.loss_critic = Some(loss_critic);
         if !loss_critic.is_finite() {
-            report.nonfinite = true;
+            report.nonfinite = Some(Phase::Critic);
             return Ok(report);
         }
         self.optimisers.critic.step(&contrast.loss.backward()?)?;
@@ -398,7 +378,7 @@ impl Trainer {
         let value = scalar(&loss_adversarial)?;
         report.loss_adversarial = Some(value);
         if !value.is_finite() {
-            report.nonfinite = true;
+            report.nonfinite = Some(Phase::Adversarial);
             return Ok(report);
         }
         self.optimisers.encoder.step(&loss_adversarial.backward()?)?;
@@ -412,7 +392,8 @@ impl Trainer {
         let output = self.config.output.clone();
         std::fs::create_dir_all(&output).with_context(|| format!("cannot create {}", output.display()))?;
         std::fs::write(output.join("config.toml"), self.config.to_toml()?).context("writing config.toml")?;
-        let mut log = MetricsLog::open(&output.join("metrics.jsonl"))?;
+        // Rows a killed run wrote after this checkpoint are cut: they are about to be written again.
+        let mut log = MetricsLog::resume_at(&output.join("metrics.jsonl"), self.state.step)?;
         let (last, best) = (output.join("last.safetensors"), output.join("best.safetensors"));
         let mut consecutive_nonfinite = 0usize;
         let mut interrupted = false;
@@ -420,16 +401,20 @@ impl Trainer {
         while self.state.epoch < self.config.epochs && !interrupted {
             let epoch = self.state.epoch;
             let plan_len = self.train.batches_per_epoch();
-            let progress = progress_bar(plan_len as u64, self.state.batch as u64, epoch, self.config.epochs);
+            let mut progress = Progress::new(
+                plan_len,
+                self.state.batch,
+                (epoch, self.config.epochs),
+                self.config.batch_size,
+                std::time::Duration::from_secs_f64(self.config.progress_seconds),
+            );
             let mut batches = self.train.epoch_from(epoch as u64, self.state.batch, &self.device);
             let started = Instant::now();
             let mut running = [0f64; 3];
             for batch in batches.by_ref() {
                 let batch = batch?;
                 let report = self.step(&batch)?;
-                self.state.step += 1;
                 self.state.batch += 1;
-                progress.inc(1);
                 if report.no_pair {
                     self.state.counters.no_pair += 1;
                     tracing::debug!(
@@ -437,10 +422,14 @@ impl Trainer {
                         "no strong/weak pair in this batch: regression step only"
                     );
                 }
-                if report.nonfinite {
+                if let Some(phase) = report.nonfinite {
                     self.state.counters.nonfinite += 1;
                     consecutive_nonfinite += 1;
-                    tracing::warn!(step = self.state.step, "non-finite loss: update skipped");
+                    tracing::warn!(
+                        step = self.state.step,
+                        ?phase,
+                        "non-finite loss: this phase's update and the later phases' skipped"
+                    );
                     if consecutive_nonfinite >= self.config.max_nonfinite {
                         self.save(&last)?;
                         bail!(
@@ -457,7 +446,7 @@ impl Trainer {
                     0.9 * running[1] + 0.1 * report.loss_critic.unwrap_or(running[1]),
                     0.9 * running[2] + 0.1 * report.loss_adversarial.unwrap_or(running[2]),
                 ];
-                progress.set_message(format!(
+                progress.advance(format!(
                     "L_AV {:.3}  L_c {:.3}  L_adv {:.4}  λ {:.2e}",
                     running[0], running[1], running[2], self.state.lambda.value
                 ));
@@ -466,6 +455,7 @@ impl Trainer {
                         "kind": "train", "step": self.state.step, "epoch": epoch + 1,
                         "loss_av": report.loss_av, "loss_critic": report.loss_critic, "loss_adversarial": report.loss_adversarial,
                         "lambda": self.state.lambda.value, "pairs": report.pairs, "no_pair": report.no_pair,
+                        "nonfinite": report.nonfinite,
                         "lr": self.lr_at(self.state.step - 1),
                     }))?;
                 }
@@ -476,7 +466,7 @@ impl Trainer {
             }
             self.state.counters.skipped_images += batches.skipped() as u64;
             drop(batches);
-            progress.finish_and_clear();
+            progress.finish();
             if interrupted {
                 self.save(&last)?;
                 break;
@@ -519,6 +509,7 @@ impl Trainer {
             state: self.state.clone(),
             interrupted,
             predictions,
+            validation_subjects: self.validation_subjects.clone(),
         })
     }
 
@@ -546,13 +537,6 @@ impl Trainer {
     }
 }
 
-fn progress_bar(len: u64, position: u64, epoch: usize, epochs: usize) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_position(position);
-    let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta}  {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_prefix(format!("{}/{}", epoch + 1, epochs));
-    bar
-}
+#[cfg(test)]
+#[path = "trainer_tests.rs"]
+mod tests;
