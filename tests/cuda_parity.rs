@@ -10,7 +10,6 @@
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
-use caf_backbone::pool::{max_pool2d, MaxPool2dConfig};
 use caf_backbone::{Arch, VaNet};
 use caf_data::Batch;
 use caf_e2e::compare::relative_error;
@@ -18,6 +17,7 @@ use caf_e2e::fill::{fill_varmap, input};
 use caf_e2e::setups::{seeded_checkpoint, tiny_run};
 use caf_infer::Predictor;
 use caf_kernels::{batch_norm_train, conv2d, relu, Conv2dParams};
+use caf_kernels::{max_pool2d, MaxPool2dConfig};
 use caf_train::{AdamConfig, Method, TrainConfig, Trainer};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
@@ -116,25 +116,12 @@ fn batch_norm_on_cuda_matches_the_cpu_kernel() -> Result<()> {
         (input("bn.w", (1, 1, 1, 3))?.flatten_all()? + 1.0)?,
         input("bn.b", (1, 1, 1, 3))?.flatten_all()?,
     ];
-    // On the GPU `batch_norm_train` is not available: the layer that uses it
-    // (BatchNorm2d) takes candle-nn's there, which the network tests cover;
-    // here the CPU kernel is checked against the formula evaluated on CUDA.
+    // The same function on both devices: caf-kernels' fused kernel on the
+    // CPU, candle's operations on CUDA; outputs and every gradient.
     compare_with_gradients(
         "batch norm (train)",
         &inputs,
-        |v| {
-            if v[0].device().is_cpu() {
-                Ok(batch_norm_train(&v[0], &v[1], &v[2], 1e-5)?.0)
-            } else {
-                let mean = v[0].mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
-                let centred = v[0].broadcast_sub(&mean)?;
-                let variance = centred.sqr()?.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
-                let normalised = centred.broadcast_div(&(variance + 1e-5)?.sqrt()?)?;
-                normalised
-                    .broadcast_mul(&v[1].reshape((1, 3, 1, 1))?)?
-                    .broadcast_add(&v[2].reshape((1, 3, 1, 1))?)
-            }
-        },
+        |v| Ok(batch_norm_train(&v[0], &v[1], &v[2], 1e-5)?.0),
         1e-5,
     )
 }

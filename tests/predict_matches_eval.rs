@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use caf_backbone::{Arch, Checkpoint};
-use caf_data::formats::load_generic_csv;
+use caf_data::load_generic_csv;
 use caf_data::synthetic::{generate, SyntheticConfig};
 use caf_data::{BatchLoader, LoaderConfig};
 use caf_e2e::setups::seeded_checkpoint;

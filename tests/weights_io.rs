@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use caf_backbone::model::{META_ARCH, META_IMAGE_SIZE, META_RESIZE};
 use caf_backbone::{
     import_torch_model, load_pretrained_encoder, read_tensors, save_checkpoint, Arch, CafNet, Checkpoint, Error,
     HubOptions, ModelSpec, VaNet, WeightSource,
 };
+use caf_backbone::{META_ARCH, META_IMAGE_SIZE, META_RESIZE};
 use caf_e2e::fill::{fill_varmap, input, model_values, named_tensors, strip_prefix, var_shapes};
 use caf_e2e::torch_pickle::write_state_dict;
 use candle_core::{DType, Device, ModuleT, Tensor};

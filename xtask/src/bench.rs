@@ -306,7 +306,7 @@ fn bench_pipeline(args: &Bench, threads: usize, scratch: &Path) -> Result<Value>
         jpeg: true,
     };
     let report = caf_data::synthetic::generate(&scratch.join("jpeg"), &synthetic)?;
-    let dataset = caf_data::formats::load_generic_csv(&report.csv, &report.root)?;
+    let dataset = caf_data::load_generic_csv(&report.csv, &report.root)?;
     let config = LoaderConfig {
         workers: threads,
         prefetch: 2 * threads,

@@ -142,9 +142,8 @@ const CANDLE_SPIN_LIMIT: &str = "1000";
 
 /// candle 0.11 runs its element-wise operations on a pool of its own, beside
 /// rayon's (where our kernels run), and after each one its workers spin
-/// 25 000 times before sleeping, on a core our kernels need: 3 % of an
-/// AlexNet CAF step's samples on two cores. At 1000 spins its worker takes
-/// 0.85 % (its work) and the waits for it 0.7 %, as at 25 000. Read once,
+/// 25 000 times before sleeping, on a core our kernels need; 1000 spins
+/// keep its waits as short without taking that core (docs/performance.md). Read once,
 /// when candle first uses the pool, so this runs before anything else; a
 /// value the user set is kept.
 fn shorten_candle_spin() {

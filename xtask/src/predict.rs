@@ -4,8 +4,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use caf_data::formats::FaceBoxes;
-use caf_data::pipeline::face_region;
+use caf_data::face_region;
+use caf_data::FaceBoxes;
 use caf_infer::{annotation, load, ImageFile, Predictor, Va};
 use caf_train::parse_device;
 use serde_json::json;

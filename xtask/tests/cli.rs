@@ -236,7 +236,7 @@ fn predict_refuses_a_checkpoint_of_another_architecture_or_with_missing_tensors(
         VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
     )
     .expect("model");
-    let mut tensors = caf_backbone::checkpoint::varmap_tensors(&varmap);
+    let mut tensors = caf_backbone::varmap_tensors(&varmap);
     let image = dir.path().join("face.png");
     image::RgbImage::new(64, 64).save(&image).expect("png");
     let as_resnet = dir.path().join("as-resnet.safetensors");

@@ -233,9 +233,9 @@ impl VaNet {
     /// A copy of this network for inference: every weight copied, so that
     /// training this one further leaves the copy as it is; the convolutions'
     /// weights frozen ([`caf_kernels::FrozenWeight`]), so that what the
-    /// kernels derive from a weight is made once and kept (single images
-    /// through AlexNet's 13×13 layers run by Winograd, 29–31 % faster a
-    /// layer); ResNet-18's batch norms folded into the convolutions before
+    /// kernels derive from a weight is made once and kept (so single images
+    /// through AlexNet's 13×13 layers run by Winograd); ResNet-18's batch
+    /// norms folded into the convolutions before
     /// them (one pass over the activations instead of two). The copy
     /// computes the same function in evaluation mode, up to rounding; it
     /// builds no gradient for its weights, and a training-mode pass through

@@ -1,9 +1,9 @@
-//! `BatchNorm2d` with torchvision's tensor names, training on caf-kernels'
-//! fused CPU kernel.
+//! `BatchNorm2d` with torchvision's tensor names; caf-kernels picks how each
+//! device runs it.
 
-use caf_kernels::{batch_norm_train, batch_norm_train_relu, relu, runs_on_cpu_kernels, scale_shift, ChannelStats};
+use caf_kernels::{batch_norm_train, batch_norm_train_relu, relu, scale_shift, ChannelStats};
 use candle_core::{ModuleT, Result, Tensor, Var};
-use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, Init, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 
 /// caf-kernels' training-mode pass: `(x, weight, bias, eps) → (y, batch statistics)`.
 type TrainingNormalisation = fn(&Tensor, &Tensor, &Tensor, f64) -> Result<(Tensor, ChannelStats)>;
@@ -19,8 +19,6 @@ const MOMENTUM: f64 = 0.1;
 /// not the weights are variables.
 #[derive(Debug, Clone)]
 pub struct BatchNorm2d {
-    /// candle-nn's layer, for training off the CPU.
-    candle: BatchNorm,
     weight: Tensor,
     bias: Tensor,
     running_mean: Var,
@@ -29,14 +27,10 @@ pub struct BatchNorm2d {
 
 impl BatchNorm2d {
     pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
-        let candle = batch_norm(channels, BatchNormConfig::default(), vb.clone())?;
-        // The same variables candle-nn's layer holds (a VarMap hands out one
-        // variable per name), so both paths update the running statistics.
         let running = |name: &str, init: f64| -> Result<Var> {
             Var::from_tensor(&vb.get_with_hints(channels, name, Init::Const(init))?)
         };
         Ok(Self {
-            candle,
             weight: vb.get_with_hints(channels, "weight", Init::Const(1.0))?,
             bias: vb.get_with_hints(channels, "bias", Init::Const(0.0))?,
             running_mean: running("running_mean", 0.0)?,
@@ -55,18 +49,18 @@ impl BatchNorm2d {
         Ok((scale, shift))
     }
 
-    /// `relu(self.forward_t(x, train))`; training on the CPU as one operation
+    /// `relu(self.forward_t(x, train))`; in training as one operation
     /// ([`caf_kernels::batch_norm_train_relu`]).
     pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if train && runs_on_cpu_kernels(x) {
-            self.train_on_cpu(x, batch_norm_train_relu)
+        if train {
+            self.train(x, batch_norm_train_relu)
         } else {
             relu(&self.forward_t(x, train)?)
         }
     }
 
-    /// Training mode on caf-kernels' fused pass `normalise`, then the running statistics updated.
-    fn train_on_cpu(&self, x: &Tensor, normalise: TrainingNormalisation) -> Result<Tensor> {
+    /// Training mode through `normalise`, then the running statistics updated.
+    fn train(&self, x: &Tensor, normalise: TrainingNormalisation) -> Result<Tensor> {
         let (y, stats) = normalise(x, &self.weight, &self.bias, EPS)?;
         self.update_running(stats.mean, stats.variance, stats.count)?;
         Ok(y)
@@ -90,13 +84,11 @@ impl BatchNorm2d {
 
 impl ModuleT for BatchNorm2d {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        match (train, runs_on_cpu_kernels(x)) {
-            (true, true) => self.train_on_cpu(x, batch_norm_train),
-            (true, false) => self.candle.forward_t(x, true),
-            (false, _) => {
-                let (scale, shift) = self.folded()?;
-                scale_shift(x, &scale, &shift)
-            }
+        if train {
+            self.train(x, batch_norm_train)
+        } else {
+            let (scale, shift) = self.folded()?;
+            scale_shift(x, &scale, &shift)
         }
     }
 }
@@ -105,7 +97,7 @@ impl ModuleT for BatchNorm2d {
 mod tests {
     use super::*;
     use candle_core::{DType, Device};
-    use candle_nn::VarMap;
+    use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, VarMap};
 
     /// The fused training path and candle-nn's agree on outputs, gradients
     /// and running statistics (candle-nn's layer is the reference here).

@@ -8,17 +8,41 @@
 //! * the image pipeline ([`Preprocess`], [`Augment`]) and a parallel,
 //!   deterministic batch loader ([`BatchLoader`]);
 //! * a built-in dataset of synthetic people ([`synthetic`]).
+//!
+//! Splits hold people out, never single images of a person:
+//!
+//! ```
+//! use caf_data::{subject_split, Dataset, IndexReport, Sample};
+//!
+//! let samples = (0..12)
+//!     .map(|i| Sample {
+//!         path: format!("{i}.png").into(),
+//!         valence: 0.1,
+//!         arousal: -0.2,
+//!         subject: format!("person-{}", i % 4),
+//!         face: None,
+//!     })
+//!     .collect();
+//! let dataset = Dataset { name: "four people".into(), samples, report: IndexReport::default() };
+//! let split = subject_split(&dataset, 0.25, 7)?;
+//! let validation = dataset.subset(&split.validation, "validation");
+//! let training = dataset.subset(&split.train, "training");
+//! assert_eq!((training.subjects().len(), validation.subjects().len()), (3, 1));
+//! assert_eq!(validation.len(), 3); // all three images of the held-out person
+//! assert!(!training.subjects().contains(&validation.subjects()[0]));
+//! # Ok::<(), caf_data::DataError>(())
+//! ```
 
-pub mod formats;
-pub mod loader;
-pub mod pipeline;
-pub mod sample;
-pub mod split;
+mod formats;
+mod loader;
+mod pipeline;
+mod sample;
+mod split;
 pub mod synthetic;
 
 pub use caf_rng::Rng;
-pub use formats::DatasetSpec;
+pub use formats::{load_afew_va, load_aff_wild2, load_affectnet, load_generic_csv, DatasetSpec, FaceBoxes};
 pub use loader::{Batch, BatchLoader, Epoch, LoaderConfig};
-pub use pipeline::{Augment, ColorJitter, Preprocess};
+pub use pipeline::{decode, face_region, prepare, Augment, ColorJitter, Preprocess, IMAGENET_MEAN, IMAGENET_STD};
 pub use sample::{DataError, Dataset, FaceBox, IndexReport, RowProblem, Sample};
 pub use split::{subject_folds, subject_split, Split};

@@ -10,6 +10,16 @@
 //!   circumplex table [`EMOTIONS`].
 //! * [`annotation`]: the face beside the circumplex with the predicted point.
 //!
+//! ```
+//! use caf_infer::{Quadrant, Va};
+//!
+//! let happy = Va { valence: 0.6, arousal: 0.1 };
+//! assert_eq!((happy.emotion(), happy.quadrant()), ("happy", Quadrant::PositiveHigh));
+//! assert_eq!(Va { valence: 0.05, arousal: -0.1 }.emotion(), "neutral");
+//! ```
+//!
+//! From a trained checkpoint:
+//!
 //! ```no_run
 //! use caf_infer::{ImageFile, Predictor};
 //! # fn main() -> Result<(), caf_infer::InferError> {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use caf_backbone::{Checkpoint, ModelSpec, VaNet};
-use caf_data::pipeline::{decode, prepare};
+use caf_data::{decode, prepare};
 use caf_data::{DataError, FaceBox, Preprocess};
 use candle_core::{Device, Tensor};
 use image::RgbImage;

@@ -2,8 +2,10 @@
 //!
 //! candle-nn's training BatchNorm is a chain of about a dozen tensor ops
 //! (transpose, copy, mean, square, divide, …), each a full pass with its own
-//! allocation and its own backward. Here: one statistics pass (two-pass mean
-//! and variance, in f64), one normalisation pass, and two passes backward.
+//! allocation and its own backward. On the CPU: one statistics pass (two-pass
+//! mean and variance, in f64), one normalisation pass, and two passes
+//! backward. On other devices and dtypes, differentiable candle operations
+//! with the same result.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -22,8 +24,7 @@ pub struct ChannelStats {
     pub count: usize,
 }
 
-/// Normalises `x` (`B×C×H×W`, f32 or f64 on the CPU) with its own batch
-/// statistics, then scales by `weight` and shifts by `bias` (both `C`), as
+/// Normalises `x` (`B×C×H×W`) with its own batch statistics, then scales by `weight` and shifts by `bias` (both `C`), as
 /// PyTorch's `BatchNorm2d` in training mode. Returns the output and the batch
 /// statistics (for the running averages). Gradients reach `x`, `weight` and
 /// `bias`, the statistics' dependence on `x` included.
@@ -45,9 +46,6 @@ fn normalise(
     eps: f64,
     activation: Activation,
 ) -> Result<(Tensor, ChannelStats)> {
-    if !runs_on_cpu_kernels(x) {
-        candle_core::bail!("batch_norm_train: runs on f32/f64 CPU tensors, got {:?}", x.dtype())
-    }
     let (_, channels, _, _) = x.dims4()?;
     if weight.dims() != [channels] || bias.dims() != [channels] {
         candle_core::bail!(
@@ -56,11 +54,14 @@ fn normalise(
             bias.dims()
         )
     }
-    let x = x.contiguous()?;
     let count = x.elem_count() / channels;
     if count < 2 {
         candle_core::bail!("batch_norm_train: needs more than one value per channel, got {count}")
     }
+    if !runs_on_cpu_kernels(x) {
+        return normalise_composed(x, weight, bias, eps, activation, count);
+    }
+    let x = x.contiguous()?;
     let mut host = x
         .apply_op1_no_bwd(&StatisticsOp)?
         .to_dtype(DType::F64)?
@@ -80,6 +81,38 @@ fn normalise(
         &bias.contiguous()?,
         NormaliseOp(normalisation, activation),
     )?;
+    Ok((y, stats))
+}
+
+/// [`normalise`] from candle's own differentiable operations, for devices
+/// and dtypes the CPU kernels do not cover.
+fn normalise_composed(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+    activation: Activation,
+    count: usize,
+) -> Result<(Tensor, ChannelStats)> {
+    let per_channel = |t: &Tensor| t.reshape((1, (), 1, 1));
+    let mean = x.mean_keepdim((0, 2, 3))?;
+    let centred = x.broadcast_sub(&mean)?;
+    let variance = centred.sqr()?.mean_keepdim((0, 2, 3))?;
+    let scale = (variance.clone() + eps)?
+        .sqrt()?
+        .recip()?
+        .broadcast_mul(&per_channel(weight)?)?;
+    let y = centred.broadcast_mul(&scale)?.broadcast_add(&per_channel(bias)?)?;
+    let y = match activation {
+        Activation::Identity => y,
+        Activation::Relu => y.relu()?,
+    };
+    let host = |t: &Tensor| t.detach().flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>();
+    let stats = ChannelStats {
+        mean: host(&mean)?,
+        variance: host(&variance)?,
+        count,
+    };
     Ok((y, stats))
 }
 
@@ -424,6 +457,39 @@ mod tests {
                     .max_all()?
                     .to_scalar::<f64>()?;
                 assert!(difference < 1e-10, "{dims:?}: {difference}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The path other devices take (candle's operations) agrees with the CPU
+    /// kernels in outputs, statistics and every gradient, with and without ReLU.
+    #[test]
+    fn the_composed_path_matches_the_cpu_kernels() -> Result<()> {
+        let dims = (3, 4, 5, 3);
+        for activation in [Activation::Identity, Activation::Relu] {
+            let x = Var::from_tensor(&(distinct_values(dims)? * 3.0)?)?;
+            let (w, b) = parameters(dims.1)?;
+            let (w, b) = (Var::from_tensor(&w)?, Var::from_tensor(&b)?);
+            let (kernel, kernel_stats) = normalise(&x, &w, &b, 1e-5, activation)?;
+            let (composed, composed_stats) = normalise_composed(&x, &w, &b, 1e-5, activation, 45)?;
+            assert!((&kernel - &composed)?.abs()?.max_all()?.to_scalar::<f64>()? < 1e-12);
+            assert_eq!(kernel_stats.count, composed_stats.count);
+            for (a, b) in [
+                (&kernel_stats.mean, &composed_stats.mean),
+                (&kernel_stats.variance, &composed_stats.variance),
+            ] {
+                assert!(a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-12), "{a:?} vs {b:?}");
+            }
+            let probe = probe_like(kernel.shape())?;
+            let kernel = (kernel * &probe)?.sum_all()?.backward()?;
+            let composed = (composed * &probe)?.sum_all()?.backward()?;
+            for var in [&x, &w, &b] {
+                let difference = (kernel.get(var).expect("kernel") - composed.get(var).expect("composed"))?
+                    .abs()?
+                    .max_all()?
+                    .to_scalar::<f64>()?;
+                assert!(difference < 1e-10, "{difference}");
             }
         }
         Ok(())

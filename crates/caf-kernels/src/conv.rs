@@ -20,8 +20,8 @@ use crate::reduce::{sum_map, sum_parts};
 use crate::scratch::Scratch;
 use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
 
+pub(crate) use self::frozen::KeptTransforms;
 pub use self::frozen::{ConvWeight, FrozenWeight};
-pub(crate) use self::frozen::{KeptTransform, KeptTransforms};
 
 /// Stride and zero padding of a convolution, equal on both axes
 /// (`nn.Conv2d(…, stride, padding)` with dilation 1 and one group).
@@ -374,7 +374,8 @@ fn for_each_image<T: Element>(
             || Scratch::stale(buffer_len),
             |images, buffer| {
                 for b in images {
-                    work(b, shared.slice(b * chunk, chunk), buffer, Threads::One);
+                    // SAFETY: image `b`'s output belongs to this block alone.
+                    work(b, unsafe { shared.slice(b * chunk, chunk) }, buffer, Threads::One);
                 }
             },
             drop,
@@ -527,9 +528,11 @@ impl Kernel for ConvKernel<'_> {
         match self {
             ConvKernel::Forward(g, activation, kept) => {
                 let (x, weight, bias) = (operands[0], operands[1], operands.get(2).copied());
-                let kept = kept.filter(|_| winograd::applies_with_kept_transform(g));
-                let mut y = if let Some(kept) = kept {
-                    let u = T::winograd_slot(kept).get_or_init(|| winograd::kernel_transform(weight, g));
+                let slot = kept
+                    .filter(|_| winograd::applies_with_kept_transform(g))
+                    .and_then(KeptTransforms::winograd_slot::<T>);
+                let mut y = if let Some(slot) = slot {
+                    let u = slot.get_or_init(|| winograd::kernel_transform(weight, g));
                     winograd::forward_with_kept_transform(x, u, bias, g)
                 } else if winograd::applies(g) {
                     winograd::forward(x, weight, bias, g)

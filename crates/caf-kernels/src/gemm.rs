@@ -8,9 +8,7 @@ use rayon::prelude::*;
 
 /// Element types the kernels run in: f32 for training, f64 for gradient checks
 /// (`to_f64` / `from_f64` come from candle's `WithDType`).
-pub trait Element:
-    candle_core::WithDType + Default + std::ops::AddAssign + PartialOrd + crate::scratch::Kept + crate::conv::KeptTransform
-{
+pub trait Element: candle_core::WithDType + Default + std::ops::AddAssign + PartialOrd + crate::scratch::Kept {
     const ONE: Self;
     const ZERO: Self;
 }
@@ -89,8 +87,8 @@ impl<'a, T> Matrix<'a, T> {
     }
 
     /// The view's elements, copied out row by row, in square blocks so that
-    /// a transposed view is read a few cache lines at a time (element by
-    /// element, a 4608 × 512 transpose took 15 ms).
+    /// a transposed view is read a few cache lines at a time rather than an
+    /// element per line.
     pub(crate) fn to_vec(self) -> Vec<T>
     where
         T: Copy + Default + Send + Sync,
@@ -148,9 +146,9 @@ const MIN_ROWS_PER_WORKER: usize = 32;
 /// `dst = a · b` (or `dst += a · b` when `accumulate`), `dst` row-major `a.rows × b.cols`.
 ///
 /// With [`Threads::All`] the rows of `dst` (and of `a`) are dealt out to the
-/// workers in equal bands, each a single-threaded product: measured here at
-/// 200–215 GFLOPS on two cores for convolution-shaped products, against
-/// 145–175 for `gemm`'s own split (which stays in use when `a` has too few rows).
+/// workers in equal bands, each a single-threaded product, which runs
+/// convolution-shaped products faster than `gemm`'s own split
+/// (docs/performance.md); that split stays in use when `a` has too few rows.
 pub(crate) fn matmul<T: Element>(dst: &mut [T], accumulate: bool, a: Matrix<T>, b: Matrix<T>, threads: Threads) {
     assert_eq!(
         a.cols, b.rows,

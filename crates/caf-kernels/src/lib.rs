@@ -18,16 +18,33 @@
 //!   statistics pass, one normalisation pass and two backward passes;
 //!   [`scale_shift`]: evaluation mode, folded, as one pass.
 //!
-//! `conv2d` and `relu` fall back to candle's own operations on other devices
-//! and dtypes (which have CUDA kernels and gradients); `batch_norm_train` is
-//! CPU-only and its callers keep candle-nn's BatchNorm for other devices.
+//! * [`max_pool2d`]: max pooling whose gradient goes to the first maximum of
+//!   each window (PyTorch's rule), keeping the places in training.
+//!
+//! Each function picks the device path itself: on other devices and dtypes
+//! they run candle's own operations (which have CUDA kernels and gradients),
+//! so a layer calls one function everywhere.
+//!
+//! ```
+//! use caf_kernels::{conv2d, Conv2dParams};
+//! use candle_core::{Device, Tensor};
+//!
+//! let image = Tensor::ones((1, 1, 4, 4), candle_core::DType::F32, &Device::Cpu)?;
+//! let kernel = Tensor::ones((2, 1, 3, 3), candle_core::DType::F32, &Device::Cpu)?;
+//! let bias = Tensor::new(&[0f32, 1.0], &Device::Cpu)?;
+//! let y = conv2d(&image, &kernel, Some(&bias), Conv2dParams { stride: 1, padding: 0 })?;
+//! assert_eq!(y.dims(), [1, 2, 2, 2]);
+//! assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [9.0, 9.0, 9.0, 9.0, 10.0, 10.0, 10.0, 10.0]);
+//! # Ok::<(), candle_core::Error>(())
+//! ```
 
 mod batch_norm;
 mod conv;
 mod elementwise;
 mod gemm;
 mod parallel;
-pub mod phases;
+mod phases;
+mod pool;
 mod reduce;
 mod scratch;
 mod storage;
@@ -35,4 +52,5 @@ mod storage;
 pub use batch_norm::{batch_norm_train, batch_norm_train_relu, scale_shift, ChannelStats};
 pub use conv::{conv2d, conv2d_relu, Conv2dParams, ConvWeight, FrozenWeight};
 pub use elementwise::{add_relu, relu};
+pub use pool::{max_pool2d, MaxPool2dConfig};
 pub use storage::runs_on_cpu_kernels;

@@ -61,16 +61,25 @@ impl<'a, T> SharedOutput<'a, T> {
         }
     }
 
-    /// `len` elements from `start`, which only the calling block writes.
+    /// `len` elements from `start`, to write.
+    ///
+    /// # Safety
+    ///
+    /// While the returned slice lives, no other call may hand out (or read
+    /// through) any element of `start..start + len`: each thread asks only
+    /// for the elements its own block owns, and nobody reads the buffer
+    /// until every writer is done. Bounds are checked (a panic, not
+    /// undefined behaviour, outside the buffer).
     #[allow(clippy::mut_from_ref)]
-    pub(crate) fn slice(&self, start: usize, len: usize) -> &mut [T] {
+    pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
         assert!(
             start + len <= self.len,
             "shared output: {start}..{} outside {}",
             start + len,
             self.len
         );
-        // SAFETY: in bounds (checked above); disjoint between threads (see the Sync impl).
+        // SAFETY: in bounds (checked above); disjoint from every other live
+        // slice by the caller's promise.
         unsafe { std::slice::from_raw_parts_mut(self.data.add(start), len) }
     }
 }
@@ -95,7 +104,9 @@ mod tests {
                     |items: Range<usize>, mine: &mut Vec<usize>| {
                         assert!(items.len() <= block, "{items:?} longer than {block}");
                         for i in items {
-                            out.slice(i, 1)[0] += 1;
+                            // SAFETY: item `i` belongs to this block alone.
+                            let slot = unsafe { out.slice(i, 1) };
+                            slot[0] += 1;
                             mine.push(i);
                         }
                     },

@@ -7,15 +7,15 @@
 /// as they are.
 ///
 /// Stride 2 has a loop over pairs, which compiles to shuffles. The generic
-/// loop, compiled for AVX-512, became scatter instructions that measured
-/// slower than baseline code (one reason max pooling's inference variant
-/// stays on the baseline target).
+/// loop, compiled for AVX-512, becomes scatter instructions, slower than
+/// baseline code (one reason max pooling's inference variant stays on the
+/// baseline target).
 ///
 /// # Panics
 /// If `runs` is shorter than `stride` runs, or a run shorter than the row's
 /// phases (`row.len()` divided by `stride`, rounded up).
 #[inline(always)]
-pub fn split_by_phase<T: Copy>(row: &[T], stride: usize, runs: &mut [T], run_len: usize) {
+pub(crate) fn split_by_phase<T: Copy>(row: &[T], stride: usize, runs: &mut [T], run_len: usize) {
     assert!(
         stride > 0 && run_len >= row.len().div_ceil(stride) && runs.len() >= stride * run_len,
         "split_by_phase: {} values in {stride} runs of {run_len} ({} available)",

@@ -1,7 +1,6 @@
 //! Scratch buffers kept by each thread for its next call. Allocated afresh,
-//! every buffer was zero-filled before the kernels overwrote it: megabytes
-//! per convolution for the Winograd blocks and im2col's columns, 2 % of an
-//! AlexNet CAF step in `memset` alone.
+//! every buffer would be zero-filled before the kernels overwrite it:
+//! megabytes per convolution for the Winograd blocks and im2col's columns.
 
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};

@@ -68,7 +68,7 @@ pub struct CriticLoss {
     pub margin: Tensor,
 }
 
-/// The contrastive critic objective of DESIGN.md step 3.
+/// The contrastive critic objective of the critic phase (docs/method.md).
 ///
 /// `strong` and `weak` are the critic outputs `s = f_c(f_e(x_P))` and
 /// `w = f_c(f_e(x_Q))`, both `n×16`, pair `i` being the `i`-th rows;

@@ -1,5 +1,5 @@
 //! Expected values come from `tests/reference_values.py` (numpy and torch in
-//! float64, written from DESIGN.md's formulas; its output is committed at the
+//! float64, written from docs/method.md's formulas; its output is committed at the
 //! bottom of that file) or are worked out by hand in the comments.
 
 use candle_core::{DType, Device, Result, Tensor};

@@ -1,6 +1,6 @@
 """Independent computation of the values that src/tests.rs asserts (numpy + torch, float64).
 
-Written from the formulas of DESIGN.md, not from our Rust code; its printed output is
+Written from the formulas of docs/method.md, not from our Rust code; its printed output is
 committed below and pasted into the tests. Run: python reference_values.py
 """
 

@@ -5,6 +5,19 @@
 //! Shuffles, crops and synthetic faces must be identical for the same seed on
 //! every machine and every version of this crate's dependencies, so the
 //! generator is ours: a few lines whose output never changes.
+//!
+//! ```
+//! use caf_rng::Rng;
+//!
+//! let mut a = Rng::derive(42, &[3, 1]); // seed 42, stream (epoch 3, sample 1)
+//! let mut b = Rng::derive(42, &[3, 1]);
+//! assert_eq!(a.next_u64(), b.next_u64());
+//! let (mut first, mut second): (Vec<usize>, Vec<usize>) = ((0..10).collect(), (0..10).collect());
+//! a.shuffle(&mut first);
+//! b.shuffle(&mut second);
+//! assert_eq!(first, second); // the same seed and stream, the same order on any machine
+//! assert!(a.below(6) < 6 && (0.0..1.0).contains(&a.unit()));
+//! ```
 
 /// SplitMix64 (Steele, Lea & Flood 2014): 64 bits of state, full period.
 #[derive(Debug, Clone)]

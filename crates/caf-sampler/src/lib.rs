@@ -4,6 +4,16 @@
 //! valence–arousal labels alone, the first step of each CAF iteration. It
 //! works on plain label slices, so it is testable and reusable without tensors.
 //!
+//! ```
+//! use caf_sampler::{group, GroupingRule};
+//!
+//! // (valence, arousal): two strong expressions, two near neutral.
+//! let labels = [[0.9, 0.7], [0.05, 0.1], [-0.8, 0.6], [0.1, -0.05]];
+//! let groups = group(&labels, GroupingRule::Otsu).expect("a strong/weak pair");
+//! assert_eq!(groups.strong, [0, 2]);
+//! assert_eq!(groups.weak, [1, 3]);
+//! ```
+//!
 //! ## Pairing order
 //!
 //! Both groups list batch indices in increasing order and are cut to the same

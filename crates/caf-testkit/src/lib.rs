@@ -3,6 +3,14 @@
 //! [`check_gradient`] compares candle's gradient of a function with central
 //! finite differences, in f64, the check every differentiable piece of the
 //! project must pass.
+//!
+//! ```
+//! use caf_testkit::{check_gradient, distinct_values};
+//!
+//! let x = distinct_values((2, 3))?;
+//! check_gradient(|x| x.sqr()?.sum_keepdim(1), &x, 1e-6)?;
+//! # Ok::<(), candle_core::Error>(())
+//! ```
 
 use candle_core::{DType, Device, Result, Shape, Tensor, Var};
 

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use caf_backbone::checkpoint::{varmap_tensors, write_tensors};
-use caf_backbone::model::{CRITIC, ENCODER, REGRESSOR};
 use caf_backbone::{load_pretrained_encoder, seeded_init, CafNet, Checkpoint, HubOptions, ModelSpec, WeightSource};
+use caf_backbone::{varmap_tensors, write_tensors};
+use caf_backbone::{CRITIC, ENCODER, REGRESSOR};
 use caf_data::{Batch, BatchLoader};
 use caf_objective::{adaptive_ks, adversarial_loss, critic_loss, va_loss, LagrangeMultiplier, MetricsSummary};
 use caf_sampler::{group, GroupingRule};

@@ -3,10 +3,9 @@
 //! are still in L2 (a whole image's are 4.4 MB for AlexNet's first layer at
 //! 224 px, 7.4 MB for ResNet's stem), and the bands, not the rows of one
 //! product, are dealt out to the workers. That is what lets one image
-//! (inference) use every core; with images enough to share out, bands still
-//! measured 4–10 % faster than whole images at batch 6 (first layers, both
-//! passes) and as fast at 16. A large weight is left to whole images: every
-//! band's product would pack it again.
+//! (inference) use every core; with images enough to share out, bands are
+//! still at least as fast as whole images (docs/performance.md). A large
+//! weight is left to whole images: every band's product would pack it again.
 
 use std::ops::Range;
 
@@ -105,8 +104,9 @@ pub(super) fn forward<T: Element>(x: &[T], weight: &[T], bias: Option<&[T]>, g: 
                 let product = &mut product[..g.out_channels * n];
                 output_product(product, w, Matrix::row_major(cols, g.patch(), n), bias, Threads::One);
                 for (o, values) in product.chunks_exact(n).enumerate() {
-                    out.slice(image * g.output_len() + o * g.positions() + first, n)
-                        .copy_from_slice(values);
+                    // SAFETY: band `i` covers its own output rows of `image`;
+                    // no other band writes them.
+                    unsafe { out.slice(image * g.output_len() + o * g.positions() + first, n) }.copy_from_slice(values);
                 }
             }
         },

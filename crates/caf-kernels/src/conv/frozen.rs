@@ -1,6 +1,7 @@
 //! Convolution weights that no longer change (an inference network's), and
 //! what the kernels derive from them, made once and kept.
 
+use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -8,11 +9,11 @@ use candle_core::{Result, Tensor, Var};
 
 /// A convolution weight frozen for inference: a private copy of the weight,
 /// and the transforms the kernels derive from it, each made on first use and
-/// kept for every call after. Today that is the Winograd transform
-/// `U = G g Gᵀ` of 3×3 and 5×5 kernels, which a trainable weight pays on
-/// every forward pass (AlexNet's 13×13 layers at batch 1: 0.4–0.6 ms a
-/// layer, more than the products it saves) and which lets those layers run
-/// by Winograd from single images on.
+/// kept for every call after: the Winograd transform `U = G g Gᵀ` of 3×3
+/// and 5×5 kernels, which a trainable weight pays on every forward pass (for
+/// a single small map, more than the products it saves) and which, kept,
+/// lets those layers run by Winograd from single images on
+/// (docs/performance.md).
 ///
 /// Clones share the copy and the kept transforms.
 #[derive(Clone)]
@@ -104,22 +105,12 @@ impl KeptTransforms {
     pub(super) fn has_winograd(&self) -> bool {
         self.winograd_f32.get().is_some() || self.winograd_f64.get().is_some()
     }
-}
 
-/// Element types whose transforms a [`KeptTransforms`] holds.
-pub trait KeptTransform: Sized + 'static {
-    /// The slot of the Winograd transform `U` of this element type.
-    fn winograd_slot(kept: &KeptTransforms) -> &OnceLock<Vec<Self>>;
-}
-
-impl KeptTransform for f32 {
-    fn winograd_slot(kept: &KeptTransforms) -> &OnceLock<Vec<Self>> {
-        &kept.winograd_f32
-    }
-}
-
-impl KeptTransform for f64 {
-    fn winograd_slot(kept: &KeptTransforms) -> &OnceLock<Vec<Self>> {
-        &kept.winograd_f64
+    /// The slot of the Winograd transform `U` in element type `T` (`None`
+    /// for a type other than f32 and f64, whose transform is not kept).
+    pub(super) fn winograd_slot<T: 'static>(&self) -> Option<&OnceLock<Vec<T>>> {
+        let f32_slot: &dyn Any = &self.winograd_f32;
+        let f64_slot: &dyn Any = &self.winograd_f64;
+        f32_slot.downcast_ref().or_else(|| f64_slot.downcast_ref())
     }
 }

@@ -3,10 +3,9 @@
 //! `Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A` for its n×n input tile `d` (n = m + r − 1), so
 //! the channel sums become n² matrix products with n² multiplications per
 //! tile instead of m²r²: F(2×2, 3×3) does 2.25 times fewer than direct
-//! convolution, F(2×2, 5×5) 2.8 times fewer. (F(4×4, 3×3), 4 times fewer,
-//! is implemented and tested too but measured slower on this project's
-//! layers: its 36 products per tile set are thinner and its transforms
-//! larger.)
+//! convolution, F(2×2, 5×5) 2.8 times fewer. (F(4×4, 3×3), 4 times fewer
+//! in theory, has thinner products per tile set and larger transforms; it is
+//! not implemented.)
 //!
 //! All three passes use the same n² products:
 //! * forward: `M_ξ = U_ξ · V_ξ` (`U = G g Gᵀ`: out × in; `V = Bᵀ d B`: in × tiles);
@@ -17,10 +16,8 @@
 //! Tiles run in blocks that stay in a core's cache (transform, multiply,
 //! transform back), the transforms vectorised over [`LANES`] tiles of a row.
 //! Their inputs are first laid out padded and split by column phase
-//! ([`PhasePlanes`]), so that each transform load is one vector load: reading
-//! the tiles' values lane by lane, with bounds checks, took about a third of
-//! the transforms' time (and the partial-chunk copies, `memcpy` calls, 7 % of
-//! an AlexNet CAF step).
+//! ([`PhasePlanes`]), so that each transform load is one vector load rather
+//! than lane-by-lane reads with bounds checks and partial-chunk copies.
 //! Tiles reaching past the output are computed and dropped (forward) or fed
 //! zeros (weight gradient), which is what the tiling costs on odd sides.
 
@@ -48,8 +45,8 @@ const MIN_CHANNEL_BALANCE: usize = 32;
 /// tiles that reach past the output, a feature map is too small for the
 /// tiling: for 3×3 kernels (AlexNet's 3×3 maps at 64 px save 1.27: 81
 /// direct against 64), and for 5×5 kernels, whose 6×6 transforms cost more
-/// (AlexNet's conv2 at 64 px, 7×7, saves 2.13 and measured 10–25 % slower
-/// than im2col in the CAF step; at 224 px, 27×27, it saves 2.58 and is faster).
+/// (AlexNet's conv2 saves 2.13 on its 7×7 map at 64 px, where im2col is
+/// faster, and 2.58 on its 27×27 map at 224 px, where Winograd is).
 const MIN_SAVING_3X3: f64 = 1.5;
 const MIN_SAVING_5X5: f64 = 2.3;
 
@@ -58,18 +55,17 @@ const MIN_SAVING_5X5: f64 = 2.3;
 /// padding is `r − 1 − padding`), channels enough for the transforms to pay
 /// off, a feature map large enough for the tiles, and images or tiles enough
 /// to give every worker whole blocks. At batch 1 that holds for AlexNet's
-/// 27×27 map (196 tiles; forward 2.45 → 1.9 ms) and ResNet's 56×56 and
-/// 28×28 ones (1.30 → 1.12 and 1.46 → 1.10 ms), not for 13×13 maps
-/// (49 tiles), where the kernel transform made on every call costs more
+/// 27×27 map (196 tiles) and ResNet's 56×56 and 28×28 ones, not for 13×13
+/// maps (49 tiles), where the kernel transform made on every call costs more
 /// than the products save (see [`applies_with_kept_transform`]).
 pub(super) fn applies(g: &Geometry) -> bool {
     suits(g) && (g.parallel_over_images() || tiles_per_worker(g) >= BLOCK_ALIGN)
 }
 
 /// Tiles per worker below which a forward pass whose kernel transform is
-/// kept ([`kernel_transform`]) stays with im2col: single 7×7 maps (8 each
-/// on two cores) measured equal, single 13×13 and 14×14 maps (24 and 32)
-/// 20–38 % faster.
+/// kept ([`kernel_transform`]) stays with im2col: a single 7×7 map (8 tiles
+/// a core on two cores) gains nothing, single 13×13 and 14×14 maps (24 and
+/// 32) do (docs/performance.md).
 const MIN_TILES_PER_WORKER_KEPT: usize = 16;
 
 /// [`applies`] for a forward pass given the weight's [`kernel_transform`]:
@@ -106,16 +102,13 @@ fn saving(g: &Geometry) -> f64 {
 /// 3×3 weight gradients run here where the tiling wastes little (ResNet's
 /// 56, 28 and 14 maps save 2.25, AlexNet's 13×13 1.94; ResNet's 7×7 1.72)...
 const MIN_WEIGHT_GRADIENT_SAVING_3X3: f64 = 1.9;
-/// ...or where each worker gets this many tiles. Measured against im2col on
-/// two cores: the 13×13 layers at batch 4, 6 and 16 up to 16 % faster
-/// (equal for the 384-channel one at 6), the larger maps 8–26 % faster;
-/// 7×7 at batch 4 and 6 (32 and 48 tiles each) 3–9 % slower, at 16 (128)
-/// 14 % faster, at 64 11 % faster.
+/// ...or where each worker gets this many tiles: against im2col, 7×7 maps
+/// lose with 32–48 tiles a worker and win from 128 (docs/performance.md).
 const MIN_WEIGHT_GRADIENT_TILES_PER_WORKER: usize = 128;
 
 /// Whether the weight gradient runs here too, with images enough to share
-/// out (a single image's measured slower: 2.85 against 2.45 ms for AlexNet's
-/// conv2): for 5×5 kernels, and for 3×3 ones by the two measures above.
+/// out (a single image's is slower than im2col's): for 5×5 kernels, and for
+/// 3×3 ones by the two measures above.
 pub(super) fn applies_to_weight_gradient(g: &Geometry) -> bool {
     applies(g)
         && g.parallel_over_images()
@@ -248,8 +241,8 @@ impl Chunk {
 /// Bytes of one block's transformed tiles and products: about a core's L2
 /// cache, so each block is transformed, multiplied and transformed back
 /// while it is still in cache. The weight gradient's blocks too: longer
-/// ones pass over the `out × in` sums fewer times, but 8 MB blocks measured
-/// 1–2 % slower at batch 16 and 6 % at batch 6 (all layers together).
+/// ones would pass over the `out × in` sums fewer times, but fall out of
+/// cache and are slower overall.
 const BLOCK_BYTES: usize = 1 << 20;
 const MIN_BLOCK: usize = 8;
 /// Block lengths are rounded up to this many tiles: the rows of the GEMM
@@ -321,9 +314,8 @@ enum Kernels<'a, T> {
     AsIs(&'a [T]),
     /// The input gradient's: the forward weight (`in × out × R × R` as seen
     /// from here) with its channels swapped and each kernel turned 180°, read
-    /// in place. Built first as a turned copy (a zeroed allocation and a
-    /// strided scatter of the whole weight), it cost ResNet's 512-channel
-    /// layer 1.6–2.1 ms of its 5.7–15 ms input gradient at batches 4–16.
+    /// in place, so no turned copy of the whole weight is allocated and
+    /// scattered on every call.
     Turned(&'a [T]),
 }
 
@@ -364,8 +356,7 @@ impl<T: Element> Kernels<'_, T> {
 /// `U` of `out_channels × channels` kernels into `u`: `[out][ξ][in]`, output
 /// channels in parallel when `threads` allows (so `U_ξ` is an `out × in`
 /// view with row stride `N²·in`), the kernels of [`LANES`] input channels
-/// transformed together (one kernel at a time, scalar, this took 3 % of an
-/// AlexNet CAF step).
+/// transformed together, so the transform vectorises.
 fn kernel_tiles<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
     kernels: Kernels<T>,
     out_channels: usize,
@@ -504,7 +495,9 @@ impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N:
                     if oy >= g.out_h {
                         break;
                     }
-                    let row = self.out.slice(plane + oy * g.out_w + chunk.x, width);
+                    // SAFETY: this chunk's tiles own these output columns of
+                    // the row; no other chunk writes them.
+                    let row = unsafe { self.out.slice(plane + oy * g.out_w + chunk.x, width) };
                     for (q, value) in row.iter_mut().enumerate() {
                         *value = tile_row[q % M].0[q / M] + shift;
                     }
@@ -680,8 +673,8 @@ fn weight_gradient_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const
     );
     let plane = point_stride(k, ch);
     let du = sum_parts(sums, points * plane);
-    // `Gᵀ ∂U G` of LANES input channels at a time: one value per channel at
-    // each of the N² points was 15 % of a 13×13 layer's weight gradient.
+    // `Gᵀ ∂U G` of LANES input channels at a time, so that reading the N²
+    // points' sums is a vector load per point rather than a value per channel.
     let taps = R * R;
     let mut dw = vec![T::ZERO; k * ch * taps];
     dw.par_chunks_mut(ch * taps).enumerate().for_each(|(o, dw_o)| {
@@ -708,7 +701,6 @@ fn weight_gradient_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const
 
 #[cfg(test)]
 mod tests {
-    use super::transform::F4x3;
     use super::*;
     use crate::conv::Conv2dParams;
 
@@ -772,7 +764,6 @@ mod tests {
     #[test]
     fn every_pass_of_every_algorithm_equals_im2col() {
         check_passes::<F2x3, 2, 3, 4>();
-        check_passes::<F4x3, 4, 3, 6>();
         check_passes::<F2x5, 2, 5, 6>();
     }
 

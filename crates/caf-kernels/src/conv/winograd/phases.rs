@@ -34,8 +34,8 @@ impl<T: Element, const M: usize> PhasePlanes<T, M> {
         let mut data = Scratch::stale(planes * framed + LANES);
         data[planes * framed..].fill(T::ZERO);
         // Each row is copied into a zero-framed line, then dealt out by phase
-        // (for M = 2 a loop over pairs, which compiles to shuffles; indexing
-        // each value's phase and place measured 2 % of an AlexNet CAF step).
+        // (for M = 2 a loop over pairs, which compiles to shuffles, where
+        // indexing each value's phase and place would not vectorise).
         // The frame's rows above and below the plane's are zeroed here, the
         // rest of the (reused) buffer being overwritten.
         let copied = width.min((M * row_len).saturating_sub(padding));

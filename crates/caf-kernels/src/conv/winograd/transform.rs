@@ -61,7 +61,7 @@ const TWELFTH: f64 = 1.0 / 12.0;
 const TWENTY_FOURTH: f64 = 1.0 / 24.0;
 const THIRD: f64 = 1.0 / 3.0;
 
-/// Toom-Cook's input transform at 0, ±1, ±2, ∞ (shared by F(4×4, 3×3) and F(2×2, 5×5)).
+/// Toom-Cook's input transform at 0, ±1, ±2, ∞ (F(2×2, 5×5)'s).
 const BT6: [[f64; 6]; 6] = [
     [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
     [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
@@ -70,31 +70,6 @@ const BT6: [[f64; 6]; 6] = [
     [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
     [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
 ];
-
-/// F(4×4, 3×3): 36 multiplications for 16 outputs (144 direct). Tested but
-/// not used: on this project's layers it measured faster only on ResNet-18's
-/// 56×56 one (see `examples/conv_speed.rs`), slower elsewhere.
-#[cfg_attr(not(test), allow(dead_code))]
-pub(crate) struct F4x3;
-
-impl Algorithm<4, 3, 6> for F4x3 {
-    const NAME: &'static str = "F(4×4, 3×3)";
-    const AT: [[f64; 6]; 4] = [
-        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
-        [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
-        [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
-        [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
-    ];
-    const G: [[f64; 3]; 6] = [
-        [0.25, 0.0, 0.0],
-        [-SIXTH, -SIXTH, -SIXTH],
-        [-SIXTH, SIXTH, -SIXTH],
-        [TWENTY_FOURTH, TWELFTH, SIXTH],
-        [TWENTY_FOURTH, -TWELFTH, SIXTH],
-        [0.0, 0.0, 1.0],
-    ];
-    const BT: [[f64; 6]; 6] = BT6;
-}
 
 /// F(2×2, 5×5): 36 multiplications for 4 outputs (100 direct).
 pub(crate) struct F2x5;
@@ -267,13 +242,12 @@ mod tests {
     #[test]
     fn every_algorithm_computes_a_correlation_and_its_adjoints() {
         check::<F2x3, 2, 3, 4>();
-        check::<F4x3, 4, 3, 6>();
         check::<F2x5, 2, 5, 6>();
     }
 
     #[test]
     fn lanes_transform_like_single_tiles() {
-        let c = F4x3::coefficients::<f32>();
+        let c = F2x5::coefficients::<f32>();
         let tiles: [[[f32; 6]; 6]; LANES] = std::array::from_fn(|t| {
             std::array::from_fn(|i| std::array::from_fn(|j| (t * 36 + i * 6 + j) as f32 * 0.01))
         });

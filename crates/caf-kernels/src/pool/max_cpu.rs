@@ -8,13 +8,11 @@
 //! a whole row of windows at once, without branches (the row first split by
 //! stride phase, so each candidate run is contiguous), and vectorise.
 //! During training the forward pass keeps where each maximum came from, and
-//! the gradient is scattered there. Before, a scalar search per window in
-//! both passes took 5 % of an AlexNet CAF step and 13 % of batch-1 inference
-//! (now 4 %).
+//! the gradient is scattered there.
 
 use std::sync::{Arc, OnceLock};
 
-use caf_kernels::phases::split_by_phase;
+use crate::phases::split_by_phase;
 use candle_core::{backend::BackendStorage, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -204,8 +202,7 @@ impl PoolGeometry {
     /// [`Self::pool_plane`], compiled for AVX-512 when it keeps places and
     /// the CPU has it: the baseline x86-64 target has no masked stores, and
     /// the merges' place updates became per-lane branches that random data
-    /// mispredicts (3 times slower). Without places the baseline code
-    /// measured faster (AlexNet's first pool at batch 16: 1.4 ms against 2.8).
+    /// mispredicts. Without places the baseline code is the faster one.
     fn pool_plane_fast<T: PoolElem, const PLACES: bool>(
         &self,
         plane: &[T],

@@ -1,0 +1,214 @@
+use super::*;
+use caf_testkit::{check_gradient, distinct_values};
+use candle_core::{DType, Var, D};
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
+    (a - b)?
+        .abs()?
+        .flatten_all()?
+        .max(D::Minus1)?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()
+}
+
+/// Distinct values, so every window has a unique maximum.
+fn distinct_input(shape: (usize, usize, usize, usize), dtype: DType) -> Result<Tensor> {
+    distinct_values(shape)?.to_dtype(dtype)
+}
+
+const WINDOWS: [MaxPool2dConfig; 4] = [
+    MaxPool2dConfig {
+        kernel: 3,
+        stride: 2,
+        padding: 0,
+    },
+    MaxPool2dConfig {
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+    },
+    MaxPool2dConfig {
+        kernel: 2,
+        stride: 2,
+        padding: 0,
+    },
+    MaxPool2dConfig {
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+    },
+];
+
+#[test]
+fn forward_matches_candle_and_composition() -> Result<()> {
+    for shape in [(1, 1, 7, 9), (2, 3, 13, 10), (1, 2, 3, 3)] {
+        let x = distinct_input(shape, DType::F32)?;
+        for config in WINDOWS {
+            let ours = max_pool2d(&x, config)?;
+            let composed = max_pool2d_composed(&x, config)?;
+            assert_eq!(ours.dims(), composed.dims(), "{config:?} {shape:?}");
+            assert_eq!(max_abs_diff(&ours, &composed)?, 0.0, "{config:?} {shape:?}");
+            if config.padding == 0 {
+                let candle = x.max_pool2d_with_stride(config.kernel, config.stride)?;
+                assert_eq!(max_abs_diff(&ours, &candle)?, 0.0, "{config:?} {shape:?}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn hand_computed_overlapping_windows() -> Result<()> {
+    // 1×1×3×5 input, 3×3 windows with stride 2: two windows, columns 0..3 and 2..5.
+    let x = Tensor::new(
+        &[[[[1f32, 5., 2., 0., 3.], [4., 0., 9., 1., 1.], [0., 6., 2., 8., 7.]]]],
+        &Device::Cpu,
+    )?;
+    let config = MaxPool2dConfig {
+        kernel: 3,
+        stride: 2,
+        padding: 0,
+    };
+    let y = max_pool2d(&x, config)?;
+    assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [9., 9.]);
+    // Both windows share the 9: its gradient is the sum of both outputs' gradients.
+    let var = Var::from_tensor(&x)?;
+    let weights = Tensor::new(&[[[[2f32, 3.]]]], &Device::Cpu)?;
+    let grads = (max_pool2d(var.as_tensor(), config)? * weights)?
+        .sum_all()?
+        .backward()?;
+    let grad = grads.get(var.as_tensor()).expect("gradient of the input");
+    let expected = [[0f32, 0., 0., 0., 0.], [0., 0., 5., 0., 0.], [0., 0., 0., 0., 0.]];
+    assert_eq!(grad.squeeze(0)?.squeeze(0)?.to_vec2::<f32>()?, expected);
+    Ok(())
+}
+
+#[test]
+fn ties_send_the_gradient_to_the_first_maximum() -> Result<()> {
+    let config = MaxPool2dConfig {
+        kernel: 2,
+        stride: 2,
+        padding: 0,
+    };
+    for composed in [false, true] {
+        let var = Var::from_tensor(&Tensor::ones((1, 1, 4, 4), DType::F32, &Device::Cpu)?)?;
+        let y = if composed {
+            max_pool2d_composed(var.as_tensor(), config)?
+        } else {
+            max_pool2d(var.as_tensor(), config)?
+        };
+        let grads = y.sum_all()?.backward()?;
+        let grad = grads
+            .get(var.as_tensor())
+            .expect("gradient")
+            .squeeze(0)?
+            .squeeze(0)?
+            .to_vec2::<f32>()?;
+        // Not 1/k² everywhere (candle's stock gradient): all of it on each window's first cell.
+        let expected = [[1f32, 0., 1., 0.], [0., 0., 0., 0.], [1., 0., 1., 0.], [0., 0., 0., 0.]];
+        assert_eq!(grad, expected, "composed = {composed}");
+    }
+    Ok(())
+}
+
+#[test]
+fn nan_propagates() -> Result<()> {
+    let x = Tensor::new(&[[[[1f32, f32::NAN], [3., 2.]]]], &Device::Cpu)?;
+    let config = MaxPool2dConfig {
+        kernel: 2,
+        stride: 2,
+        padding: 0,
+    };
+    assert!(max_pool2d(&x, config)?.flatten_all()?.to_vec1::<f32>()?[0].is_nan());
+    Ok(())
+}
+
+fn check(f: impl Fn(&Tensor) -> Result<Tensor>, shape: (usize, usize, usize, usize)) -> Result<()> {
+    check_gradient(f, &distinct_input(shape, DType::F64)?, 1e-6)
+}
+
+#[test]
+fn max_pool_gradient_matches_finite_differences() -> Result<()> {
+    for config in WINDOWS {
+        for shape in [(1, 1, 5, 7), (2, 2, 6, 5)] {
+            check(|x| max_pool2d(x, config), shape)?;
+            check(|x| max_pool2d_composed(x, config), shape)?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn windows_that_do_not_fit_are_errors() {
+    let x = Tensor::zeros((1, 1, 2, 2), DType::F32, &Device::Cpu).expect("tensor");
+    let config = MaxPool2dConfig {
+        kernel: 3,
+        stride: 2,
+        padding: 0,
+    };
+    let err = max_pool2d(&x, config).expect_err("2×2 input is smaller than a 3×3 window");
+    assert!(err.to_string().contains("smaller than"), "{err}");
+}
+
+/// Our op and the composition on `x`: the largest difference of their
+/// outputs, and of the input gradients of `Σ y · weights` (the weights
+/// narrowed to the output's size).
+fn differences_from_composition(x: &Var, config: MaxPool2dConfig, weights: &Tensor) -> Result<(f64, f64)> {
+    let (ours, composed) = (
+        max_pool2d(x.as_tensor(), config)?,
+        max_pool2d_composed(x.as_tensor(), config)?,
+    );
+    let weights = weights.narrow(2, 0, ours.dim(2)?)?.narrow(3, 0, ours.dim(3)?)?;
+    let gradient = |y: &Tensor| -> Result<Tensor> {
+        let grads = (y * &weights)?.sum_all()?.backward()?;
+        Ok(grads.get(x.as_tensor()).expect("gradient of the input").clone())
+    };
+    Ok((
+        max_abs_diff(&ours, &composed)?,
+        max_abs_diff(&gradient(&ours)?, &gradient(&composed)?)?,
+    ))
+}
+
+/// Inputs full of ties (as after a ReLU: many zeros), on odd shapes and every
+/// window: values and gradients equal the composition's, which picks each
+/// window's first maximum with `argmax`; the inference op gives the same values.
+#[test]
+fn ties_on_every_window_match_the_composition() -> Result<()> {
+    for shape in [(2, 3, 9, 11), (1, 2, 7, 6), (3, 1, 3, 5)] {
+        let n = shape.0 * shape.1 * shape.2 * shape.3;
+        let levels: Vec<f32> = (0..n).map(|i| ((i * 7919 % 13) / 5) as f32).collect();
+        let x = Var::from_tensor(&Tensor::from_vec(levels, shape, &Device::Cpu)?)?;
+        let weights = distinct_input(shape, DType::F32)?;
+        for config in WINDOWS {
+            let (values, gradients) = differences_from_composition(&x, config, &weights)?;
+            assert_eq!(values, 0.0, "{config:?} {shape:?}");
+            let (ours, inference) = (
+                max_pool2d(x.as_tensor(), config)?,
+                max_pool2d(&x.as_tensor().detach(), config)?,
+            );
+            assert_eq!(max_abs_diff(&ours, &inference)?, 0.0, "{config:?} {shape:?}");
+            // Where windows overlap, their gradients are added in another
+            // order; a gradient sent to the wrong cell would be off by a weight.
+            assert!(gradients < 1e-5, "{config:?} {shape:?}");
+        }
+    }
+    Ok(())
+}
+
+/// Inputs so small that every window is clipped by the padding.
+#[test]
+fn every_window_clipped() -> Result<()> {
+    let config = MaxPool2dConfig {
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+    };
+    for shape in [(1, 2, 1, 1), (2, 1, 2, 2), (1, 1, 1, 3)] {
+        let x = Var::from_tensor(&distinct_input(shape, DType::F32)?)?;
+        let ones = Tensor::ones(shape, DType::F32, &Device::Cpu)?;
+        let (values, gradients) = differences_from_composition(&x, config, &ones)?;
+        assert_eq!(values, 0.0, "{shape:?}");
+        assert_eq!(gradients, 0.0, "{shape:?}");
+    }
+    Ok(())
+}
