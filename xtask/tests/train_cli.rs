@@ -83,7 +83,7 @@ fn a_killed_run_resumes_without_duplicate_rows_and_logs_progress_off_a_terminal(
     assert!(
         stderr
             .lines()
-            .any(|l| l.contains("epoch 1/1000 batch 1/4, ") && l.contains("images/s, eta ")),
+            .any(|l| l.contains("step 1, epoch 1/1000 batch 1/4, ") && l.contains("images/s, eta ")),
         "no progress line off a terminal:\n{stderr}"
     );
 

@@ -18,6 +18,8 @@ pub(crate) struct Progress {
     epoch: (usize, usize),
     batch_size: usize,
     started: Instant,
+    /// The run's iteration count after the latest one.
+    step: u64,
 }
 
 enum View {
@@ -53,12 +55,15 @@ impl Progress {
             epoch,
             batch_size,
             started: Instant::now(),
+            step: 0,
         }
     }
 
-    /// One iteration done; `losses` describes where the losses stand.
-    pub(crate) fn advance(&mut self, losses: String) {
+    /// Iteration `step` (counted over the run) done; `losses` describes
+    /// where the losses stand.
+    pub(crate) fn advance(&mut self, step: u64, losses: String) {
         self.position += 1;
+        self.step = step;
         match &mut self.view {
             View::Bar(bar) => {
                 bar.inc(1);
@@ -73,7 +78,7 @@ impl Progress {
         }
     }
 
-    /// `epoch 2/24 batch 10/28, 812.3 images/s, eta 0:41 (epoch), <losses>`.
+    /// `step 38, epoch 2/24 batch 10/28, 812.3 images/s, eta 0:41 (epoch), <losses>`.
     fn line(&self, losses: &str) -> String {
         let seconds = self.started.elapsed().as_secs_f64();
         let done = self.position - self.first;
@@ -85,7 +90,8 @@ impl Progress {
             "?".into()
         };
         format!(
-            "epoch {}/{} batch {}/{}, {:.1} images/s, eta {eta} (epoch), {losses}",
+            "step {}, epoch {}/{} batch {}/{}, {:.1} images/s, eta {eta} (epoch), {losses}",
+            self.step,
             self.epoch.0 + 1,
             self.epoch.1,
             self.position,
@@ -108,9 +114,9 @@ mod tests {
     #[test]
     fn a_line_says_where_the_epoch_stands() {
         let mut progress = Progress::new(28, 9, (1, 24), 64, Duration::from_secs(3600));
-        progress.advance("L_AV 1.000".into());
+        progress.advance(38, "L_AV 1.000".into());
         let line = progress.line("L_AV 1.000");
-        assert!(line.starts_with("epoch 2/24 batch 10/28, "), "{line}");
+        assert!(line.starts_with("step 38, epoch 2/24 batch 10/28, "), "{line}");
         assert!(line.contains(" images/s, eta "), "{line}");
         assert!(line.ends_with("(epoch), L_AV 1.000"), "{line}");
     }

@@ -446,10 +446,13 @@ impl Trainer {
                     0.9 * running[1] + 0.1 * report.loss_critic.unwrap_or(running[1]),
                     0.9 * running[2] + 0.1 * report.loss_adversarial.unwrap_or(running[2]),
                 ];
-                progress.advance(format!(
-                    "L_AV {:.3}  L_c {:.3}  L_adv {:.4}  λ {:.2e}",
-                    running[0], running[1], running[2], self.state.lambda.value
-                ));
+                progress.advance(
+                    self.state.step,
+                    format!(
+                        "L_AV {:.3}  L_c {:.3}  L_adv {:.4}  λ {:.2e}",
+                        running[0], running[1], running[2], self.state.lambda.value
+                    ),
+                );
                 if self.state.step % self.config.log_every as u64 == 0 {
                     log.write(&json!({
                         "kind": "train", "step": self.state.step, "epoch": epoch + 1,
