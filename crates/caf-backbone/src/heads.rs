@@ -46,11 +46,20 @@ impl Regressor {
     }
 }
 
+impl Regressor {
+    /// Valence and arousal (`B×2`) and the 8-unit bottleneck they are read
+    /// from (`B×8`, after its ReLU): a unit that is 0 on every input is dead,
+    /// and two live units or fewer put every prediction on a line or a curve.
+    pub fn forward_with_bottleneck_t(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
+        let x = self.lin0.forward(&self.dropout.forward_t(x, train)?)?.relu()?;
+        let bottleneck = self.lin1.forward(&self.dropout.forward_t(&x, train)?)?.relu()?;
+        Ok((self.va_regressor.forward(&bottleneck)?, bottleneck))
+    }
+}
+
 impl ModuleT for Regressor {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.lin0.forward(&self.dropout.forward_t(x, train)?)?.relu()?;
-        let x = self.lin1.forward(&self.dropout.forward_t(&x, train)?)?.relu()?;
-        self.va_regressor.forward(&x)
+        Ok(self.forward_with_bottleneck_t(x, train)?.0)
     }
 }
 

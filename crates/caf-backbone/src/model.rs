@@ -230,6 +230,13 @@ impl VaNet {
         self.forward_t(images, false)
     }
 
+    /// [`Self::predict`] and the regressor's bottleneck activations (`B×8`,
+    /// see [`Regressor::forward_with_bottleneck_t`]).
+    pub fn predict_with_bottleneck(&self, images: &Tensor) -> CandleResult<(Tensor, Tensor)> {
+        self.regressor
+            .forward_with_bottleneck_t(&self.encoder.forward_t(images, false)?, false)
+    }
+
     /// A copy of this network for inference: every weight copied, so that
     /// training this one further leaves the copy as it is; the convolutions'
     /// weights frozen ([`caf_kernels::FrozenWeight`]), so that what the

@@ -31,6 +31,7 @@
 mod adam;
 mod config;
 mod datasets;
+mod diagnostics;
 mod evaluate;
 mod metrics_log;
 mod progress;
@@ -42,6 +43,7 @@ mod trainer;
 pub use adam::{Adam, AdamConfig};
 pub use config::{DataConfig, Method, TrainConfig};
 pub use datasets::{training_and_validation_sets, validation_set, validation_split};
+pub use diagnostics::Diagnostics;
 pub use evaluate::{evaluate, Predictions};
 pub use metrics_log::{fold_table, mean_ccc, summary_json};
 pub use report::{circumplex, run_report};

@@ -20,6 +20,7 @@ use serde_json::json;
 use crate::adam::{Adam, AdamConfig};
 use crate::config::{Method, TrainConfig, CHECKPOINT_CONFIG_KEY as META_CONFIG};
 use crate::datasets::{loaders, subject_names, training_and_validation_sets};
+use crate::diagnostics::Diagnostics;
 use crate::evaluate::{evaluate, Predictions};
 use crate::metrics_log::{mean_ccc, summary_json, MetricsLog};
 use crate::progress::Progress;
@@ -478,13 +479,20 @@ impl Trainer {
             self.state.batch = 0;
             let (summary, predictions, skipped) = evaluate(&self.net.va, &self.validation, &self.device)?;
             let score = mean_ccc(&summary);
+            let diagnostics = Diagnostics::of(&predictions);
             log.write(&json!({
                 "kind": "validation", "epoch": epoch + 1, "step": self.state.step, "seconds": started.elapsed().as_secs_f64(),
                 "metrics": summary_json(&summary), "mean_ccc": score, "skipped_images": skipped, "counters": self.state.counters,
+                "diagnostics": diagnostics,
             }))?;
             tracing::info!(
                 epoch = epoch + 1,
                 mean_ccc = format!("{score:.4}"),
+                live_units = diagnostics.live_units,
+                va_correlation = format!(
+                    "{:.2} (labels {:.2})",
+                    diagnostics.predicted_va_correlation, diagnostics.label_va_correlation
+                ),
                 "validation\n{summary}"
             );
             if score > self.state.best_mean_ccc || !best.exists() {
@@ -541,5 +549,13 @@ impl Trainer {
 }
 
 #[cfg(test)]
+#[path = "trainer_tests_support.rs"]
+mod tests_support;
+
+#[cfg(test)]
 #[path = "trainer_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "trainer_step_tests.rs"]
+mod step_tests;

@@ -1,60 +1,11 @@
 //! The iteration counter and the non-finite-loss policy of `Trainer::step`.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use anyhow::Result;
-use caf_data::Batch;
-use candle_core::{Device, Tensor};
 
+use super::tests_support::{batch, tiny, LABELS};
 use super::*;
-use crate::config::DataConfig;
-
-/// A CAF run over 6 generated people at 64 px, batch 8.
-fn tiny(dir: &Path, overrides: impl FnOnce(&mut TrainConfig)) -> Result<Trainer> {
-    let mut config = TrainConfig {
-        image_size: 64,
-        resize: 64,
-        data: DataConfig::Synthetic {
-            dir: dir.join("data"),
-            subjects: 6,
-            images_per_subject: 4,
-            size: 64,
-            seed: 1,
-        },
-        validation_ratio: 0.34,
-        batch_size: 8,
-        epochs: 1,
-        output: dir.join("run"),
-        ..TrainConfig::default()
-    };
-    overrides(&mut config);
-    Trainer::new(config)
-}
-
-/// Eight samples, strong and weak, with the given labels.
-fn batch(labels: [[f32; 2]; 8]) -> Result<Batch> {
-    let images = Tensor::randn(0f32, 1.0, (8, 3, 64, 64), &Device::Cpu)?;
-    Ok(Batch {
-        images,
-        labels: Tensor::from_iter(labels.iter().flatten().copied(), &Device::Cpu)?.reshape((8, 2))?,
-        label_values: labels.to_vec(),
-        subjects: (0..8).map(|i| format!("s{i}")).collect(),
-        indices: (0..8).collect(),
-        skipped: Vec::new(),
-    })
-}
-
-const LABELS: [[f32; 2]; 8] = [
-    [0.9, 0.8],
-    [-0.8, 0.7],
-    [0.05, -0.1],
-    [-0.1, 0.05],
-    [0.85, -0.9],
-    [0.0, 0.1],
-    [-0.9, -0.8],
-    [0.1, 0.0],
-];
 
 /// Every trainable tensor of the run, by name, and which network it belongs to.
 fn snapshot(trainer: &Trainer) -> Result<HashMap<String, Vec<f32>>> {
