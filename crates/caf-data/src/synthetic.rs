@@ -51,6 +51,14 @@ impl Default for SyntheticConfig {
 /// File name of the label CSV inside the output folder.
 pub const LABELS_CSV: &str = "labels.csv";
 
+/// The range each person's gain is drawn from, uniformly.
+const GAIN: (f64, f64) = (0.25, 1.2);
+/// The range each coordinate of each person's offset is drawn from, uniformly.
+const OFFSET: (f64, f64) = (-0.3, 0.3);
+
+mod ceiling;
+pub use ceiling::{ceiling, AxisCeiling, Ceiling};
+
 /// A subject's looks and expressive style.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Person {
@@ -99,8 +107,8 @@ impl Person {
             mouth_width: r(0.08, 0.15),
             brow_thickness: r(0.008, 0.03),
             background: [r(40.0, 230.0) as u8, r(40.0, 230.0) as u8, r(40.0, 230.0) as u8],
-            gain: r(0.25, 1.2),
-            offset: [r(-0.3, 0.3), r(-0.3, 0.3)],
+            gain: r(GAIN.0, GAIN.1),
+            offset: [r(OFFSET.0, OFFSET.1), r(OFFSET.0, OFFSET.1)],
         }
     }
 
