@@ -7,7 +7,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use caf_backbone::Checkpoint;
 use caf_data::{BatchLoader, DatasetSpec, LoaderConfig, Preprocess};
-use caf_train::{evaluate, mean_ccc, parse_device, run_series, summary_json, Series, TrainConfig, Trainer};
+use caf_train::{
+    evaluate, mean_ccc, parse_device, run_series, summary_json, Breakdown, Diagnostics, Series, TrainConfig, Trainer,
+};
 
 #[derive(clap::Args)]
 pub struct Train {
@@ -196,8 +198,17 @@ pub fn train(args: Train) -> Result<()> {
         return Ok(());
     }
     println!(
-        "\nvalidation (subject-disjoint), final weights:\n{}",
-        summary.validation
+        "\nvalidation (subject-disjoint), final weights:\n{}\n{}",
+        summary.validation,
+        Breakdown::of(&summary.predictions)
+    );
+    let diagnostics = Diagnostics::of(&summary.predictions);
+    println!(
+        "bottleneck units alive: {} of {}; correlation of predicted valence with arousal {:.3} (labels: {:.3})",
+        diagnostics.live_units,
+        diagnostics.unit_activity.len(),
+        diagnostics.predicted_va_correlation,
+        diagnostics.label_va_correlation
     );
     println!(
         "mean CCC {:.4} (best {:.4})",
@@ -307,6 +318,9 @@ pub fn eval(args: Eval) -> Result<()> {
         listed(&dataset.subjects()),
         summary
     );
+    let breakdown = Breakdown::of(&predictions);
+    let diagnostics = Diagnostics::of(&predictions);
+    println!("{breakdown}");
     if skipped > 0 {
         println!("{skipped} unreadable image(s) skipped");
     }
@@ -317,6 +331,7 @@ pub fn eval(args: Eval) -> Result<()> {
     let record = serde_json::json!({
         "checkpoint": args.checkpoint.display().to_string(), "dataset": dataset.name, "samples": dataset.len(),
         "metrics": summary_json(&summary), "mean_ccc": mean_ccc(&summary), "skipped_images": skipped,
+        "breakdown": breakdown.to_json(true), "diagnostics": diagnostics,
     });
     std::fs::write(&json_path, serde_json::to_string_pretty(&record)?)
         .with_context(|| format!("cannot write {}", json_path.display()))?;

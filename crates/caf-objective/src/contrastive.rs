@@ -66,6 +66,8 @@ pub struct CriticLoss {
     pub d_an: Tensor,
     /// Margins `m_i = clamp(MI(s_i, w_{n−1−i}), 0, 2.5) + 0.7/√k_i`, shape `[n]`.
     pub margin: Tensor,
+    /// `‖s_i − w_{n−1−i}‖²`, shape `[n]`.
+    pub negative_distance: Tensor,
 }
 
 /// The contrastive critic objective of the critic phase (docs/method.md).
@@ -95,7 +97,7 @@ pub fn critic_loss(strong: &Tensor, weak: &Tensor, neighbourhood_sizes: &[usize]
     let offsets: Vec<f64> = neighbourhood_sizes.iter().map(|&k| margin_offset(k)).collect();
     let offsets = Tensor::new(offsets, device)?.to_dtype(strong.dtype())?;
     let margin = (clamp_inclusive(&mutual_information(strong, &weak_mirror)?, 0.0, MI_CLAMP)? + offsets)?;
-    let d_an = relu(&(&margin - negative_distance)?)?;
+    let d_an = relu(&(&margin - &negative_distance)?)?;
 
     let second_moments = ((d_ap.sqr()?.mean_all()? + d_an.sqr()?.mean_all()?)? * 0.5)?;
     let constraint = second_moments.affine(-1.0, 1.0)?;
@@ -107,6 +109,7 @@ pub fn critic_loss(strong: &Tensor, weak: &Tensor, neighbourhood_sizes: &[usize]
         d_ap,
         d_an,
         margin,
+        negative_distance,
     })
 }
 

@@ -29,6 +29,7 @@
 //! ```
 
 mod adam;
+mod breakdown;
 mod config;
 mod datasets;
 mod diagnostics;
@@ -41,6 +42,7 @@ mod series;
 mod trainer;
 
 pub use adam::{Adam, AdamConfig};
+pub use breakdown::{Band, Breakdown};
 pub use config::{DataConfig, Method, TrainConfig};
 pub use datasets::{training_and_validation_sets, validation_set, validation_split};
 pub use diagnostics::Diagnostics;
@@ -49,4 +51,4 @@ pub use metrics_log::{fold_table, mean_ccc, summary_json};
 pub use report::{circumplex, run_report};
 pub use schedule::step_lr;
 pub use series::{run_series, Series, SeriesOutcome, SeriesRun};
-pub use trainer::{parse_device, Counters, Phase, RunSummary, StepReport, TrainState, Trainer};
+pub use trainer::{parse_device, Counters, CriticStats, Phase, RunSummary, StepReport, TrainState, Trainer};

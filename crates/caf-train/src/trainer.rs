@@ -18,6 +18,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde_json::json;
 
 use crate::adam::{Adam, AdamConfig};
+use crate::breakdown::Breakdown;
 use crate::config::{Method, TrainConfig, CHECKPOINT_CONFIG_KEY as META_CONFIG};
 use crate::datasets::{loaders, subject_names, training_and_validation_sets};
 use crate::diagnostics::Diagnostics;
@@ -86,6 +87,28 @@ pub struct StepReport {
     pub no_pair: bool,
     /// The phase whose loss was NaN or infinite, if one was.
     pub nonfinite: Option<Phase>,
+    /// What the critic phase saw, when it ran.
+    pub critic: Option<CriticStats>,
+    /// The mean critic output over the weak samples in the adversarial
+    /// phase (`L_adv = −0.1 ×` this), when it ran.
+    pub weak_critic_output: Option<f64>,
+}
+
+/// How the critic separated strong from weak outputs in one iteration
+/// (docs/method.md, "What a healthy run looks like").
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct CriticStats {
+    /// Mean `d_ap`: squared distance between paired strong outputs.
+    pub d_ap: f64,
+    /// Mean hinge `d_an = relu(m − ‖s − w‖²)`.
+    pub d_an: f64,
+    /// Share of pairs whose hinge is active (`d_an > 0`): the weak output is
+    /// still inside the strong one's margin.
+    pub active_hinges: f64,
+    /// Mean margin `m`.
+    pub margin: f64,
+    /// Mean squared distance between paired strong and weak outputs.
+    pub strong_weak_distance: f64,
 }
 
 /// How a run ended.
@@ -155,6 +178,18 @@ fn trainable(varmap: &VarMap, prefix: &str) -> Vec<(String, Var)> {
 
 fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+fn critic_stats(contrast: &caf_objective::CriticLoss) -> Result<CriticStats> {
+    let mean = |t: &Tensor| scalar(&t.mean_all()?);
+    let active = contrast.d_an.gt(0.0)?.to_dtype(DType::F32)?;
+    Ok(CriticStats {
+        d_ap: mean(&contrast.d_ap)?,
+        d_an: mean(&contrast.d_an)?,
+        active_hinges: mean(&active)?,
+        margin: mean(&contrast.margin)?,
+        strong_weak_distance: mean(&contrast.negative_distance)?,
+    })
 }
 
 impl Trainer {
@@ -363,6 +398,7 @@ impl Trainer {
         let contrast = critic_loss(&s, &w, &neighbourhood, self.state.lambda.value)?;
         let loss_critic = scalar(&contrast.loss)?;
         report.loss_critic = Some(loss_critic);
+        report.critic = Some(critic_stats(&contrast)?);
         if !loss_critic.is_finite() {
             report.nonfinite = Some(Phase::Critic);
             return Ok(report);
@@ -378,6 +414,7 @@ impl Trainer {
         let loss_adversarial = adversarial_loss(&critic.forward_t(&weak_features, true)?)?;
         let value = scalar(&loss_adversarial)?;
         report.loss_adversarial = Some(value);
+        report.weak_critic_output = Some(-value / caf_objective::ADVERSARIAL_WEIGHT);
         if !value.is_finite() {
             report.nonfinite = Some(Phase::Adversarial);
             return Ok(report);
@@ -459,7 +496,8 @@ impl Trainer {
                         "kind": "train", "step": self.state.step, "epoch": epoch + 1,
                         "loss_av": report.loss_av, "loss_critic": report.loss_critic, "loss_adversarial": report.loss_adversarial,
                         "lambda": self.state.lambda.value, "pairs": report.pairs, "no_pair": report.no_pair,
-                        "nonfinite": report.nonfinite,
+                        "nonfinite": report.nonfinite, "critic": report.critic,
+                        "weak_critic_output": report.weak_critic_output,
                         "lr": self.lr_at(self.state.step - 1),
                     }))?;
                 }
@@ -483,7 +521,7 @@ impl Trainer {
             log.write(&json!({
                 "kind": "validation", "epoch": epoch + 1, "step": self.state.step, "seconds": started.elapsed().as_secs_f64(),
                 "metrics": summary_json(&summary), "mean_ccc": score, "skipped_images": skipped, "counters": self.state.counters,
-                "diagnostics": diagnostics,
+                "diagnostics": diagnostics, "breakdown": Breakdown::of(&predictions).to_json(false),
             }))?;
             tracing::info!(
                 epoch = epoch + 1,
