@@ -40,6 +40,16 @@ enum Command {
     Predict(predict::Predict),
     /// Time training steps, inference, the data pipeline and the objective; optionally beside PyTorch
     Bench(bench::Bench),
+    /// Paired comparison of two seed series (`train --seeds` folders): mean difference with a 95 % interval
+    Compare(Compare),
+}
+
+#[derive(clap::Args)]
+struct Compare {
+    /// Folder of the first method's `seed-N` runs
+    a: PathBuf,
+    /// Folder of the second method's `seed-N` runs, the same seeds
+    b: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -112,6 +122,7 @@ fn main() -> ExitCode {
         Command::Cv(args) => train::cv(args),
         Command::Predict(args) => predict::predict(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Compare(args) => compare(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -201,6 +212,12 @@ fn inspect(args: Inspect) -> Result<()> {
     for (part, count) in parameters {
         println!("  {part}: {count} values");
     }
+    Ok(())
+}
+
+fn compare(args: Compare) -> Result<()> {
+    let comparison = caf_train::paired(&caf_train::seed_scores(&args.a)?, &caf_train::seed_scores(&args.b)?)?;
+    println!("a = {}, b = {}\n{comparison}", args.a.display(), args.b.display());
     Ok(())
 }
 

@@ -37,6 +37,7 @@ fn without_arguments_it_lists_every_command_with_one_line_of_help() {
         "cv",
         "predict",
         "bench",
+        "compare",
     ] {
         let line = help
             .lines()

@@ -30,6 +30,7 @@
 
 mod adam;
 mod breakdown;
+mod comparison;
 mod config;
 mod datasets;
 mod diagnostics;
@@ -43,6 +44,7 @@ mod trainer;
 
 pub use adam::{Adam, AdamConfig};
 pub use breakdown::{Band, Breakdown};
+pub use comparison::{paired, seed_scores, FinalScores, PairedComparison};
 pub use config::{DataConfig, Method, TrainConfig};
 pub use datasets::{training_and_validation_sets, validation_set, validation_split};
 pub use diagnostics::Diagnostics;
