@@ -54,9 +54,9 @@ fn final_scores(metrics: &Path) -> Result<FinalScores> {
     let text = std::fs::read_to_string(metrics).with_context(|| format!("cannot read {}", metrics.display()))?;
     let last: Value = text
         .lines()
+        .rev()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|row| row["kind"] == "validation")
-        .last()
+        .find(|row| row["kind"] == "validation")
         .with_context(|| {
             format!(
                 "{}: no validation row (did the run finish an epoch?)",
