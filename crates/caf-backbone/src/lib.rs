@@ -8,7 +8,8 @@
 //! * heads: the regressor `f_r` (→ valence, arousal) and the critic `f_c` (→ 16);
 //! * checkpoints: one safetensors file, `encoder.*` / `regressor.*` /
 //!   `critic.*` tensors and `caf.*` metadata ([`Checkpoint`], [`save_checkpoint`]);
-//! * pretrained encoder weights from safetensors, PyTorch pickles (read
+//! * pretrained encoder weights from safetensors, PyTorch files in the zip or
+//!   the legacy format (read
 //!   without running code) or the Hugging Face Hub ([`load_pretrained_encoder`]);
 //! * pooling candle 0.11 lacks or gets wrong ([`max_pool2d`],
 //!   [`adaptive_avg_pool2d`]).
@@ -39,9 +40,11 @@ mod hub;
 mod init;
 mod model;
 mod norm;
+mod pickle;
 mod pool;
 mod pretrained;
 mod resnet;
+mod torch_legacy;
 mod weights;
 
 pub use alexnet::{AlexNetEncoder, ALEXNET_FEATURES};

@@ -16,22 +16,26 @@ pub enum TensorFormat {
     Safetensors,
     /// `torch.save` zip archive (`.pth`, `.pt`, `.t7`, `.bin`), read without running any code.
     TorchZip,
+    /// `torch.save`'s legacy format (PyTorch before 1.6, or
+    /// `_use_new_zipfile_serialization=False`), read without running any code.
+    TorchLegacy,
 }
 
 impl TensorFormat {
     pub fn detect(path: &Path) -> Result<Self> {
-        let mut head = [0u8; 4];
-        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let read = file.read(&mut head).map_err(|e| Error::io(path, e))?;
-        if read >= 4 && head == *b"PK\x03\x04" {
+        let mut head = [0u8; crate::torch_legacy::MAGIC.len()];
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let read = file
+            .take(head.len() as u64)
+            .read(&mut head)
+            .map_err(|e| Error::io(path, e))?;
+        if read >= 4 && head[..4] == *b"PK\x03\x04" {
             return Ok(TensorFormat::TorchZip);
         }
         if read >= 2 && head[0] == 0x80 && head[1] <= 5 {
-            return Err(Error::bad_file(
-                path,
-                "legacy (pre-1.6, non-zip) PyTorch file; re-save it in Python with \
-                 `torch.save(torch.load(p), p)` or convert it to safetensors",
-            ));
+            // Every legacy file opens with the magic number's pickle; a
+            // damaged one is refused by the reader, naming the magic number.
+            return Ok(TensorFormat::TorchLegacy);
         }
         Ok(TensorFormat::Safetensors)
     }
@@ -48,6 +52,7 @@ pub fn read_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tens
             .into_iter()
             .collect(),
         TensorFormat::TorchZip => read_torch_state_dict(path)?,
+        TensorFormat::TorchLegacy => crate::torch_legacy::read_legacy_state_dict(path)?,
     };
     if tensors.is_empty() {
         return Err(Error::bad_file(path, "holds no tensors"));
