@@ -15,7 +15,7 @@ pub struct Predict {
     /// Checkpoint (.safetensors) written by training or import-torch
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Image files and folders (searched recursively for .jpg, .jpeg and .png)
+    /// Image files and folders (searched recursively for .jpg, .jpeg, .png, .webp, .bmp, .tif, .tiff)
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// Output format
@@ -49,7 +49,7 @@ enum Format {
     Jsonl,
 }
 
-const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"];
 
 pub fn predict(args: Predict) -> Result<()> {
     anyhow::ensure!(args.batch > 0, "--batch must be positive");
@@ -116,7 +116,15 @@ fn collect_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
+            let before = files.len();
             walk(path, &mut files)?;
+            if files.len() == before {
+                bail!(
+                    "{} holds no image (.{}); give image files or a folder of them",
+                    path.display(),
+                    IMAGE_EXTENSIONS.join(", .")
+                );
+            }
         } else {
             files.push(path.clone());
         }

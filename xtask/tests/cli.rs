@@ -226,6 +226,18 @@ fn predict_an_imported_reference_model_with_bad_files_among_good_ones() {
     assert_eq!(lines[0], "path,valence,arousal,intensity,quadrant,emotion,error");
     assert_eq!(lines.len(), 3, "{csv}");
     assert!(lines[1].ends_with(',') && lines[1].split(',').count() == 7, "{csv}");
+
+    // A folder without an image is an error naming it, not an empty success.
+    let empty = dir.path().join("no-images");
+    std::fs::create_dir_all(&empty).expect("dir");
+    std::fs::write(empty.join("notes.txt"), "not an image").expect("write");
+    let output = xtask(&["predict", "--checkpoint", &path(&model), &path(&empty)]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("no-images") && text(&output).contains("holds no image"),
+        "{}",
+        text(&output)
+    );
 }
 
 #[test]

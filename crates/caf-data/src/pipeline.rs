@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::path::Path;
 
 use image::imageops::{self, FilterType};
-use image::{ImageReader, RgbImage};
+use image::{ImageDecoder, ImageReader, RgbImage};
 
 use crate::sample::{DataError, FaceBox, Sample};
 use caf_rng::Rng;
@@ -79,7 +79,9 @@ impl Augment {
     }
 }
 
-/// Decodes a JPEG or PNG file (told by its content) to RGB. A JPEG must be
+/// Decodes a JPEG, PNG, WebP, BMP or TIFF file (told by its content) to RGB,
+/// turned upright as its EXIF orientation says (a phone's sideways JPEG is
+/// shown upright by every viewer, and is read upright here). A JPEG must be
 /// complete: the decoder would fill a truncated one with grey rather than fail.
 pub fn decode(path: &Path) -> Result<RgbImage, DataError> {
     let bad = |message: String| DataError::Image {
@@ -92,7 +94,13 @@ pub fn decode(path: &Path) -> Result<RgbImage, DataError> {
     }
     let reader = ImageReader::new(std::io::Cursor::new(bytes));
     let reader = reader.with_guessed_format().map_err(|e| DataError::io(path, e))?;
-    let image = reader.decode().map_err(|e| bad(format!("cannot decode: {e}")))?;
+    let mut decoder = reader.into_decoder().map_err(|e| bad(format!("cannot decode: {e}")))?;
+    // A missing or unreadable orientation tag leaves the image as stored.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = image::DynamicImage::from_decoder(decoder).map_err(|e| bad(format!("cannot decode: {e}")))?;
+    image.apply_orientation(orientation);
     if image.width() == 0 || image.height() == 0 {
         return Err(bad("empty image".into()));
     }
@@ -232,6 +240,10 @@ fn to_normalised_chw(rgb: &[f32], side: usize, preprocess: &Preprocess) -> Vec<f
     }
     chw
 }
+
+#[cfg(test)]
+#[path = "pipeline_decode_tests.rs"]
+mod decode_tests;
 
 #[cfg(test)]
 mod tests {
