@@ -41,8 +41,11 @@ fn colour(image: &RgbImage, x: u32, y: u32) -> [u8; 3] {
     image.get_pixel(x, y).0.map(|c| if c > 127 { 255 } else { 0 })
 }
 
-/// Colours at the four corners' quadrant centres: TL, TR, BL, BR.
-fn corners(image: &RgbImage) -> [[u8; 3]; 4] {
+/// Colours of the four quadrants: top-left, top-right, bottom-left, bottom-right.
+type Corners = [[u8; 3]; 4];
+
+/// Colours at the four corners' quadrant centres.
+fn corners(image: &RgbImage) -> Corners {
     let (w, h) = image.dimensions();
     let (l, r, t, b) = (w / 4, 3 * w / 4, h / 4, 3 * h / 4);
     [
@@ -61,7 +64,7 @@ fn every_exif_orientation_is_turned_upright() {
     const WHITE: [u8; 3] = [255, 255, 255];
     // What a viewer shows for each tag (EXIF 2.3): the stored image is
     // turned by the tag's transform.
-    let expected: [(u16, (u32, u32), [[u8; 3]; 4]); 8] = [
+    let expected: [(u16, (u32, u32), Corners); 8] = [
         (1, (32, 16), [RED, GREEN, BLUE, WHITE]),
         (2, (32, 16), [GREEN, RED, WHITE, BLUE]),
         (3, (32, 16), [WHITE, BLUE, GREEN, RED]),
