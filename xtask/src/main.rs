@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: every caf-rs workflow as one Rust binary.
 
 mod bench;
+mod cuda_setup;
 mod predict;
 mod train;
 
@@ -40,6 +41,8 @@ enum Command {
     Predict(predict::Predict),
     /// Time training steps, inference, the data pipeline and the objective; optionally beside PyTorch
     Bench(bench::Bench),
+    /// Install the CUDA toolkit for `--features cuda` from NVIDIA's PyPI wheels into .venv-cuda, and write its environment
+    CudaSetup(cuda_setup::CudaSetup),
     /// Paired comparison of two seed series (`train --seeds` folders): mean difference with a 95 % interval
     Compare(Compare),
 }
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
         Command::Predict(args) => predict::predict(args),
         Command::Bench(args) => bench::bench(args),
         Command::Compare(args) => compare(args),
+        Command::CudaSetup(args) => cuda_setup::cuda_setup(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
