@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Every GPU check and timing in one run, on a machine that has the GPU but no
+# Rust toolchain. Build here first (bench/gpu/build.sh), carry bench/gpu/bin,
+# then on the GPU machine:
+#   OUT=/some/folder bash bench/gpu/run.sh
+# Writes everything under $OUT: parity test output, the benchmark's JSON and
+# table beside PyTorch's (default TF32 and strict f32), and the device's facts.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:?set OUT to the folder the results go to}
+BIN=bench/gpu/bin
+mkdir -p "$OUT"
+
+# The CUDA libraries of the machine's own PyTorch (cuBLAS, cuRAND, NVRTC, cuDNN).
+PY=${PYTHON:-python3}
+SITE=$($PY -c 'import site; print(site.getsitepackages()[0])' 2>/dev/null)
+for dir in "$SITE"/nvidia/*/lib; do LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; done
+export LD_LIBRARY_PATH
+
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+status=0
+
+echo "== parity (CUDA against the CPU kernels)"
+timeout 300 "$BIN/cuda_parity" --test-threads 1 > "$OUT/cuda_parity.txt" 2>&1 || status=1
+tail -3 "$OUT/cuda_parity.txt"
+
+echo "== benchmark beside PyTorch (TF32 as PyTorch defaults)"
+timeout 300 "$BIN/xtask" bench --device cuda --compare-torch --python "$PY" --json > "$OUT/bench-cuda.json" 2> "$OUT/bench-cuda.log" || status=1
+echo "== the same with TF32 off on PyTorch's side"
+NVIDIA_TF32_OVERRIDE=0 timeout 300 "$BIN/xtask" bench --device cuda --compare-torch --python "$PY" --json > "$OUT/bench-cuda-strict.json" 2> "$OUT/bench-cuda-strict.log" || status=1
+
+echo "== a short training run on the built-in data"
+timeout 120 "$BIN/xtask" train --device cuda --epochs 2 --output "$OUT/train" > "$OUT/train.txt" 2>&1 || status=1
+tail -4 "$OUT/train.txt"
+exit $status
