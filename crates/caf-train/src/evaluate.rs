@@ -7,7 +7,7 @@ use caf_objective::{MetricsSummary, VaMetrics};
 use candle_core::Device;
 
 /// Predictions beside their labels and people, and how the regressor's
-/// bottleneck behaved, for plots and [`Diagnostics`].
+/// bottleneck behaved, for plots and [`Diagnostics`](crate::Diagnostics).
 #[derive(Debug, Clone, Default)]
 pub struct Predictions {
     pub predicted: Vec<[f32; 2]>,

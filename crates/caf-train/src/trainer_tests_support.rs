@@ -24,6 +24,7 @@ pub(super) fn tiny(dir: &Path, overrides: impl FnOnce(&mut TrainConfig)) -> Resu
         validation_ratio: 0.34,
         batch_size: 8,
         epochs: 1,
+        lr: 1e-3,
         output: dir.join("run"),
         ..TrainConfig::default()
     };
