@@ -31,9 +31,9 @@ const POOL_AFTER: [usize; 3] = [0, 3, 10];
 pub(crate) fn feature_side(input: usize) -> Option<usize> {
     let mut side = input;
     for &(index, _, _, kernel, stride, padding) in &CONVS {
-        side = crate::pool::window_output(side, kernel, stride, padding)?;
+        side = caf_kernels::window_output(side, kernel, stride, padding)?;
         if POOL_AFTER.contains(&index) {
-            side = crate::pool::window_output(side, POOL.kernel, POOL.stride, POOL.padding)?;
+            side = POOL.output_len(side).ok()?;
         }
     }
     Some(side)

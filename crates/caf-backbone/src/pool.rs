@@ -12,14 +12,6 @@ use candle_core::{DType, Device, Result, Tensor};
 
 pub use caf_kernels::{max_pool2d, MaxPool2dConfig};
 
-/// Output side of a window (convolution or pooling) sliding over `input`
-/// with `stride` and `padding`, or `None` when the padded input is smaller
-/// than the window.
-pub(crate) fn window_output(input: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
-    let padded = input + 2 * padding;
-    (padded >= kernel && stride > 0).then(|| (padded - kernel) / stride + 1)
-}
-
 /// Global average pooling: `B×C×H×W → B×C`.
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     x.mean((2, 3))

@@ -23,9 +23,8 @@ const STEM_POOL: MaxPool2dConfig = MaxPool2dConfig {
 /// first convolution of layers 2–4 (3×3/2; the downsampling 1×1/2 gives the
 /// same side).
 pub(crate) fn feature_side(input: usize) -> Option<usize> {
-    use crate::pool::window_output;
-    let mut side = window_output(input, 7, 2, 3)?;
-    side = window_output(side, STEM_POOL.kernel, STEM_POOL.stride, STEM_POOL.padding)?;
+    use caf_kernels::window_output;
+    let mut side = STEM_POOL.output_len(window_output(input, 7, 2, 3)?).ok()?;
     for _ in 0..3 {
         side = window_output(side, 3, 2, 1)?;
     }

@@ -23,6 +23,14 @@ use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
 pub(crate) use self::frozen::KeptTransforms;
 pub use self::frozen::{ConvWeight, FrozenWeight};
 
+/// Output side of a window (a convolution's kernel or a pooling window)
+/// sliding over `input` with `stride` and `padding` zeros on both sides;
+/// `None` when the padded input is smaller than the window or the stride is 0.
+pub fn window_output(input: usize, kernel: usize, stride: usize, padding: usize) -> Option<usize> {
+    let padded = input + 2 * padding;
+    (padded >= kernel && stride > 0).then(|| (padded - kernel) / stride + 1)
+}
+
 /// Stride and zero padding of a convolution, equal on both axes
 /// (`nn.Conv2d(…, stride, padding)` with dilation 1 and one group).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,14 +135,12 @@ impl Geometry {
             )
         }
         let side = |input: usize, kernel: usize| -> Result<usize> {
-            let padded = input + 2 * params.padding;
-            if padded < kernel {
-                candle_core::bail!(
+            window_output(input, kernel, params.stride, params.padding).ok_or_else(|| {
+                candle_core::Error::Msg(format!(
                     "conv2d: input {height}×{width} (padding {}) is smaller than the {kernel_h}×{kernel_w} kernel",
                     params.padding
-                )
-            }
-            Ok((padded - kernel) / params.stride + 1)
+                ))
+            })
         };
         Ok(Self {
             batch,

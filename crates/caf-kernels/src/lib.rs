@@ -50,7 +50,7 @@ mod scratch;
 mod storage;
 
 pub use batch_norm::{batch_norm_train, batch_norm_train_relu, scale_shift, ChannelStats};
-pub use conv::{conv2d, conv2d_relu, Conv2dParams, ConvWeight, FrozenWeight};
+pub use conv::{conv2d, conv2d_relu, window_output, Conv2dParams, ConvWeight, FrozenWeight};
 pub use elementwise::{add_relu, relu};
 pub use pool::{max_pool2d, MaxPool2dConfig};
 pub use storage::runs_on_cpu_kernels;

@@ -20,19 +20,15 @@ pub struct MaxPool2dConfig {
 impl MaxPool2dConfig {
     /// Output side for an input side, or an error when the window does not fit.
     pub fn output_len(&self, input: usize) -> Result<usize> {
-        let padded = input + 2 * self.padding;
         if self.kernel == 0 || self.stride == 0 || 2 * self.padding > self.kernel {
             candle_core::bail!("max_pool2d: invalid window {self:?} (padding must be at most half the kernel)")
         }
-        if padded < self.kernel {
-            candle_core::bail!(
+        crate::window_output(input, self.kernel, self.stride, self.padding).ok_or_else(|| {
+            candle_core::Error::Msg(format!(
                 "max_pool2d: input side {input} is smaller than the {}x{} window (padding {})",
-                self.kernel,
-                self.kernel,
-                self.padding
-            )
-        }
-        Ok((padded - self.kernel) / self.stride + 1)
+                self.kernel, self.kernel, self.padding
+            ))
+        })
     }
 }
 

@@ -351,3 +351,11 @@ fn a_frozen_weight_serves_concurrent_calls_from_rayon_tasks() -> Result<()> {
         Err(_) => panic!("concurrent calls on a frozen weight did not finish within 60 s"),
     }
 }
+
+#[test]
+fn window_sides_follow_the_output_rule() {
+    assert_eq!(window_output(224, 11, 4, 2), Some(55));
+    assert_eq!(window_output(55, 3, 2, 0), Some(27));
+    assert_eq!(window_output(2, 3, 2, 0), None);
+    assert_eq!(window_output(1, 3, 2, 1), Some(1));
+}
