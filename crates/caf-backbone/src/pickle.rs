@@ -74,14 +74,23 @@ impl Budget {
     }
 }
 
-fn read_exact<R: BufRead>(r: &mut R, budget: &mut Budget, n: u64, what: &str) -> Result<Vec<u8>, PickleError> {
+pub(crate) fn read_exact<R: BufRead>(
+    r: &mut R,
+    budget: &mut Budget,
+    n: u64,
+    what: &str,
+) -> Result<Vec<u8>, PickleError> {
     budget.take(n, what)?;
     let mut data = vec![0u8; n as usize];
     r.read_exact(&mut data).map_err(|e| format!("{what}: {e}"))?;
     Ok(data)
 }
 
-fn read_array<const N: usize, R: BufRead>(r: &mut R, budget: &mut Budget, what: &str) -> Result<[u8; N], PickleError> {
+pub(crate) fn read_array<const N: usize, R: BufRead>(
+    r: &mut R,
+    budget: &mut Budget,
+    what: &str,
+) -> Result<[u8; N], PickleError> {
     budget.take(N as u64, what)?;
     let mut data = [0u8; N];
     r.read_exact(&mut data).map_err(|e| format!("{what}: {e}"))?;

@@ -7,13 +7,13 @@
 //! without running code ([`crate::pickle`]).
 
 use std::collections::HashMap;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::pickle::{read_pickle, Budget, Value};
+use crate::pickle::{read_array, read_exact, read_pickle, Budget, Value};
 
 /// The first pickle of every legacy file: `0x1950a86a20f9469cfc6c` as LONG1.
 pub(crate) const MAGIC: [u8; 15] = *b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.";
@@ -190,11 +190,9 @@ pub(crate) fn read_legacy_state_dict(path: &Path) -> Result<Vec<(String, Tensor)
     let length = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut reader = BufReader::new(file);
     let mut budget = Budget { left: length };
-    let mut head = [0u8; MAGIC.len()];
-    if length < MAGIC.len() as u64 || reader.read_exact(&mut head).is_err() || head != MAGIC {
+    if read_array::<{ MAGIC.len() }, _>(&mut reader, &mut budget, "magic number").ok() != Some(MAGIC) {
         return Err(bad("wrong magic number (not a file torch.save wrote)".into()));
     }
-    budget.left -= MAGIC.len() as u64;
     let mut next = |what: &str| read_pickle(&mut reader, &mut budget).map_err(|e| bad(format!("{what}: {e}")));
     let version = next("format version")?;
     if version.as_int() != Some(FORMAT_VERSION) {
@@ -235,8 +233,9 @@ pub(crate) fn read_legacy_state_dict(path: &Path) -> Result<Vec<(String, Tensor)
     }
     let mut data: HashMap<String, Vec<u8>> = HashMap::new();
     for key in &keys {
-        let count =
-            u64::from_le_bytes(read_array8(&mut reader, &mut budget).map_err(|e| bad(format!("storage {key}: {e}")))?);
+        let count = u64::from_le_bytes(
+            read_array(&mut reader, &mut budget, "element count").map_err(|e| bad(format!("storage {key}: {e}")))?,
+        );
         let Some(storage) = storages.get(key) else {
             return Err(bad(format!(
                 "storage {key} is listed but no tensor of the state dict uses it"
@@ -248,18 +247,12 @@ pub(crate) fn read_legacy_state_dict(path: &Path) -> Result<Vec<(String, Tensor)
                 storage.elements
             )));
         }
-        let bytes = count
-            .checked_mul(storage.dtype.size_in_bytes() as u64)
-            .filter(|&n| n <= budget.left)
-            .ok_or_else(|| {
-                bad(format!(
-                    "storage {key} of {count} elements runs past the end of the file"
-                ))
-            })?;
-        budget.left -= bytes;
-        let mut buffer = vec![0u8; bytes as usize];
-        reader
-            .read_exact(&mut buffer)
+        let bytes = count.checked_mul(storage.dtype.size_in_bytes() as u64).ok_or_else(|| {
+            bad(format!(
+                "storage {key} of {count} elements runs past the end of the file"
+            ))
+        })?;
+        let buffer = read_exact(&mut reader, &mut budget, bytes, "storage data")
             .map_err(|e| bad(format!("storage {key}: {e}")))?;
         data.insert(key.clone(), buffer);
     }
@@ -273,14 +266,4 @@ pub(crate) fn read_legacy_state_dict(path: &Path) -> Result<Vec<(String, Tensor)
             Ok((name, tensor))
         })
         .collect()
-}
-
-fn read_array8(reader: &mut impl Read, budget: &mut Budget) -> std::result::Result<[u8; 8], String> {
-    if budget.left < 8 {
-        return Err("the element count runs past the end of the file".into());
-    }
-    budget.left -= 8;
-    let mut bytes = [0u8; 8];
-    reader.read_exact(&mut bytes).map_err(|e| e.to_string())?;
-    Ok(bytes)
 }
