@@ -180,15 +180,27 @@ fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
+/// The critic's statistics, read from the device in one transfer (this runs
+/// every iteration).
 fn critic_stats(contrast: &caf_objective::CriticLoss) -> Result<CriticStats> {
-    let mean = |t: &Tensor| scalar(&t.mean_all()?);
-    let active = contrast.d_an.gt(0.0)?.to_dtype(DType::F32)?;
+    let active = contrast.d_an.gt(0.0)?.to_dtype(contrast.d_an.dtype())?;
+    let per_pair = [
+        &contrast.d_ap,
+        &contrast.d_an,
+        &active,
+        &contrast.margin,
+        &contrast.negative_distance,
+    ];
+    let means = Tensor::stack(&per_pair, 0)?
+        .mean(1)?
+        .to_dtype(DType::F64)?
+        .to_vec1::<f64>()?;
     Ok(CriticStats {
-        d_ap: mean(&contrast.d_ap)?,
-        d_an: mean(&contrast.d_an)?,
-        active_hinges: mean(&active)?,
-        margin: mean(&contrast.margin)?,
-        strong_weak_distance: mean(&contrast.negative_distance)?,
+        d_ap: means[0],
+        d_an: means[1],
+        active_hinges: means[2],
+        margin: means[3],
+        strong_weak_distance: means[4],
     })
 }
 

@@ -108,6 +108,26 @@ fn one_caf_step_matches_a_replay_of_its_three_phases_by_hand() -> Result<()> {
         .constraint
         .to_dtype(candle_core::DType::F64)?
         .to_scalar::<f64>()?;
+    // What the step reports of the critic phase is this phase's.
+    let mean = |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(candle_core::DType::F64)?.mean_all()?.to_scalar()?) };
+    let reported = report.critic.expect("the critic phase ran");
+    let active = contrast.d_an.gt(0.0)?;
+    for (what, got, want) in [
+        ("d_ap", reported.d_ap, mean(&contrast.d_ap)?),
+        ("d_an", reported.d_an, mean(&contrast.d_an)?),
+        ("active hinges", reported.active_hinges, mean(&active)?),
+        ("margin", reported.margin, mean(&contrast.margin)?),
+        (
+            "strong-weak distance",
+            reported.strong_weak_distance,
+            mean(&contrast.negative_distance)?,
+        ),
+    ] {
+        assert!(
+            (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+            "{what}: reported {got}, replayed {want}"
+        );
+    }
 
     // 3. Adversarial: through the updated, frozen critic into f_e only.
     let grads = adversarial_loss(&critic.forward_t(&weak_features, true)?)?.backward()?;
