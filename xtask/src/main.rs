@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Convert a trained PyTorch model (encoder + regressor state dicts) into a caf-rs checkpoint
     ImportTorch(ImportTorch),
+    /// Convert facenet-pytorch's MTCNN weights (pnet.pt, rnet.pt, onet.pt) into one safetensors file for face detection
+    ImportMtcnn(ImportMtcnn),
     /// Print a checkpoint's architecture, preprocessing, metadata and tensors
     Inspect(Inspect),
     /// Write the built-in dataset of synthetic people (PNG images + labels.csv)
@@ -99,6 +101,16 @@ struct ImportTorch {
 }
 
 #[derive(clap::Args)]
+struct ImportMtcnn {
+    /// Folder holding pnet.pt, rnet.pt and onet.pt (facenet_pytorch/data in its wheel)
+    #[arg(long)]
+    from: PathBuf,
+    /// Output file (.safetensors)
+    #[arg(long, default_value = "crates/caf-face/weights/mtcnn.safetensors")]
+    out: PathBuf,
+}
+
+#[derive(clap::Args)]
 struct Inspect {
     /// Checkpoint file (.safetensors)
     checkpoint: PathBuf,
@@ -118,6 +130,7 @@ fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::ImportTorch(args) => import_torch(args),
+        Command::ImportMtcnn(args) => import_mtcnn(args),
         Command::Inspect(args) => inspect(args),
         Command::MakeData(args) => make_data(args),
         Command::Train(args) => train::train(args),
@@ -192,6 +205,13 @@ fn import_torch(args: ImportTorch) -> Result<()> {
         spec.image_size,
         spec.resize
     );
+    Ok(())
+}
+
+fn import_mtcnn(args: ImportMtcnn) -> Result<()> {
+    let [pnet, rnet, onet] = ["pnet.pt", "rnet.pt", "onet.pt"].map(|name| args.from.join(name));
+    let count = caf_face::convert_facenet_weights(&pnet, &rnet, &onet, &args.out)?;
+    println!("wrote {} ({count} tensors)", args.out.display());
     Ok(())
 }
 
