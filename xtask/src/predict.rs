@@ -4,9 +4,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use caf_data::face_region;
+use caf_backbone::{HubOptions, WeightSource};
 use caf_data::FaceBoxes;
-use caf_infer::{annotation, load, ImageFile, Predictor, Va};
+use caf_infer::{
+    photo_annotation, DetectorConfig, FaceDetector, FacePrediction, FaceSearch, ImageFile, PhotoOptions, Predictor,
+    DEFAULT_FACE_MARGIN,
+};
 use caf_train::parse_device;
 use serde_json::json;
 
@@ -24,39 +27,94 @@ pub struct Predict {
     /// Write here instead of standard output
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Images per forward pass
+    /// Images decoded and predicted together
     #[arg(long, default_value_t = 32)]
     batch: usize,
     /// `cpu`, `cuda` or `cuda:N`
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Face boxes: a CSV of `path,x,y,width,height` or an AffectNet index; images match by path suffix
+    /// How faces are found: `auto` detects every face and predicts a photo without one whole;
+    /// `detect` predicts detected faces only; `whole` takes every picture as one face crop
+    #[arg(long, value_enum, default_value_t = Faces::Auto)]
+    faces: Faces,
+    /// Face boxes: a CSV of `path,x,y,width,height` or an AffectNet index; images match by path suffix,
+    /// and a given box wins over detection
     #[arg(long)]
     boxes: Option<PathBuf>,
-    /// Grow every face box by this share of its size on each side
-    #[arg(long, default_value_t = 0.0)]
+    /// Grow every face box (detected or given) by this share of its width and height on each side before cropping
+    #[arg(long, default_value_t = DEFAULT_FACE_MARGIN)]
     face_margin: f32,
-    /// Also write, per image, a PNG of the face beside the circumplex with the predicted point
+    /// Face detector weights (a safetensors file or hf://owner/name/file); the built-in MTCNN weights by default
+    #[arg(long)]
+    detector: Option<WeightSource>,
+    /// Smallest face side, in pixels, the detector looks for
+    #[arg(long, default_value_t = DetectorConfig::default().min_face_size)]
+    min_face_size: f64,
+    /// Also write, per photo, a PNG with every face's box and reading beside the circumplex
     #[arg(long)]
     annotate: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Faces {
+    Auto,
+    Detect,
+    Whole,
+}
+
+impl From<Faces> for FaceSearch {
+    fn from(faces: Faces) -> Self {
+        match faces {
+            Faces::Auto => FaceSearch::Auto,
+            Faces::Detect => FaceSearch::Detect,
+            Faces::Whole => FaceSearch::Whole,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Format {
-    /// `path,valence,arousal,intensity,quadrant,emotion,error`
+    /// `path,face,x,y,width,height,score,source,valence,arousal,intensity,quadrant,emotion,error`
     Csv,
     /// One JSON object per line
     Jsonl,
 }
 
+const CSV_HEADER: &str = "path,face,x,y,width,height,score,source,valence,arousal,intensity,quadrant,emotion,error";
+
 const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"];
 
 pub fn predict(args: Predict) -> Result<()> {
     anyhow::ensure!(args.batch > 0, "--batch must be positive");
+    anyhow::ensure!(
+        args.face_margin.is_finite() && args.face_margin > -0.5,
+        "--face-margin must be a number above -0.5 (got {})",
+        args.face_margin
+    );
     let device = parse_device(&args.device)?;
     let predictor = Predictor::from_checkpoint(&args.checkpoint, &device)?;
+    let search = FaceSearch::from(args.faces);
+    let detector = match search {
+        FaceSearch::Whole => None,
+        FaceSearch::Auto | FaceSearch::Detect => {
+            let detector = match &args.detector {
+                Some(source) => FaceDetector::load(source, &HubOptions::from_env(), &device)?,
+                None => FaceDetector::builtin(&device)?,
+            };
+            let config = DetectorConfig {
+                min_face_size: args.min_face_size,
+                ..*detector.config()
+            };
+            Some(detector.with_config(config)?)
+        }
+    };
+    let options = PhotoOptions {
+        search,
+        detector: detector.as_ref(),
+        margin: args.face_margin,
+    };
     let boxes = match &args.boxes {
-        Some(file) => FaceBoxes::load(file, args.face_margin)?,
+        Some(file) => FaceBoxes::load(file, 0.0)?,
         None => FaceBoxes::default(),
     };
     let files: Vec<ImageFile> = collect_images(&args.paths)?
@@ -80,22 +138,31 @@ pub fn predict(args: Predict) -> Result<()> {
         None => Box::new(std::io::stdout().lock()),
     };
     if args.format == Format::Csv {
-        writeln!(out, "path,valence,arousal,intensity,quadrant,emotion,error")?;
+        writeln!(out, "{CSV_HEADER}")?;
     }
     let progress = indicatif::ProgressBar::new(files.len() as u64);
     let mut failed = 0;
     for (chunk_index, chunk) in files.chunks(args.batch).enumerate() {
-        for (offset, (file, result)) in chunk.iter().zip(predictor.predict_files(chunk, args.batch)).enumerate() {
-            let result = result.map_err(anyhow::Error::from).and_then(|va| {
+        let results = predictor.predict_photo_files(chunk, &options);
+        for (offset, (file, result)) in chunk.iter().zip(results).enumerate() {
+            let result = result.map_err(anyhow::Error::from).and_then(|faces| {
                 if let Some(dir) = &args.annotate {
-                    write_annotation(dir, chunk_index * args.batch + offset, file, va)?;
+                    write_annotation(dir, chunk_index * args.batch + offset, &file.path, &faces)?;
                 }
-                Ok(va)
+                Ok(faces)
             });
-            if result.is_err() {
-                failed += 1;
+            match &result {
+                Ok(faces) if faces.is_empty() => write_no_face(&mut out, args.format, &file.path)?,
+                Ok(faces) => {
+                    for face in faces {
+                        write_face(&mut out, args.format, &file.path, face)?;
+                    }
+                }
+                Err(error) => {
+                    failed += 1;
+                    write_error(&mut out, args.format, &file.path, error)?;
+                }
             }
-            write_row(&mut out, args.format, &file.path, &result)?;
         }
         out.flush()?;
         progress.inc(chunk.len() as u64);
@@ -153,35 +220,50 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn write_annotation(dir: &Path, index: usize, file: &ImageFile, va: Va) -> Result<()> {
-    let image = load(&file.path)?;
-    let face = face_region(&image, file.face);
-    let stem = file.path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+fn write_annotation(dir: &Path, index: usize, path: &Path, faces: &[FacePrediction]) -> Result<()> {
+    let photo = caf_infer::load(path)?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
     let target = dir.join(format!("{index:05}-{stem}.png"));
-    annotation(&face, va)
+    photo_annotation(&photo, faces)
         .save(&target)
         .with_context(|| format!("cannot write {}", target.display()))
 }
 
-fn write_row(out: &mut dyn Write, format: Format, path: &Path, result: &Result<Va>) -> Result<()> {
+/// Name written in the `source` column for a photo where `detect` found no face.
+const NO_FACE: &str = "no-face-found";
+
+fn write_face(out: &mut dyn Write, format: Format, path: &Path, face: &FacePrediction) -> Result<()> {
     let shown = path.display().to_string();
-    match (format, result) {
-        (Format::Csv, Ok(va)) => writeln!(
+    let va = face.va;
+    let b = face.face;
+    match format {
+        Format::Csv => writeln!(
             out,
-            "{},{:.6},{:.6},{:.6},{},{},",
+            "{},{},{:.2},{:.2},{:.2},{:.2},{},{},{:.6},{:.6},{:.6},{},{},",
             csv_field(&shown),
+            face.index,
+            b.x,
+            b.y,
+            b.width,
+            b.height,
+            face.score.map(|s| format!("{s:.6}")).unwrap_or_default(),
+            face.origin.name(),
             va.valence,
             va.arousal,
             va.intensity(),
             va.quadrant().name(),
             va.emotion()
         )?,
-        (Format::Csv, Err(error)) => writeln!(out, "{},,,,,,{}", csv_field(&shown), csv_field(&format!("{error:#}")))?,
-        (Format::Jsonl, Ok(va)) => writeln!(
+        Format::Jsonl => writeln!(
             out,
             "{}",
             json!({
                 "path": shown,
+                "face": face.index,
+                "box": { "x": b.x, "y": b.y, "width": b.width, "height": b.height },
+                "score": face.score,
+                "landmarks": face.landmarks,
+                "source": face.origin.name(),
                 "valence": va.valence,
                 "arousal": va.arousal,
                 "intensity": va.intensity(),
@@ -189,7 +271,29 @@ fn write_row(out: &mut dyn Write, format: Format, path: &Path, result: &Result<V
                 "emotion": va.emotion(),
             })
         )?,
-        (Format::Jsonl, Err(error)) => writeln!(out, "{}", json!({ "path": shown, "error": format!("{error:#}") }))?,
+    }
+    Ok(())
+}
+
+fn write_no_face(out: &mut dyn Write, format: Format, path: &Path) -> Result<()> {
+    let shown = path.display().to_string();
+    match format {
+        Format::Csv => writeln!(out, "{},,,,,,,{NO_FACE},,,,,,", csv_field(&shown))?,
+        Format::Jsonl => writeln!(out, "{}", json!({ "path": shown, "source": NO_FACE }))?,
+    }
+    Ok(())
+}
+
+fn write_error(out: &mut dyn Write, format: Format, path: &Path, error: &anyhow::Error) -> Result<()> {
+    let shown = path.display().to_string();
+    match format {
+        Format::Csv => writeln!(
+            out,
+            "{},,,,,,,,,,,,,{}",
+            csv_field(&shown),
+            csv_field(&format!("{error:#}"))
+        )?,
+        Format::Jsonl => writeln!(out, "{}", json!({ "path": shown, "error": format!("{error:#}") }))?,
     }
     Ok(())
 }

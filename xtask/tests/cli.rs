@@ -30,6 +30,7 @@ fn without_arguments_it_lists_every_command_with_one_line_of_help() {
     let help = text(&output);
     for command in [
         "import-torch",
+        "import-mtcnn",
         "inspect",
         "make-data",
         "train",
@@ -126,12 +127,14 @@ fn write_prediction_inputs(dir: &Path) -> std::path::PathBuf {
     images
 }
 
-#[test]
-fn predict_an_imported_reference_model_with_bad_files_among_good_ones() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (encoder, regressor) = write_reference_files(dir.path());
-    let model = dir.path().join("model.safetensors");
-    let path = |p: &Path| p.to_str().expect("utf-8").to_string();
+fn path(p: &Path) -> String {
+    p.to_str().expect("utf-8").to_string()
+}
+
+/// A reference model imported from PyTorch state dicts, 64-px crops.
+fn imported_model(dir: &Path) -> std::path::PathBuf {
+    let (encoder, regressor) = write_reference_files(dir);
+    let model = dir.join("model.safetensors");
     let output = xtask(&[
         "import-torch",
         "--arch",
@@ -148,6 +151,13 @@ fn predict_an_imported_reference_model_with_bad_files_among_good_ones() {
         &path(&model),
     ]);
     assert!(output.status.success(), "{}", text(&output));
+    model
+}
+
+#[test]
+fn predict_an_imported_reference_model_with_bad_files_among_good_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = imported_model(dir.path());
     let images = write_prediction_inputs(dir.path());
     let annotated = dir.path().join("annotated");
 
@@ -223,9 +233,21 @@ fn predict_an_imported_reference_model_with_bad_files_among_good_ones() {
     assert!(output.status.success(), "{}", text(&output));
     let csv = String::from_utf8_lossy(&output.stdout).to_string();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "path,valence,arousal,intensity,quadrant,emotion,error");
+    assert_eq!(
+        lines[0],
+        "path,face,x,y,width,height,score,source,valence,arousal,intensity,quadrant,emotion,error"
+    );
     assert_eq!(lines.len(), 3, "{csv}");
-    assert!(lines[1].ends_with(',') && lines[1].split(',').count() == 7, "{csv}");
+    // The test pictures hold no face: each is predicted whole, and says so.
+    for line in &lines[1..] {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields.len(), 14, "{csv}");
+        assert_eq!(
+            (fields[1], fields[2], fields[7], fields[13]),
+            ("0", "0.00", "whole-no-face-found", ""),
+            "{csv}"
+        );
+    }
 
     // A folder without an image is an error naming it, not an empty success.
     let empty = dir.path().join("no-images");
@@ -235,6 +257,114 @@ fn predict_an_imported_reference_model_with_bad_files_among_good_ones() {
     assert!(!output.status.success());
     assert!(
         text(&output).contains("no-images") && text(&output).contains("holds no image"),
+        "{}",
+        text(&output)
+    );
+}
+
+fn faces_fixture(name: &str) -> String {
+    path(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/faces")
+            .join(name),
+    )
+}
+
+fn jsonl_rows(output: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("json line"))
+        .collect()
+}
+
+#[test]
+fn predict_gives_one_row_per_face_and_marks_photos_without_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = imported_model(dir.path());
+    let annotated = dir.path().join("annotated");
+    let (group, coffee) = (faces_fixture("group.png"), faces_fixture("coffee.png"));
+    let run = |faces: &str, extra: &[&str]| {
+        let mut args = vec![
+            "predict",
+            "--checkpoint",
+            model.to_str().expect("utf-8"),
+            "--format",
+            "jsonl",
+            "--faces",
+            faces,
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[&group, &coffee]);
+        let output = xtask(&args);
+        assert!(output.status.success(), "{}", text(&output));
+        jsonl_rows(&output)
+    };
+
+    // auto: the group's three faces, largest first, then the coffee photo whole.
+    let rows = run("auto", &["--annotate", &path(&annotated)]);
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    let widths: Vec<f64> = rows[..3]
+        .iter()
+        .map(|r| r["box"]["width"].as_f64().expect("width"))
+        .collect();
+    assert!(widths.windows(2).all(|w| w[0] > w[1]), "{widths:?}");
+    for (i, row) in rows[..3].iter().enumerate() {
+        assert_eq!(
+            (row["face"].as_u64(), row["source"].as_str()),
+            (Some(i as u64), Some("detected"))
+        );
+        assert!(
+            row["score"].as_f64().expect("score") > 0.99 && row["landmarks"].as_array().expect("landmarks").len() == 5
+        );
+    }
+    assert_eq!(rows[3]["source"].as_str(), Some("whole-no-face-found"));
+    assert_eq!(rows[3]["box"]["width"].as_f64(), Some(600.0));
+    assert_eq!(std::fs::read_dir(&annotated).expect("annotations").count(), 2);
+
+    // Each face's reading is the library's on the box grown by the default margin.
+    let predictor = caf_infer::Predictor::from_checkpoint(&model, &Device::Cpu).expect("predictor");
+    let photo = caf_infer::load(Path::new(&group)).expect("group");
+    for row in &rows[..3] {
+        let b = &row["box"];
+        let face = caf_data::FaceBox {
+            x: b["x"].as_f64().expect("x") as f32,
+            y: b["y"].as_f64().expect("y") as f32,
+            width: b["width"].as_f64().expect("w") as f32,
+            height: b["height"].as_f64().expect("h") as f32,
+        };
+        let va = predictor
+            .predict_images(&[(&photo, Some(face.grown(caf_infer::DEFAULT_FACE_MARGIN)))])
+            .expect("crop")[0];
+        assert_eq!(row["valence"].as_f64().expect("valence") as f32, va.valence);
+        assert_eq!(row["arousal"].as_f64().expect("arousal") as f32, va.arousal);
+    }
+
+    // detect: the same faces, and a row saying the coffee photo has none.
+    let rows = run("detect", &[]);
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[3]["source"].as_str(), Some("no-face-found"));
+    assert!(rows[3].get("valence").is_none());
+
+    // whole: one row per photo, as before detection existed.
+    let rows = run("whole", &[]);
+    assert_eq!(rows.len(), 2);
+    assert!(rows
+        .iter()
+        .all(|r| r["source"].as_str() == Some("whole") && r["score"].is_null()));
+
+    // A detector file that is not one is refused, naming it.
+    let bogus = dir.path().join("detector.safetensors");
+    std::fs::write(&bogus, "not weights").expect("write");
+    let output = xtask(&[
+        "predict",
+        "--checkpoint",
+        &path(&model),
+        "--detector",
+        &path(&bogus),
+        &group,
+    ]);
+    assert!(
+        !output.status.success() && text(&output).contains("detector.safetensors"),
         "{}",
         text(&output)
     );

@@ -6,9 +6,13 @@
 //!   input size from its metadata), on CPU or CUDA, predicting valence and
 //!   arousal for images, files or batches with exactly the evaluation
 //!   preprocessing; shareable across threads. A bad file fails alone.
+//! * [`Predictor::predict_photo`]: one prediction per face of a photo, the
+//!   faces found by MTCNN ([`FaceDetector`], from caf-face), given as boxes,
+//!   or the whole picture ([`FaceSearch`]);
 //! * [`Va`]: a point's intensity, quadrant and nearest emotion word on the
 //!   circumplex table [`EMOTIONS`].
-//! * [`annotation`]: the face beside the circumplex with the predicted point.
+//! * [`photo_annotation`]: the photo with every face's box and reading beside
+//!   the circumplex, one labelled point per face.
 //!
 //! ```
 //! use caf_infer::{Quadrant, Va};
@@ -35,8 +39,40 @@
 
 mod annotate;
 mod circumplex;
+mod photo;
 mod predictor;
+mod text;
 
-pub use annotate::{annotation, PANEL};
+pub use annotate::{photo_annotation, PANEL};
+pub use caf_face::{DetectorConfig, Face, FaceDetector};
 pub use circumplex::{Quadrant, Va, EMOTIONS, NEUTRAL_INTENSITY};
+pub use photo::{FaceOrigin, FacePrediction, FaceSearch, PhotoOptions, DEFAULT_FACE_MARGIN};
 pub use predictor::{load, ImageFile, InferError, Predictor, MIN_SIDE};
+
+#[cfg(test)]
+mod test_support {
+    use std::path::{Path, PathBuf};
+
+    use caf_backbone::{save_checkpoint, seeded_init, Arch, ModelSpec, VaNet};
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+
+    /// A seeded AlexNet checkpoint with a 64-px crop, written into `dir`.
+    pub fn checkpoint(dir: &Path) -> PathBuf {
+        let varmap = VarMap::new();
+        VaNet::new(
+            Arch::AlexNet,
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )
+        .expect("net");
+        seeded_init(&varmap, Arch::AlexNet, 3).expect("init");
+        let path = dir.join("model.safetensors");
+        let spec = ModelSpec {
+            arch: Arch::AlexNet,
+            image_size: 64,
+            resize: 72,
+        };
+        save_checkpoint(&path, &spec, &varmap, &Default::default()).expect("save");
+        path
+    }
+}

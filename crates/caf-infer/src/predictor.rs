@@ -27,6 +27,16 @@ pub enum InferError {
     TooSmall { path: PathBuf, width: u32, height: u32 },
     #[error("model: {0}")]
     Model(#[from] candle_core::Error),
+    #[error(transparent)]
+    Detection(Box<caf_face::Error>),
+    #[error("finding faces needs a face detector; pass one, or predict whole pictures")]
+    NoDetector,
+}
+
+impl From<caf_face::Error> for InferError {
+    fn from(error: caf_face::Error) -> Self {
+        InferError::Detection(Box::new(error))
+    }
 }
 
 impl From<caf_backbone::Error> for InferError {
@@ -174,27 +184,7 @@ pub fn load(path: &Path) -> Result<RgbImage, InferError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use caf_backbone::{save_checkpoint, seeded_init, Arch};
-    use candle_core::DType;
-    use candle_nn::{VarBuilder, VarMap};
-
-    fn checkpoint(dir: &Path) -> PathBuf {
-        let varmap = VarMap::new();
-        VaNet::new(
-            Arch::AlexNet,
-            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-        )
-        .expect("net");
-        seeded_init(&varmap, Arch::AlexNet, 3).expect("init");
-        let path = dir.join("model.safetensors");
-        let spec = ModelSpec {
-            arch: Arch::AlexNet,
-            image_size: 64,
-            resize: 72,
-        };
-        save_checkpoint(&path, &spec, &varmap, &Default::default()).expect("save");
-        path
-    }
+    use crate::test_support::checkpoint;
 
     fn face(seed: u8) -> RgbImage {
         RgbImage::from_fn(50, 40, |x, y| {

@@ -119,10 +119,5 @@ pub(super) fn parse_box(fields: &[&str; 4], margin: f32) -> Result<FaceBox, Stri
     if width <= 0.0 || height <= 0.0 {
         return Err(format!("face box {width}×{height} is empty"));
     }
-    Ok(FaceBox {
-        x: x - margin * width,
-        y: y - margin * height,
-        width: width * (1.0 + 2.0 * margin),
-        height: height * (1.0 + 2.0 * margin),
-    })
+    Ok(FaceBox { x, y, width, height }.grown(margin))
 }

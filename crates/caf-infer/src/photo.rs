@@ -1,0 +1,307 @@
+//! Photos in, one prediction per face out: faces found by caf-face's MTCNN,
+//! given as boxes, or the whole picture.
+//!
+//! Each face is cropped as training crops a dataset's face box: the box grown
+//! by a margin on every side ([`FaceBox::grown`]), then the checkpoint's
+//! resize and centre crop.
+
+use std::str::FromStr;
+
+use caf_data::FaceBox;
+use caf_face::{Face, FaceDetector};
+use image::RgbImage;
+use rayon::prelude::*;
+
+use crate::circumplex::Va;
+use crate::predictor::{load, ImageFile, InferError, Predictor};
+
+/// The margin [`PhotoOptions::default`] grows detected and given boxes by:
+/// MTCNN's box runs from the eyebrows to the chin, a face crop of the
+/// datasets shows the whole head.
+pub const DEFAULT_FACE_MARGIN: f32 = 0.2;
+
+/// How the faces of a photo are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaceSearch {
+    /// Detect every face; a photo where none is found is predicted whole.
+    Auto,
+    /// Detect every face; a photo where none is found has no prediction.
+    Detect,
+    /// The whole picture is one face (for photos that are face crops already).
+    Whole,
+}
+
+impl FromStr for FaceSearch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(FaceSearch::Auto),
+            "detect" => Ok(FaceSearch::Detect),
+            "whole" => Ok(FaceSearch::Whole),
+            other => Err(format!("unknown face search `{other}` (auto, detect or whole)")),
+        }
+    }
+}
+
+/// Where a prediction's face came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaceOrigin {
+    /// Found by the detector.
+    Detected,
+    /// A box given with the photo (`--boxes`).
+    Given,
+    /// The whole picture, as asked ([`FaceSearch::Whole`]).
+    Whole,
+    /// The whole picture, because the detector found no face ([`FaceSearch::Auto`]).
+    NoFaceFound,
+}
+
+impl FaceOrigin {
+    /// The name written in predict's output.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FaceOrigin::Detected => "detected",
+            FaceOrigin::Given => "given",
+            FaceOrigin::Whole => "whole",
+            FaceOrigin::NoFaceFound => "whole-no-face-found",
+        }
+    }
+}
+
+/// One face of a photo and what the model reads from it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FacePrediction {
+    /// Place in the photo's list: detected faces largest first.
+    pub index: usize,
+    /// The face's box in photo pixels before the margin (the whole photo for
+    /// whole-picture predictions).
+    pub face: FaceBox,
+    /// The detector's probability, for detected faces.
+    pub score: Option<f32>,
+    /// Eyes, nose and mouth corners, for detected faces.
+    pub landmarks: Option<[[f32; 2]; 5]>,
+    pub origin: FaceOrigin,
+    pub va: Va,
+}
+
+/// How [`Predictor::predict_photo`] finds and crops faces.
+#[derive(Clone, Copy)]
+pub struct PhotoOptions<'a> {
+    pub search: FaceSearch,
+    /// Needed unless `search` is [`FaceSearch::Whole`].
+    pub detector: Option<&'a FaceDetector>,
+    /// Share of a box's width (height) added on each side before cropping.
+    pub margin: f32,
+}
+
+impl Default for PhotoOptions<'_> {
+    fn default() -> Self {
+        PhotoOptions {
+            search: FaceSearch::Auto,
+            detector: None,
+            margin: DEFAULT_FACE_MARGIN,
+        }
+    }
+}
+
+/// A face to crop and predict, before its prediction.
+struct Located {
+    face: FaceBox,
+    detection: Option<Face>,
+    origin: FaceOrigin,
+}
+
+fn whole(photo: &RgbImage) -> FaceBox {
+    FaceBox {
+        x: 0.0,
+        y: 0.0,
+        width: photo.width() as f32,
+        height: photo.height() as f32,
+    }
+}
+
+fn locate(photo: &RgbImage, given: Option<FaceBox>, options: &PhotoOptions) -> Result<Vec<Located>, InferError> {
+    let one = |face, origin| {
+        vec![Located {
+            face,
+            detection: None,
+            origin,
+        }]
+    };
+    if let Some(face) = given {
+        return Ok(one(face, FaceOrigin::Given));
+    }
+    let detector = match (options.search, options.detector) {
+        (FaceSearch::Whole, _) => return Ok(one(whole(photo), FaceOrigin::Whole)),
+        (_, Some(detector)) => detector,
+        (_, None) => return Err(InferError::NoDetector),
+    };
+    let faces = detector.detect(photo)?;
+    if faces.is_empty() && options.search == FaceSearch::Auto {
+        return Ok(one(whole(photo), FaceOrigin::NoFaceFound));
+    }
+    Ok(faces
+        .into_iter()
+        .map(|detection| {
+            let [x1, y1, x2, y2] = detection.bbox;
+            Located {
+                face: FaceBox {
+                    x: x1,
+                    y: y1,
+                    width: x2 - x1,
+                    height: y2 - y1,
+                },
+                detection: Some(detection),
+                origin: FaceOrigin::Detected,
+            }
+        })
+        .collect())
+}
+
+impl Predictor {
+    /// Finds the faces of `photo` (or takes `given`, which wins over
+    /// detection) and predicts each. An empty list means that
+    /// [`FaceSearch::Detect`] found no face.
+    pub fn predict_photo(
+        &self,
+        photo: &RgbImage,
+        given: Option<FaceBox>,
+        options: &PhotoOptions,
+    ) -> Result<Vec<FacePrediction>, InferError> {
+        let located = locate(photo, given, options)?;
+        let inputs: Vec<Vec<f32>> = located
+            .par_iter()
+            .map(|l| self.input(photo, Some(l.face.grown(options.margin))))
+            .collect();
+        let predictions = self.predict_inputs(&inputs)?;
+        Ok(located
+            .into_iter()
+            .zip(predictions)
+            .enumerate()
+            .map(|(index, (l, va))| FacePrediction {
+                index,
+                face: l.face,
+                score: l.detection.map(|d| d.score),
+                landmarks: l.detection.map(|d| d.landmarks),
+                origin: l.origin,
+                va,
+            })
+            .collect())
+    }
+
+    /// Decodes each file and predicts its faces; every file gets its own
+    /// result, so an unreadable one fails alone.
+    pub fn predict_photo_files(
+        &self,
+        files: &[ImageFile],
+        options: &PhotoOptions,
+    ) -> Vec<Result<Vec<FacePrediction>, InferError>> {
+        let decoded: Vec<Result<RgbImage, InferError>> = files.par_iter().map(|file| load(&file.path)).collect();
+        decoded
+            .into_iter()
+            .zip(files)
+            .map(|(photo, file)| self.predict_photo(&photo?, file.face, options))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::checkpoint;
+    use candle_core::Device;
+
+    fn grey(width: u32, height: u32) -> RgbImage {
+        RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([120 + (x % 7) as u8, 128, 130 + (y % 5) as u8])
+        })
+    }
+
+    fn setup() -> (tempfile::TempDir, Predictor, FaceDetector) {
+        let dir = tempfile::tempdir().expect("dir");
+        let predictor = Predictor::from_checkpoint(&checkpoint(dir.path()), &Device::Cpu).expect("load");
+        let detector = FaceDetector::builtin(&Device::Cpu).expect("detector");
+        (dir, predictor, detector)
+    }
+
+    #[test]
+    fn a_photo_without_a_face_is_predicted_whole_in_auto_and_not_at_all_in_detect() {
+        let (_dir, predictor, detector) = setup();
+        let photo = grey(90, 70);
+        let options = PhotoOptions {
+            detector: Some(&detector),
+            ..Default::default()
+        };
+        let auto = predictor.predict_photo(&photo, None, &options).expect("auto");
+        assert_eq!(auto.len(), 1);
+        assert_eq!(auto[0].origin, FaceOrigin::NoFaceFound);
+        assert_eq!(auto[0].face, whole(&photo));
+        assert_eq!(auto[0].score, None);
+        // The whole picture grown by the margin is the whole picture once clamped.
+        let expected = predictor.predict_images(&[(&photo, None)]).expect("whole")[0];
+        assert_eq!(auto[0].va, expected);
+
+        let detect = PhotoOptions {
+            search: FaceSearch::Detect,
+            ..options
+        };
+        assert!(predictor
+            .predict_photo(&photo, None, &detect)
+            .expect("detect")
+            .is_empty());
+    }
+
+    #[test]
+    fn a_given_box_wins_and_is_cropped_with_the_margin() {
+        let (_dir, predictor, detector) = setup();
+        let photo = RgbImage::from_fn(120, 100, |x, y| {
+            image::Rgb([(2 * x) as u8, (3 * y) as u8, ((x * y) % 200) as u8])
+        });
+        let given = FaceBox {
+            x: 30.0,
+            y: 20.0,
+            width: 40.0,
+            height: 50.0,
+        };
+        for search in [FaceSearch::Auto, FaceSearch::Detect, FaceSearch::Whole] {
+            let options = PhotoOptions {
+                search,
+                detector: Some(&detector),
+                margin: 0.25,
+            };
+            let faces = predictor.predict_photo(&photo, Some(given), &options).expect("given");
+            assert_eq!(faces.len(), 1);
+            assert_eq!((faces[0].origin, faces[0].face), (FaceOrigin::Given, given));
+            let grown = FaceBox {
+                x: 20.0,
+                y: 7.5,
+                width: 60.0,
+                height: 75.0,
+            };
+            let expected = predictor.predict_images(&[(&photo, Some(grown))]).expect("crop")[0];
+            assert_eq!(faces[0].va, expected, "{search:?}");
+        }
+    }
+
+    #[test]
+    fn whole_needs_no_detector_and_the_others_do() {
+        let (_dir, predictor, _) = setup();
+        let photo = grey(64, 64);
+        let whole_options = PhotoOptions {
+            search: FaceSearch::Whole,
+            ..Default::default()
+        };
+        let faces = predictor.predict_photo(&photo, None, &whole_options).expect("whole");
+        assert_eq!(faces[0].origin, FaceOrigin::Whole);
+        let error = predictor
+            .predict_photo(&photo, None, &PhotoOptions::default())
+            .unwrap_err();
+        assert!(matches!(error, InferError::NoDetector), "{error}");
+        assert_eq!("detect".parse::<FaceSearch>(), Ok(FaceSearch::Detect));
+        assert!("faces"
+            .parse::<FaceSearch>()
+            .unwrap_err()
+            .contains("auto, detect or whole"));
+    }
+}
