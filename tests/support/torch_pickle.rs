@@ -1,6 +1,7 @@
-//! Writes `torch.save`-format files (zip archive with a protocol-2 pickle of
-//! an `OrderedDict` of `_rebuild_tensor_v2` calls), the layout PyTorch ≥ 1.6
-//! produces for a state dict of float32 tensors.
+//! Writes `torch.save`-format files of a state dict of float32 tensors: a
+//! protocol-2 pickle of an `OrderedDict` of `_rebuild_tensor_v2` calls, in
+//! the zip archive PyTorch ≥ 1.6 writes ([`write_state_dict`]) or in the
+//! legacy stream of older versions ([`write_legacy_state_dict`]).
 
 use std::io::Write;
 use std::path::Path;
@@ -39,8 +40,19 @@ fn empty_ordered_dict(out: &mut Vec<u8>) {
     out.push(b'R');
 }
 
-/// Writes `tensors` (in the given order) as a PyTorch state dict at `path`.
-pub fn write_state_dict(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+/// Which persistent id a storage gets: the zip format's 5-tuple or the
+/// legacy format's 6-tuple (with its `view_metadata`, `None`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Zip,
+    Legacy,
+}
+
+/// Each storage's key and little-endian bytes.
+type Storages = Vec<(usize, Vec<u8>)>;
+
+/// The state dict's pickle and its storages.
+fn state_dict_pickle(tensors: &[(String, Tensor)], layout: Layout) -> Result<(Vec<u8>, Storages)> {
     let mut pickle = vec![0x80, 2];
     empty_ordered_dict(&mut pickle);
     pickle.push(b'(');
@@ -61,6 +73,9 @@ pub fn write_state_dict(path: &Path, tensors: &[(String, Tensor)]) -> Result<()>
         unicode(&mut pickle, &key.to_string());
         unicode(&mut pickle, "cpu");
         int(&mut pickle, tensor.elem_count());
+        if layout == Layout::Legacy {
+            pickle.push(b'N');
+        }
         pickle.push(b't');
         pickle.push(b'Q');
         int(&mut pickle, 0);
@@ -80,7 +95,12 @@ pub fn write_state_dict(path: &Path, tensors: &[(String, Tensor)]) -> Result<()>
     }
     pickle.push(b'u');
     pickle.push(b'.');
+    Ok((pickle, storages))
+}
 
+/// Writes `tensors` (in the given order) as a PyTorch state dict at `path`.
+pub fn write_state_dict(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let (pickle, storages) = state_dict_pickle(tensors, Layout::Zip)?;
     let mut zip = zip::ZipWriter::new(std::fs::File::create(path)?);
     let stored = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     zip.start_file("archive/data.pkl", stored)?;
@@ -94,5 +114,37 @@ pub fn write_state_dict(path: &Path, tensors: &[(String, Tensor)]) -> Result<()>
     zip.start_file("archive/version", stored)?;
     zip.write_all(b"3\n")?;
     zip.finish()?;
+    Ok(())
+}
+
+/// Writes `tensors` as `torch.save(..., _use_new_zipfile_serialization=False)`
+/// does: the magic number, the format version (1001) and the system info,
+/// each a pickle, then the state dict's pickle, the list of storage keys, and
+/// each storage as its element count (u64) followed by its bytes.
+pub fn write_legacy_state_dict(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let (pickle, storages) = state_dict_pickle(tensors, Layout::Legacy)?;
+    let mut out = vec![0x80, 2, 0x8a, 10];
+    out.extend_from_slice(&0x1950a86a20f9469cfc6c_u128.to_le_bytes()[..10]);
+    out.push(b'.');
+    out.extend_from_slice(&[0x80, 2]);
+    int(&mut out, 1001);
+    out.push(b'.');
+    out.extend_from_slice(&[0x80, 2, b'}', b'(']);
+    unicode(&mut out, "protocol_version");
+    int(&mut out, 1001);
+    unicode(&mut out, "little_endian");
+    out.push(0x88); // True
+    out.extend_from_slice(b"u.");
+    out.extend_from_slice(&pickle);
+    out.extend_from_slice(&[0x80, 2, b']', b'(']);
+    for (key, _) in &storages {
+        unicode(&mut out, &key.to_string());
+    }
+    out.extend_from_slice(b"e.");
+    for (_, bytes) in &storages {
+        out.extend_from_slice(&((bytes.len() / 4) as u64).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    std::fs::write(path, out)?;
     Ok(())
 }
