@@ -99,6 +99,7 @@ fn relu_and_max_pool_on_cuda_match_the_cpu_ops() -> Result<()> {
         kernel: 3,
         stride: 2,
         padding: 1,
+        ceil_mode: false,
     };
     let x = input("pool.x", (2, 3, 13, 11))?;
     compare_with_gradients(

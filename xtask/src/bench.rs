@@ -1,5 +1,8 @@
 //! `cargo xtask bench`: training steps, inference, the data pipeline and the
-//! contrastive objective, timed on the same inputs, optionally beside PyTorch.
+//! contrastive objective, timed on the same inputs, optionally beside PyTorch;
+//! with `--detection`, face detection instead.
+
+mod detection;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,6 +57,10 @@ pub struct Bench {
     /// The Python used by --compare-torch
     #[arg(long, default_value = "python3")]
     python: PathBuf,
+    /// Time face detection instead (MTCNN on 640×480 and 1920×1080 photos with one and four faces);
+    /// with --compare-torch, beside facenet-pytorch (needs it in --python)
+    #[arg(long)]
+    detection: bool,
 }
 
 /// Seconds of repeated runs of one measurement.
@@ -134,6 +141,16 @@ pub fn bench(args: Bench) -> Result<()> {
     let device = parse_device(&args.device)?;
     let scratch = tempfile::tempdir().context("cannot create a scratch folder")?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if args.detection {
+        let mut report = detection::bench_detection(&args, &device, threads, scratch.path())?;
+        report["runs_at_least"] = json!(args.runs);
+        report["min_seconds"] = json!(args.min_seconds);
+        match args.json {
+            true => println!("{}", serde_json::to_string(&report)?),
+            false => detection::print_detection(&report),
+        }
+        return Ok(());
+    }
     tracing::info!(batch = args.batch, size = args.size, device = %args.device, threads, "benchmarking");
 
     let mut models = serde_json::Map::new();

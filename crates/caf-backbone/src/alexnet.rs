@@ -13,6 +13,7 @@ const POOL: MaxPool2dConfig = MaxPool2dConfig {
     kernel: 3,
     stride: 2,
     padding: 0,
+    ceil_mode: false,
 };
 
 /// `(index in features, in, out, kernel, stride, padding)` of the five

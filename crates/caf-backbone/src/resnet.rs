@@ -16,6 +16,7 @@ const STEM_POOL: MaxPool2dConfig = MaxPool2dConfig {
     kernel: 3,
     stride: 2,
     padding: 1,
+    ceil_mode: false,
 };
 
 /// Side of the last feature map for a square input of side `input`, or

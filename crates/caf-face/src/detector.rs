@@ -10,7 +10,9 @@ use image::RgbImage;
 use crate::boxes::{pick, suppress, Candidate, Overlap, Sides};
 use crate::error::{Error, Result};
 use crate::nets::{CropScores, NamedTensors, ONet, PNet, RNet};
-use crate::resample::{area_resample_into, Region};
+use rayon::prelude::*;
+
+use crate::resample::{area_resample_into, Region, Rows};
 
 /// P-Net's window: each output cell looks at a 12×12 patch, 2 pixels apart.
 const CELL: usize = 12;
@@ -158,7 +160,13 @@ impl FaceDetector {
             let scaled_h = (height as f64 * scale + 1.0) as usize;
             let scaled_w = (width as f64 * scale + 1.0) as usize;
             let mut planes = vec![0f32; 3 * scaled_h * scaled_w];
-            area_resample_into(photo, Region::whole(photo), (scaled_h, scaled_w), &mut planes);
+            area_resample_into(
+                photo,
+                Region::whole(photo),
+                (scaled_h, scaled_w),
+                &mut planes,
+                Rows::Parallel,
+            );
             let input = Tensor::from_vec(planes, (1, 3, scaled_h, scaled_w), &self.device)?;
             let maps = self.pnet.forward(&input)?;
             let probability = maps.probability.to_vec2::<f32>()?;
@@ -266,9 +274,10 @@ impl FaceDetector {
         }
         let crop_len = 3 * side * side;
         let mut batch = vec![0f32; cropped.len() * crop_len];
-        for ((_, region), out) in cropped.iter().zip(batch.chunks_mut(crop_len)) {
-            area_resample_into(photo, *region, (side, side), out);
-        }
+        batch
+            .par_chunks_mut(crop_len)
+            .zip(&cropped)
+            .for_each(|(out, (_, region))| area_resample_into(photo, *region, (side, side), out, Rows::Sequential));
         let input = Tensor::from_vec(batch, (cropped.len(), 3, side, side), &self.device)?;
         let scores = network(&input)?;
         Ok(Some((cropped.into_iter().map(|(c, _)| c).collect(), scores)))

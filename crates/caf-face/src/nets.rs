@@ -101,11 +101,7 @@ struct PRelu {
 
 impl PRelu {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut shape = vec![1; x.rank()];
-        shape[1] = self.slope.elem_count();
-        let slope = self.slope.reshape(shape)?;
-        let negative = x.minimum(0f32)?.broadcast_mul(&slope)?;
-        Ok((x.relu()? + negative)?)
+        Ok(caf_kernels::prelu(x, &self.slope)?)
     }
 }
 
@@ -120,41 +116,15 @@ impl Dense {
     }
 }
 
-/// Max pooling whose output size rounds up (`ceil_mode=True`): the map is
-/// padded on the right and bottom with −∞, which no window's maximum takes
-/// because every window starts inside the map.
+/// Max pooling whose output size rounds up (`ceil_mode=True`).
 fn max_pool_ceil(x: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
-    let (batch, channels, height, width) = x.dims4()?;
-    let padded_len = |side: usize| {
-        let outputs = side.saturating_sub(kernel).div_ceil(stride) + 1;
-        (outputs - 1) * stride + kernel
+    let config = MaxPool2dConfig {
+        kernel,
+        stride,
+        padding: 0,
+        ceil_mode: true,
     };
-    let (padded_h, padded_w) = (padded_len(height), padded_len(width));
-    let mut x = x.clone();
-    if padded_w > width {
-        let fill = Tensor::full(
-            f32::NEG_INFINITY,
-            (batch, channels, height, padded_w - width),
-            x.device(),
-        )?;
-        x = Tensor::cat(&[&x, &fill], 3)?;
-    }
-    if padded_h > height {
-        let fill = Tensor::full(
-            f32::NEG_INFINITY,
-            (batch, channels, padded_h - height, padded_w),
-            x.device(),
-        )?;
-        x = Tensor::cat(&[&x, &fill], 2)?;
-    }
-    Ok(caf_kernels::max_pool2d(
-        &x,
-        MaxPool2dConfig {
-            kernel,
-            stride,
-            padding: 0,
-        },
-    )?)
+    Ok(caf_kernels::max_pool2d(x, config)?)
 }
 
 /// Probability of "face" from the two-way softmax's logits along `dim`:

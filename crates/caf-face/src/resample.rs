@@ -39,12 +39,26 @@ fn window(i: usize, input: usize, output: usize) -> (usize, usize) {
     (i * input / output, ((i + 1) * input).div_ceil(output))
 }
 
+/// Whether one resampling spreads its rows over rayon's threads: a pyramid
+/// level does, each of many small crops (resampled in parallel) does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rows {
+    Parallel,
+    Sequential,
+}
+
 /// Writes `region` of `image`, area-resampled to `out_h × out_w` and
 /// normalised, into `out` as three planes (C×H×W).
 ///
 /// Panics when the region is empty or outside the image, or `out` is not
 /// `3 · out_h · out_w` long: callers clip regions first.
-pub(crate) fn area_resample_into(image: &RgbImage, region: Region, (out_h, out_w): (usize, usize), out: &mut [f32]) {
+pub(crate) fn area_resample_into(
+    image: &RgbImage,
+    region: Region,
+    (out_h, out_w): (usize, usize),
+    out: &mut [f32],
+    rows: Rows,
+) {
     assert!(region.x1 <= image.width() as usize && region.y1 <= image.height() as usize);
     assert!(region.width() > 0 && region.height() > 0 && out_h > 0 && out_w > 0);
     assert_eq!(out.len(), 3 * out_h * out_w);
@@ -53,8 +67,8 @@ pub(crate) fn area_resample_into(image: &RgbImage, region: Region, (out_h, out_w
     let pixels = image.as_raw();
 
     // Horizontal pass: every region row averaged to out_w columns (HWC).
-    let mut rows = vec![0f32; in_h * out_w * 3];
-    rows.par_chunks_mut(out_w * 3).enumerate().for_each(|(r, row)| {
+    let mut averaged = vec![0f32; in_h * out_w * 3];
+    let horizontal = |(r, row): (usize, &mut [f32])| {
         let line = &pixels[(region.y0 + r) * stride..][..stride];
         for j in 0..out_w {
             let (start, end) = window(j, in_w, out_w);
@@ -69,33 +83,50 @@ pub(crate) fn area_resample_into(image: &RgbImage, region: Region, (out_h, out_w
                 row[j * 3 + c] = sum[c] / count;
             }
         }
-    });
+    };
+    match rows {
+        Rows::Parallel => averaged.par_chunks_mut(out_w * 3).enumerate().for_each(horizontal),
+        Rows::Sequential => averaged.chunks_mut(out_w * 3).enumerate().for_each(horizontal),
+    }
 
     // Vertical pass into planes, normalised.
     let plane = out_h * out_w;
     let (red, rest) = out.split_at_mut(plane);
     let (green, blue) = rest.split_at_mut(plane);
-    red.par_chunks_mut(out_w)
-        .zip(green.par_chunks_mut(out_w))
-        .zip(blue.par_chunks_mut(out_w))
-        .enumerate()
-        .for_each(|(i, ((red, green), blue))| {
-            let (start, end) = window(i, in_h, out_h);
-            let count = (end - start) as f32;
-            for j in 0..out_w {
-                let mut sum = [0f32; 3];
-                for r in start..end {
-                    let at = (r * out_w + j) * 3;
-                    for c in 0..3 {
-                        sum[c] += rows[at + c];
-                    }
+    let vertical = |(i, ((red, green), blue)): (usize, PlaneRows)| {
+        let (start, end) = window(i, in_h, out_h);
+        let count = (end - start) as f32;
+        for j in 0..out_w {
+            let mut sum = [0f32; 3];
+            for r in start..end {
+                let at = (r * out_w + j) * 3;
+                for c in 0..3 {
+                    sum[c] += averaged[at + c];
                 }
-                red[j] = normalise(sum[0] / count);
-                green[j] = normalise(sum[1] / count);
-                blue[j] = normalise(sum[2] / count);
             }
-        });
+            red[j] = normalise(sum[0] / count);
+            green[j] = normalise(sum[1] / count);
+            blue[j] = normalise(sum[2] / count);
+        }
+    };
+    match rows {
+        Rows::Parallel => red
+            .par_chunks_mut(out_w)
+            .zip(green.par_chunks_mut(out_w))
+            .zip(blue.par_chunks_mut(out_w))
+            .enumerate()
+            .for_each(vertical),
+        Rows::Sequential => red
+            .chunks_mut(out_w)
+            .zip(green.chunks_mut(out_w))
+            .zip(blue.chunks_mut(out_w))
+            .enumerate()
+            .for_each(vertical),
+    }
 }
+
+/// One output row of the red, green and blue planes.
+type PlaneRows<'a> = ((&'a mut [f32], &'a mut [f32]), &'a mut [f32]);
 
 fn normalise(value: f32) -> f32 {
     (value - 127.5) * 0.0078125
@@ -130,7 +161,10 @@ mod tests {
             y1: 2,
         };
         let mut out = vec![0f32; 3 * 2];
-        area_resample_into(&photo, region, (1, 2), &mut out);
+        area_resample_into(&photo, region, (1, 2), &mut out, Rows::Sequential);
+        let mut parallel = vec![0f32; 3 * 2];
+        area_resample_into(&photo, region, (1, 2), &mut parallel, Rows::Parallel);
+        assert_eq!(out, parallel);
         // Columns 3 → 2: windows [0, 2) and [1, 3) of x = 1, 2, 3.
         let red = [(10.0 + 20.0) / 2.0 + 0.5, (20.0 + 30.0) / 2.0 + 0.5];
         let expected: Vec<f32> = red

@@ -19,7 +19,9 @@
 //!   [`scale_shift`]: evaluation mode, folded, as one pass.
 //!
 //! * [`max_pool2d`]: max pooling whose gradient goes to the first maximum of
-//!   each window (PyTorch's rule), keeping the places in training.
+//!   each window (PyTorch's rule), keeping the places in training, with
+//!   PyTorch's `ceil_mode`;
+//! * [`prelu`]: parametric ReLU with a slope per channel, in one pass.
 //!
 //! Each function picks the device path itself: on other devices and dtypes
 //! they run candle's own operations (which have CUDA kernels and gradients),
@@ -45,6 +47,7 @@ mod gemm;
 mod parallel;
 mod phases;
 mod pool;
+mod prelu;
 mod reduce;
 mod scratch;
 mod storage;
@@ -53,4 +56,5 @@ pub use batch_norm::{batch_norm_train, batch_norm_train_relu, scale_shift, Chann
 pub use conv::{conv2d, conv2d_relu, window_output, Conv2dParams, ConvWeight, FrozenWeight};
 pub use elementwise::{add_relu, relu};
 pub use pool::{max_pool2d, MaxPool2dConfig};
+pub use prelu::prelu;
 pub use storage::runs_on_cpu_kernels;

@@ -8,13 +8,17 @@ use candle_core::{Device, Result, Tensor};
 
 use self::max_cpu::MaxPool2dCpu;
 
-/// A square max-pooling window, as `torch.nn.MaxPool2d(kernel, stride, padding)`
-/// with `ceil_mode=False` and `dilation=1`.
+/// A square max-pooling window, as `torch.nn.MaxPool2d(kernel, stride,
+/// padding, ceil_mode=ceil_mode)` with `dilation=1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxPool2dConfig {
     pub kernel: usize,
     pub stride: usize,
     pub padding: usize,
+    /// Round the output size up: a last window that hangs over the far edge
+    /// is kept (and pools what it covers), as long as it starts inside the
+    /// input or its near padding.
+    pub ceil_mode: bool,
 }
 
 impl MaxPool2dConfig {
@@ -23,11 +27,21 @@ impl MaxPool2dConfig {
         if self.kernel == 0 || self.stride == 0 || 2 * self.padding > self.kernel {
             candle_core::bail!("max_pool2d: invalid window {self:?} (padding must be at most half the kernel)")
         }
-        crate::window_output(input, self.kernel, self.stride, self.padding).ok_or_else(|| {
+        let floor = crate::window_output(input, self.kernel, self.stride, self.padding).ok_or_else(|| {
             candle_core::Error::Msg(format!(
                 "max_pool2d: input side {input} is smaller than the {}x{} window (padding {})",
                 self.kernel, self.kernel, self.padding
             ))
+        })?;
+        if !self.ceil_mode {
+            return Ok(floor);
+        }
+        let ceil = (input + 2 * self.padding - self.kernel).div_ceil(self.stride) + 1;
+        // PyTorch's rule: the last window must start before the far padding.
+        Ok(if (ceil - 1) * self.stride >= input + self.padding {
+            ceil - 1
+        } else {
+            ceil
         })
     }
 }
@@ -54,7 +68,10 @@ pub fn max_pool2d(x: &Tensor, config: MaxPool2dConfig) -> Result<Tensor> {
 pub(crate) fn max_pool2d_composed(x: &Tensor, config: MaxPool2dConfig) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let (out_h, out_w) = (config.output_len(h)?, config.output_len(w)?);
-    let x = pad_with_neg_infinity(x, config.padding)?;
+    // Past the far padding, what the last (ceil-mode) window hangs over.
+    let overhang =
+        |out: usize, len: usize| ((out - 1) * config.stride + config.kernel).saturating_sub(len + 2 * config.padding);
+    let x = pad_with_neg_infinity(x, config.padding, (overhang(out_h, h), overhang(out_w, w)))?;
     let device = x.device();
     let strided = |start: usize, len: usize| -> Result<Tensor> {
         let index: Vec<u32> = (0..len).map(|i| (start + i * config.stride) as u32).collect();
@@ -72,8 +89,10 @@ pub(crate) fn max_pool2d_composed(x: &Tensor, config: MaxPool2dConfig) -> Result
     stacked.gather(&first_max, 2)?.squeeze(2)
 }
 
-fn pad_with_neg_infinity(x: &Tensor, padding: usize) -> Result<Tensor> {
-    if padding == 0 {
+/// `x` with `padding` rows and columns of −∞ on every side, and `extra`
+/// (rows, columns) more on the bottom and right.
+fn pad_with_neg_infinity(x: &Tensor, padding: usize, (extra_h, extra_w): (usize, usize)) -> Result<Tensor> {
+    if padding == 0 && extra_h == 0 && extra_w == 0 {
         return Ok(x.clone());
     }
     let (b, c, h, w) = x.dims4()?;
@@ -83,10 +102,13 @@ fn pad_with_neg_infinity(x: &Tensor, padding: usize) -> Result<Tensor> {
             .broadcast_as(shape)?
             .contiguous()
     };
-    let side = fill((b, c, h, padding))?;
-    let x = Tensor::cat(&[&side, x, &side], 3)?;
-    let top = fill((b, c, padding, w + 2 * padding))?;
-    Tensor::cat(&[&top, &x, &top], 2)
+    let left = fill((b, c, h, padding))?;
+    let right = fill((b, c, h, padding + extra_w))?;
+    let x = Tensor::cat(&[&left, x, &right], 3)?;
+    let width = w + 2 * padding + extra_w;
+    let top = fill((b, c, padding, width))?;
+    let bottom = fill((b, c, padding + extra_h, width))?;
+    Tensor::cat(&[&top, &x, &bottom], 2)
 }
 
 #[cfg(test)]

@@ -113,6 +113,7 @@ impl PoolGeometry {
             kernel,
             stride,
             padding,
+            ..
         } = self.config;
         (
             (i * stride).saturating_sub(padding),
@@ -137,6 +138,7 @@ impl PoolGeometry {
             kernel,
             stride,
             padding,
+            ..
         } = self.config;
         // Windows wholly inside the row: `inner`, searched tap by tap across
         // all of them at once; the few clipped by the padding: one by one.

@@ -16,26 +16,48 @@ fn distinct_input(shape: (usize, usize, usize, usize), dtype: DType) -> Result<T
     distinct_values(shape)?.to_dtype(dtype)
 }
 
-const WINDOWS: [MaxPool2dConfig; 4] = [
+const WINDOWS: [MaxPool2dConfig; 7] = [
     MaxPool2dConfig {
         kernel: 3,
         stride: 2,
         padding: 0,
+        ceil_mode: false,
     },
     MaxPool2dConfig {
         kernel: 3,
         stride: 2,
         padding: 1,
+        ceil_mode: false,
     },
     MaxPool2dConfig {
         kernel: 2,
         stride: 2,
         padding: 0,
+        ceil_mode: false,
     },
     MaxPool2dConfig {
         kernel: 3,
         stride: 1,
         padding: 1,
+        ceil_mode: false,
+    },
+    MaxPool2dConfig {
+        kernel: 3,
+        stride: 2,
+        padding: 0,
+        ceil_mode: true,
+    },
+    MaxPool2dConfig {
+        kernel: 2,
+        stride: 2,
+        padding: 0,
+        ceil_mode: true,
+    },
+    MaxPool2dConfig {
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+        ceil_mode: true,
     },
 ];
 
@@ -48,7 +70,7 @@ fn forward_matches_candle_and_composition() -> Result<()> {
             let composed = max_pool2d_composed(&x, config)?;
             assert_eq!(ours.dims(), composed.dims(), "{config:?} {shape:?}");
             assert_eq!(max_abs_diff(&ours, &composed)?, 0.0, "{config:?} {shape:?}");
-            if config.padding == 0 {
+            if config.padding == 0 && !config.ceil_mode {
                 let candle = x.max_pool2d_with_stride(config.kernel, config.stride)?;
                 assert_eq!(max_abs_diff(&ours, &candle)?, 0.0, "{config:?} {shape:?}");
             }
@@ -68,6 +90,7 @@ fn hand_computed_overlapping_windows() -> Result<()> {
         kernel: 3,
         stride: 2,
         padding: 0,
+        ceil_mode: false,
     };
     let y = max_pool2d(&x, config)?;
     assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [9., 9.]);
@@ -89,6 +112,7 @@ fn ties_send_the_gradient_to_the_first_maximum() -> Result<()> {
         kernel: 2,
         stride: 2,
         padding: 0,
+        ceil_mode: false,
     };
     for composed in [false, true] {
         let var = Var::from_tensor(&Tensor::ones((1, 1, 4, 4), DType::F32, &Device::Cpu)?)?;
@@ -118,6 +142,7 @@ fn nan_propagates() -> Result<()> {
         kernel: 2,
         stride: 2,
         padding: 0,
+        ceil_mode: false,
     };
     assert!(max_pool2d(&x, config)?.flatten_all()?.to_vec1::<f32>()?[0].is_nan());
     Ok(())
@@ -145,6 +170,7 @@ fn windows_that_do_not_fit_are_errors() {
         kernel: 3,
         stride: 2,
         padding: 0,
+        ceil_mode: false,
     };
     let err = max_pool2d(&x, config).expect_err("2×2 input is smaller than a 3×3 window");
     assert!(err.to_string().contains("smaller than"), "{err}");
@@ -202,6 +228,7 @@ fn every_window_clipped() -> Result<()> {
         kernel: 3,
         stride: 2,
         padding: 1,
+        ceil_mode: false,
     };
     for shape in [(1, 2, 1, 1), (2, 1, 2, 2), (1, 1, 1, 3)] {
         let x = Var::from_tensor(&distinct_input(shape, DType::F32)?)?;
@@ -210,5 +237,45 @@ fn every_window_clipped() -> Result<()> {
         assert_eq!(values, 0.0, "{shape:?}");
         assert_eq!(gradients, 0.0, "{shape:?}");
     }
+    Ok(())
+}
+
+#[test]
+fn ceil_mode_keeps_the_window_over_the_edge_as_pytorch_does() -> Result<()> {
+    let config = |kernel, stride, padding| MaxPool2dConfig {
+        kernel,
+        stride,
+        padding,
+        ceil_mode: true,
+    };
+    // torch.nn.MaxPool2d(k, s, p, ceil_mode=True) output sides.
+    assert_eq!(config(3, 2, 0).output_len(10)?, 5); // floor mode: 4
+    assert_eq!(config(2, 2, 0).output_len(5)?, 3); // floor mode: 2
+    assert_eq!(config(3, 2, 0).output_len(9)?, 4); // whole windows only: the same
+                                                   // A window that would start in the far padding is dropped: 3×3/3 with
+                                                   // padding 1 over 5 rounds up to 3 windows, but the third would start at
+                                                   // 6 = 5 + 1, in the far padding, so 2 remain.
+    assert_eq!(config(3, 3, 1).output_len(5)?, 2);
+    // Values: 1×1×3×5, 2×2/2: the last column and row pool what they cover.
+    let x = Tensor::new(
+        &[[[[1f32, 5., 2., 0., 3.], [4., 0., 9., 1., -1.], [0., 6., 2., 8., 7.]]]],
+        &Device::Cpu,
+    )?;
+    let y = max_pool2d(&x, config(2, 2, 0))?;
+    assert_eq!(y.dims(), [1, 1, 2, 3]);
+    assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [5., 9., 3., 6., 8., 7.]);
+    // The gradient goes to each window's maximum, the overhanging ones included.
+    let x = Var::from_tensor(&x)?;
+    let grads = max_pool2d(&x, config(2, 2, 0))?.sum_all()?.backward()?;
+    let expected = [[0f32, 1., 0., 0., 1.], [0., 0., 1., 0., 0.], [0., 1., 0., 1., 1.]];
+    assert_eq!(
+        grads
+            .get(&x)
+            .expect("gradient")
+            .squeeze(0)?
+            .squeeze(0)?
+            .to_vec2::<f32>()?,
+        expected
+    );
     Ok(())
 }
