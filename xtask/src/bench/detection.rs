@@ -20,16 +20,19 @@ const FACES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/face
 /// bench/torch_detect_bench.py, built in like torch_bench.py.
 const TORCH_DETECT_BENCH: &str = include_str!("../../../bench/torch_detect_bench.py");
 
-/// The benchmark photos: (name, width, height, faces as (x, y, height) in
-/// shares of the photo's height, and whether the face is mirrored).
-const PHOTOS: [(&str, u32, u32, &[(f32, f32, f32, bool)]); 4] = [
+/// A pasted face: x, y and height in shares of the photo's height, and
+/// whether it is mirrored.
+type Pasted = (f32, f32, f32, bool);
+
+/// The benchmark photos: name, width, height and faces.
+const PHOTOS: [(&str, u32, u32, &[Pasted]); 4] = [
     ("640x480-one-face", 640, 480, &[(0.45, 0.2, 0.5, false)]),
     ("640x480-four-faces", 640, 480, FOUR),
     ("1920x1080-one-face", 1920, 1080, &[(0.8, 0.25, 0.45, false)]),
     ("1920x1080-four-faces", 1920, 1080, FOUR),
 ];
 
-const FOUR: &[(f32, f32, f32, bool)] = &[
+const FOUR: &[Pasted] = &[
     (0.05, 0.1, 0.45, false),
     (0.55, 0.45, 0.3, true),
     (0.95, 0.1, 0.2, false),
@@ -39,12 +42,10 @@ const FOUR: &[(f32, f32, f32, bool)] = &[
 /// Writes the benchmark photos into `dir`: the coffee photo as background,
 /// the astronaut's face pasted at the given places and sizes.
 fn write_photos(dir: &Path) -> Result<Vec<(String, PathBuf, RgbImage)>> {
-    let open =
-        |name: &str| -> Result<RgbImage> {
-            let path = Path::new(FACES).join(name);
-            Ok(caf_data::decode(&path)
-                .with_context(|| format!("the benchmark photos are made from {}", path.display()))?)
-        };
+    let open = |name: &str| -> Result<RgbImage> {
+        let path = Path::new(FACES).join(name);
+        caf_data::decode(&path).with_context(|| format!("the benchmark photos are made from {}", path.display()))
+    };
     let background = open("coffee.png")?;
     let face = imageops::crop_imm(&open("astronaut.png")?, 150, 30, 150, 170).to_image();
     let mut photos = Vec::new();
