@@ -16,7 +16,7 @@ use caf_e2e::compare::relative_error;
 use caf_e2e::fill::{fill_varmap, input};
 use caf_e2e::setups::{seeded_checkpoint, tiny_run};
 use caf_infer::Predictor;
-use caf_kernels::{batch_norm_train, conv2d, relu, Conv2dParams};
+use caf_kernels::{batch_norm_train, conv2d, prelu, relu, Conv2dParams};
 use caf_kernels::{max_pool2d, MaxPool2dConfig};
 use caf_train::{AdamConfig, Method, TrainConfig, Trainer};
 use candle_core::{DType, Device, Tensor, Var};
@@ -92,7 +92,7 @@ fn conv2d_on_cuda_matches_the_cpu_kernel() -> Result<()> {
 }
 
 #[test]
-fn relu_and_max_pool_on_cuda_match_the_cpu_ops() -> Result<()> {
+fn relu_prelu_and_max_pool_on_cuda_match_the_cpu_ops() -> Result<()> {
     let x = input("relu.x", (2, 3, 7, 6))?;
     compare_with_gradients("relu", &[x], |v| relu(&v[0]), 1e-6)?;
     let pool = MaxPool2dConfig {
@@ -104,10 +104,56 @@ fn relu_and_max_pool_on_cuda_match_the_cpu_ops() -> Result<()> {
     let x = input("pool.x", (2, 3, 13, 11))?;
     compare_with_gradients(
         "max_pool2d 3x3/2",
-        &[x],
+        &[x.clone()],
         |v| max_pool2d(&v[0], pool).map_err(candle_core::Error::wrap),
         1e-6,
-    )
+    )?;
+    let ceil = MaxPool2dConfig {
+        padding: 0,
+        ceil_mode: true,
+        ..pool
+    };
+    compare_with_gradients(
+        "max_pool2d 3x3/2 ceil_mode",
+        &[x.clone()],
+        |v| max_pool2d(&v[0], ceil).map_err(candle_core::Error::wrap),
+        1e-6,
+    )?;
+    let slope = input("prelu.slope", (1, 3, 1, 1))?.flatten_all()?;
+    compare_with_gradients("prelu", &[x, slope], |v| prelu(&v[0], &v[1]), 1e-6)
+}
+
+/// The face photos, beside this file here or under the working directory on
+/// a GPU machine the tree was copied to.
+fn faces_fixture(name: &str) -> std::path::PathBuf {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/faces");
+    let dir = if here.exists() {
+        here
+    } else {
+        "tests/fixtures/faces".into()
+    };
+    dir.join(name)
+}
+
+#[test]
+fn face_detection_on_cuda_finds_the_cpu_faces() -> Result<()> {
+    let photo = image::open(faces_fixture("group.png"))?.to_rgb8();
+    let cpu = caf_face::FaceDetector::builtin(&Device::Cpu)?.detect(&photo)?;
+    let gpu = caf_face::FaceDetector::builtin(&gpu()?)?.detect(&photo)?;
+    assert_eq!(gpu.len(), cpu.len(), "CUDA {gpu:?} vs CPU {cpu:?}");
+    for (g, c) in gpu.iter().zip(&cpu) {
+        let corners = g
+            .bbox
+            .iter()
+            .zip(&c.bbox)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            corners < 0.05 && (g.score - c.score).abs() < 1e-4,
+            "CUDA {g:?} vs CPU {c:?}"
+        );
+    }
+    Ok(())
 }
 
 #[test]

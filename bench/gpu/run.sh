@@ -29,6 +29,10 @@ timeout 300 "$BIN/xtask" bench --device cuda --compare-torch --python "$PY" --js
 echo "== the same with TF32 off on PyTorch's side"
 NVIDIA_TF32_OVERRIDE=0 timeout 300 "$BIN/xtask" bench --device cuda --compare-torch --python "$PY" --json > "$OUT/bench-cuda-strict.json" 2> "$OUT/bench-cuda-strict.log" || status=1
 
+echo "== face detection (beside facenet-pytorch when that Python has it)"
+timeout 120 "$BIN/xtask" bench --detection --device cuda --compare-torch --python "$PY" --json > "$OUT/bench-detection-cuda.json" 2> "$OUT/bench-detection-cuda.log" \
+  || timeout 120 "$BIN/xtask" bench --detection --device cuda --json > "$OUT/bench-detection-cuda.json" 2>> "$OUT/bench-detection-cuda.log" || status=1
+
 echo "== a short training run on the built-in data"
 timeout 120 "$BIN/xtask" train --device cuda --epochs 2 --output "$OUT/train" > "$OUT/train.txt" 2>&1 || status=1
 tail -4 "$OUT/train.txt"

@@ -206,7 +206,7 @@ impl FaceDetector {
         let Some((boxes, scores)) = self.score_crops(photo, proposals, 24, |x| self.rnet.forward(x))? else {
             return Ok(Vec::new());
         };
-        let passed = self.passing(&boxes, &scores, self.config.thresholds[1])?;
+        let (passed, _) = self.passing(&boxes, &scores, self.config.thresholds[1])?;
         let kept = suppress(&passed, 0.7, Overlap::Union);
         Ok(pick(&passed, &kept)
             .iter()
@@ -224,18 +224,13 @@ impl FaceDetector {
             Some(landmarks) => landmarks.to_vec2::<f32>()?,
             None => unreachable!("O-Net always places landmarks"),
         };
-        let threshold = self.config.thresholds[2];
-        let probability = scores.probability.to_vec1::<f32>()?;
-        let passed = self.passing(&boxes, &scores, threshold)?;
+        let (passed, crop_indices) = self.passing(&boxes, &scores, self.config.thresholds[2])?;
         // Landmarks are placed in the box O-Net saw, before its regression.
-        let points: Vec<[[f32; 2]; 5]> = boxes
+        let points: Vec<[[f32; 2]; 5]> = passed
             .iter()
-            .zip(&probability)
-            .zip(&landmarks)
-            .filter(|((_, &p), _)| p > threshold)
-            .map(|((b, _), l)| {
-                let width = b.x2 - b.x1 + 1.0;
-                let height = b.y2 - b.y1 + 1.0;
+            .zip(&crop_indices)
+            .map(|(b, &i)| {
+                let (l, width, height) = (&landmarks[i], b.x2 - b.x1 + 1.0, b.y2 - b.y1 + 1.0);
                 std::array::from_fn(|k| [width * l[k] + b.x1 - 1.0, height * l[k + 5] + b.y1 - 1.0])
             })
             .collect();
@@ -284,21 +279,30 @@ impl FaceDetector {
     }
 
     /// The boxes whose new score exceeds `threshold`, carrying that score and
-    /// the stage's regression offsets.
-    fn passing(&self, boxes: &[Candidate], scores: &CropScores, threshold: f32) -> Result<Vec<Candidate>> {
+    /// the stage's regression offsets, and each one's index among `boxes`.
+    fn passing(
+        &self,
+        boxes: &[Candidate],
+        scores: &CropScores,
+        threshold: f32,
+    ) -> Result<(Vec<Candidate>, Vec<usize>)> {
         let probability = scores.probability.to_vec1::<f32>()?;
         let regression = scores.regression.to_vec2::<f32>()?;
         Ok(boxes
             .iter()
             .zip(probability)
             .zip(regression)
-            .filter(|((_, p), _)| *p > threshold)
-            .map(|((b, score), offsets)| Candidate {
-                score,
-                offsets: [offsets[0], offsets[1], offsets[2], offsets[3]],
-                ..*b
+            .enumerate()
+            .filter(|(_, ((_, p), _))| *p > threshold)
+            .map(|(i, ((b, score), offsets))| {
+                let passed = Candidate {
+                    score,
+                    offsets: [offsets[0], offsets[1], offsets[2], offsets[3]],
+                    ..*b
+                };
+                (passed, i)
             })
-            .collect())
+            .unzip())
     }
 }
 
