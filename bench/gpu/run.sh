@@ -29,6 +29,10 @@ timeout 300 "$BIN/xtask" bench --device cuda --compare-torch --python "$PY" --js
 echo "== the same with TF32 off on PyTorch's side"
 NVIDIA_TF32_OVERRIDE=0 timeout 300 "$BIN/xtask" bench --device cuda --compare-torch --python "$PY" --json > "$OUT/bench-cuda-strict.json" 2> "$OUT/bench-cuda-strict.log" || status=1
 
+echo "== the paper's batch sizes (AlexNet 256, ResNet-18 128) beside PyTorch"
+timeout 300 "$BIN/xtask" bench --device cuda --arch alexnet --batch 256 --compare-torch --python "$PY" --json > "$OUT/bench-cuda-alexnet-256.json" 2> "$OUT/bench-cuda-alexnet-256.log" || status=1
+timeout 300 "$BIN/xtask" bench --device cuda --arch resnet18 --batch 128 --compare-torch --python "$PY" --json > "$OUT/bench-cuda-resnet18-128.json" 2> "$OUT/bench-cuda-resnet18-128.log" || status=1
+
 echo "== face detection (beside facenet-pytorch when that Python has it)"
 timeout 120 "$BIN/xtask" bench --detection --device cuda --compare-torch --python "$PY" --json > "$OUT/bench-detection-cuda.json" 2> "$OUT/bench-detection-cuda.log" \
   || timeout 120 "$BIN/xtask" bench --detection --device cuda --json > "$OUT/bench-detection-cuda.json" 2>> "$OUT/bench-detection-cuda.log" || status=1

@@ -363,27 +363,55 @@ fn peak_rss_mib() -> Option<f64> {
 const TORCH_BENCH: &str = include_str!("../../bench/torch_bench.py");
 
 fn run_torch(args: &Bench, threads: usize, scratch: &Path) -> Result<Value> {
-    let script = scratch.join("torch_bench.py");
-    std::fs::write(&script, TORCH_BENCH).with_context(|| format!("cannot write {}", script.display()))?;
     let arch = args.arch.iter().map(|a| a.name()).collect::<Vec<_>>().join(",");
-    tracing::info!(python = %args.python.display(), "running the PyTorch benchmark");
+    let script_args: Vec<String> = [
+        ["--batch", &args.batch.to_string()],
+        ["--size", &args.size.to_string()],
+        ["--arch", &arch],
+        ["--device", &args.device],
+        ["--threads", &threads.to_string()],
+    ]
+    .iter()
+    .flatten()
+    .map(|s| s.to_string())
+    .collect();
+    run_python_bench(
+        args,
+        scratch,
+        ("torch_bench.py", TORCH_BENCH),
+        &script_args,
+        "torch and torchvision",
+    )
+}
+
+/// Writes `script` (name, text) into `scratch`, runs it with `--python`, the
+/// timing settings of `args` and `script_args`, and parses the one JSON
+/// object it prints; `needs` names the packages it imports, for the error.
+fn run_python_bench(
+    args: &Bench,
+    scratch: &Path,
+    (name, text): (&str, &str),
+    script_args: &[String],
+    needs: &str,
+) -> Result<Value> {
+    let script = scratch.join(name);
+    std::fs::write(&script, text).with_context(|| format!("cannot write {}", script.display()))?;
+    tracing::info!(python = %args.python.display(), script = name, "running the PyTorch side");
     let output = Command::new(&args.python)
         .arg(&script)
-        .args(["--batch", &args.batch.to_string(), "--size", &args.size.to_string()])
-        .args(["--arch", &arch, "--device", &args.device])
         .args(["--warmup", &args.warmup.to_string(), "--runs", &args.runs.to_string()])
         .args(["--min-seconds", &args.min_seconds.to_string()])
-        .args(["--threads", &threads.to_string()])
+        .args(script_args)
         .output()
         .with_context(|| {
             format!(
-                "cannot run {} (pass --python with a Python that has torch and torchvision)",
+                "cannot run {} (pass --python with a Python that has {needs})",
                 args.python.display()
             )
         })?;
     if !output.status.success() {
         bail!(
-            "{} {} failed ({}); does that Python have torch and torchvision? Use --python.\n{}",
+            "{} {} failed ({}); does that Python have {needs}? Use --python.\n{}",
             args.python.display(),
             script.display(),
             output.status,

@@ -3,16 +3,15 @@
 //! facenet-pytorch's MTCNN on the same files.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use caf_face::FaceDetector;
 use candle_core::Device;
 use image::imageops::{self, FilterType};
 use image::RgbImage;
 use serde_json::{json, Value};
 
-use super::{Bench, Timing};
+use super::{run_python_bench, Bench, Timing};
 
 /// The public-domain and CC0 photos of the detection tests.
 const FACES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/faces");
@@ -96,28 +95,21 @@ pub(super) fn bench_detection(args: &Bench, device: &Device, threads: usize, scr
 }
 
 fn run_torch_detection(args: &Bench, threads: usize, scratch: &Path, photos: &[&Path]) -> Result<Value> {
-    let script = scratch.join("torch_detect_bench.py");
-    std::fs::write(&script, TORCH_DETECT_BENCH).with_context(|| format!("cannot write {}", script.display()))?;
-    tracing::info!(python = %args.python.display(), "running facenet-pytorch's MTCNN");
-    let output = Command::new(&args.python)
-        .arg(&script)
-        .args(["--device", &args.device, "--threads", &threads.to_string()])
-        .args(["--warmup", &args.warmup.to_string(), "--runs", &args.runs.to_string()])
-        .args(["--min-seconds", &args.min_seconds.to_string()])
-        .args(photos)
-        .output()
-        .with_context(|| format!("cannot run {}", args.python.display()))?;
-    if !output.status.success() {
-        bail!(
-            "{} {} failed ({}); does that Python have torch, torchvision and facenet-pytorch? Use --python.\n{}",
-            args.python.display(),
-            script.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(text.trim()).with_context(|| format!("{} printed no JSON: {text}", script.display()))
+    let mut script_args = vec![
+        "--device".to_string(),
+        args.device.clone(),
+        "--threads".to_string(),
+        threads.to_string(),
+    ];
+    script_args.extend(photos.iter().map(|p| p.display().to_string()));
+    let script = ("torch_detect_bench.py", TORCH_DETECT_BENCH);
+    run_python_bench(
+        args,
+        scratch,
+        script,
+        &script_args,
+        "torch, torchvision and facenet-pytorch",
+    )
 }
 
 pub(super) fn print_detection(report: &Value) {
