@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use ab_glyph::{Font, FontRef, PxScale, ScaleFont};
+use ab_glyph::{Font, FontRef, GlyphId, PxScale, ScaleFont};
 use image::RgbImage;
 
 const GO_REGULAR: &[u8] = include_bytes!("../fonts/Go-Regular.ttf");
@@ -22,11 +22,34 @@ pub(crate) enum Anchor {
     Centre,
 }
 
+/// Each glyph of `text` at `size` pixels with its pen offset from the start
+/// (advances and kerning), and where the pen ends: the text's width. The one
+/// layout that both measuring and drawing use.
+fn layout(text: &str, size: f32) -> (Vec<(GlyphId, f32)>, f32) {
+    let scaled = font().as_scaled(PxScale::from(size));
+    let mut glyphs = Vec::with_capacity(text.len());
+    let mut pen = 0.0;
+    let mut previous = None;
+    for c in text.chars() {
+        let id = scaled.glyph_id(c);
+        if let Some(previous) = previous {
+            pen += scaled.kern(previous, id);
+        }
+        previous = Some(id);
+        glyphs.push((id, pen));
+        pen += scaled.h_advance(id);
+    }
+    (glyphs, pen)
+}
+
+fn line_height(size: f32) -> f32 {
+    let scaled = font().as_scaled(PxScale::from(size));
+    scaled.ascent() - scaled.descent()
+}
+
 /// Width and height of `text` at `size` pixels.
 pub(crate) fn measure(text: &str, size: f32) -> (f32, f32) {
-    let scaled = font().as_scaled(PxScale::from(size));
-    let width = text.chars().map(|c| scaled.h_advance(scaled.glyph_id(c))).sum();
-    (width, scaled.ascent() - scaled.descent())
+    (layout(text, size).1, line_height(size))
 }
 
 /// Draws `text` at `size` pixels in `colour` onto `image`, blending by
@@ -39,23 +62,15 @@ pub(crate) fn draw_text(
     size: f32,
     colour: [u8; 3],
 ) {
-    let scaled = font().as_scaled(PxScale::from(size));
-    let (width, height) = measure(text, size);
+    let (glyphs, width) = layout(text, size);
+    let height = line_height(size);
     let (left, top) = match anchor {
         Anchor::TopLeft => (x, y),
         Anchor::Centre => (x - width / 2.0, y - height / 2.0),
     };
-    let baseline = top + scaled.ascent();
-    let mut pen = left;
-    let mut previous = None;
-    for c in text.chars() {
-        let id = scaled.glyph_id(c);
-        if let Some(previous) = previous {
-            pen += scaled.kern(previous, id);
-        }
-        previous = Some(id);
-        let glyph = id.with_scale_and_position(PxScale::from(size), ab_glyph::point(pen, baseline));
-        pen += scaled.h_advance(id);
+    let baseline = top + font().as_scaled(PxScale::from(size)).ascent();
+    for (id, offset) in glyphs {
+        let glyph = id.with_scale_and_position(PxScale::from(size), ab_glyph::point(left + offset, baseline));
         let Some(outlined) = font().outline_glyph(glyph) else {
             continue;
         };
