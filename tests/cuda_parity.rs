@@ -1,6 +1,7 @@
-//! The CUDA paths agree with the CPU kernels: every custom CPU operation's
-//! CUDA route (candle's op or a composition), both networks forward and
-//! backward, Adam's tensor path, a CAF training step and the predictor.
+//! The CUDA paths agree with the CPU kernels: every custom operation's CUDA
+//! route (caf-kernels' own CUDA kernels, candle's op or a composition), both
+//! networks forward and backward, the fused Adam, a CAF training step and
+//! the predictor.
 //!
 //! Built only with `--features cuda` and run on a machine with a GPU
 //! (README, "GPU"); without one every test fails at `Device::new_cuda`.
@@ -16,7 +17,7 @@ use caf_e2e::compare::relative_error;
 use caf_e2e::fill::{fill_varmap, input};
 use caf_e2e::setups::{seeded_checkpoint, tiny_run};
 use caf_infer::Predictor;
-use caf_kernels::{batch_norm_train, conv2d, prelu, relu, Conv2dParams};
+use caf_kernels::{add_relu, batch_norm_train, conv2d, conv2d_relu, prelu, relu, Conv2dParams};
 use caf_kernels::{max_pool2d, MaxPool2dConfig};
 use caf_train::{AdamConfig, Method, TrainConfig, Trainer};
 use candle_core::{DType, Device, Tensor, Var};
@@ -104,7 +105,7 @@ fn relu_prelu_and_max_pool_on_cuda_match_the_cpu_ops() -> Result<()> {
     let x = input("pool.x", (2, 3, 13, 11))?;
     compare_with_gradients(
         "max_pool2d 3x3/2",
-        &[x.clone()],
+        std::slice::from_ref(&x),
         |v| max_pool2d(&v[0], pool).map_err(candle_core::Error::wrap),
         1e-6,
     )?;
@@ -115,12 +116,63 @@ fn relu_prelu_and_max_pool_on_cuda_match_the_cpu_ops() -> Result<()> {
     };
     compare_with_gradients(
         "max_pool2d 3x3/2 ceil_mode",
-        &[x.clone()],
+        std::slice::from_ref(&x),
         |v| max_pool2d(&v[0], ceil).map_err(candle_core::Error::wrap),
         1e-6,
     )?;
     let slope = input("prelu.slope", (1, 3, 1, 1))?.flatten_all()?;
     compare_with_gradients("prelu", &[x, slope], |v| prelu(&v[0], &v[1]), 1e-6)
+}
+
+#[test]
+fn max_pool_on_cuda_breaks_ties_as_the_cpu_kernel() -> Result<()> {
+    // Values on a coarse grid: most windows hold several equal maxima, and
+    // the gradient must go to the first in row-major order on both devices.
+    let x = (input("pool.ties", (3, 4, 15, 17))? * 2.0)?.round()?;
+    for (kernel, stride, padding, ceil_mode) in [(3, 2, 0, false), (3, 2, 1, false), (3, 2, 0, true), (2, 2, 0, false)]
+    {
+        let config = MaxPool2dConfig {
+            kernel,
+            stride,
+            padding,
+            ceil_mode,
+        };
+        compare_with_gradients(
+            &format!("max_pool2d with ties {config:?}"),
+            std::slice::from_ref(&x),
+            |v| max_pool2d(&v[0], config).map_err(candle_core::Error::wrap),
+            1e-6,
+        )?;
+        // Inference (nothing tracked) takes the kernel's path without places.
+        let cpu = max_pool2d(&x, config)?;
+        let gpu = max_pool2d(&x.to_device(&gpu()?)?, config)?;
+        assert_close(&format!("max_pool2d inference {config:?}"), &gpu, &cpu, 1e-6)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn residual_relu_and_convolution_bias_relu_on_cuda_match_the_cpu() -> Result<()> {
+    let (a, b) = (input("add_relu.a", (2, 3, 7, 6))?, input("add_relu.b", (2, 3, 7, 6))?);
+    compare_with_gradients("add_relu", &[a, b], |v| add_relu(&v[0], &v[1]), 1e-6)?;
+    let params = Conv2dParams { stride: 1, padding: 1 };
+    let inputs = [
+        input("conv_relu.x", (2, 3, 9, 8))?,
+        (input("conv_relu.w", (5, 3, 3, 3))? * 0.3)?,
+        input("conv_relu.b", (1, 1, 1, 5))?.flatten_all()?,
+    ];
+    compare_with_gradients(
+        "conv2d_relu with bias",
+        &inputs,
+        |v| conv2d_relu(&v[0], &v[1], Some(&v[2]), params),
+        1e-5,
+    )?;
+    compare_with_gradients(
+        "conv2d_relu without bias",
+        &inputs[..2],
+        |v| conv2d_relu(&v[0], &v[1], None, params),
+        1e-5,
+    )
 }
 
 /// The face photos, beside this file here or under the working directory on
@@ -214,24 +266,39 @@ fn networks_on_cuda_match_the_cpu() -> Result<()> {
 }
 
 #[test]
-fn adam_tensor_path_on_cuda_matches_the_fused_cpu_path() -> Result<()> {
+fn fused_adam_on_cuda_matches_the_cpu_and_resumes_from_its_state() -> Result<()> {
     let start = input("adam.w", (3, 4, 5, 6))?;
-    let mut finals = Vec::new();
-    for device in [Device::Cpu, gpu()?] {
-        let w = Var::from_tensor(&start.to_device(&device)?)?;
-        let config = AdamConfig {
-            weight_decay: 1e-6,
-            ..AdamConfig::paper(1e-3)
-        };
-        let mut adam = caf_train::Adam::new(vec![("w".to_string(), w.clone())], config)?;
-        for step in 0..3 {
-            let target = input(&format!("adam.target{step}"), (3, 4, 5, 6))?.to_device(&device)?;
+    let config = AdamConfig {
+        weight_decay: 1e-6,
+        ..AdamConfig::paper(1e-3)
+    };
+    let steps = |adam: &mut caf_train::Adam, w: &Var, range: std::ops::Range<usize>| -> Result<()> {
+        for step in range {
+            let target = input(&format!("adam.target{step}"), (3, 4, 5, 6))?.to_device(w.device())?;
             let loss = (w.as_tensor() - target)?.sqr()?.sum_all()?;
             adam.step(&loss.backward()?)?;
         }
-        finals.push(w.as_tensor().clone());
+        Ok(())
+    };
+    let mut finals = Vec::new();
+    let mut states = Vec::new();
+    for device in [Device::Cpu, gpu()?] {
+        let w = Var::from_tensor(&start.to_device(&device)?)?;
+        let mut adam = caf_train::Adam::new(vec![("w".to_string(), w.clone())], config)?;
+        steps(&mut adam, &w, 0..3)?;
+        states.push(adam.state("opt")?);
+        // Resume from the saved moments in a new optimiser, as a checkpoint does.
+        let resumed = Var::from_tensor(w.as_tensor())?;
+        let mut again = caf_train::Adam::new(vec![("w".to_string(), resumed.clone())], config)?;
+        again.load_state(&states.last().expect("pushed").iter().cloned().collect(), "opt")?;
+        steps(&mut again, &resumed, 3..5)?;
+        finals.push(resumed.as_tensor().clone());
     }
-    assert_close("Adam after 3 steps", &finals[1], &finals[0], 1e-6)
+    for ((name, cpu), (_, gpu)) in states[0].iter().zip(&states[1]) {
+        let (gpu, cpu) = (gpu.to_dtype(DType::F32)?, cpu.to_dtype(DType::F32)?);
+        assert_close(&format!("Adam state {name} after 3 steps"), &gpu, &cpu, 1e-6)?;
+    }
+    assert_close("Adam after 3 steps and 2 resumed", &finals[1], &finals[0], 1e-6)
 }
 
 /// The tiny CAF run of the other end-to-end tests, on `device`, one epoch.

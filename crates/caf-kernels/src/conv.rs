@@ -91,14 +91,7 @@ fn convolve(
             .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op),
         (false, bias) => {
             let y = x.conv2d(weight, params.padding, params.stride, 1, 1)?;
-            let y = match bias {
-                Some(bias) => y.broadcast_add(&bias.reshape((1, (), 1, 1))?)?,
-                None => y,
-            };
-            match activation {
-                Activation::Identity => Ok(y),
-                Activation::Relu => y.relu(),
-            }
+            crate::elementwise::add_bias_activation(&y, bias, activation)
         }
     }
 }

@@ -5,20 +5,24 @@
 //! are each one pass over all cores. The gradient passes where the output is
 //! positive, as PyTorch's does. `add_relu` is a residual block's
 //! `relu(y + shortcut)`: one pass instead of candle's sum (on its own thread
-//! pool, beside rayon's) and a second pass for the ReLU.
+//! pool, beside rayon's) and a second pass for the ReLU. On CUDA (f32) each
+//! is one kernel of `cuda/kernels.cu`.
 
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::gemm::Element;
-use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
+use crate::storage::{dispatch, runs_on_own_kernels, Kernel};
 
 /// Elements per parallel task: large enough to amortise scheduling.
 const CHUNK: usize = 1 << 15;
 
-/// `max(x, 0)`; candle's `relu` on devices and dtypes other than f32/f64 CPU.
+/// `max(x, 0)`; candle's `relu` on devices and dtypes the crate's kernels
+/// do not cover (f32/f64 on the CPU, f32 on CUDA).
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    if runs_on_cpu_kernels(x) {
+    if runs_on_own_kernels(x) {
         x.contiguous()?.apply_op1(Relu)
     } else {
         x.relu()
@@ -27,10 +31,81 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 
 /// `max(a + b, 0)` for `a` and `b` of one shape; candle's ops elsewhere.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if runs_on_cpu_kernels(a) && runs_on_cpu_kernels(b) {
+    if runs_on_own_kernels(a) && runs_on_own_kernels(b) && a.device().same_device(b.device()) {
         a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
     } else {
         (a + b)?.relu()
+    }
+}
+
+/// `activation(y + bias)` with `bias` (`C`) per channel of `y` (`B×C×H×W`):
+/// one CUDA kernel forward and the activation's gradient plus a channel sum
+/// backward for f32 on CUDA; candle's broadcast add (and ReLU) elsewhere.
+pub(crate) fn add_bias_activation(y: &Tensor, bias: Option<&Tensor>, activation: Activation) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if crate::cuda::runs_on_cuda_kernels(y) {
+        if let Some(bias) = bias.filter(|b| crate::cuda::runs_on_cuda_kernels(b)) {
+            return y
+                .contiguous()?
+                .apply_op2(&bias.contiguous()?, BiasActivation(activation));
+        }
+    }
+    let y = match bias {
+        Some(bias) => y.broadcast_add(&bias.reshape((1, (), 1, 1))?)?,
+        None => y.clone(),
+    };
+    match activation {
+        Activation::Identity => Ok(y),
+        Activation::Relu => relu(&y),
+    }
+}
+
+/// The CUDA pass of [`add_bias_activation`] (arguments: y, bias).
+#[cfg(feature = "cuda")]
+struct BiasActivation(Activation);
+
+#[cfg(feature = "cuda")]
+impl CustomOp2 for BiasActivation {
+    fn name(&self) -> &'static str {
+        "caf-bias-activation"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!(
+            "{}: a CUDA operation (the CPU convolution adds its bias itself)",
+            self.name()
+        )
+    }
+
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        let &[_, channels, h, w] = l1.dims() else {
+            candle_core::bail!("{}: expects a B×C×H×W map, got {:?}", self.name(), l1.dims())
+        };
+        if l2.dims() != [channels] {
+            candle_core::bail!("{}: {channels} channels, but a bias of {:?}", self.name(), l2.dims())
+        }
+        let device = s1.device();
+        let (x, bias) = (
+            crate::cuda::f32_view(s1, l1, self.name())?,
+            crate::cuda::f32_view(s2, l2, self.name())?,
+        );
+        let n = l1.shape().elem_count();
+        let mut y = crate::cuda::output::<f32>(device, n)?;
+        let (count, plane, channels, relu) = (
+            n as i64,
+            (h * w) as i64,
+            channels as i32,
+            i32::from(self.0 == Activation::Relu),
+        );
+        crate::cuda::launch!(device, "caf_bias_act_f32", n; &x, &bias, &mut y, &count, &plane, &channels, &relu)?;
+        Ok((crate::cuda::storage(y, device), l1.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _bias: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = self.0.input_gradient(y, dy)?;
+        let bias_gradient = dy.sum((0, 2, 3))?;
+        Ok((Some(dy), Some(bias_gradient)))
     }
 }
 
@@ -124,6 +199,12 @@ impl CustomOp1 for Relu {
         Ok((y, layout.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Shape)> {
+        let y = crate::cuda::map_elements(self.name(), "caf_relu_f32", &[(storage, layout)])?;
+        Ok((y, layout.shape().clone()))
+    }
+
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(relu_gradient(dy, y)?))
     }
@@ -153,6 +234,12 @@ impl CustomOp2 for AddRelu {
         same_shape_pass(self.name(), ReluKernel::AddForward, (s1, l1), (s2, l2))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
+        let y = crate::cuda::map_elements(self.name(), "caf_add_relu_f32", &[(s1, l1), (s2, l2)])?;
+        Ok((y, l1.shape().clone()))
+    }
+
     fn bwd(&self, _a: &Tensor, _b: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let gradient = relu_gradient(dy, y)?;
         Ok((Some(gradient.clone()), Some(gradient)))
@@ -169,6 +256,12 @@ impl CustomOp2 for ReluGradient {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         same_shape_pass(self.name(), ReluKernel::Gradient, (s1, l1), (s2, l2))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
+        let dx = crate::cuda::map_elements(self.name(), "caf_relu_grad_f32", &[(s1, l1), (s2, l2)])?;
+        Ok((dx, l1.shape().clone()))
     }
 }
 

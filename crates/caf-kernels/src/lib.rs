@@ -1,6 +1,6 @@
 //! # caf-kernels
 //!
-//! CPU tensor operations that candle runs slowly, as candle custom ops with
+//! Tensor operations that candle runs slowly, as candle custom ops with
 //! gradients, so the rest of caf-rs trains at the machine's speed:
 //!
 //! * [`conv2d`]: 2-D convolution as im2col + GEMM (the `gemm` crate, AVX-512
@@ -16,16 +16,22 @@
 //!   residual sum and its ReLU in one pass;
 //! * [`batch_norm_train`]: training-mode batch normalisation in one
 //!   statistics pass, one normalisation pass and two backward passes;
-//!   [`scale_shift`]: evaluation mode, folded, as one pass.
-//!
+//!   [`scale_shift`]: evaluation mode, folded, as one pass;
 //! * [`max_pool2d`]: max pooling whose gradient goes to the first maximum of
 //!   each window (PyTorch's rule), keeping the places in training, with
 //!   PyTorch's `ceil_mode`;
-//! * [`prelu`]: parametric ReLU with a slope per channel, in one pass.
+//! * [`prelu`]: parametric ReLU with a slope per channel, in one pass;
+//! * [`adam_update`]: Adam's update of a parameter and its [`AdamMoments`]
+//!   in place, in one pass.
 //!
-//! Each function picks the device path itself: on other devices and dtypes
-//! they run candle's own operations (which have CUDA kernels and gradients),
-//! so a layer calls one function everywhere.
+//! Each function picks the device path itself, so a layer calls one function
+//! everywhere. f32 and f64 on the CPU run the CPU kernels. With the `cuda`
+//! feature, f32 on CUDA runs this crate's CUDA kernels (`src/cuda/kernels.cu`,
+//! compiled by NVRTC on first use) for ReLU, the residual ReLU, a
+//! convolution's bias and ReLU (after candle's convolution), max pooling and
+//! Adam; everything else (convolution, batch normalisation, PReLU, and every
+//! other device and dtype) runs candle's own operations, which have CUDA
+//! kernels and gradients.
 //!
 //! ```
 //! use caf_kernels::{conv2d, Conv2dParams};
@@ -40,8 +46,11 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
+mod adam;
 mod batch_norm;
 mod conv;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod elementwise;
 mod gemm;
 mod parallel;
@@ -52,6 +61,7 @@ mod reduce;
 mod scratch;
 mod storage;
 
+pub use adam::{adam_update, AdamMoments, AdamStep};
 pub use batch_norm::{batch_norm_train, batch_norm_train_relu, scale_shift, ChannelStats};
 pub use conv::{conv2d, conv2d_relu, window_output, Conv2dParams, ConvWeight, FrozenWeight};
 pub use elementwise::{add_relu, relu};

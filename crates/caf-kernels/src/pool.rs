@@ -3,10 +3,14 @@
 //! one by 1/k².
 
 mod max_cpu;
+#[cfg(feature = "cuda")]
+mod max_cuda;
+mod op;
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{Result, Tensor};
 
-use self::max_cpu::MaxPool2dCpu;
+use self::op::MaxPool2dOp;
+use crate::storage::runs_on_own_kernels;
 
 /// A square max-pooling window, as `torch.nn.MaxPool2d(kernel, stride,
 /// padding, ceil_mode=ceil_mode)` with `dilation=1`.
@@ -49,16 +53,19 @@ impl MaxPool2dConfig {
 /// Max pooling over a `B×C×H×W` tensor with a gradient that goes to the first
 /// maximum of each window (PyTorch semantics).
 ///
-/// On the CPU this is a custom operation; on other devices it is a composition
-/// of differentiable candle operations with the same result and gradient.
+/// f32/f64 on the CPU and f32 on CUDA run this crate's kernels; other
+/// devices and dtypes a composition of differentiable candle operations with
+/// the same result and gradient.
 pub fn max_pool2d(x: &Tensor, config: MaxPool2dConfig) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     config.output_len(h)?;
     config.output_len(w)?;
-    match x.device() {
-        Device::Cpu if x.track_op() => x.contiguous()?.apply_op1(MaxPool2dCpu::for_training(config)),
-        Device::Cpu => x.contiguous()?.apply_op1_no_bwd(&MaxPool2dCpu::for_inference(config)),
-        _ => max_pool2d_composed(x, config),
+    if !runs_on_own_kernels(x) {
+        max_pool2d_composed(x, config)
+    } else if x.track_op() {
+        x.contiguous()?.apply_op1(MaxPool2dOp::for_training(config))
+    } else {
+        x.contiguous()?.apply_op1_no_bwd(&MaxPool2dOp::for_inference(config))
     }
 }
 

@@ -10,6 +10,16 @@ pub fn runs_on_cpu_kernels(t: &Tensor) -> bool {
     matches!((t.device(), t.dtype()), (Device::Cpu, DType::F32 | DType::F64))
 }
 
+/// Whether one of this crate's own kernels runs on `t`: the CPU kernels
+/// (f32, f64), or with the `cuda` feature the CUDA kernels (f32).
+pub(crate) fn runs_on_own_kernels(t: &Tensor) -> bool {
+    #[cfg(feature = "cuda")]
+    if crate::cuda::runs_on_cuda_kernels(t) {
+        return true;
+    }
+    runs_on_cpu_kernels(t)
+}
+
 /// The contiguous elements a layout covers.
 pub(crate) fn contiguous_slice<'a, T: Element>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [T]> {
     let data = storage.as_slice::<T>()?;

@@ -1,17 +1,12 @@
-//! Adam updated in place, one fused pass per parameter.
-//!
-//! candle's `AdamW` builds about ten new tensors per parameter and step. On
-//! the CPU this optimiser updates the parameter, its first and second moments
-//! in one pass over memory that already exists (a candle in-place
-//! operation), with no allocation. On other devices it falls back to tensor
-//! operations with the same arithmetic.
+//! Adam over a network's named parameters: one moment pair and one step
+//! count per parameter, updated by caf-kernels' fused pass (in place, on the
+//! parameter's device), and saved and restored with checkpoints.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
+use caf_kernels::{adam_update, AdamMoments, AdamStep};
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Result, Tensor, Var};
-use rayon::prelude::*;
+use candle_core::{DType, Result, Tensor, Var};
 
 /// Hyper-parameters; `weight_decay` is decoupled (AdamW), 0 gives Adam.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,19 +29,25 @@ impl AdamConfig {
             weight_decay: 0.0,
         }
     }
-}
 
-enum Moments {
-    /// CPU parameters: moments live in host memory and are updated in place.
-    Host { m: Vec<f32>, v: Vec<f32> },
-    /// Other devices: moments are tensors beside the parameter.
-    Device { m: Tensor, v: Tensor },
+    /// The scalars of update number `step` (from 1).
+    fn step(&self, step: u64) -> AdamStep {
+        AdamStep {
+            lr: self.lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            correction1: 1.0 - self.beta1.powi(step as i32),
+            correction2: 1.0 - self.beta2.powi(step as i32),
+            decay: 1.0 - self.lr * self.weight_decay,
+        }
+    }
 }
 
 struct Slot {
     name: String,
     var: Var,
-    moments: Moments,
+    moments: AdamMoments,
     /// Updates this parameter has had (PyTorch keeps one count per parameter).
     steps: u64,
 }
@@ -65,21 +66,10 @@ impl Adam {
                 if var.dtype() != DType::F32 {
                     candle_core::bail!("Adam: parameter {name} is {:?}, only f32 is supported", var.dtype())
                 }
-                let moments = if var.device().is_cpu() {
-                    Moments::Host {
-                        m: vec![0.0; var.elem_count()],
-                        v: vec![0.0; var.elem_count()],
-                    }
-                } else {
-                    Moments::Device {
-                        m: var.zeros_like()?,
-                        v: var.zeros_like()?,
-                    }
-                };
                 Ok(Slot {
+                    moments: AdamMoments::zeros(&var)?,
                     name,
                     var,
-                    moments,
                     steps: 0,
                 })
             })
@@ -97,47 +87,22 @@ impl Adam {
 
     /// One update of every parameter that has a gradient in `grads`.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
-        let config = self.config;
         for slot in &mut self.slots {
             let Some(grad) = grads.get(slot.var.as_tensor()) else {
                 continue;
             };
             slot.steps += 1;
-            let hyper = StepScalars::new(&config, slot.steps);
-            match &mut slot.moments {
-                Moments::Host { m, v } => {
-                    let grad = grad.contiguous()?;
-                    let kernel = FusedAdam {
-                        moments: Mutex::new((m, v)),
-                        hyper,
-                    };
-                    slot.var.as_tensor().inplace_op2(&grad, &kernel)?;
-                }
-                Moments::Device { m, v } => {
-                    *m = ((&*m * config.beta1)? + (grad * (1.0 - config.beta1))?)?;
-                    *v = ((&*v * config.beta2)? + (grad.sqr()? * (1.0 - config.beta2))?)?;
-                    let denominator = ((&*v / hyper.correction2)?.sqrt()? + config.eps)?;
-                    let update = ((&*m / hyper.correction1)? / denominator)?;
-                    let decayed = (slot.var.as_tensor() * hyper.decay)?;
-                    slot.var.set(&(decayed - (update * config.lr)?)?)?;
-                }
-            }
+            adam_update(&slot.var, grad, &mut slot.moments, &self.config.step(slot.steps))?;
         }
         Ok(())
     }
 
-    /// Moments and step counts as named tensors (`{prefix}.m.{name}`,
+    /// Moments and step counts as named CPU tensors (`{prefix}.m.{name}`,
     /// `{prefix}.v.{name}`, `{prefix}.t.{name}`), for checkpoints.
     pub fn state(&self, prefix: &str) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::with_capacity(3 * self.slots.len());
         for slot in &self.slots {
-            let (m, v) = match &slot.moments {
-                Moments::Host { m, v } => (
-                    Tensor::from_slice(m, slot.var.shape(), &candle_core::Device::Cpu)?,
-                    Tensor::from_slice(v, slot.var.shape(), &candle_core::Device::Cpu)?,
-                ),
-                Moments::Device { m, v } => (m.clone(), v.clone()),
-            };
+            let (m, v) = slot.moments.to_host_tensors(slot.var.shape())?;
             out.push((format!("{prefix}.m.{}", slot.name), m));
             out.push((format!("{prefix}.v.{}", slot.name), v));
             out.push((
@@ -157,119 +122,10 @@ impl Adam {
                 })
             };
             let (m, v) = (get("m")?, get("v")?);
-            if m.dims() != slot.var.dims() || v.dims() != slot.var.dims() {
-                candle_core::bail!(
-                    "optimiser state of {} has shape {:?}, the parameter {:?}",
-                    slot.name,
-                    m.dims(),
-                    slot.var.dims()
-                )
-            }
+            slot.moments = AdamMoments::from_tensors(&slot.var, m, v)
+                .map_err(|e| candle_core::Error::Msg(format!("optimiser state of {}: {e}", slot.name)))?;
             slot.steps = get("t")?.to_dtype(DType::I64)?.to_scalar::<i64>()?.max(0) as u64;
-            slot.moments = match slot.moments {
-                Moments::Host { .. } => Moments::Host {
-                    m: m.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
-                    v: v.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
-                },
-                Moments::Device { .. } => Moments::Device {
-                    m: m.to_device(slot.var.device())?,
-                    v: v.to_device(slot.var.device())?,
-                },
-            };
         }
-        Ok(())
-    }
-}
-
-/// Per-step scalars shared by every element.
-#[derive(Debug, Clone, Copy)]
-struct StepScalars {
-    lr: f64,
-    beta1: f64,
-    beta2: f64,
-    eps: f64,
-    correction1: f64,
-    correction2: f64,
-    decay: f64,
-}
-
-impl StepScalars {
-    fn new(config: &AdamConfig, step: u64) -> Self {
-        Self {
-            lr: config.lr,
-            beta1: config.beta1,
-            beta2: config.beta2,
-            eps: config.eps,
-            correction1: 1.0 - config.beta1.powi(step as i32),
-            correction2: 1.0 - config.beta2.powi(step as i32),
-            decay: 1.0 - config.lr * config.weight_decay,
-        }
-    }
-}
-
-/// The fused CPU update: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
-/// `θ ← θ(1 − lr·wd) − lr · (m/c₁) / (√(v/c₂) + ε)`.
-struct FusedAdam<'a> {
-    moments: Mutex<(&'a mut Vec<f32>, &'a mut Vec<f32>)>,
-    hyper: StepScalars,
-}
-
-const CHUNK: usize = 1 << 14;
-
-impl InplaceOp2 for FusedAdam<'_> {
-    fn name(&self) -> &'static str {
-        "caf-fused-adam"
-    }
-
-    fn cpu_fwd(
-        &self,
-        param: &mut CpuStorage,
-        param_layout: &Layout,
-        grad: &CpuStorage,
-        grad_layout: &Layout,
-    ) -> Result<()> {
-        let (CpuStorage::F32(param), CpuStorage::F32(grad)) = (param, grad) else {
-            candle_core::bail!("fused Adam: parameters and gradients must be f32")
-        };
-        let (Some((p0, p1)), Some((g0, g1))) = (param_layout.contiguous_offsets(), grad_layout.contiguous_offsets())
-        else {
-            candle_core::bail!("fused Adam: parameter and gradient must be contiguous")
-        };
-        let (param, grad) = (&mut param[p0..p1], &grad[g0..g1]);
-        let mut moments = self
-            .moments
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("fused Adam: poisoned moments".into()))?;
-        let (m, v) = &mut *moments;
-        if grad.len() != param.len() || m.len() != param.len() {
-            candle_core::bail!(
-                "fused Adam: {} parameters, {} gradients, {} moments",
-                param.len(),
-                grad.len(),
-                m.len()
-            )
-        }
-        let h = self.hyper;
-        let (b1, b2) = (h.beta1 as f32, h.beta2 as f32);
-        let (step, inv_c1, inv_c2, eps, decay) = (
-            h.lr as f32,
-            1.0 / h.correction1 as f32,
-            1.0 / h.correction2 as f32,
-            h.eps as f32,
-            h.decay as f32,
-        );
-        param
-            .par_chunks_mut(CHUNK)
-            .zip(grad.par_chunks(CHUNK))
-            .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
-            .for_each(|((p, g), (m, v))| {
-                for i in 0..p.len() {
-                    let gi = g[i];
-                    m[i] = b1 * m[i] + (1.0 - b1) * gi;
-                    v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                    p[i] = p[i] * decay - step * (m[i] * inv_c1) / ((v[i] * inv_c2).sqrt() + eps);
-                }
-            });
         Ok(())
     }
 }

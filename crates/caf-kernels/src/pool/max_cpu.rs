@@ -8,12 +8,11 @@
 //! a whole row of windows at once, without branches (the row first split by
 //! stride phase, so each candidate run is contiguous), and vectorise.
 //! During training the forward pass keeps where each maximum came from, and
-//! the gradient is scattered there.
-
-use std::sync::{Arc, OnceLock};
+//! the gradient is scattered there. The candle operation that runs these
+//! kernels is in `op.rs`.
 
 use crate::phases::split_by_phase;
-use candle_core::{backend::BackendStorage, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{Layout, Result};
 use rayon::prelude::*;
 
 use super::MaxPool2dConfig;
@@ -81,10 +80,10 @@ fn merge<T: PoolElem, const PLACES: bool>(
 #[derive(Clone, Copy)]
 pub(super) struct PoolGeometry {
     config: MaxPool2dConfig,
-    in_h: usize,
-    in_w: usize,
-    out_h: usize,
-    out_w: usize,
+    pub(super) in_h: usize,
+    pub(super) in_w: usize,
+    pub(super) out_h: usize,
+    pub(super) out_w: usize,
 }
 
 impl PoolGeometry {
@@ -259,7 +258,7 @@ impl PoolGeometry {
     }
 
     /// [`Self::forward`], keeping the places or not.
-    fn forward_keeping<T: PoolElem>(&self, places: bool, planes: usize, input: &[T]) -> (Vec<T>, Vec<u32>) {
+    pub(super) fn forward_keeping<T: PoolElem>(&self, places: bool, planes: usize, input: &[T]) -> (Vec<T>, Vec<u32>) {
         if places {
             self.forward::<T, true>(planes, input)
         } else {
@@ -268,7 +267,20 @@ impl PoolGeometry {
     }
 
     /// The input gradient: each output's gradient added at its maximum.
-    fn backward<T: PoolElem>(&self, planes: usize, at: &[u32], grad_output: &[T]) -> Vec<T> {
+    /// The sizes a CUDA kernel launch takes.
+    #[cfg(feature = "cuda")]
+    pub(super) fn launch(&self, planes: usize) -> super::max_cuda::PoolLaunch {
+        super::max_cuda::PoolLaunch {
+            planes,
+            in_h: self.in_h,
+            in_w: self.in_w,
+            out_h: self.out_h,
+            out_w: self.out_w,
+            config: self.config,
+        }
+    }
+
+    pub(super) fn backward<T: PoolElem>(&self, planes: usize, at: &[u32], grad_output: &[T]) -> Vec<T> {
         let (in_len, out_len) = (self.in_h * self.in_w, self.out_h * self.out_w);
         let mut grad_input = vec![T::default(); planes * in_len];
         grad_input
@@ -283,102 +295,9 @@ impl PoolGeometry {
     }
 }
 
-fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
+pub(super) fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("{op}: input must be contiguous"),
-    }
-}
-
-/// CPU forward of max pooling. When built [`MaxPool2dCpu::for_training`] it
-/// keeps where each maximum came from, which its backward pass needs.
-pub(super) struct MaxPool2dCpu {
-    config: MaxPool2dConfig,
-    argmax: Option<OnceLock<Arc<Vec<u32>>>>,
-}
-
-impl MaxPool2dCpu {
-    pub(super) fn for_inference(config: MaxPool2dConfig) -> Self {
-        Self { config, argmax: None }
-    }
-
-    pub(super) fn for_training(config: MaxPool2dConfig) -> Self {
-        Self {
-            config,
-            argmax: Some(OnceLock::new()),
-        }
-    }
-}
-
-impl CustomOp1 for MaxPool2dCpu {
-    fn name(&self) -> &'static str {
-        "caf-max-pool2d"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (planes, g) = PoolGeometry::new(self.config, layout.dims())?;
-        let dims = layout.dims();
-        let shape = Shape::from((dims[0], dims[1], g.out_h, g.out_w));
-        let places = self.argmax.is_some();
-        let (output, at) = match storage {
-            CpuStorage::F32(data) => {
-                let (y, at) = g.forward_keeping(places, planes, contiguous_slice(data, layout, self.name())?);
-                (CpuStorage::F32(y), at)
-            }
-            CpuStorage::F64(data) => {
-                let (y, at) = g.forward_keeping(places, planes, contiguous_slice(data, layout, self.name())?);
-                (CpuStorage::F64(y), at)
-            }
-            other => candle_core::bail!("max_pool2d: unsupported dtype {:?} (use f32 or f64)", other.dtype()),
-        };
-        if let Some(argmax) = &self.argmax {
-            if argmax.set(Arc::new(at)).is_err() {
-                candle_core::bail!("max_pool2d: one training op ran its forward pass twice")
-            }
-        }
-        Ok((output, shape))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let Some(at) = self.argmax.as_ref().and_then(OnceLock::get) else {
-            candle_core::bail!("max_pool2d: backward pass of an op built without its maxima's places")
-        };
-        let scatter = ScatterToMaxima {
-            config: self.config,
-            input_dims: arg.dims().to_vec(),
-            at: at.clone(),
-        };
-        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&scatter)?))
-    }
-}
-
-/// The gradient of [`MaxPool2dCpu`]: the output's gradient (the argument)
-/// added at the places of the maxima, in a zero tensor shaped like the input.
-struct ScatterToMaxima {
-    config: MaxPool2dConfig,
-    input_dims: Vec<usize>,
-    at: Arc<Vec<u32>>,
-}
-
-impl CustomOp1 for ScatterToMaxima {
-    fn name(&self) -> &'static str {
-        "caf-max-pool2d-backward"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (planes, g) = PoolGeometry::new(self.config, &self.input_dims)?;
-        if layout.dims() != [self.input_dims[0], self.input_dims[1], g.out_h, g.out_w] {
-            candle_core::bail!(
-                "max_pool2d backward: gradient shape {:?} does not match the output",
-                layout.dims()
-            )
-        }
-        let name = self.name();
-        let grad = match storage {
-            CpuStorage::F32(dy) => CpuStorage::F32(g.backward(planes, &self.at, contiguous_slice(dy, layout, name)?)),
-            CpuStorage::F64(dy) => CpuStorage::F64(g.backward(planes, &self.at, contiguous_slice(dy, layout, name)?)),
-            other => candle_core::bail!("max_pool2d backward: unsupported dtype {:?}", other.dtype()),
-        };
-        Ok((grad, Shape::from(self.input_dims.clone())))
     }
 }

@@ -1,6 +1,6 @@
 use super::*;
 use caf_testkit::{check_gradient, distinct_values};
-use candle_core::{DType, Var, D};
+use candle_core::{DType, Device, Var, D};
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f64> {
     (a - b)?

@@ -1,0 +1,120 @@
+// caf-kernels' CUDA kernels, compiled at run time by NVRTC (src/cuda.rs).
+// Every kernel is f32 and does what the CPU kernel of the same name in the
+// Rust sources does, in the same order of operations, so the CUDA parity
+// tests can compare them closely. Index arithmetic is 64-bit wherever a
+// tensor's element count can pass 2^31.
+
+#define CAF_GRID_STRIDE(i, n) \
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (long long)(n); \
+         i += (long long)blockDim.x * gridDim.x)
+
+// --- element-wise (elementwise.rs) -----------------------------------------
+
+// max(x, 0); a NaN becomes 0, as on the CPU.
+__device__ __forceinline__ float caf_relu_value(float x) { return x > 0.0f ? x : 0.0f; }
+
+extern "C" __global__ void caf_relu_f32(const float *x, float *y, long long n) {
+    CAF_GRID_STRIDE(i, n) { y[i] = caf_relu_value(x[i]); }
+}
+
+extern "C" __global__ void caf_add_relu_f32(const float *a, const float *b, float *y, long long n) {
+    CAF_GRID_STRIDE(i, n) { y[i] = caf_relu_value(a[i] + b[i]); }
+}
+
+// The gradient passes where the ReLU's output is positive (PyTorch's rule).
+extern "C" __global__ void caf_relu_grad_f32(const float *dy, const float *y, float *dx, long long n) {
+    CAF_GRID_STRIDE(i, n) { dx[i] = y[i] > 0.0f ? dy[i] : 0.0f; }
+}
+
+// y = x + bias[channel], then the ReLU when `relu` is set (a convolution's
+// bias and activation in one pass; `plane` = H·W).
+extern "C" __global__ void caf_bias_act_f32(
+    const float *x, const float *bias, float *y, long long n, long long plane, int channels, int relu) {
+    CAF_GRID_STRIDE(i, n) {
+        float v = x[i] + bias[(i / plane) % channels];
+        y[i] = relu ? caf_relu_value(v) : v;
+    }
+}
+
+// --- max pooling (pool.rs) -----------------------------------------------
+
+// One thread per output: the first maximum of its window in row-major
+// order (a NaN wins over numbers, the first NaN over later ones) and, when
+// `at` is not null, its place within the input plane (row · w + column).
+extern "C" __global__ void caf_max_pool2d_f32(
+    const float *x, float *y, unsigned int *at,
+    long long planes, int h, int w, int out_h, int out_w,
+    int kernel, int stride, int padding) {
+    long long outputs = planes * out_h * out_w;
+    CAF_GRID_STRIDE(o, outputs) {
+        long long plane = o / ((long long)out_h * out_w);
+        int rest = (int)(o - plane * out_h * out_w);
+        int oy = rest / out_w, ox = rest % out_w;
+        int y0 = oy * stride - padding, x0 = ox * stride - padding;
+        int y1 = min(y0 + kernel, h), x1 = min(x0 + kernel, w);
+        y0 = max(y0, 0);
+        x0 = max(x0, 0);
+        const float *source = x + plane * h * w;
+        float best = source[y0 * w + x0];
+        unsigned int best_at = (unsigned int)(y0 * w + x0);
+        for (int iy = y0; iy < y1; ++iy) {
+            for (int ix = x0; ix < x1; ++ix) {
+                float v = source[iy * w + ix];
+                bool nan_v = v != v, nan_best = best != best;
+                if (v > best || (nan_v && !nan_best)) {
+                    best = v;
+                    best_at = (unsigned int)(iy * w + ix);
+                }
+            }
+        }
+        y[o] = best;
+        if (at != 0) at[o] = best_at;
+    }
+}
+
+// One thread per input element: the sum of the output gradients of the
+// windows whose maximum it is. Each input gathers from the windows that
+// cover it, so no two threads write one place and no atomics are needed.
+extern "C" __global__ void caf_max_pool2d_grad_f32(
+    const float *dy, const unsigned int *at, float *dx,
+    long long planes, int h, int w, int out_h, int out_w,
+    int kernel, int stride, int padding) {
+    long long inputs = planes * h * w;
+    CAF_GRID_STRIDE(i, inputs) {
+        long long plane = i / ((long long)h * w);
+        int place = (int)(i - plane * h * w);
+        int iy = place / w, ix = place % w;
+        // Windows oy with oy·stride − padding ≤ iy < oy·stride − padding + kernel.
+        int oy0 = iy + padding - kernel + 1 > 0 ? (iy + padding - kernel + stride) / stride : 0;
+        int oy1 = min((iy + padding) / stride, out_h - 1);
+        int ox0 = ix + padding - kernel + 1 > 0 ? (ix + padding - kernel + stride) / stride : 0;
+        int ox1 = min((ix + padding) / stride, out_w - 1);
+        const float *grad = dy + plane * out_h * out_w;
+        const unsigned int *maxima = at + plane * out_h * out_w;
+        float sum = 0.0f;
+        for (int oy = oy0; oy <= oy1; ++oy) {
+            for (int ox = ox0; ox <= ox1; ++ox) {
+                int o = oy * out_w + ox;
+                if (maxima[o] == (unsigned int)place) sum += grad[o];
+            }
+        }
+        dx[i] = sum;
+    }
+}
+
+// --- Adam (adam.rs) ------------------------------------------------------
+
+// m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², θ ← θ·decay − lr·(m/c₁)/(√(v/c₂) + ε),
+// with 1/c₁ and 1/c₂ passed in, exactly as the CPU pass computes it.
+extern "C" __global__ void caf_adam_f32(
+    float *param, const float *grad, float *m, float *v, long long n,
+    float beta1, float beta2, float lr, float inv_c1, float inv_c2, float eps, float decay) {
+    CAF_GRID_STRIDE(i, n) {
+        float g = grad[i];
+        float mi = beta1 * m[i] + (1.0f - beta1) * g;
+        float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        param[i] = param[i] * decay - lr * (mi * inv_c1) / (sqrtf(vi * inv_c2) + eps);
+    }
+}

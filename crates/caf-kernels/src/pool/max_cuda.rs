@@ -1,0 +1,80 @@
+//! The CUDA kernels of [`super::max_pool2d`] (`caf_max_pool2d_f32` and
+//! `caf_max_pool2d_grad_f32` in `cuda/kernels.cu`): one thread per output
+//! forward, keeping each maximum's place in its plane; one thread per input
+//! backward, gathering the gradients of the windows whose maximum it is.
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::CudaSlice;
+use candle_core::{CudaStorage, Layout, Result};
+
+use super::MaxPool2dConfig;
+use crate::cuda::{f32_view, launch, output, storage};
+
+/// The sizes of one pooling call, as the kernels take them.
+pub(super) struct PoolLaunch {
+    pub(super) planes: usize,
+    pub(super) in_h: usize,
+    pub(super) in_w: usize,
+    pub(super) out_h: usize,
+    pub(super) out_w: usize,
+    pub(super) config: MaxPool2dConfig,
+}
+
+impl PoolLaunch {
+    /// The kernels' trailing arguments: planes, h, w, out_h, out_w, kernel, stride, padding.
+    fn sizes(&self) -> (i64, [i32; 7]) {
+        let c = self.config;
+        let side = |v: usize| v as i32;
+        (
+            self.planes as i64,
+            [
+                side(self.in_h),
+                side(self.in_w),
+                side(self.out_h),
+                side(self.out_w),
+                side(c.kernel),
+                side(c.stride),
+                side(c.padding),
+            ],
+        )
+    }
+}
+
+/// Pools `x`; with `keep_places`, also returns each maximum's place.
+pub(super) fn forward(
+    g: &PoolLaunch,
+    x: &CudaStorage,
+    layout: &Layout,
+    keep_places: bool,
+) -> Result<(CudaStorage, Option<CudaSlice<u32>>)> {
+    let device = x.device();
+    let x = f32_view(x, layout, "max_pool2d")?;
+    let outputs = g.planes * g.out_h * g.out_w;
+    let mut y = output::<f32>(device, outputs)?;
+    let (planes, [h, w, out_h, out_w, kernel, stride, padding]) = g.sizes();
+    let at = if keep_places {
+        let mut at = output::<u32>(device, outputs)?;
+        launch!(device, "caf_max_pool2d_f32", outputs;
+            &x, &mut y, &mut at, &planes, &h, &w, &out_h, &out_w, &kernel, &stride, &padding)?;
+        Some(at)
+    } else {
+        // A null `at`: the kernel keeps no places.
+        let null = 0u64;
+        launch!(device, "caf_max_pool2d_f32", outputs;
+            &x, &mut y, &null, &planes, &h, &w, &out_h, &out_w, &kernel, &stride, &padding)?;
+        None
+    };
+    Ok((storage(y, device), at))
+}
+
+/// The input gradient from the output gradient `dy` and the forward pass's places.
+pub(super) fn backward(g: &PoolLaunch, at: &CudaSlice<u32>, dy: &CudaStorage, layout: &Layout) -> Result<CudaStorage> {
+    let device = dy.device();
+    let dy = f32_view(dy, layout, "max_pool2d backward")?;
+    let inputs = g.planes * g.in_h * g.in_w;
+    let mut dx = output::<f32>(device, inputs)?;
+    let (planes, [h, w, out_h, out_w, kernel, stride, padding]) = g.sizes();
+    launch!(device, "caf_max_pool2d_grad_f32", inputs;
+        &dy, at, &mut dx, &planes, &h, &w, &out_h, &out_w, &kernel, &stride, &padding)?;
+    Ok(storage(dx, device))
+}
