@@ -17,7 +17,7 @@ use caf_e2e::compare::relative_error;
 use caf_e2e::fill::{fill_varmap, input};
 use caf_e2e::setups::{seeded_checkpoint, tiny_run};
 use caf_infer::Predictor;
-use caf_kernels::{add_relu, batch_norm_train, conv2d, conv2d_relu, prelu, relu, Conv2dParams};
+use caf_kernels::{add_relu, batch_norm_train, batch_norm_train_relu, conv2d, conv2d_relu, prelu, relu, Conv2dParams};
 use caf_kernels::{max_pool2d, MaxPool2dConfig};
 use caf_train::{AdamConfig, Method, TrainConfig, Trainer};
 use candle_core::{DType, Device, Tensor, Var};
@@ -210,19 +210,44 @@ fn face_detection_on_cuda_finds_the_cpu_faces() -> Result<()> {
 
 #[test]
 fn batch_norm_on_cuda_matches_the_cpu_kernel() -> Result<()> {
+    // 8·9·11 = 792 values a channel: more than one per thread of the
+    // per-channel reductions, and not a multiple of their block.
     let inputs = [
-        input("bn.x", (4, 3, 5, 7))?,
+        input("bn.x", (8, 3, 9, 11))?.affine(3.0, 0.5)?,
         (input("bn.w", (1, 1, 1, 3))?.flatten_all()? + 1.0)?,
         input("bn.b", (1, 1, 1, 3))?.flatten_all()?,
     ];
-    // The same function on both devices: caf-kernels' fused kernel on the
-    // CPU, candle's operations on CUDA; outputs and every gradient.
+    // The same functions on both devices (caf-kernels' CPU and CUDA
+    // kernels): outputs and every gradient, with and without the ReLU.
     compare_with_gradients(
         "batch norm (train)",
         &inputs,
         |v| Ok(batch_norm_train(&v[0], &v[1], &v[2], 1e-5)?.0),
         1e-5,
-    )
+    )?;
+    compare_with_gradients(
+        "batch norm + ReLU (train)",
+        &inputs,
+        |v| Ok(batch_norm_train_relu(&v[0], &v[1], &v[2], 1e-5)?.0),
+        1e-5,
+    )?;
+    let stats = |device: &Device| -> Result<(Vec<f64>, Vec<f64>)> {
+        let on = |t: &Tensor| t.to_device(device);
+        let (_, stats) = batch_norm_train(&on(&inputs[0])?, &on(&inputs[1])?, &on(&inputs[2])?, 1e-5)?;
+        assert!(
+            stats.mean.device().same_device(device),
+            "the statistics stay on the device"
+        );
+        Ok(stats.to_host()?)
+    };
+    let (cpu, gpu) = (stats(&Device::Cpu)?, stats(&gpu()?)?);
+    for (c, g) in cpu.0.iter().chain(&cpu.1).zip(gpu.0.iter().chain(&gpu.1)) {
+        assert!(
+            (c - g).abs() <= 1e-6 * c.abs().max(1.0),
+            "batch statistics: CPU {c}, CUDA {g}"
+        );
+    }
+    Ok(())
 }
 
 /// Both networks with the same weights: evaluation outputs, and the encoder's

@@ -2,7 +2,7 @@
 //! device runs it.
 
 use caf_kernels::{batch_norm_train, batch_norm_train_relu, relu, scale_shift, ChannelStats};
-use candle_core::{ModuleT, Result, Tensor, Var};
+use candle_core::{DType, ModuleT, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
 /// caf-kernels' training-mode pass: `(x, weight, bias, eps) → (y, batch statistics)`.
@@ -62,23 +62,21 @@ impl BatchNorm2d {
     /// Training mode through `normalise`, then the running statistics updated.
     fn train(&self, x: &Tensor, normalise: TrainingNormalisation) -> Result<Tensor> {
         let (y, stats) = normalise(x, &self.weight, &self.bias, EPS)?;
-        self.update_running(stats.mean, stats.variance, stats.count)?;
+        self.update_running(&stats)?;
         Ok(y)
     }
 
-    fn update_running(&self, mean: Vec<f64>, biased_variance: Vec<f64>, count: usize) -> Result<()> {
-        let device = self.running_mean.device();
+    /// Blends the batch's statistics into the running ones, on the device
+    /// they are on (the unbiased variance is formed in f64).
+    fn update_running(&self, stats: &ChannelStats) -> Result<()> {
         let dtype = self.running_mean.dtype();
-        let unbiased = count as f64 / (count as f64 - 1.0);
-        let blend = |running: &Var, batch: Vec<f64>| -> Result<()> {
-            let batch = Tensor::new(batch, device)?.to_dtype(dtype)?;
+        let unbiased = stats.count as f64 / (stats.count as f64 - 1.0);
+        let blend = |running: &Var, batch: &Tensor| -> Result<()> {
+            let batch = batch.to_dtype(dtype)?;
             running.set(&((running.as_tensor() * (1.0 - MOMENTUM))? + (batch * MOMENTUM)?)?)
         };
-        blend(&self.running_mean, mean)?;
-        blend(
-            &self.running_var,
-            biased_variance.into_iter().map(|v| v * unbiased).collect(),
-        )
+        blend(&self.running_mean, &stats.mean)?;
+        blend(&self.running_var, &(stats.variance.to_dtype(DType::F64)? * unbiased)?)
     }
 }
 
@@ -96,7 +94,7 @@ impl ModuleT for BatchNorm2d {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device};
+    use candle_core::Device;
     use candle_nn::{batch_norm, BatchNorm, BatchNormConfig, VarMap};
 
     /// The fused training path and candle-nn's agree on outputs, gradients

@@ -254,7 +254,7 @@ impl InplaceOp2 for FusedAdam<'_> {
         let mut param = param.slice_mut(p0..p1);
         let s = self.scalars;
         let count = n as i64;
-        crate::cuda::launch!(device, "caf_adam_f32", n;
+        crate::cuda::launch!(device, "caf_adam_f32", crate::cuda::launch_config(n);
             &mut param, &grad, m, v, &count,
             &s.beta1, &s.beta2, &s.lr, &s.inv_c1, &s.inv_c2, &s.eps, &s.decay)
     }

@@ -2,26 +2,41 @@
 //!
 //! candle-nn's training BatchNorm is a chain of about a dozen tensor ops
 //! (transpose, copy, mean, square, divide, …), each a full pass with its own
-//! allocation and its own backward. On the CPU: one statistics pass (two-pass
+//! allocation and its own backward. Here: one statistics pass (two-pass
 //! mean and variance, in f64), one normalisation pass, and two passes
-//! backward. On other devices and dtypes, differentiable candle operations
-//! with the same result.
+//! backward, on the CPU (f32, f64) and on CUDA (f32, `cuda/kernels.cu`,
+//! where the statistics stay on the device). On other devices and dtypes,
+//! differentiable candle operations with the same result.
 
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+#[cfg(feature = "cuda")]
+mod cuda;
 
 use crate::elementwise::Activation;
 use crate::gemm::Element;
 use crate::reduce::{sum_and_dot, sum_map};
-use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
+use crate::storage::{dispatch, runs_on_cpu_kernels, runs_on_own_kernels, Kernel};
 
-/// Per-channel mean and biased variance of a `B×C×H×W` batch.
-#[derive(Debug, Clone, PartialEq)]
+/// Per-channel mean and biased variance of a `B×C×H×W` batch: detached
+/// tensors of `C` values on the batch's device, in its dtype.
+#[derive(Debug, Clone)]
 pub struct ChannelStats {
-    pub mean: Vec<f64>,
-    pub variance: Vec<f64>,
+    pub mean: Tensor,
+    pub variance: Tensor,
     /// Values per channel (`B·H·W`).
     pub count: usize,
+}
+
+impl ChannelStats {
+    /// The means and variances as host numbers.
+    pub fn to_host(&self) -> Result<(Vec<f64>, Vec<f64>)> {
+        let host = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
+        Ok((host(&self.mean)?, host(&self.variance)?))
+    }
 }
 
 /// Normalises `x` (`B×C×H×W`) with its own batch statistics, then scales by `weight` and shifts by `bias` (both `C`), as
@@ -58,23 +73,17 @@ fn normalise(
     if count < 2 {
         candle_core::bail!("batch_norm_train: needs more than one value per channel, got {count}")
     }
-    if !runs_on_cpu_kernels(x) {
+    let own = |t: &Tensor| runs_on_own_kernels(t) && t.device().same_device(x.device());
+    if !(own(x) && own(weight) && own(bias)) {
         return normalise_composed(x, weight, bias, eps, activation, count);
     }
     let x = x.contiguous()?;
-    let mut host = x
-        .apply_op1_no_bwd(&StatisticsOp)?
-        .to_dtype(DType::F64)?
-        .to_vec2::<f64>()?;
+    let batch_stats = x.apply_op1_no_bwd(&StatisticsOp)?;
+    let normalisation = Normalisation::new(&x, batch_stats.clone(), eps)?;
     let stats = ChannelStats {
-        variance: host.pop().unwrap_or_default(),
-        mean: host.pop().unwrap_or_default(),
+        mean: batch_stats.get(0)?,
+        variance: batch_stats.get(1)?,
         count,
-    };
-    let normalisation = Normalisation {
-        dims: [x.dim(0)?, channels, x.dim(2)?, x.dim(3)?],
-        mean: stats.mean.clone(),
-        inv_std: stats.variance.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
     };
     let y = x.apply_op3(
         &weight.contiguous()?,
@@ -107,10 +116,9 @@ fn normalise_composed(
         Activation::Identity => y,
         Activation::Relu => y.relu()?,
     };
-    let host = |t: &Tensor| t.detach().flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>();
     let stats = ChannelStats {
-        mean: host(&mean)?,
-        variance: host(&variance)?,
+        mean: mean.detach().flatten_all()?,
+        variance: variance.detach().flatten_all()?,
         count,
     };
     Ok((y, stats))
@@ -187,6 +195,14 @@ fn planes<'a, T>(data: &'a [T], dims: &[usize], c: usize) -> impl Iterator<Item 
 #[derive(Debug, Clone)]
 struct Normalisation {
     dims: [usize; 4],
+    /// `eps` and `stats` are what the CUDA passes read.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    eps: f64,
+    /// Means, then biased variances (`2×C`), on the batch's device.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    stats: Tensor,
+    /// On the CPU, the means and `1/√(variance + eps)` read from `stats`,
+    /// for the CPU kernels; empty on other devices.
     mean: Vec<f64>,
     inv_std: Vec<f64>,
 }
@@ -239,6 +255,25 @@ fn statistics<T: Element>(x: &[T], dims: &[usize; 4]) -> Vec<T> {
 }
 
 impl Normalisation {
+    fn new(x: &Tensor, stats: Tensor, eps: f64) -> Result<Self> {
+        let (b, c, h, w) = x.dims4()?;
+        let (mean, inv_std) = if runs_on_cpu_kernels(x) {
+            let mut host = stats.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+            let variance = host.pop().unwrap_or_default();
+            let mean = host.pop().unwrap_or_default();
+            (mean, variance.iter().map(|v| 1.0 / (v + eps).sqrt()).collect())
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        Ok(Self {
+            dims: [b, c, h, w],
+            eps,
+            stats,
+            mean,
+            inv_std,
+        })
+    }
+
     fn count(&self) -> f64 {
         (self.dims[0] * self.dims[2] * self.dims[3]) as f64
     }
@@ -316,6 +351,12 @@ impl CustomOp1 for StatisticsOp {
         let stats = dispatch(self.name(), &BatchNormKernel::Statistics(dims), &[(storage, layout)])?;
         Ok((stats, Shape::from((2, dims[1]))))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Shape)> {
+        let dims = dims4(layout)?;
+        Ok((cuda::statistics(storage, layout, &dims)?, Shape::from((2, dims[1]))))
+    }
 }
 
 fn dims4(layout: &Layout) -> Result<[usize; 4]> {
@@ -350,6 +391,20 @@ impl CustomOp3 for NormaliseOp {
         Ok((y, l1.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let y = self.0.cuda_forward(self.1, (s1, l1), (s2, l2), (s3, l3))?;
+        Ok((y, l1.shape().clone()))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -376,6 +431,12 @@ impl CustomOp2 for GradientSumsOp {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let kernel = BatchNormKernel::GradientSums(self.0.clone());
         let sums = dispatch(self.name(), &kernel, &[(s1, l1), (s2, l2)])?;
+        Ok((sums, Shape::from((2, self.0.dims[1]))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
+        let sums = self.0.cuda_gradient_sums((s1, l1), (s2, l2))?;
         Ok((sums, Shape::from((2, self.0.dims[1]))))
     }
 }
@@ -407,6 +468,26 @@ impl CustomOp3 for InputGradientOp {
             &kernel,
             &[(s1, l1), (x_storage, x_layout), (s2, l2), (s3, l3)],
         )?;
+        Ok((dx, l1.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (x_storage, x_layout) = self.1.storage_and_layout();
+        let candle_core::Storage::Cuda(x_storage) = &*x_storage else {
+            candle_core::bail!("{}: x is not on the CUDA device", self.name())
+        };
+        let dx = self
+            .0
+            .cuda_input_gradient((s1, l1), (x_storage, x_layout), (s2, l2), (s3, l3))?;
         Ok((dx, l1.shape().clone()))
     }
 }
@@ -459,7 +540,7 @@ mod tests {
             let difference = (&ours - &expected)?.abs()?.max_all()?.to_scalar::<f64>()?;
             assert!(difference < 1e-12, "{dims:?}: {difference}");
             let mean = x.mean((0, 2, 3))?.to_vec1::<f64>()?;
-            for (a, b) in stats.mean.iter().zip(&mean) {
+            for (a, b) in stats.to_host()?.0.iter().zip(&mean) {
                 assert!((a - b).abs() < 1e-12);
             }
             let probe = probe_like(ours.shape())?;
@@ -484,9 +565,10 @@ mod tests {
             let (composed, composed_stats) = normalise_composed(&x, &w, &b, 1e-5, activation, 45)?;
             assert!((&kernel - &composed)?.abs()?.max_all()?.to_scalar::<f64>()? < 1e-12);
             assert_eq!(kernel_stats.count, composed_stats.count);
+            let (kernel_stats, composed_stats) = (kernel_stats.to_host()?, composed_stats.to_host()?);
             for (a, b) in [
-                (&kernel_stats.mean, &composed_stats.mean),
-                (&kernel_stats.variance, &composed_stats.variance),
+                (&kernel_stats.0, &composed_stats.0),
+                (&kernel_stats.1, &composed_stats.1),
             ] {
                 assert!(a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-12), "{a:?} vs {b:?}");
             }
@@ -516,7 +598,8 @@ mod tests {
             let composed = crate::relu(&normalised)?;
             let flat = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>();
             assert_eq!(flat(&fused)?, flat(&composed)?, "{dtype:?}");
-            assert_eq!(fused_stats, stats);
+            assert_eq!(fused_stats.to_host()?, stats.to_host()?);
+            assert_eq!(fused_stats.count, stats.count);
             let clipped = flat(&fused)?.iter().filter(|&&v| v == 0.0).count();
             assert!(clipped > 20, "{dtype:?}: only {clipped} values clipped");
             let probe = probe_like(fused.shape())?.to_dtype(dtype)?;

@@ -55,11 +55,22 @@ pub(crate) fn launch_config(elements: usize) -> LaunchConfig {
     }
 }
 
-/// Launches kernel `$name` of `kernels.cu` on `$device` over `$elements`
-/// with the given arguments (device slices and views by reference, scalars
-/// by reference). The kernel's signature must match the arguments.
+/// One block of [`BLOCK`] threads per channel, for the kernels that reduce
+/// over a channel's values (`BLOCK` must stay a power of two for them).
+pub(crate) fn per_channel(channels: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (channels as u32, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Launches kernel `$name` of `kernels.cu` on `$device` with `$config` (a
+/// `LaunchConfig`, usually [`launch_config`]) and the given arguments
+/// (device slices and views and scalars, all by reference). The kernel's
+/// signature must match the arguments.
 macro_rules! launch {
-    ($device:expr, $name:expr, $elements:expr; $($arg:expr),* $(,)?) => {{
+    ($device:expr, $name:expr, $config:expr; $($arg:expr),* $(,)?) => {{
         use candle_core::cuda_backend::cudarc::driver::PushKernelArg as _;
         use candle_core::cuda_backend::WrapErr as _;
         let func = $device.get_or_load_custom_func($name, $crate::cuda::MODULE, $crate::cuda::ptx()?)?;
@@ -67,7 +78,7 @@ macro_rules! launch {
         $(builder.arg($arg);)*
         // SAFETY: each kernel's parameters are listed beside it in kernels.cu
         // and the callers pass buffers of the lengths the kernel indexes.
-        unsafe { builder.launch($crate::cuda::launch_config($elements)) }.w().map(|_| ())
+        unsafe { builder.launch($config) }.w().map(|_| ())
     }};
 }
 pub(crate) use launch;
@@ -111,11 +122,11 @@ pub(crate) fn map_elements(op: &str, kernel: &str, operands: &[(&CudaStorage, &L
     match operands {
         [(a, la)] => {
             let a = f32_view(a, la, op)?;
-            launch!(device, kernel, n; &a, &mut out, &count)?
+            launch!(device, kernel, launch_config(n); &a, &mut out, &count)?
         }
         [(a, la), (b, lb)] => {
             let (a, b) = (f32_view(a, la, op)?, f32_view(b, lb, op)?);
-            launch!(device, kernel, n; &a, &b, &mut out, &count)?
+            launch!(device, kernel, launch_config(n); &a, &b, &mut out, &count)?
         }
         _ => candle_core::bail!("{op}: one or two operands, got {}", operands.len()),
     }
@@ -139,12 +150,18 @@ mod tests {
             "caf_max_pool2d_f32",
             "caf_max_pool2d_grad_f32",
             "caf_adam_f32",
+            "caf_bn_stats_f32",
+            "caf_bn_forward_f32",
+            "caf_bn_grad_sums_f32",
+            "caf_bn_input_grad_f32",
         ] {
             assert!(
                 ptx.contains(&format!(".entry {kernel}(")),
                 "{kernel} is missing from the PTX"
             );
         }
+        // The block reductions assume the block size the launches use.
+        assert!(SOURCE.contains(&format!("#define CAF_BLOCK {BLOCK}\n")));
         Ok(())
     }
 }

@@ -98,7 +98,7 @@ impl CustomOp2 for BiasActivation {
             channels as i32,
             i32::from(self.0 == Activation::Relu),
         );
-        crate::cuda::launch!(device, "caf_bias_act_f32", n; &x, &bias, &mut y, &count, &plane, &channels, &relu)?;
+        crate::cuda::launch!(device, "caf_bias_act_f32", crate::cuda::launch_config(n); &x, &bias, &mut y, &count, &plane, &channels, &relu)?;
         Ok((crate::cuda::storage(y, device), l1.shape().clone()))
     }
 

@@ -118,3 +118,101 @@ extern "C" __global__ void caf_adam_f32(
         param[i] = param[i] * decay - lr * (mi * inv_c1) / (sqrtf(vi * inv_c2) + eps);
     }
 }
+
+// --- training batch normalisation (batch_norm.rs) --------------------------
+
+// Launched with one block of CAF_BLOCK threads per channel (cuda.rs, `per_channel`).
+#define CAF_BLOCK 256
+
+// The sum of every thread's `v` over the block, returned to every thread.
+__device__ double caf_block_sum(double v) {
+    __shared__ double partial[CAF_BLOCK];
+    int t = threadIdx.x;
+    partial[t] = v;
+    __syncthreads();
+    for (int half = CAF_BLOCK / 2; half > 0; half >>= 1) {
+        if (t < half) partial[t] += partial[t + half];
+        __syncthreads();
+    }
+    double total = partial[0];
+    __syncthreads();
+    return total;
+}
+
+// Element k of channel c's values (image k / plane, place k % plane).
+__device__ __forceinline__ long long caf_channel_index(long long k, long long plane, int c, int channels) {
+    long long b = k / plane;
+    return (b * channels + c) * plane + (k - b * plane);
+}
+
+// stats[c] = mean, stats[channels + c] = biased variance of channel c, in
+// two passes with f64 sums, as the CPU statistics pass.
+extern "C" __global__ void caf_bn_stats_f32(const float *x, float *stats, int batch, int channels, long long plane) {
+    int c = blockIdx.x;
+    long long count = (long long)batch * plane;
+    double sum = 0.0;
+    for (long long k = threadIdx.x; k < count; k += CAF_BLOCK) sum += (double)x[caf_channel_index(k, plane, c, channels)];
+    double mean = caf_block_sum(sum) / (double)count;
+    double squares = 0.0;
+    for (long long k = threadIdx.x; k < count; k += CAF_BLOCK) {
+        double d = (double)x[caf_channel_index(k, plane, c, channels)] - mean;
+        squares += d * d;
+    }
+    double variance = caf_block_sum(squares) / (double)count;
+    if (threadIdx.x == 0) {
+        stats[c] = (float)mean;
+        stats[channels + c] = (float)variance;
+    }
+}
+
+__device__ __forceinline__ double caf_inv_std(const float *stats, int c, int channels, double eps) {
+    return 1.0 / sqrt((double)stats[channels + c] + eps);
+}
+
+// y = (x − mean)·inv_std·weight + bias, as x·scale + shift in f64, then the ReLU when `relu` is set.
+extern "C" __global__ void caf_bn_forward_f32(
+    const float *x, const float *weight, const float *bias, const float *stats, float *y,
+    long long n, long long plane, int channels, double eps, int relu) {
+    CAF_GRID_STRIDE(i, n) {
+        int c = (int)((i / plane) % channels);
+        double scale = caf_inv_std(stats, c, channels, eps) * (double)weight[c];
+        double shift = (double)bias[c] - (double)stats[c] * scale;
+        float v = (float)((double)x[i] * scale + shift);
+        y[i] = relu ? caf_relu_value(v) : v;
+    }
+}
+
+// sums[c] = Σ dy, sums[channels + c] = Σ dy·x̂ = inv_std·(Σ dy·x − mean·Σ dy), one block per channel.
+extern "C" __global__ void caf_bn_grad_sums_f32(
+    const float *dy, const float *x, const float *stats, float *sums,
+    int batch, int channels, long long plane, double eps) {
+    int c = blockIdx.x;
+    long long count = (long long)batch * plane;
+    double sum = 0.0, dot = 0.0;
+    for (long long k = threadIdx.x; k < count; k += CAF_BLOCK) {
+        long long i = caf_channel_index(k, plane, c, channels);
+        double g = (double)dy[i];
+        sum += g;
+        dot += g * (double)x[i];
+    }
+    sum = caf_block_sum(sum);
+    dot = caf_block_sum(dot);
+    if (threadIdx.x == 0) {
+        sums[c] = (float)sum;
+        sums[channels + c] = (float)(caf_inv_std(stats, c, channels, eps) * (dot - (double)stats[c] * sum));
+    }
+}
+
+// dx = weight·inv_std·(dy − mean(dy) − x̂·mean(dy·x̂)).
+extern "C" __global__ void caf_bn_input_grad_f32(
+    const float *dy, const float *x, const float *weight, const float *sums, const float *stats, float *dx,
+    long long n, long long plane, int channels, double count, double eps) {
+    CAF_GRID_STRIDE(i, n) {
+        int c = (int)((i / plane) % channels);
+        double inv_std = caf_inv_std(stats, c, channels, eps);
+        double mean_dy = (double)sums[c] / count, mean_dy_xhat = (double)sums[channels + c] / count;
+        double scale = (double)weight[c] * inv_std;
+        double xhat = ((double)x[i] - (double)stats[c]) * inv_std;
+        dx[i] = (float)(scale * ((double)dy[i] - mean_dy - xhat * mean_dy_xhat));
+    }
+}

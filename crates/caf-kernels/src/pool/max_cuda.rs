@@ -8,7 +8,7 @@ use candle_core::cuda_backend::cudarc::driver::CudaSlice;
 use candle_core::{CudaStorage, Layout, Result};
 
 use super::MaxPool2dConfig;
-use crate::cuda::{f32_view, launch, output, storage};
+use crate::cuda::{f32_view, launch, launch_config, output, storage};
 
 /// The sizes of one pooling call, as the kernels take them.
 pub(super) struct PoolLaunch {
@@ -54,13 +54,13 @@ pub(super) fn forward(
     let (planes, [h, w, out_h, out_w, kernel, stride, padding]) = g.sizes();
     let at = if keep_places {
         let mut at = output::<u32>(device, outputs)?;
-        launch!(device, "caf_max_pool2d_f32", outputs;
+        launch!(device, "caf_max_pool2d_f32", launch_config(outputs);
             &x, &mut y, &mut at, &planes, &h, &w, &out_h, &out_w, &kernel, &stride, &padding)?;
         Some(at)
     } else {
         // A null `at`: the kernel keeps no places.
         let null = 0u64;
-        launch!(device, "caf_max_pool2d_f32", outputs;
+        launch!(device, "caf_max_pool2d_f32", launch_config(outputs);
             &x, &mut y, &null, &planes, &h, &w, &out_h, &out_w, &kernel, &stride, &padding)?;
         None
     };
@@ -74,7 +74,7 @@ pub(super) fn backward(g: &PoolLaunch, at: &CudaSlice<u32>, dy: &CudaStorage, la
     let inputs = g.planes * g.in_h * g.in_w;
     let mut dx = output::<f32>(device, inputs)?;
     let (planes, [h, w, out_h, out_w, kernel, stride, padding]) = g.sizes();
-    launch!(device, "caf_max_pool2d_grad_f32", inputs;
+    launch!(device, "caf_max_pool2d_grad_f32", launch_config(inputs);
         &dy, at, &mut dx, &planes, &h, &w, &out_h, &out_w, &kernel, &stride, &padding)?;
     Ok(storage(dx, device))
 }
