@@ -180,9 +180,9 @@ fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
-/// The critic's statistics, read from the device in one transfer (this runs
-/// every iteration).
-fn critic_stats(contrast: &caf_objective::CriticLoss) -> Result<CriticStats> {
+/// The critic step's loss, its constraint `C` (for λ) and its statistics,
+/// read from the device in one transfer (this runs every iteration).
+fn critic_readings(contrast: &caf_objective::CriticLoss) -> Result<(f64, f64, CriticStats)> {
     let active = contrast.d_an.gt(0.0)?.to_dtype(contrast.d_an.dtype())?;
     let per_pair = [
         &contrast.d_ap,
@@ -191,17 +191,19 @@ fn critic_stats(contrast: &caf_objective::CriticLoss) -> Result<CriticStats> {
         &contrast.margin,
         &contrast.negative_distance,
     ];
-    let means = Tensor::stack(&per_pair, 0)?
-        .mean(1)?
+    let means = Tensor::stack(&per_pair, 0)?.mean(1)?;
+    let scalars = Tensor::stack(&[&contrast.loss, &contrast.constraint], 0)?.to_dtype(means.dtype())?;
+    let values = Tensor::cat(&[&scalars, &means], 0)?
         .to_dtype(DType::F64)?
         .to_vec1::<f64>()?;
-    Ok(CriticStats {
-        d_ap: means[0],
-        d_an: means[1],
-        active_hinges: means[2],
-        margin: means[3],
-        strong_weak_distance: means[4],
-    })
+    let stats = CriticStats {
+        d_ap: values[2],
+        d_an: values[3],
+        active_hinges: values[4],
+        margin: values[5],
+        strong_weak_distance: values[6],
+    };
+    Ok((values[0], values[1], stats))
 }
 
 impl Trainer {
@@ -374,12 +376,14 @@ impl Trainer {
             &regressor.forward_t(&encoder.forward_t(&batch.images, true)?, true)?,
             &batch.labels,
         )?;
+        // Each phase builds its backward pass before reading its loss, so on
+        // a GPU the device computes while the host waits for the one number.
+        let grads = loss_av.total.backward()?;
         report.loss_av = scalar(&loss_av.total)?;
         if !report.loss_av.is_finite() {
             report.nonfinite = Some(Phase::Regression);
             return Ok(report);
         }
-        let grads = loss_av.total.backward()?;
         self.optimisers.encoder.step(&grads)?;
         self.optimisers.regressor.step(&grads)?;
         if self.config.method == Method::Baseline {
@@ -408,15 +412,16 @@ impl Trainer {
         let weak_features = encoder.training_pass_is_pure().then_some(weak_features);
         let neighbourhood = adaptive_ks(&s, &w)?;
         let contrast = critic_loss(&s, &w, &neighbourhood, self.state.lambda.value)?;
-        let loss_critic = scalar(&contrast.loss)?;
+        let grads = contrast.loss.backward()?;
+        let (loss_critic, constraint, stats) = critic_readings(&contrast)?;
         report.loss_critic = Some(loss_critic);
-        report.critic = Some(critic_stats(&contrast)?);
+        report.critic = Some(stats);
         if !loss_critic.is_finite() {
             report.nonfinite = Some(Phase::Critic);
             return Ok(report);
         }
-        self.optimisers.critic.step(&contrast.loss.backward()?)?;
-        self.state.lambda.update(scalar(&contrast.constraint)?);
+        self.optimisers.critic.step(&grads)?;
+        self.state.lambda.update(constraint);
 
         // 3. Adversarial step: f_e raises the critic's outputs of weak samples; f_c frozen.
         let weak_features = match weak_features {
@@ -424,6 +429,7 @@ impl Trainer {
             None => encoder.forward_t(&x_weak, true)?,
         };
         let loss_adversarial = adversarial_loss(&critic.forward_t(&weak_features, true)?)?;
+        let grads = loss_adversarial.backward()?;
         let value = scalar(&loss_adversarial)?;
         report.loss_adversarial = Some(value);
         report.weak_critic_output = Some(-value / caf_objective::ADVERSARIAL_WEIGHT);
@@ -431,7 +437,7 @@ impl Trainer {
             report.nonfinite = Some(Phase::Adversarial);
             return Ok(report);
         }
-        self.optimisers.encoder.step(&loss_adversarial.backward()?)?;
+        self.optimisers.encoder.step(&grads)?;
         Ok(report)
     }
 
