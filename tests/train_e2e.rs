@@ -53,7 +53,17 @@ fn caf_and_baseline_train_save_reload_and_evaluate() -> Result<()> {
                 assert!(record["loss_critic"].is_null(), "{record}");
             }
         }
-        assert_eq!(records.iter().filter(|r| r["kind"] == "validation").count(), 2);
+        let validation: Vec<&serde_json::Value> = records.iter().filter(|r| r["kind"] == "validation").collect();
+        assert_eq!(validation.len(), 2);
+        for record in validation {
+            let throughput = &record["throughput"];
+            assert!(
+                throughput["images_per_second"].as_f64().is_some_and(|v| v > 0.0),
+                "{record}"
+            );
+            let share = throughput["data_wait_share"].as_f64().unwrap_or(-1.0);
+            assert!((0.0..=1.0).contains(&share), "{record}");
+        }
 
         // The checkpoint alone rebuilds the model and its preprocessing; evaluation reproduces the run's.
         let checkpoint = Checkpoint::read(&summary.last, &Device::Cpu)?;

@@ -176,6 +176,24 @@ fn trainable(varmap: &VarMap, prefix: &str) -> Vec<(String, Var)> {
     named
 }
 
+/// One epoch's training speed, logged with its validation row.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Throughput {
+    images_per_second: f64,
+    /// The share of the epoch's training time spent waiting for the next batch.
+    data_wait_share: f64,
+}
+
+impl Throughput {
+    fn of(images: usize, waited: std::time::Duration, elapsed: std::time::Duration) -> Self {
+        let seconds = elapsed.as_secs_f64().max(1e-9);
+        Self {
+            images_per_second: images as f64 / seconds,
+            data_wait_share: (waited.as_secs_f64() / seconds).min(1.0),
+        }
+    }
+}
+
 fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
@@ -467,8 +485,17 @@ impl Trainer {
             let mut batches = self.train.epoch_from(epoch as u64, self.state.batch, &self.device);
             let started = Instant::now();
             let mut running = [0f64; 3];
-            for batch in batches.by_ref() {
+            // How long the steps waited for the loader: the share of the
+            // epoch the data pipeline, not the device, set the pace.
+            let (mut waited, mut images) = (std::time::Duration::ZERO, 0usize);
+            loop {
+                let asked = Instant::now();
+                let Some(batch) = batches.next() else {
+                    break;
+                };
+                waited += asked.elapsed();
                 let batch = batch?;
+                images += batch.label_values.len();
                 let report = self.step(&batch)?;
                 self.state.batch += 1;
                 if report.no_pair {
@@ -524,6 +551,7 @@ impl Trainer {
                     break;
                 }
             }
+            let throughput = Throughput::of(images, waited, started.elapsed());
             self.state.counters.skipped_images += batches.skipped() as u64;
             drop(batches);
             progress.finish();
@@ -540,9 +568,12 @@ impl Trainer {
                 "kind": "validation", "epoch": epoch + 1, "step": self.state.step, "seconds": started.elapsed().as_secs_f64(),
                 "metrics": summary_json(&summary), "mean_ccc": score, "skipped_images": skipped, "counters": self.state.counters,
                 "diagnostics": diagnostics, "breakdown": Breakdown::of(&predictions).to_json(false),
+                "throughput": throughput,
             }))?;
             tracing::info!(
                 epoch = epoch + 1,
+                images_per_s = format!("{:.1}", throughput.images_per_second),
+                data_wait = format!("{:.0} %", 100.0 * throughput.data_wait_share),
                 mean_ccc = format!("{score:.4}"),
                 live_units = diagnostics.live_units,
                 va_correlation = format!(
