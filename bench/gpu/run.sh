@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Every GPU check and timing in one run, on a machine that has the GPU but no
-# Rust toolchain. Build here first (bench/gpu/build.sh), carry bench/gpu/bin,
-# then on the GPU machine:
-#   OUT=/some/folder bash bench/gpu/run.sh
-# Writes everything under $OUT: parity test output, the benchmark's JSON and
-# table beside PyTorch's (default TF32 and strict f32), and the device's facts.
+# Every GPU check and timing, on a machine that has the GPU but no Rust
+# toolchain. Build here first (bench/gpu/build.sh), carry
+# bench/gpu/bin.tar.xz, then on the GPU machine:
+#   OUT=/some/folder bash bench/gpu/run.sh            # every stage
+#   OUT=/some/folder bash bench/gpu/run.sh parity bench   # some stages
+# Stages: parity, bench, paper (the paper's batch sizes), detection, train,
+# large (a larger generated set at 224 px). Each writes under $OUT; together
+# they take more than one 10-minute call, so run them in two or three calls:
+#   parity bench | paper detection | train large
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:?set OUT to the folder the results go to}
 BIN=bench/gpu/bin
 mkdir -p "$OUT"
+[ -x "$BIN/xtask" ] || tar -C bench/gpu -xJf bench/gpu/bin.tar.xz || { echo "no $BIN and no bench/gpu/bin.tar.xz: run bench/gpu/build.sh here first"; exit 1; }
+STAGES=${*:-parity bench paper detection train large}
 
 # The CUDA libraries of the machine's own PyTorch (cuBLAS, cuRAND, NVRTC, cuDNN).
 PY=${PYTHON:-python3}
@@ -19,25 +24,39 @@ export LD_LIBRARY_PATH
 
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
 status=0
+bench() { # name, timeout, bench arguments...
+  local name=$1 limit=$2; shift 2
+  timeout "$limit" "$BIN/xtask" bench --device cuda "$@" --json > "$OUT/$name.json" 2> "$OUT/$name.log" || status=1
+  tail -12 "$OUT/$name.log"
+}
 
-echo "== parity (CUDA against the CPU kernels)"
-timeout 300 "$BIN/cuda_parity" --test-threads 1 > "$OUT/cuda_parity.txt" 2>&1 || status=1
-tail -3 "$OUT/cuda_parity.txt"
-
-echo "== benchmark beside PyTorch (TF32 as PyTorch defaults)"
-timeout 300 "$BIN/xtask" bench --device cuda --compare-torch --python "$PY" --json > "$OUT/bench-cuda.json" 2> "$OUT/bench-cuda.log" || status=1
-echo "== the same with TF32 off on PyTorch's side"
-NVIDIA_TF32_OVERRIDE=0 timeout 300 "$BIN/xtask" bench --device cuda --compare-torch --python "$PY" --json > "$OUT/bench-cuda-strict.json" 2> "$OUT/bench-cuda-strict.log" || status=1
-
-echo "== the paper's batch sizes (AlexNet 256, ResNet-18 128) beside PyTorch"
-timeout 300 "$BIN/xtask" bench --device cuda --arch alexnet --batch 256 --compare-torch --python "$PY" --json > "$OUT/bench-cuda-alexnet-256.json" 2> "$OUT/bench-cuda-alexnet-256.log" || status=1
-timeout 300 "$BIN/xtask" bench --device cuda --arch resnet18 --batch 128 --compare-torch --python "$PY" --json > "$OUT/bench-cuda-resnet18-128.json" 2> "$OUT/bench-cuda-resnet18-128.log" || status=1
-
-echo "== face detection (beside facenet-pytorch when that Python has it)"
-timeout 120 "$BIN/xtask" bench --detection --device cuda --compare-torch --python "$PY" --json > "$OUT/bench-detection-cuda.json" 2> "$OUT/bench-detection-cuda.log" \
-  || timeout 120 "$BIN/xtask" bench --detection --device cuda --json > "$OUT/bench-detection-cuda.json" 2>> "$OUT/bench-detection-cuda.log" || status=1
-
-echo "== a short training run on the built-in data"
-timeout 120 "$BIN/xtask" train --device cuda --epochs 2 --output "$OUT/train" > "$OUT/train.txt" 2>&1 || status=1
-tail -4 "$OUT/train.txt"
+for stage in $STAGES; do
+  echo "== $stage"
+  case $stage in
+    parity) # CUDA against the CPU kernels, every test
+      timeout 300 "$BIN/cuda_parity" --test-threads 1 > "$OUT/cuda_parity.txt" 2>&1 || status=1
+      grep -E "^test |test result" "$OUT/cuda_parity.txt" ;;
+    bench) # batch 16 beside PyTorch: its default TF32, then strict f32
+      bench bench-cuda 240 --compare-torch --python "$PY"
+      NVIDIA_TF32_OVERRIDE=0 bench bench-cuda-strict 240 --compare-torch --python "$PY" ;;
+    paper) # the paper's batch sizes beside PyTorch
+      bench bench-cuda-alexnet-256 240 --arch alexnet --batch 256 --compare-torch --python "$PY"
+      bench bench-cuda-resnet18-128 240 --arch resnet18 --batch 128 --compare-torch --python "$PY" ;;
+    detection) # beside facenet-pytorch when that Python has it
+      bench bench-detection-cuda 120 --detection --compare-torch --python "$PY" \
+        || bench bench-detection-cuda 120 --detection ;;
+    train) # the built-in data, two epochs
+      timeout 120 "$BIN/xtask" train --device cuda --epochs 2 --output "$OUT/train" > "$OUT/train.txt" 2>&1 || status=1
+      grep -E "images_per_s|validation" "$OUT/train.txt" | tail -4 ;;
+    large) # 200 people × 200 images at 256 px, AlexNet at 224 and the paper's batch, one epoch
+      data=${TMPDIR:-/tmp}/caf-large
+      timeout 200 "$BIN/xtask" make-data --subjects 200 --images-per-subject 200 --size 256 --jpeg --out "$data" > "$OUT/large-data.txt" 2>&1 || status=1
+      timeout 300 "$BIN/xtask" train --device cuda --output "$OUT/large" \
+        --set data.dir="$data" --set data.subjects=200 --set data.images_per_subject=200 --set data.size=256 \
+        --set image_size=224 --set resize=256 --set batch_size=256 --set epochs=1 --set workers=14 \
+        > "$OUT/large.txt" 2>&1 || status=1
+      grep -E "images_per_s|images/s" "$OUT/large.txt" | tail -3 ;;
+    *) echo "unknown stage $stage"; status=1 ;;
+  esac
+done
 exit $status
