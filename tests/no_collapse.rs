@@ -2,7 +2,7 @@
 //! built-in data, CPU) learns both axes: its validation predictions follow
 //! valence and arousal each, instead of lying on one line (valence and
 //! arousal one number, as a collapsed model's). It is the whole default run
-//! (seed 3, one of the five the README reports), a few minutes on two cores,
+//! (seed 3, one of the five the README reports), about five minutes on two cores,
 //! because the collapse is what its first few hundred steps look like.
 
 use std::sync::atomic::AtomicBool;
@@ -76,10 +76,12 @@ fn the_default_run_moves_both_axes() -> Result<()> {
 const SEED: u64 = 3;
 
 /// Pearson correlation each axis's predictions must reach with its labels,
-/// and the most the predicted valence and arousal may correlate. Each of
-/// the default's seeds 0–4 clears both; the collapsed default of the
-/// learning rate 1e-3 failed both on this seed (docs/method.md has the
-/// figures). The second is far looser than a healthy model needs: the
-/// default run's predictions are still more correlated than the labels.
-const MIN_PCC: f64 = 0.2;
-const MAX_PREDICTED_CORRELATION: f64 = 0.95;
+/// and the most the predicted valence and arousal may correlate. The
+/// default's seeds 0–4 give valence PCC 0.41–0.64, arousal PCC 0.56–0.76 and
+/// a predicted correlation of −0.21 to 0.49 (this seed: 0.58, 0.60, −0.03);
+/// the collapsed default of the learning rate 1e-3 gave valence PCC 0.17
+/// and a correlation of 0.96 on this seed, and the 24-epoch default a
+/// correlation of 0.76 (docs/method.md has the figures). The bounds leave
+/// room for another machine's rounding, which acts like another seed.
+const MIN_PCC: f64 = 0.3;
+const MAX_PREDICTED_CORRELATION: f64 = 0.6;
