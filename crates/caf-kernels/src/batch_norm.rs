@@ -19,7 +19,7 @@ mod cuda;
 use crate::elementwise::Activation;
 use crate::gemm::Element;
 use crate::reduce::{sum_and_dot, sum_map};
-use crate::storage::{dispatch, runs_on_cpu_kernels, runs_on_own_kernels, Kernel};
+use crate::storage::{dispatch, own_kernels_run_on, runs_on_cpu_kernels, Kernel};
 
 /// Per-channel mean and biased variance of a `B×C×H×W` batch: detached
 /// tensors of `C` values on the batch's device, in its dtype.
@@ -73,8 +73,7 @@ fn normalise(
     if count < 2 {
         candle_core::bail!("batch_norm_train: needs more than one value per channel, got {count}")
     }
-    let own = |t: &Tensor| runs_on_own_kernels(t) && t.device().same_device(x.device());
-    if !(own(x) && own(weight) && own(bias)) {
+    if !own_kernels_run_on(&[x, weight, bias]) {
         return normalise_composed(x, weight, bias, eps, activation, count);
     }
     let x = x.contiguous()?;

@@ -14,7 +14,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use crate::gemm::Element;
-use crate::storage::{dispatch, runs_on_own_kernels, Kernel};
+use crate::storage::{dispatch, own_kernels_run_on, runs_on_own_kernels, Kernel};
 
 /// Elements per parallel task: large enough to amortise scheduling.
 const CHUNK: usize = 1 << 15;
@@ -31,7 +31,7 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 
 /// `max(a + b, 0)` for `a` and `b` of one shape; candle's ops elsewhere.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if runs_on_own_kernels(a) && runs_on_own_kernels(b) && a.device().same_device(b.device()) {
+    if own_kernels_run_on(&[a, b]) {
         a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
     } else {
         (a + b)?.relu()

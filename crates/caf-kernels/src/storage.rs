@@ -20,6 +20,17 @@ pub(crate) fn runs_on_own_kernels(t: &Tensor) -> bool {
     runs_on_cpu_kernels(t)
 }
 
+/// Whether one of this crate's own kernels runs on every one of `operands`,
+/// all on one device (what an operation of several tensors needs).
+pub(crate) fn own_kernels_run_on(operands: &[&Tensor]) -> bool {
+    let Some(first) = operands.first() else {
+        return false;
+    };
+    operands
+        .iter()
+        .all(|t| runs_on_own_kernels(t) && t.device().same_device(first.device()))
+}
+
 /// The contiguous elements a layout covers.
 pub(crate) fn contiguous_slice<'a, T: Element>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [T]> {
     let data = storage.as_slice::<T>()?;

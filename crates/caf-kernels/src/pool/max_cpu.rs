@@ -79,7 +79,7 @@ fn merge<T: PoolElem, const PLACES: bool>(
 /// Geometry of one pooling call, shared by the forward and backward kernels.
 #[derive(Clone, Copy)]
 pub(super) struct PoolGeometry {
-    config: MaxPool2dConfig,
+    pub(super) config: MaxPool2dConfig,
     pub(super) in_h: usize,
     pub(super) in_w: usize,
     pub(super) out_h: usize,
@@ -267,19 +267,6 @@ impl PoolGeometry {
     }
 
     /// The input gradient: each output's gradient added at its maximum.
-    /// The sizes a CUDA kernel launch takes.
-    #[cfg(feature = "cuda")]
-    pub(super) fn launch(&self, planes: usize) -> super::max_cuda::PoolLaunch {
-        super::max_cuda::PoolLaunch {
-            planes,
-            in_h: self.in_h,
-            in_w: self.in_w,
-            out_h: self.out_h,
-            out_w: self.out_w,
-            config: self.config,
-        }
-    }
-
     pub(super) fn backward<T: PoolElem>(&self, planes: usize, at: &[u32], grad_output: &[T]) -> Vec<T> {
         let (in_len, out_len) = (self.in_h * self.in_w, self.out_h * self.out_w);
         let mut grad_input = vec![T::default(); planes * in_len];

@@ -7,51 +7,30 @@ use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::CudaSlice;
 use candle_core::{CudaStorage, Layout, Result};
 
-use super::MaxPool2dConfig;
+use super::max_cpu::PoolGeometry;
 use crate::cuda::{f32_view, launch, launch_config, output, storage};
 
-/// The sizes of one pooling call, as the kernels take them.
-pub(super) struct PoolLaunch {
-    pub(super) planes: usize,
-    pub(super) in_h: usize,
-    pub(super) in_w: usize,
-    pub(super) out_h: usize,
-    pub(super) out_w: usize,
-    pub(super) config: MaxPool2dConfig,
-}
-
-impl PoolLaunch {
-    /// The kernels' trailing arguments: planes, h, w, out_h, out_w, kernel, stride, padding.
-    fn sizes(&self) -> (i64, [i32; 7]) {
-        let c = self.config;
-        let side = |v: usize| v as i32;
-        (
-            self.planes as i64,
-            [
-                side(self.in_h),
-                side(self.in_w),
-                side(self.out_h),
-                side(self.out_w),
-                side(c.kernel),
-                side(c.stride),
-                side(c.padding),
-            ],
-        )
-    }
+/// The kernels' trailing arguments: planes, then h, w, out_h, out_w,
+/// kernel, stride, padding.
+fn sizes(g: &PoolGeometry, planes: usize) -> (i64, [i32; 7]) {
+    let c = g.config;
+    let side = |v: usize| v as i32;
+    let sides = [g.in_h, g.in_w, g.out_h, g.out_w, c.kernel, c.stride, c.padding].map(side);
+    (planes as i64, sides)
 }
 
 /// Pools `x`; with `keep_places`, also returns each maximum's place.
 pub(super) fn forward(
-    g: &PoolLaunch,
+    (planes, g): (usize, &PoolGeometry),
     x: &CudaStorage,
     layout: &Layout,
     keep_places: bool,
 ) -> Result<(CudaStorage, Option<CudaSlice<u32>>)> {
     let device = x.device();
     let x = f32_view(x, layout, "max_pool2d")?;
-    let outputs = g.planes * g.out_h * g.out_w;
+    let outputs = planes * g.out_h * g.out_w;
     let mut y = output::<f32>(device, outputs)?;
-    let (planes, [h, w, out_h, out_w, kernel, stride, padding]) = g.sizes();
+    let (planes, [h, w, out_h, out_w, kernel, stride, padding]) = sizes(g, planes);
     let at = if keep_places {
         let mut at = output::<u32>(device, outputs)?;
         launch!(device, "caf_max_pool2d_f32", launch_config(outputs);
@@ -68,12 +47,17 @@ pub(super) fn forward(
 }
 
 /// The input gradient from the output gradient `dy` and the forward pass's places.
-pub(super) fn backward(g: &PoolLaunch, at: &CudaSlice<u32>, dy: &CudaStorage, layout: &Layout) -> Result<CudaStorage> {
+pub(super) fn backward(
+    (planes, g): (usize, &PoolGeometry),
+    at: &CudaSlice<u32>,
+    dy: &CudaStorage,
+    layout: &Layout,
+) -> Result<CudaStorage> {
     let device = dy.device();
     let dy = f32_view(dy, layout, "max_pool2d backward")?;
-    let inputs = g.planes * g.in_h * g.in_w;
+    let inputs = planes * g.in_h * g.in_w;
     let mut dx = output::<f32>(device, inputs)?;
-    let (planes, [h, w, out_h, out_w, kernel, stride, padding]) = g.sizes();
+    let (planes, [h, w, out_h, out_w, kernel, stride, padding]) = sizes(g, planes);
     launch!(device, "caf_max_pool2d_grad_f32", launch_config(inputs);
         &dy, at, &mut dx, &planes, &h, &w, &out_h, &out_w, &kernel, &stride, &padding)?;
     Ok(storage(dx, device))

@@ -37,6 +37,12 @@ impl MaxPool2dOp {
         }
     }
 
+    /// The geometry, plane count and output shape for an input of `dims`.
+    fn geometry(&self, dims: &[usize]) -> Result<(usize, PoolGeometry, Shape)> {
+        let (planes, g) = PoolGeometry::new(self.config, dims)?;
+        Ok((planes, g, Shape::from((dims[0], dims[1], g.out_h, g.out_w))))
+    }
+
     fn keep(&self, places: Places) -> Result<()> {
         if let Some(argmax) = &self.argmax {
             if argmax.set(places).is_err() {
@@ -53,9 +59,7 @@ impl CustomOp1 for MaxPool2dOp {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (planes, g) = PoolGeometry::new(self.config, layout.dims())?;
-        let dims = layout.dims();
-        let shape = Shape::from((dims[0], dims[1], g.out_h, g.out_w));
+        let (planes, g, shape) = self.geometry(layout.dims())?;
         let places = self.argmax.is_some();
         let (output, at) = match storage {
             CpuStorage::F32(data) => {
@@ -78,10 +82,8 @@ impl CustomOp1 for MaxPool2dOp {
         storage: &candle_core::CudaStorage,
         layout: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let (planes, g) = PoolGeometry::new(self.config, layout.dims())?;
-        let dims = layout.dims();
-        let shape = Shape::from((dims[0], dims[1], g.out_h, g.out_w));
-        let (output, at) = super::max_cuda::forward(&g.launch(planes), storage, layout, self.argmax.is_some())?;
+        let (planes, g, shape) = self.geometry(layout.dims())?;
+        let (output, at) = super::max_cuda::forward((planes, &g), storage, layout, self.argmax.is_some())?;
         if let Some(at) = at {
             self.keep(Places::Cuda(Arc::new(at)))?;
         }
@@ -151,7 +153,7 @@ impl CustomOp1 for ScatterToMaxima {
         let Places::Cuda(at) = &self.at else {
             candle_core::bail!("max_pool2d backward: the forward pass ran on another device")
         };
-        let grad = super::max_cuda::backward(&g.launch(planes), at, storage, layout)?;
+        let grad = super::max_cuda::backward((planes, &g), at, storage, layout)?;
         Ok((grad, Shape::from(self.input_dims.clone())))
     }
 }
