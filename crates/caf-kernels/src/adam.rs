@@ -135,11 +135,14 @@ pub fn adam_update(param: &Var, grad: &Tensor, moments: &mut AdamMoments, step: 
     param.as_tensor().inplace_op2(&grad, &op)
 }
 
-/// The step's scalars as the f32 kernels use them (reciprocal corrections).
+/// The step's scalars as the f32 kernels use them: reciprocal corrections,
+/// and `1 − β` taken in f64 (in f32, `1 − 0.999` keeps only four digits).
 #[derive(Clone, Copy)]
 struct F32Scalars {
     beta1: f32,
     beta2: f32,
+    one_minus_beta1: f32,
+    one_minus_beta2: f32,
     lr: f32,
     inv_c1: f32,
     inv_c2: f32,
@@ -152,9 +155,11 @@ impl F32Scalars {
         Self {
             beta1: step.beta1 as f32,
             beta2: step.beta2 as f32,
+            one_minus_beta1: (1.0 - step.beta1) as f32,
+            one_minus_beta2: (1.0 - step.beta2) as f32,
             lr: step.lr as f32,
-            inv_c1: 1.0 / step.correction1 as f32,
-            inv_c2: 1.0 / step.correction2 as f32,
+            inv_c1: (1.0 / step.correction1) as f32,
+            inv_c2: (1.0 / step.correction2) as f32,
             eps: step.eps as f32,
             decay: step.decay as f32,
         }
@@ -219,8 +224,8 @@ impl InplaceOp2 for FusedAdam<'_> {
             .for_each(|((p, g), (m, v))| {
                 for i in 0..p.len() {
                     let gi = g[i];
-                    m[i] = s.beta1 * m[i] + (1.0 - s.beta1) * gi;
-                    v[i] = s.beta2 * v[i] + (1.0 - s.beta2) * gi * gi;
+                    m[i] = s.beta1 * m[i] + s.one_minus_beta1 * gi;
+                    v[i] = s.beta2 * v[i] + s.one_minus_beta2 * gi * gi;
                     p[i] = p[i] * s.decay - s.lr * (m[i] * s.inv_c1) / ((v[i] * s.inv_c2).sqrt() + s.eps);
                 }
             });
@@ -256,7 +261,7 @@ impl InplaceOp2 for FusedAdam<'_> {
         let count = n as i64;
         crate::cuda::launch!(device, "caf_adam_f32", crate::cuda::launch_config(n);
             &mut param, &grad, m, v, &count,
-            &s.beta1, &s.beta2, &s.lr, &s.inv_c1, &s.inv_c2, &s.eps, &s.decay)
+            &s.beta1, &s.beta2, &s.one_minus_beta1, &s.one_minus_beta2, &s.lr, &s.inv_c1, &s.inv_c2, &s.eps, &s.decay)
     }
 }
 
@@ -322,6 +327,28 @@ mod tests {
             AdamMoments::from_tensors(&start, &m, &v).is_err(),
             "flat moments for a 2×3 parameter"
         );
+        Ok(())
+    }
+
+    /// Adam's first step moves each weight by `lr · g / (|g| + ε)`, whatever
+    /// β₂. With β₂ = 0.999, `1 − β₂` taken in f32 is 1.3e-5 short and the
+    /// step 6.4e-6 too long; the kernels get it from f64.
+    #[test]
+    fn the_first_step_is_lr_whatever_beta2() -> Result<()> {
+        let grad = Tensor::new(&[0.3f32, -2.0, 1e-3, -7e-5], &Device::Cpu)?;
+        for beta2 in [0.9, 0.99, 0.999, 0.9999] {
+            let weights = Var::from_tensor(&grad.zeros_like()?)?;
+            let mut moments = AdamMoments::zeros(&weights)?;
+            adam_update(&weights, &grad, &mut moments, &step_one(0.5, beta2, 1.0))?;
+            let (moved, g) = (weights.to_vec1::<f32>()?, grad.to_vec1::<f32>()?);
+            for (moved, g) in moved.iter().zip(&g) {
+                let expected = -(*g as f64) / (g.abs() as f64 + 1e-8);
+                assert!(
+                    (*moved as f64 - expected).abs() < 5e-7,
+                    "β₂ {beta2}, g {g}: moved {moved}, expected {expected}"
+                );
+            }
+        }
         Ok(())
     }
 }

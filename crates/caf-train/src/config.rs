@@ -128,6 +128,8 @@ pub struct TrainConfig {
     /// The learning rate is multiplied by `lr_gamma` every `lr_step` iterations.
     pub lr_step: u64,
     pub lr_gamma: f64,
+    /// Iterations over which the learning rate rises linearly to `lr` (0: none).
+    pub warmup: u64,
     /// `otsu` (the paper's) or `reference` (the released code's).
     pub grouping: String,
     pub seed: u64,
@@ -187,6 +189,7 @@ impl Default for TrainConfig {
             beta2: 0.9,
             lr_step: 5000,
             lr_gamma: 0.9,
+            warmup: 0,
             grouping: "otsu".into(),
             seed: 0,
             device: "cpu".into(),

@@ -1,13 +1,25 @@
-//! The step learning-rate schedule: `lr · γ^⌊t / step⌋`.
+//! The learning-rate schedule: a linear warm-up over the first `warmup`
+//! iterations, then the step schedule `lr · γ^⌊t / step⌋`.
 
 /// Learning rate at iteration `t` (counting from 0).
 pub fn step_lr(base: f64, gamma: f64, step_size: u64, t: u64) -> f64 {
     base * gamma.powi((t / step_size.max(1)) as i32)
 }
 
+/// The step schedule's rate at iteration `t`, scaled by `(t + 1) / warmup`
+/// while `t < warmup` (no warm-up when `warmup` is 0).
+pub fn warmed_lr(base: f64, gamma: f64, step_size: u64, warmup: u64, t: u64) -> f64 {
+    let ramp = if t < warmup {
+        (t + 1) as f64 / warmup as f64
+    } else {
+        1.0
+    };
+    step_lr(base, gamma, step_size, t) * ramp
+}
+
 #[cfg(test)]
 mod tests {
-    use super::step_lr;
+    use super::{step_lr, warmed_lr};
 
     #[test]
     fn decays_every_step_size_iterations() {
@@ -15,5 +27,15 @@ mod tests {
         assert_eq!(step_lr(1e-4, 0.9, 5000, 4999), 1e-4);
         assert!((step_lr(1e-4, 0.9, 5000, 5000) - 0.9e-4).abs() < 1e-18);
         assert!((step_lr(1e-4, 0.9, 5000, 12_345) - 0.81e-4).abs() < 1e-18);
+    }
+
+    #[test]
+    fn warms_up_linearly_then_follows_the_steps() {
+        assert_eq!(warmed_lr(1e-4, 0.9, 5000, 0, 0), 1e-4);
+        assert!((warmed_lr(1e-4, 0.9, 5000, 4, 0) - 0.25e-4).abs() < 1e-18);
+        assert!((warmed_lr(1e-4, 0.9, 5000, 4, 2) - 0.75e-4).abs() < 1e-18);
+        assert_eq!(warmed_lr(1e-4, 0.9, 5000, 4, 3), 1e-4);
+        assert_eq!(warmed_lr(1e-4, 0.9, 5000, 4, 4999), 1e-4);
+        assert!((warmed_lr(1e-4, 0.9, 2, 4, 2) - 0.675e-4).abs() < 1e-18);
     }
 }

@@ -25,7 +25,7 @@ use crate::diagnostics::Diagnostics;
 use crate::evaluate::{evaluate, Predictions};
 use crate::metrics_log::{mean_ccc, summary_json, MetricsLog};
 use crate::progress::Progress;
-use crate::schedule::step_lr;
+use crate::schedule::warmed_lr;
 
 /// Metadata keys of the training state inside a checkpoint (the config's is
 /// [`CHECKPOINT_CONFIG_KEY`]).
@@ -362,7 +362,13 @@ impl Trainer {
 
     /// The scheduled learning rate of iteration `step` (0-based).
     fn lr_at(&self, step: u64) -> f64 {
-        step_lr(self.config.lr, self.config.lr_gamma, self.config.lr_step, step)
+        warmed_lr(
+            self.config.lr,
+            self.config.lr_gamma,
+            self.config.lr_step,
+            self.config.warmup,
+            step,
+        )
     }
 
     /// One iteration on a batch, as in the paper's algorithm. Each call is

@@ -48,6 +48,23 @@ fn each_call_is_one_iteration_of_the_schedule() -> Result<()> {
 }
 
 #[test]
+fn the_warm_up_ramps_every_optimiser() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut trainer = tiny(dir.path(), |c| c.warmup = 4)?;
+    let batch = batch(LABELS)?;
+    let mut learning_rates = Vec::new();
+    for _ in 0..5 {
+        trainer.step(&batch)?;
+        let optimisers = &trainer.optimisers;
+        let rates = [&optimisers.encoder, &optimisers.regressor, &optimisers.critic].map(|o| o.config().lr);
+        assert!(rates.iter().all(|&r| r == rates[0]), "{rates:?}");
+        learning_rates.push(rates[0]);
+    }
+    assert_eq!(learning_rates, [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3]);
+    Ok(())
+}
+
+#[test]
 fn the_second_call_draws_new_dropout_masks() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let batch = batch(LABELS)?;

@@ -108,11 +108,12 @@ extern "C" __global__ void caf_max_pool2d_grad_f32(
 // with 1/c₁ and 1/c₂ passed in, exactly as the CPU pass computes it.
 extern "C" __global__ void caf_adam_f32(
     float *param, const float *grad, float *m, float *v, long long n,
-    float beta1, float beta2, float lr, float inv_c1, float inv_c2, float eps, float decay) {
+    float beta1, float beta2, float one_minus_beta1, float one_minus_beta2,
+    float lr, float inv_c1, float inv_c2, float eps, float decay) {
     CAF_GRID_STRIDE(i, n) {
         float g = grad[i];
-        float mi = beta1 * m[i] + (1.0f - beta1) * g;
-        float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+        float mi = beta1 * m[i] + one_minus_beta1 * g;
+        float vi = beta2 * v[i] + one_minus_beta2 * g * g;
         m[i] = mi;
         v[i] = vi;
         param[i] = param[i] * decay - lr * (mi * inv_c1) / (sqrtf(vi * inv_c2) + eps);
