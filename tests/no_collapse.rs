@@ -2,7 +2,7 @@
 //! built-in data, CPU) learns both axes: its validation predictions follow
 //! valence and arousal each, instead of lying on one line (valence and
 //! arousal one number, as a collapsed model's). It is the whole default run
-//! (seed 3, one of the five the README reports), about five minutes on two cores,
+//! (seed 3, one of the five the README reports), several minutes on two cores,
 //! because the collapse is what its first few hundred steps look like.
 
 use std::sync::atomic::AtomicBool;
@@ -77,11 +77,9 @@ const SEED: u64 = 3;
 
 /// Pearson correlation each axis's predictions must reach with its labels,
 /// and the most the predicted valence and arousal may correlate. The
-/// default's seeds 0–4 give valence PCC 0.41–0.64, arousal PCC 0.56–0.76 and
-/// a predicted correlation of −0.21 to 0.49 (this seed: 0.58, 0.60, −0.03);
-/// the collapsed default of the learning rate 1e-3 gave valence PCC 0.17
-/// and a correlation of 0.96 on this seed, and the 24-epoch default a
-/// correlation of 0.76 (docs/method.md has the figures). The bounds leave
-/// room for another machine's rounding, which acts like another seed.
+/// default's seeds clear both with room for another machine's rounding
+/// (which acts like another seed); the collapsed default of the learning
+/// rate 1e-3 and the 24-epoch default each broke one on this seed
+/// (docs/method.md, "The predictions over a run", has the figures).
 const MIN_PCC: f64 = 0.3;
 const MAX_PREDICTED_CORRELATION: f64 = 0.6;

@@ -51,6 +51,6 @@ pub use diagnostics::Diagnostics;
 pub use evaluate::{evaluate, Predictions};
 pub use metrics_log::{fold_table, mean_ccc, summary_json};
 pub use report::{circumplex, run_report};
-pub use schedule::{step_lr, warmed_lr};
+pub use schedule::{step_lr, warmup_ramp};
 pub use series::{run_series, Series, SeriesOutcome, SeriesRun};
 pub use trainer::{parse_device, Counters, CriticStats, Phase, RunSummary, StepReport, TrainState, Trainer};

@@ -1,25 +1,24 @@
-//! The learning-rate schedule: a linear warm-up over the first `warmup`
-//! iterations, then the step schedule `lr · γ^⌊t / step⌋`.
+//! The learning-rate schedule: the step schedule `lr · γ^⌊t / step⌋`,
+//! times a linear warm-up ramp over the first `warmup` iterations.
 
 /// Learning rate at iteration `t` (counting from 0).
 pub fn step_lr(base: f64, gamma: f64, step_size: u64, t: u64) -> f64 {
     base * gamma.powi((t / step_size.max(1)) as i32)
 }
 
-/// The step schedule's rate at iteration `t`, scaled by `(t + 1) / warmup`
-/// while `t < warmup` (no warm-up when `warmup` is 0).
-pub fn warmed_lr(base: f64, gamma: f64, step_size: u64, warmup: u64, t: u64) -> f64 {
-    let ramp = if t < warmup {
+/// The factor the rate is scaled by at iteration `t`: `(t + 1) / warmup`
+/// while `t < warmup`, then 1 (always 1 when `warmup` is 0).
+pub fn warmup_ramp(warmup: u64, t: u64) -> f64 {
+    if t < warmup {
         (t + 1) as f64 / warmup as f64
     } else {
         1.0
-    };
-    step_lr(base, gamma, step_size, t) * ramp
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{step_lr, warmed_lr};
+    use super::{step_lr, warmup_ramp};
 
     #[test]
     fn decays_every_step_size_iterations() {
@@ -31,11 +30,13 @@ mod tests {
 
     #[test]
     fn warms_up_linearly_then_follows_the_steps() {
-        assert_eq!(warmed_lr(1e-4, 0.9, 5000, 0, 0), 1e-4);
-        assert!((warmed_lr(1e-4, 0.9, 5000, 4, 0) - 0.25e-4).abs() < 1e-18);
-        assert!((warmed_lr(1e-4, 0.9, 5000, 4, 2) - 0.75e-4).abs() < 1e-18);
-        assert_eq!(warmed_lr(1e-4, 0.9, 5000, 4, 3), 1e-4);
-        assert_eq!(warmed_lr(1e-4, 0.9, 5000, 4, 4999), 1e-4);
-        assert!((warmed_lr(1e-4, 0.9, 2, 4, 2) - 0.675e-4).abs() < 1e-18);
+        let warmed_lr =
+            |gamma_step: u64, warmup: u64, t: u64| step_lr(1e-4, 0.9, gamma_step, t) * warmup_ramp(warmup, t);
+        assert_eq!(warmed_lr(5000, 0, 0), 1e-4);
+        assert!((warmed_lr(5000, 4, 0) - 0.25e-4).abs() < 1e-18);
+        assert!((warmed_lr(5000, 4, 2) - 0.75e-4).abs() < 1e-18);
+        assert_eq!(warmed_lr(5000, 4, 3), 1e-4);
+        assert_eq!(warmed_lr(5000, 4, 4999), 1e-4);
+        assert!((warmed_lr(2, 4, 2) - 0.675e-4).abs() < 1e-18);
     }
 }

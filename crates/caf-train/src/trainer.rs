@@ -25,7 +25,7 @@ use crate::diagnostics::Diagnostics;
 use crate::evaluate::{evaluate, Predictions};
 use crate::metrics_log::{mean_ccc, summary_json, MetricsLog};
 use crate::progress::Progress;
-use crate::schedule::warmed_lr;
+use crate::schedule::{step_lr, warmup_ramp};
 
 /// Metadata keys of the training state inside a checkpoint (the config's is
 /// [`CHECKPOINT_CONFIG_KEY`]).
@@ -362,13 +362,8 @@ impl Trainer {
 
     /// The scheduled learning rate of iteration `step` (0-based).
     fn lr_at(&self, step: u64) -> f64 {
-        warmed_lr(
-            self.config.lr,
-            self.config.lr_gamma,
-            self.config.lr_step,
-            self.config.warmup,
-            step,
-        )
+        let c = &self.config;
+        step_lr(c.lr, c.lr_gamma, c.lr_step, step) * warmup_ramp(c.warmup, step)
     }
 
     /// One iteration on a batch, as in the paper's algorithm. Each call is

@@ -105,7 +105,8 @@ extern "C" __global__ void caf_max_pool2d_grad_f32(
 // --- Adam (adam.rs) ------------------------------------------------------
 
 // m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², θ ← θ·decay − lr·(m/c₁)/(√(v/c₂) + ε),
-// with 1/c₁ and 1/c₂ passed in, exactly as the CPU pass computes it.
+// with 1−β₁, 1−β₂ (taken in f64), 1/c₁ and 1/c₂ passed in, exactly as the CPU
+// pass computes it.
 extern "C" __global__ void caf_adam_f32(
     float *param, const float *grad, float *m, float *v, long long n,
     float beta1, float beta2, float one_minus_beta1, float one_minus_beta2,
