@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use caf_face::{Face, FaceDetector};
+use caf_face::{DetectorConfig, Face, FaceDetector};
 use candle_core::Device;
 use serde_json::Value;
 
@@ -97,4 +97,43 @@ fn every_face_of_a_group_matches_facenet_pytorch() {
 fn a_photo_without_a_face_has_none() {
     assert_eq!(expected("coffee.png").len(), 0);
     check_parity("coffee.png");
+}
+
+#[test]
+fn a_photo_over_the_detection_side_is_searched_shrunk_and_answered_in_its_own_pixels() {
+    let image = image::open(fixtures().join("astronaut.png")).unwrap().to_rgb8();
+    let (width, height) = image.dimensions();
+    let side = width.max(height) / 2;
+    let detector = FaceDetector::builtin(&Device::Cpu)
+        .unwrap()
+        .with_config(DetectorConfig {
+            max_detection_side: side,
+            ..DetectorConfig::default()
+        })
+        .unwrap();
+    let faces = detector.detect(&image).unwrap();
+    // The same as searching a half-size copy by hand and scaling its answer up.
+    let small = image::imageops::thumbnail(&image, width / 2, height / 2);
+    let by_hand = detector.detect(&small).unwrap();
+    assert_eq!(faces.len(), by_hand.len());
+    let (sx, sy) = (
+        width as f32 / small.width() as f32,
+        height as f32 / small.height() as f32,
+    );
+    for (face, small_face) in faces.iter().zip(&by_hand) {
+        assert_eq!(face.score, small_face.score);
+        for k in 0..4 {
+            let scale = if k % 2 == 0 { sx } else { sy };
+            assert_eq!(face.bbox[k], small_face.bbox[k] * scale);
+        }
+    }
+    // And still facenet-pytorch's face, within the halved resolution.
+    let want = &expected("astronaut.png")[0];
+    let overlap = iou(faces[0].bbox, want.bbox);
+    assert!(
+        overlap >= 0.85,
+        "box {:?} vs {:?} (IoU {overlap})",
+        faces[0].bbox,
+        want.bbox
+    );
 }

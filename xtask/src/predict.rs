@@ -7,10 +7,11 @@ use anyhow::{bail, Context, Result};
 use caf_backbone::{HubOptions, WeightSource};
 use caf_data::FaceBoxes;
 use caf_infer::{
-    photo_annotation, DetectorConfig, FaceDetector, FacePrediction, FaceSearch, ImageFile, PhotoOptions, Predictor,
-    DEFAULT_FACE_MARGIN,
+    photo_annotation, DecodeLimits, DetectorConfig, FaceDetector, FacePrediction, FaceSearch, ImageFile, PhotoOptions,
+    Predictor, DEFAULT_FACE_MARGIN,
 };
 use caf_train::parse_device;
+use image::RgbImage;
 use serde_json::json;
 
 #[derive(clap::Args)]
@@ -50,6 +51,19 @@ pub struct Predict {
     /// Smallest face side, in pixels, the detector looks for
     #[arg(long, default_value_t = DetectorConfig::default().min_face_size)]
     min_face_size: f64,
+    /// Longest side the face detector searches; larger photos are shrunk to it for detection
+    /// and faces are cropped from the full photo
+    #[arg(long, default_value_t = DetectorConfig::default().max_detection_side)]
+    max_detection_side: u32,
+    /// Refuse (with an error row) a picture that declares more pixels (width × height)
+    #[arg(long, default_value_t = DecodeLimits::DEFAULT.max_pixels)]
+    max_pixels: u64,
+    /// Refuse (with an error row) an image file larger than this many bytes
+    #[arg(long, default_value_t = DecodeLimits::DEFAULT.max_file_bytes)]
+    max_file_bytes: u64,
+    /// Refuse (with an error row) a picture carrying more EXIF bytes
+    #[arg(long, default_value_t = DecodeLimits::DEFAULT.max_metadata_bytes)]
+    max_metadata_bytes: u64,
     /// Also write, per photo, a PNG with every face's box and reading beside the circumplex
     #[arg(long)]
     annotate: Option<PathBuf>,
@@ -92,7 +106,11 @@ pub fn predict(args: Predict) -> Result<()> {
         args.face_margin
     );
     let device = parse_device(&args.device)?;
-    let predictor = Predictor::from_checkpoint(&args.checkpoint, &device)?;
+    let predictor = Predictor::from_checkpoint(&args.checkpoint, &device)?.with_decode_limits(DecodeLimits {
+        max_pixels: args.max_pixels,
+        max_file_bytes: args.max_file_bytes,
+        max_metadata_bytes: args.max_metadata_bytes,
+    });
     let search = FaceSearch::from(args.faces);
     let detector = match search {
         FaceSearch::Whole => None,
@@ -103,6 +121,7 @@ pub fn predict(args: Predict) -> Result<()> {
             };
             let config = DetectorConfig {
                 min_face_size: args.min_face_size,
+                max_detection_side: args.max_detection_side,
                 ..*detector.config()
             };
             Some(detector.with_config(config)?)
@@ -147,7 +166,8 @@ pub fn predict(args: Predict) -> Result<()> {
         for (offset, (file, result)) in chunk.iter().zip(results).enumerate() {
             let result = result.map_err(anyhow::Error::from).and_then(|faces| {
                 if let Some(dir) = &args.annotate {
-                    write_annotation(dir, chunk_index * args.batch + offset, &file.path, &faces)?;
+                    let photo = caf_infer::load(&file.path, predictor.decode_limits())?;
+                    write_annotation(dir, chunk_index * args.batch + offset, &file.path, &photo, &faces)?;
                 }
                 Ok(faces)
             });
@@ -220,11 +240,10 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn write_annotation(dir: &Path, index: usize, path: &Path, faces: &[FacePrediction]) -> Result<()> {
-    let photo = caf_infer::load(path)?;
+fn write_annotation(dir: &Path, index: usize, path: &Path, photo: &RgbImage, faces: &[FacePrediction]) -> Result<()> {
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
     let target = dir.join(format!("{index:05}-{stem}.png"));
-    photo_annotation(&photo, faces)
+    photo_annotation(photo, faces)
         .save(&target)
         .with_context(|| format!("cannot write {}", target.display()))
 }

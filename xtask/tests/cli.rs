@@ -262,6 +262,53 @@ fn predict_an_imported_reference_model_with_bad_files_among_good_ones() {
     );
 }
 
+#[test]
+fn predict_answers_an_image_bomb_with_an_error_row_and_predicts_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = imported_model(dir.path());
+    let images = dir.path().join("photos");
+    std::fs::create_dir_all(&images).expect("dir");
+    std::fs::write(images.join("a-bomb.png"), caf_testkit::bombs::png()).expect("bomb");
+    std::fs::copy(faces_fixture("astronaut.png"), images.join("b-astronaut.png")).expect("photo");
+    let output = xtask(&[
+        "predict",
+        "--checkpoint",
+        &path(&model),
+        "--format",
+        "jsonl",
+        &path(&images),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("1 of 2 image(s)"), "{}", text(&output));
+    let rows = jsonl_rows(&output);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let error = rows[0]["error"].as_str().expect("the bomb's error row");
+    assert!(
+        error.contains("a-bomb.png") && error.contains("900000000 pixels, over the limit of 100000000 pixels"),
+        "{error}"
+    );
+    assert_eq!(rows[1]["source"].as_str(), Some("detected"), "{:?}", rows[1]);
+
+    // A lower limit refuses the genuine photo too, naming the option.
+    let output = xtask(&[
+        "predict",
+        "--checkpoint",
+        &path(&model),
+        "--format",
+        "jsonl",
+        "--max-pixels",
+        "1000",
+        &path(&images),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let rows = jsonl_rows(&output);
+    let error = rows[1]["error"].as_str().expect("over the lowered limit");
+    assert!(
+        error.contains("over the limit of 1000 pixels") && error.contains("--max-pixels"),
+        "{error}"
+    );
+}
+
 fn faces_fixture(name: &str) -> String {
     path(
         &Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -323,7 +370,7 @@ fn predict_gives_one_row_per_face_and_marks_photos_without_one() {
 
     // Each face's reading is the library's on the box grown by the default margin.
     let predictor = caf_infer::Predictor::from_checkpoint(&model, &Device::Cpu).expect("predictor");
-    let photo = caf_infer::load(Path::new(&group)).expect("group");
+    let photo = caf_infer::load(Path::new(&group), &caf_infer::DecodeLimits::DEFAULT).expect("group");
     for row in &rows[..3] {
         let b = &row["box"];
         let face = caf_data::FaceBox {

@@ -5,6 +5,9 @@
 //! * the index formats of AffectNet, AFEW-VA, Aff-Wild2 and a generic CSV
 //!   ([`DatasetSpec`]), each checked whole when opened;
 //! * person-independent splits ([`subject_split`], [`subject_folds`]);
+//! * bounded image decoding ([`decode_with_limits`], [`DecodeLimits`]): a
+//!   file that declares more pixels, bytes or metadata than the limits is
+//!   refused before its pixels are allocated;
 //! * the image pipeline ([`Preprocess`], [`Augment`]) and a parallel,
 //!   deterministic batch loader ([`BatchLoader`]);
 //! * a built-in dataset of synthetic people ([`synthetic`]).
@@ -33,6 +36,7 @@
 //! # Ok::<(), caf_data::DataError>(())
 //! ```
 
+mod decode;
 mod formats;
 mod loader;
 mod pipeline;
@@ -41,8 +45,9 @@ mod split;
 pub mod synthetic;
 
 pub use caf_rng::Rng;
+pub use decode::{decode, decode_bytes, decode_with_limits, DecodeLimit, DecodeLimits};
 pub use formats::{load_afew_va, load_aff_wild2, load_affectnet, load_generic_csv, DatasetSpec, FaceBoxes};
 pub use loader::{Batch, BatchLoader, Epoch, LoaderConfig};
-pub use pipeline::{decode, face_region, prepare, Augment, ColorJitter, Preprocess, IMAGENET_MEAN, IMAGENET_STD};
+pub use pipeline::{face_region, prepare, Augment, ColorJitter, Preprocess, IMAGENET_MEAN, IMAGENET_STD};
 pub use sample::{DataError, Dataset, FaceBox, IndexReport, RowProblem, Sample};
 pub use split::{subject_folds, subject_split, Split};

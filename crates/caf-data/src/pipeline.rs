@@ -3,11 +3,11 @@
 //! `RandomHorizontalFlip()`, `ColorJitter`, `ToTensor()`, `Normalize(mean, std)`.
 
 use std::borrow::Cow;
-use std::path::Path;
 
 use image::imageops::{self, FilterType};
-use image::{ImageDecoder, ImageReader, RgbImage};
+use image::RgbImage;
 
+use crate::decode::decode;
 use crate::sample::{DataError, FaceBox, Sample};
 use caf_rng::Rng;
 
@@ -76,45 +76,6 @@ impl Augment {
             horizontal_flip: true,
             color_jitter: None,
         }
-    }
-}
-
-/// Decodes a JPEG, PNG, WebP, BMP or TIFF file (told by its content) to RGB,
-/// turned upright as its EXIF orientation says (a phone's sideways JPEG is
-/// shown upright by every viewer, and is read upright here). A JPEG must be
-/// complete: the decoder would fill a truncated one with grey rather than fail.
-pub fn decode(path: &Path) -> Result<RgbImage, DataError> {
-    let bad = |message: String| DataError::Image {
-        path: path.to_path_buf(),
-        message,
-    };
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    if bytes.starts_with(&[0xFF, 0xD8]) && !jpeg_is_complete(&bytes) {
-        return Err(bad("truncated JPEG: no end-of-image marker after the last scan".into()));
-    }
-    let reader = ImageReader::new(std::io::Cursor::new(bytes));
-    let reader = reader.with_guessed_format().map_err(|e| DataError::io(path, e))?;
-    let mut decoder = reader.into_decoder().map_err(|e| bad(format!("cannot decode: {e}")))?;
-    // A missing or unreadable orientation tag leaves the image as stored.
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut image = image::DynamicImage::from_decoder(decoder).map_err(|e| bad(format!("cannot decode: {e}")))?;
-    image.apply_orientation(orientation);
-    if image.width() == 0 || image.height() == 0 {
-        return Err(bad("empty image".into()));
-    }
-    Ok(image.to_rgb8())
-}
-
-/// True when an end-of-image marker (`FF D9`) follows the last start-of-scan
-/// (`FF DA`). Entropy-coded data never holds `FF D9` (a data `FF` is stuffed
-/// as `FF 00`), and an EXIF thumbnail's markers all come before the main scans.
-fn jpeg_is_complete(bytes: &[u8]) -> bool {
-    let marker = |code: u8| bytes.windows(2).rposition(|w| w == [0xFF, code]);
-    match (marker(0xDA), marker(0xD9)) {
-        (Some(scan), Some(end)) => end > scan,
-        _ => false,
     }
 }
 
@@ -242,10 +203,6 @@ fn to_normalised_chw(rgb: &[f32], side: usize, preprocess: &Preprocess) -> Vec<f
 }
 
 #[cfg(test)]
-#[path = "pipeline_decode_tests.rs"]
-mod decode_tests;
-
-#[cfg(test)]
 mod tests {
     use super::*;
     use image::Rgb;
@@ -254,35 +211,6 @@ mod tests {
         RgbImage::from_fn(width, height, |x, y| {
             Rgb([(x * 255 / width) as u8, (y * 255 / height) as u8, 128])
         })
-    }
-
-    #[test]
-    fn truncated_jpegs_are_refused_and_complete_ones_decode() {
-        let dir = tempfile::tempdir().expect("dir");
-        let whole = dir.path().join("whole.jpg");
-        gradient(40, 30).save(&whole).expect("jpeg");
-        assert_eq!(decode(&whole).expect("decode").dimensions(), (40, 30));
-        let bytes = std::fs::read(&whole).expect("read");
-        let mut trailer = bytes.clone();
-        trailer.extend_from_slice(b"camera trailer");
-        for (name, content, complete) in [
-            ("cut.jpg", &bytes[..bytes.len() * 2 / 3], false),
-            ("no-eoi.jpg", &bytes[..bytes.len() - 2], false),
-            ("trailer.jpg", &trailer[..], true),
-        ] {
-            let path = dir.path().join(name);
-            std::fs::write(&path, content).expect("write");
-            match decode(&path) {
-                Ok(_) => assert!(complete, "{name} decoded"),
-                Err(e) => {
-                    assert!(!complete, "{name}: {e}");
-                    assert!(
-                        e.to_string().contains("truncated JPEG") && e.to_string().contains(name),
-                        "{e}"
-                    );
-                }
-            }
-        }
     }
 
     #[test]

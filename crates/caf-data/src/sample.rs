@@ -147,6 +147,15 @@ pub enum DataError {
     #[error("{path}: {message}")]
     Image { path: PathBuf, message: String },
 
+    /// A file over one of the [`DecodeLimits`](crate::DecodeLimits), refused before decoding.
+    #[error("{path}: {found} {unit}, over the limit of {allowed} {unit}; if the file is genuine, raise the limit `{setting}` (predict's --{option})", unit = limit.unit(), setting = limit.setting(), option = limit.setting().replace('_', "-"))]
+    OverLimit {
+        path: PathBuf,
+        limit: crate::DecodeLimit,
+        found: u64,
+        allowed: u64,
+    },
+
     #[error("{0}")]
     Invalid(String),
 }

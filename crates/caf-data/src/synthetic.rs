@@ -387,7 +387,7 @@ mod tests {
             image::ImageFormat::from_path(path).expect("format"),
             image::ImageFormat::Jpeg
         );
-        assert_eq!(crate::pipeline::decode(path).expect("decode").dimensions(), (40, 40));
+        assert_eq!(crate::decode(path).expect("decode").dimensions(), (40, 40));
     }
 
     #[test]

@@ -29,6 +29,12 @@ pub struct DetectorConfig {
     pub thresholds: [f32; 3],
     /// Ratio between successive pyramid scales.
     pub pyramid_factor: f64,
+    /// Longest side, in pixels, the cascade looks at: a larger photo is
+    /// shrunk to it (area average) for detection, and its faces are given
+    /// in the full photo's pixels. This bounds detection's time and memory
+    /// whatever the photo's size; the smallest face found in such a photo
+    /// grows by the same factor.
+    pub max_detection_side: u32,
 }
 
 impl Default for DetectorConfig {
@@ -37,6 +43,7 @@ impl Default for DetectorConfig {
             min_face_size: 20.0,
             thresholds: [0.6, 0.7, 0.7],
             pyramid_factor: 0.709,
+            max_detection_side: 4096,
         }
     }
 }
@@ -59,6 +66,12 @@ impl DetectorConfig {
             return Err(Error::Config(format!(
                 "the pyramid factor must lie strictly between 0 and 1, got {}",
                 self.pyramid_factor
+            )));
+        }
+        if (self.max_detection_side as usize) < CELL {
+            return Err(Error::Config(format!(
+                "the longest side searched must be at least P-Net's {CELL}-pixel window, got {}",
+                self.max_detection_side
             )));
         }
         Ok(())
@@ -142,8 +155,39 @@ impl FaceDetector {
     }
 
     /// Every face in `photo`, largest box first. A photo smaller than the
-    /// smallest face size holds none.
+    /// smallest face size holds none; one longer than
+    /// [`DetectorConfig::max_detection_side`] is searched shrunk to it.
     pub fn detect(&self, photo: &RgbImage) -> Result<Vec<Face>> {
+        let (width, height) = photo.dimensions();
+        let longer = width.max(height);
+        let side = self.config.max_detection_side;
+        if longer <= side {
+            return self.detect_as_given(photo);
+        }
+        let shrink = |length: u32| ((length as u64 * side as u64) / longer as u64).max(1) as u32;
+        let small = image::imageops::thumbnail(photo, shrink(width), shrink(height));
+        let (sx, sy) = (
+            width as f32 / small.width() as f32,
+            height as f32 / small.height() as f32,
+        );
+        Ok(self
+            .detect_as_given(&small)?
+            .into_iter()
+            .map(|face| Face {
+                bbox: [
+                    face.bbox[0] * sx,
+                    face.bbox[1] * sy,
+                    face.bbox[2] * sx,
+                    face.bbox[3] * sy,
+                ],
+                score: face.score,
+                landmarks: face.landmarks.map(|[x, y]| [x * sx, y * sy]),
+            })
+            .collect())
+    }
+
+    /// The cascade on `photo` at its own size.
+    fn detect_as_given(&self, photo: &RgbImage) -> Result<Vec<Face>> {
         let proposals = self.propose(photo)?;
         let refined = self.refine(photo, proposals)?;
         let mut faces = self.output(photo, refined)?;
@@ -337,6 +381,10 @@ mod tests {
             },
             DetectorConfig {
                 pyramid_factor: 1.0,
+                ..Default::default()
+            },
+            DetectorConfig {
+                max_detection_side: 11,
                 ..Default::default()
             },
         ];

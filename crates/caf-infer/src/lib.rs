@@ -44,6 +44,7 @@ mod predictor;
 mod text;
 
 pub use annotate::{photo_annotation, PANEL};
+pub use caf_data::{DecodeLimit, DecodeLimits};
 pub use caf_face::{DetectorConfig, Face, FaceDetector};
 pub use circumplex::{Quadrant, Va, EMOTIONS, NEUTRAL_INTENSITY};
 pub use photo::{FaceOrigin, FacePrediction, FaceSearch, PhotoOptions, DEFAULT_FACE_MARGIN};

@@ -190,18 +190,21 @@ impl Predictor {
             .collect())
     }
 
-    /// Decodes each file and predicts its faces; every file gets its own
-    /// result, so an unreadable one fails alone.
+    /// Decodes each file within the predictor's [`DecodeLimits`](caf_data::DecodeLimits)
+    /// and predicts its faces; every file gets its own result, so an
+    /// unreadable one, or one over a limit, fails alone. Files are taken a
+    /// thread at a time, so at most one decoded photo per thread is held.
     pub fn predict_photo_files(
         &self,
         files: &[ImageFile],
         options: &PhotoOptions,
     ) -> Vec<Result<Vec<FacePrediction>, InferError>> {
-        let decoded: Vec<Result<RgbImage, InferError>> = files.par_iter().map(|file| load(&file.path)).collect();
-        decoded
-            .into_iter()
-            .zip(files)
-            .map(|(photo, file)| self.predict_photo(&photo?, file.face, options))
+        files
+            .par_iter()
+            .map(|file| {
+                let photo = load(&file.path, self.decode_limits())?;
+                self.predict_photo(&photo, file.face, options)
+            })
             .collect()
     }
 }

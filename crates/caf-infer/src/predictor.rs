@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use caf_backbone::{Checkpoint, ModelSpec, VaNet};
-use caf_data::{decode, prepare};
-use caf_data::{DataError, FaceBox, Preprocess};
+use caf_data::{decode_with_limits, prepare};
+use caf_data::{DataError, DecodeLimits, FaceBox, Preprocess};
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 use rayon::prelude::*;
@@ -65,6 +65,7 @@ pub struct Predictor {
     spec: ModelSpec,
     preprocess: Preprocess,
     device: Device,
+    decode_limits: DecodeLimits,
 }
 
 impl Predictor {
@@ -82,7 +83,20 @@ impl Predictor {
             spec,
             preprocess,
             device: device.clone(),
+            decode_limits: DecodeLimits::DEFAULT,
         })
+    }
+
+    /// The same predictor, decoding files within other limits
+    /// ([`DecodeLimits::DEFAULT`] otherwise).
+    pub fn with_decode_limits(mut self, limits: DecodeLimits) -> Self {
+        self.decode_limits = limits;
+        self
+    }
+
+    /// The bounds every file it decodes is held to.
+    pub fn decode_limits(&self) -> &DecodeLimits {
+        &self.decode_limits
     }
 
     pub fn spec(&self) -> ModelSpec {
@@ -134,7 +148,7 @@ impl Predictor {
             let decoded: Vec<Result<Vec<f32>, InferError>> = chunk
                 .par_iter()
                 .map(|file| {
-                    let image = load(&file.path)?;
+                    let image = load(&file.path, &self.decode_limits)?;
                     Ok(self.input(&image, file.face))
                 })
                 .collect();
@@ -167,9 +181,9 @@ impl Predictor {
     }
 }
 
-/// Decodes an image file and refuses tiny ones.
-pub fn load(path: &Path) -> Result<RgbImage, InferError> {
-    let image = decode(path)?;
+/// Decodes an image file within `limits` and refuses tiny ones.
+pub fn load(path: &Path, limits: &DecodeLimits) -> Result<RgbImage, InferError> {
+    let image = decode_with_limits(path, limits)?;
     let (width, height) = image.dimensions();
     if width < MIN_SIDE || height < MIN_SIDE {
         return Err(InferError::TooSmall {

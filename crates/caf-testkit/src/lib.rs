@@ -1,6 +1,7 @@
 //! Test helpers shared by the caf-rs crates (a dev-dependency only).
 //!
-//! [`check_gradient`] compares candle's gradient of a function with central
+//! [`bombs`] are image files that declare a huge size, and [`PeakAllocator`]
+//! measures what a call allocates. [`check_gradient`] compares candle's gradient of a function with central
 //! finite differences, in f64, the check every differentiable piece of the
 //! project must pass.
 //!
@@ -11,6 +12,11 @@
 //! check_gradient(|x| x.sqr()?.sum_keepdim(1), &x, 1e-6)?;
 //! # Ok::<(), candle_core::Error>(())
 //! ```
+
+pub mod bombs;
+mod peak;
+
+pub use peak::PeakAllocator;
 
 use candle_core::{DType, Device, Result, Shape, Tensor, Var};
 
