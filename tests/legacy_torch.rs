@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use caf_backbone::{read_tensors, TensorFormat};
+use caf_e2e::torch_pickle::{write_view, Layout};
 use candle_core::{Device, Tensor};
 
 fn fixture(name: &str) -> PathBuf {
@@ -108,6 +109,59 @@ fn damaged_legacy_files_are_refused_without_a_panic() -> Result<()> {
     // tensor's data changes a value, not the structure).
     assert!(refused > bytes.len(), "only {refused} of the damaged files refused");
     Ok(())
+}
+
+/// Files a fuzzer or a careful reader would make: each refused with a
+/// message naming the file, none taking the process down.
+#[test]
+fn crafted_legacy_files_are_refused_naming_what_is_wrong() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("crafted.pt");
+    // 24 bytes: the magic number, then a "format version" that is a list
+    // appended to itself.
+    let mut recursive = caf_e2e_magic();
+    recursive.extend_from_slice(b"\x80\x02]q\x00h\x00a.");
+    assert_eq!(recursive.len(), 24);
+    std::fs::write(&path, &recursive)?;
+    let message = read_tensors(&path, &Device::Cpu).unwrap_err().to_string();
+    assert!(
+        message.contains("crafted.pt") && message.contains("recursive structure"),
+        "{message}"
+    );
+    // A million nested tuples.
+    let mut deep = caf_e2e_magic();
+    deep.extend_from_slice(b"\x80\x02K\x01");
+    deep.extend(std::iter::repeat_n(0x85u8, 1_000_000));
+    deep.push(b'.');
+    std::fs::write(&path, &deep)?;
+    let message = read_tensors(&path, &Device::Cpu).unwrap_err().to_string();
+    assert!(message.contains("nested more than 64 deep"), "{message}");
+    // A stride of 0 makes 2^40 elements of a one-element storage.
+    for layout in [Layout::Legacy, Layout::Zip] {
+        write_view(&path, layout, &[1 << 20, 1 << 20], &[0, 0], &[1.0])?;
+        let message = read_tensors(&path, &Device::Cpu).unwrap_err().to_string();
+        assert!(
+            message.contains("crafted.pt") && message.contains("repeats elements"),
+            "{layout:?}: {message}"
+        );
+        // A transposed (non-contiguous) view of its own storage still reads.
+        write_view(&path, layout, &[2, 3], &[1, 2], &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0])?;
+        let tensors = read_tensors(&path, &Device::Cpu)?;
+        assert_eq!(
+            tensors["w"].to_vec2::<f32>()?,
+            [[0.0, 2.0, 4.0], [1.0, 3.0, 5.0]],
+            "{layout:?}"
+        );
+    }
+    Ok(())
+}
+
+/// The legacy format's first pickle, the magic number.
+fn caf_e2e_magic() -> Vec<u8> {
+    let mut magic = vec![0x80, 2, 0x8a, 10];
+    magic.extend_from_slice(&0x1950a86a20f9469cfc6c_u128.to_le_bytes()[..10]);
+    magic.push(b'.');
+    magic
 }
 
 /// The same damage fed to the zip reader and to the safetensors path.

@@ -45,6 +45,8 @@ mod pool;
 mod pretrained;
 mod resnet;
 mod torch_legacy;
+mod torch_state;
+mod torch_zip;
 mod weights;
 
 pub use alexnet::{AlexNetEncoder, ALEXNET_FEATURES};

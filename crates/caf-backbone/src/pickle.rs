@@ -6,12 +6,19 @@
 //! cannot allocate more than the file holds), and memoised values are shared,
 //! not copied, so a small file cannot grow into a large tree.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::io::BufRead;
 use std::rc::Rc;
 
-/// A pickled value.
-#[derive(Debug, Clone)]
+/// How deeply values may nest. A state dict nests five deep (dict, call,
+/// tuple of arguments, persistent id, tuple); a checkpoint a few more. The
+/// bound keeps every walk over a value, and dropping one, off the stack's
+/// limits.
+pub(crate) const MAX_DEPTH: usize = 64;
+
+/// A pickled value. Containers record how deeply they nest.
+#[derive(Clone)]
 pub(crate) enum Value {
     None,
     Bool(bool),
@@ -21,19 +28,46 @@ pub(crate) enum Value {
     Float,
     Str(Rc<str>),
     Bytes,
-    Tuple(Rc<Vec<Value>>),
-    List(Rc<RefCell<Vec<Value>>>),
-    Dict(Rc<RefCell<Vec<(Value, Value)>>>),
+    Tuple(Rc<Vec<Value>>, usize),
+    List(Rc<Open<Vec<Value>>>),
+    Dict(Rc<Open<Vec<(Value, Value)>>>),
     /// `module.name`, as `GLOBAL` names it.
     Global(Rc<str>, Rc<str>),
     /// `callable(*args)`, not called.
-    Call(Rc<Value>, Rc<Value>),
+    Call(Rc<(Value, Value)>, usize),
     /// An object `BUILD` would restore from a state, not restored.
     Built,
     /// What `persistent_load(id)` would return: the id.
-    Persistent(Rc<Value>),
+    Persistent(Rc<Value>, usize),
     /// The stack marker of `MARK`.
     Mark,
+}
+
+/// A list or dict, which `APPEND` and `SETITEM` fill after it is made.
+///
+/// It is open while it stands alone on the stack or in the memo, and sealed
+/// for good once placed inside another value. Only an open container takes
+/// items, so no value can come to contain itself: a container inside `x`
+/// was sealed when it was placed there, and a sealed one takes nothing.
+/// Its depth is then exact, since nothing that holds it records a depth yet.
+pub(crate) struct Open<T> {
+    items: RefCell<T>,
+    depth: Cell<usize>,
+    sealed: Cell<bool>,
+}
+
+impl<T> Open<T> {
+    fn new(items: T, depth: usize) -> Rc<Self> {
+        Rc::new(Open {
+            items: RefCell::new(items),
+            depth: Cell::new(depth),
+            sealed: Cell::new(false),
+        })
+    }
+
+    pub(crate) fn items(&self) -> std::cell::Ref<'_, T> {
+        self.items.borrow()
+    }
 }
 
 impl Value {
@@ -54,6 +88,74 @@ impl Value {
     pub(crate) fn is_global(&self, module: &str, name: &str) -> bool {
         matches!(self, Value::Global(m, n) if &**m == module && &**n == name)
     }
+
+    /// Levels of containers in this value (0 for a scalar).
+    fn depth(&self) -> usize {
+        match self {
+            Value::Tuple(_, depth) | Value::Call(_, depth) | Value::Persistent(_, depth) => *depth,
+            Value::List(list) => list.depth.get(),
+            Value::Dict(dict) => dict.depth.get(),
+            _ => 0,
+        }
+    }
+
+    /// What kind of value this is, for messages: a value is never printed
+    /// whole (shared parts would print once per reference).
+    pub(crate) fn kind(&self) -> String {
+        match self {
+            Value::None => "None".into(),
+            Value::Bool(b) => format!("{b}"),
+            Value::Int(i) => format!("{i}"),
+            Value::Float => "a float".into(),
+            Value::Str(s) => format!("the string {:?}", s.chars().take(40).collect::<String>()),
+            Value::Bytes => "bytes".into(),
+            Value::Tuple(..) => "a tuple".into(),
+            Value::List(_) => "a list".into(),
+            Value::Dict(_) => "a dict".into(),
+            Value::Global(module, name) => format!("{module}.{name}"),
+            Value::Call(..) => "a call".into(),
+            Value::Built => "an object".into(),
+            Value::Persistent(..) => "a persistent id".into(),
+            Value::Mark => "a mark".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.kind())
+    }
+}
+
+/// Seals every list and dict among `items` (they are being placed inside
+/// another value) and returns the depth of a container holding them.
+fn place(items: &[&Value]) -> Result<usize, PickleError> {
+    let mut deepest = 0;
+    for item in items {
+        match item {
+            Value::List(list) => list.sealed.set(true),
+            Value::Dict(dict) => dict.sealed.set(true),
+            _ => {}
+        }
+        deepest = deepest.max(item.depth());
+    }
+    if deepest + 1 > MAX_DEPTH {
+        return Err(format!("values nested more than {MAX_DEPTH} deep"));
+    }
+    Ok(deepest + 1)
+}
+
+/// Adds `items` to an open list or dict, whose depth grows to hold them.
+fn fill<T>(container: &Open<T>, items: &[&Value], add: impl FnOnce(&mut T), what: &str) -> Result<(), PickleError> {
+    let depth = place(items)?;
+    if container.sealed.get() {
+        return Err(format!(
+            "{what} to a container already placed inside another value (a recursive structure, not read)"
+        ));
+    }
+    container.depth.set(container.depth.get().max(depth));
+    add(&mut container.items.borrow_mut());
+    Ok(())
 }
 
 /// Why a pickle could not be read.
@@ -113,7 +215,8 @@ fn read_line<R: BufRead>(r: &mut R, budget: &mut Budget) -> Result<String, Pickl
 /// Reads one pickle (up to its `STOP`) from `r`.
 pub(crate) fn read_pickle<R: BufRead>(r: &mut R, budget: &mut Budget) -> Result<Value, PickleError> {
     let mut stack: Vec<Value> = Vec::new();
-    let mut memo: Vec<Option<Value>> = Vec::new();
+    // One entry per BINPUT read, whatever indices the file names.
+    let mut memo: HashMap<u32, Value> = HashMap::new();
     let pop = |stack: &mut Vec<Value>| stack.pop().ok_or_else(|| PickleError::from("pop from an empty stack"));
     let pop_mark = |stack: &mut Vec<Value>| -> Result<Vec<Value>, PickleError> {
         let mark = stack
@@ -175,10 +278,11 @@ pub(crate) fn read_pickle<R: BufRead>(r: &mut R, budget: &mut Budget) -> Result<
                     _ => Value::Bytes,
                 });
             }
-            b')' => stack.push(Value::Tuple(Rc::new(Vec::new()))),
+            b')' => stack.push(Value::Tuple(Rc::new(Vec::new()), 1)),
             b't' => {
                 let items = pop_mark(&mut stack)?;
-                stack.push(Value::Tuple(Rc::new(items)));
+                let depth = place(&items.iter().collect::<Vec<_>>())?;
+                stack.push(Value::Tuple(Rc::new(items), depth));
             }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
@@ -186,12 +290,14 @@ pub(crate) fn read_pickle<R: BufRead>(r: &mut R, budget: &mut Budget) -> Result<
                     return Err("TUPLE of more items than the stack holds".into());
                 }
                 let items = stack.split_off(stack.len() - n);
-                stack.push(Value::Tuple(Rc::new(items)));
+                let depth = place(&items.iter().collect::<Vec<_>>())?;
+                stack.push(Value::Tuple(Rc::new(items), depth));
             }
-            b']' => stack.push(Value::List(Rc::new(RefCell::new(Vec::new())))),
+            b']' => stack.push(Value::List(Open::new(Vec::new(), 1))),
             b'l' => {
                 let items = pop_mark(&mut stack)?;
-                stack.push(Value::List(Rc::new(RefCell::new(items))));
+                let depth = place(&items.iter().collect::<Vec<_>>())?;
+                stack.push(Value::List(Open::new(items, depth)));
             }
             b'a' | b'e' => {
                 let items = if op == b'a' {
@@ -200,11 +306,16 @@ pub(crate) fn read_pickle<R: BufRead>(r: &mut R, budget: &mut Budget) -> Result<
                     pop_mark(&mut stack)?
                 };
                 match stack.last() {
-                    Some(Value::List(list)) => list.borrow_mut().extend(items),
+                    Some(Value::List(list)) => fill(
+                        list,
+                        &items.iter().collect::<Vec<_>>(),
+                        |list| list.extend(items.iter().cloned()),
+                        "APPEND",
+                    )?,
                     _ => return Err("APPEND to something that is not a list".into()),
                 }
             }
-            b'}' => stack.push(Value::Dict(Rc::new(RefCell::new(Vec::new())))),
+            b'}' => stack.push(Value::Dict(Open::new(Vec::new(), 1))),
             b'd' | b's' | b'u' => {
                 let items = match op {
                     b's' => {
@@ -217,11 +328,13 @@ pub(crate) fn read_pickle<R: BufRead>(r: &mut R, budget: &mut Budget) -> Result<
                     return Err("SETITEMS with an odd number of items".into());
                 }
                 let pairs = items.chunks_exact(2).map(|kv| (kv[0].clone(), kv[1].clone()));
+                let placed: Vec<&Value> = items.iter().collect();
                 if op == b'd' {
-                    stack.push(Value::Dict(Rc::new(RefCell::new(pairs.collect()))));
+                    let depth = place(&placed)?;
+                    stack.push(Value::Dict(Open::new(pairs.collect(), depth)));
                 } else {
                     match stack.last() {
-                        Some(Value::Dict(dict)) => dict.borrow_mut().extend(pairs),
+                        Some(Value::Dict(dict)) => fill(dict, &placed, |dict| dict.extend(pairs), "SETITEM")?,
                         _ => return Err("SETITEM on something that is not a dict".into()),
                     }
                 }
@@ -236,9 +349,10 @@ pub(crate) fn read_pickle<R: BufRead>(r: &mut R, budget: &mut Budget) -> Result<
                 let callable = pop(&mut stack)?;
                 let ordered_dict = callable.is_global("collections", "OrderedDict");
                 stack.push(if ordered_dict {
-                    Value::Dict(Rc::new(RefCell::new(Vec::new())))
+                    Value::Dict(Open::new(Vec::new(), 1))
                 } else {
-                    Value::Call(Rc::new(callable), Rc::new(args))
+                    let depth = place(&[&callable, &args])?;
+                    Value::Call(Rc::new((callable, args)), depth)
                 });
             }
             b'b' => {
@@ -252,33 +366,27 @@ pub(crate) fn read_pickle<R: BufRead>(r: &mut R, budget: &mut Budget) -> Result<
             }
             b'Q' => {
                 let id = pop(&mut stack)?;
-                stack.push(Value::Persistent(Rc::new(id)));
+                let depth = place(&[&id])?;
+                stack.push(Value::Persistent(Rc::new(id), depth));
             }
             b'q' | b'r' => {
                 let index = if op == b'q' {
-                    read_array::<1, _>(r, budget, "BINPUT")?[0] as usize
+                    read_array::<1, _>(r, budget, "BINPUT")?[0] as u32
                 } else {
-                    u32::from_le_bytes(read_array(r, budget, "LONG_BINPUT")?) as usize
+                    u32::from_le_bytes(read_array(r, budget, "LONG_BINPUT")?)
                 };
                 let top = stack.last().cloned().ok_or("BINPUT with an empty stack")?;
-                if index > memo.len() + 1024 {
-                    return Err(format!("memo index {index} far past the {} stored", memo.len()));
-                }
-                if memo.len() <= index {
-                    memo.resize(index + 1, None);
-                }
-                memo[index] = Some(top);
+                memo.insert(index, top);
             }
             b'h' | b'j' => {
                 let index = if op == b'h' {
-                    read_array::<1, _>(r, budget, "BINGET")?[0] as usize
+                    read_array::<1, _>(r, budget, "BINGET")?[0] as u32
                 } else {
-                    u32::from_le_bytes(read_array(r, budget, "LONG_BINGET")?) as usize
+                    u32::from_le_bytes(read_array(r, budget, "LONG_BINGET")?)
                 };
                 let value = memo
-                    .get(index)
+                    .get(&index)
                     .cloned()
-                    .flatten()
                     .ok_or_else(|| format!("memo index {index} was never stored"))?;
                 stack.push(value);
             }
@@ -305,9 +413,9 @@ mod tests {
         let Value::Dict(dict) = read(bytes).expect("dict") else {
             panic!("not a dict")
         };
-        let dict = dict.borrow();
+        let dict = dict.items();
         assert_eq!(dict[0].0.as_str(), Some("a"));
-        let Value::Tuple(items) = &dict[0].1 else {
+        let Value::Tuple(items, 1) = &dict[0].1 else {
             panic!("not a tuple")
         };
         let ints: Vec<i64> = items.iter().filter_map(Value::as_int).collect();
@@ -322,5 +430,57 @@ mod tests {
         assert!(read(b"\x80\x02\x93.").unwrap_err().contains("not allowed"));
         assert!(read(b"\x80\x02K\x01").is_err());
         assert!(read(b"\x80\x02h\x05.").unwrap_err().contains("never stored"));
+    }
+
+    #[test]
+    fn no_value_can_contain_itself() {
+        // A list appended to itself (BINPUT, BINGET, APPEND): 24 bytes with
+        // the legacy magic number before it once overflowed the stack.
+        let error = read(b"\x80\x02]q\x00h\x00a.").unwrap_err();
+        assert!(error.contains("recursive structure"), "{error}");
+        // A dict set as its own value.
+        let error = read(b"\x80\x02}q\x00X\x01\x00\x00\x00kh\x00s.").unwrap_err();
+        assert!(error.contains("recursive structure"), "{error}");
+        // A list inside a tuple, then the tuple appended to the list.
+        let error = read(b"\x80\x02]q\x00h\x00\x85q\x01h\x00h\x01a.").unwrap_err();
+        assert!(error.contains("recursive structure"), "{error}");
+        // Filling a list before placing it is how pickle writes every list.
+        let Value::Tuple(outer, 2) = read(b"\x80\x02]q\x00K\x01aK\x02a\x85.").expect("a filled list in a tuple") else {
+            panic!("not a tuple of depth 2")
+        };
+        let Value::List(list) = &outer[0] else {
+            panic!("not a list")
+        };
+        assert_eq!(list.items().len(), 2);
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_deep_values_drop_without_recursing_far() {
+        // 63 one-item tuples around an int nest 63 deep; 64 is the bound.
+        let nested = |levels: usize| {
+            let mut bytes = b"\x80\x02K\x01".to_vec();
+            bytes.extend(std::iter::repeat_n(0x85u8, levels));
+            bytes.push(b'.');
+            bytes
+        };
+        assert_eq!(read(&nested(MAX_DEPTH)).expect("64 deep").depth(), MAX_DEPTH);
+        let error = read(&nested(MAX_DEPTH + 1)).unwrap_err();
+        assert!(error.contains("nested more than 64 deep"), "{error}");
+        // A million levels: refused at the 65th, not a stack overflow.
+        assert!(read(&nested(1_000_000)).is_err());
+        // The same through lists filled after they were made.
+        let mut bytes = b"\x80\x02K\x01".to_vec();
+        for _ in 0..=MAX_DEPTH {
+            bytes.extend_from_slice(b"]q\x00\x85");
+        }
+        assert!(read(&bytes).is_err());
+    }
+
+    #[test]
+    fn memo_indices_cost_one_entry_each() {
+        // LONG_BINPUT at index 4 billion stores one value, not 4 billion slots.
+        let Value::Int(7) = read(b"\x80\x02K\x07r\x00\x00\x00\xf0j\x00\x00\x00\xf0.").expect("memo") else {
+            panic!("not the stored int")
+        };
     }
 }

@@ -10,178 +10,15 @@ use std::collections::HashMap;
 use std::io::BufReader;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::pickle::{read_array, read_exact, read_pickle, Budget, Value};
+use crate::torch_state::{gather_all, state_dict_views};
 
 /// The first pickle of every legacy file: `0x1950a86a20f9469cfc6c` as LONG1.
 pub(crate) const MAGIC: [u8; 15] = *b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.";
 const FORMAT_VERSION: i64 = 1001;
-
-/// A storage the object refers to: its element type and count.
-#[derive(Debug, Clone, Copy)]
-struct StorageRef {
-    dtype: DType,
-    elements: u64,
-}
-
-fn storage_dtype(class: &str) -> Option<DType> {
-    Some(match class {
-        "FloatStorage" => DType::F32,
-        "DoubleStorage" => DType::F64,
-        "HalfStorage" => DType::F16,
-        "BFloat16Storage" => DType::BF16,
-        "LongStorage" => DType::I64,
-        "ByteStorage" => DType::U8,
-        _ => return None,
-    })
-}
-
-/// `('storage', torch.XStorage, key, location, elements, view)` → key and reference.
-fn storage_ref(id: &Value) -> std::result::Result<(String, StorageRef), String> {
-    let Value::Tuple(parts) = id else {
-        return Err("a persistent id that is not a tuple".into());
-    };
-    if parts.len() < 5 || parts[0].as_str() != Some("storage") {
-        return Err("a persistent id that is not a storage".into());
-    }
-    let class = match &parts[1] {
-        Value::Global(module, name) if &**module == "torch" => name.to_string(),
-        _ => return Err("a storage without a torch storage type".into()),
-    };
-    let dtype = storage_dtype(&class).ok_or_else(|| {
-        format!("storage type torch.{class} is not supported (float, double, half, bfloat16, long, byte are)")
-    })?;
-    let key = parts[2]
-        .as_str()
-        .ok_or("a storage key that is not a string")?
-        .to_string();
-    let elements = parts[4]
-        .as_int()
-        .filter(|n| *n >= 0)
-        .ok_or("a storage size that is not a count")? as u64;
-    Ok((key, StorageRef { dtype, elements }))
-}
-
-/// A tensor of the saved object: its storage and how it views it.
-struct TensorRef {
-    key: String,
-    storage: StorageRef,
-    offset: u64,
-    size: Vec<usize>,
-    stride: Vec<u64>,
-}
-
-fn ints(value: &Value, what: &str) -> std::result::Result<Vec<i64>, String> {
-    match value {
-        Value::Tuple(items) => items
-            .iter()
-            .map(|v| {
-                v.as_int()
-                    .ok_or_else(|| format!("a {what} that is not a tuple of integers"))
-            })
-            .collect(),
-        _ => Err(format!("a {what} that is not a tuple")),
-    }
-}
-
-/// `_rebuild_tensor_v2(storage, offset, size, stride, …)`, also inside
-/// `_rebuild_parameter`; `None` for a value that is not a tensor.
-fn tensor_ref(value: &Value) -> std::result::Result<Option<TensorRef>, String> {
-    let Value::Call(callable, args) = value else {
-        return Ok(None);
-    };
-    let Value::Tuple(args) = &**args else { return Ok(None) };
-    if callable.is_global("torch._utils", "_rebuild_parameter") {
-        return match args.first() {
-            Some(inner) => tensor_ref(inner),
-            None => Err("_rebuild_parameter without a tensor".into()),
-        };
-    }
-    if !callable.is_global("torch._utils", "_rebuild_tensor_v2")
-        && !callable.is_global("torch._utils", "_rebuild_tensor")
-    {
-        return Ok(None);
-    }
-    if args.len() < 4 {
-        return Err("_rebuild_tensor_v2 with fewer than 4 arguments".into());
-    }
-    let Value::Persistent(id) = &args[0] else {
-        return Err("a tensor whose storage is not a persistent id".into());
-    };
-    let (key, storage) = storage_ref(id)?;
-    let offset = args[1]
-        .as_int()
-        .filter(|o| *o >= 0)
-        .ok_or("a storage offset that is not a count")? as u64;
-    let size = ints(&args[2], "size")?;
-    let stride = ints(&args[3], "stride")?;
-    if size.len() != stride.len() || size.iter().chain(&stride).any(|v| *v < 0) {
-        return Err(format!("size {size:?} and stride {stride:?} do not describe a view"));
-    }
-    Ok(Some(TensorRef {
-        key,
-        storage,
-        offset,
-        size: size.iter().map(|&s| s as usize).collect(),
-        stride: stride.iter().map(|&s| s as u64).collect(),
-    }))
-}
-
-/// The state dict inside the saved object: the object itself, or its
-/// `state_dict` / `model` entry.
-fn state_dict(object: &Value) -> Option<Vec<(String, Value)>> {
-    let Value::Dict(dict) = object else { return None };
-    let entries: Vec<(String, Value)> = dict
-        .borrow()
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.clone())))
-        .collect();
-    let has_tensor = entries.iter().any(|(_, v)| matches!(tensor_ref(v), Ok(Some(_))));
-    if has_tensor {
-        return Some(entries);
-    }
-    ["state_dict", "model"]
-        .iter()
-        .find_map(|key| entries.iter().find(|(k, _)| k == key).and_then(|(_, v)| state_dict(v)))
-}
-
-/// The tensor `view` of a storage's bytes, copied out contiguous.
-fn gather(view: &TensorRef, data: &[u8]) -> std::result::Result<Tensor, String> {
-    let width = view.storage.dtype.size_in_bytes() as u64;
-    let count: usize = view.size.iter().product();
-    if count > 0 {
-        let last = view.offset
-            + view
-                .size
-                .iter()
-                .zip(&view.stride)
-                .map(|(&n, &s)| (n as u64 - 1).saturating_mul(s))
-                .fold(0u64, u64::saturating_add);
-        if last >= view.storage.elements {
-            return Err(format!(
-                "the view reaches element {last} of a storage of {}",
-                view.storage.elements
-            ));
-        }
-    }
-    let mut bytes = Vec::with_capacity(count * width as usize);
-    let mut index = vec![0usize; view.size.len()];
-    for _ in 0..count {
-        let element = view.offset + index.iter().zip(&view.stride).map(|(&i, &s)| i as u64 * s).sum::<u64>();
-        let start = (element * width) as usize;
-        bytes.extend_from_slice(&data[start..start + width as usize]);
-        for axis in (0..index.len()).rev() {
-            index[axis] += 1;
-            if index[axis] < view.size[axis] {
-                break;
-            }
-            index[axis] = 0;
-        }
-    }
-    Tensor::from_raw_buffer(&bytes, view.storage.dtype, &view.size, &Device::Cpu).map_err(|e| e.to_string())
-}
 
 /// Every tensor of the state dict in a legacy-format file, on the CPU in its saved dtype.
 pub(crate) fn read_legacy_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {
@@ -196,11 +33,14 @@ pub(crate) fn read_legacy_state_dict(path: &Path) -> Result<Vec<(String, Tensor)
     let mut next = |what: &str| read_pickle(&mut reader, &mut budget).map_err(|e| bad(format!("{what}: {e}")));
     let version = next("format version")?;
     if version.as_int() != Some(FORMAT_VERSION) {
-        return Err(bad(format!("format version {version:?}, expected {FORMAT_VERSION}")));
+        return Err(bad(format!(
+            "format version {}, expected {FORMAT_VERSION}",
+            version.kind()
+        )));
     }
     if let Value::Dict(info) = next("system info")? {
         let big_endian = info
-            .borrow()
+            .items()
             .iter()
             .any(|(k, v)| k.as_str() == Some("little_endian") && matches!(v, Value::Bool(false)));
         if big_endian {
@@ -214,7 +54,7 @@ pub(crate) fn read_legacy_state_dict(path: &Path) -> Result<Vec<(String, Tensor)
         return Err(bad("the storage keys are not a list".into()));
     };
     let keys: Vec<String> = keys
-        .borrow()
+        .items()
         .iter()
         .map(|k| {
             k.as_str()
@@ -222,15 +62,7 @@ pub(crate) fn read_legacy_state_dict(path: &Path) -> Result<Vec<(String, Tensor)
                 .ok_or_else(|| bad("a storage key that is not a string".into()))
         })
         .collect::<Result<_>>()?;
-    let entries = state_dict(&object).ok_or_else(|| bad("no state dict of tensors in the saved object".into()))?;
-    let mut views = Vec::new();
-    let mut storages: HashMap<String, StorageRef> = HashMap::new();
-    for (name, value) in &entries {
-        if let Some(view) = tensor_ref(value).map_err(|e| bad(format!("tensor {name}: {e}")))? {
-            storages.insert(view.key.clone(), view.storage);
-            views.push((name.clone(), view));
-        }
-    }
+    let (views, storages) = state_dict_views(&object).map_err(bad)?;
     let mut data: HashMap<String, Vec<u8>> = HashMap::new();
     for key in &keys {
         let count = u64::from_le_bytes(
@@ -256,14 +88,5 @@ pub(crate) fn read_legacy_state_dict(path: &Path) -> Result<Vec<(String, Tensor)
             .map_err(|e| bad(format!("storage {key}: {e}")))?;
         data.insert(key.clone(), buffer);
     }
-    views
-        .into_iter()
-        .map(|(name, view)| {
-            let bytes = data
-                .get(&view.key)
-                .ok_or_else(|| bad(format!("tensor {name}: its storage {} is not in the file", view.key)))?;
-            let tensor = gather(&view, bytes).map_err(|e| bad(format!("tensor {name}: {e}")))?;
-            Ok((name, tensor))
-        })
-        .collect()
+    gather_all(views, &data).map_err(bad)
 }

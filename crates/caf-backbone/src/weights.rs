@@ -51,7 +51,7 @@ pub fn read_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tens
             .map_err(|e| Error::bad_file(path, format!("not a readable safetensors file: {e}")))?
             .into_iter()
             .collect(),
-        TensorFormat::TorchZip => read_torch_state_dict(path)?,
+        TensorFormat::TorchZip => crate::torch_zip::read_zip_state_dict(path)?,
         TensorFormat::TorchLegacy => crate::torch_legacy::read_legacy_state_dict(path)?,
     };
     if tensors.is_empty() {
@@ -65,25 +65,6 @@ pub fn read_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tens
             Ok((name, tensor))
         })
         .collect()
-}
-
-fn read_torch_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let read = |key: Option<&str>| {
-        candle_core::pickle::read_all_with_key(path, key)
-            .map_err(|e| Error::bad_file(path, format!("not a readable PyTorch state dict: {e}")))
-    };
-    let top = read(None)?;
-    if !top.is_empty() {
-        return Ok(top);
-    }
-    for key in ["state_dict", "model"] {
-        if let Ok(nested) = read(Some(key)) {
-            if !nested.is_empty() {
-                return Ok(nested);
-            }
-        }
-    }
-    Ok(top)
 }
 
 /// Copies `tensors[name]` into every variable of `varmap` whose name starts
