@@ -150,12 +150,8 @@ pub fn predict(args: Predict) -> Result<()> {
     if let Some(dir) = &args.annotate {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let mut out: Box<dyn Write> = match &args.out {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-        )),
-        None => Box::new(std::io::stdout().lock()),
-    };
+    let mut sink = RowSink::open(args.out.as_deref())?;
+    let mut out: Vec<u8> = Vec::new();
     if args.format == Format::Csv {
         writeln!(out, "{CSV_HEADER}")?;
     }
@@ -184,7 +180,7 @@ pub fn predict(args: Predict) -> Result<()> {
                 }
             }
         }
-        out.flush()?;
+        sink.commit(&mut out)?;
         progress.inc(chunk.len() as u64);
     }
     progress.finish_and_clear();
@@ -195,6 +191,56 @@ pub fn predict(args: Predict) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where prediction rows go: standard output, or a file that holds whole
+/// rows only. Rows are written a chunk at a time; a chunk that fails
+/// part-way (a full disk) is cut off again, so every row in the file is
+/// whole, and the error names the file.
+enum RowSink {
+    Stdout,
+    File {
+        file: std::fs::File,
+        path: PathBuf,
+        length: u64,
+    },
+}
+
+impl RowSink {
+    fn open(path: Option<&Path>) -> Result<Self> {
+        Ok(match path {
+            Some(path) => RowSink::File {
+                file: std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+                path: path.to_path_buf(),
+                length: 0,
+            },
+            None => RowSink::Stdout,
+        })
+    }
+
+    /// Writes and empties `rows`.
+    fn commit(&mut self, rows: &mut Vec<u8>) -> Result<()> {
+        match self {
+            RowSink::Stdout => {
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(rows).and_then(|()| stdout.flush())?;
+            }
+            RowSink::File { file, path, length } => {
+                if let Err(error) = file.write_all(rows) {
+                    let _ = file.set_len(*length);
+                    return Err(error).with_context(|| {
+                        format!(
+                            "cannot write predictions to {} (the {length} bytes of rows before are kept whole)",
+                            path.display()
+                        )
+                    });
+                }
+                *length += rows.len() as u64;
+            }
+        }
+        rows.clear();
+        Ok(())
+    }
 }
 
 /// Files as given (always tried, so a wrong one gets an error row) and image

@@ -133,7 +133,7 @@ fn train_series(base: &TrainConfig, series: Series, title: &str) -> Result<()> {
     }
     println!("{title} (mean ± std):\n{}", outcome.table);
     let table_path = series.table_path(base);
-    std::fs::write(&table_path, &outcome.table).with_context(|| format!("cannot write {}", table_path.display()))?;
+    caf_backbone::write_file_atomically(&table_path, outcome.table.as_bytes())?;
     println!("table: {}", table_path.display());
     Ok(())
 }
@@ -333,8 +333,7 @@ pub fn eval(args: Eval) -> Result<()> {
         "metrics": summary_json(&summary), "mean_ccc": mean_ccc(&summary), "skipped_images": skipped,
         "breakdown": breakdown.to_json(true), "diagnostics": diagnostics,
     });
-    std::fs::write(&json_path, serde_json::to_string_pretty(&record)?)
-        .with_context(|| format!("cannot write {}", json_path.display()))?;
+    caf_backbone::write_file_atomically(&json_path, serde_json::to_string_pretty(&record)?.as_bytes())?;
     println!("metrics written to {}", json_path.display());
     let plot = json_path.with_extension("svg");
     caf_train::circumplex(&predictions, &format!("{}: true vs predicted", dataset.name), &plot)?;

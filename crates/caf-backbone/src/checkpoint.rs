@@ -122,10 +122,15 @@ pub fn write_tensors(
     sorted.sort_by_key(|(name, _)| *name);
     let bytes = safetensors::serialize(sorted, Some(metadata))
         .map_err(|e| Error::bad_file(path, format!("cannot serialise the checkpoint: {e}")))?;
-    write_atomically(path, &bytes)
+    write_file_atomically(path, &bytes)
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `path` so that `path` holds either its old content or
+/// all of `bytes`, whatever happens part-way (a full disk, a kill): the
+/// bytes go to a temporary file in the same folder, synced, then renamed
+/// over `path`. On failure the temporary file is removed and the error
+/// names `path`.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let folder = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
@@ -139,7 +144,13 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut file = std::fs::File::create(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::rename(&temporary, path)
+        std::fs::rename(&temporary, path)?;
+        // The rename itself reaches the disk with the folder's entry; a
+        // folder that cannot be opened for syncing still holds the file.
+        if let Ok(folder) = std::fs::File::open(&folder) {
+            let _ = folder.sync_all();
+        }
+        Ok(())
     })();
     written.map_err(|e| {
         let _ = std::fs::remove_file(&temporary);

@@ -50,7 +50,9 @@ mod torch_zip;
 mod weights;
 
 pub use alexnet::{AlexNetEncoder, ALEXNET_FEATURES};
-pub use checkpoint::{import_torch_model, save_checkpoint, varmap_tensors, write_tensors, Checkpoint};
+pub use checkpoint::{
+    import_torch_model, save_checkpoint, varmap_tensors, write_file_atomically, write_tensors, Checkpoint,
+};
 pub use conv::{Conv2d, ConvInit, ConvSpec};
 pub use dropout::{Dropout, DropoutRng};
 pub use error::{Error, Result};

@@ -8,10 +8,14 @@ use anyhow::{Context, Result};
 use caf_objective::{AxisMetrics, MetricsSummary};
 use serde_json::{json, Value};
 
-/// Appends one JSON object per line to `metrics.jsonl`.
+/// Appends one JSON object per line to `metrics.jsonl`. A row is written
+/// whole or not at all: one that fails part-way (a full disk) is cut off
+/// again, so every row in the file stays readable.
 pub struct MetricsLog {
     path: PathBuf,
     file: File,
+    /// Bytes of whole rows in the file.
+    length: u64,
 }
 
 impl MetricsLog {
@@ -46,6 +50,9 @@ impl MetricsLog {
                     let temporary = path.with_extension("jsonl.partial");
                     std::fs::write(&temporary, kept)
                         .and_then(|()| std::fs::rename(&temporary, path))
+                        .inspect_err(|_| {
+                            let _ = std::fs::remove_file(&temporary);
+                        })
                         .with_context(|| format!("cannot rewrite {}", path.display()))?;
                 }
             }
@@ -61,14 +68,36 @@ impl MetricsLog {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open {}", path.display()))?;
+        let length = file
+            .metadata()
+            .with_context(|| format!("cannot read the size of {}", path.display()))?
+            .len();
         Ok(Self {
             path: path.to_path_buf(),
             file,
+            length,
         })
     }
 
+    /// Appends `record` as one line, in one write; on failure the file is
+    /// cut back to its last whole row and the error names the file.
     pub fn write(&mut self, record: &Value) -> Result<()> {
-        writeln!(self.file, "{record}").with_context(|| format!("cannot write {}", self.path.display()))
+        let line = format!("{record}\n");
+        match self.file.write_all(line.as_bytes()) {
+            Ok(()) => {
+                self.length += line.len() as u64;
+                Ok(())
+            }
+            Err(error) => {
+                let _ = self.file.set_len(self.length);
+                Err(error).with_context(|| {
+                    format!(
+                        "cannot write a metrics row to {} (the rows before it are kept)",
+                        self.path.display()
+                    )
+                })
+            }
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use caf_backbone::{load_pretrained_encoder, seeded_init, CafNet, Checkpoint, HubOptions, ModelSpec, WeightSource};
-use caf_backbone::{varmap_tensors, write_tensors};
+use caf_backbone::{varmap_tensors, write_file_atomically, write_tensors};
 use caf_backbone::{CRITIC, ENCODER, REGRESSOR};
 use caf_data::{Batch, BatchLoader};
 use caf_objective::{adaptive_ks, adversarial_loss, critic_loss, va_loss, LagrangeMultiplier, MetricsSummary};
@@ -466,7 +466,7 @@ impl Trainer {
     pub fn run(&mut self, stop: &AtomicBool) -> Result<RunSummary> {
         let output = self.config.output.clone();
         std::fs::create_dir_all(&output).with_context(|| format!("cannot create {}", output.display()))?;
-        std::fs::write(output.join("config.toml"), self.config.to_toml()?).context("writing config.toml")?;
+        write_file_atomically(&output.join("config.toml"), self.config.to_toml()?.as_bytes())?;
         // Rows a killed run wrote after this checkpoint are cut: they are about to be written again.
         let mut log = MetricsLog::resume_at(&output.join("metrics.jsonl"), self.state.step)?;
         let (last, best) = (output.join("last.safetensors"), output.join("best.safetensors"));

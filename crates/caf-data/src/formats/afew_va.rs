@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{find_image, sorted_entries};
+use super::{find_image, read_annotation_file, sorted_entries};
 use crate::sample::{DataError, Dataset, IndexBuilder, Sample};
 
 /// Loads every clip folder under `root`. Integer valence and arousal in
@@ -19,7 +19,7 @@ pub fn load_afew_va(root: &Path) -> Result<Dataset, DataError> {
             continue;
         }
         let json_path = clip.join(format!("{name}.json"));
-        let text = match std::fs::read_to_string(&json_path) {
+        let text = match read_annotation_file(&json_path) {
             Ok(text) => text,
             Err(e) => {
                 index.row();

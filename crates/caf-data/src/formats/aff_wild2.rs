@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{find_image, sorted_entries};
+use super::{find_image, read_annotation_file, sorted_entries};
 use crate::sample::{parse_value, DataError, Dataset, IndexBuilder, Sample};
 
 /// Loads every `<video>.txt` in `annotations` (header `valence,arousal`, then
@@ -25,7 +25,7 @@ pub fn load_aff_wild2(annotations: &Path, frames: &Path) -> Result<Dataset, Data
             .or_else(|| video.strip_suffix("_right"))
             .unwrap_or(&video)
             .to_string();
-        let text = std::fs::read_to_string(&file).map_err(|e| DataError::io(&file, e))?;
+        let text = read_annotation_file(&file).map_err(|e| DataError::io(&file, e))?;
         let mut lines = text.lines();
         match lines.next().map(|h| h.trim().to_ascii_lowercase().replace(' ', "")) {
             Some(header) if header == "valence,arousal" => {}

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::csv_reader;
+use super::{csv_reader, is_fatal};
 use crate::sample::{parse_value, DataError, Dataset, FaceBox, IndexBuilder, Sample};
 
 const COLUMNS: [&str; 7] = [
@@ -61,6 +61,9 @@ pub fn load_affectnet(csv: &Path, root: &Path, face_margin: Option<f32>) -> Resu
             Ok(record) => record,
             Err(e) => {
                 index.problem(csv, line, format!("unreadable row: {e}"));
+                if is_fatal(&e) {
+                    break;
+                }
                 continue;
             }
         };

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::affectnet::parse_box;
-use super::csv_reader;
+use super::{csv_reader, is_fatal};
 use crate::sample::{DataError, FaceBox, RowProblem, SHOWN_PROBLEMS};
 
 /// Face boxes by relative path; an image matches the entry whose path its
@@ -45,6 +45,7 @@ impl FaceBoxes {
         let (mut boxes, mut problems, mut count) = (HashMap::new(), Vec::new(), 0);
         for (row, record) in rows.enumerate() {
             let line = row + 2;
+            let fatal = record.as_ref().err().is_some_and(is_fatal);
             let parsed = record.map_err(|e| e.to_string()).and_then(|record| {
                 let field = |i: usize| record.get(index[i]).unwrap_or("");
                 let face = parse_box(&[field(1), field(2), field(3), field(4)], margin)?;
@@ -65,6 +66,9 @@ impl FaceBoxes {
                             line,
                             message,
                         });
+                    }
+                    if fatal {
+                        break;
                     }
                 }
             }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::csv_reader;
+use super::{csv_reader, is_fatal};
 use crate::sample::{parse_value, DataError, Dataset, IndexBuilder, Sample};
 
 /// Loads a generic CSV. A first row whose second field is not a number (e.g.
@@ -22,6 +22,9 @@ pub fn load_generic_csv(csv: &Path, root: &Path) -> Result<Dataset, DataError> {
             Err(e) => {
                 index.row();
                 index.problem(csv, line, format!("unreadable row: {e}"));
+                if is_fatal(&e) {
+                    break;
+                }
                 continue;
             }
         };

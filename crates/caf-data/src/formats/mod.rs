@@ -65,14 +65,88 @@ pub(crate) fn sorted_entries(folder: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(entries)
 }
 
-/// Opens a CSV reader that keeps every row (header included) with its line number.
-pub(crate) fn csv_reader(file: &Path) -> Result<csv::Reader<std::fs::File>, DataError> {
+/// The longest line an index may hold. An AffectNet row, 68 landmarks
+/// included, is under 1 KiB; a longer line is not an index's.
+pub(crate) const MAX_LINE_BYTES: usize = 64 << 10;
+
+/// Opens a CSV reader that keeps every row (header included) with its line
+/// number. A line over [`MAX_LINE_BYTES`] ends the reading with an I/O
+/// error (see [`is_fatal`]) instead of growing a record without bound.
+pub(crate) fn csv_reader(file: &Path) -> Result<csv::Reader<LineBounded<std::fs::File>>, DataError> {
     let handle = std::fs::File::open(file).map_err(|e| DataError::io(file, e))?;
     Ok(csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_reader(handle))
+        .from_reader(LineBounded {
+            inner: handle,
+            line: 0,
+            failed: false,
+        }))
+}
+
+/// The largest annotation file read whole (an AFEW-VA clip's JSON, an
+/// Aff-Wild2 video's labels; the largest of either is a few hundred KiB).
+pub(crate) const MAX_ANNOTATION_FILE_BYTES: u64 = 64 << 20;
+
+/// The text of an annotation file read whole, refused above
+/// [`MAX_ANNOTATION_FILE_BYTES`] before it is read.
+pub(crate) fn read_annotation_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    let too_large = |size: u64| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{size} bytes, more than the {MAX_ANNOTATION_FILE_BYTES} an annotation file may hold"),
+        )
+    };
+    if size > MAX_ANNOTATION_FILE_BYTES {
+        return Err(too_large(size));
+    }
+    let mut text = String::with_capacity(size as usize);
+    file.take(MAX_ANNOTATION_FILE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_ANNOTATION_FILE_BYTES {
+        return Err(too_large(text.len() as u64));
+    }
+    Ok(text)
+}
+
+/// Whether a CSV error ends the file (an I/O error, an over-long line
+/// among them: reading on would meet it again) rather than one row.
+pub(crate) fn is_fatal(error: &csv::Error) -> bool {
+    matches!(error.kind(), csv::ErrorKind::Io(_))
+}
+
+/// A reader that fails, for good, once a line runs past [`MAX_LINE_BYTES`].
+pub(crate) struct LineBounded<R> {
+    inner: R,
+    /// Bytes since the last line end.
+    line: usize,
+    failed: bool,
+}
+
+impl<R: std::io::Read> std::io::Read for LineBounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let too_long = || {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a line longer than {MAX_LINE_BYTES} bytes, more than any index row; is this the right file?"),
+            )
+        };
+        if self.failed {
+            return Err(too_long());
+        }
+        let read = self.inner.read(buf)?;
+        for &byte in &buf[..read] {
+            self.line = if byte == b'\n' { 0 } else { self.line + 1 };
+            if self.line > MAX_LINE_BYTES {
+                self.failed = true;
+                return Err(too_long());
+            }
+        }
+        Ok(read)
+    }
 }
 
 #[cfg(test)]

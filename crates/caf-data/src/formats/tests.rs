@@ -204,3 +204,28 @@ fn dataset_specs_dispatch() {
     };
     assert_eq!(spec.load().expect("load").len(), 1);
 }
+
+#[test]
+fn an_over_long_line_ends_the_index_with_a_row_problem() {
+    let dir = tempfile::tempdir().expect("dir");
+    write_image(&dir.path().join("ann/1.png"));
+    let long = "x".repeat(super::MAX_LINE_BYTES + 10);
+    let csv = dir.path().join("labels.csv");
+    write(
+        &csv,
+        &format!("ann/1.png,0.5,0.5,ann\n{long},0.1,0.1,bob\nann/1.png,0.2,0.2,ann\n"),
+    );
+    let (count, problems) = bad_rows(load_generic_csv(&csv, dir.path()).unwrap_err());
+    assert_eq!(count, 1, "{problems:?}");
+    assert!(problems[0].1.contains("longer than 65536 bytes"), "{problems:?}");
+
+    let boxes = dir.path().join("boxes.csv");
+    write(&boxes, &format!("path,x,y,width,height\na.jpg,1,2,3,4\n{long}\n"));
+    let message = FaceBoxes::load(&boxes, 0.0).unwrap_err().to_string();
+    assert!(message.contains("longer than 65536 bytes"), "{message}");
+
+    let affectnet = dir.path().join("training.csv");
+    write(&affectnet, &format!("{AFFECTNET_HEADER}{long}\n"));
+    let message = load_affectnet(&affectnet, dir.path(), None).unwrap_err().to_string();
+    assert!(message.contains("longer than 65536 bytes"), "{message}");
+}
