@@ -1,7 +1,7 @@
 //! The `cargo xtask` binary as a user runs it.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use caf_backbone::{Arch, VaNet};
 use caf_e2e::fill::{named_tensors, strip_prefix, var_shapes};
@@ -9,24 +9,13 @@ use caf_e2e::torch_pickle::write_state_dict;
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .expect("run xtask")
-}
+mod common;
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use common::{text, xtask};
 
 #[test]
 fn without_arguments_it_lists_every_command_with_one_line_of_help() {
-    let output = xtask(&[]);
+    let output = xtask::<&str>(&[]);
     let help = text(&output);
     for command in [
         "import-torch",

@@ -12,6 +12,10 @@ use caf_backbone::Checkpoint;
 use candle_core::Device;
 use serde_json::Value;
 
+mod common;
+
+use common::{text, tiny_settings, xtask};
+
 /// How a write past the limit ends.
 #[derive(Clone, Copy)]
 enum PastTheLimit {
@@ -34,42 +38,6 @@ fn xtask_limited(blocks: u64, past: PastTheLimit, args: &[String]) -> Output {
         .args(args)
         .output()
         .expect("run xtask under a file-size limit")
-}
-
-fn xtask(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .expect("run xtask")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// A tiny run's settings: 6 people × 8 images of 64 px, batch 8, a row per iteration.
-fn tiny_run(dir: &Path) -> Vec<String> {
-    let mut args = vec!["train".to_string()];
-    for setting in [
-        format!("data.dir=\"{}\"", dir.join("data").display()),
-        "data.subjects=6".into(),
-        "data.images_per_subject=8".into(),
-        "data.size=64".into(),
-        "image_size=64".into(),
-        "resize=64".into(),
-        "batch_size=8".into(),
-        "validation_ratio=0.34".into(),
-        "log_every=1".into(),
-        "progress_seconds=0".into(),
-        format!("output=\"{}\"", dir.join("run").display()),
-    ] {
-        args.extend(["--set".to_string(), setting]);
-    }
-    args
 }
 
 fn resume(last: &Path, epochs: u64) -> Vec<String> {
@@ -123,7 +91,8 @@ fn a_full_disk_or_a_kill_while_writing_leaves_the_last_checkpoint_resumable() {
     let last = run.join("last.safetensors");
     let metrics = run.join("metrics.jsonl");
 
-    let mut first = tiny_run(dir.path());
+    let mut first = vec!["train".to_string()];
+    first.extend(tiny_settings(dir.path()));
     first.extend(["--set".into(), "epochs=1".into()]);
     let output = xtask(&first);
     assert!(output.status.success(), "{}", text(&output));

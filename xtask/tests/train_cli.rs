@@ -9,33 +9,16 @@ use caf_backbone::Checkpoint;
 use candle_core::Device;
 use serde_json::Value;
 
+mod common;
+
+use common::tiny_settings;
+
 fn rows(metrics: &Path) -> Vec<Value> {
     std::fs::read_to_string(metrics)
         .unwrap_or_default()
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
         .collect()
-}
-
-/// A tiny run's settings: 6 people × 8 images of 64 px, batch 8, a row per iteration.
-fn tiny_settings(dir: &Path) -> Vec<String> {
-    let data = dir.join("data");
-    [
-        format!("data.dir=\"{}\"", data.display()),
-        "data.subjects=6".into(),
-        "data.images_per_subject=8".into(),
-        "data.size=64".into(),
-        "image_size=64".into(),
-        "resize=64".into(),
-        "batch_size=8".into(),
-        "validation_ratio=0.34".into(),
-        "log_every=1".into(),
-        "progress_seconds=0".into(),
-        format!("output=\"{}\"", dir.join("run").display()),
-    ]
-    .into_iter()
-    .flat_map(|setting| ["--set".to_string(), setting])
-    .collect()
 }
 
 #[test]

@@ -15,28 +15,6 @@ fn quadrants() -> RgbImage {
     })
 }
 
-/// A JPEG of `image` with an EXIF APP1 segment holding one Orientation tag.
-fn jpeg_with_orientation(image: &RgbImage, orientation: u16) -> Vec<u8> {
-    let mut jpeg = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 100)
-        .encode_image(image)
-        .expect("encode");
-    // TIFF header (little endian, IFD at 8), one entry: 0x0112 SHORT 1 = orientation.
-    let mut tiff = b"II*\x00\x08\x00\x00\x00\x01\x00".to_vec();
-    tiff.extend_from_slice(&0x0112u16.to_le_bytes());
-    tiff.extend_from_slice(&3u16.to_le_bytes());
-    tiff.extend_from_slice(&1u32.to_le_bytes());
-    tiff.extend_from_slice(&orientation.to_le_bytes());
-    tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-    let mut app1 = b"Exif\x00\x00".to_vec();
-    app1.extend_from_slice(&tiff);
-    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE1];
-    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(&app1);
-    out.extend_from_slice(&jpeg[2..]);
-    out
-}
-
 /// The colour of the quadrant around (x, y), rounded away from JPEG's noise.
 fn colour(image: &RgbImage, x: u32, y: u32) -> [u8; 3] {
     image.get_pixel(x, y).0.map(|c| if c > 127 { 255 } else { 0 })
@@ -78,7 +56,11 @@ fn every_exif_orientation_is_turned_upright() {
     let dir = tempfile::tempdir().expect("dir");
     for (orientation, size, colours) in expected {
         let path = dir.path().join(format!("o{orientation}.jpg"));
-        std::fs::write(&path, jpeg_with_orientation(&quadrants(), orientation)).expect("write");
+        std::fs::write(
+            &path,
+            caf_testkit::pictures::jpeg_with_orientation(&quadrants(), orientation),
+        )
+        .expect("write");
         let image = decode(&path).expect("decode");
         assert_eq!(image.dimensions(), size, "orientation {orientation}");
         assert_eq!(corners(&image), colours, "orientation {orientation}");

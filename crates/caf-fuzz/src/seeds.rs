@@ -23,20 +23,6 @@ fn encoded(format: ImageFormat) -> Vec<u8> {
     bytes.into_inner()
 }
 
-/// A JPEG whose EXIF says to turn it (orientation 6).
-fn jpeg_with_exif() -> Vec<u8> {
-    let jpeg = encoded(ImageFormat::Jpeg);
-    let mut tiff = b"II*\x00\x08\x00\x00\x00\x01\x00\x12\x01\x03\x00\x01\x00\x00\x00\x06\x00".to_vec();
-    tiff.extend_from_slice(&[0; 6]);
-    let mut app1 = b"Exif\x00\x00".to_vec();
-    app1.extend_from_slice(&tiff);
-    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE1];
-    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(&app1);
-    out.extend_from_slice(&jpeg[2..]);
-    out
-}
-
 fn scratch_file(write: impl FnOnce(&std::path::Path)) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("seed");
@@ -64,7 +50,7 @@ pub fn seeds(target: Target) -> Vec<(&'static str, Vec<u8>)> {
         Target::Image => vec![
             ("a.png", encoded(ImageFormat::Png)),
             ("a.jpg", encoded(ImageFormat::Jpeg)),
-            ("exif.jpg", jpeg_with_exif()),
+            ("exif.jpg", caf_testkit::pictures::jpeg_with_orientation(&picture(), 6)),
             ("a.webp", encoded(ImageFormat::WebP)),
             ("a.bmp", encoded(ImageFormat::Bmp)),
             ("a.tiff", encoded(ImageFormat::Tiff)),

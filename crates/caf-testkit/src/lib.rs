@@ -1,7 +1,8 @@
 //! Test helpers shared by the caf-rs crates (a dev-dependency only).
 //!
-//! [`bombs`] are image files that declare a huge size, and [`PeakAllocator`]
-//! measures what a call allocates. [`check_gradient`] compares candle's gradient of a function with central
+//! [`bombs`] are image files that declare a huge size, [`pictures`] small
+//! ones with EXIF, and [`PeakAllocator`] measures what a call allocates.
+//! [`check_gradient`] compares candle's gradient of a function with central
 //! finite differences, in f64, the check every differentiable piece of the
 //! project must pass.
 //!
@@ -15,6 +16,7 @@
 
 pub mod bombs;
 mod peak;
+pub mod pictures;
 
 pub use peak::PeakAllocator;
 
