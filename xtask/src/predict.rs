@@ -76,16 +76,6 @@ enum Faces {
     Whole,
 }
 
-impl From<Faces> for FaceSearch {
-    fn from(faces: Faces) -> Self {
-        match faces {
-            Faces::Auto => FaceSearch::Auto,
-            Faces::Detect => FaceSearch::Detect,
-            Faces::Whole => FaceSearch::Whole,
-        }
-    }
-}
-
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Format {
     /// `path,face,x,y,width,height,score,source,valence,arousal,intensity,quadrant,emotion,error`
@@ -111,25 +101,32 @@ pub fn predict(args: Predict) -> Result<()> {
         max_file_bytes: args.max_file_bytes,
         max_metadata_bytes: args.max_metadata_bytes,
     });
-    let search = FaceSearch::from(args.faces);
-    let detector = match search {
-        FaceSearch::Whole => None,
-        FaceSearch::Auto | FaceSearch::Detect => {
-            let detector = match &args.detector {
-                Some(source) => FaceDetector::load(source, &HubOptions::from_env(), &device)?,
-                None => FaceDetector::builtin(&device)?,
-            };
-            let config = DetectorConfig {
-                min_face_size: args.min_face_size,
-                max_detection_side: args.max_detection_side,
-                ..*detector.config()
-            };
-            Some(detector.with_config(config)?)
+    let load_detector = || -> Result<FaceDetector> {
+        let detector = match &args.detector {
+            Some(source) => FaceDetector::load(source, &HubOptions::from_env(), &device)?,
+            None => FaceDetector::builtin(&device)?,
+        };
+        let config = DetectorConfig {
+            min_face_size: args.min_face_size,
+            max_detection_side: args.max_detection_side,
+            ..*detector.config()
+        };
+        Ok(detector.with_config(config)?)
+    };
+    let detector;
+    let search = match args.faces {
+        Faces::Whole => FaceSearch::Whole,
+        Faces::Auto => {
+            detector = load_detector()?;
+            FaceSearch::Auto(&detector)
+        }
+        Faces::Detect => {
+            detector = load_detector()?;
+            FaceSearch::Detect(&detector)
         }
     };
     let options = PhotoOptions {
         search,
-        detector: detector.as_ref(),
         margin: args.face_margin,
     };
     let boxes = match &args.boxes {

@@ -5,8 +5,6 @@
 //! by a margin on every side ([`FaceBox::grown`]), then the checkpoint's
 //! resize and centre crop.
 
-use std::str::FromStr;
-
 use caf_data::FaceBox;
 use caf_face::{Face, FaceDetector};
 use image::RgbImage;
@@ -15,33 +13,21 @@ use rayon::prelude::*;
 use crate::circumplex::Va;
 use crate::predictor::{load, ImageFile, InferError, Predictor};
 
-/// The margin [`PhotoOptions::default`] grows detected and given boxes by:
+/// The margin [`PhotoOptions::new`] grows detected and given boxes by:
 /// MTCNN's box runs from the eyebrows to the chin, a face crop of the
 /// datasets shows the whole head.
 pub const DEFAULT_FACE_MARGIN: f32 = 0.2;
 
-/// How the faces of a photo are found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaceSearch {
+/// How the faces of a photo are found; the modes that detect carry the
+/// detector, so every value can run.
+#[derive(Clone, Copy)]
+pub enum FaceSearch<'a> {
     /// Detect every face; a photo where none is found is predicted whole.
-    Auto,
+    Auto(&'a FaceDetector),
     /// Detect every face; a photo where none is found has no prediction.
-    Detect,
+    Detect(&'a FaceDetector),
     /// The whole picture is one face (for photos that are face crops already).
     Whole,
-}
-
-impl FromStr for FaceSearch {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(FaceSearch::Auto),
-            "detect" => Ok(FaceSearch::Detect),
-            "whole" => Ok(FaceSearch::Whole),
-            other => Err(format!("unknown face search `{other}` (auto, detect or whole)")),
-        }
-    }
 }
 
 /// Where a prediction's face came from.
@@ -88,18 +74,16 @@ pub struct FacePrediction {
 /// How [`Predictor::predict_photo`] finds and crops faces.
 #[derive(Clone, Copy)]
 pub struct PhotoOptions<'a> {
-    pub search: FaceSearch,
-    /// Needed unless `search` is [`FaceSearch::Whole`].
-    pub detector: Option<&'a FaceDetector>,
+    pub search: FaceSearch<'a>,
     /// Share of a box's width (height) added on each side before cropping.
     pub margin: f32,
 }
 
-impl Default for PhotoOptions<'_> {
-    fn default() -> Self {
+impl<'a> PhotoOptions<'a> {
+    /// `search` with the default margin, [`DEFAULT_FACE_MARGIN`].
+    pub fn new(search: FaceSearch<'a>) -> Self {
         PhotoOptions {
-            search: FaceSearch::Auto,
-            detector: None,
+            search,
             margin: DEFAULT_FACE_MARGIN,
         }
     }
@@ -121,7 +105,7 @@ fn whole(photo: &RgbImage) -> FaceBox {
     }
 }
 
-fn locate(photo: &RgbImage, given: Option<FaceBox>, options: &PhotoOptions) -> Result<Vec<Located>, InferError> {
+fn locate(photo: &RgbImage, given: Option<FaceBox>, search: FaceSearch) -> Result<Vec<Located>, InferError> {
     let one = |face, origin| {
         vec![Located {
             face,
@@ -132,13 +116,13 @@ fn locate(photo: &RgbImage, given: Option<FaceBox>, options: &PhotoOptions) -> R
     if let Some(face) = given {
         return Ok(one(face, FaceOrigin::Given));
     }
-    let detector = match (options.search, options.detector) {
-        (FaceSearch::Whole, _) => return Ok(one(whole(photo), FaceOrigin::Whole)),
-        (_, Some(detector)) => detector,
-        (_, None) => return Err(InferError::NoDetector),
+    let (detector, whole_when_none) = match search {
+        FaceSearch::Whole => return Ok(one(whole(photo), FaceOrigin::Whole)),
+        FaceSearch::Auto(detector) => (detector, true),
+        FaceSearch::Detect(detector) => (detector, false),
     };
     let faces = detector.detect(photo)?;
-    if faces.is_empty() && options.search == FaceSearch::Auto {
+    if faces.is_empty() && whole_when_none {
         return Ok(one(whole(photo), FaceOrigin::NoFaceFound));
     }
     Ok(faces
@@ -169,7 +153,7 @@ impl Predictor {
         given: Option<FaceBox>,
         options: &PhotoOptions,
     ) -> Result<Vec<FacePrediction>, InferError> {
-        let located = locate(photo, given, options)?;
+        let located = locate(photo, given, options.search)?;
         let inputs: Vec<Vec<f32>> = located
             .par_iter()
             .map(|l| self.input(photo, Some(l.face.grown(options.margin))))
@@ -232,10 +216,7 @@ mod tests {
     fn a_photo_without_a_face_is_predicted_whole_in_auto_and_not_at_all_in_detect() {
         let (_dir, predictor, detector) = setup();
         let photo = grey(90, 70);
-        let options = PhotoOptions {
-            detector: Some(&detector),
-            ..Default::default()
-        };
+        let options = PhotoOptions::new(FaceSearch::Auto(&detector));
         let auto = predictor.predict_photo(&photo, None, &options).expect("auto");
         assert_eq!(auto.len(), 1);
         assert_eq!(auto[0].origin, FaceOrigin::NoFaceFound);
@@ -245,10 +226,7 @@ mod tests {
         let expected = predictor.predict_images(&[(&photo, None)]).expect("whole")[0];
         assert_eq!(auto[0].va, expected);
 
-        let detect = PhotoOptions {
-            search: FaceSearch::Detect,
-            ..options
-        };
+        let detect = PhotoOptions::new(FaceSearch::Detect(&detector));
         assert!(predictor
             .predict_photo(&photo, None, &detect)
             .expect("detect")
@@ -267,12 +245,12 @@ mod tests {
             width: 40.0,
             height: 50.0,
         };
-        for search in [FaceSearch::Auto, FaceSearch::Detect, FaceSearch::Whole] {
-            let options = PhotoOptions {
-                search,
-                detector: Some(&detector),
-                margin: 0.25,
-            };
+        for (name, search) in [
+            ("auto", FaceSearch::Auto(&detector)),
+            ("detect", FaceSearch::Detect(&detector)),
+            ("whole", FaceSearch::Whole),
+        ] {
+            let options = PhotoOptions { search, margin: 0.25 };
             let faces = predictor.predict_photo(&photo, Some(given), &options).expect("given");
             assert_eq!(faces.len(), 1);
             assert_eq!((faces[0].origin, faces[0].face), (FaceOrigin::Given, given));
@@ -283,28 +261,18 @@ mod tests {
                 height: 75.0,
             };
             let expected = predictor.predict_images(&[(&photo, Some(grown))]).expect("crop")[0];
-            assert_eq!(faces[0].va, expected, "{search:?}");
+            assert_eq!(faces[0].va, expected, "{name}");
         }
     }
 
     #[test]
-    fn whole_needs_no_detector_and_the_others_do() {
+    fn whole_needs_no_detector() {
         let (_dir, predictor, _) = setup();
         let photo = grey(64, 64);
-        let whole_options = PhotoOptions {
-            search: FaceSearch::Whole,
-            ..Default::default()
-        };
-        let faces = predictor.predict_photo(&photo, None, &whole_options).expect("whole");
-        assert_eq!(faces[0].origin, FaceOrigin::Whole);
-        let error = predictor
-            .predict_photo(&photo, None, &PhotoOptions::default())
-            .unwrap_err();
-        assert!(matches!(error, InferError::NoDetector), "{error}");
-        assert_eq!("detect".parse::<FaceSearch>(), Ok(FaceSearch::Detect));
-        assert!("faces"
-            .parse::<FaceSearch>()
-            .unwrap_err()
-            .contains("auto, detect or whole"));
+        let faces = predictor
+            .predict_photo(&photo, None, &PhotoOptions::new(FaceSearch::Whole))
+            .expect("whole");
+        assert_eq!((faces.len(), faces[0].origin), (1, FaceOrigin::Whole));
+        assert_eq!(faces[0].face, whole(&photo));
     }
 }

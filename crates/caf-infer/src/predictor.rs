@@ -29,8 +29,6 @@ pub enum InferError {
     Model(#[from] candle_core::Error),
     #[error(transparent)]
     Detection(Box<caf_face::Error>),
-    #[error("finding faces needs a face detector; pass one, or predict whole pictures")]
-    NoDetector,
 }
 
 impl From<caf_face::Error> for InferError {
