@@ -27,6 +27,13 @@ pub enum InferError {
     TooSmall { path: PathBuf, width: u32, height: u32 },
     #[error("model: {0}")]
     Model(#[from] candle_core::Error),
+    /// The network failed on a batch this image was part of; every image
+    /// of the batch gets the same error.
+    #[error("the batch of {images} images this one was in failed: {source}")]
+    Batch {
+        images: usize,
+        source: std::sync::Arc<InferError>,
+    },
     #[error(transparent)]
     Detection(Box<caf_face::Error>),
 }
@@ -155,22 +162,27 @@ impl Predictor {
             let mut good = Vec::with_capacity(decoded.len());
             let slots: Vec<Result<(), InferError>> =
                 decoded.into_iter().map(|r| r.map(|input| good.push(input))).collect();
+            let images = good.len();
             match self.predict_inputs(&good) {
                 Ok(predictions) => {
                     let mut predictions = predictions.into_iter();
                     for slot in slots {
-                        results.push(slot.and_then(|()| {
+                        results.push(slot.map(|()| {
                             predictions
                                 .next()
-                                .ok_or_else(|| InferError::Model(candle_core::Error::Msg("missing prediction".into())))
+                                .expect("predict_inputs gives one prediction per input")
                         }));
                     }
                 }
                 Err(error) => {
-                    let message = error.to_string();
+                    let source = std::sync::Arc::new(error);
                     for slot in slots {
-                        results
-                            .push(slot.and_then(|()| Err(InferError::Model(candle_core::Error::Msg(message.clone())))));
+                        results.push(slot.and_then(|()| {
+                            Err(InferError::Batch {
+                                images,
+                                source: source.clone(),
+                            })
+                        }));
                     }
                 }
             }
