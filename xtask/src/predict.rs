@@ -86,8 +86,6 @@ enum Format {
 
 const CSV_HEADER: &str = "path,face,x,y,width,height,score,source,valence,arousal,intensity,quadrant,emotion,error";
 
-const IMAGE_EXTENSIONS: [&str; 7] = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"];
-
 pub fn predict(args: Predict) -> Result<()> {
     anyhow::ensure!(args.batch > 0, "--batch must be positive");
     anyhow::ensure!(
@@ -133,7 +131,7 @@ pub fn predict(args: Predict) -> Result<()> {
         Some(file) => FaceBoxes::load(file, 0.0)?,
         None => FaceBoxes::default(),
     };
-    let files: Vec<ImageFile> = collect_images(&args.paths)?
+    let files: Vec<ImageFile> = caf_infer::find_images(&args.paths)?
         .into_iter()
         .map(|path| ImageFile {
             face: boxes.get(&path),
@@ -238,49 +236,6 @@ impl RowSink {
         rows.clear();
         Ok(())
     }
-}
-
-/// Files as given (always tried, so a wrong one gets an error row) and image
-/// files under folders, each folder sorted.
-fn collect_images(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            let before = files.len();
-            walk(path, &mut files)?;
-            if files.len() == before {
-                bail!(
-                    "{} holds no image (.{}); give image files or a folder of them",
-                    path.display(),
-                    IMAGE_EXTENSIONS.join(", .")
-                );
-            }
-        } else {
-            files.push(path.clone());
-        }
-    }
-    Ok(files)
-}
-
-fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()
-        .with_context(|| format!("cannot list {}", dir.display()))?;
-    entries.sort();
-    for entry in entries {
-        if entry.is_dir() {
-            walk(&entry, files)?;
-        } else if entry
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        {
-            files.push(entry);
-        }
-    }
-    Ok(())
 }
 
 fn write_annotation(dir: &Path, index: usize, path: &Path, photo: &RgbImage, faces: &[FacePrediction]) -> Result<()> {

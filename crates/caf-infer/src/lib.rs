@@ -39,6 +39,7 @@
 
 mod annotate;
 mod circumplex;
+mod files;
 mod photo;
 mod predictor;
 mod text;
@@ -47,6 +48,7 @@ pub use annotate::{photo_annotation, PANEL};
 pub use caf_data::{DecodeLimit, DecodeLimits};
 pub use caf_face::{DetectorConfig, Face, FaceDetector};
 pub use circumplex::{Quadrant, Va, EMOTIONS, NEUTRAL_INTENSITY};
+pub use files::{find_images, IMAGE_EXTENSIONS, MAX_FOLDER_DEPTH};
 pub use photo::{FaceOrigin, FacePrediction, FaceSearch, PhotoOptions, DEFAULT_FACE_MARGIN};
 pub use predictor::{load, ImageFile, InferError, Predictor, MIN_SIDE};
 

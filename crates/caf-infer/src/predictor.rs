@@ -23,6 +23,10 @@ pub enum InferError {
     Checkpoint(Box<caf_backbone::Error>),
     #[error(transparent)]
     Data(Box<DataError>),
+    #[error("{}: holds no image (.{}); give image files or a folder of them", folder.display(), crate::IMAGE_EXTENSIONS.join(", ."))]
+    NoImages { folder: PathBuf },
+    #[error("{}: {message}", folder.display())]
+    Folder { folder: PathBuf, message: String },
     #[error("{path}: the image is {width}×{height} px; at least {MIN_SIDE}×{MIN_SIDE} is needed")]
     TooSmall { path: PathBuf, width: u32, height: u32 },
     #[error("model: {0}")]
