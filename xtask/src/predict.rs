@@ -153,15 +153,18 @@ pub fn predict(args: Predict) -> Result<()> {
     let progress = indicatif::ProgressBar::new(files.len() as u64);
     let mut failed = 0;
     for (chunk_index, chunk) in files.chunks(args.batch).enumerate() {
-        let results = predictor.predict_photo_files(chunk, &options);
-        for (offset, (file, result)) in chunk.iter().zip(results).enumerate() {
-            let result = result.map_err(anyhow::Error::from).and_then(|faces| {
-                if let Some(dir) = &args.annotate {
-                    let photo = caf_infer::load(&file.path, predictor.decode_limits())?;
-                    write_annotation(dir, chunk_index * args.batch + offset, &file.path, &photo, &faces)?;
-                }
-                Ok(faces)
+        let results =
+            predictor.predict_photo_files_with(chunk, &options, |offset, photo, faces| match &args.annotate {
+                Some(dir) => write_annotation(
+                    dir,
+                    chunk_index * args.batch + offset,
+                    &chunk[offset].path,
+                    photo,
+                    faces,
+                ),
+                None => Ok(()),
             });
+        for (file, result) in chunk.iter().zip(results) {
             match &result {
                 Ok(faces) if faces.is_empty() => write_no_face(&mut out, args.format, &file.path)?,
                 Ok(faces) => {

@@ -183,11 +183,27 @@ impl Predictor {
         files: &[ImageFile],
         options: &PhotoOptions,
     ) -> Vec<Result<Vec<FacePrediction>, InferError>> {
+        self.predict_photo_files_with(files, options, |_, _, _| Ok::<(), InferError>(()))
+    }
+
+    /// [`Predictor::predict_photo_files`], handing `each` the file's place
+    /// in `files`, its decoded photo and its faces while the photo is still
+    /// held (to draw them, say, without decoding the file again). An error
+    /// of `each` becomes that file's result.
+    pub fn predict_photo_files_with<E: From<InferError> + Send>(
+        &self,
+        files: &[ImageFile],
+        options: &PhotoOptions,
+        each: impl Fn(usize, &RgbImage, &[FacePrediction]) -> Result<(), E> + Sync,
+    ) -> Vec<Result<Vec<FacePrediction>, E>> {
         files
             .par_iter()
-            .map(|file| {
+            .enumerate()
+            .map(|(index, file)| {
                 let photo = load(&file.path, self.decode_limits())?;
-                self.predict_photo(&photo, file.face, options)
+                let faces = self.predict_photo(&photo, file.face, options)?;
+                each(index, &photo, &faces)?;
+                Ok(faces)
             })
             .collect()
     }
@@ -274,5 +290,45 @@ mod tests {
             .expect("whole");
         assert_eq!((faces.len(), faces[0].origin), (1, FaceOrigin::Whole));
         assert_eq!(faces[0].face, whole(&photo));
+    }
+
+    #[test]
+    fn each_file_is_handed_over_with_its_own_photo_and_its_error_is_its_result() {
+        let (dir, predictor, _) = setup();
+        let files: Vec<ImageFile> = [(40u32, 30u32), (50, 60), (70, 20)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(w, h))| {
+                let path = dir.path().join(format!("{i}.png"));
+                grey(w, h).save(&path).expect("png");
+                ImageFile { path, face: None }
+            })
+            .collect();
+        #[derive(Debug, PartialEq)]
+        enum Drawing {
+            Prediction(String),
+            Failed(usize),
+        }
+        impl From<InferError> for Drawing {
+            fn from(error: InferError) -> Self {
+                Drawing::Prediction(error.to_string())
+            }
+        }
+        let seen = std::sync::Mutex::new(Vec::new());
+        let results =
+            predictor.predict_photo_files_with(&files, &PhotoOptions::new(FaceSearch::Whole), |index, photo, faces| {
+                seen.lock()
+                    .expect("lock")
+                    .push((index, photo.dimensions(), faces.len()));
+                if index == 1 {
+                    return Err(Drawing::Failed(index));
+                }
+                Ok(())
+            });
+        let mut seen = seen.into_inner().expect("lock");
+        seen.sort();
+        assert_eq!(seen, [(0, (40, 30), 1), (1, (50, 60), 1), (2, (70, 20), 1)]);
+        assert!(results[0].is_ok() && results[2].is_ok());
+        assert_eq!(results[1].as_ref().unwrap_err(), &Drawing::Failed(1));
     }
 }
