@@ -28,10 +28,11 @@
 //! everywhere. f32 and f64 on the CPU run the CPU kernels. With the `cuda`
 //! feature, f32 on CUDA runs this crate's CUDA kernels (`src/cuda/kernels.cu`,
 //! compiled by NVRTC on first use) for ReLU, the residual ReLU, a
-//! convolution's bias and ReLU (after candle's convolution), max pooling and
-//! Adam; everything else (convolution, batch normalisation, PReLU, and every
-//! other device and dtype) runs candle's own operations, which have CUDA
-//! kernels and gradients.
+//! convolution's bias and ReLU (after candle's convolution), max pooling,
+//! training batch normalisation and Adam; the rest (the convolution itself,
+//! PReLU, and every other device and dtype) runs candle's own operations,
+//! which have CUDA kernels and gradients. The CUDA kernels compile here
+//! (NVRTC, no GPU needed) but have not yet run on a GPU.
 //!
 //! ```
 //! use caf_kernels::{conv2d, Conv2dParams};
