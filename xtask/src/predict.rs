@@ -10,7 +10,6 @@ use caf_infer::{
     photo_annotation, DecodeLimits, DetectorConfig, FaceDetector, FacePrediction, FaceSearch, ImageFile, PhotoOptions,
     Predictor, DEFAULT_FACE_MARGIN,
 };
-use caf_train::parse_device;
 use image::RgbImage;
 use serde_json::json;
 
@@ -93,7 +92,7 @@ pub fn predict(args: Predict) -> Result<()> {
         "--face-margin must be a number above -0.5 (got {})",
         args.face_margin
     );
-    let device = parse_device(&args.device)?;
+    let device = caf_infer::parse_device(&args.device)?;
     let predictor = Predictor::from_checkpoint(&args.checkpoint, &device)?.with_decode_limits(DecodeLimits {
         max_pixels: args.max_pixels,
         max_file_bytes: args.max_file_bytes,

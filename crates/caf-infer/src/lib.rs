@@ -47,6 +47,7 @@ mod text;
 pub use annotate::{photo_annotation, PANEL};
 pub use caf_data::{DecodeLimit, DecodeLimits};
 pub use caf_face::{DetectorConfig, Face, FaceDetector};
+pub use caf_kernels::{parse_device, DeviceError};
 pub use circumplex::{Quadrant, Va, EMOTIONS, NEUTRAL_INTENSITY};
 pub use files::{find_images, IMAGE_EXTENSIONS, MAX_FOLDER_DEPTH};
 pub use photo::{FaceOrigin, FacePrediction, FaceSearch, PhotoOptions, DEFAULT_FACE_MARGIN};

@@ -52,6 +52,7 @@ mod batch_norm;
 mod conv;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod device;
 mod elementwise;
 mod gemm;
 mod parallel;
@@ -65,6 +66,7 @@ mod storage;
 pub use adam::{adam_update, AdamMoments, AdamStep};
 pub use batch_norm::{batch_norm_train, batch_norm_train_relu, scale_shift, ChannelStats};
 pub use conv::{conv2d, conv2d_relu, window_output, Conv2dParams, ConvWeight, FrozenWeight};
+pub use device::{parse_device, DeviceError};
 pub use elementwise::{add_relu, relu};
 pub use pool::{max_pool2d, MaxPool2dConfig};
 pub use prelu::prelu;

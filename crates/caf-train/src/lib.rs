@@ -44,6 +44,7 @@ mod trainer;
 
 pub use adam::{Adam, AdamConfig};
 pub use breakdown::{Band, Breakdown};
+pub use caf_kernels::{parse_device, DeviceError};
 pub use comparison::{paired, seed_scores, FinalScores, PairedComparison};
 pub use config::{DataConfig, Method, TrainConfig};
 pub use datasets::{training_and_validation_sets, validation_set, validation_split};
@@ -53,4 +54,4 @@ pub use metrics_log::{fold_table, mean_ccc, summary_json};
 pub use report::{circumplex, run_report};
 pub use schedule::{step_lr, warmup_ramp};
 pub use series::{run_series, Series, SeriesOutcome, SeriesRun};
-pub use trainer::{parse_device, Counters, CriticStats, Phase, RunSummary, StepReport, TrainState, Trainer};
+pub use trainer::{Counters, CriticStats, Phase, RunSummary, StepReport, TrainState, Trainer};

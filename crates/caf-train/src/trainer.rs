@@ -149,19 +149,6 @@ pub struct Trainer {
     state: TrainState,
 }
 
-/// `cpu`, `cuda` or `cuda:N`.
-pub fn parse_device(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(0).context("cannot open CUDA device 0 (was this built with --features cuda?)"),
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
-            Some(ordinal) => Device::new_cuda(ordinal)
-                .with_context(|| format!("cannot open CUDA device {ordinal} (was this built with --features cuda?)")),
-            None => bail!("unknown device `{other}` (use cpu, cuda or cuda:N)"),
-        },
-    }
-}
-
 /// Trainable variables under `prefix` (BatchNorm running statistics excluded), by name.
 fn trainable(varmap: &VarMap, prefix: &str) -> Vec<(String, Var)> {
     let vars = varmap.data().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -228,7 +215,7 @@ impl Trainer {
     /// A fresh run: seeded initial weights, then the pretrained encoder if configured.
     pub fn new(config: TrainConfig) -> Result<Self> {
         config.validate()?;
-        let device = parse_device(&config.device)?;
+        let device = caf_kernels::parse_device(&config.device)?;
         let arch = config.arch()?;
         let varmap = VarMap::new();
         let net = CafNet::new(arch, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
@@ -259,7 +246,7 @@ impl Trainer {
                 checkpoint.display()
             )
         })?;
-        let device = parse_device(&overridden.device)?;
+        let device = caf_kernels::parse_device(&overridden.device)?;
         let meta = |key: &str| {
             file.metadata
                 .get(key)
