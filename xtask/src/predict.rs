@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use caf_backbone::{HubOptions, WeightSource};
+use caf_backbone::{HubOptions, RowFile, WeightSource};
 use caf_data::FaceBoxes;
 use caf_infer::{
     photo_annotation, DecodeLimits, DetectorConfig, FaceDetector, FacePrediction, FaceSearch, ImageFile, PhotoOptions,
@@ -191,26 +191,18 @@ pub fn predict(args: Predict) -> Result<()> {
 }
 
 /// Where prediction rows go: standard output, or a file that holds whole
-/// rows only. Rows are written a chunk at a time; a chunk that fails
-/// part-way (a full disk) is cut off again, so every row in the file is
-/// whole, and the error names the file.
+/// rows only ([`RowFile`]). Rows are written a chunk at a time; a chunk that
+/// fails part-way (a full disk) is cut off again, so every row in the file
+/// is whole, and the error names the file.
 enum RowSink {
     Stdout,
-    File {
-        file: std::fs::File,
-        path: PathBuf,
-        length: u64,
-    },
+    File(RowFile),
 }
 
 impl RowSink {
     fn open(path: Option<&Path>) -> Result<Self> {
         Ok(match path {
-            Some(path) => RowSink::File {
-                file: std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-                path: path.to_path_buf(),
-                length: 0,
-            },
+            Some(path) => RowSink::File(RowFile::create(path)?),
             None => RowSink::Stdout,
         })
     }
@@ -222,17 +214,14 @@ impl RowSink {
                 let mut stdout = std::io::stdout().lock();
                 stdout.write_all(rows).and_then(|()| stdout.flush())?;
             }
-            RowSink::File { file, path, length } => {
-                if let Err(error) = file.write_all(rows) {
-                    let _ = file.set_len(*length);
-                    return Err(error).with_context(|| {
-                        format!(
-                            "cannot write predictions to {} (the {length} bytes of rows before are kept whole)",
-                            path.display()
-                        )
-                    });
-                }
-                *length += rows.len() as u64;
+            RowSink::File(file) => {
+                let (kept, path) = (file.len(), file.path().to_path_buf());
+                file.append(rows).with_context(|| {
+                    format!(
+                        "cannot write predictions to {} (the {kept} bytes of rows before are kept whole)",
+                        path.display()
+                    )
+                })?;
             }
         }
         rows.clear();

@@ -3,13 +3,13 @@
 //! architecture and preprocessing, so the file alone rebuilds the model.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::error::{Error, Result};
+use crate::files::write_file_atomically;
 use crate::model::{CafNet, ModelSpec, VaNet, CRITIC, ENCODER, REGRESSOR};
 use crate::pretrained::load_encoder_file;
 use crate::weights::{assign, read_tensors};
@@ -123,39 +123,6 @@ pub fn write_tensors(
     let bytes = safetensors::serialize(sorted, Some(metadata))
         .map_err(|e| Error::bad_file(path, format!("cannot serialise the checkpoint: {e}")))?;
     write_file_atomically(path, &bytes)
-}
-
-/// Writes `bytes` to `path` so that `path` holds either its old content or
-/// all of `bytes`, whatever happens part-way (a full disk, a kill): the
-/// bytes go to a temporary file in the same folder, synced, then renamed
-/// over `path`. On failure the temporary file is removed and the error
-/// names `path`.
-pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let folder = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::bad_file(path, "not a file path"))?;
-    let temporary = folder.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
-    let written = (|| {
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)?;
-        // The rename itself reaches the disk with the folder's entry; a
-        // folder that cannot be opened for syncing still holds the file.
-        if let Ok(folder) = std::fs::File::open(&folder) {
-            let _ = folder.sync_all();
-        }
-        Ok(())
-    })();
-    written.map_err(|e| {
-        let _ = std::fs::remove_file(&temporary);
-        Error::io(path, e)
-    })
 }
 
 /// Imports a trained PyTorch model saved as two state dicts, the layout of

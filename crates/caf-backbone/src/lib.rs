@@ -35,6 +35,7 @@ mod checkpoint;
 mod conv;
 mod dropout;
 mod error;
+mod files;
 mod heads;
 mod hub;
 mod init;
@@ -50,12 +51,11 @@ mod torch_zip;
 mod weights;
 
 pub use alexnet::{AlexNetEncoder, ALEXNET_FEATURES};
-pub use checkpoint::{
-    import_torch_model, save_checkpoint, varmap_tensors, write_file_atomically, write_tensors, Checkpoint,
-};
+pub use checkpoint::{import_torch_model, save_checkpoint, varmap_tensors, write_tensors, Checkpoint};
 pub use conv::{Conv2d, ConvInit, ConvSpec};
 pub use dropout::{Dropout, DropoutRng};
 pub use error::{Error, Result};
+pub use files::{write_file_atomically, RowFile};
 pub use heads::{Critic, Regressor, CRITIC_OUTPUTS};
 pub use hub::{HubFile, HubOptions};
 pub use init::seeded_init;

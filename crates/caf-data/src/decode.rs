@@ -101,27 +101,26 @@ pub fn decode_with_limits(path: &Path, limits: &DecodeLimits) -> Result<RgbImage
     decode_bytes(&bytes, path, limits)
 }
 
-/// Reads at most `max` bytes of `path`: a file that grows while it is read,
-/// or a device that never ends, is refused at the limit as a large file is.
+/// Reads at most `max + 1` bytes of `path`: a file declared larger is
+/// refused unread, and one that grows while it is read, or a device that
+/// never ends, stops one byte past the limit.
 fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, DataError> {
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
     let declared = file.metadata().map_err(|e| DataError::io(path, e))?.len();
-    let over = |found| DataError::OverLimit {
-        path: path.to_path_buf(),
-        limit: DecodeLimit::FileBytes,
-        found,
-        allowed: max,
-    };
     if declared > max {
-        return Err(over(declared));
+        return Err(DataError::OverLimit {
+            path: path.to_path_buf(),
+            limit: DecodeLimit::FileBytes,
+            found: declared,
+            allowed: max,
+        });
     }
+    // One byte past the limit is enough for decode_bytes to refuse a file
+    // that grew after its size was read.
     let mut bytes = Vec::with_capacity(declared as usize);
     file.take(max.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|e| DataError::io(path, e))?;
-    if bytes.len() as u64 > max {
-        return Err(over(bytes.len() as u64));
-    }
     Ok(bytes)
 }
 
@@ -157,12 +156,7 @@ pub fn decode_bytes(bytes: &[u8], source: &Path, limits: &DecodeLimits) -> Resul
     let (width, height) = decoder.dimensions();
     let pixels = width as u64 * height as u64;
     if pixels > limits.max_pixels {
-        return Err(DataError::OverLimit {
-            path: source.to_path_buf(),
-            limit: DecodeLimit::Pixels,
-            found: pixels,
-            allowed: limits.max_pixels,
-        });
+        return Err(over(DecodeLimit::Pixels, pixels, limits.max_pixels));
     }
     if pixels == 0 {
         return Err(bad("empty image".into()));

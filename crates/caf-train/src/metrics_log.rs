@@ -1,10 +1,9 @@
 //! Metrics as JSON lines beside the checkpoints.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
+use caf_backbone::{write_file_atomically, RowFile};
 use caf_objective::{AxisMetrics, MetricsSummary};
 use serde_json::{json, Value};
 
@@ -12,10 +11,7 @@ use serde_json::{json, Value};
 /// whole or not at all: one that fails part-way (a full disk) is cut off
 /// again, so every row in the file stays readable.
 pub struct MetricsLog {
-    path: PathBuf,
-    file: File,
-    /// Bytes of whole rows in the file.
-    length: u64,
+    rows: RowFile,
 }
 
 impl MetricsLog {
@@ -47,57 +43,27 @@ impl MetricsLog {
                         step,
                         "metrics rows past the checkpoint's step removed"
                     );
-                    let temporary = path.with_extension("jsonl.partial");
-                    std::fs::write(&temporary, kept)
-                        .and_then(|()| std::fs::rename(&temporary, path))
-                        .inspect_err(|_| {
-                            let _ = std::fs::remove_file(&temporary);
-                        })
+                    write_file_atomically(path, kept.as_bytes())
                         .with_context(|| format!("cannot rewrite {}", path.display()))?;
                 }
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
         }
-        Self::open(path)
-    }
-
-    fn open(path: &Path) -> Result<Self> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        let length = file
-            .metadata()
-            .with_context(|| format!("cannot read the size of {}", path.display()))?
-            .len();
         Ok(Self {
-            path: path.to_path_buf(),
-            file,
-            length,
+            rows: RowFile::append_to(path).with_context(|| format!("cannot open {}", path.display()))?,
         })
     }
 
     /// Appends `record` as one line, in one write; on failure the file is
     /// cut back to its last whole row and the error names the file.
     pub fn write(&mut self, record: &Value) -> Result<()> {
-        let line = format!("{record}\n");
-        match self.file.write_all(line.as_bytes()) {
-            Ok(()) => {
-                self.length += line.len() as u64;
-                Ok(())
-            }
-            Err(error) => {
-                let _ = self.file.set_len(self.length);
-                Err(error).with_context(|| {
-                    format!(
-                        "cannot write a metrics row to {} (the rows before it are kept)",
-                        self.path.display()
-                    )
-                })
-            }
-        }
+        self.rows.append(format!("{record}\n").as_bytes()).with_context(|| {
+            format!(
+                "cannot write a metrics row to {} (the rows before it are kept)",
+                self.rows.path().display()
+            )
+        })
     }
 }
 
