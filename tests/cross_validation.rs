@@ -19,7 +19,7 @@ fn people(names: &[String]) -> BTreeSet<String> {
 /// 8 people × 6 images; 4 folds of 2 people, 1 epoch each.
 fn base(dir: &Path) -> TrainConfig {
     let mut config = tiny_run(&dir.join("data"), &dir.join("cv"), Method::Caf, 1);
-    config.data = caf_train::DataConfig::Synthetic {
+    config.data = caf_train::DatasetSpec::Synthetic {
         dir: dir.join("data"),
         subjects: 8,
         images_per_subject: 6,
@@ -35,7 +35,7 @@ fn k_fold_runs_validate_on_disjoint_people_that_partition_the_subjects() -> Resu
     let dir = tempfile::tempdir()?;
     let base = base(dir.path());
     let expected_folds = {
-        let dataset = base.data.prepare()?.load()?;
+        let dataset = base.data.load()?;
         caf_data::subject_folds(&dataset, 4, base.seed)?
             .iter()
             .map(|fold| {

@@ -19,7 +19,7 @@ use caf_e2e::setups::{seeded_checkpoint, tiny_run};
 use caf_infer::Predictor;
 use caf_kernels::{add_relu, batch_norm_train, batch_norm_train_relu, conv2d, conv2d_relu, prelu, relu, Conv2dParams};
 use caf_kernels::{max_pool2d, MaxPool2dConfig};
-use caf_train::{AdamConfig, Method, TrainConfig, Trainer};
+use caf_train::{AdamConfig, CafStep, Method, TrainConfig, Trainer};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
 
@@ -344,8 +344,11 @@ fn caf_training_on_cuda_matches_the_cpu() -> Result<()> {
     let images = input("train.images", (8, 3, 64, 64))?;
     let mut reports = Vec::new();
     for device in ["cpu", "cuda"] {
-        let mut trainer = Trainer::new(tiny_caf_run(device, &data, &dir.path().join(device)))?;
         let on = caf_train::parse_device(device)?;
+        let mut step = CafStep::seeded(
+            tiny_caf_run(device, &data, &dir.path().join(device)).step_settings()?,
+            &on,
+        )?;
         let batch = Batch {
             images: images.to_device(&on)?,
             labels: Tensor::from_iter(labels.iter().flatten().copied(), &on)?.reshape((8, 2))?,
@@ -354,7 +357,7 @@ fn caf_training_on_cuda_matches_the_cpu() -> Result<()> {
             indices: (0..8).collect(),
             skipped: Vec::new(),
         };
-        let steps: Vec<_> = (0..3).map(|_| trainer.step(&batch)).collect::<Result<_, _>>()?;
+        let steps: Vec<_> = (0..3).map(|_| step.run(&batch)).collect::<Result<_, _>>()?;
         reports.push(steps);
     }
     for (step, (cpu, gpu)) in reports[0].iter().zip(&reports[1]).enumerate() {

@@ -8,13 +8,13 @@
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
-use caf_train::{DataConfig, Diagnostics, TrainConfig, Trainer};
+use caf_train::{DatasetSpec, Diagnostics, TrainConfig, Trainer};
 
 #[test]
 fn the_default_run_moves_both_axes() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let defaults = TrainConfig::default();
-    let DataConfig::Synthetic {
+    let DatasetSpec::Synthetic {
         subjects,
         images_per_subject,
         size,
@@ -25,7 +25,7 @@ fn the_default_run_moves_both_axes() -> Result<()> {
         panic!("the default run is on the built-in data")
     };
     let config = TrainConfig {
-        data: DataConfig::Synthetic {
+        data: DatasetSpec::Synthetic {
             dir: dir.path().join("data"),
             subjects,
             images_per_subject,

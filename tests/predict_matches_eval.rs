@@ -32,7 +32,11 @@ fn predictor_and_evaluation_agree_exactly() -> Result<()> {
         let net = Checkpoint::read(&path, &Device::Cpu)?.va_net(&Device::Cpu)?;
         let batch = 4;
         let loader = BatchLoader::new(&dataset, *predictor.preprocess(), LoaderConfig::evaluation(batch))?;
-        let (_, evaluated, skipped) = evaluate(&net, &loader, &Device::Cpu)?;
+        let caf_train::Evaluation {
+            predictions: evaluated,
+            skipped_images: skipped,
+            ..
+        } = evaluate(&net, &loader, &Device::Cpu)?;
         assert_eq!(skipped, 0);
 
         let files: Vec<ImageFile> = dataset

@@ -77,7 +77,11 @@ fn caf_and_baseline_train_save_reload_and_evaluate() -> Result<()> {
         let split = caf_data::subject_split(&dataset, 0.34, 0)?;
         let validation = dataset.subset(&split.validation, "validation");
         let loader = BatchLoader::new(&validation, Preprocess::imagenet(64, 64)?, LoaderConfig::evaluation(5))?;
-        let (metrics, predictions, _) = evaluate(&net, &loader, &Device::Cpu)?;
+        let caf_train::Evaluation {
+            summary: metrics,
+            predictions,
+            ..
+        } = evaluate(&net, &loader, &Device::Cpu)?;
         for (ours, run) in [
             (metrics.valence, summary.validation.valence),
             (metrics.arousal, summary.validation.arousal),

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use caf_backbone::{save_checkpoint, seeded_init, Arch, ModelSpec, VaNet};
-use caf_train::{DataConfig, Method, TrainConfig};
+use caf_train::{DatasetSpec, Method, TrainConfig};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 
@@ -14,7 +14,7 @@ pub fn tiny_run(data: &Path, output: &Path, method: Method, epochs: usize) -> Tr
         method,
         image_size: 64,
         resize: 64,
-        data: DataConfig::Synthetic {
+        data: DatasetSpec::Synthetic {
             dir: data.to_path_buf(),
             subjects: 6,
             images_per_subject: 8,

@@ -12,9 +12,9 @@ use anyhow::{bail, ensure, Context, Result};
 use caf_backbone::{save_checkpoint, seeded_init, Arch, Checkpoint, ModelSpec, VaNet, CRITIC_OUTPUTS};
 use caf_data::synthetic::{draw_label, SyntheticConfig};
 use caf_data::{Augment, Batch, BatchLoader, LoaderConfig, Preprocess, Rng};
-use caf_objective::{adaptive_ks, critic_loss};
+use caf_objective::critic_objective;
 use caf_sampler::{group, GroupingRule};
-use caf_train::{parse_device, DataConfig, Method, TrainConfig, Trainer};
+use caf_train::{parse_device, strong_and_weak, CafStep, Method, TrainConfig};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use serde::Serialize;
@@ -214,12 +214,18 @@ fn bench_arch(
     let batch = random_batch(args.batch, args.size, device, 0)?;
     let mut timings = std::collections::BTreeMap::new();
     for (key, method) in [("caf_step", Method::Caf), ("baseline_step", Method::Baseline)] {
-        let mut trainer = Trainer::new(bench_train_config(args, arch, method, scratch))?;
+        let settings = TrainConfig {
+            method,
+            arch: arch.name().into(),
+            ..TrainConfig::default()
+        }
+        .step_settings()?;
+        let mut step = CafStep::seeded(settings, device)?;
         tracing::info!(arch = arch.name(), step = key, "timing");
         timings.insert(
             key,
             Timing::measure(args, device, || {
-                let report = trainer.step(&batch)?;
+                let report = step.run(&batch)?;
                 ensure!(report.nonfinite.is_none(), "the benchmark step's loss was not finite");
                 Ok(())
             })?,
@@ -251,29 +257,6 @@ fn bench_arch(
     Ok(timings)
 }
 
-/// A trainer over a tiny generated dataset (its loaders are never used: the
-/// benchmark feeds the same random batch to every step).
-fn bench_train_config(args: &Bench, arch: Arch, method: Method, scratch: &Path) -> TrainConfig {
-    TrainConfig {
-        method,
-        arch: arch.name().into(),
-        image_size: args.size as u32,
-        resize: args.size as u32,
-        batch_size: args.batch,
-        data: DataConfig::Synthetic {
-            dir: scratch.join("train-data"),
-            subjects: 4,
-            images_per_subject: args.batch,
-            size: 32,
-            seed: 0,
-        },
-        device: args.device.clone(),
-        output: scratch.join("run"),
-        workers: 1,
-        ..TrainConfig::default()
-    }
-}
-
 /// Normal images and labels spread over the unit disc, the same for every run.
 fn random_batch(n: usize, size: usize, device: &Device, seed: u64) -> Result<Batch> {
     let mut rng = Rng::new(seed);
@@ -298,14 +281,9 @@ fn bench_objective(args: &Bench, n: usize, device: &Device) -> Result<Timing> {
     let outputs: Vec<f32> = (0..n * CRITIC_OUTPUTS).map(|_| rng.normal() as f32).collect();
     let outputs = Var::from_tensor(&Tensor::from_vec(outputs, (n, CRITIC_OUTPUTS), device)?)?;
     Timing::measure(args, device, || {
-        let groups = group(&labels, GroupingRule::Otsu).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let rows = |indices: &[usize]| -> Result<Tensor> {
-            let indices = Tensor::new(indices.iter().map(|&i| i as u32).collect::<Vec<u32>>(), device)?;
-            Ok(outputs.index_select(&indices, 0)?)
-        };
-        let (strong, weak) = (rows(&groups.strong)?, rows(&groups.weak)?);
-        let ks = adaptive_ks(&strong, &weak)?;
-        critic_loss(&strong, &weak, &ks, 0.5)?.loss.backward()?;
+        let groups = group(&labels, GroupingRule::Otsu)?;
+        let (strong, weak) = strong_and_weak(&outputs, &groups)?;
+        critic_objective(&strong, &weak, 0.5)?.loss.backward()?;
         Ok(())
     })
 }

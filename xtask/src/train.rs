@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use caf_backbone::Checkpoint;
-use caf_data::{BatchLoader, DatasetSpec, LoaderConfig, Preprocess};
 use caf_train::{
-    evaluate, mean_ccc, parse_device, run_series, summary_json, Breakdown, Diagnostics, Series, TrainConfig, Trainer,
+    evaluate_checkpoint, mean_ccc, parse_device, run_series, Breakdown, DatasetSpec, Diagnostics, Series, TrainConfig,
+    Trainer,
 };
 
 #[derive(clap::Args)]
@@ -237,9 +237,12 @@ pub struct Eval {
     /// Checkpoint to evaluate (.safetensors)
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Dataset format: generic, affectnet, afew-va or aff-wild2. Without it, a
-    /// training checkpoint is evaluated on its run's validation subjects.
-    #[arg(long)]
+    /// Dataset format; each takes the paths of the same name as its fields (datasets/README.md).
+    /// Without it, a training checkpoint is evaluated on its run's validation subjects
+    /// (the way to evaluate on the built-in synthetic data, which has no paths to give).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
+        DatasetSpec::FORMATS.into_iter().filter(|format| *format != "synthetic")
+    ))]
     format: Option<String>,
     /// Index file (generic CSV or AffectNet CSV)
     #[arg(long)]
@@ -265,50 +268,44 @@ pub struct Eval {
     json: Option<PathBuf>,
 }
 
-fn required(value: &Option<PathBuf>, flag: &str, format: &str) -> Result<PathBuf> {
-    value.clone().with_context(|| format!("--format {format} needs {flag}"))
-}
-
-fn eval_dataset(args: &Eval, checkpoint: &Checkpoint) -> Result<caf_data::Dataset> {
-    let spec = match args.format.as_deref() {
-        None => {
-            let config = TrainConfig::of_checkpoint(checkpoint, &[])?.with_context(|| {
-                format!(
-                    "{} is not a training checkpoint: say which data to evaluate on with --format and its paths",
-                    args.checkpoint.display()
-                )
-            })?;
-            return caf_train::validation_set(&config);
+impl Eval {
+    /// The dataset the flags name, read by the same definition as a
+    /// training config's `[data]` table: each flag is the field of its name.
+    fn dataset_spec(&self) -> Result<Option<DatasetSpec>> {
+        let Some(format) = &self.format else {
+            return Ok(None);
+        };
+        let mut fields = serde_json::Map::new();
+        fields.insert("format".into(), format.clone().into());
+        for (field, path) in [
+            ("csv", &self.csv),
+            ("root", &self.root),
+            ("annotations", &self.annotations),
+            ("frames", &self.frames),
+        ] {
+            if let Some(path) = path {
+                fields.insert(field.into(), path.display().to_string().into());
+            }
         }
-        Some("generic") => DatasetSpec::Generic {
-            csv: required(&args.csv, "--csv", "generic")?,
-            root: required(&args.root, "--root", "generic")?,
-        },
-        Some("affectnet") => DatasetSpec::AffectNet {
-            csv: required(&args.csv, "--csv", "affectnet")?,
-            root: required(&args.root, "--root", "affectnet")?,
-            face_margin: args.face_margin,
-        },
-        Some("afew-va") => DatasetSpec::AfewVa {
-            root: required(&args.root, "--root", "afew-va")?,
-        },
-        Some("aff-wild2") => DatasetSpec::AffWild2 {
-            annotations: required(&args.annotations, "--annotations", "aff-wild2")?,
-            frames: required(&args.frames, "--frames", "aff-wild2")?,
-        },
-        Some(other) => anyhow::bail!("unknown --format `{other}` (generic, affectnet, afew-va, aff-wild2)"),
-    };
-    Ok(spec.load()?)
+        if let Some(margin) = self.face_margin {
+            fields.insert("face_margin".into(), margin.into());
+        }
+        let spec = serde_json::from_value(fields.into()).map_err(|e| {
+            anyhow::anyhow!(
+                "--format {format}: {} (each field is given by the flag of its name: --csv, --root, --annotations, --frames, --face-margin)",
+                e.to_string().replace('_', "-")
+            )
+        })?;
+        Ok(Some(spec))
+    }
 }
 
 pub fn eval(args: Eval) -> Result<()> {
+    let spec = args.dataset_spec()?;
     let device = parse_device(&args.device)?;
     let checkpoint = Checkpoint::read(&args.checkpoint, &device)?;
-    let net = checkpoint.va_net(&device)?;
-    let dataset = eval_dataset(&args, &checkpoint)?;
-    let preprocess = Preprocess::imagenet(checkpoint.spec.resize as u32, checkpoint.spec.image_size as u32)?;
-    let loader = BatchLoader::new(&dataset, preprocess, LoaderConfig::evaluation(args.batch_size))?;
-    let (summary, predictions, skipped) = evaluate(&net, &loader, &device)?;
+    let dataset = caf_train::evaluation_set(&checkpoint, spec.as_ref())?;
+    let evaluation = evaluate_checkpoint(&checkpoint, &dataset, args.batch_size, &device)?;
     println!(
         "{} on {} ({} samples, {} subjects: {}):\n{}",
         args.checkpoint.display(),
@@ -316,27 +313,28 @@ pub fn eval(args: Eval) -> Result<()> {
         dataset.len(),
         dataset.subjects().len(),
         listed(&dataset.subjects()),
-        summary
+        evaluation.summary
     );
-    let breakdown = Breakdown::of(&predictions);
-    let diagnostics = Diagnostics::of(&predictions);
-    println!("{breakdown}");
-    if skipped > 0 {
-        println!("{skipped} unreadable image(s) skipped");
+    println!("{}", evaluation.breakdown());
+    if evaluation.skipped_images > 0 {
+        println!("{} unreadable image(s) skipped", evaluation.skipped_images);
     }
     let json_path = args
         .json
         .clone()
         .unwrap_or_else(|| args.checkpoint.with_file_name("eval.json"));
-    let record = serde_json::json!({
-        "checkpoint": args.checkpoint.display().to_string(), "dataset": dataset.name, "samples": dataset.len(),
-        "metrics": summary_json(&summary), "mean_ccc": mean_ccc(&summary), "skipped_images": skipped,
-        "breakdown": breakdown.to_json(true), "diagnostics": diagnostics,
-    });
+    let mut record = evaluation.record(true);
+    record["checkpoint"] = args.checkpoint.display().to_string().into();
+    record["dataset"] = dataset.name.clone().into();
+    record["samples"] = dataset.len().into();
     caf_backbone::write_file_atomically(&json_path, serde_json::to_string_pretty(&record)?.as_bytes())?;
     println!("metrics written to {}", json_path.display());
     let plot = json_path.with_extension("svg");
-    caf_train::circumplex(&predictions, &format!("{}: true vs predicted", dataset.name), &plot)?;
+    caf_train::circumplex(
+        &evaluation.predictions,
+        &format!("{}: true vs predicted", dataset.name),
+        &plot,
+    )?;
     println!("plot: {}", plot.display());
     Ok(())
 }

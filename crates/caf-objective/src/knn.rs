@@ -57,3 +57,11 @@ pub fn adaptive_ks(strong: &Tensor, weak: &Tensor) -> Result<Vec<usize>> {
     let queries: Vec<usize> = (0..n).collect();
     Ok(adaptive_neighbourhood_sizes(&points, dim, &labels, &queries))
 }
+
+/// The critic phase's objective as the method defines it: each strong
+/// output's adaptive neighbourhood ([`adaptive_ks`]), then
+/// [`critic_loss`](crate::critic_loss) with multiplier `lambda`.
+pub fn critic_objective(strong: &Tensor, weak: &Tensor, lambda: f64) -> Result<crate::CriticLoss> {
+    let neighbourhood_sizes = adaptive_ks(strong, weak)?;
+    crate::critic_loss(strong, weak, &neighbourhood_sizes, lambda)
+}

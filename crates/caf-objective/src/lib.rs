@@ -32,7 +32,7 @@ pub use contrastive::{
     adversarial_loss, clamp_inclusive, critic_loss, margin_offset, mutual_information, relu, CriticLoss,
     LagrangeMultiplier, ADVERSARIAL_WEIGHT, KNN_CONFIDENCE, MI_CLAMP, MI_VARIANCE, RHO,
 };
-pub use knn::{adaptive_ks, adaptive_neighbourhood_sizes};
+pub use knn::{adaptive_ks, adaptive_neighbourhood_sizes, critic_objective};
 pub use metrics::{AxisMetrics, MetricsSummary, VaMetrics};
 pub use va_loss::{va_loss, VaLoss};
 

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
 use serde_json::Value;
+
+use crate::error::{Result, TrainError};
 
 /// The scores a comparison reads from one run's last validation row.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,9 +32,9 @@ impl FinalScores {
 /// The final scores of each `seed-N` run under `folder` (what `train --seeds` writes), by seed.
 pub fn seed_scores(folder: &Path) -> Result<BTreeMap<u64, FinalScores>> {
     let mut scores = BTreeMap::new();
-    let entries = std::fs::read_dir(folder).with_context(|| format!("cannot read {}", folder.display()))?;
+    let entries = std::fs::read_dir(folder).map_err(TrainError::file("read", folder))?;
     for entry in entries {
-        let entry = entry?;
+        let entry = entry.map_err(TrainError::file("read", folder))?;
         let name = entry.file_name().to_string_lossy().to_string();
         let Some(seed) = name.strip_prefix("seed-").and_then(|s| s.parse::<u64>().ok()) else {
             continue;
@@ -42,31 +43,26 @@ pub fn seed_scores(folder: &Path) -> Result<BTreeMap<u64, FinalScores>> {
         scores.insert(seed, final_scores(&metrics)?);
     }
     if scores.is_empty() {
-        bail!(
-            "{}: no seed-N runs (write them with `cargo xtask train --seeds …`)",
-            folder.display()
-        );
+        return Err(TrainError::malformed(
+            folder,
+            "no seed-N runs (write them with `cargo xtask train --seeds …`)",
+        ));
     }
     Ok(scores)
 }
 
 fn final_scores(metrics: &Path) -> Result<FinalScores> {
-    let text = std::fs::read_to_string(metrics).with_context(|| format!("cannot read {}", metrics.display()))?;
+    let text = std::fs::read_to_string(metrics).map_err(TrainError::file("read", metrics))?;
     let last: Value = text
         .lines()
         .rev()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .find(|row| row["kind"] == "validation")
-        .with_context(|| {
-            format!(
-                "{}: no validation row (did the run finish an epoch?)",
-                metrics.display()
-            )
-        })?;
+        .ok_or_else(|| TrainError::malformed(metrics, "no validation row (did the run finish an epoch?)"))?;
     let number = |value: &Value, what: &str| {
         value
             .as_f64()
-            .with_context(|| format!("{}: the last validation row has no {what}", metrics.display()))
+            .ok_or_else(|| TrainError::malformed(metrics, format!("the last validation row has no {what}")))
     };
     let weak = last["breakdown"]["bands"]
         .as_array()
@@ -75,7 +71,7 @@ fn final_scores(metrics: &Path) -> Result<FinalScores> {
                 .iter()
                 .find(|band| band["band"].as_str().is_some_and(|b| b.starts_with("weak")))
         })
-        .with_context(|| format!("{}: the last validation row has no weak band", metrics.display()))?;
+        .ok_or_else(|| TrainError::malformed(metrics, "the last validation row has no weak band"))?;
     Ok(FinalScores {
         valence_ccc: number(&last["metrics"]["valence"]["ccc"], "valence CCC")?,
         arousal_ccc: number(&last["metrics"]["arousal"]["ccc"], "arousal CCC")?,
@@ -108,7 +104,9 @@ pub struct PairedComparison {
 pub fn paired(a: &BTreeMap<u64, FinalScores>, b: &BTreeMap<u64, FinalScores>) -> Result<PairedComparison> {
     let seeds: Vec<u64> = a.keys().filter(|seed| b.contains_key(seed)).copied().collect();
     if seeds.len() < 2 {
-        bail!("a paired comparison needs at least two seeds in common (found {seeds:?})");
+        return Err(TrainError::settings(format!(
+            "a paired comparison needs at least two seeds in common (found {seeds:?})"
+        )));
     }
     let pairs: Vec<(FinalScores, FinalScores)> = seeds.iter().map(|s| (a[s], b[s])).collect();
     let n = pairs.len() as f64;
@@ -159,6 +157,7 @@ impl fmt::Display for PairedComparison {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anyhow::Result;
 
     fn scores(mean: f64, weak: f64) -> FinalScores {
         FinalScores {

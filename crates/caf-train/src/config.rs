@@ -2,12 +2,22 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use caf_backbone::{Arch, Checkpoint};
-use caf_data::synthetic::{SyntheticConfig, LABELS_CSV};
 use caf_data::DatasetSpec;
 use caf_sampler::GroupingRule;
 use serde::{Deserialize, Serialize};
+
+use crate::adam::AdamConfig;
+use crate::error::{Result, TrainError};
+use crate::schedule::LrSchedule;
+use crate::step::StepSettings;
+
+/// Fails with a [`TrainError::Settings`] made from a format string.
+macro_rules! refuse {
+    ($($message:tt)*) => {
+        return Err(TrainError::settings(format!($($message)*)))
+    };
+}
 
 /// Metadata key of the run's configuration (TOML) inside a training checkpoint.
 pub(crate) const CHECKPOINT_CONFIG_KEY: &str = "caf.train.config";
@@ -20,78 +30,6 @@ pub enum Method {
     Caf,
     /// The regression step only, everything else equal (for ablation).
     Baseline,
-}
-
-/// Where the data is. `synthetic` generates the built-in dataset on first use.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "format", rename_all = "kebab-case")]
-pub enum DataConfig {
-    Synthetic {
-        dir: PathBuf,
-        subjects: usize,
-        images_per_subject: usize,
-        size: u32,
-        seed: u64,
-    },
-    Generic {
-        csv: PathBuf,
-        root: PathBuf,
-    },
-    Affectnet {
-        csv: PathBuf,
-        root: PathBuf,
-        face_margin: Option<f32>,
-    },
-    AfewVa {
-        root: PathBuf,
-    },
-    AffWild2 {
-        annotations: PathBuf,
-        frames: PathBuf,
-    },
-}
-
-impl DataConfig {
-    /// The dataset spec, generating the synthetic dataset first if it is absent.
-    pub fn prepare(&self) -> Result<DatasetSpec> {
-        Ok(match self {
-            DataConfig::Synthetic {
-                dir,
-                subjects,
-                images_per_subject,
-                size,
-                seed,
-            } => {
-                let csv = dir.join(LABELS_CSV);
-                if !csv.is_file() {
-                    let config = SyntheticConfig {
-                        subjects: *subjects,
-                        images_per_subject: *images_per_subject,
-                        size: *size,
-                        seed: *seed,
-                        jpeg: false,
-                    };
-                    tracing::info!(dir = %dir.display(), "generating the built-in synthetic dataset");
-                    caf_data::synthetic::generate(dir, &config)?;
-                }
-                DatasetSpec::Generic { csv, root: dir.clone() }
-            }
-            DataConfig::Generic { csv, root } => DatasetSpec::Generic {
-                csv: csv.clone(),
-                root: root.clone(),
-            },
-            DataConfig::Affectnet { csv, root, face_margin } => DatasetSpec::AffectNet {
-                csv: csv.clone(),
-                root: root.clone(),
-                face_margin: *face_margin,
-            },
-            DataConfig::AfewVa { root } => DatasetSpec::AfewVa { root: root.clone() },
-            DataConfig::AffWild2 { annotations, frames } => DatasetSpec::AffWild2 {
-                annotations: annotations.clone(),
-                frames: frames.clone(),
-            },
-        })
-    }
 }
 
 /// A training run, every field with a default (`TrainConfig::default()`:
@@ -110,9 +48,9 @@ pub struct TrainConfig {
     pub image_size: u32,
     /// Shorter side before cropping.
     pub resize: u32,
-    pub data: DataConfig,
+    pub data: DatasetSpec,
     /// A separate validation set; when absent, a subject-disjoint split of `data`.
-    pub validation: Option<DataConfig>,
+    pub validation: Option<DatasetSpec>,
     /// Share of the subjects held out for validation when splitting `data`.
     pub validation_ratio: f64,
     /// Cross-validation: with `folds ≥ 2`, validate on subject-disjoint fold
@@ -164,7 +102,7 @@ impl Default for TrainConfig {
             pretrained: String::new(),
             image_size: 64,
             resize: 72,
-            data: DataConfig::Synthetic {
+            data: DatasetSpec::Synthetic {
                 dir: "datasets/generated/synthetic".into(),
                 subjects: 40,
                 images_per_subject: 60,
@@ -215,12 +153,11 @@ impl TrainConfig {
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self> {
         match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read the config {}", path.display()))?;
+                let text = std::fs::read_to_string(path).map_err(TrainError::file("read the config", path))?;
                 Self::from_toml(&text, &path.display().to_string(), overrides)
             }
             None => Self::with_overrides(
-                toml::Table::try_from(TrainConfig::default()).context("default config")?,
+                toml::Table::try_from(TrainConfig::default()).expect("the defaults are a TOML table"),
                 "the defaults",
                 overrides,
             ),
@@ -247,7 +184,7 @@ impl TrainConfig {
     pub fn from_toml(text: &str, source: &str, overrides: &[String]) -> Result<Self> {
         let table = text
             .parse::<toml::Table>()
-            .with_context(|| format!("{source}: not valid TOML"))?;
+            .map_err(|e| TrainError::settings(format!("{source}: not valid TOML: {e}")))?;
         Self::with_overrides(table, source, overrides)
     }
 
@@ -255,9 +192,9 @@ impl TrainConfig {
         for item in overrides {
             apply_override(&mut table, item)?;
         }
-        let config: TrainConfig = toml::Value::Table(table)
-            .try_into()
-            .with_context(|| format!("invalid configuration (from {source} and the overrides)"))?;
+        let config: TrainConfig = toml::Value::Table(table).try_into().map_err(|e| {
+            TrainError::settings(format!("invalid configuration (from {source} and the overrides): {e}"))
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -268,64 +205,91 @@ impl TrainConfig {
         self.grouping()?;
         let smallest = arch.min_image_size();
         if (self.image_size as usize) < smallest {
-            bail!(
+            refuse!(
                 "image_size {} is too small for {arch}: its pooling and convolution windows need at least {smallest} px; set image_size ≥ {smallest} (and resize ≥ image_size)",
                 self.image_size
             );
         }
         if !(self.progress_seconds >= 0.0 && self.progress_seconds.is_finite()) {
-            bail!("progress_seconds ({}) must be a number ≥ 0", self.progress_seconds);
+            refuse!("progress_seconds ({}) must be a number ≥ 0", self.progress_seconds);
         }
         if self.image_size == 0 || self.resize < self.image_size {
-            bail!(
+            refuse!(
                 "resize ({}) must be at least image_size ({} > 0)",
                 self.resize,
                 self.image_size
             );
         }
         if self.batch_size < 2 || self.epochs == 0 || self.workers == 0 || self.log_every == 0 {
-            bail!("batch_size must be ≥ 2, and epochs, workers and log_every ≥ 1");
+            refuse!("batch_size must be ≥ 2, and epochs, workers and log_every ≥ 1");
         }
         let positive = |x: f64| x.is_finite() && x > 0.0;
         if !positive(self.lr) || !positive(self.lr_gamma) || self.lr_step == 0 {
-            bail!("lr and lr_gamma must be positive and lr_step ≥ 1");
+            refuse!("lr and lr_gamma must be positive and lr_step ≥ 1");
         }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
-            bail!("beta1 and beta2 must lie in [0, 1)");
+            refuse!("beta1 and beta2 must lie in [0, 1)");
         }
         if self.validation.is_none() && self.folds < 2 && !(self.validation_ratio > 0.0 && self.validation_ratio < 1.0)
         {
-            bail!("validation_ratio must lie strictly between 0 and 1");
+            refuse!("validation_ratio must lie strictly between 0 and 1");
         }
         if self.folds == 1 || (self.folds >= 2 && self.fold >= self.folds) {
-            bail!(
+            refuse!(
                 "folds must be 0 (no cross-validation) or ≥ 2, and fold < folds (got fold {} of {})",
                 self.fold,
                 self.folds
             );
         }
         if self.folds >= 2 && self.validation.is_some() {
-            bail!("cross-validation splits `data`; remove the separate `validation` set");
+            refuse!("cross-validation splits `data`; remove the separate `validation` set");
         }
         Ok(())
     }
 
     pub fn arch(&self) -> Result<Arch> {
-        self.arch.parse().map_err(anyhow::Error::msg)
+        self.arch
+            .parse()
+            .map_err(|e| TrainError::settings(format!("arch: {e}")))
     }
 
     pub fn grouping(&self) -> Result<GroupingRule> {
-        self.grouping.parse().map_err(anyhow::Error::msg)
+        self.grouping
+            .parse()
+            .map_err(|e| TrainError::settings(format!("grouping: {e}")))
+    }
+
+    /// What [`CafStep`](crate::CafStep) needs of this run.
+    pub fn step_settings(&self) -> Result<StepSettings> {
+        Ok(StepSettings {
+            method: self.method,
+            arch: self.arch()?,
+            adam: AdamConfig {
+                lr: self.lr,
+                beta1: self.beta1,
+                beta2: self.beta2,
+                eps: 1e-8,
+                weight_decay: 0.0,
+            },
+            schedule: LrSchedule {
+                lr: self.lr,
+                gamma: self.lr_gamma,
+                step_size: self.lr_step,
+                warmup: self.warmup,
+            },
+            grouping: self.grouping()?,
+            seed: self.seed,
+        })
     }
 
     pub fn to_toml(&self) -> Result<String> {
-        toml::to_string_pretty(self).context("serialising the config")
+        toml::to_string_pretty(self).map_err(|e| TrainError::settings(format!("the configuration as TOML: {e}")))
     }
 }
 
 fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
     let Some((key, raw)) = item.split_once('=') else {
-        bail!("override `{item}` must look like key=value");
+        refuse!("override `{item}` must look like key=value");
     };
     let value = match format!("v = {raw}").parse::<toml::Table>() {
         Ok(mut parsed) => parsed
@@ -334,17 +298,16 @@ fn apply_override(table: &mut toml::Table, item: &str) -> Result<()> {
         Err(_) => toml::Value::String(raw.to_string()),
     };
     let mut parts: Vec<&str> = key.trim().split('.').collect();
-    let last = parts
-        .pop()
-        .filter(|k| !k.is_empty())
-        .with_context(|| format!("override `{item}` has an empty key"))?;
+    let Some(last) = parts.pop().filter(|k| !k.is_empty()) else {
+        refuse!("override `{item}` has an empty key");
+    };
     let mut current = table;
     for part in parts {
         current = current
             .entry(part.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()))
             .as_table_mut()
-            .with_context(|| format!("override `{item}`: `{part}` is not a table"))?;
+            .ok_or_else(|| TrainError::settings(format!("override `{item}`: `{part}` is not a table")))?;
     }
     current.insert(last.to_string(), value);
     Ok(())
@@ -370,7 +333,7 @@ mod tests {
         ];
         let loaded = TrainConfig::load(Some(&path), &overrides).expect("load");
         assert_eq!((loaded.epochs, loaded.arch.as_str(), loaded.lr), (3, "resnet18", 0.001));
-        assert!(matches!(&loaded.data, DataConfig::Synthetic { dir, .. } if dir == Path::new("/tmp/faces")));
+        assert!(matches!(&loaded.data, DatasetSpec::Synthetic { dir, .. } if dir == Path::new("/tmp/faces")));
     }
 
     #[test]
@@ -401,7 +364,7 @@ mod shipped_configs {
         for name in ["affectnet-alexnet.toml", "affectnet-resnet18.toml"] {
             let config = TrainConfig::load(Some(&folder.join(name)), &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
             assert!(
-                matches!(config.data, DataConfig::Affectnet { .. }) && config.validation.is_some(),
+                matches!(config.data, DatasetSpec::AffectNet { .. }) && config.validation.is_some(),
                 "{name}"
             );
             assert_eq!(

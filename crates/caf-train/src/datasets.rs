@@ -6,10 +6,11 @@
 //! (cross-validation), or a `validation_ratio` share of its *subjects*; the
 //! split is drawn by the run's seed (docs/method.md, "Splits").
 
-use anyhow::{bail, Result};
-use caf_data::{Augment, BatchLoader, ColorJitter, Dataset, LoaderConfig, Preprocess, Split};
+use caf_backbone::Checkpoint;
+use caf_data::{Augment, BatchLoader, ColorJitter, Dataset, DatasetSpec, LoaderConfig, Preprocess, Split};
 
 use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
 
 /// The subject-disjoint split of `dataset` a config asks for: fold `fold` of
 /// `folds`, or `validation_ratio` of the subjects, chosen by the seed.
@@ -23,9 +24,9 @@ pub fn validation_split(dataset: &Dataset, config: &TrainConfig) -> Result<Split
 
 /// The training and validation sets of a run, as [`Trainer`](crate::Trainer) uses them.
 pub fn training_and_validation_sets(config: &TrainConfig) -> Result<(Dataset, Dataset)> {
-    let dataset = config.data.prepare()?.load()?;
+    let dataset = config.data.load()?;
     Ok(match &config.validation {
-        Some(validation) => (dataset, validation.prepare()?.load()?),
+        Some(validation) => (dataset, validation.load()?),
         None => {
             let split = validation_split(&dataset, config)?;
             (
@@ -39,9 +40,24 @@ pub fn training_and_validation_sets(config: &TrainConfig) -> Result<(Dataset, Da
 /// The validation set of a run: what its per-epoch validation scored.
 pub fn validation_set(config: &TrainConfig) -> Result<Dataset> {
     match &config.validation {
-        Some(validation) => Ok(validation.prepare()?.load()?),
+        Some(validation) => Ok(validation.load()?),
         None => Ok(training_and_validation_sets(config)?.1),
     }
+}
+
+/// What `eval` scores a checkpoint on: `spec` when one is given, otherwise
+/// the validation set of the run the checkpoint was saved from.
+pub fn evaluation_set(checkpoint: &Checkpoint, spec: Option<&DatasetSpec>) -> Result<Dataset> {
+    if let Some(spec) = spec {
+        return Ok(spec.load()?);
+    }
+    let config = TrainConfig::of_checkpoint(checkpoint, &[])?.ok_or_else(|| {
+        TrainError::malformed(
+            &checkpoint.path,
+            "not a training checkpoint: say which data to evaluate on (a dataset format and its paths)",
+        )
+    })?;
+    validation_set(&config)
 }
 
 /// The subjects of a dataset, sorted, as owned strings.
@@ -85,12 +101,12 @@ pub(crate) fn loaders(
     };
     let train = BatchLoader::new(train_set, preprocess, train_config)?;
     if train.batches_per_epoch() == 0 {
-        bail!(
+        return Err(TrainError::settings(format!(
             "{}: {} training samples make no full batch of {}; lower batch_size or add data",
             train_set.name,
             train_set.len(),
             config.batch_size
-        );
+        )));
     }
     Ok((train, BatchLoader::new(validation_set, preprocess, eval_config)?))
 }

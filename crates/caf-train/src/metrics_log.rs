@@ -2,10 +2,11 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
 use caf_backbone::{write_file_atomically, RowFile};
 use caf_objective::{AxisMetrics, MetricsSummary};
 use serde_json::{json, Value};
+
+use crate::error::{Result, TrainError};
 
 /// Appends one JSON object per line to `metrics.jsonl`. A row is written
 /// whole or not at all: one that fails part-way (a full disk) is cut off
@@ -43,27 +44,30 @@ impl MetricsLog {
                         step,
                         "metrics rows past the checkpoint's step removed"
                     );
-                    write_file_atomically(path, kept.as_bytes())
-                        .with_context(|| format!("cannot rewrite {}", path.display()))?;
+                    write_file_atomically(path, kept.as_bytes())?;
                 }
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+            Err(error) => return Err(TrainError::file("read", path)(error)),
         }
         Ok(Self {
-            rows: RowFile::append_to(path).with_context(|| format!("cannot open {}", path.display()))?,
+            rows: RowFile::append_to(path)?,
         })
     }
 
     /// Appends `record` as one line, in one write; on failure the file is
     /// cut back to its last whole row and the error names the file.
     pub fn write(&mut self, record: &Value) -> Result<()> {
-        self.rows.append(format!("{record}\n").as_bytes()).with_context(|| {
-            format!(
-                "cannot write a metrics row to {} (the rows before it are kept)",
-                self.rows.path().display()
-            )
-        })
+        self.rows
+            .append(format!("{record}\n").as_bytes())
+            .map_err(|error| match error {
+                caf_backbone::Error::Io { file, error } => TrainError::File {
+                    path: file,
+                    action: "write a metrics row to",
+                    source: error,
+                },
+                other => other.into(),
+            })
     }
 }
 
@@ -117,6 +121,7 @@ pub fn fold_table(results: &[MetricsSummary]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anyhow::Result;
 
     fn summary(ccc: f64) -> MetricsSummary {
         let axis = AxisMetrics {

@@ -2,15 +2,18 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use plotters::prelude::*;
 use serde_json::Value;
 
 use crate::breakdown::Band;
+use crate::error::{Result, TrainError};
 use crate::evaluate::Predictions;
 
-fn plot_error<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
-    move |e| anyhow::anyhow!("cannot draw {}: {e}", path.display())
+fn plot_error<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> TrainError + '_ {
+    move |e| TrainError::Plot {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 /// Series of a `metrics.jsonl`: training losses and critic statistics by
@@ -38,11 +41,11 @@ const CRITIC_SERIES: [&str; 7] = [
 ];
 
 fn read_curves(metrics: &Path) -> Result<Curves> {
-    let text = std::fs::read_to_string(metrics).with_context(|| format!("cannot read {}", metrics.display()))?;
+    let text = std::fs::read_to_string(metrics).map_err(TrainError::file("read", metrics))?;
     let mut curves = Curves::default();
     for (number, line) in text.lines().enumerate() {
-        let record: Value =
-            serde_json::from_str(line).with_context(|| format!("{}:{}: not JSON", metrics.display(), number + 1))?;
+        let record: Value = serde_json::from_str(line)
+            .map_err(|e| TrainError::malformed(metrics, format!("line {}: not JSON ({e})", number + 1)))?;
         let number_of = |key: &str| record[key].as_f64().filter(|v| v.is_finite());
         match record["kind"].as_str() {
             Some("train") => {
@@ -140,7 +143,7 @@ fn line_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     caption: &str,
     series: &[Series],
-    err: &impl Fn(DrawingAreaErrorKind<DB::ErrorType>) -> anyhow::Error,
+    err: &impl Fn(DrawingAreaErrorKind<DB::ErrorType>) -> TrainError,
 ) -> Result<()> {
     let all: Vec<&[(f64, f64)]> = series.iter().map(|l| l.1).collect();
     let mut chart = ChartBuilder::on(area)
@@ -282,7 +285,7 @@ pub fn circumplex(predictions: &Predictions, title: &str, out: &Path) -> Result<
 /// Both plots of a finished run under `<output>/report/`; returns their paths.
 pub fn run_report(output: &Path, predictions: &Predictions) -> Result<Vec<PathBuf>> {
     let folder = output.join("report");
-    std::fs::create_dir_all(&folder).with_context(|| format!("cannot create {}", folder.display()))?;
+    std::fs::create_dir_all(&folder).map_err(TrainError::file("create", &folder))?;
     let (curves, scatter) = (folder.join("learning_curves.svg"), folder.join("circumplex.svg"));
     learning_curves(&output.join("metrics.jsonl"), &curves)?;
     circumplex(

@@ -1,6 +1,25 @@
 //! The learning-rate schedule: the step schedule `lr · γ^⌊t / step⌋`,
 //! times a linear warm-up ramp over the first `warmup` iterations.
 
+/// A run's learning-rate schedule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LrSchedule {
+    /// The rate after the warm-up, before any decay.
+    pub lr: f64,
+    /// The rate is multiplied by `gamma` every `step_size` iterations.
+    pub gamma: f64,
+    pub step_size: u64,
+    /// Iterations over which the rate rises linearly to `lr` (0: none).
+    pub warmup: u64,
+}
+
+impl LrSchedule {
+    /// The rate of iteration `t` (counting from 0).
+    pub fn lr_at(&self, t: u64) -> f64 {
+        step_lr(self.lr, self.gamma, self.step_size, t) * warmup_ramp(self.warmup, t)
+    }
+}
+
 /// Learning rate at iteration `t` (counting from 0).
 pub fn step_lr(base: f64, gamma: f64, step_size: u64, t: u64) -> f64 {
     base * gamma.powi((t / step_size.max(1)) as i32)

@@ -4,9 +4,8 @@
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{bail, Context, Result};
-
 use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
 use crate::metrics_log::fold_table;
 use crate::trainer::{RunSummary, Trainer};
 
@@ -34,10 +33,14 @@ impl Series {
         let runs: Vec<SeriesRun> = match self {
             Series::Folds(k) => {
                 if *k < 2 {
-                    bail!("cross-validation needs at least 2 folds (got {k})");
+                    return Err(TrainError::settings(format!(
+                        "cross-validation needs at least 2 folds (got {k})"
+                    )));
                 }
                 if base.validation.is_some() {
-                    bail!("cross-validation splits `data` into folds; remove the separate `validation` set");
+                    return Err(TrainError::settings(
+                        "cross-validation splits `data` into folds; remove the separate `validation` set",
+                    ));
                 }
                 (0..*k)
                     .map(|fold| SeriesRun {
@@ -53,7 +56,7 @@ impl Series {
             }
             Series::Seeds(seeds) => {
                 if seeds.is_empty() {
-                    bail!("a seed series needs at least one seed");
+                    return Err(TrainError::settings("a seed series needs at least one seed"));
                 }
                 seeds
                     .iter()
@@ -69,7 +72,7 @@ impl Series {
             }
         };
         for run in &runs {
-            run.config.validate().with_context(|| run.label.clone())?;
+            run.config.validate().map_err(|e| e.in_run(&run.label))?;
         }
         Ok(runs)
     }
@@ -107,9 +110,9 @@ pub fn run_series(
 ) -> Result<SeriesOutcome> {
     let mut finished = Vec::with_capacity(runs.len());
     for SeriesRun { label, config } in runs {
-        let mut trainer = Trainer::new(config).with_context(|| label.clone())?;
+        let mut trainer = Trainer::new(config).map_err(|e| e.in_run(&label))?;
         on_start(&label, &trainer);
-        let summary = trainer.run(stop).with_context(|| label.clone())?;
+        let summary = trainer.run(stop).map_err(|e| e.in_run(&label))?;
         if summary.interrupted {
             return Ok(SeriesOutcome {
                 table: table_of(&finished),
@@ -137,6 +140,7 @@ fn table_of(runs: &[(String, RunSummary)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anyhow::Result;
 
     #[test]
     fn folds_and_seeds_make_one_run_each_into_its_own_folder() -> Result<()> {

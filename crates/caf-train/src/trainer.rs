@@ -1,34 +1,29 @@
-//! The training loop: the three-step CAF iteration (docs/method.md),
-//! checkpoints that resume exactly, validation every epoch.
+//! The training loop around [`CafStep`]: data, validation every epoch,
+//! checkpoints that resume exactly, the metrics log, progress and the
+//! non-finite-loss policy.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use caf_backbone::{load_pretrained_encoder, seeded_init, CafNet, Checkpoint, HubOptions, ModelSpec, WeightSource};
-use caf_backbone::{varmap_tensors, write_file_atomically, write_tensors};
-use caf_backbone::{CRITIC, ENCODER, REGRESSOR};
-use caf_data::{Batch, BatchLoader};
-use caf_objective::{adaptive_ks, adversarial_loss, critic_loss, va_loss, LagrangeMultiplier, MetricsSummary};
-use caf_sampler::{group, GroupingRule};
-use candle_core::{DType, Device, ModuleT, Tensor, Var};
-use candle_nn::{VarBuilder, VarMap};
+use caf_backbone::{load_pretrained_encoder, varmap_tensors, write_file_atomically, write_tensors};
+use caf_backbone::{Checkpoint, HubOptions, ModelSpec, WeightSource};
+use caf_data::BatchLoader;
+use caf_objective::{LagrangeMultiplier, MetricsSummary};
+use candle_core::Device;
 use serde_json::json;
 
-use crate::adam::{Adam, AdamConfig};
-use crate::breakdown::Breakdown;
-use crate::config::{Method, TrainConfig, CHECKPOINT_CONFIG_KEY as META_CONFIG};
+use crate::config::{TrainConfig, CHECKPOINT_CONFIG_KEY as META_CONFIG};
 use crate::datasets::{loaders, subject_names, training_and_validation_sets};
-use crate::diagnostics::Diagnostics;
-use crate::evaluate::{evaluate, Predictions};
-use crate::metrics_log::{mean_ccc, summary_json, MetricsLog};
+use crate::error::{Result, TrainError};
+use crate::evaluate::{evaluate, Evaluation, Predictions};
+use crate::metrics_log::MetricsLog;
 use crate::progress::Progress;
-use crate::schedule::{step_lr, warmup_ramp};
+use crate::step::{CafStep, StepReport};
 
 /// Metadata keys of the training state inside a checkpoint (the config's is
-/// [`CHECKPOINT_CONFIG_KEY`]).
+/// [`CHECKPOINT_CONFIG_KEY`](crate::config::CHECKPOINT_CONFIG_KEY)).
 const META_STEP: &str = "caf.train.step";
 const META_EPOCH: &str = "caf.train.epoch";
 const META_BATCH: &str = "caf.train.batch";
@@ -60,57 +55,6 @@ pub struct Counters {
     pub skipped_images: u64,
 }
 
-/// The three phases of a CAF iteration, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    /// `f_e` and `f_r` minimise `L_AV` on the whole batch.
-    Regression,
-    /// `f_c` minimises `L_c` on the strong and weak samples' detached features; λ moves.
-    Critic,
-    /// `f_e` minimises `L_adv` through the frozen critic.
-    Adversarial,
-}
-
-/// What one iteration did, for logs.
-///
-/// A phase's update is applied only when its loss is finite. A non-finite
-/// loss ends the iteration at that phase: the phases before it keep their
-/// updates, that phase and the ones after it change nothing (λ included), and
-/// `nonfinite` names the phase.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StepReport {
-    pub loss_av: f64,
-    pub loss_critic: Option<f64>,
-    pub loss_adversarial: Option<f64>,
-    pub pairs: usize,
-    pub no_pair: bool,
-    /// The phase whose loss was NaN or infinite, if one was.
-    pub nonfinite: Option<Phase>,
-    /// What the critic phase saw, when it ran.
-    pub critic: Option<CriticStats>,
-    /// The mean critic output over the weak samples in the adversarial
-    /// phase (`L_adv = −0.1 ×` this), when it ran.
-    pub weak_critic_output: Option<f64>,
-}
-
-/// How the critic separated strong from weak outputs in one iteration
-/// (docs/method.md, "What a healthy run looks like").
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct CriticStats {
-    /// Mean `d_ap`: squared distance between paired strong outputs.
-    pub d_ap: f64,
-    /// Mean hinge `d_an = relu(m − ‖s − w‖²)`.
-    pub d_an: f64,
-    /// Share of pairs whose hinge is active (`d_an > 0`): the weak output is
-    /// still inside the strong one's margin.
-    pub active_hinges: f64,
-    /// Mean margin `m`.
-    pub margin: f64,
-    /// Mean squared distance between paired strong and weak outputs.
-    pub strong_weak_distance: f64,
-}
-
 /// How a run ended.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
@@ -127,40 +71,80 @@ pub struct RunSummary {
     pub validation_subjects: Vec<String>,
 }
 
-struct Optimisers {
-    encoder: Adam,
-    regressor: Adam,
-    critic: Adam,
+/// The loop's position in the data and what it has seen; the step holds
+/// the iteration count and λ.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Position {
+    epoch: usize,
+    batch: usize,
+    best_mean_ccc: f64,
+    counters: Counters,
 }
 
-/// A training run: networks, optimisers, data and state.
-pub struct Trainer {
-    config: TrainConfig,
-    spec: ModelSpec,
-    device: Device,
-    net: CafNet,
-    varmap: VarMap,
-    optimisers: Optimisers,
-    grouping: GroupingRule,
+/// The sets a run trains and validates on.
+struct RunData {
     train: BatchLoader,
     validation: BatchLoader,
     training_subjects: Vec<String>,
     validation_subjects: Vec<String>,
-    state: TrainState,
 }
 
-/// Trainable variables under `prefix` (BatchNorm running statistics excluded), by name.
-fn trainable(varmap: &VarMap, prefix: &str) -> Vec<(String, Var)> {
-    let vars = varmap.data().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut named: Vec<(String, Var)> = vars
-        .iter()
-        .filter(|(name, _)| {
-            name.starts_with(prefix) && !name.ends_with("running_mean") && !name.ends_with("running_var")
+impl RunData {
+    fn of(config: &TrainConfig) -> Result<Self> {
+        let (train_set, validation_set) = training_and_validation_sets(config)?;
+        tracing::info!(
+            train = train_set.len(),
+            train_subjects = train_set.subjects().len(),
+            validation = validation_set.len(),
+            validation_subjects = validation_set.subjects().len(),
+            "data ready"
+        );
+        let (train, validation) = loaders(config, &train_set, &validation_set)?;
+        Ok(Self {
+            train,
+            validation,
+            training_subjects: subject_names(&train_set),
+            validation_subjects: subject_names(&validation_set),
         })
-        .map(|(name, var)| (name.clone(), var.clone()))
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    named
+    }
+}
+
+/// Stops a run after `limit` iterations in a row with a non-finite loss.
+struct NonFinitePolicy {
+    limit: usize,
+    in_a_row: usize,
+}
+
+impl NonFinitePolicy {
+    /// Counts `report`; true when the run must stop.
+    fn must_stop(&mut self, report: &StepReport) -> bool {
+        if report.nonfinite.is_none() {
+            self.in_a_row = 0;
+            return false;
+        }
+        self.in_a_row += 1;
+        self.in_a_row >= self.limit
+    }
+}
+
+/// The losses smoothed over recent iterations, for the progress line.
+#[derive(Default)]
+struct RunningLosses([f64; 3]);
+
+impl RunningLosses {
+    fn add(&mut self, report: &StepReport) {
+        let [av, critic, adversarial] = self.0;
+        self.0 = [
+            0.9 * av + 0.1 * report.loss_av,
+            0.9 * critic + 0.1 * report.loss_critic.unwrap_or(critic),
+            0.9 * adversarial + 0.1 * report.loss_adversarial.unwrap_or(adversarial),
+        ];
+    }
+
+    fn line(&self, lambda: f64) -> String {
+        let [av, critic, adversarial] = self.0;
+        format!("L_AV {av:.3}  L_c {critic:.3}  L_adv {adversarial:.4}  λ {lambda:.2e}")
+    }
 }
 
 /// One epoch's training speed, logged with its validation row.
@@ -172,7 +156,7 @@ struct Throughput {
 }
 
 impl Throughput {
-    fn of(images: usize, waited: std::time::Duration, elapsed: std::time::Duration) -> Self {
+    fn of(images: usize, waited: Duration, elapsed: Duration) -> Self {
         let seconds = elapsed.as_secs_f64().max(1e-9);
         Self {
             images_per_second: images as f64 / seconds,
@@ -181,34 +165,45 @@ impl Throughput {
     }
 }
 
-fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+/// The checkpoint files of a run: `last` after every epoch (and on a stop),
+/// `best` when the mean CCC improves, `epoch-N` every `every` epochs.
+struct Checkpoints {
+    output: PathBuf,
+    last: PathBuf,
+    best: PathBuf,
+    every: usize,
 }
 
-/// The critic step's loss, its constraint `C` (for λ) and its statistics,
-/// read from the device in one transfer (this runs every iteration).
-fn critic_readings(contrast: &caf_objective::CriticLoss) -> Result<(f64, f64, CriticStats)> {
-    let active = contrast.d_an.gt(0.0)?.to_dtype(contrast.d_an.dtype())?;
-    let per_pair = [
-        &contrast.d_ap,
-        &contrast.d_an,
-        &active,
-        &contrast.margin,
-        &contrast.negative_distance,
-    ];
-    let means = Tensor::stack(&per_pair, 0)?.mean(1)?;
-    let scalars = Tensor::stack(&[&contrast.loss, &contrast.constraint], 0)?.to_dtype(means.dtype())?;
-    let values = Tensor::cat(&[&scalars, &means], 0)?
-        .to_dtype(DType::F64)?
-        .to_vec1::<f64>()?;
-    let stats = CriticStats {
-        d_ap: values[2],
-        d_an: values[3],
-        active_hinges: values[4],
-        margin: values[5],
-        strong_weak_distance: values[6],
-    };
-    Ok((values[0], values[1], stats))
+impl Checkpoints {
+    fn of(config: &TrainConfig) -> Self {
+        let output = config.output.clone();
+        Self {
+            last: output.join("last.safetensors"),
+            best: output.join("best.safetensors"),
+            every: config.checkpoint_every,
+            output,
+        }
+    }
+
+    /// The extra files to write after `epoch` (1-based) epochs.
+    fn periodic(&self, epoch: usize) -> Option<PathBuf> {
+        (self.every > 0 && epoch % self.every == 0).then(|| self.output.join(format!("epoch-{epoch}.safetensors")))
+    }
+}
+
+/// How an epoch ended.
+enum EpochEnd {
+    Finished { evaluation: Evaluation },
+    Interrupted,
+}
+
+/// A training run: the step, the data and where the loop stands.
+pub struct Trainer {
+    config: TrainConfig,
+    spec: ModelSpec,
+    step: CafStep,
+    data: RunData,
+    position: Position,
 }
 
 impl Trainer {
@@ -216,23 +211,27 @@ impl Trainer {
     pub fn new(config: TrainConfig) -> Result<Self> {
         config.validate()?;
         let device = caf_kernels::parse_device(&config.device)?;
-        let arch = config.arch()?;
-        let varmap = VarMap::new();
-        let net = CafNet::new(arch, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
-        seeded_init(&varmap, arch, config.seed)?;
+        let step = CafStep::seeded(config.step_settings()?, &device)?;
         if !config.pretrained.is_empty() {
-            let source: WeightSource = config.pretrained.parse().map_err(anyhow::Error::msg)?;
-            load_pretrained_encoder(&varmap, arch, &source, &HubOptions::from_env(), &device)?;
+            let source: WeightSource = config
+                .pretrained
+                .parse()
+                .map_err(|e| TrainError::settings(format!("pretrained = `{}`: {e}", config.pretrained)))?;
+            load_pretrained_encoder(
+                step.varmap(),
+                step.settings().arch,
+                &source,
+                &HubOptions::from_env(),
+                &device,
+            )?;
         }
-        let state = TrainState {
-            step: 0,
+        let position = Position {
             epoch: 0,
             batch: 0,
-            lambda: LagrangeMultiplier::default(),
             best_mean_ccc: f64::NEG_INFINITY,
             counters: Counters::default(),
         };
-        Self::assemble(config, device, net, varmap, state)
+        Self::assemble(config, step, position)
     }
 
     /// Continues the run saved in `checkpoint`, with `overrides` applied to
@@ -240,379 +239,276 @@ impl Trainer {
     pub fn resume(checkpoint: &Path, overrides: &[String]) -> Result<Self> {
         // Read once on the host; `caf_net` moves the weights to the run's device.
         let file = Checkpoint::read(checkpoint, &Device::Cpu)?;
-        let overridden = TrainConfig::of_checkpoint(&file, overrides)?.with_context(|| {
-            format!(
-                "{}: not a training checkpoint (no {META_CONFIG}); use it as pretrained weights instead",
-                checkpoint.display()
+        let config = TrainConfig::of_checkpoint(&file, overrides)?.ok_or_else(|| {
+            TrainError::malformed(
+                checkpoint,
+                format!("not a training checkpoint (no {META_CONFIG}); use it as pretrained weights instead"),
             )
         })?;
-        let device = caf_kernels::parse_device(&overridden.device)?;
+        let device = caf_kernels::parse_device(&config.device)?;
         let meta = |key: &str| {
             file.metadata
                 .get(key)
-                .with_context(|| format!("{}: metadata {key} is missing", checkpoint.display()))
+                .ok_or_else(|| TrainError::malformed(checkpoint, format!("metadata {key} is missing")))
         };
-        let number = |key: &str| -> Result<u64> {
-            meta(key)?
-                .parse()
-                .with_context(|| format!("{}: metadata {key} is not a number", checkpoint.display()))
-        };
+        fn parsed<T: std::str::FromStr>(checkpoint: &Path, key: &str, text: &str) -> Result<T> {
+            text.parse()
+                .map_err(|_| TrainError::malformed(checkpoint, format!("metadata {key} is not a number: `{text}`")))
+        }
+        let number = |key: &str| -> Result<u64> { parsed(checkpoint, key, meta(key)?) };
         let (net, varmap) = file.caf_net(&device)?;
-        let state = TrainState {
-            step: number(META_STEP)?,
+        let lambda = LagrangeMultiplier {
+            value: parsed(checkpoint, META_LAMBDA, meta(META_LAMBDA)?)?,
+            ..LagrangeMultiplier::default()
+        };
+        let mut step = CafStep::new(net, varmap, config.step_settings()?, &device)?.at(number(META_STEP)?, lambda);
+        step.load_optimiser_state(&file.tensors)?;
+        let position = Position {
             epoch: number(META_EPOCH)? as usize,
             batch: number(META_BATCH)? as usize,
-            lambda: LagrangeMultiplier {
-                value: meta(META_LAMBDA)?.parse().context("lambda")?,
-                ..LagrangeMultiplier::default()
-            },
-            best_mean_ccc: meta(META_BEST)?.parse().context("best mean CCC")?,
-            counters: serde_json::from_str(meta(META_COUNTERS)?).context("counters")?,
+            best_mean_ccc: parsed(checkpoint, META_BEST, meta(META_BEST)?)?,
+            counters: serde_json::from_str(meta(META_COUNTERS)?)
+                .map_err(|e| TrainError::malformed(checkpoint, format!("metadata {META_COUNTERS}: {e}")))?,
         };
-        let mut trainer = Self::assemble(overridden, device, net, varmap, state)?;
-        trainer.optimisers.encoder.load_state(&file.tensors, "optim.encoder")?;
-        trainer
-            .optimisers
-            .regressor
-            .load_state(&file.tensors, "optim.regressor")?;
-        trainer.optimisers.critic.load_state(&file.tensors, "optim.critic")?;
-        tracing::info!(checkpoint = %checkpoint.display(), step = trainer.state.step, epoch = trainer.state.epoch + 1, "resuming");
+        let trainer = Self::assemble(config, step, position)?;
+        tracing::info!(checkpoint = %checkpoint.display(), step = trainer.step.iteration(), epoch = position.epoch + 1, "resuming");
         Ok(trainer)
     }
 
-    fn assemble(config: TrainConfig, device: Device, net: CafNet, varmap: VarMap, state: TrainState) -> Result<Self> {
-        let adam = AdamConfig {
-            lr: config.lr,
-            beta1: config.beta1,
-            beta2: config.beta2,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        };
-        let optimisers = Optimisers {
-            encoder: Adam::new(trainable(&varmap, &format!("{ENCODER}.")), adam)?,
-            regressor: Adam::new(trainable(&varmap, &format!("{REGRESSOR}.")), adam)?,
-            critic: Adam::new(trainable(&varmap, &format!("{CRITIC}.")), adam)?,
-        };
-        let (train_set, validation_set) = training_and_validation_sets(&config)?;
-        tracing::info!(
-            train = train_set.len(),
-            train_subjects = train_set.subjects().len(),
-            validation = validation_set.len(),
-            validation_subjects = validation_set.subjects().len(),
-            "data ready"
-        );
-        let (train, validation) = loaders(&config, &train_set, &validation_set)?;
+    fn assemble(config: TrainConfig, step: CafStep, position: Position) -> Result<Self> {
+        let data = RunData::of(&config)?;
         let spec = ModelSpec {
-            arch: config.arch()?,
+            arch: step.settings().arch,
             image_size: config.image_size as usize,
             resize: config.resize as usize,
         };
-        let grouping = config.grouping()?;
         Ok(Self {
             config,
             spec,
-            device,
-            net,
-            varmap,
-            optimisers,
-            grouping,
-            train,
-            validation,
-            training_subjects: subject_names(&train_set),
-            validation_subjects: subject_names(&validation_set),
-            state,
+            step,
+            data,
+            position,
         })
     }
 
-    pub fn state(&self) -> &TrainState {
-        &self.state
+    /// Where the run stands.
+    pub fn state(&self) -> TrainState {
+        TrainState {
+            step: self.step.iteration(),
+            epoch: self.position.epoch,
+            batch: self.position.batch,
+            lambda: self.step.lambda(),
+            best_mean_ccc: self.position.best_mean_ccc,
+            counters: self.position.counters,
+        }
     }
 
     pub fn config(&self) -> &TrainConfig {
         &self.config
     }
 
-    pub fn varmap(&self) -> &VarMap {
-        &self.varmap
+    /// The networks, optimisers and λ.
+    pub fn step(&self) -> &CafStep {
+        &self.step
     }
 
     /// The people this run trains on, sorted.
     pub fn training_subjects(&self) -> &[String] {
-        &self.training_subjects
+        &self.data.training_subjects
     }
 
     /// The people this run validates on, sorted (none of them is trained on
     /// unless a separate validation set shares people with `data`).
     pub fn validation_subjects(&self) -> &[String] {
-        &self.validation_subjects
-    }
-
-    /// The scheduled learning rate of iteration `step` (0-based).
-    fn lr_at(&self, step: u64) -> f64 {
-        let c = &self.config;
-        step_lr(c.lr, c.lr_gamma, c.lr_step, step) * warmup_ramp(c.warmup, step)
-    }
-
-    /// One iteration on a batch, as in the paper's algorithm. Each call is
-    /// one iteration: it advances the iteration counter, so the learning-rate
-    /// schedule and the dropout masks move on when `step` is called in a loop
-    /// of one's own. A non-finite loss ends the iteration early (see
-    /// [`StepReport`]).
-    pub fn step(&mut self, batch: &Batch) -> Result<StepReport> {
-        let report = self.phases(batch);
-        self.state.step += 1;
-        report
-    }
-
-    fn phases(&mut self, batch: &Batch) -> Result<StepReport> {
-        let lr = self.lr_at(self.state.step);
-        for optimiser in [
-            &mut self.optimisers.encoder,
-            &mut self.optimisers.regressor,
-            &mut self.optimisers.critic,
-        ] {
-            optimiser.set_lr(lr);
-        }
-        self.net.va.dropout.reseed(self.config.seed, &[self.state.step, 0xd0]);
-        let (encoder, regressor, critic) = (&self.net.va.encoder, &self.net.va.regressor, &self.net.critic);
-        let mut report = StepReport::default();
-
-        // 1. Regression step: f_e and f_r minimise L_AV on the whole batch.
-        let loss_av = va_loss(
-            &regressor.forward_t(&encoder.forward_t(&batch.images, true)?, true)?,
-            &batch.labels,
-        )?;
-        // Each phase builds its backward pass before reading its loss, so on
-        // a GPU the device computes while the host waits for the one number.
-        let grads = loss_av.total.backward()?;
-        report.loss_av = scalar(&loss_av.total)?;
-        if !report.loss_av.is_finite() {
-            report.nonfinite = Some(Phase::Regression);
-            return Ok(report);
-        }
-        self.optimisers.encoder.step(&grads)?;
-        self.optimisers.regressor.step(&grads)?;
-        if self.config.method == Method::Baseline {
-            return Ok(report);
-        }
-
-        // Grouping into strong (P) and weak (Q) samples, paired in order.
-        let Ok(groups) = group(&batch.label_values, self.grouping) else {
-            report.no_pair = true;
-            return Ok(report);
-        };
-        report.pairs = groups.len();
-        let rows = |indices: &[usize]| -> Result<Tensor> {
-            let indices = Tensor::new(indices.iter().map(|&i| i as u32).collect::<Vec<u32>>(), &self.device)?;
-            Ok(batch.images.index_select(&indices, 0)?)
-        };
-        let (x_strong, x_weak) = (rows(&groups.strong)?, rows(&groups.weak)?);
-
-        // 2. Critic step: f_c contrasts strong and weak outputs; encoder features fixed.
-        // f_e does not change before step 3, so a pure encoder's pass over the
-        // weak samples serves both steps (detached here, with its graph there;
-        // ResNet-18's batch norms count every pass, so it makes its own).
-        let s = critic.forward_t(&encoder.forward_t(&x_strong, true)?.detach(), true)?;
-        let weak_features = encoder.forward_t(&x_weak, true)?;
-        let w = critic.forward_t(&weak_features.detach(), true)?;
-        let weak_features = encoder.training_pass_is_pure().then_some(weak_features);
-        let neighbourhood = adaptive_ks(&s, &w)?;
-        let contrast = critic_loss(&s, &w, &neighbourhood, self.state.lambda.value)?;
-        let grads = contrast.loss.backward()?;
-        let (loss_critic, constraint, stats) = critic_readings(&contrast)?;
-        report.loss_critic = Some(loss_critic);
-        report.critic = Some(stats);
-        if !loss_critic.is_finite() {
-            report.nonfinite = Some(Phase::Critic);
-            return Ok(report);
-        }
-        self.optimisers.critic.step(&grads)?;
-        self.state.lambda.update(constraint);
-
-        // 3. Adversarial step: f_e raises the critic's outputs of weak samples; f_c frozen.
-        let weak_features = match weak_features {
-            Some(features) => features,
-            None => encoder.forward_t(&x_weak, true)?,
-        };
-        let loss_adversarial = adversarial_loss(&critic.forward_t(&weak_features, true)?)?;
-        let grads = loss_adversarial.backward()?;
-        let value = scalar(&loss_adversarial)?;
-        report.loss_adversarial = Some(value);
-        report.weak_critic_output = Some(-value / caf_objective::ADVERSARIAL_WEIGHT);
-        if !value.is_finite() {
-            report.nonfinite = Some(Phase::Adversarial);
-            return Ok(report);
-        }
-        self.optimisers.encoder.step(&grads)?;
-        Ok(report)
+        &self.data.validation_subjects
     }
 
     /// Trains until the configured number of epochs, or until `stop` is set
     /// (then the current iteration finishes, `last.safetensors` is written
     /// and the summary says `interrupted`).
     pub fn run(&mut self, stop: &AtomicBool) -> Result<RunSummary> {
-        let output = self.config.output.clone();
-        std::fs::create_dir_all(&output).with_context(|| format!("cannot create {}", output.display()))?;
-        write_file_atomically(&output.join("config.toml"), self.config.to_toml()?.as_bytes())?;
+        let files = Checkpoints::of(&self.config);
+        std::fs::create_dir_all(&files.output).map_err(TrainError::file("create", &files.output))?;
+        write_file_atomically(&files.output.join("config.toml"), self.config.to_toml()?.as_bytes())?;
         // Rows a killed run wrote after this checkpoint are cut: they are about to be written again.
-        let mut log = MetricsLog::resume_at(&output.join("metrics.jsonl"), self.state.step)?;
-        let (last, best) = (output.join("last.safetensors"), output.join("best.safetensors"));
-        let mut consecutive_nonfinite = 0usize;
-        let mut interrupted = false;
+        let mut log = MetricsLog::resume_at(&files.output.join("metrics.jsonl"), self.step.iteration())?;
+        let mut policy = NonFinitePolicy {
+            limit: self.config.max_nonfinite,
+            in_a_row: 0,
+        };
         let mut latest = None;
-        while self.state.epoch < self.config.epochs && !interrupted {
-            let epoch = self.state.epoch;
-            let plan_len = self.train.batches_per_epoch();
-            let mut progress = Progress::new(
-                plan_len,
-                self.state.batch,
-                (epoch, self.config.epochs),
-                self.config.batch_size,
-                std::time::Duration::from_secs_f64(self.config.progress_seconds),
-            );
-            let mut batches = self.train.epoch_from(epoch as u64, self.state.batch, &self.device);
-            let started = Instant::now();
-            let mut running = [0f64; 3];
-            // How long the steps waited for the loader: the share of the
-            // epoch the data pipeline, not the device, set the pace.
-            let (mut waited, mut images) = (std::time::Duration::ZERO, 0usize);
-            loop {
-                let asked = Instant::now();
-                let Some(batch) = batches.next() else {
-                    break;
-                };
-                waited += asked.elapsed();
-                let batch = batch?;
-                images += batch.label_values.len();
-                let report = self.step(&batch)?;
-                self.state.batch += 1;
-                if report.no_pair {
-                    self.state.counters.no_pair += 1;
-                    tracing::debug!(
-                        step = self.state.step,
-                        "no strong/weak pair in this batch: regression step only"
-                    );
+        let mut interrupted = false;
+        while self.position.epoch < self.config.epochs {
+            match self.epoch(&mut log, &mut policy, &files, stop)? {
+                EpochEnd::Finished { evaluation } => {
+                    self.after_epoch(&files, &evaluation)?;
+                    latest = Some(evaluation);
                 }
-                if let Some(phase) = report.nonfinite {
-                    self.state.counters.nonfinite += 1;
-                    consecutive_nonfinite += 1;
-                    tracing::warn!(
-                        step = self.state.step,
-                        ?phase,
-                        "non-finite loss: this phase's update and the later phases' skipped"
-                    );
-                    if consecutive_nonfinite >= self.config.max_nonfinite {
-                        self.save(&last)?;
-                        bail!(
-                            "{consecutive_nonfinite} iterations in a row had a non-finite loss (step {}); the run is stopped and saved to {}. Try a lower lr, check the labels, or resume from an earlier checkpoint",
-                            self.state.step,
-                            last.display()
-                        );
-                    }
-                } else {
-                    consecutive_nonfinite = 0;
-                }
-                running = [
-                    0.9 * running[0] + 0.1 * report.loss_av,
-                    0.9 * running[1] + 0.1 * report.loss_critic.unwrap_or(running[1]),
-                    0.9 * running[2] + 0.1 * report.loss_adversarial.unwrap_or(running[2]),
-                ];
-                progress.advance(
-                    self.state.step,
-                    format!(
-                        "L_AV {:.3}  L_c {:.3}  L_adv {:.4}  λ {:.2e}",
-                        running[0], running[1], running[2], self.state.lambda.value
-                    ),
-                );
-                if self.state.step % self.config.log_every as u64 == 0 {
-                    log.write(&json!({
-                        "kind": "train", "step": self.state.step, "epoch": epoch + 1,
-                        "loss_av": report.loss_av, "loss_critic": report.loss_critic, "loss_adversarial": report.loss_adversarial,
-                        "lambda": self.state.lambda.value, "pairs": report.pairs, "no_pair": report.no_pair,
-                        "nonfinite": report.nonfinite, "critic": report.critic,
-                        "weak_critic_output": report.weak_critic_output,
-                        "lr": self.lr_at(self.state.step - 1),
-                    }))?;
-                }
-                if stop.load(Ordering::SeqCst) {
+                EpochEnd::Interrupted => {
+                    self.save(&files.last)?;
                     interrupted = true;
                     break;
                 }
             }
-            let throughput = Throughput::of(images, waited, started.elapsed());
-            self.state.counters.skipped_images += batches.skipped() as u64;
-            drop(batches);
-            progress.finish();
-            if interrupted {
-                self.save(&last)?;
-                break;
-            }
-            self.state.epoch += 1;
-            self.state.batch = 0;
-            let (summary, predictions, skipped) = evaluate(&self.net.va, &self.validation, &self.device)?;
-            let score = mean_ccc(&summary);
-            let diagnostics = Diagnostics::of(&predictions);
-            log.write(&json!({
-                "kind": "validation", "epoch": epoch + 1, "step": self.state.step, "seconds": started.elapsed().as_secs_f64(),
-                "metrics": summary_json(&summary), "mean_ccc": score, "skipped_images": skipped, "counters": self.state.counters,
-                "diagnostics": diagnostics, "breakdown": Breakdown::of(&predictions).to_json(false),
-                "throughput": throughput,
-            }))?;
-            tracing::info!(
-                epoch = epoch + 1,
-                images_per_s = format!("{:.1}", throughput.images_per_second),
-                data_wait = format!("{:.0} %", 100.0 * throughput.data_wait_share),
-                mean_ccc = format!("{score:.4}"),
-                live_units = diagnostics.live_units,
-                va_correlation = format!(
-                    "{:.2} (labels {:.2})",
-                    diagnostics.predicted_va_correlation, diagnostics.label_va_correlation
-                ),
-                "validation\n{summary}"
-            );
-            if score > self.state.best_mean_ccc || !best.exists() {
-                self.state.best_mean_ccc = self.state.best_mean_ccc.max(score);
-                self.save(&best)?;
-            }
-            if self.config.checkpoint_every > 0 && self.state.epoch % self.config.checkpoint_every == 0 {
-                self.save(&output.join(format!("epoch-{}.safetensors", self.state.epoch)))?;
-            }
-            self.save(&last)?;
-            latest = Some((summary, predictions));
         }
-        let (validation, predictions) = match latest {
-            Some(latest) => latest,
-            None => {
-                let (summary, predictions, _) = evaluate(&self.net.va, &self.validation, &self.device)?;
-                (summary, predictions)
-            }
+        let evaluation = match latest {
+            Some(evaluation) => evaluation,
+            None => evaluate(&self.step.net().va, &self.data.validation, self.step.device())?,
         };
         Ok(RunSummary {
-            output,
-            last,
-            best,
-            validation,
-            state: self.state.clone(),
+            output: files.output,
+            last: files.last,
+            best: files.best,
+            validation: evaluation.summary,
+            state: self.state(),
             interrupted,
-            predictions,
-            validation_subjects: self.validation_subjects.clone(),
+            predictions: evaluation.predictions,
+            validation_subjects: self.data.validation_subjects.clone(),
         })
+    }
+
+    /// The rest of the current epoch, then its validation and its row in the log.
+    fn epoch(
+        &mut self,
+        log: &mut MetricsLog,
+        policy: &mut NonFinitePolicy,
+        files: &Checkpoints,
+        stop: &AtomicBool,
+    ) -> Result<EpochEnd> {
+        let epoch = self.position.epoch;
+        let mut progress = Progress::new(
+            self.data.train.batches_per_epoch(),
+            self.position.batch,
+            (epoch, self.config.epochs),
+            self.config.batch_size,
+            Duration::from_secs_f64(self.config.progress_seconds),
+        );
+        let mut batches = self
+            .data
+            .train
+            .epoch_from(epoch as u64, self.position.batch, self.step.device());
+        let started = Instant::now();
+        let mut losses = RunningLosses::default();
+        // How long the steps waited for the loader: the share of the
+        // epoch the data pipeline, not the device, set the pace.
+        let (mut waited, mut images) = (Duration::ZERO, 0usize);
+        let mut interrupted = false;
+        loop {
+            let asked = Instant::now();
+            let Some(batch) = batches.next() else {
+                break;
+            };
+            waited += asked.elapsed();
+            let batch = batch?;
+            images += batch.label_values.len();
+            let lr = self.step.lr();
+            let report = self.step.run(&batch)?;
+            let step = self.step.iteration();
+            self.position.batch += 1;
+            self.count(&report, step);
+            if policy.must_stop(&report) {
+                self.save(&files.last)?;
+                return Err(TrainError::Diverged {
+                    iterations: policy.in_a_row,
+                    step,
+                    saved: files.last.clone(),
+                });
+            }
+            losses.add(&report);
+            progress.advance(step, losses.line(self.step.lambda().value));
+            if step % self.config.log_every as u64 == 0 {
+                log.write(&train_row(&report, step, epoch + 1, self.step.lambda().value, lr))?;
+            }
+            if stop.load(Ordering::SeqCst) {
+                interrupted = true;
+                break;
+            }
+        }
+        let throughput = Throughput::of(images, waited, started.elapsed());
+        self.position.counters.skipped_images += batches.skipped() as u64;
+        drop(batches);
+        progress.finish();
+        if interrupted {
+            return Ok(EpochEnd::Interrupted);
+        }
+        self.position.epoch += 1;
+        self.position.batch = 0;
+        let evaluation = evaluate(&self.step.net().va, &self.data.validation, self.step.device())?;
+        let mut row = evaluation.record(false);
+        for (key, value) in [
+            ("kind", json!("validation")),
+            ("epoch", json!(epoch + 1)),
+            ("step", json!(self.step.iteration())),
+            ("seconds", json!(started.elapsed().as_secs_f64())),
+            ("counters", json!(self.position.counters)),
+            ("throughput", json!(throughput)),
+        ] {
+            row[key] = value;
+        }
+        log.write(&row)?;
+        let diagnostics = evaluation.diagnostics();
+        tracing::info!(
+            epoch = epoch + 1,
+            images_per_s = format!("{:.1}", throughput.images_per_second),
+            data_wait = format!("{:.0} %", 100.0 * throughput.data_wait_share),
+            mean_ccc = format!("{:.4}", evaluation.mean_ccc()),
+            live_units = diagnostics.live_units,
+            va_correlation = format!(
+                "{:.2} (labels {:.2})",
+                diagnostics.predicted_va_correlation, diagnostics.label_va_correlation
+            ),
+            "validation\n{}",
+            evaluation.summary
+        );
+        Ok(EpochEnd::Finished { evaluation })
+    }
+
+    /// Counts what went wrong in iteration `step`.
+    fn count(&mut self, report: &StepReport, step: u64) {
+        let counters = &mut self.position.counters;
+        if report.no_pair {
+            counters.no_pair += 1;
+            tracing::debug!(step, "no strong/weak pair in this batch: regression step only");
+        }
+        if let Some(phase) = report.nonfinite {
+            counters.nonfinite += 1;
+            tracing::warn!(
+                step,
+                ?phase,
+                "non-finite loss: this phase's update and the later phases' skipped"
+            );
+        }
+    }
+
+    /// The checkpoints an epoch ends with.
+    fn after_epoch(&mut self, files: &Checkpoints, evaluation: &Evaluation) -> Result<()> {
+        let score = evaluation.mean_ccc();
+        if score > self.position.best_mean_ccc || !files.best.exists() {
+            self.position.best_mean_ccc = self.position.best_mean_ccc.max(score);
+            self.save(&files.best)?;
+        }
+        if let Some(path) = files.periodic(self.position.epoch) {
+            self.save(&path)?;
+        }
+        self.save(&files.last)
     }
 
     /// Writes weights, optimiser moments and the training state to `path`, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut tensors = varmap_tensors(&self.varmap);
-        tensors.extend(self.optimisers.encoder.state("optim.encoder")?);
-        tensors.extend(self.optimisers.regressor.state("optim.regressor")?);
-        tensors.extend(self.optimisers.critic.state("optim.critic")?);
+        let mut tensors = varmap_tensors(self.step.varmap());
+        tensors.extend(self.step.optimiser_state()?);
+        let state = self.state();
         let metadata = HashMap::from([
             (META_CONFIG.to_string(), self.config.to_toml()?),
-            (META_STEP.to_string(), self.state.step.to_string()),
-            (META_EPOCH.to_string(), self.state.epoch.to_string()),
-            (META_BATCH.to_string(), self.state.batch.to_string()),
-            (META_LAMBDA.to_string(), self.state.lambda.value.to_string()),
-            (META_BEST.to_string(), self.state.best_mean_ccc.to_string()),
-            (META_COUNTERS.to_string(), serde_json::to_string(&self.state.counters)?),
+            (META_STEP.to_string(), state.step.to_string()),
+            (META_EPOCH.to_string(), state.epoch.to_string()),
+            (META_BATCH.to_string(), state.batch.to_string()),
+            (META_LAMBDA.to_string(), state.lambda.value.to_string()),
+            (META_BEST.to_string(), state.best_mean_ccc.to_string()),
+            (
+                META_COUNTERS.to_string(),
+                serde_json::to_string(&state.counters).expect("counters are plain numbers"),
+            ),
             (
                 "caf.method".to_string(),
                 format!("{:?}", self.config.method).to_lowercase(),
@@ -623,14 +519,67 @@ impl Trainer {
     }
 }
 
-#[cfg(test)]
-#[path = "trainer_tests_support.rs"]
-mod tests_support;
+/// The metrics-log row of one iteration: the step's report, where the run
+/// stands, and the rate the iteration used.
+fn train_row(report: &StepReport, step: u64, epoch: usize, lambda: f64, lr: f64) -> serde_json::Value {
+    let mut row = json!(report);
+    for (key, value) in [
+        ("kind", json!("train")),
+        ("step", json!(step)),
+        ("epoch", json!(epoch)),
+        ("lambda", json!(lambda)),
+        ("lr", json!(lr)),
+    ] {
+        row[key] = value;
+    }
+    row
+}
 
 #[cfg(test)]
-#[path = "trainer_tests.rs"]
-mod tests;
+mod tests {
+    use super::*;
+    use crate::step::Phase;
 
-#[cfg(test)]
-#[path = "trainer_step_tests.rs"]
-mod step_tests;
+    fn report(nonfinite: Option<Phase>) -> StepReport {
+        StepReport {
+            nonfinite,
+            ..StepReport::default()
+        }
+    }
+
+    #[test]
+    fn a_run_stops_at_the_limit_of_nonfinite_iterations_in_a_row() {
+        let mut policy = NonFinitePolicy { limit: 3, in_a_row: 0 };
+        let bad = report(Some(Phase::Critic));
+        let good = report(None);
+        let verdicts: Vec<bool> = [&bad, &bad, &good, &bad, &bad, &good, &good, &bad, &bad, &bad]
+            .into_iter()
+            .map(|r| policy.must_stop(r))
+            .collect();
+        assert_eq!(
+            verdicts,
+            [false, false, false, false, false, false, false, false, false, true]
+        );
+        // A limit of 0 or 1 stops at the first non-finite iteration, never at a finite one.
+        for limit in [0, 1] {
+            let mut policy = NonFinitePolicy { limit, in_a_row: 0 };
+            assert!(!policy.must_stop(&good));
+            assert!(policy.must_stop(&bad));
+        }
+    }
+
+    #[test]
+    fn periodic_checkpoints_follow_checkpoint_every() {
+        let config = |every| TrainConfig {
+            checkpoint_every: every,
+            output: "run".into(),
+            ..TrainConfig::default()
+        };
+        let files = Checkpoints::of(&config(2));
+        assert_eq!(
+            (1..=4).map(|epoch| files.periodic(epoch)).collect::<Vec<_>>(),
+            [None, Some("run/epoch-2.safetensors".into()), None, Some("run/epoch-4.safetensors".into())]
+        );
+        assert_eq!(Checkpoints::of(&config(0)).periodic(4), None);
+    }
+}

@@ -18,16 +18,39 @@ pub use generic::load_generic_csv;
 
 use crate::sample::{DataError, Dataset};
 
-/// Where a dataset is and in which layout (see `datasets/README.md`).
-#[derive(Debug, Clone, PartialEq)]
+/// Where a dataset is and in which layout (see `datasets/README.md`): the
+/// one list of the formats caf-rs reads. In TOML (a training config's
+/// `[data]`) and JSON the variant is the `format` field:
+///
+/// ```
+/// use caf_data::DatasetSpec;
+///
+/// let spec: DatasetSpec = toml::from_str("format = \"afew-va\"\nroot = \"/data/AFEW-VA\"").unwrap();
+/// assert_eq!(spec, DatasetSpec::AfewVa { root: "/data/AFEW-VA".into() });
+/// assert_eq!(spec.format(), "afew-va");
+/// assert!(DatasetSpec::FORMATS.contains(&spec.format()));
+/// ```
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "format", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum DatasetSpec {
+    /// The built-in generated faces (`crate::synthetic`), written to `dir`
+    /// on first use and read from there afterwards.
+    Synthetic {
+        dir: PathBuf,
+        subjects: usize,
+        images_per_subject: usize,
+        size: u32,
+        seed: u64,
+    },
     /// `path,valence,arousal[,subject]` rows, paths relative to `root`.
     Generic { csv: PathBuf, root: PathBuf },
     /// AffectNet 2017 `training.csv` / `validation.csv`; with `face_margin`,
     /// images are cropped to the CSV's face box grown by that fraction per side.
+    #[serde(rename = "affectnet")]
     AffectNet {
         csv: PathBuf,
         root: PathBuf,
+        #[serde(default)]
         face_margin: Option<f32>,
     },
     /// AFEW-VA clip folders `001`–`600` with their JSON files.
@@ -37,13 +60,99 @@ pub enum DatasetSpec {
 }
 
 impl DatasetSpec {
+    /// The `format` names, in the order of the variants.
+    pub const FORMATS: [&'static str; 5] = ["synthetic", "generic", "affectnet", "afew-va", "aff-wild2"];
+
+    /// This spec's `format` name.
+    pub fn format(&self) -> &'static str {
+        let index = match self {
+            DatasetSpec::Synthetic { .. } => 0,
+            DatasetSpec::Generic { .. } => 1,
+            DatasetSpec::AffectNet { .. } => 2,
+            DatasetSpec::AfewVa { .. } => 3,
+            DatasetSpec::AffWild2 { .. } => 4,
+        };
+        Self::FORMATS[index]
+    }
+
+    /// Reads and checks the index (generating the synthetic dataset first
+    /// when its folder has none).
     pub fn load(&self) -> Result<Dataset, DataError> {
         match self {
+            DatasetSpec::Synthetic {
+                dir,
+                subjects,
+                images_per_subject,
+                size,
+                seed,
+            } => {
+                let csv = dir.join(crate::synthetic::LABELS_CSV);
+                if !csv.is_file() {
+                    let config = crate::synthetic::SyntheticConfig {
+                        subjects: *subjects,
+                        images_per_subject: *images_per_subject,
+                        size: *size,
+                        seed: *seed,
+                        jpeg: false,
+                    };
+                    tracing::info!(dir = %dir.display(), "generating the built-in synthetic dataset");
+                    crate::synthetic::generate(dir, &config)?;
+                }
+                load_generic_csv(&csv, dir)
+            }
             DatasetSpec::Generic { csv, root } => load_generic_csv(csv, root),
             DatasetSpec::AffectNet { csv, root, face_margin } => load_affectnet(csv, root, *face_margin),
             DatasetSpec::AfewVa { root } => load_afew_va(root),
             DatasetSpec::AffWild2 { annotations, frames } => load_aff_wild2(annotations, frames),
         }
+    }
+}
+
+#[cfg(test)]
+mod spec_tests {
+    use super::DatasetSpec;
+
+    /// Every name in `FORMATS` is the serde tag of the variant at its place.
+    #[test]
+    fn the_format_names_are_the_serde_tags() {
+        let examples = [
+            DatasetSpec::Synthetic {
+                dir: "d".into(),
+                subjects: 1,
+                images_per_subject: 1,
+                size: 8,
+                seed: 0,
+            },
+            DatasetSpec::Generic {
+                csv: "c".into(),
+                root: "r".into(),
+            },
+            DatasetSpec::AffectNet {
+                csv: "c".into(),
+                root: "r".into(),
+                face_margin: None,
+            },
+            DatasetSpec::AfewVa { root: "r".into() },
+            DatasetSpec::AffWild2 {
+                annotations: "a".into(),
+                frames: "f".into(),
+            },
+        ];
+        for (spec, name) in examples.iter().zip(DatasetSpec::FORMATS) {
+            let value = serde_json::to_value(spec).expect("serialise");
+            assert_eq!(value["format"], name);
+            assert_eq!(spec.format(), name);
+            assert_eq!(&serde_json::from_value::<DatasetSpec>(value).expect("read back"), spec);
+        }
+    }
+
+    #[test]
+    fn unknown_formats_and_fields_are_refused_by_name() {
+        let error = serde_json::from_str::<DatasetSpec>(r#"{"format": "fer2013", "root": "r"}"#).unwrap_err();
+        assert!(error.to_string().contains("fer2013"), "{error}");
+        let error =
+            serde_json::from_str::<DatasetSpec>(r#"{"format": "afew-va", "root": "r", "rot": "x"}"#).unwrap_err();
+        assert!(error.to_string().contains("rot"), "{error}");
     }
 }
 

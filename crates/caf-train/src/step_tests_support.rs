@@ -1,35 +1,21 @@
-//! What the trainer's tests start from: a tiny run and a fixed batch.
-
-use std::path::Path;
+//! What the step's tests start from: a step built from settings alone
+//! (no dataset) and a fixed batch in memory.
 
 use anyhow::Result;
 use caf_data::Batch;
 use candle_core::{Device, Tensor};
 
 use super::*;
-use crate::config::DataConfig;
+use crate::config::TrainConfig;
 
-/// A CAF run over 6 generated people at 64 px, batch 8.
-pub(super) fn tiny(dir: &Path, overrides: impl FnOnce(&mut TrainConfig)) -> Result<Trainer> {
+/// A CAF step with AlexNet at lr 1e-3, the other settings the defaults.
+pub(super) fn tiny(overrides: impl FnOnce(&mut TrainConfig)) -> Result<CafStep> {
     let mut config = TrainConfig {
-        image_size: 64,
-        resize: 64,
-        data: DataConfig::Synthetic {
-            dir: dir.join("data"),
-            subjects: 6,
-            images_per_subject: 4,
-            size: 64,
-            seed: 1,
-        },
-        validation_ratio: 0.34,
-        batch_size: 8,
-        epochs: 1,
         lr: 1e-3,
-        output: dir.join("run"),
         ..TrainConfig::default()
     };
     overrides(&mut config);
-    Trainer::new(config)
+    Ok(CafStep::seeded(config.step_settings()?, &Device::Cpu)?)
 }
 
 /// Eight samples, strong and weak, with the given labels.

@@ -69,18 +69,17 @@ fn has_gradient(vars: &[(String, Var)], prefix: &str, grads: &GradStore) -> bool
 
 #[test]
 fn one_caf_step_matches_a_replay_of_its_three_phases_by_hand() -> Result<()> {
-    let dir = tempfile::tempdir()?;
     let batch = batch(LABELS)?;
-    let mut trainer = tiny(&dir.path().join("trainer"), |_| {})?;
-    let twin = tiny(&dir.path().join("twin"), |_| {})?;
-    let report = trainer.step(&batch)?;
+    let mut step = tiny(|_| {})?;
+    let twin = tiny(|_| {})?;
+    let report = step.run(&batch)?;
     assert_eq!(report.nonfinite, None, "{report:?}");
 
     let vars = trainable(&twin.varmap, "");
-    let config = *trainer.optimisers.encoder.config();
+    let config = *step.optimisers.encoder.config();
     let mut adam = HandAdam::new(config);
     let (encoder, regressor, critic) = (&twin.net.va.encoder, &twin.net.va.regressor, &twin.net.critic);
-    twin.net.va.dropout.reseed(twin.config.seed, &[0, 0xd0]);
+    twin.net.va.dropout.reseed(twin.settings.seed, &[0, 0xd0]);
 
     // 1. Regression: L_AV's gradient reaches f_e and f_r, never f_c.
     let predictions = regressor.forward_t(&encoder.forward_t(&batch.images, true)?, true)?;
@@ -90,7 +89,7 @@ fn one_caf_step_matches_a_replay_of_its_three_phases_by_hand() -> Result<()> {
     assert_eq!(adam.step(&vars, "regressor.", &grads)?, 6);
 
     // 2. Critic: the groups grouping chose, the encoder's features detached.
-    let groups = group(&batch.label_values, twin.grouping).expect("pairs");
+    let groups = group(&batch.label_values, twin.settings.grouping).expect("pairs");
     assert_eq!(report.pairs, groups.len());
     let rows = |indices: &[usize]| -> Result<Tensor> {
         let indices = Tensor::new(indices.iter().map(|&i| i as u32).collect::<Vec<u32>>(), &twin.device)?;
@@ -134,7 +133,7 @@ fn one_caf_step_matches_a_replay_of_its_three_phases_by_hand() -> Result<()> {
     assert_eq!(adam.step(&vars, "encoder.", &grads)?, 10);
 
     let expected = snapshot(&twin)?;
-    let actual = snapshot(&trainer)?;
+    let actual = snapshot(&step)?;
     let mut worst = (0f64, String::new());
     for (name, values) in &expected {
         for (a, e) in actual[name].iter().zip(values) {
@@ -155,7 +154,7 @@ fn one_caf_step_matches_a_replay_of_its_three_phases_by_hand() -> Result<()> {
         worst.0,
         worst.1
     );
-    let lambda = trainer.state().lambda.value;
+    let lambda = step.lambda().value;
     assert!(
         (lambda - RHO * constraint).abs() <= 1e-6 * (RHO * constraint).abs(),
         "λ = {lambda}, ρ·C = {}",
@@ -165,8 +164,8 @@ fn one_caf_step_matches_a_replay_of_its_three_phases_by_hand() -> Result<()> {
 }
 
 /// Every trainable tensor, by name.
-fn snapshot(trainer: &Trainer) -> Result<HashMap<String, Vec<f32>>> {
-    trainable(&trainer.varmap, "")
+fn snapshot(step: &CafStep) -> Result<HashMap<String, Vec<f32>>> {
+    trainable(&step.varmap, "")
         .into_iter()
         .map(|(name, var)| Ok((name, var.as_tensor().flatten_all()?.to_vec1::<f32>()?)))
         .collect()
