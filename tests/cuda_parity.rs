@@ -196,8 +196,9 @@ fn face_detection_on_cuda_finds_the_cpu_faces() -> Result<()> {
     for (g, c) in gpu.iter().zip(&cpu) {
         let corners = g
             .bbox
+            .corners()
             .iter()
-            .zip(&c.bbox)
+            .zip(&c.bbox.corners())
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         assert!(

@@ -7,11 +7,11 @@ use anyhow::{bail, Context, Result};
 use caf_backbone::{HubOptions, RowFile, WeightSource};
 use caf_data::FaceBoxes;
 use caf_infer::{
-    photo_annotation, DecodeLimits, DetectorConfig, FaceDetector, FacePrediction, FaceSearch, ImageFile, PhotoOptions,
-    Predictor, DEFAULT_FACE_MARGIN,
+    photo_annotation, DecodeLimits, DetectorConfig, FaceDetector, FaceMode, FacePrediction, ImageFile, PhotoOptions,
+    PhotoRow, Predictor, RowFormat, DEFAULT_FACE_MARGIN,
 };
+use clap::builder::TypedValueParser;
 use image::RgbImage;
-use serde_json::json;
 
 #[derive(clap::Args)]
 pub struct Predict {
@@ -21,9 +21,11 @@ pub struct Predict {
     /// Image files and folders (searched recursively for .jpg, .jpeg, .png, .webp, .bmp, .tif, .tiff)
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// Output format
-    #[arg(long, value_enum, default_value_t = Format::Csv)]
-    format: Format,
+    /// Output format: `csv` (path,face,x,y,width,height,score,source,valence,arousal,intensity,quadrant,emotion,error)
+    /// or `jsonl` (one JSON object per line, with the five landmarks)
+    #[arg(long, default_value = "csv", value_parser = clap::builder::PossibleValuesParser::new(RowFormat::NAMES)
+        .try_map(|name| name.parse::<RowFormat>()))]
+    format: RowFormat,
     /// Write here instead of standard output
     #[arg(long)]
     out: Option<PathBuf>,
@@ -35,8 +37,9 @@ pub struct Predict {
     device: String,
     /// How faces are found: `auto` detects every face and predicts a photo without one whole;
     /// `detect` predicts detected faces only; `whole` takes every picture as one face crop
-    #[arg(long, value_enum, default_value_t = Faces::Auto)]
-    faces: Faces,
+    #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(FaceMode::NAMES)
+        .try_map(|name| name.parse::<FaceMode>()))]
+    faces: FaceMode,
     /// Face boxes: a CSV of `path,x,y,width,height` or an AffectNet index; images match by path suffix,
     /// and a given box wins over detection
     #[arg(long)]
@@ -68,23 +71,6 @@ pub struct Predict {
     annotate: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Faces {
-    Auto,
-    Detect,
-    Whole,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Format {
-    /// `path,face,x,y,width,height,score,source,valence,arousal,intensity,quadrant,emotion,error`
-    Csv,
-    /// One JSON object per line
-    Jsonl,
-}
-
-const CSV_HEADER: &str = "path,face,x,y,width,height,score,source,valence,arousal,intensity,quadrant,emotion,error";
-
 pub fn predict(args: Predict) -> Result<()> {
     anyhow::ensure!(args.batch > 0, "--batch must be positive");
     anyhow::ensure!(
@@ -110,20 +96,9 @@ pub fn predict(args: Predict) -> Result<()> {
         };
         Ok(detector.with_config(config)?)
     };
-    let detector;
-    let search = match args.faces {
-        Faces::Whole => FaceSearch::Whole,
-        Faces::Auto => {
-            detector = load_detector()?;
-            FaceSearch::Auto(&detector)
-        }
-        Faces::Detect => {
-            detector = load_detector()?;
-            FaceSearch::Detect(&detector)
-        }
-    };
+    let search = args.faces.with(load_detector)?;
     let options = PhotoOptions {
-        search,
+        search: search.as_ref(),
         margin: args.face_margin,
     };
     let boxes = match &args.boxes {
@@ -145,10 +120,9 @@ pub fn predict(args: Predict) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let mut sink = RowSink::open(args.out.as_deref())?;
+    let format = args.format;
     let mut out: Vec<u8> = Vec::new();
-    if args.format == Format::Csv {
-        writeln!(out, "{CSV_HEADER}")?;
-    }
+    format.write_header(&mut out);
     let progress = indicatif::ProgressBar::new(files.len() as u64);
     let mut failed = 0;
     for (chunk_index, chunk) in files.chunks(args.batch).enumerate() {
@@ -165,15 +139,15 @@ pub fn predict(args: Predict) -> Result<()> {
             });
         for (file, result) in chunk.iter().zip(results) {
             match &result {
-                Ok(faces) if faces.is_empty() => write_no_face(&mut out, args.format, &file.path)?,
+                Ok(faces) if faces.is_empty() => format.write(&mut out, &file.path, PhotoRow::NoFace),
                 Ok(faces) => {
                     for face in faces {
-                        write_face(&mut out, args.format, &file.path, face)?;
+                        format.write(&mut out, &file.path, PhotoRow::Face(face));
                     }
                 }
                 Err(error) => {
                     failed += 1;
-                    write_error(&mut out, args.format, &file.path, error)?;
+                    format.write(&mut out, &file.path, PhotoRow::Failed(&format!("{error:#}")));
                 }
             }
         }
@@ -235,82 +209,4 @@ fn write_annotation(dir: &Path, index: usize, path: &Path, photo: &RgbImage, fac
     photo_annotation(photo, faces)
         .save(&target)
         .with_context(|| format!("cannot write {}", target.display()))
-}
-
-/// Name written in the `source` column for a photo where `detect` found no face.
-const NO_FACE: &str = "no-face-found";
-
-fn write_face(out: &mut dyn Write, format: Format, path: &Path, face: &FacePrediction) -> Result<()> {
-    let shown = path.display().to_string();
-    let va = face.va;
-    let b = face.face;
-    match format {
-        Format::Csv => writeln!(
-            out,
-            "{},{},{:.2},{:.2},{:.2},{:.2},{},{},{:.6},{:.6},{:.6},{},{},",
-            csv_field(&shown),
-            face.index,
-            b.x,
-            b.y,
-            b.width,
-            b.height,
-            face.score.map(|s| format!("{s:.6}")).unwrap_or_default(),
-            face.origin.name(),
-            va.valence,
-            va.arousal,
-            va.intensity(),
-            va.quadrant().name(),
-            va.emotion()
-        )?,
-        Format::Jsonl => writeln!(
-            out,
-            "{}",
-            json!({
-                "path": shown,
-                "face": face.index,
-                "box": { "x": b.x, "y": b.y, "width": b.width, "height": b.height },
-                "score": face.score,
-                "landmarks": face.landmarks,
-                "source": face.origin.name(),
-                "valence": va.valence,
-                "arousal": va.arousal,
-                "intensity": va.intensity(),
-                "quadrant": va.quadrant().name(),
-                "emotion": va.emotion(),
-            })
-        )?,
-    }
-    Ok(())
-}
-
-fn write_no_face(out: &mut dyn Write, format: Format, path: &Path) -> Result<()> {
-    let shown = path.display().to_string();
-    match format {
-        Format::Csv => writeln!(out, "{},,,,,,,{NO_FACE},,,,,,", csv_field(&shown))?,
-        Format::Jsonl => writeln!(out, "{}", json!({ "path": shown, "source": NO_FACE }))?,
-    }
-    Ok(())
-}
-
-fn write_error(out: &mut dyn Write, format: Format, path: &Path, error: &anyhow::Error) -> Result<()> {
-    let shown = path.display().to_string();
-    match format {
-        Format::Csv => writeln!(
-            out,
-            "{},,,,,,,,,,,,,{}",
-            csv_field(&shown),
-            csv_field(&format!("{error:#}"))
-        )?,
-        Format::Jsonl => writeln!(out, "{}", json!({ "path": shown, "error": format!("{error:#}") }))?,
-    }
-    Ok(())
-}
-
-/// Quotes a CSV field when it holds a comma, a quote or a line break.
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_string()
-    }
 }

@@ -359,7 +359,7 @@ fn predict_gives_one_row_per_face_and_marks_photos_without_one() {
 
     // Each face's reading is the library's on the box grown by the default margin.
     let predictor = caf_infer::Predictor::from_checkpoint(&model, &Device::Cpu).expect("predictor");
-    let photo = caf_infer::load(Path::new(&group), &caf_infer::DecodeLimits::DEFAULT).expect("group");
+    let photo = caf_infer::read_photo(Path::new(&group), &caf_infer::DecodeLimits::DEFAULT).expect("group");
     for row in &rows[..3] {
         let b = &row["box"];
         let face = caf_data::FaceBox {

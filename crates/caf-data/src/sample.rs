@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// A face box in pixels of the original image (AffectNet's columns).
+/// A face box in pixels of a photo: its top-left corner and size
+/// (AffectNet's columns). The one box type of caf-rs: datasets' boxes, given
+/// boxes and detected faces are all this.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FaceBox {
     pub x: f32,
@@ -14,6 +16,35 @@ pub struct FaceBox {
 }
 
 impl FaceBox {
+    /// The box with corners `(x1, y1)` and `(x2, y2)`.
+    pub fn from_corners([x1, y1, x2, y2]: [f32; 4]) -> FaceBox {
+        FaceBox {
+            x: x1,
+            y: y1,
+            width: x2 - x1,
+            height: y2 - y1,
+        }
+    }
+
+    pub fn area(&self) -> f32 {
+        self.width * self.height
+    }
+
+    /// `[x1, y1, x2, y2]`.
+    pub fn corners(&self) -> [f32; 4] {
+        [self.x, self.y, self.x + self.width, self.y + self.height]
+    }
+
+    /// The box in a photo scaled by `sx` across and `sy` down.
+    pub fn scaled(&self, sx: f32, sy: f32) -> FaceBox {
+        FaceBox {
+            x: self.x * sx,
+            y: self.y * sy,
+            width: self.width * sx,
+            height: self.height * sy,
+        }
+    }
+
     /// The box grown by `margin` × its width (height) on the left and right
     /// (top and bottom), about the same centre: 0.2 makes it 1.4 times as
     /// wide and as high.

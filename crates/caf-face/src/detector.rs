@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use caf_data::FaceBox;
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 
@@ -98,24 +99,13 @@ impl DetectorConfig {
 /// five landmarks.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Face {
-    /// Corners `x1, y1, x2, y2` in pixels of the photo; a box may reach past
-    /// the photo's edges.
-    pub bbox: [f32; 4],
+    /// In pixels of the photo; a box may reach past the photo's edges.
+    pub bbox: FaceBox,
     /// Probability that the box holds a face, in (threshold, 1].
     pub score: f32,
     /// `(x, y)` of the left eye, right eye, nose, left and right mouth
     /// corners (left and right as seen in the photo).
     pub landmarks: [[f32; 2]; 5],
-}
-
-impl Face {
-    pub fn width(&self) -> f32 {
-        self.bbox[2] - self.bbox[0]
-    }
-
-    pub fn height(&self) -> f32 {
-        self.bbox[3] - self.bbox[1]
-    }
 }
 
 /// MTCNN with its weights, on one device.
@@ -174,12 +164,7 @@ impl FaceDetector {
             .detect_as_given(&small)?
             .into_iter()
             .map(|face| Face {
-                bbox: [
-                    face.bbox[0] * sx,
-                    face.bbox[1] * sy,
-                    face.bbox[2] * sx,
-                    face.bbox[3] * sy,
-                ],
+                bbox: face.bbox.scaled(sx, sy),
                 score: face.score,
                 landmarks: face.landmarks.map(|[x, y]| [x * sx, y * sy]),
             })
@@ -191,7 +176,7 @@ impl FaceDetector {
         let proposals = self.propose(photo)?;
         let refined = self.refine(photo, proposals)?;
         let mut faces = self.output(photo, refined)?;
-        faces.sort_by(|a, b| (b.width() * b.height()).total_cmp(&(a.width() * a.height())));
+        faces.sort_by(|a, b| b.bbox.area().total_cmp(&a.bbox.area()));
         Ok(faces)
     }
 
@@ -285,7 +270,7 @@ impl FaceDetector {
             .map(|i| {
                 let c = regressed[i];
                 Face {
-                    bbox: [c.x1, c.y1, c.x2, c.y2],
+                    bbox: FaceBox::from_corners([c.x1, c.y1, c.x2, c.y2]),
                     score: c.score,
                     landmarks: points[i],
                 }

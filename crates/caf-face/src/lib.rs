@@ -35,6 +35,7 @@ use std::path::Path;
 use caf_backbone::{read_tensors, HubOptions, WeightSource};
 use candle_core::{Device, Tensor};
 
+pub use caf_data::FaceBox;
 pub use detector::{DetectorConfig, Face, FaceDetector};
 pub use error::{Error, Result};
 

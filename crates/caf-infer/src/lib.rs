@@ -12,7 +12,9 @@
 //! * [`Va`]: a point's intensity, quadrant and nearest emotion word on the
 //!   circumplex table [`EMOTIONS`].
 //! * [`photo_annotation`]: the photo with every face's box and reading beside
-//!   the circumplex, one labelled point per face.
+//!   the circumplex, one labelled point per face;
+//! * [`RowFormat`]: the CSV and JSON-lines rows `predict` writes, one per
+//!   face ([`PhotoRow`]); a [`FacePrediction`] serialises to its row's fields.
 //!
 //! ```
 //! use caf_infer::{Quadrant, Va};
@@ -42,6 +44,7 @@ mod circumplex;
 mod files;
 mod photo;
 mod predictor;
+mod rows;
 mod text;
 
 pub use annotate::{photo_annotation, PANEL};
@@ -50,8 +53,9 @@ pub use caf_face::{DetectorConfig, Face, FaceDetector};
 pub use caf_kernels::{parse_device, DeviceError};
 pub use circumplex::{Quadrant, Va, EMOTIONS, NEUTRAL_INTENSITY};
 pub use files::{find_images, IMAGE_EXTENSIONS, MAX_FOLDER_DEPTH};
-pub use photo::{FaceOrigin, FacePrediction, FaceSearch, PhotoOptions, DEFAULT_FACE_MARGIN};
-pub use predictor::{load, ImageFile, InferError, Predictor, MIN_SIDE};
+pub use photo::{FaceMode, FaceOrigin, FacePrediction, FaceSearch, PhotoOptions, DEFAULT_FACE_MARGIN};
+pub use predictor::{read_photo, ImageFile, InferError, Predictor, MIN_SIDE};
+pub use rows::{PhotoRow, RowFormat, CSV_HEADER, NO_FACE};
 
 #[cfg(test)]
 mod test_support {

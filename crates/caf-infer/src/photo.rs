@@ -11,23 +11,82 @@ use image::RgbImage;
 use rayon::prelude::*;
 
 use crate::circumplex::Va;
-use crate::predictor::{load, ImageFile, InferError, Predictor};
+use crate::predictor::{read_photo, ImageFile, InferError, Predictor};
 
 /// The margin [`PhotoOptions::new`] grows detected and given boxes by:
 /// MTCNN's box runs from the eyebrows to the chin, a face crop of the
 /// datasets shows the whole head.
 pub const DEFAULT_FACE_MARGIN: f32 = 0.2;
 
-/// How the faces of a photo are found; the modes that detect carry the
-/// detector, so every value can run.
-#[derive(Clone, Copy)]
-pub enum FaceSearch<'a> {
+/// How the faces of a photo are found. The modes that detect carry the
+/// detector `D`, so a `FaceSearch<&FaceDetector>` always can run; the
+/// same modes without a detector, [`FaceMode`], are what a user chooses by
+/// name, and [`FaceMode::with`] gives them their detector when one is needed:
+///
+/// ```
+/// use caf_infer::{FaceMode, FaceSearch};
+///
+/// let mode: FaceMode = "whole".parse().unwrap();
+/// let search = mode.with(|| -> Result<(), String> { unreachable!("no detector is loaded for `whole`") });
+/// assert!(matches!(search, Ok(FaceSearch::Whole)));
+/// assert_eq!(FaceMode::NAMES, ["auto", "detect", "whole"]);
+/// assert!("faces".parse::<FaceMode>().unwrap_err().contains("auto, detect, whole"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaceSearch<D> {
     /// Detect every face; a photo where none is found is predicted whole.
-    Auto(&'a FaceDetector),
+    Auto(D),
     /// Detect every face; a photo where none is found has no prediction.
-    Detect(&'a FaceDetector),
+    Detect(D),
     /// The whole picture is one face (for photos that are face crops already).
     Whole,
+}
+
+/// A way of finding faces, by name, before its detector is loaded.
+pub type FaceMode = FaceSearch<()>;
+
+impl FaceMode {
+    /// The modes' names, in the order of the variants.
+    pub const NAMES: [&'static str; 3] = ["auto", "detect", "whole"];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            FaceSearch::Auto(()) => Self::NAMES[0],
+            FaceSearch::Detect(()) => Self::NAMES[1],
+            FaceSearch::Whole => Self::NAMES[2],
+        }
+    }
+
+    /// This mode with the detector `load` gives, called only for the modes that detect.
+    pub fn with<D, E>(self, load: impl FnOnce() -> Result<D, E>) -> Result<FaceSearch<D>, E> {
+        Ok(match self {
+            FaceSearch::Auto(()) => FaceSearch::Auto(load()?),
+            FaceSearch::Detect(()) => FaceSearch::Detect(load()?),
+            FaceSearch::Whole => FaceSearch::Whole,
+        })
+    }
+}
+
+impl std::str::FromStr for FaceMode {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        [FaceSearch::Auto(()), FaceSearch::Detect(()), FaceSearch::Whole]
+            .into_iter()
+            .find(|mode| mode.name() == name)
+            .ok_or_else(|| format!("unknown face mode `{name}` (known: {})", Self::NAMES.join(", ")))
+    }
+}
+
+impl<D> FaceSearch<D> {
+    /// The same mode, borrowing its detector.
+    pub fn as_ref(&self) -> FaceSearch<&D> {
+        match self {
+            FaceSearch::Auto(detector) => FaceSearch::Auto(detector),
+            FaceSearch::Detect(detector) => FaceSearch::Detect(detector),
+            FaceSearch::Whole => FaceSearch::Whole,
+        }
+    }
 }
 
 /// Where a prediction's face came from.
@@ -74,14 +133,14 @@ pub struct FacePrediction {
 /// How [`Predictor::predict_photo`] finds and crops faces.
 #[derive(Clone, Copy)]
 pub struct PhotoOptions<'a> {
-    pub search: FaceSearch<'a>,
+    pub search: FaceSearch<&'a FaceDetector>,
     /// Share of a box's width (height) added on each side before cropping.
     pub margin: f32,
 }
 
 impl<'a> PhotoOptions<'a> {
     /// `search` with the default margin, [`DEFAULT_FACE_MARGIN`].
-    pub fn new(search: FaceSearch<'a>) -> Self {
+    pub fn new(search: FaceSearch<&'a FaceDetector>) -> Self {
         PhotoOptions {
             search,
             margin: DEFAULT_FACE_MARGIN,
@@ -105,7 +164,11 @@ fn whole(photo: &RgbImage) -> FaceBox {
     }
 }
 
-fn locate(photo: &RgbImage, given: Option<FaceBox>, search: FaceSearch) -> Result<Vec<Located>, InferError> {
+fn locate(
+    photo: &RgbImage,
+    given: Option<FaceBox>,
+    search: FaceSearch<&FaceDetector>,
+) -> Result<Vec<Located>, InferError> {
     let one = |face, origin| {
         vec![Located {
             face,
@@ -127,18 +190,10 @@ fn locate(photo: &RgbImage, given: Option<FaceBox>, search: FaceSearch) -> Resul
     }
     Ok(faces
         .into_iter()
-        .map(|detection| {
-            let [x1, y1, x2, y2] = detection.bbox;
-            Located {
-                face: FaceBox {
-                    x: x1,
-                    y: y1,
-                    width: x2 - x1,
-                    height: y2 - y1,
-                },
-                detection: Some(detection),
-                origin: FaceOrigin::Detected,
-            }
+        .map(|detection| Located {
+            face: detection.bbox,
+            detection: Some(detection),
+            origin: FaceOrigin::Detected,
         })
         .collect())
 }
@@ -200,7 +255,7 @@ impl Predictor {
             .par_iter()
             .enumerate()
             .map(|(index, file)| {
-                let photo = load(&file.path, self.decode_limits())?;
+                let photo = read_photo(&file.path, self.decode_limits())?;
                 let faces = self.predict_photo(&photo, file.face, options)?;
                 each(index, &photo, &faces)?;
                 Ok(faces)

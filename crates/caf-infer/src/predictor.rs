@@ -157,7 +157,7 @@ impl Predictor {
             let decoded: Vec<Result<Vec<f32>, InferError>> = chunk
                 .par_iter()
                 .map(|file| {
-                    let image = load(&file.path, &self.decode_limits)?;
+                    let image = read_photo(&file.path, &self.decode_limits)?;
                     Ok(self.input(&image, file.face))
                 })
                 .collect();
@@ -196,7 +196,7 @@ impl Predictor {
 }
 
 /// Decodes an image file within `limits` and refuses tiny ones.
-pub fn load(path: &Path, limits: &DecodeLimits) -> Result<RgbImage, InferError> {
+pub fn read_photo(path: &Path, limits: &DecodeLimits) -> Result<RgbImage, InferError> {
     let image = decode_with_limits(path, limits)?;
     let (width, height) = image.dimensions();
     if width < MIN_SIDE || height < MIN_SIDE {

@@ -578,7 +578,12 @@ mod tests {
         let files = Checkpoints::of(&config(2));
         assert_eq!(
             (1..=4).map(|epoch| files.periodic(epoch)).collect::<Vec<_>>(),
-            [None, Some("run/epoch-2.safetensors".into()), None, Some("run/epoch-4.safetensors".into())]
+            [
+                None,
+                Some("run/epoch-2.safetensors".into()),
+                None,
+                Some("run/epoch-4.safetensors".into())
+            ]
         );
         assert_eq!(Checkpoints::of(&config(0)).periodic(4), None);
     }
