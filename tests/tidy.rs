@@ -52,3 +52,97 @@ fn no_file_refers_to_documents_outside_the_repository() {
         offenders.join("\n")
     );
 }
+
+/// The top-level folders whose files the docs and comments name by path.
+const TRACKED_ROOTS: [&str; 9] = [
+    "docs/",
+    "datasets/",
+    "configs/",
+    "bench/",
+    "crates/",
+    "xtask/",
+    "tests/",
+    "fuzz/",
+    ".ci/",
+];
+
+/// The extensions of the files such a path may name.
+const NAMED_EXTENSIONS: [&str; 9] = [".md", ".rs", ".toml", ".json", ".sh", ".py", ".cu", ".txt", ".csv"];
+
+/// Every repository path in `line`: a tracked root, then path characters, ending in a named extension.
+fn repository_paths(line: &str) -> Vec<String> {
+    let is_path_char = |c: char| c.is_ascii_alphanumeric() || "/._-".contains(c);
+    let mut paths = Vec::new();
+    for (start, _) in line.char_indices() {
+        let rest = &line[start..];
+        let preceded_by_path = line[..start].chars().next_back().is_some_and(is_path_char);
+        if preceded_by_path || !TRACKED_ROOTS.iter().any(|root| rest.starts_with(root)) {
+            continue;
+        }
+        let end = rest.find(|c: char| !is_path_char(c)).unwrap_or(rest.len());
+        let candidate = rest[..end].trim_end_matches('.');
+        if NAMED_EXTENSIONS.iter().any(|ext| candidate.ends_with(ext)) && !candidate.contains("generated/") {
+            paths.push(candidate.to_string());
+        }
+    }
+    paths
+}
+
+/// Relative Markdown link targets in `line` (`[text](target)`), without their anchor.
+fn markdown_links(line: &str) -> Vec<String> {
+    line.match_indices("](")
+        .filter_map(|(at, _)| {
+            let rest = &line[at + 2..];
+            let target = &rest[..rest.find(')')?];
+            let file = target.split('#').next().unwrap_or_default();
+            let external = target.contains("://") || target.starts_with("mailto:");
+            (!external && !file.is_empty()).then(|| file.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn every_file_the_docs_and_comments_name_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    text_files(&root, &mut files);
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        let is_markdown = file.extension().is_some_and(|ext| ext == "md");
+        for (number, line) in text.lines().enumerate() {
+            let mut targets: Vec<PathBuf> = repository_paths(line).iter().map(|p| root.join(p)).collect();
+            if is_markdown {
+                let folder = file.parent().expect("a file's folder");
+                targets.extend(markdown_links(line).iter().map(|link| folder.join(link)));
+            }
+            for target in targets {
+                checked += 1;
+                if !target.exists() {
+                    missing.push(format!(
+                        "{}:{}: {}",
+                        file.strip_prefix(&root).unwrap_or(file).display(),
+                        number + 1,
+                        target.strip_prefix(&root).unwrap_or(&target).display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} paths found: is the scan broken?");
+    assert!(missing.is_empty(), "named but missing:\n{}", missing.join("\n"));
+}
+
+#[test]
+fn paths_and_links_are_found_where_they_are() {
+    assert_eq!(
+        repository_paths("see docs/method.md, \"Splits\"; and `crates/caf-data/src/lib.rs` 12–20."),
+        ["docs/method.md", "crates/caf-data/src/lib.rs"]
+    );
+    assert!(repository_paths("runs/caf/docs/x.md datasets/generated/a.csv docs/ folder").is_empty());
+    assert_eq!(
+        markdown_links("[a](../docs/gpu.md#cuda) [b](https://x.org/y.md) [c](#here)"),
+        ["../docs/gpu.md"]
+    );
+}

@@ -3,7 +3,7 @@
 //! Every reader caf-rs points at bytes from outside, as one function that
 //! takes the bytes and must return (an error is fine) without panicking,
 //! aborting or allocating beyond its stated bounds. The libFuzzer targets
-//! in `fuzz/` call these; `tests/replay.rs` runs each target's committed
+//! in `fuzz/` call these; `crates/caf-fuzz/tests/replay.rs` runs each target's committed
 //! corpus and regressions through them in every test run.
 //!
 //! ```

@@ -1,4 +1,4 @@
-//! Expected values come from `tests/reference_values.py` (numpy and torch in
+//! Expected values come from `crates/caf-objective/tests/reference_values.py` (numpy and torch in
 //! float64, written from docs/method.md's formulas; its output is committed at the
 //! bottom of that file) or are worked out by hand in the comments.
 
