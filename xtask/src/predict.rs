@@ -7,8 +7,8 @@ use anyhow::{bail, Context, Result};
 use caf_backbone::{HubOptions, RowFile, WeightSource};
 use caf_data::FaceBoxes;
 use caf_infer::{
-    photo_annotation, DecodeLimits, DetectorConfig, FaceDetector, FaceMode, FacePrediction, ImageFile, PhotoOptions,
-    PhotoRow, Predictor, RowFormat, DEFAULT_FACE_MARGIN,
+    photo_annotation, DecodeLimits, DetectorConfig, FaceDetector, FaceMargin, FaceMode, FacePrediction, ImageFile,
+    PhotoOptions, PhotoRow, Predictor, RowFormat, DEFAULT_FACE_MARGIN,
 };
 use clap::builder::TypedValueParser;
 use image::RgbImage;
@@ -45,7 +45,7 @@ pub struct Predict {
     #[arg(long)]
     boxes: Option<PathBuf>,
     /// Grow every face box (detected or given) by this share of its width and height on each side before cropping
-    #[arg(long, default_value_t = DEFAULT_FACE_MARGIN)]
+    #[arg(long, default_value_t = DEFAULT_FACE_MARGIN.get())]
     face_margin: f32,
     /// Face detector weights (a safetensors file or hf://owner/name/file); the built-in MTCNN weights by default
     #[arg(long)]
@@ -73,11 +73,7 @@ pub struct Predict {
 
 pub fn predict(args: Predict) -> Result<()> {
     anyhow::ensure!(args.batch > 0, "--batch must be positive");
-    anyhow::ensure!(
-        args.face_margin.is_finite() && args.face_margin > -0.5,
-        "--face-margin must be a number above -0.5 (got {})",
-        args.face_margin
-    );
+    let margin = FaceMargin::new(args.face_margin).context("--face-margin")?;
     let device = caf_infer::parse_device(&args.device)?;
     let predictor = Predictor::from_checkpoint(&args.checkpoint, &device)?.with_decode_limits(DecodeLimits {
         max_pixels: args.max_pixels,
@@ -99,7 +95,7 @@ pub fn predict(args: Predict) -> Result<()> {
     let search = args.faces.with(load_detector)?;
     let options = PhotoOptions {
         search: search.as_ref(),
-        margin: args.face_margin,
+        margin,
     };
     let boxes = match &args.boxes {
         Some(file) => FaceBoxes::load(file, 0.0)?,

@@ -369,7 +369,7 @@ fn predict_gives_one_row_per_face_and_marks_photos_without_one() {
             height: b["height"].as_f64().expect("h") as f32,
         };
         let va = predictor
-            .predict_images(&[(&photo, Some(face.grown(caf_infer::DEFAULT_FACE_MARGIN)))])
+            .predict_images(&[(&photo, Some(face.grown(caf_infer::DEFAULT_FACE_MARGIN.get())))])
             .expect("crop")[0];
         assert_eq!(row["valence"].as_f64().expect("valence") as f32, va.valence);
         assert_eq!(row["arousal"].as_f64().expect("arousal") as f32, va.arousal);

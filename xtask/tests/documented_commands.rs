@@ -56,7 +56,10 @@ fn every_documented_command_parses() {
     }
     let mut checked = 0;
     let mut refused = Vec::new();
-    for document in documents.iter().filter(|path| path.extension().is_some_and(|e| e == "md")) {
+    for document in documents
+        .iter()
+        .filter(|path| path.extension().is_some_and(|e| e == "md"))
+    {
         let markdown = std::fs::read_to_string(document).expect("a document");
         for command in commands(&markdown) {
             let mut arguments: Vec<&str> = command.split_whitespace().collect();
@@ -78,7 +81,8 @@ fn every_documented_command_parses() {
 
 #[test]
 fn commands_are_found_in_blocks_and_spans() {
-    let markdown = "Run `cargo xtask cv --folds\n5` or `cargo xtask …` or:\n```sh\ncargo xtask train --epochs 2   # short\n\
+    let markdown =
+        "Run `cargo xtask cv --folds\n5` or `cargo xtask …` or:\n```sh\ncargo xtask train --epochs 2   # short\n\
                     . env.sh && cargo run --release -p xtask --features cuda -- train --device cuda\n```\n\
                     then `cargo xtask bench --detection [--compare-torch]`; `cargo test` is not one.";
     assert_eq!(

@@ -16,7 +16,33 @@ use crate::predictor::{read_photo, ImageFile, InferError, Predictor};
 /// The margin [`PhotoOptions::new`] grows detected and given boxes by:
 /// MTCNN's box runs from the eyebrows to the chin, a face crop of the
 /// datasets shows the whole head.
-pub const DEFAULT_FACE_MARGIN: f32 = 0.2;
+pub const DEFAULT_FACE_MARGIN: FaceMargin = FaceMargin(0.2);
+
+/// The share of a face box's width (height) added on each side before
+/// cropping: a finite number above −0.5, so the grown box keeps a positive size.
+///
+/// ```
+/// use caf_infer::FaceMargin;
+///
+/// assert_eq!(FaceMargin::new(0.25).unwrap().get(), 0.25);
+/// assert!(FaceMargin::new(-0.5).is_err() && FaceMargin::new(f32::NAN).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaceMargin(f32);
+
+impl FaceMargin {
+    pub fn new(margin: f32) -> Result<Self, InferError> {
+        if margin.is_finite() && margin > -0.5 {
+            Ok(FaceMargin(margin))
+        } else {
+            Err(InferError::FaceMargin { margin })
+        }
+    }
+
+    pub fn get(self) -> f32 {
+        self.0
+    }
+}
 
 /// How the faces of a photo are found. The modes that detect carry the
 /// detector `D`, so a `FaceSearch<&FaceDetector>` always can run; the
@@ -135,7 +161,7 @@ pub struct FacePrediction {
 pub struct PhotoOptions<'a> {
     pub search: FaceSearch<&'a FaceDetector>,
     /// Share of a box's width (height) added on each side before cropping.
-    pub margin: f32,
+    pub margin: FaceMargin,
 }
 
 impl<'a> PhotoOptions<'a> {
@@ -211,7 +237,7 @@ impl Predictor {
         let located = locate(photo, given, options.search)?;
         let inputs: Vec<Vec<f32>> = located
             .par_iter()
-            .map(|l| self.input(photo, Some(l.face.grown(options.margin))))
+            .map(|l| self.input(photo, Some(l.face.grown(options.margin.get()))))
             .collect();
         let predictions = self.predict_inputs(&inputs)?;
         Ok(located
@@ -321,7 +347,10 @@ mod tests {
             ("detect", FaceSearch::Detect(&detector)),
             ("whole", FaceSearch::Whole),
         ] {
-            let options = PhotoOptions { search, margin: 0.25 };
+            let options = PhotoOptions {
+                search,
+                margin: FaceMargin::new(0.25).expect("a margin"),
+            };
             let faces = predictor.predict_photo(&photo, Some(given), &options).expect("given");
             assert_eq!(faces.len(), 1);
             assert_eq!((faces[0].origin, faces[0].face), (FaceOrigin::Given, given));

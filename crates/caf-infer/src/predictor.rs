@@ -40,6 +40,8 @@ pub enum InferError {
     },
     #[error(transparent)]
     Detection(Box<caf_face::Error>),
+    #[error("face margin {margin}: it must be a number above -0.5 (a share of the box's width and height added on each side)")]
+    FaceMargin { margin: f32 },
 }
 
 impl From<caf_face::Error> for InferError {

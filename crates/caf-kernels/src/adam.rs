@@ -138,16 +138,16 @@ pub fn adam_update(param: &Var, grad: &Tensor, moments: &mut AdamMoments, step: 
 /// The step's scalars as the f32 kernels use them: reciprocal corrections,
 /// and `1 − β` taken in f64 (in f32, `1 − 0.999` keeps only four digits).
 #[derive(Clone, Copy)]
-struct F32Scalars {
-    beta1: f32,
-    beta2: f32,
-    one_minus_beta1: f32,
-    one_minus_beta2: f32,
-    lr: f32,
-    inv_c1: f32,
-    inv_c2: f32,
-    eps: f32,
-    decay: f32,
+pub(crate) struct F32Scalars {
+    pub(crate) beta1: f32,
+    pub(crate) beta2: f32,
+    pub(crate) one_minus_beta1: f32,
+    pub(crate) one_minus_beta2: f32,
+    pub(crate) lr: f32,
+    pub(crate) inv_c1: f32,
+    pub(crate) inv_c2: f32,
+    pub(crate) eps: f32,
+    pub(crate) decay: f32,
 }
 
 impl F32Scalars {
@@ -257,11 +257,7 @@ impl InplaceOp2 for FusedAdam<'_> {
             .as_cuda_slice_mut::<f32>()
             .map_err(|_| candle_core::Error::Msg("fused Adam: parameters must be f32".into()))?;
         let mut param = param.slice_mut(p0..p1);
-        let s = self.scalars;
-        let count = n as i64;
-        crate::cuda::launch!(device, "caf_adam_f32", crate::cuda::launch_config(n);
-            &mut param, &grad, m, v, &count,
-            &s.beta1, &s.beta2, &s.one_minus_beta1, &s.one_minus_beta2, &s.lr, &s.inv_c1, &s.inv_c2, &s.eps, &s.decay)
+        crate::cuda::adam(device, &mut param, &grad, m, v, &self.scalars)
     }
 }
 

@@ -190,18 +190,28 @@ fn planes<'a, T>(data: &'a [T], dims: &[usize], c: usize) -> impl Iterator<Item 
     (0..batch).map(move |b| &data[(b * channels + c) * plane..(b * channels + c + 1) * plane])
 }
 
-/// The batch's statistics, fixed for one forward pass and its backward.
+/// The batch's statistics, fixed for one forward pass and its backward, as
+/// the kernels of the batch's device read them.
 #[derive(Debug, Clone)]
 struct Normalisation {
     dims: [usize; 4],
-    /// `eps` and `stats` are what the CUDA passes read.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    eps: f64,
-    /// Means, then biased variances (`2×C`), on the batch's device.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    stats: Tensor,
-    /// On the CPU, the means and `1/√(variance + eps)` read from `stats`,
-    /// for the CPU kernels; empty on other devices.
+    on: StatsOn,
+}
+
+#[derive(Debug, Clone)]
+enum StatsOn {
+    /// The CPU kernels read f64 means and `1/√(variance + eps)`.
+    Host(HostStats),
+    /// The CUDA passes read the `2×C` statistics tensor (means, then biased
+    /// variances) on the device, and `eps`.
+    #[cfg(feature = "cuda")]
+    Cuda { stats: Tensor, eps: f64 },
+}
+
+/// What the CPU kernels read of a batch's statistics.
+#[derive(Debug, Clone)]
+struct HostStats {
+    dims: [usize; 4],
     mean: Vec<f64>,
     inv_std: Vec<f64>,
 }
@@ -211,13 +221,13 @@ enum BatchNormKernel {
     /// Operands: x (`dims` only; the output is `2×C`: means, then biased variances).
     Statistics([usize; 4]),
     /// Operands: x, weight, bias.
-    Forward(Normalisation, Activation),
+    Forward(HostStats, Activation),
     /// Operands: x, scale, shift.
     ScaleShift([usize; 4]),
     /// Operands: dy, x. Output `2×C`: `Σ dy`, then `Σ dy·x̂`.
-    GradientSums(Normalisation),
+    GradientSums(HostStats),
     /// Operands: dy, x, weight, and `2×C` gradient sums.
-    InputGradient(Normalisation),
+    InputGradient(HostStats),
 }
 
 impl Kernel for BatchNormKernel {
@@ -256,23 +266,43 @@ fn statistics<T: Element>(x: &[T], dims: &[usize; 4]) -> Vec<T> {
 impl Normalisation {
     fn new(x: &Tensor, stats: Tensor, eps: f64) -> Result<Self> {
         let (b, c, h, w) = x.dims4()?;
-        let (mean, inv_std) = if runs_on_cpu_kernels(x) {
+        let dims = [b, c, h, w];
+        let on = if runs_on_cpu_kernels(x) {
             let mut host = stats.to_dtype(DType::F64)?.to_vec2::<f64>()?;
             let variance = host.pop().unwrap_or_default();
             let mean = host.pop().unwrap_or_default();
-            (mean, variance.iter().map(|v| 1.0 / (v + eps).sqrt()).collect())
+            StatsOn::Host(HostStats {
+                dims,
+                mean,
+                inv_std: variance.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
+            })
         } else {
-            (Vec::new(), Vec::new())
+            #[cfg(feature = "cuda")]
+            {
+                StatsOn::Cuda { stats, eps }
+            }
+            #[cfg(not(feature = "cuda"))]
+            candle_core::bail!("batch norm: no kernels of this crate run on {:?}", x.device())
         };
-        Ok(Self {
-            dims: [b, c, h, w],
-            eps,
-            stats,
-            mean,
-            inv_std,
-        })
+        Ok(Self { dims, on })
     }
 
+    /// The statistics as the CPU kernels of `op` read them.
+    fn host(&self, op: &str) -> Result<HostStats> {
+        match &self.on {
+            StatsOn::Host(host) => Ok(host.clone()),
+            #[cfg(feature = "cuda")]
+            StatsOn::Cuda { .. } => Err(candle_core::Error::Msg(format!(
+                "{op}: CPU operands, but the statistics are on a CUDA device"
+            ))),
+            #[cfg(not(feature = "cuda"))]
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("{op}: only the CPU holds statistics without the cuda feature"),
+        }
+    }
+}
+
+impl HostStats {
     fn count(&self) -> f64 {
         (self.dims[0] * self.dims[2] * self.dims[3]) as f64
     }
@@ -385,7 +415,7 @@ impl CustomOp3 for NormaliseOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let kernel = BatchNormKernel::Forward(self.0.clone(), self.1);
+        let kernel = BatchNormKernel::Forward(self.0.host(self.name())?, self.1);
         let y = dispatch(self.name(), &kernel, &[(s1, l1), (s2, l2), (s3, l3)])?;
         Ok((y, l1.shape().clone()))
     }
@@ -428,7 +458,7 @@ impl CustomOp2 for GradientSumsOp {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let kernel = BatchNormKernel::GradientSums(self.0.clone());
+        let kernel = BatchNormKernel::GradientSums(self.0.host(self.name())?);
         let sums = dispatch(self.name(), &kernel, &[(s1, l1), (s2, l2)])?;
         Ok((sums, Shape::from((2, self.0.dims[1]))))
     }
@@ -461,7 +491,7 @@ impl CustomOp3 for InputGradientOp {
         let candle_core::Storage::Cpu(x_storage) = &*x_storage else {
             candle_core::bail!("{}: x is not on the CPU", self.name())
         };
-        let kernel = BatchNormKernel::InputGradient(self.0.clone());
+        let kernel = BatchNormKernel::InputGradient(self.0.host(self.name())?);
         let dx = dispatch(
             self.name(),
             &kernel,

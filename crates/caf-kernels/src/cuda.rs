@@ -7,11 +7,19 @@
 
 use std::sync::OnceLock;
 
+mod launches;
+
 use candle_core::backend::BackendStorage;
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, DeviceRepr, LaunchConfig};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig};
 use candle_core::cuda_backend::cudarc::nvrtc;
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::{CudaStorage, DType, Device, Layout, Result, Tensor};
+
+pub(crate) use launches::{
+    adam, bias_act, bn_forward, bn_grad_sums, bn_input_grad, bn_stats, max_pool, max_pool_grad, MapSizes, PoolSizes,
+};
+
+use crate::kernel_signatures::{CType, KernelSignature};
 
 const SOURCE: &str = include_str!("cuda/kernels.cu");
 
@@ -65,23 +73,102 @@ pub(crate) fn per_channel(channels: usize) -> LaunchConfig {
     }
 }
 
-/// Launches kernel `$name` of `kernels.cu` on `$device` with `$config` (a
-/// `LaunchConfig`, usually [`launch_config`]) and the given arguments
-/// (device slices and views and scalars, all by reference). The kernel's
-/// signature must match the arguments.
+/// Launches the kernel of signature `$kernel` (a
+/// [`KernelSignature`](crate::kernel_signatures::KernelSignature)) on
+/// `$device` with `$config` and the arguments (device slices and views,
+/// and scalars, all by reference). The arguments' C types ([`KernelArg`])
+/// are checked against the signature first: a mismatch is an error, not a
+/// launch. The launch itself is unsafe (the kernel indexes the buffers as
+/// its sizes say), so the macro is used inside an `unsafe` block whose
+/// SAFETY comment says why the lengths are right; `launches.rs` holds
+/// every use.
 macro_rules! launch {
-    ($device:expr, $name:expr, $config:expr; $($arg:expr),* $(,)?) => {{
+    ($device:expr, $kernel:expr, $config:expr; $($arg:expr),* $(,)?) => {{
         use candle_core::cuda_backend::cudarc::driver::PushKernelArg as _;
         use candle_core::cuda_backend::WrapErr as _;
-        let func = $device.get_or_load_custom_func($name, $crate::cuda::MODULE, $crate::cuda::ptx()?)?;
+        let signature: $crate::kernel_signatures::KernelSignature = $kernel;
+        let func = $device.get_or_load_custom_func(signature.name, $crate::cuda::MODULE, $crate::cuda::ptx()?)?;
         let mut builder = func.builder();
-        $(builder.arg($arg);)*
-        // SAFETY: each kernel's parameters are listed beside it in kernels.cu
-        // and the callers pass buffers of the lengths the kernel indexes.
-        unsafe { builder.launch($config) }.w().map(|_| ())
+        let mut passed = Vec::new();
+        $(
+            let arg = $arg;
+            passed.push($crate::cuda::c_type(&arg));
+            builder.arg(arg);
+        )*
+        $crate::cuda::check_arguments(&signature, &passed)?;
+        builder.launch($config).w().map(|_| ())
     }};
 }
 pub(crate) use launch;
+
+/// What a kernel argument is in C.
+pub(crate) trait KernelArg {
+    const C_TYPE: CType;
+}
+
+/// The C type of a kernel argument.
+pub(crate) fn c_type<A: KernelArg>(_: &A) -> CType {
+    A::C_TYPE
+}
+
+impl KernelArg for &CudaView<'_, f32> {
+    const C_TYPE: CType = CType::FloatIn;
+}
+impl KernelArg for &CudaSlice<f32> {
+    const C_TYPE: CType = CType::FloatIn;
+}
+impl KernelArg for &mut CudaSlice<f32> {
+    const C_TYPE: CType = CType::FloatOut;
+}
+impl KernelArg for &mut CudaViewMut<'_, f32> {
+    const C_TYPE: CType = CType::FloatOut;
+}
+impl KernelArg for &CudaSlice<u32> {
+    const C_TYPE: CType = CType::UintIn;
+}
+impl KernelArg for &mut CudaSlice<u32> {
+    const C_TYPE: CType = CType::UintOut;
+}
+impl KernelArg for &NullPlaces {
+    const C_TYPE: CType = CType::UintOut;
+}
+impl KernelArg for &i64 {
+    const C_TYPE: CType = CType::LongLong;
+}
+impl KernelArg for &i32 {
+    const C_TYPE: CType = CType::Int;
+}
+impl KernelArg for &f32 {
+    const C_TYPE: CType = CType::Float;
+}
+impl KernelArg for &f64 {
+    const C_TYPE: CType = CType::Double;
+}
+
+/// A null `unsigned int *`: max pooling without keeping the places.
+#[repr(transparent)]
+pub(crate) struct NullPlaces(u64);
+
+impl NullPlaces {
+    pub(crate) const fn new() -> Self {
+        NullPlaces(0)
+    }
+}
+
+// SAFETY: a `u64` of zero, passed by value, is a null device pointer.
+unsafe impl DeviceRepr for NullPlaces {}
+
+/// Fails unless `passed` are the C types of `signature`'s parameters.
+pub(crate) fn check_arguments(signature: &KernelSignature, passed: &[CType]) -> Result<()> {
+    if passed != signature.params {
+        candle_core::bail!(
+            "{}: launched with arguments {passed:?}, but its signature is {:?}",
+            signature.name,
+            signature.params
+        )
+    }
+    Ok(())
+}
 
 /// The contiguous f32 elements of a CUDA operand.
 pub(crate) fn f32_view<'a>(storage: &'a CudaStorage, layout: &Layout, op: &str) -> Result<CudaView<'a, f32>> {
@@ -94,21 +181,17 @@ pub(crate) fn f32_view<'a>(storage: &'a CudaStorage, layout: &Layout, op: &str) 
     }
 }
 
-/// A new uninitialised device buffer of `len` elements, every one of which
-/// the caller's kernel writes.
-pub(crate) fn output<T: DeviceRepr>(device: &CudaDevice, len: usize) -> Result<CudaSlice<T>> {
-    // SAFETY: the kernel launched next writes all `len` elements before any is read.
-    unsafe { device.alloc::<T>(len) }
-}
-
 /// Wraps a kernel's f32 output as candle storage.
 pub(crate) fn storage(slice: CudaSlice<f32>, device: &CudaDevice) -> CudaStorage {
     CudaStorage::wrap_cuda_slice(slice, device.clone())
 }
 
-/// One element-wise kernel over one or two operands of one shape (`kernel`
-/// takes the inputs, the output and the element count).
-pub(crate) fn map_elements(op: &str, kernel: &str, operands: &[(&CudaStorage, &Layout)]) -> Result<CudaStorage> {
+/// One element-wise kernel over one or two operands of one shape.
+pub(crate) fn map_elements(
+    op: &str,
+    kernel: KernelSignature,
+    operands: &[(&CudaStorage, &Layout)],
+) -> Result<CudaStorage> {
     let Some(&(first, first_layout)) = operands.first() else {
         candle_core::bail!("{op}: no operands")
     };
@@ -116,20 +199,11 @@ pub(crate) fn map_elements(op: &str, kernel: &str, operands: &[(&CudaStorage, &L
         candle_core::bail!("{op}: shapes {:?} and {:?} differ", first_layout.dims(), other.dims())
     }
     let device = first.device();
-    let n = first_layout.shape().elem_count();
-    let mut out = output::<f32>(device, n)?;
-    let count = n as i64;
-    match operands {
-        [(a, la)] => {
-            let a = f32_view(a, la, op)?;
-            launch!(device, kernel, launch_config(n); &a, &mut out, &count)?
-        }
-        [(a, la), (b, lb)] => {
-            let (a, b) = (f32_view(a, la, op)?, f32_view(b, lb, op)?);
-            launch!(device, kernel, launch_config(n); &a, &b, &mut out, &count)?
-        }
+    let out = match operands {
+        [(a, la)] => launches::unary(device, kernel, &f32_view(a, la, op)?)?,
+        [(a, la), (b, lb)] => launches::binary(device, kernel, &f32_view(a, la, op)?, &f32_view(b, lb, op)?)?,
         _ => candle_core::bail!("{op}: one or two operands, got {}", operands.len()),
-    }
+    };
     Ok(storage(out, device))
 }
 
@@ -142,19 +216,7 @@ mod tests {
     #[test]
     fn the_kernels_compile() -> Result<()> {
         let ptx = ptx()?;
-        for kernel in [
-            "caf_relu_f32",
-            "caf_add_relu_f32",
-            "caf_relu_grad_f32",
-            "caf_bias_act_f32",
-            "caf_max_pool2d_f32",
-            "caf_max_pool2d_grad_f32",
-            "caf_adam_f32",
-            "caf_bn_stats_f32",
-            "caf_bn_forward_f32",
-            "caf_bn_grad_sums_f32",
-            "caf_bn_input_grad_f32",
-        ] {
+        for kernel in crate::kernel_signatures::ALL.map(|signature| signature.name) {
             assert!(
                 ptx.contains(&format!(".entry {kernel}(")),
                 "{kernel} is missing from the PTX"

@@ -90,15 +90,7 @@ impl CustomOp2 for BiasActivation {
             crate::cuda::f32_view(s1, l1, self.name())?,
             crate::cuda::f32_view(s2, l2, self.name())?,
         );
-        let n = l1.shape().elem_count();
-        let mut y = crate::cuda::output::<f32>(device, n)?;
-        let (count, plane, channels, relu) = (
-            n as i64,
-            (h * w) as i64,
-            channels as i32,
-            i32::from(self.0 == Activation::Relu),
-        );
-        crate::cuda::launch!(device, "caf_bias_act_f32", crate::cuda::launch_config(n); &x, &bias, &mut y, &count, &plane, &channels, &relu)?;
+        let y = crate::cuda::bias_act(device, &x, &bias, h * w, self.0 == Activation::Relu)?;
         Ok((crate::cuda::storage(y, device), l1.shape().clone()))
     }
 
@@ -201,7 +193,7 @@ impl CustomOp1 for Relu {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Shape)> {
-        let y = crate::cuda::map_elements(self.name(), "caf_relu_f32", &[(storage, layout)])?;
+        let y = crate::cuda::map_elements(self.name(), crate::kernel_signatures::RELU, &[(storage, layout)])?;
         Ok((y, layout.shape().clone()))
     }
 
@@ -236,7 +228,7 @@ impl CustomOp2 for AddRelu {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
-        let y = crate::cuda::map_elements(self.name(), "caf_add_relu_f32", &[(s1, l1), (s2, l2)])?;
+        let y = crate::cuda::map_elements(self.name(), crate::kernel_signatures::ADD_RELU, &[(s1, l1), (s2, l2)])?;
         Ok((y, l1.shape().clone()))
     }
 
@@ -260,7 +252,7 @@ impl CustomOp2 for ReluGradient {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
-        let dx = crate::cuda::map_elements(self.name(), "caf_relu_grad_f32", &[(s1, l1), (s2, l2)])?;
+        let dx = crate::cuda::map_elements(self.name(), crate::kernel_signatures::RELU_GRAD, &[(s1, l1), (s2, l2)])?;
         Ok((dx, l1.shape().clone()))
     }
 }

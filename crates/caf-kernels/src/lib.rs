@@ -55,6 +55,8 @@ mod cuda;
 mod device;
 mod elementwise;
 mod gemm;
+#[cfg(any(test, feature = "cuda"))]
+mod kernel_signatures;
 mod parallel;
 mod phases;
 mod pool;

@@ -50,6 +50,40 @@ impl MaxPool2dConfig {
     }
 }
 
+/// Geometry of one pooling call, shared by the forward and backward
+/// kernels of both devices.
+#[derive(Clone, Copy)]
+pub(crate) struct PoolGeometry {
+    pub(crate) config: MaxPool2dConfig,
+    pub(crate) in_h: usize,
+    pub(crate) in_w: usize,
+    pub(crate) out_h: usize,
+    pub(crate) out_w: usize,
+}
+
+impl PoolGeometry {
+    /// The geometry and the number of planes (`B·C`) of a `B×C×H×W` input.
+    pub(crate) fn new(config: MaxPool2dConfig, dims: &[usize]) -> Result<(usize, Self)> {
+        let [b, c, in_h, in_w] = dims else {
+            candle_core::bail!("max_pool2d expects a B×C×H×W tensor, got shape {dims:?}")
+        };
+        if in_h
+            .checked_mul(*in_w)
+            .is_none_or(|plane| u32::try_from(plane).is_err())
+        {
+            candle_core::bail!("max_pool2d: a {in_h}×{in_w} plane is too large (places are kept as u32)")
+        }
+        let geometry = Self {
+            config,
+            in_h: *in_h,
+            in_w: *in_w,
+            out_h: config.output_len(*in_h)?,
+            out_w: config.output_len(*in_w)?,
+        };
+        Ok((b * c, geometry))
+    }
+}
+
 /// Max pooling over a `B×C×H×W` tensor with a gradient that goes to the first
 /// maximum of each window (PyTorch semantics).
 ///

@@ -33,7 +33,11 @@ pub(crate) fn own_kernels_run_on(operands: &[&Tensor]) -> bool {
 
 /// The contiguous elements a layout covers.
 pub(crate) fn contiguous_slice<'a, T: Element>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [T]> {
-    let data = storage.as_slice::<T>()?;
+    contiguous_part(storage.as_slice::<T>()?, layout, op)
+}
+
+/// The elements of `data` a contiguous layout covers.
+pub(crate) fn contiguous_part<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("{op}: operands must be contiguous"),

@@ -6,36 +6,40 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CudaStorage, Layout, Result, Storage};
 
-use super::Normalisation;
-use crate::cuda::{f32_view, launch, launch_config, output, per_channel, storage};
+use super::{Normalisation, StatsOn};
+use crate::cuda::{bn_forward, bn_grad_sums, bn_input_grad, bn_stats, f32_view, storage, MapSizes};
 use crate::elementwise::Activation;
 
-/// Batch, channels and plane (`H·W`) as the kernels take them.
-fn sizes(dims: &[usize; 4]) -> (i32, i32, i64) {
-    (dims[0] as i32, dims[1] as i32, (dims[2] * dims[3]) as i64)
+/// Batch, channels and plane (`H·W`) of a `B×C×H×W` map.
+fn sizes(dims: &[usize; 4]) -> MapSizes {
+    MapSizes {
+        batch: dims[0],
+        channels: dims[1],
+        plane: dims[2] * dims[3],
+    }
 }
 
 /// The `2×C` statistics of a contiguous `B×C×H×W` map.
 pub(super) fn statistics(x: &CudaStorage, layout: &Layout, dims: &[usize; 4]) -> Result<CudaStorage> {
     let device = x.device();
     let x = f32_view(x, layout, "batch norm statistics")?;
-    let mut stats = output::<f32>(device, 2 * dims[1])?;
-    let (batch, channels, plane) = sizes(dims);
-    launch!(device, "caf_bn_stats_f32", per_channel(dims[1]); &x, &mut stats, &batch, &channels, &plane)?;
-    Ok(storage(stats, device))
+    Ok(storage(bn_stats(device, &x, &sizes(dims))?, device))
 }
 
 impl Normalisation {
-    /// Runs `f` with a view of the statistics on the device.
+    /// Runs `f` with a view of the statistics on the device and `eps`.
     fn with_device_stats<R>(
         &self,
-        f: impl FnOnce(&candle_core::cuda_backend::cudarc::driver::CudaView<'_, f32>) -> Result<R>,
+        f: impl FnOnce(&candle_core::cuda_backend::cudarc::driver::CudaView<'_, f32>, f64) -> Result<R>,
     ) -> Result<R> {
-        let (stats, layout) = self.stats.storage_and_layout();
+        let StatsOn::Cuda { stats, eps } = &self.on else {
+            candle_core::bail!("batch norm: CUDA operands, but the statistics are on the CPU")
+        };
+        let (stats, layout) = stats.storage_and_layout();
         let Storage::Cuda(stats) = &*stats else {
             candle_core::bail!("batch norm: the statistics are not on the CUDA device")
         };
-        f(&f32_view(stats, layout, "batch norm statistics")?)
+        f(&f32_view(stats, layout, "batch norm statistics")?, *eps)
     }
 
     /// `y = (x − mean)·inv_std·weight + bias`, then the activation.
@@ -49,13 +53,9 @@ impl Normalisation {
         let op = "batch norm";
         let device = x.device();
         let (x, weight, bias) = (f32_view(x, lx, op)?, f32_view(weight, lw, op)?, f32_view(bias, lb, op)?);
-        let n = lx.shape().elem_count();
-        let mut y = output::<f32>(device, n)?;
-        let (_, channels, plane) = sizes(&self.dims);
-        let (count, relu) = (n as i64, i32::from(activation == Activation::Relu));
-        self.with_device_stats(|stats| {
-            launch!(device, "caf_bn_forward_f32", launch_config(n);
-                &x, &weight, &bias, stats, &mut y, &count, &plane, &channels, &self.eps, &relu)
+        let relu = activation == Activation::Relu;
+        let y = self.with_device_stats(|stats, eps| {
+            bn_forward(device, &x, &weight, &bias, stats, &sizes(&self.dims), eps, relu)
         })?;
         Ok(storage(y, device))
     }
@@ -69,12 +69,8 @@ impl Normalisation {
         let op = "batch norm backward";
         let device = dy.device();
         let (dy, x) = (f32_view(dy, ldy, op)?, f32_view(x, lx, op)?);
-        let mut sums = output::<f32>(device, 2 * self.dims[1])?;
-        let (batch, channels, plane) = sizes(&self.dims);
-        self.with_device_stats(|stats| {
-            launch!(device, "caf_bn_grad_sums_f32", per_channel(self.dims[1]);
-                &dy, &x, stats, &mut sums, &batch, &channels, &plane, &self.eps)
-        })?;
+        let sums =
+            self.with_device_stats(|stats, eps| bn_grad_sums(device, &dy, &x, stats, &sizes(&self.dims), eps))?;
         Ok(storage(sums, device))
     }
 
@@ -90,13 +86,8 @@ impl Normalisation {
         let device = dy.device();
         let (dy, x) = (f32_view(dy, ldy, op)?, f32_view(x, lx, op)?);
         let (weight, sums) = (f32_view(weight, lw, op)?, f32_view(sums, ls, op)?);
-        let n = ldy.shape().elem_count();
-        let mut dx = output::<f32>(device, n)?;
-        let (_, channels, plane) = sizes(&self.dims);
-        let (elements, count) = (n as i64, self.count());
-        self.with_device_stats(|stats| {
-            launch!(device, "caf_bn_input_grad_f32", launch_config(n);
-                &dy, &x, &weight, &sums, stats, &mut dx, &elements, &plane, &channels, &count, &self.eps)
+        let dx = self.with_device_stats(|stats, eps| {
+            bn_input_grad(device, &dy, &x, &weight, &sums, stats, &sizes(&self.dims), eps)
         })?;
         Ok(storage(dx, device))
     }

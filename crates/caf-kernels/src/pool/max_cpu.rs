@@ -12,10 +12,9 @@
 //! kernels is in `op.rs`.
 
 use crate::phases::split_by_phase;
-use candle_core::{Layout, Result};
 use rayon::prelude::*;
 
-use super::MaxPool2dConfig;
+use super::{MaxPool2dConfig, PoolGeometry};
 
 /// Scalar types the CPU kernels run on.
 pub(super) trait PoolElem: Copy + PartialOrd + Default + std::ops::AddAssign + Send + Sync {}
@@ -32,7 +31,7 @@ fn replaces<T: PoolElem>(value: T, best: T) -> bool {
 
 /// Where a run of candidates lies in the plane.
 #[derive(Clone, Copy)]
-enum Places<'a> {
+enum CandidatePlaces<'a> {
     /// Candidate `j` at `start + j·step` (one tap of a row of windows).
     Spaced { start: u32, step: u32 },
     /// Candidate `j` at `list[j]` (row maxima found earlier).
@@ -47,7 +46,7 @@ fn merge<T: PoolElem, const PLACES: bool>(
     best: &mut [T],
     places: &mut [u32],
     candidates: &[T],
-    candidate_places: Places,
+    candidate_places: CandidatePlaces,
     first: bool,
 ) {
     let take = |value: T, best: T| first || replaces(value, best);
@@ -59,14 +58,14 @@ fn merge<T: PoolElem, const PLACES: bool>(
     }
     let pairs = best.iter_mut().zip(places.iter_mut());
     match candidate_places {
-        Places::Spaced { start, step } => {
+        CandidatePlaces::Spaced { start, step } => {
             for (j, ((best, place), &value)) in pairs.zip(candidates).enumerate() {
                 let taken = take(value, *best);
                 *best = if taken { value } else { *best };
                 *place = if taken { start + j as u32 * step } else { *place };
             }
         }
-        Places::Listed(list) => {
+        CandidatePlaces::Listed(list) => {
             for ((best, place), (&value, &at)) in pairs.zip(candidates.iter().zip(list)) {
                 let taken = take(value, *best);
                 *best = if taken { value } else { *best };
@@ -76,35 +75,7 @@ fn merge<T: PoolElem, const PLACES: bool>(
     }
 }
 
-/// Geometry of one pooling call, shared by the forward and backward kernels.
-#[derive(Clone, Copy)]
-pub(super) struct PoolGeometry {
-    pub(super) config: MaxPool2dConfig,
-    pub(super) in_h: usize,
-    pub(super) in_w: usize,
-    pub(super) out_h: usize,
-    pub(super) out_w: usize,
-}
-
 impl PoolGeometry {
-    /// The geometry and the number of planes (`B·C`) of a `B×C×H×W` input.
-    pub(super) fn new(config: MaxPool2dConfig, dims: &[usize]) -> Result<(usize, Self)> {
-        let [b, c, in_h, in_w] = dims else {
-            candle_core::bail!("max_pool2d expects a B×C×H×W tensor, got shape {dims:?}")
-        };
-        if u32::try_from(in_h * in_w).is_err() {
-            candle_core::bail!("max_pool2d: a {in_h}×{in_w} plane is too large (places are kept as u32)")
-        }
-        let geometry = Self {
-            config,
-            in_h: *in_h,
-            in_w: *in_w,
-            out_h: config.output_len(*in_h)?,
-            out_w: config.output_len(*in_w)?,
-        };
-        Ok((b * c, geometry))
-    }
-
     /// The input positions `start..end` of window `i` along a side of `len`
     /// (clipped to the input: padding never wins).
     fn window(&self, i: usize, len: usize) -> (usize, usize) {
@@ -177,7 +148,7 @@ impl PoolGeometry {
             for tap in 0..kernel {
                 let (phase, start) = ((first + tap) % stride, (first + tap) / stride);
                 let taps = &phases[phase * phase_len + start..][..inner.len()];
-                let at = Places::Spaced {
+                let at = CandidatePlaces::Spaced {
                     start: (row_start + first + tap) as u32,
                     step: stride as u32,
                 };
@@ -194,7 +165,7 @@ impl PoolGeometry {
             for y in y0..y1 {
                 let maxima = &row_max[y * out_w..][..out_w];
                 // Without places `row_at` is empty, and so is the list.
-                let at = Places::Listed(row_at.get(y * out_w..).unwrap_or_default());
+                let at = CandidatePlaces::Listed(row_at.get(y * out_w..).unwrap_or_default());
                 merge::<T, PLACES>(out_row, at_row, maxima, at, y == y0);
             }
         }
@@ -279,12 +250,5 @@ impl PoolGeometry {
                 }
             });
         grad_input
-    }
-}
-
-pub(super) fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: input must be contiguous"),
     }
 }

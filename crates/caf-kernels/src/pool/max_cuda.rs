@@ -7,16 +7,21 @@ use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::CudaSlice;
 use candle_core::{CudaStorage, Layout, Result};
 
-use super::max_cpu::PoolGeometry;
-use crate::cuda::{f32_view, launch, launch_config, output, storage};
+use super::PoolGeometry;
+use crate::cuda::{f32_view, max_pool, max_pool_grad, storage, PoolSizes};
 
-/// The kernels' trailing arguments: planes, then h, w, out_h, out_w,
-/// kernel, stride, padding.
-fn sizes(g: &PoolGeometry, planes: usize) -> (i64, [i32; 7]) {
-    let c = g.config;
-    let side = |v: usize| v as i32;
-    let sides = [g.in_h, g.in_w, g.out_h, g.out_w, c.kernel, c.stride, c.padding].map(side);
-    (planes as i64, sides)
+/// The kernels' sizes of `planes` planes pooled as `g` says.
+fn sizes(g: &PoolGeometry, planes: usize) -> PoolSizes {
+    PoolSizes {
+        planes,
+        in_h: g.in_h,
+        in_w: g.in_w,
+        out_h: g.out_h,
+        out_w: g.out_w,
+        kernel: g.config.kernel,
+        stride: g.config.stride,
+        padding: g.config.padding,
+    }
 }
 
 /// Pools `x`; with `keep_places`, also returns each maximum's place.
@@ -28,21 +33,7 @@ pub(super) fn forward(
 ) -> Result<(CudaStorage, Option<CudaSlice<u32>>)> {
     let device = x.device();
     let x = f32_view(x, layout, "max_pool2d")?;
-    let outputs = planes * g.out_h * g.out_w;
-    let mut y = output::<f32>(device, outputs)?;
-    let (planes, [h, w, out_h, out_w, kernel, stride, padding]) = sizes(g, planes);
-    let at = if keep_places {
-        let mut at = output::<u32>(device, outputs)?;
-        launch!(device, "caf_max_pool2d_f32", launch_config(outputs);
-            &x, &mut y, &mut at, &planes, &h, &w, &out_h, &out_w, &kernel, &stride, &padding)?;
-        Some(at)
-    } else {
-        // A null `at`: the kernel keeps no places.
-        let null = 0u64;
-        launch!(device, "caf_max_pool2d_f32", launch_config(outputs);
-            &x, &mut y, &null, &planes, &h, &w, &out_h, &out_w, &kernel, &stride, &padding)?;
-        None
-    };
+    let (y, at) = max_pool(device, &x, &sizes(g, planes), keep_places)?;
     Ok((storage(y, device), at))
 }
 
@@ -55,10 +46,5 @@ pub(super) fn backward(
 ) -> Result<CudaStorage> {
     let device = dy.device();
     let dy = f32_view(dy, layout, "max_pool2d backward")?;
-    let inputs = planes * g.in_h * g.in_w;
-    let mut dx = output::<f32>(device, inputs)?;
-    let (planes, [h, w, out_h, out_w, kernel, stride, padding]) = sizes(g, planes);
-    launch!(device, "caf_max_pool2d_grad_f32", launch_config(inputs);
-        &dy, at, &mut dx, &planes, &h, &w, &out_h, &out_w, &kernel, &stride, &padding)?;
-    Ok(storage(dx, device))
+    Ok(storage(max_pool_grad(device, &dy, at, &sizes(g, planes))?, device))
 }

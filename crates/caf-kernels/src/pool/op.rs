@@ -7,19 +7,19 @@ use std::sync::{Arc, OnceLock};
 
 use candle_core::{backend::BackendStorage, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-use super::max_cpu::{contiguous_slice, PoolGeometry};
 use super::MaxPool2dConfig;
+use super::PoolGeometry;
 
 /// Max pooling. When built [`MaxPool2dOp::for_training`] it keeps where
 /// each maximum came from, which its backward pass needs.
 pub(super) struct MaxPool2dOp {
     config: MaxPool2dConfig,
-    argmax: Option<OnceLock<Places>>,
+    argmax: Option<OnceLock<MaximaPlaces>>,
 }
 
 /// Where each window's maximum lies in its plane, on the forward pass's device.
 #[derive(Clone)]
-pub(super) enum Places {
+pub(super) enum MaximaPlaces {
     Host(Arc<Vec<u32>>),
     #[cfg(feature = "cuda")]
     Cuda(Arc<candle_core::cuda_backend::cudarc::driver::CudaSlice<u32>>),
@@ -43,7 +43,7 @@ impl MaxPool2dOp {
         Ok((planes, g, Shape::from((dims[0], dims[1], g.out_h, g.out_w))))
     }
 
-    fn keep(&self, places: Places) -> Result<()> {
+    fn keep(&self, places: MaximaPlaces) -> Result<()> {
         if let Some(argmax) = &self.argmax {
             if argmax.set(places).is_err() {
                 candle_core::bail!("max_pool2d: one training op ran its forward pass twice")
@@ -63,16 +63,24 @@ impl CustomOp1 for MaxPool2dOp {
         let places = self.argmax.is_some();
         let (output, at) = match storage {
             CpuStorage::F32(data) => {
-                let (y, at) = g.forward_keeping(places, planes, contiguous_slice(data, layout, self.name())?);
+                let (y, at) = g.forward_keeping(
+                    places,
+                    planes,
+                    crate::storage::contiguous_part(data, layout, self.name())?,
+                );
                 (CpuStorage::F32(y), at)
             }
             CpuStorage::F64(data) => {
-                let (y, at) = g.forward_keeping(places, planes, contiguous_slice(data, layout, self.name())?);
+                let (y, at) = g.forward_keeping(
+                    places,
+                    planes,
+                    crate::storage::contiguous_part(data, layout, self.name())?,
+                );
                 (CpuStorage::F64(y), at)
             }
             other => candle_core::bail!("max_pool2d: unsupported dtype {:?} (use f32 or f64)", other.dtype()),
         };
-        self.keep(Places::Host(Arc::new(at)))?;
+        self.keep(MaximaPlaces::Host(Arc::new(at)))?;
         Ok((output, shape))
     }
 
@@ -85,7 +93,7 @@ impl CustomOp1 for MaxPool2dOp {
         let (planes, g, shape) = self.geometry(layout.dims())?;
         let (output, at) = super::max_cuda::forward((planes, &g), storage, layout, self.argmax.is_some())?;
         if let Some(at) = at {
-            self.keep(Places::Cuda(Arc::new(at)))?;
+            self.keep(MaximaPlaces::Cuda(Arc::new(at)))?;
         }
         Ok((output, shape))
     }
@@ -108,7 +116,7 @@ impl CustomOp1 for MaxPool2dOp {
 struct ScatterToMaxima {
     config: MaxPool2dConfig,
     input_dims: Vec<usize>,
-    at: Places,
+    at: MaximaPlaces,
 }
 
 impl ScatterToMaxima {
@@ -130,14 +138,18 @@ impl CustomOp1 for ScatterToMaxima {
         let (planes, g) = self.geometry(layout.dims())?;
         // The only variant without the `cuda` feature.
         #[cfg_attr(not(feature = "cuda"), allow(irrefutable_let_patterns))]
-        let Places::Host(at) = &self.at
+        let MaximaPlaces::Host(at) = &self.at
         else {
             candle_core::bail!("max_pool2d backward: the forward pass ran on another device")
         };
         let name = self.name();
         let grad = match storage {
-            CpuStorage::F32(dy) => CpuStorage::F32(g.backward(planes, at, contiguous_slice(dy, layout, name)?)),
-            CpuStorage::F64(dy) => CpuStorage::F64(g.backward(planes, at, contiguous_slice(dy, layout, name)?)),
+            CpuStorage::F32(dy) => {
+                CpuStorage::F32(g.backward(planes, at, crate::storage::contiguous_part(dy, layout, name)?))
+            }
+            CpuStorage::F64(dy) => {
+                CpuStorage::F64(g.backward(planes, at, crate::storage::contiguous_part(dy, layout, name)?))
+            }
             other => candle_core::bail!("max_pool2d backward: unsupported dtype {:?}", other.dtype()),
         };
         Ok((grad, Shape::from(self.input_dims.clone())))
@@ -150,7 +162,7 @@ impl CustomOp1 for ScatterToMaxima {
         layout: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let (planes, g) = self.geometry(layout.dims())?;
-        let Places::Cuda(at) = &self.at else {
+        let MaximaPlaces::Cuda(at) = &self.at else {
             candle_core::bail!("max_pool2d backward: the forward pass ran on another device")
         };
         let grad = super::max_cuda::backward((planes, &g), at, storage, layout)?;
