@@ -5,32 +5,12 @@
 //! One test function, in its own test binary, because it sets process
 //! environment variables.
 
-use std::path::Path;
-
 use anyhow::Result;
 use caf_backbone::{load_pretrained_encoder, Arch, HubFile, HubOptions, VaNet, WeightSource};
 use caf_e2e::fill::{fill_varmap, input, named_tensors, strip_prefix, var_shapes};
+use caf_e2e::hub::{write_cache, COMMIT};
 use candle_core::{DType, Device, ModuleT};
 use candle_nn::{VarBuilder, VarMap};
-
-const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
-
-/// `<cache>/models--owner--name/{refs/main, blobs/<etag>, snapshots/<commit>/<file>}`,
-/// the snapshot entry a relative symlink to the blob, as hf-hub and the Python client write it.
-fn write_cache(cache: &Path, repo: &str, file: &str, bytes: &[u8]) -> Result<()> {
-    let repo_dir = cache.join(format!("models--{}", repo.replace('/', "--")));
-    std::fs::create_dir_all(repo_dir.join("refs"))?;
-    std::fs::create_dir_all(repo_dir.join("blobs"))?;
-    std::fs::create_dir_all(repo_dir.join("snapshots").join(COMMIT))?;
-    std::fs::write(repo_dir.join("refs/main"), COMMIT)?;
-    let etag = "5c1e4c0ffee0000000000000000000000000000000000000000000000000abcd";
-    std::fs::write(repo_dir.join("blobs").join(etag), bytes)?;
-    std::os::unix::fs::symlink(
-        format!("../../blobs/{etag}"),
-        repo_dir.join("snapshots").join(COMMIT).join(file),
-    )?;
-    Ok(())
-}
 
 fn resnet_weights() -> Result<Vec<u8>> {
     let varmap = VarMap::new();

@@ -5,5 +5,6 @@
 
 pub mod compare;
 pub mod fill;
+pub mod hub;
 pub mod setups;
 pub mod torch_pickle;

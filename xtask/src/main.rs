@@ -2,7 +2,9 @@
 
 mod bench;
 mod cuda_setup;
+mod export;
 mod predict;
+mod serve;
 mod train;
 
 use std::collections::BTreeMap;
@@ -11,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use caf_backbone::{import_torch_model, Arch, Checkpoint, ModelSpec};
+use caf_backbone::{import_torch_model, Arch, Checkpoint, HubOptions, ModelSpec, WeightSource};
 use caf_data::synthetic::SyntheticConfig;
 use candle_core::Device;
 use clap::{Parser, Subcommand};
@@ -41,6 +43,10 @@ enum Command {
     Cv(train::Cv),
     /// Valence, arousal, intensity, quadrant and emotion word for image files and folders
     Predict(predict::Predict),
+    /// Serve a model over HTTP: a JSON API for photos, a live webcam stream and a web page
+    Serve(serve::Serve),
+    /// Write a checkpoint as a folder ready for the Hugging Face Hub: model.safetensors, config.json, a model card
+    Export(export::Export),
     /// Time training steps, inference, the data pipeline and the objective; optionally beside PyTorch
     Bench(bench::Bench),
     /// Install the CUDA toolkit for `--features cuda` from NVIDIA's PyPI wheels into .venv-cuda, and write its environment
@@ -83,12 +89,13 @@ struct ImportTorch {
     /// Encoder architecture of the PyTorch model
     #[arg(long, value_parser = parse_arch)]
     arch: Arch,
-    /// Encoder state dict (`features.*` for AlexNet, torchvision names for ResNet-18); .pth/.pt/.t7 or .safetensors
+    /// Encoder state dict (`features.*` for AlexNet, torchvision names for ResNet-18); .pth/.pt/.t7 or .safetensors,
+    /// a path or hf://owner/name/file (@revision optional)
     #[arg(long)]
-    encoder: PathBuf,
-    /// Regressor state dict (`lin0.*`, `lin1.*`, `va_regressor.*`)
+    encoder: WeightSource,
+    /// Regressor state dict (`lin0.*`, `lin1.*`, `va_regressor.*`), a path or hf://owner/name/file (@revision optional)
     #[arg(long)]
-    regressor: PathBuf,
+    regressor: WeightSource,
     /// Side of the square crop the model was trained on
     #[arg(long, default_value_t = 224)]
     image_size: usize,
@@ -137,6 +144,8 @@ fn main() -> ExitCode {
         Command::Eval(args) => train::eval(args),
         Command::Cv(args) => train::cv(args),
         Command::Predict(args) => predict::predict(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Export(args) => export::export(args),
         Command::Bench(args) => bench::bench(args),
         Command::Compare(args) => compare(args),
         Command::CudaSetup(args) => cuda_setup::cuda_setup(args),
@@ -192,7 +201,9 @@ fn import_torch(args: ImportTorch) -> Result<()> {
         image_size: args.image_size,
         resize: args.resize,
     };
-    let count = import_torch_model(&spec, &args.encoder, &args.regressor, &args.out)?;
+    let hub = HubOptions::from_env();
+    let (encoder, regressor) = (args.encoder.local_path(&hub)?, args.regressor.local_path(&hub)?);
+    let count = import_torch_model(&spec, &encoder, &regressor, &args.out)?;
     // Reading it back proves the file is a complete inference checkpoint.
     Checkpoint::read(&args.out, &Device::Cpu)?
         .va_net(&Device::Cpu)

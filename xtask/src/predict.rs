@@ -15,9 +15,10 @@ use image::RgbImage;
 
 #[derive(clap::Args)]
 pub struct Predict {
-    /// Checkpoint (.safetensors) written by training or import-torch
+    /// Checkpoint: a .safetensors file written by training or import-torch, a folder written by
+    /// export, or hf://owner/name/file (@revision optional)
     #[arg(long)]
-    checkpoint: PathBuf,
+    checkpoint: WeightSource,
     /// Image files and folders (searched recursively for .jpg, .jpeg, .png, .webp, .bmp, .tif, .tiff)
     #[arg(required = true)]
     paths: Vec<PathBuf>,
@@ -47,16 +48,8 @@ pub struct Predict {
     /// Grow every face box (detected or given) by this share of its width and height on each side before cropping
     #[arg(long, default_value_t = DEFAULT_FACE_MARGIN.get())]
     face_margin: f32,
-    /// Face detector weights (a safetensors file or hf://owner/name/file); the built-in MTCNN weights by default
-    #[arg(long)]
-    detector: Option<WeightSource>,
-    /// Smallest face side, in pixels, the detector looks for
-    #[arg(long, default_value_t = DetectorConfig::default().min_face_size)]
-    min_face_size: f64,
-    /// Longest side the face detector searches; larger photos are shrunk to it for detection
-    /// and faces are cropped from the full photo
-    #[arg(long, default_value_t = DetectorConfig::default().max_detection_side)]
-    max_detection_side: u32,
+    #[command(flatten)]
+    detector: DetectorArgs,
     /// Refuse (with an error row) a picture that declares more pixels (width × height)
     #[arg(long, default_value_t = DecodeLimits::DEFAULT.max_pixels)]
     max_pixels: u64,
@@ -75,24 +68,13 @@ pub fn predict(args: Predict) -> Result<()> {
     anyhow::ensure!(args.batch > 0, "--batch must be positive");
     let margin = FaceMargin::new(args.face_margin).context("--face-margin")?;
     let device = caf_infer::parse_device(&args.device)?;
-    let predictor = Predictor::from_checkpoint(&args.checkpoint, &device)?.with_decode_limits(DecodeLimits {
+    let checkpoint = args.checkpoint.checkpoint_file(&HubOptions::from_env())?;
+    let predictor = Predictor::from_checkpoint(&checkpoint, &device)?.with_decode_limits(DecodeLimits {
         max_pixels: args.max_pixels,
         max_file_bytes: args.max_file_bytes,
         max_metadata_bytes: args.max_metadata_bytes,
     });
-    let load_detector = || -> Result<FaceDetector> {
-        let detector = match &args.detector {
-            Some(source) => FaceDetector::load(source, &HubOptions::from_env(), &device)?,
-            None => FaceDetector::builtin(&device)?,
-        };
-        let config = DetectorConfig {
-            min_face_size: args.min_face_size,
-            max_detection_side: args.max_detection_side,
-            ..*detector.config()
-        };
-        Ok(detector.with_config(config)?)
-    };
-    let search = args.faces.with(load_detector)?;
+    let search = args.faces.with(|| args.detector.load(&device))?;
     let options = PhotoOptions {
         search: search.as_ref(),
         margin,
@@ -158,6 +140,36 @@ pub fn predict(args: Predict) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Which face detector to load and how it searches: shared by `predict` and `serve`.
+#[derive(clap::Args)]
+pub struct DetectorArgs {
+    /// Face detector weights (a safetensors file or hf://owner/name/file); the built-in MTCNN weights by default
+    #[arg(long)]
+    detector: Option<WeightSource>,
+    /// Smallest face side, in pixels, the detector looks for
+    #[arg(long, default_value_t = DetectorConfig::default().min_face_size)]
+    min_face_size: f64,
+    /// Longest side the face detector searches; larger photos are shrunk to it for detection
+    /// and faces are cropped from the full photo
+    #[arg(long, default_value_t = DetectorConfig::default().max_detection_side)]
+    max_detection_side: u32,
+}
+
+impl DetectorArgs {
+    pub fn load(&self, device: &candle_core::Device) -> Result<FaceDetector> {
+        let detector = match &self.detector {
+            Some(source) => FaceDetector::load(source, &HubOptions::from_env(), device)?,
+            None => FaceDetector::builtin(device)?,
+        };
+        let config = DetectorConfig {
+            min_face_size: self.min_face_size,
+            max_detection_side: self.max_detection_side,
+            ..*detector.config()
+        };
+        Ok(detector.with_config(config)?)
+    }
 }
 
 /// Where prediction rows go: standard output, or a file that holds whole

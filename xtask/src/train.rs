@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use caf_backbone::Checkpoint;
+use caf_backbone::{Checkpoint, HubOptions, WeightSource};
 use caf_train::{
     evaluate_checkpoint, mean_ccc, parse_device, run_series, Breakdown, DatasetSpec, Diagnostics, Series, TrainConfig,
     Trainer,
@@ -234,9 +234,24 @@ pub fn train(args: Train) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct Eval {
-    /// Checkpoint to evaluate (.safetensors)
+    /// Checkpoint to evaluate: a .safetensors file, a folder written by export, or hf://owner/name/file (@revision optional)
     #[arg(long)]
-    checkpoint: PathBuf,
+    checkpoint: WeightSource,
+    #[command(flatten)]
+    data: EvalData,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Where to write the metrics as JSON (default: eval.json beside the checkpoint, or in the
+    /// current folder for a Hub checkpoint)
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// The data a checkpoint is evaluated on: shared by `eval` and `export`.
+#[derive(clap::Args)]
+pub struct EvalData {
     /// Dataset format; each takes the paths of the same name as its fields (datasets/README.md).
     /// Without it, a training checkpoint is evaluated on its run's validation subjects
     /// (the way to evaluate on the built-in synthetic data, which has no paths to give).
@@ -259,19 +274,12 @@ pub struct Eval {
     /// AffectNet: crop to the face box grown by this fraction per side
     #[arg(long)]
     face_margin: Option<f32>,
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Where to write the metrics as JSON (default: eval.json beside the checkpoint)
-    #[arg(long)]
-    json: Option<PathBuf>,
 }
 
-impl Eval {
+impl EvalData {
     /// The dataset the flags name, read by the same definition as a
     /// training config's `[data]` table: each flag is the field of its name.
-    fn dataset_spec(&self) -> Result<Option<DatasetSpec>> {
+    pub fn dataset_spec(&self) -> Result<Option<DatasetSpec>> {
         let Some(format) = &self.format else {
             return Ok(None);
         };
@@ -301,14 +309,15 @@ impl Eval {
 }
 
 pub fn eval(args: Eval) -> Result<()> {
-    let spec = args.dataset_spec()?;
+    let spec = args.data.dataset_spec()?;
     let device = parse_device(&args.device)?;
-    let checkpoint = Checkpoint::read(&args.checkpoint, &device)?;
+    let file = args.checkpoint.checkpoint_file(&HubOptions::from_env())?;
+    let checkpoint = Checkpoint::read(&file, &device)?;
     let dataset = caf_train::evaluation_set(&checkpoint, spec.as_ref())?;
     let evaluation = evaluate_checkpoint(&checkpoint, &dataset, args.batch_size, &device)?;
     println!(
         "{} on {} ({} samples, {} subjects: {}):\n{}",
-        args.checkpoint.display(),
+        args.checkpoint,
         dataset.name,
         dataset.len(),
         dataset.subjects().len(),
@@ -319,12 +328,14 @@ pub fn eval(args: Eval) -> Result<()> {
     if evaluation.skipped_images > 0 {
         println!("{} unreadable image(s) skipped", evaluation.skipped_images);
     }
-    let json_path = args
-        .json
-        .clone()
-        .unwrap_or_else(|| args.checkpoint.with_file_name("eval.json"));
+    let json_path = match (&args.json, &args.checkpoint) {
+        (Some(path), _) => path.clone(),
+        (None, WeightSource::File(_)) => file.with_file_name("eval.json"),
+        // Not into the Hub cache.
+        (None, WeightSource::Hub(_)) => PathBuf::from("eval.json"),
+    };
     let mut record = evaluation.record(true);
-    record["checkpoint"] = args.checkpoint.display().to_string().into();
+    record["checkpoint"] = args.checkpoint.to_string().into();
     record["dataset"] = dataset.name.clone().into();
     record["samples"] = dataset.len().into();
     caf_backbone::write_file_atomically(&json_path, serde_json::to_string_pretty(&record)?.as_bytes())?;

@@ -64,7 +64,7 @@ pub use model::{
 };
 pub use norm::BatchNorm2d;
 pub use pool::{adaptive_avg_pool2d, global_avg_pool, max_pool2d, MaxPool2dConfig};
-pub use pretrained::{load_pretrained_encoder, WeightSource};
+pub use pretrained::{load_pretrained_encoder, WeightSource, MODEL_FILE};
 pub use resnet::{ResNet18Encoder, RESNET18_FEATURES};
 pub use weights::{read_tensors, TensorFormat};
 

@@ -13,7 +13,11 @@ use crate::hub::{HubFile, HubOptions};
 use crate::model::{Arch, ENCODER};
 use crate::weights::{assign, read_tensors};
 
-/// Where pretrained encoder weights come from.
+/// The weights file of an exported model folder (`cargo xtask export`).
+pub const MODEL_FILE: &str = "model.safetensors";
+
+/// Where a weights file comes from: pretrained encoder weights, a
+/// checkpoint, detector weights.
 ///
 /// Written as a path (`alexnet.pth`, `resnet18.safetensors`) or as
 /// `hf://owner/name/file[@revision]` for a file of a Hub model repository,
@@ -72,6 +76,24 @@ impl WeightSource {
         match self {
             WeightSource::File(path) => Ok(path.clone()),
             WeightSource::Hub(file) => file.resolve(hub),
+        }
+    }
+
+    /// Local path of a checkpoint: a file as it is, the [`MODEL_FILE`] of
+    /// an exported model's folder, a Hub file through the cache.
+    pub fn checkpoint_file(&self, hub: &HubOptions) -> Result<PathBuf> {
+        let path = self.local_path(hub)?;
+        if !path.is_dir() {
+            return Ok(path);
+        }
+        let inside = path.join(MODEL_FILE);
+        if inside.is_file() {
+            Ok(inside)
+        } else {
+            Err(crate::error::Error::bad_file(
+                &path,
+                format!("a folder, with no {MODEL_FILE} in it; give a checkpoint file or a folder written by `cargo xtask export`"),
+            ))
         }
     }
 }

@@ -84,11 +84,20 @@ impl Predictor {
     /// A file of another architecture or with missing tensors is refused,
     /// naming the file and the tensor.
     pub fn from_checkpoint(path: &Path, device: &Device) -> Result<Self, InferError> {
-        let checkpoint = Checkpoint::read(path, device)?;
+        Self::new(&Checkpoint::read(path, device)?, device)
+    }
+
+    /// The prediction network of a checkpoint already read (whose metadata
+    /// the caller also wants), on `device`.
+    pub fn new(checkpoint: &Checkpoint, device: &Device) -> Result<Self, InferError> {
         let net = checkpoint.va_net(device)?;
         let spec = checkpoint.spec;
-        let preprocess = Preprocess::imagenet(spec.resize as u32, spec.image_size as u32)
-            .map_err(|e| DataError::Invalid(format!("{}: bad preprocessing metadata: {e}", path.display())))?;
+        let preprocess = Preprocess::imagenet(spec.resize as u32, spec.image_size as u32).map_err(|e| {
+            DataError::Invalid(format!(
+                "{}: bad preprocessing metadata: {e}",
+                checkpoint.path.display()
+            ))
+        })?;
         Ok(Self {
             net,
             spec,
@@ -199,7 +208,16 @@ impl Predictor {
 
 /// Decodes an image file within `limits` and refuses tiny ones.
 pub fn read_photo(path: &Path, limits: &DecodeLimits) -> Result<RgbImage, InferError> {
-    let image = decode_with_limits(path, limits)?;
+    big_enough(decode_with_limits(path, limits)?, path)
+}
+
+/// Decodes an image held in memory (an upload, a video frame) within
+/// `limits` and refuses tiny ones; `name` says where it came from in errors.
+pub fn decode_photo(bytes: &[u8], name: &Path, limits: &DecodeLimits) -> Result<RgbImage, InferError> {
+    big_enough(caf_data::decode_bytes(bytes, name, limits)?, name)
+}
+
+fn big_enough(image: RgbImage, path: &Path) -> Result<RgbImage, InferError> {
     let (width, height) = image.dimensions();
     if width < MIN_SIDE || height < MIN_SIDE {
         return Err(InferError::TooSmall {

@@ -131,17 +131,27 @@ impl RowFormat {
             (RowFormat::Csv, PhotoRow::Failed(message)) => {
                 writeln!(out, "{},,,,,,,,,,,,,{}", csv_field(&shown), csv_field(message))
             }
-            (RowFormat::Jsonl, row) => {
-                let mut value = match row {
-                    PhotoRow::Face(face) => serde_json::to_value(face).expect("a face is plain numbers and words"),
-                    PhotoRow::NoFace => json!({ "source": NO_FACE }),
-                    PhotoRow::Failed(message) => json!({ "error": message }),
-                };
-                value["path"] = shown.into();
-                writeln!(out, "{value}")
+            (RowFormat::Jsonl, PhotoRow::Face(face)) => {
+                // Serialised directly, so every f32 prints in its shortest
+                // form, as `serve` answers it.
+                let row = JsonFaceRow { path: &shown, face };
+                let line = serde_json::to_string(&row).expect("a face is plain numbers and words");
+                writeln!(out, "{line}")
+            }
+            (RowFormat::Jsonl, PhotoRow::NoFace) => writeln!(out, "{}", json!({ "path": shown, "source": NO_FACE })),
+            (RowFormat::Jsonl, PhotoRow::Failed(message)) => {
+                writeln!(out, "{}", json!({ "path": shown, "error": message }))
             }
         };
     }
+}
+
+/// A JSONL row of one face: its photo's path, then the face's fields.
+#[derive(serde::Serialize)]
+struct JsonFaceRow<'a> {
+    path: &'a str,
+    #[serde(flatten)]
+    face: &'a FacePrediction,
 }
 
 impl std::str::FromStr for RowFormat {
@@ -233,7 +243,9 @@ mod tests {
         let face = face();
         let row: serde_json::Value =
             serde_json::from_str(&written(RowFormat::Jsonl, PhotoRow::Face(&face))).expect("JSON");
-        let mut expected = serde_json::to_value(face).expect("JSON");
+        // The face's own JSON (f32 values in their shortest form), with the path.
+        let mut expected: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&face).expect("JSON")).expect("JSON");
         expected["path"] = "a, \"b\".jpg".into();
         assert_eq!(row, expected);
         assert_eq!(row["box"]["y"], 20.5);

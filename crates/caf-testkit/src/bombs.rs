@@ -47,9 +47,14 @@ fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
 
 /// A PNG whose header declares `BOMB_SIDE × BOMB_SIDE` (its data holds 16 × 12).
 pub fn png() -> Vec<u8> {
+    png_declaring(BOMB_SIDE)
+}
+
+/// A PNG whose header declares `side × side` (its data holds 16 × 12).
+pub fn png_declaring(side: u32) -> Vec<u8> {
     let mut bytes = encoded(ImageFormat::Png);
-    bytes[16..20].copy_from_slice(&BOMB_SIDE.to_be_bytes());
-    bytes[20..24].copy_from_slice(&BOMB_SIDE.to_be_bytes());
+    bytes[16..20].copy_from_slice(&side.to_be_bytes());
+    bytes[20..24].copy_from_slice(&side.to_be_bytes());
     let crc = crc32(&bytes[12..29]);
     bytes[29..33].copy_from_slice(&crc.to_be_bytes());
     bytes

@@ -24,11 +24,11 @@ use crate::step::{CafStep, StepReport};
 
 /// Metadata keys of the training state inside a checkpoint (the config's is
 /// [`CHECKPOINT_CONFIG_KEY`](crate::config::CHECKPOINT_CONFIG_KEY)).
-const META_STEP: &str = "caf.train.step";
-const META_EPOCH: &str = "caf.train.epoch";
+pub(crate) const META_STEP: &str = "caf.train.step";
+pub(crate) const META_EPOCH: &str = "caf.train.epoch";
 const META_BATCH: &str = "caf.train.batch";
 const META_LAMBDA: &str = "caf.train.lambda";
-const META_BEST: &str = "caf.train.best_mean_ccc";
+pub(crate) const META_BEST: &str = "caf.train.best_mean_ccc";
 const META_COUNTERS: &str = "caf.train.counters";
 
 /// Where training stands: enough, with the weights and optimiser moments, to resume.

@@ -1,0 +1,382 @@
+//! The service over real HTTP on loopback: every status it promises, and
+//! predictions equal to the library's (which `predict` prints) on the same photo.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use caf_backbone::{save_checkpoint, seeded_init, Arch, ModelSpec, VaNet};
+use caf_infer::{FaceDetector, FaceSearch, PhotoOptions, Predictor};
+use caf_serve::{ModelInfo, ServeOptions, Service};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/faces")
+        .join(name)
+}
+
+/// A seeded AlexNet checkpoint at 64 px.
+fn checkpoint(dir: &Path) -> PathBuf {
+    let varmap = VarMap::new();
+    VaNet::new(
+        Arch::AlexNet,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .expect("network");
+    seeded_init(&varmap, Arch::AlexNet, 3).expect("weights");
+    let spec = ModelSpec {
+        arch: Arch::AlexNet,
+        image_size: 64,
+        resize: 72,
+    };
+    let path = dir.join("model.safetensors");
+    save_checkpoint(&path, &spec, &varmap, &Default::default()).expect("checkpoint");
+    path
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    service: Arc<Service>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    fn start(options: ServeOptions) -> Self {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = checkpoint(dir.path());
+        let predictor = Predictor::from_checkpoint(&path, &Device::Cpu).expect("predictor");
+        let detector = FaceDetector::builtin(&Device::Cpu).expect("detector");
+        let info = ModelInfo {
+            architecture: "alexnet".into(),
+            input_size: 64,
+            resize: 72,
+            source: path.display().to_string(),
+            training: None,
+        };
+        let service = Service::new(predictor, detector, info, options).expect("service");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        listener.set_nonblocking(true).expect("non-blocking");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = service.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                caf_serve::serve(listener, served, async move {
+                    let _ = stopped.await;
+                })
+                .await
+            })
+        });
+        Self {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+            service,
+            _dir: dir,
+        }
+    }
+
+    /// Asks for a graceful shutdown and waits for the server to return.
+    fn shut_down(&mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.thread
+            .take()
+            .map_or(Ok(()), |thread| thread.join().expect("server thread"))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.shut_down();
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim().to_string())
+        })
+    }
+}
+
+/// One HTTP/1.1 request on its own connection.
+fn http(addr: SocketAddr, method: &str, target: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(content_type) = content_type {
+        head.push_str(&format!("Content-Type: {content_type}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("request head");
+    // A server that refuses the body early may stop reading it.
+    let _ = stream.write_all(body);
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("response");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let headers = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = headers
+        .split_whitespace()
+        .nth(1)
+        .expect("status")
+        .parse()
+        .expect("a number");
+    Reply {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+fn post_image(addr: SocketAddr, target: &str, bytes: &[u8]) -> Reply {
+    http(addr, "POST", target, Some("image/png"), bytes)
+}
+
+#[test]
+fn predictions_are_the_library_s_for_raw_bodies_and_forms() {
+    let server = TestServer::start(ServeOptions::default());
+    let bytes = std::fs::read(fixture("group.png")).expect("fixture");
+    let reply = post_image(server.addr, "/v1/predict", &bytes);
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let served = reply.json();
+
+    // What `predict` computes for the same file, with the same defaults.
+    let predictor = Predictor::from_checkpoint(&checkpoint(server._dir.path()), &Device::Cpu).expect("predictor");
+    let detector = FaceDetector::builtin(&Device::Cpu).expect("detector");
+    let photo = caf_infer::read_photo(&fixture("group.png"), predictor.decode_limits()).expect("photo");
+    let faces = predictor
+        .predict_photo(&photo, None, &PhotoOptions::new(FaceSearch::Auto(&detector)))
+        .expect("faces");
+    assert!(faces.len() >= 2, "the fixture has several faces: {faces:?}");
+    // Both sides print f32 values in their shortest form, as `predict --format jsonl` does.
+    let printed: Value = serde_json::from_str(&serde_json::to_string(&faces).expect("JSON")).expect("JSON");
+    assert_eq!(served["faces"], printed);
+    assert_eq!(
+        (served["width"].as_u64(), served["height"].as_u64()),
+        (Some(photo.width() as u64), Some(photo.height() as u64))
+    );
+
+    // The same photo as the `image` file of a form, read whole.
+    let boundary = "caf-test-boundary";
+    let mut form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"group.png\"\r\nContent-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend_from_slice(&bytes);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let reply = http(
+        server.addr,
+        "POST",
+        "/v1/predict",
+        Some(&format!("multipart/form-data; boundary={boundary}")),
+        &form,
+    );
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.json(), served);
+
+    // `faces=whole` takes the whole picture as one face.
+    let whole = post_image(server.addr, "/v1/predict?faces=whole&face_margin=0", &bytes).json();
+    assert_eq!(whole["faces"].as_array().map(Vec::len), Some(1));
+    assert_eq!(whole["faces"][0]["source"], "whole");
+}
+
+#[test]
+fn bad_requests_are_refused_with_a_reason() {
+    let server = TestServer::start(ServeOptions {
+        max_body_bytes: 64 << 10,
+        ..ServeOptions::default()
+    });
+    let not_an_image = post_image(server.addr, "/v1/predict", b"hello, this is text");
+    assert_eq!(not_an_image.status, 400);
+    assert!(not_an_image.json()["error"]
+        .as_str()
+        .expect("a message")
+        .contains("not an image"));
+
+    let empty = post_image(server.addr, "/v1/predict", b"");
+    assert_eq!(empty.status, 400);
+
+    let oversized = post_image(server.addr, "/v1/predict", &vec![0u8; 80 << 10]);
+    assert_eq!(oversized.status, 413);
+    assert!(oversized.json()["error"]
+        .as_str()
+        .expect("a message")
+        .contains("65536 bytes"));
+
+    // A few hundred bytes declaring 60000 × 60000 pixels: refused from the header.
+    let bomb = post_image(server.addr, "/v1/predict", &caf_testkit::bombs::png_declaring(60_000));
+    assert_eq!(bomb.status, 413, "{}", String::from_utf8_lossy(&bomb.body));
+    assert!(bomb.json()["error"].as_str().expect("a message").contains("pixels"));
+
+    for target in [
+        "/v1/predict?faces=some",
+        "/v1/predict?face_margin=-1",
+        "/v1/predict?size=3",
+    ] {
+        let reply = post_image(server.addr, target, b"x");
+        assert_eq!(reply.status, 400, "{target}");
+        assert!(reply.json()["error"].is_string(), "{target}");
+    }
+    let unknown = http(server.addr, "GET", "/v2/everything", None, b"");
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.json()["error"]
+        .as_str()
+        .expect("a message")
+        .contains("/v1/predict"));
+}
+
+/// A photo that keeps an inference thread busy for a while: the group
+/// fixture tiled 6 × 6 (3600 × 2400 px, over a hundred faces to detect and
+/// predict).
+fn slow_photo() -> Vec<u8> {
+    let tile = image::open(fixture("group.png")).expect("fixture").to_rgb8();
+    let (w, h) = tile.dimensions();
+    let picture = image::RgbImage::from_fn(6 * w, 6 * h, |x, y| *tile.get_pixel(x % w, y % h));
+    let mut bytes = Vec::new();
+    picture
+        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Jpeg)
+        .expect("encode");
+    bytes
+}
+
+#[test]
+fn a_full_queue_answers_503_and_shutdown_lets_the_request_in_flight_finish() {
+    let mut server = TestServer::start(ServeOptions {
+        workers: 1,
+        queue: 0,
+        ..ServeOptions::default()
+    });
+    let addr = server.addr;
+    // One client keeps the only thread busy with a slow photo (sending it
+    // again if it ever finds the thread busy with the other client's photo).
+    let slow = slow_photo();
+    let in_flight = std::thread::spawn(move || loop {
+        let reply = post_image(addr, "/v1/predict", &slow);
+        if reply.status != 503 {
+            return (reply, Instant::now());
+        }
+    });
+    // The other sends small photos until two in a row, 50 ms apart, find no
+    // room: the slow photo is then running, since this client's own photos
+    // had finished (one 503 alone could fall in the instant between the
+    // thread answering a small photo and taking the next).
+    let small = std::fs::read(fixture("coffee.png")).expect("fixture");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let busy = loop {
+        let reply = post_image(addr, "/v1/predict?faces=whole", &small);
+        if reply.status == 503 {
+            std::thread::sleep(Duration::from_millis(50));
+            let again = post_image(addr, "/v1/predict?faces=whole", &small);
+            if again.status == 503 {
+                break again;
+            }
+        }
+        if Instant::now() > deadline || in_flight.is_finished() {
+            break reply;
+        }
+    };
+    assert_eq!(busy.status, 503, "{}", String::from_utf8_lossy(&busy.body));
+    assert_eq!(busy.header("retry-after").as_deref(), Some("1"));
+    assert!(busy.json()["error"].as_str().expect("a message").contains("busy"));
+
+    // Shut down while the slow photo runs: it still gets its answer.
+    let asked = Instant::now();
+    server.shut_down().expect("a clean shutdown");
+    let (reply, answered) = in_flight.join().expect("client");
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert!(
+        answered > asked,
+        "the slow photo was answered before the shutdown was asked: nothing was in flight"
+    );
+    assert!(reply.json()["faces"].as_array().is_some_and(|faces| faces.len() > 10));
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "the server still listens {:?} after the shutdown was asked",
+        asked.elapsed()
+    );
+}
+
+#[test]
+fn a_request_past_the_time_limit_is_answered_503() {
+    let server = TestServer::start(ServeOptions {
+        request_timeout: Duration::from_millis(1),
+        ..ServeOptions::default()
+    });
+    let reply = post_image(server.addr, "/v1/predict", &slow_photo());
+    assert_eq!(reply.status, 503, "{}", String::from_utf8_lossy(&reply.body));
+    assert!(reply.json()["error"].as_str().expect("a message").contains("limit"));
+    assert!(reply.header("retry-after").is_some());
+}
+
+#[test]
+fn the_model_health_and_page_routes() {
+    let server = TestServer::start(ServeOptions::default());
+    let model = http(server.addr, "GET", "/v1/model", None, b"").json();
+    assert_eq!(model["architecture"], "alexnet");
+    assert_eq!(
+        (model["input_size"].as_u64(), model["resize"].as_u64()),
+        (Some(64), Some(72))
+    );
+    assert_eq!(server.service.info().source, model["source"].as_str().expect("source"));
+    assert_eq!(http(server.addr, "GET", "/healthz", None, b"").json()["status"], "ok");
+    let page = http(server.addr, "GET", "/", None, b"");
+    assert_eq!(page.status, 200);
+    let html = String::from_utf8(page.body).expect("UTF-8");
+    assert!(html.contains("never stored") && html.contains("/v1/stream"));
+    assert!(
+        !html.contains("src=\"http") && !html.contains("@import"),
+        "the page loads nothing from elsewhere"
+    );
+}
+
+#[test]
+fn the_stream_answers_each_frame_in_order() {
+    let server = TestServer::start(ServeOptions::default());
+    let (mut socket, _) =
+        tungstenite::connect(format!("ws://{}/v1/stream?faces=whole", server.addr)).expect("WebSocket");
+    let frame = std::fs::read(fixture("coffee.png")).expect("fixture");
+    for expected in 1..=3u64 {
+        socket.send(tungstenite::Message::binary(frame.clone())).expect("send");
+        let reply = socket.read().expect("a reading");
+        let reading: Value = serde_json::from_str(reply.to_text().expect("text")).expect("JSON");
+        assert_eq!(reading["frame"], expected);
+        assert_eq!(reading["faces"].as_array().map(Vec::len), Some(1), "{reading}");
+    }
+    socket
+        .send(tungstenite::Message::binary(b"not a frame".to_vec()))
+        .expect("send");
+    let reading: Value = serde_json::from_str(socket.read().expect("reply").to_text().expect("text")).expect("JSON");
+    assert_eq!(reading["frame"], 4);
+    assert!(reading["error"].as_str().expect("a message").contains("not an image"));
+    socket.close(None).expect("close");
+}
