@@ -1,166 +1,16 @@
 //! The service over real HTTP on loopback: every status it promises, and
 //! predictions equal to the library's (which `predict` prints) on the same photo.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+mod support;
+
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use caf_backbone::{save_checkpoint, seeded_init, Arch, ModelSpec, VaNet};
 use caf_infer::{FaceDetector, FaceSearch, PhotoOptions, Predictor};
-use caf_serve::{ModelInfo, ServeOptions, Service};
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use caf_serve::ServeOptions;
+use candle_core::Device;
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/faces")
-        .join(name)
-}
-
-/// A seeded AlexNet checkpoint at 64 px.
-fn checkpoint(dir: &Path) -> PathBuf {
-    let varmap = VarMap::new();
-    VaNet::new(
-        Arch::AlexNet,
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )
-    .expect("network");
-    seeded_init(&varmap, Arch::AlexNet, 3).expect("weights");
-    let spec = ModelSpec {
-        arch: Arch::AlexNet,
-        image_size: 64,
-        resize: 72,
-    };
-    let path = dir.join("model.safetensors");
-    save_checkpoint(&path, &spec, &varmap, &Default::default()).expect("checkpoint");
-    path
-}
-
-struct TestServer {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
-    service: Arc<Service>,
-    _dir: tempfile::TempDir,
-}
-
-impl TestServer {
-    fn start(options: ServeOptions) -> Self {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = checkpoint(dir.path());
-        let predictor = Predictor::from_checkpoint(&path, &Device::Cpu).expect("predictor");
-        let detector = FaceDetector::builtin(&Device::Cpu).expect("detector");
-        let info = ModelInfo {
-            architecture: "alexnet".into(),
-            input_size: 64,
-            resize: 72,
-            source: path.display().to_string(),
-            training: None,
-        };
-        let service = Service::new(predictor, detector, info, options).expect("service");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("address");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let served = service.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener)?;
-                caf_serve::serve(listener, served, async move {
-                    let _ = stopped.await;
-                })
-                .await
-            })
-        });
-        Self {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-            service,
-            _dir: dir,
-        }
-    }
-
-    /// Asks for a graceful shutdown and waits for the server to return.
-    fn shut_down(&mut self) -> std::io::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.thread
-            .take()
-            .map_or(Ok(()), |thread| thread.join().expect("server thread"))
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        let _ = self.shut_down();
-    }
-}
-
-struct Reply {
-    status: u16,
-    headers: String,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.eq_ignore_ascii_case(name).then(|| value.trim().to_string())
-        })
-    }
-}
-
-/// One HTTP/1.1 request on its own connection.
-fn http(addr: SocketAddr, method: &str, target: &str, content_type: Option<&str>, body: &[u8]) -> Reply {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .expect("timeout");
-    let mut head = format!(
-        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(content_type) = content_type {
-        head.push_str(&format!("Content-Type: {content_type}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).expect("request head");
-    // A server that refuses the body early may stop reading it.
-    let _ = stream.write_all(body);
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("response");
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
-    let headers = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status = headers
-        .split_whitespace()
-        .nth(1)
-        .expect("status")
-        .parse()
-        .expect("a number");
-    Reply {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
-}
-
-fn post_image(addr: SocketAddr, target: &str, bytes: &[u8]) -> Reply {
-    http(addr, "POST", target, Some("image/png"), bytes)
-}
+use support::{checkpoint, fixture, http, post_image, TestServer};
 
 #[test]
 fn predictions_are_the_library_s_for_raw_bodies_and_forms() {
@@ -171,7 +21,7 @@ fn predictions_are_the_library_s_for_raw_bodies_and_forms() {
     let served = reply.json();
 
     // What `predict` computes for the same file, with the same defaults.
-    let predictor = Predictor::from_checkpoint(&checkpoint(server._dir.path()), &Device::Cpu).expect("predictor");
+    let predictor = Predictor::from_checkpoint(&checkpoint(server.dir.path()), &Device::Cpu).expect("predictor");
     let detector = FaceDetector::builtin(&Device::Cpu).expect("detector");
     let photo = caf_infer::read_photo(&fixture("group.png"), predictor.decode_limits()).expect("photo");
     let faces = predictor
