@@ -3,6 +3,7 @@
 //! with `--detection`, face detection instead.
 
 mod detection;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,6 +62,16 @@ pub struct Bench {
     /// with --compare-torch, beside facenet-pytorch (needs it in --python)
     #[arg(long)]
     detection: bool,
+    /// Load the HTTP service instead (`serve` on loopback, the first --arch at --size): --clients
+    /// concurrent clients post photos for --serve-seconds; beside predict's library path on the same photos
+    #[arg(long)]
+    serve: bool,
+    /// Concurrent clients of --serve (1 to 64)
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Seconds under load of --serve (10 to 600)
+    #[arg(long, default_value_t = 60.0)]
+    serve_seconds: f64,
 }
 
 /// Seconds of repeated runs of one measurement.
@@ -148,6 +159,15 @@ pub fn bench(args: Bench) -> Result<()> {
         match args.json {
             true => println!("{}", serde_json::to_string(&report)?),
             false => detection::print_detection(&report),
+        }
+        return Ok(());
+    }
+    if args.serve {
+        let mut report = serve::bench_serve(&args, &device, threads, scratch.path())?;
+        report["command"] = json!(std::env::args().skip(1).collect::<Vec<_>>().join(" "));
+        match args.json {
+            true => println!("{}", serde_json::to_string(&report)?),
+            false => serve::print_serve(&report),
         }
         return Ok(());
     }
@@ -326,6 +346,28 @@ fn bench_pipeline(args: &Bench, threads: usize, scratch: &Path) -> Result<Value>
         "timing": timing,
         "images_per_s": images as f64 / timing.median_s,
     }))
+}
+
+/// The CPU a figure was measured on (Linux): its model, the instruction-set
+/// flags our kernels choose between, and the cores this process may use.
+fn machine() -> Value {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_once(':'))
+            .map(|(_, value)| value.trim().to_string())
+    };
+    let flags = field("flags").unwrap_or_default();
+    let has: Vec<&str> = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"]
+        .into_iter()
+        .filter(|flag| flags.split_whitespace().any(|f| f == *flag))
+        .collect();
+    json!({
+        "cpu": field("model name"),
+        "flags": has,
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+    })
 }
 
 /// Peak resident memory of this process so far (Linux), in MiB.

@@ -444,3 +444,62 @@ fn predict_refuses_a_checkpoint_of_another_architecture_or_with_missing_tensors(
         assert!(message.contains(file) && message.contains(tensor), "{message}");
     }
 }
+
+#[test]
+fn an_exported_model_on_the_hub_predicts_as_its_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = imported_model(dir.path());
+    let export = dir.path().join("export");
+    // An imported model has no run to evaluate for its card: say so, or ask for --no-eval.
+    let refused = xtask(&["export", "--checkpoint", &path(&model), "--out", &path(&export)]);
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("--no-eval"), "{}", text(&refused));
+    let exported = xtask(&[
+        "export",
+        "--checkpoint",
+        &path(&model),
+        "--out",
+        &path(&export),
+        "--no-eval",
+        "--license",
+        "mit",
+    ]);
+    assert!(exported.status.success(), "{}", text(&exported));
+    for file in ["model.safetensors", "config.json", "README.md"] {
+        assert!(export.join(file).is_file(), "{file} not written");
+    }
+
+    // The exported weights, placed in a Hub cache, read as hf://… with the network forbidden.
+    let home = dir.path().join("hf-home");
+    let weights = std::fs::read(export.join("model.safetensors")).expect("weights");
+    caf_e2e::hub::write_cache(&home.join("hub"), "someone/caf-va", "model.safetensors", &weights).expect("cache");
+    let predict = |checkpoint: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args([
+                "predict",
+                "--checkpoint",
+                checkpoint,
+                "--format",
+                "jsonl",
+                &faces_fixture("group.png"),
+            ])
+            .env("HF_HOME", &home)
+            .env("HF_HUB_OFFLINE", "1")
+            .env_remove("HF_HUB_CACHE")
+            .env_remove("HUGGINGFACE_HUB_CACHE")
+            .output()
+            .expect("run xtask")
+    };
+    let original = predict(&path(&model));
+    assert!(original.status.success(), "{}", text(&original));
+    let rows = jsonl_rows(&original);
+    assert!(rows.len() >= 2, "{}", text(&original));
+    for checkpoint in ["hf://someone/caf-va/model.safetensors", &path(&export)] {
+        let output = predict(checkpoint);
+        assert!(output.status.success(), "{checkpoint}: {}", text(&output));
+        assert_eq!(output.stdout, original.stdout, "{checkpoint}");
+    }
+    let missing = predict("hf://someone/caf-va/other.safetensors");
+    assert!(!missing.status.success());
+    assert!(text(&missing).contains("HF_HUB_OFFLINE"), "{}", text(&missing));
+}

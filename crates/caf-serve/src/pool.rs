@@ -31,7 +31,11 @@ impl InferencePool {
                 .spawn(move || loop {
                     let next = waiting.lock().unwrap_or_else(PoisonError::into_inner).recv();
                     match next {
-                        Ok(job) => job(),
+                        // Run on one of rayon's threads, as `predict` runs each
+                        // photo: the kernels' parallel loops inside it then
+                        // share rayon's threads with the other jobs' instead
+                        // of each competing for all of them from outside.
+                        Ok(job) => rayon::scope(|_| job()),
                         // The pool is gone: the server has shut down.
                         Err(_) => break,
                     }

@@ -4,7 +4,8 @@
 //!
 //! Needs Chromium (`apt-get install chromium`; `.ci/run` installs it, or
 //! name a binary in `CHROMIUM`). Set `CAF_SCREENSHOTS` to a folder to keep
-//! the page's screenshots (docs/images/serve-page.jpg is made this way).
+//! the page's screenshots (docs/images/serve-photo.jpg and serve-page.jpg
+//! are made this way).
 
 mod support;
 

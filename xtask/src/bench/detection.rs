@@ -40,7 +40,7 @@ const FOUR: &[Pasted] = &[
 
 /// Writes the benchmark photos into `dir`: the coffee photo as background,
 /// the astronaut's face pasted at the given places and sizes.
-fn write_photos(dir: &Path) -> Result<Vec<(String, PathBuf, RgbImage)>> {
+pub(super) fn write_photos(dir: &Path) -> Result<Vec<(String, PathBuf, RgbImage)>> {
     let open = |name: &str| -> Result<RgbImage> {
         let path = Path::new(FACES).join(name);
         caf_data::decode(&path).with_context(|| format!("the benchmark photos are made from {}", path.display()))

@@ -1,0 +1,297 @@
+//! `cargo xtask bench --serve`: the HTTP service under load on loopback.
+//! Concurrent clients post the detection benchmark's photos for a bounded
+//! time: requests per second, latency percentiles, errors, resident memory
+//! over the run; and the same photos through `predict`'s library path, to
+//! show what the service costs on top.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use caf_backbone::{save_checkpoint, seeded_init, Arch, ModelSpec, VaNet};
+use caf_face::FaceDetector;
+use caf_infer::{FaceSearch, ImageFile, PhotoOptions, Predictor};
+use caf_serve::{ModelInfo, ServeOptions, Service};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use serde_json::{json, Value};
+
+use super::detection::write_photos;
+use super::Bench;
+
+/// At most this many clients: each is a thread of the benchmark.
+const MAX_CLIENTS: usize = 64;
+/// At most this long under load.
+const MAX_SECONDS: f64 = 600.0;
+
+/// The 640×480 benchmark photos (one face, four faces), as the clients post them.
+fn photos(scratch: &Path) -> Result<Vec<(String, std::path::PathBuf, Vec<u8>)>> {
+    write_photos(scratch)?
+        .into_iter()
+        .filter(|(name, _, _)| name.starts_with("640x480"))
+        .map(|(name, path, _)| {
+            let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            Ok((name, path, bytes))
+        })
+        .collect()
+}
+
+pub(super) fn bench_serve(args: &Bench, device: &Device, threads: usize, scratch: &Path) -> Result<Value> {
+    ensure!(
+        (1..=MAX_CLIENTS).contains(&args.clients),
+        "--clients must be 1 to {MAX_CLIENTS}"
+    );
+    ensure!(
+        args.serve_seconds.is_finite() && args.serve_seconds >= 10.0 && args.serve_seconds <= MAX_SECONDS,
+        "--serve-seconds must be 10 to {MAX_SECONDS} (memory is compared over the first and last 10 s)"
+    );
+    let arch = args.arch.first().copied().unwrap_or(Arch::AlexNet);
+    let varmap = VarMap::new();
+    VaNet::new(arch, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+    seeded_init(&varmap, arch, 0)?;
+    let spec = ModelSpec {
+        arch,
+        image_size: args.size,
+        resize: args.size * 256 / 224,
+    };
+    let checkpoint = scratch.join("served.safetensors");
+    save_checkpoint(&checkpoint, &spec, &varmap, &Default::default())?;
+    let photos = photos(scratch)?;
+
+    // predict's path on the same photos, timed before and after the service
+    // (half each), so that a machine whose speed drifts weighs on both alike.
+    let predictor = Predictor::from_checkpoint(&checkpoint, device)?;
+    let detector = FaceDetector::builtin(device)?;
+    let files: Vec<ImageFile> = (0..32)
+        .map(|i| ImageFile {
+            path: photos[i % photos.len()].1.clone(),
+            face: None,
+        })
+        .collect();
+    let cli_seconds = (args.serve_seconds / 4.0).max(6.0);
+    let time_cli = |seconds: f64| -> Result<(usize, f64)> {
+        tracing::info!(seconds, "timing predict's library path");
+        let options = PhotoOptions::new(FaceSearch::Auto(&detector));
+        let started = Instant::now();
+        let mut photos = 0usize;
+        while started.elapsed().as_secs_f64() < seconds {
+            for result in predictor.predict_photo_files(&files, &options) {
+                result?;
+            }
+            photos += files.len();
+        }
+        Ok((photos, started.elapsed().as_secs_f64()))
+    };
+    let cli_before = time_cli(cli_seconds / 2.0)?;
+
+    // The service, on loopback, with room in its queue for every client.
+    let defaults = ServeOptions::default();
+    let options = ServeOptions {
+        queue: defaults.queue.max(args.clients),
+        ..defaults
+    };
+    let info = ModelInfo {
+        architecture: arch.name().into(),
+        input_size: spec.image_size,
+        resize: spec.resize,
+        source: "a seeded benchmark model".into(),
+        training: None,
+    };
+    let service = Service::new(
+        Predictor::from_checkpoint(&checkpoint, device)?,
+        FaceDetector::builtin(device)?,
+        info,
+        options.clone(),
+    )?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            caf_serve::serve(listener, service, async move {
+                let _ = stopped.await;
+            })
+            .await
+        })?;
+        Ok(())
+    });
+
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(photos.iter().map(|(_, _, bytes)| bytes.clone()).collect());
+    // One untimed request per photo: the first touches every buffer.
+    for body in bodies.iter() {
+        let (status, _) = post(addr, body)?;
+        ensure!(status == 200, "the warm-up request was answered {status}");
+    }
+    tracing::info!(clients = args.clients, seconds = args.serve_seconds, %addr, "loading the service");
+    let done = Arc::new(AtomicBool::new(false));
+    let memory = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            let started = Instant::now();
+            while !done.load(Ordering::Relaxed) {
+                samples.push((started.elapsed().as_secs_f64(), resident_mib().unwrap_or(f64::NAN)));
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            samples
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs_f64(args.serve_seconds);
+    let started = Instant::now();
+    let clients: Vec<_> = (0..args.clients)
+        .map(|client| {
+            let bodies = bodies.clone();
+            std::thread::spawn(move || {
+                let mut latencies = Vec::new();
+                let mut errors = Vec::new();
+                let mut turn = client;
+                while Instant::now() < deadline {
+                    let sent = Instant::now();
+                    match post(addr, &bodies[turn % bodies.len()]) {
+                        Ok((200, _)) => latencies.push(sent.elapsed().as_secs_f64()),
+                        Ok((status, body)) => errors.push(format!("{status}: {body}")),
+                        Err(error) => errors.push(format!("{error:#}")),
+                    }
+                    turn += 1;
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut errors = Vec::new();
+    for client in clients {
+        let (mut times, mut failed) = client.join().expect("a client thread");
+        latencies.append(&mut times);
+        errors.append(&mut failed);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    let samples = memory.join().expect("the memory thread");
+    let _ = stop.send(());
+    server.join().expect("the server thread")?;
+    let cli_after = time_cli(cli_seconds / 2.0)?;
+    let cli_photos = cli_before.0 + cli_after.0;
+    let cli_rate = cli_photos as f64 / (cli_before.1 + cli_after.1);
+
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |p: f64| {
+        let at = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
+        latencies.get(at).copied().unwrap_or(f64::NAN)
+    };
+    let window_mean = |from: f64, to: f64| {
+        let inside: Vec<f64> = samples
+            .iter()
+            .filter(|(t, _)| *t >= from && *t < to)
+            .map(|(_, mib)| *mib)
+            .collect();
+        inside.iter().sum::<f64>() / inside.len().max(1) as f64
+    };
+    let rate = latencies.len() as f64 / elapsed;
+    errors.truncate(10);
+    Ok(json!({
+        "caf_rs": env!("CARGO_PKG_VERSION"),
+        "device": args.device,
+        "threads": threads,
+        "machine": super::machine(),
+        "model": { "arch": arch.name(), "image_size": spec.image_size, "resize": spec.resize },
+        "photos": photos.iter().map(|(name, _, _)| name.clone()).collect::<Vec<_>>(),
+        "faces": "auto (detected)",
+        "server": { "workers": options.workers, "queue": options.queue },
+        "clients": args.clients,
+        "seconds": elapsed,
+        "requests": latencies.len(),
+        "errors": errors.len(),
+        "first_errors": errors,
+        "requests_per_s": rate,
+        "latency_s": { "p50": percentile(0.5), "p90": percentile(0.9), "p99": percentile(0.99), "max": latencies.last() },
+        "resident_mib": {
+            "first_10_s": window_mean(0.0, 10.0),
+            "last_10_s": window_mean(elapsed - 10.0, elapsed),
+            "peak": samples.iter().map(|(_, mib)| *mib).fold(f64::NAN, f64::max),
+        },
+        "cli_library_path": {
+            "seconds": cli_before.1 + cli_after.1,
+            "photos": cli_photos,
+            "photos_per_s": cli_rate,
+            "photos_per_s_before_and_after": [cli_before.0 as f64 / cli_before.1, cli_after.0 as f64 / cli_after.1],
+        },
+        "service_vs_cli": rate / cli_rate,
+    }))
+}
+
+/// One request on its own connection: the status and the body.
+fn post(addr: SocketAddr, body: &[u8]) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).context("cannot connect to the service")?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let head = format!(
+        "POST /v1/predict HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: image/png\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").context("no response head")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .context("no status")?;
+    Ok((status, body.chars().take(200).collect()))
+}
+
+/// Resident memory of this process now (Linux), in MiB.
+fn resident_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+pub(super) fn print_serve(report: &Value) {
+    let ms = |v: &Value| v.as_f64().map_or("–".into(), |s| format!("{:.0} ms", 1e3 * s));
+    println!(
+        "caf-rs serve under load: {} clients for {:.0} s on {} ({} threads, {} inference workers, {})",
+        report["clients"],
+        report["seconds"].as_f64().unwrap_or(0.0),
+        report["device"].as_str().unwrap_or("?"),
+        report["threads"],
+        report["server"]["workers"],
+        report["machine"]["cpu"].as_str().unwrap_or("?"),
+    );
+    println!(
+        "requests {}   errors {}   {:.2} requests/s   latency p50 {}  p90 {}  p99 {}",
+        report["requests"],
+        report["errors"],
+        report["requests_per_s"].as_f64().unwrap_or(f64::NAN),
+        ms(&report["latency_s"]["p50"]),
+        ms(&report["latency_s"]["p90"]),
+        ms(&report["latency_s"]["p99"]),
+    );
+    println!(
+        "resident memory: {:.0} MiB over the first 10 s, {:.0} MiB over the last 10 s (peak {:.0} MiB)",
+        report["resident_mib"]["first_10_s"].as_f64().unwrap_or(f64::NAN),
+        report["resident_mib"]["last_10_s"].as_f64().unwrap_or(f64::NAN),
+        report["resident_mib"]["peak"].as_f64().unwrap_or(f64::NAN),
+    );
+    println!(
+        "predict's library path on the same photos: {:.2} photos/s; the service runs at {:.2}× that",
+        report["cli_library_path"]["photos_per_s"].as_f64().unwrap_or(f64::NAN),
+        report["service_vs_cli"].as_f64().unwrap_or(f64::NAN),
+    );
+    for error in report["first_errors"].as_array().into_iter().flatten() {
+        println!("error: {error}");
+    }
+}
