@@ -62,8 +62,8 @@ pub(super) fn bench_serve(args: &Bench, device: &Device, threads: usize, scratch
     save_checkpoint(&checkpoint, &spec, &varmap, &Default::default())?;
     let photos = photos(scratch)?;
 
-    // predict's path on the same photos, timed before and after the service
-    // (half each), so that a machine whose speed drifts weighs on both alike.
+    // predict's path on the same photos: batches of 32 files, read and
+    // predicted in parallel.
     let predictor = Predictor::from_checkpoint(&checkpoint, device)?;
     let detector = FaceDetector::builtin(device)?;
     let files: Vec<ImageFile> = (0..32)
@@ -72,9 +72,7 @@ pub(super) fn bench_serve(args: &Bench, device: &Device, threads: usize, scratch
             face: None,
         })
         .collect();
-    let cli_seconds = (args.serve_seconds / 4.0).max(6.0);
     let time_cli = |seconds: f64| -> Result<(usize, f64)> {
-        tracing::info!(seconds, "timing predict's library path");
         let options = PhotoOptions::new(FaceSearch::Auto(&detector));
         let started = Instant::now();
         let mut photos = 0usize;
@@ -86,7 +84,6 @@ pub(super) fn bench_serve(args: &Bench, device: &Device, threads: usize, scratch
         }
         Ok((photos, started.elapsed().as_secs_f64()))
     };
-    let cli_before = time_cli(cli_seconds / 2.0)?;
 
     // The service, on loopback, with room in its queue for every client.
     let defaults = ServeOptions::default();
@@ -146,9 +143,101 @@ pub(super) fn bench_serve(args: &Bench, device: &Device, threads: usize, scratch
             samples
         })
     };
-    let deadline = Instant::now() + Duration::from_secs_f64(args.serve_seconds);
+    let Load {
+        mut latencies,
+        mut errors,
+        seconds: elapsed,
+    } = load(addr, &bodies, args.clients, args.serve_seconds);
+    done.store(true, Ordering::Relaxed);
+    let samples = memory.join().expect("the memory thread");
+
+    // Throughput beside predict's, in alternating slices, so that a machine
+    // whose speed drifts (a shared one does, by a fifth within a minute)
+    // weighs on both alike.
+    tracing::info!(
+        rounds = COMPARISON_ROUNDS,
+        slice_s = COMPARISON_SLICE_S,
+        "alternating predict's library path and the service"
+    );
+    let (mut cli_photos, mut cli_seconds, mut served, mut served_seconds) = (0, 0.0, 0, 0.0);
+    for _ in 0..COMPARISON_ROUNDS {
+        let (photos, seconds) = time_cli(COMPARISON_SLICE_S)?;
+        cli_photos += photos;
+        cli_seconds += seconds;
+        let slice = load(addr, &bodies, args.clients, COMPARISON_SLICE_S);
+        served += slice.latencies.len();
+        served_seconds += slice.seconds;
+        errors.extend(slice.errors);
+    }
+    let _ = stop.send(());
+    server.join().expect("the server thread")?;
+    let cli_rate = cli_photos as f64 / cli_seconds;
+    let served_rate = served as f64 / served_seconds;
+
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |p: f64| {
+        let at = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
+        latencies.get(at).copied().unwrap_or(f64::NAN)
+    };
+    let window_mean = |from: f64, to: f64| {
+        let inside: Vec<f64> = samples
+            .iter()
+            .filter(|(t, _)| *t >= from && *t < to)
+            .map(|(_, mib)| *mib)
+            .collect();
+        inside.iter().sum::<f64>() / inside.len().max(1) as f64
+    };
+    let rate = latencies.len() as f64 / elapsed;
+    let error_count = errors.len();
+    errors.truncate(10);
+    Ok(json!({
+        "caf_rs": env!("CARGO_PKG_VERSION"),
+        "device": args.device,
+        "threads": threads,
+        "machine": super::machine(),
+        "model": { "arch": arch.name(), "image_size": spec.image_size, "resize": spec.resize },
+        "photos": photos.iter().map(|(name, _, _)| name.clone()).collect::<Vec<_>>(),
+        "faces": "auto (detected)",
+        "server": { "workers": options.workers, "queue": options.queue },
+        "clients": args.clients,
+        "seconds": elapsed,
+        "requests": latencies.len(),
+        "errors": error_count,
+        "first_errors": errors,
+        "requests_per_s": rate,
+        "latency_s": { "p50": percentile(0.5), "p90": percentile(0.9), "p99": percentile(0.99), "max": latencies.last() },
+        "resident_mib": {
+            "first_10_s": window_mean(0.0, 10.0),
+            "last_10_s": window_mean(elapsed - 10.0, elapsed),
+            "peak": samples.iter().map(|(_, mib)| *mib).fold(f64::NAN, f64::max),
+        },
+        "alternating": {
+            "rounds": COMPARISON_ROUNDS,
+            "slice_s": COMPARISON_SLICE_S,
+            "cli_photos_per_s": cli_rate,
+            "service_requests_per_s": served_rate,
+        },
+        "service_vs_cli": served_rate / cli_rate,
+    }))
+}
+
+/// Slices of each in the throughput comparison, and their length.
+const COMPARISON_ROUNDS: usize = 10;
+const COMPARISON_SLICE_S: f64 = 5.0;
+
+/// What the clients of one load saw: each answered request's latency, each
+/// failure, and how long the load took (its last requests answered).
+struct Load {
+    latencies: Vec<f64>,
+    errors: Vec<String>,
+    seconds: f64,
+}
+
+/// `clients` threads posting `bodies` in turn until `seconds` have passed.
+fn load(addr: SocketAddr, bodies: &Arc<Vec<Vec<u8>>>, clients: usize, seconds: f64) -> Load {
     let started = Instant::now();
-    let clients: Vec<_> = (0..args.clients)
+    let deadline = started + Duration::from_secs_f64(seconds);
+    let threads: Vec<_> = (0..clients)
         .map(|client| {
             let bodies = bodies.clone();
             std::thread::spawn(move || {
@@ -168,66 +257,18 @@ pub(super) fn bench_serve(args: &Bench, device: &Device, threads: usize, scratch
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    let mut errors = Vec::new();
-    for client in clients {
-        let (mut times, mut failed) = client.join().expect("a client thread");
-        latencies.append(&mut times);
-        errors.append(&mut failed);
+    let mut load = Load {
+        latencies: Vec::new(),
+        errors: Vec::new(),
+        seconds: 0.0,
+    };
+    for thread in threads {
+        let (mut latencies, mut errors) = thread.join().expect("a client thread");
+        load.latencies.append(&mut latencies);
+        load.errors.append(&mut errors);
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    done.store(true, Ordering::Relaxed);
-    let samples = memory.join().expect("the memory thread");
-    let _ = stop.send(());
-    server.join().expect("the server thread")?;
-    let cli_after = time_cli(cli_seconds / 2.0)?;
-    let cli_photos = cli_before.0 + cli_after.0;
-    let cli_rate = cli_photos as f64 / (cli_before.1 + cli_after.1);
-
-    latencies.sort_by(f64::total_cmp);
-    let percentile = |p: f64| {
-        let at = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
-        latencies.get(at).copied().unwrap_or(f64::NAN)
-    };
-    let window_mean = |from: f64, to: f64| {
-        let inside: Vec<f64> = samples
-            .iter()
-            .filter(|(t, _)| *t >= from && *t < to)
-            .map(|(_, mib)| *mib)
-            .collect();
-        inside.iter().sum::<f64>() / inside.len().max(1) as f64
-    };
-    let rate = latencies.len() as f64 / elapsed;
-    errors.truncate(10);
-    Ok(json!({
-        "caf_rs": env!("CARGO_PKG_VERSION"),
-        "device": args.device,
-        "threads": threads,
-        "machine": super::machine(),
-        "model": { "arch": arch.name(), "image_size": spec.image_size, "resize": spec.resize },
-        "photos": photos.iter().map(|(name, _, _)| name.clone()).collect::<Vec<_>>(),
-        "faces": "auto (detected)",
-        "server": { "workers": options.workers, "queue": options.queue },
-        "clients": args.clients,
-        "seconds": elapsed,
-        "requests": latencies.len(),
-        "errors": errors.len(),
-        "first_errors": errors,
-        "requests_per_s": rate,
-        "latency_s": { "p50": percentile(0.5), "p90": percentile(0.9), "p99": percentile(0.99), "max": latencies.last() },
-        "resident_mib": {
-            "first_10_s": window_mean(0.0, 10.0),
-            "last_10_s": window_mean(elapsed - 10.0, elapsed),
-            "peak": samples.iter().map(|(_, mib)| *mib).fold(f64::NAN, f64::max),
-        },
-        "cli_library_path": {
-            "seconds": cli_before.1 + cli_after.1,
-            "photos": cli_photos,
-            "photos_per_s": cli_rate,
-            "photos_per_s_before_and_after": [cli_before.0 as f64 / cli_before.1, cli_after.0 as f64 / cli_after.1],
-        },
-        "service_vs_cli": rate / cli_rate,
-    }))
+    load.seconds = started.elapsed().as_secs_f64();
+    load
 }
 
 /// One request on its own connection: the status and the body.
@@ -287,8 +328,13 @@ pub(super) fn print_serve(report: &Value) {
         report["resident_mib"]["peak"].as_f64().unwrap_or(f64::NAN),
     );
     println!(
-        "predict's library path on the same photos: {:.2} photos/s; the service runs at {:.2}× that",
-        report["cli_library_path"]["photos_per_s"].as_f64().unwrap_or(f64::NAN),
+        "alternating {} × {} s: predict's library path {:.2} photos/s, the service {:.2} requests/s: {:.2}×",
+        report["alternating"]["rounds"],
+        report["alternating"]["slice_s"],
+        report["alternating"]["cli_photos_per_s"].as_f64().unwrap_or(f64::NAN),
+        report["alternating"]["service_requests_per_s"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
         report["service_vs_cli"].as_f64().unwrap_or(f64::NAN),
     );
     for error in report["first_errors"].as_array().into_iter().flatten() {
