@@ -1,0 +1,36 @@
+//! # caf-video
+//!
+//! Valence and arousal over time: what a video needs beyond one photo.
+//!
+//! * [`Tracker`] links the faces found in each frame into tracks: a face is
+//!   matched to the track whose last box it overlaps most (intersection
+//!   over union, at least [`TrackerSettings::min_overlap`]), a track
+//!   survives [`TrackerSettings::max_missed_frames`] frames without a match,
+//!   and ids are numbered from 0 in order of first appearance.
+//! * [`Smoother`] is a causal filter of a track's readings with a time
+//!   constant in seconds: it reads only the past, so it serves a live
+//!   camera as well as a file.
+//! * [`FrameFolder`] reads a folder of numbered frames (AFEW-VA's,
+//!   Aff-Wild2's) as a video at a given frame rate.
+//!
+//! Each is fed one frame at a time: a caller with frames of its own (a
+//! camera) uses them as a file's frames are used.
+//!
+//! ```
+//! use caf_data::FaceBox;
+//! use caf_video::{Tracker, TrackerSettings};
+//!
+//! let mut tracker = Tracker::new(TrackerSettings::default());
+//! let face = |x: f32| FaceBox { x, y: 10.0, width: 50.0, height: 60.0 };
+//! assert_eq!(tracker.update(&[face(0.0), face(200.0)]), vec![0, 1]);
+//! // Listed in the other order and moved a little: the same people.
+//! assert_eq!(tracker.update(&[face(205.0), face(4.0)]), vec![1, 0]);
+//! ```
+
+mod frames;
+mod smoothing;
+mod tracker;
+
+pub use frames::{FrameFolder, FrameFolderError, VideoFrame};
+pub use smoothing::{Smoother, DEFAULT_TIME_CONSTANT_S};
+pub use tracker::{overlap, TrackId, Tracker, TrackerSettings};
