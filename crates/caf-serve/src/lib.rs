@@ -11,7 +11,8 @@
 //!   `cargo xtask predict`'s options → `{"width", "height", "faces": […]}`,
 //!   each face in `predict`'s JSON fields;
 //! * `GET /v1/stream` — a WebSocket for live video: each binary message is a
-//!   frame, each answer a reading of it;
+//!   frame, each answer a reading of it, every face with its track on the
+//!   connection and its track's smoothed reading (caf-video);
 //! * `GET /v1/model`, `GET /healthz`, and the page at `/`.
 //!
 //! Untrusted requests: bodies past [`ServeOptions::max_body_bytes`] are
@@ -25,6 +26,7 @@ mod error;
 mod pool;
 mod routes;
 mod service;
+mod stream;
 
 pub use error::ApiError;
 pub use routes::{router, serve};

@@ -6,18 +6,19 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use caf_infer::{FaceMargin, FaceMode, DEFAULT_FACE_MARGIN};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::error::ApiError;
 use crate::service::{FaceSettings, PhotoPredictions, Service};
+use crate::stream::read_frames;
 
 /// The web page, served as it is: no build step, no external script or font.
 const PAGE: &str = include_str!("page.html");
@@ -154,22 +155,10 @@ async fn image_bytes(request: Request, limit: usize) -> Result<Vec<u8>, ApiError
     ))
 }
 
-/// One reading of the live stream: the frame's number on this connection
-/// (from 1) and its predictions, or why it has none.
-#[derive(Serialize)]
-struct StreamReading {
-    frame: u64,
-    #[serde(flatten)]
-    predictions: Option<PhotoPredictions>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    retry_after: Option<u64>,
-}
-
 /// `GET /v1/stream`: a WebSocket; each binary message is a frame (JPEG or
-/// PNG), answered by one text message, a [`StreamReading`] as JSON. The
-/// connection's state lives as long as the connection.
+/// PNG), answered by one text message as JSON: the frame's number, its
+/// faces with their tracks and smoothed readings. The connection's tracks
+/// live as long as the connection.
 async fn stream(
     State(service): State<Arc<Service>>,
     query: Result<Query<FaceQuery>, QueryRejection>,
@@ -181,41 +170,4 @@ async fn stream(
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| read_frames(socket, service, faces)))
-}
-
-async fn read_frames(mut socket: WebSocket, service: Arc<Service>, faces: FaceSettings) {
-    let mut frame = 0u64;
-    while let Some(Ok(message)) = socket.recv().await {
-        let reading = match message {
-            Message::Binary(bytes) => {
-                frame += 1;
-                match service.predict(bytes.to_vec(), faces).await {
-                    Ok(predictions) => StreamReading {
-                        frame,
-                        predictions: Some(predictions),
-                        error: None,
-                        retry_after: None,
-                    },
-                    Err(error) => StreamReading {
-                        frame,
-                        predictions: None,
-                        error: Some(error.message),
-                        retry_after: error.retry_after,
-                    },
-                }
-            }
-            Message::Text(_) => StreamReading {
-                frame,
-                predictions: None,
-                error: Some("send each frame as a binary message holding a JPEG or PNG".into()),
-                retry_after: None,
-            },
-            Message::Close(_) => break,
-            Message::Ping(_) | Message::Pong(_) => continue,
-        };
-        let text = serde_json::to_string(&reading).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-        if socket.send(Message::Text(text.into())).await.is_err() {
-            break;
-        }
-    }
 }

@@ -328,6 +328,12 @@ fn the_page_reads_a_dropped_photo_and_the_camera() {
         "the camera's frame shows the photo's faces"
     );
     assert_eq!(browser.evaluate("paths.size"), json!(faces.len()));
+    // Each person keeps their track from frame to frame.
+    let tracks: Vec<Value> = (0..faces.len()).map(|track| json!(track)).collect();
+    assert_eq!(
+        browser.evaluate("history.every(entry => entry.faces.map(f => f.face).sort().join() === history[0].faces.map(f => f.face).sort().join()) && history[0].faces.map(f => f.face).sort()"),
+        Value::Array(tracks)
+    );
     browser.screenshot("serve-page.jpg");
     browser.evaluate("document.getElementById('camera').click(), true");
     browser.wait_for(

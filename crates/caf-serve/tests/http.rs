@@ -221,6 +221,14 @@ fn the_stream_answers_each_frame_in_order() {
         let reading: Value = serde_json::from_str(reply.to_text().expect("text")).expect("JSON");
         assert_eq!(reading["frame"], expected);
         assert_eq!(reading["faces"].as_array().map(Vec::len), Some(1), "{reading}");
+        // The same face in every frame: one track, and a reading that holds
+        // still stays where it is when smoothed.
+        let face = &reading["faces"][0];
+        assert_eq!(face["track"], 0, "{reading}");
+        assert_eq!(
+            (&face["smoothed"]["valence"], &face["smoothed"]["arousal"]),
+            (&face["valence"], &face["arousal"])
+        );
     }
     socket
         .send(tungstenite::Message::binary(b"not a frame".to_vec()))
@@ -229,4 +237,46 @@ fn the_stream_answers_each_frame_in_order() {
     assert_eq!(reading["frame"], 4);
     assert!(reading["error"].as_str().expect("a message").contains("not an image"));
     socket.close(None).expect("close");
+}
+
+#[test]
+fn stream_tracks_follow_people_not_their_place_in_the_list() {
+    let server = TestServer::start(ServeOptions::default());
+    let photo = image::open(fixture("group.png")).expect("fixture").to_rgb8();
+    let png = |picture: &image::RgbImage| {
+        let mut bytes = Vec::new();
+        picture
+            .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .expect("encode");
+        bytes
+    };
+    let (mut socket, _) = tungstenite::connect(format!("ws://{}/v1/stream", server.addr)).expect("WebSocket");
+    let mut read = |frame: Vec<u8>| -> Value {
+        socket.send(tungstenite::Message::binary(frame)).expect("send");
+        serde_json::from_str(socket.read().expect("a reading").to_text().expect("text")).expect("JSON")
+    };
+    let first = read(png(&photo));
+    let faces = first["faces"].as_array().expect("faces").clone();
+    assert!(faces.len() >= 2, "{first}");
+    let tracks: Vec<u64> = faces.iter().map(|f| f["track"].as_u64().expect("a track")).collect();
+    assert_eq!(tracks, (0..faces.len() as u64).collect::<Vec<_>>());
+    // The largest face (listed first) covered: the others move up the list
+    // but keep their tracks.
+    let covered_box = &faces[0]["box"];
+    let [x, y, w, h] = ["x", "y", "width", "height"].map(|k| covered_box[k].as_f64().expect("box") as u32);
+    let mut covered = photo.clone();
+    for py in y.saturating_sub(h / 4)..(y + h + h / 4).min(covered.height()) {
+        for px in x.saturating_sub(w / 4)..(x + w + w / 4).min(covered.width()) {
+            covered.put_pixel(px, py, image::Rgb([0, 0, 0]));
+        }
+    }
+    let second = read(png(&covered));
+    let left: Vec<(u64, u64)> = second["faces"]
+        .as_array()
+        .expect("faces")
+        .iter()
+        .map(|f| (f["face"].as_u64().expect("index"), f["track"].as_u64().expect("track")))
+        .collect();
+    let expected: Vec<(u64, u64)> = (1..faces.len() as u64).map(|track| (track - 1, track)).collect();
+    assert_eq!(left, expected, "{second}");
 }
