@@ -1,13 +1,11 @@
 //! The live stream: one connection's frames in, readings out, with the
 //! connection's face tracks and smoothed readings.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::{Message, WebSocket};
-use caf_infer::FacePrediction;
-use caf_video::{Smoother, TrackId, Tracker, TrackerSettings, DEFAULT_TIME_CONSTANT_S};
+use caf_video::{FaceTracks, TrackedFace, TrackerSettings, DEFAULT_TIME_CONSTANT_S};
 use serde::Serialize;
 
 use crate::service::{FaceSettings, Service};
@@ -21,78 +19,23 @@ struct StreamReading {
     width: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     height: Option<u32>,
+    /// `/v1/predict`'s faces, each with its track on this connection and
+    /// its track's smoothed reading.
     #[serde(skip_serializing_if = "Option::is_none")]
-    faces: Option<Vec<StreamFace>>,
+    faces: Option<Vec<TrackedFace>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after: Option<u64>,
 }
 
-/// A face of a stream frame: `/v1/predict`'s fields, its track on this
-/// connection, and its track's smoothed reading.
-#[derive(Serialize)]
-struct StreamFace {
-    #[serde(flatten)]
-    face: FacePrediction,
-    track: TrackId,
-    smoothed: Smoothed,
-}
-
-#[derive(Serialize)]
-struct Smoothed {
-    valence: f32,
-    arousal: f32,
-}
-
-/// What one connection remembers: its tracks and each track's smoother,
-/// dropped with the connection.
-struct Tracks {
-    started: Instant,
-    tracker: Tracker,
-    smoothers: HashMap<TrackId, Smoother>,
-}
-
-impl Tracks {
-    fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            tracker: Tracker::new(TrackerSettings::default()),
-            smoothers: HashMap::new(),
-        }
-    }
-
-    /// Links `faces` (of a frame that arrived now) to tracks and smooths each
-    /// track's reading in the frames' arrival time.
-    fn follow(&mut self, faces: Vec<FacePrediction>) -> Vec<StreamFace> {
-        let time_s = self.started.elapsed().as_secs_f64();
-        let boxes: Vec<_> = faces.iter().map(|face| face.face).collect();
-        let tracks = self.tracker.update(&boxes);
-        let live = self.tracker.live();
-        self.smoothers.retain(|track, _| live.contains(track));
-        faces
-            .into_iter()
-            .zip(tracks)
-            .map(|(face, track)| {
-                let smoother = self
-                    .smoothers
-                    .entry(track)
-                    .or_insert_with(|| Smoother::new(DEFAULT_TIME_CONSTANT_S).expect("a valid constant"));
-                let [valence, arousal] = smoother.update(time_s, [face.va.valence, face.va.arousal]);
-                StreamFace {
-                    face,
-                    track,
-                    smoothed: Smoothed { valence, arousal },
-                }
-            })
-            .collect()
-    }
-}
-
 /// Reads frames from `socket` until it closes, answering each in order.
 pub(crate) async fn read_frames(mut socket: WebSocket, service: Arc<Service>, faces: FaceSettings) {
     let mut frame = 0u64;
-    let mut tracks = Tracks::new();
+    // Frames are timed by their arrival: the connection's own clock.
+    let started = Instant::now();
+    let mut tracks =
+        FaceTracks::new(TrackerSettings::default(), DEFAULT_TIME_CONSTANT_S).expect("the default constant is valid");
     while let Some(Ok(message)) = socket.recv().await {
         let mut reading = StreamReading {
             frame,
@@ -110,7 +53,8 @@ pub(crate) async fn read_frames(mut socket: WebSocket, service: Arc<Service>, fa
                     Ok(predictions) => {
                         reading.width = Some(predictions.width);
                         reading.height = Some(predictions.height);
-                        reading.faces = Some(tracks.follow(predictions.faces));
+                        let time_s = started.elapsed().as_secs_f64();
+                        reading.faces = Some(tracks.follow(time_s, predictions.faces));
                     }
                     Err(error) => {
                         reading.error = Some(error.message);

@@ -10,6 +10,9 @@
 //! * [`Smoother`] is a causal filter of a track's readings with a time
 //!   constant in seconds: it reads only the past, so it serves a live
 //!   camera as well as a file.
+//! * [`FaceTracks`] puts the two together for a video or a live
+//!   connection: each frame's faces in, each face's track and smoothed
+//!   reading out, and a [`TrackSummary`] per track.
 //! * [`FrameFolder`] reads a folder of numbered frames (AFEW-VA's,
 //!   Aff-Wild2's) as a video at a given frame rate.
 //!
@@ -29,8 +32,10 @@
 
 mod frames;
 mod smoothing;
+mod timeline;
 mod tracker;
 
 pub use frames::{FrameFolder, FrameFolderError, VideoFrame};
 pub use smoothing::{Smoother, DEFAULT_TIME_CONSTANT_S};
+pub use timeline::{FaceTracks, Spread, TrackSummary, TrackedFace};
 pub use tracker::{overlap, TrackId, Tracker, TrackerSettings};
