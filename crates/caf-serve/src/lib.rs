@@ -27,7 +27,9 @@ mod pool;
 mod routes;
 mod service;
 mod stream;
+mod thread;
 
 pub use error::ApiError;
 pub use routes::{router, serve};
 pub use service::{FaceSettings, ModelInfo, PhotoPredictions, ServeOptions, Service};
+pub use thread::ServerThread;

@@ -15,7 +15,7 @@ use anyhow::{ensure, Context, Result};
 use caf_backbone::{save_checkpoint, seeded_init, Arch, ModelSpec, VaNet};
 use caf_face::FaceDetector;
 use caf_infer::{FaceSearch, ImageFile, PhotoOptions, Predictor};
-use caf_serve::{ModelInfo, ServeOptions, Service};
+use caf_serve::{ModelInfo, ServeOptions, ServerThread, Service};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use serde_json::{json, Value};
@@ -104,24 +104,8 @@ pub(super) fn bench_serve(args: &Bench, device: &Device, threads: usize, scratch
         info,
         options.clone(),
     )?;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    listener.set_nonblocking(true)?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = std::thread::spawn(move || -> Result<()> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            caf_serve::serve(listener, service, async move {
-                let _ = stopped.await;
-            })
-            .await
-        })?;
-        Ok(())
-    });
+    let mut server = ServerThread::start(std::net::TcpListener::bind("127.0.0.1:0")?, service)?;
+    let addr = server.addr();
 
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new(photos.iter().map(|(_, _, bytes)| bytes.clone()).collect());
     // One untimed request per photo: the first touches every buffer.
@@ -169,8 +153,7 @@ pub(super) fn bench_serve(args: &Bench, device: &Device, threads: usize, scratch
         served_seconds += slice.seconds;
         errors.extend(slice.errors);
     }
-    let _ = stop.send(());
-    server.join().expect("the server thread")?;
+    server.shut_down()?;
     let cli_rate = cli_photos as f64 / cli_seconds;
     let served_rate = served as f64 / served_seconds;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use caf_backbone::{save_checkpoint, seeded_init, Arch, ModelSpec, VaNet};
 use caf_infer::{FaceDetector, Predictor};
-use caf_serve::{ModelInfo, ServeOptions, Service};
+use caf_serve::{ModelInfo, ServeOptions, ServerThread, Service};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use serde_json::Value;
@@ -43,8 +43,7 @@ pub fn checkpoint(dir: &Path) -> PathBuf {
 
 pub struct TestServer {
     pub addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    server: ServerThread,
     pub service: Arc<Service>,
     pub dir: tempfile::TempDir,
 }
@@ -64,27 +63,10 @@ impl TestServer {
         };
         let service = Service::new(predictor, detector, info, options).expect("service");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("address");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let served = service.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener)?;
-                caf_serve::serve(listener, served, async move {
-                    let _ = stopped.await;
-                })
-                .await
-            })
-        });
+        let server = ServerThread::start(listener, service.clone()).expect("server");
         Self {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
+            addr: server.addr(),
+            server,
             service,
             dir,
         }
@@ -92,18 +74,7 @@ impl TestServer {
 
     /// Asks for a graceful shutdown and waits for the server to return.
     pub fn shut_down(&mut self) -> std::io::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.thread
-            .take()
-            .map_or(Ok(()), |thread| thread.join().expect("server thread"))
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        let _ = self.shut_down();
+        self.server.shut_down()
     }
 }
 
