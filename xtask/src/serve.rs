@@ -25,10 +25,10 @@ pub struct Serve {
     device: String,
     #[command(flatten)]
     detector: DetectorArgs,
-    /// Inference threads (default: one per core)
+    /// Requests predicted at once (default: one per core)
     #[arg(long)]
     workers: Option<usize>,
-    /// Requests that may wait for a thread; more are answered 503 with Retry-After (default: 2 per thread)
+    /// Requests that may wait for a place; more are answered 503 with Retry-After (default: 2 per place)
     #[arg(long)]
     queue: Option<usize>,
     /// Largest request body (an upload or one stream frame), in bytes
@@ -77,7 +77,7 @@ pub fn serve(args: Serve) -> Result<()> {
         request_timeout: Duration::from_secs_f64(args.timeout),
         ..defaults
     };
-    let service = Service::new(predictor, detector, info, options).context("cannot start the inference threads")?;
+    let service = Service::new(predictor, detector, info, options);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

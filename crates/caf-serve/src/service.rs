@@ -21,9 +21,9 @@ pub struct ServeOptions {
     /// What a picture may declare and carry; a picture past them is refused
     /// from its header, before its pixels are decoded.
     pub decode_limits: DecodeLimits,
-    /// Inference threads.
+    /// Requests predicted at once, each as a task on rayon's threads.
     pub workers: usize,
-    /// Requests that may wait for a thread; more are refused with 503.
+    /// Requests that may wait for a place; more are refused with 503.
     pub queue: usize,
     /// How long a request may wait and run before it is answered with 503.
     pub request_timeout: Duration,
@@ -32,8 +32,8 @@ pub struct ServeOptions {
 }
 
 impl Default for ServeOptions {
-    /// 16 MiB bodies, 40 megapixels, one thread per core, two waiting
-    /// requests per thread, 30 s per request.
+    /// 16 MiB bodies, 40 megapixels, one request at once per core, two
+    /// waiting requests per core, 30 s per request.
     fn default() -> Self {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let max_body_bytes = 16 << 20;
@@ -94,22 +94,17 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts the inference threads.
-    pub fn new(
-        predictor: Predictor,
-        detector: FaceDetector,
-        info: ModelInfo,
-        options: ServeOptions,
-    ) -> std::io::Result<Arc<Self>> {
-        let pool = InferencePool::new(options.workers, options.queue)?;
+    /// The service, ready to predict; requests run on rayon's threads.
+    pub fn new(predictor: Predictor, detector: FaceDetector, info: ModelInfo, options: ServeOptions) -> Arc<Self> {
+        let pool = InferencePool::new(options.workers, options.queue);
         let predictor = predictor.with_decode_limits(options.decode_limits);
-        Ok(Arc::new(Self {
+        Arc::new(Self {
             predictor,
             detector,
             info,
             options,
             pool,
-        }))
+        })
     }
 
     pub fn info(&self) -> &ModelInfo {

@@ -103,7 +103,7 @@ pub(super) fn bench_serve(args: &Bench, device: &Device, threads: usize, scratch
         FaceDetector::builtin(device)?,
         info,
         options.clone(),
-    )?;
+    );
     let mut server = ServerThread::start(std::net::TcpListener::bind("127.0.0.1:0")?, service)?;
     let addr = server.addr();
 

@@ -61,7 +61,7 @@ impl TestServer {
             source: path.display().to_string(),
             training: None,
         };
-        let service = Service::new(predictor, detector, info, options).expect("service");
+        let service = Service::new(predictor, detector, info, options);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let server = ServerThread::start(listener, service.clone()).expect("server");
         Self {
