@@ -19,9 +19,20 @@ pub struct Predict {
     /// export, or hf://owner/name/file (@revision optional)
     #[arg(long)]
     checkpoint: WeightSource,
-    /// Image files and folders (searched recursively for .jpg, .jpeg, .png, .webp, .bmp, .tif, .tiff)
+    /// Image files and folders (searched recursively for .jpg, .jpeg, .png, .webp, .bmp, .tif, .tiff);
+    /// or videos (.mp4, .mov, .m4v, H.264) and, with --fps, folders of numbered frames
     #[arg(required = true)]
     paths: Vec<PathBuf>,
+    /// Read the folders given as videos: numbered frames (00001.jpg, …) at this many frames a second
+    #[arg(long)]
+    fps: Option<f64>,
+    /// Time constant, in seconds, of the smoothed valence and arousal of a video's face tracks
+    #[arg(long, default_value_t = caf_video::DEFAULT_TIME_CONSTANT_S)]
+    smoothing: f64,
+    /// Videos: also write a JSON summary per face track here (duration, mean and spread of valence
+    /// and arousal, share of frames per quadrant)
+    #[arg(long)]
+    tracks: Option<PathBuf>,
     /// Output format: `csv` (path,face,x,y,width,height,score,source,valence,arousal,intensity,quadrant,emotion,error)
     /// or `jsonl` (one JSON object per line, with the five landmarks)
     #[arg(long, default_value = "csv", value_parser = clap::builder::PossibleValuesParser::new(RowFormat::NAMES)
@@ -59,10 +70,35 @@ pub struct Predict {
     /// Refuse (with an error row) a picture carrying more EXIF bytes
     #[arg(long, default_value_t = DecodeLimits::DEFAULT.max_metadata_bytes)]
     max_metadata_bytes: u64,
-    /// Also write, per photo, a PNG with every face's box and reading beside the circumplex
+    /// Also write, per photo, a PNG with every face's box and reading beside the circumplex (per
+    /// video, `<name>.annotated.mp4`) into this folder
     #[arg(long)]
     annotate: Option<PathBuf>,
 }
+
+/// Whether `paths` are videos (files by extension; folders when a frame
+/// rate is given) or photos; a mix is refused, as their rows differ.
+fn are_videos(paths: &[PathBuf], fps: Option<f64>) -> Result<bool> {
+    let is_video = |path: &PathBuf| caf_video::is_video_file(path) || (fps.is_some() && path.is_dir());
+    let videos = paths.iter().filter(|path| is_video(path)).count();
+    if videos > 0 && videos < paths.len() {
+        let photo = paths.iter().find(|path| !is_video(path)).expect("counted");
+        bail!(
+            "{} is not a video{} while other inputs are: predict videos and photos in separate calls (their rows differ)",
+            photo.display(),
+            if fps.is_some() { " or a frame folder" } else { "" }
+        );
+    }
+    if let Some(fps) = fps {
+        anyhow::ensure!(
+            fps.is_finite() && fps > 0.0,
+            "--fps must be a positive number of frames a second"
+        );
+    }
+    Ok(videos > 0)
+}
+
+mod video;
 
 pub fn predict(args: Predict) -> Result<()> {
     anyhow::ensure!(args.batch > 0, "--batch must be positive");
@@ -79,6 +115,37 @@ pub fn predict(args: Predict) -> Result<()> {
         search: search.as_ref(),
         margin,
     };
+    let videos = are_videos(&args.paths, args.fps)?;
+    if let Some(dir) = &args.annotate {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if videos {
+        anyhow::ensure!(
+            args.boxes.is_none(),
+            "--boxes gives faces of photos; a video's faces are detected in every frame"
+        );
+        let run = video::VideoRun {
+            predictor: &predictor,
+            options: &options,
+            format: args.format,
+            batch: args.batch,
+            fps: args.fps,
+            smoothing_s: args.smoothing,
+            limits: *predictor.decode_limits(),
+            annotate: args.annotate.as_deref(),
+            tracks: args.tracks.as_deref(),
+        };
+        let mut sink = RowSink::open(args.out.as_deref())?;
+        let failed = run.run(&args.paths, &mut sink)?;
+        if failed > 0 {
+            bail!("{failed} video(s) or frame(s) could not be predicted (see their error rows)");
+        }
+        return Ok(());
+    }
+    anyhow::ensure!(
+        args.tracks.is_none(),
+        "--tracks summarises the face tracks of videos; no video was given"
+    );
     let boxes = match &args.boxes {
         Some(file) => FaceBoxes::load(file, 0.0)?,
         None => FaceBoxes::default(),
@@ -93,9 +160,6 @@ pub fn predict(args: Predict) -> Result<()> {
     if args.boxes.is_some() {
         let boxed = files.iter().filter(|f| f.face.is_some()).count();
         tracing::info!(boxed, images = files.len(), "face boxes matched");
-    }
-    if let Some(dir) = &args.annotate {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let mut sink = RowSink::open(args.out.as_deref())?;
     let format = args.format;

@@ -55,7 +55,7 @@ pub use circumplex::{Quadrant, Va, EMOTIONS, NEUTRAL_INTENSITY};
 pub use files::{find_images, IMAGE_EXTENSIONS, MAX_FOLDER_DEPTH};
 pub use photo::{FaceMargin, FaceMode, FaceOrigin, FacePrediction, FaceSearch, PhotoOptions, DEFAULT_FACE_MARGIN};
 pub use predictor::{decode_photo, read_photo, ImageFile, InferError, Predictor, MIN_SIDE};
-pub use rows::{PhotoRow, RowFormat, CSV_HEADER, NO_FACE};
+pub use rows::{csv_field, PhotoRow, RowFormat, CSV_HEADER, NO_FACE};
 
 #[cfg(test)]
 mod test_support {

@@ -166,7 +166,7 @@ impl std::str::FromStr for RowFormat {
 }
 
 /// Quotes a CSV field when it holds a comma, a quote or a line break.
-fn csv_field(text: &str) -> String {
+pub fn csv_field(text: &str) -> String {
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {

@@ -141,16 +141,19 @@ impl FrameFolder {
 
     /// The frames in numeric order.
     pub fn frames(&self) -> impl Iterator<Item = VideoFrame> + '_ {
+        (0..self.frames.len()).filter_map(|index| self.frame(index))
+    }
+
+    /// The `index`-th frame in numeric order.
+    pub fn frame(&self, index: usize) -> Option<VideoFrame> {
         let first = self.frames[0].0;
-        self.frames
-            .iter()
-            .enumerate()
-            .map(move |(index, (number, path))| VideoFrame {
-                index,
-                number: *number,
-                time_s: (number - first) as f64 / self.fps,
-                path: path.clone(),
-            })
+        let (number, path) = self.frames.get(index)?;
+        Some(VideoFrame {
+            index,
+            number: *number,
+            time_s: (number - first) as f64 / self.fps,
+            path: path.clone(),
+        })
     }
 }
 

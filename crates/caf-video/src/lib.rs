@@ -15,6 +15,9 @@
 //!   reading out, and a [`TrackSummary`] per track.
 //! * [`FrameFolder`] reads a folder of numbered frames (AFEW-VA's,
 //!   Aff-Wild2's) as a video at a given frame rate.
+//! * [`Mp4Video`] decodes the H.264 video of an MP4 or MOV file a frame
+//!   at a time (feature `mp4`, on by default), and [`Mp4Writer`] writes
+//!   one.
 //!
 //! Each is fed one frame at a time: a caller with frames of its own (a
 //! camera) uses them as a file's frames are used.
@@ -30,12 +33,29 @@
 //! assert_eq!(tracker.update(&[face(205.0), face(4.0)]), vec![1, 0]);
 //! ```
 
+#[cfg(feature = "mp4")]
+mod avc;
 mod frames;
+#[cfg(feature = "mp4")]
+mod mp4_read;
+#[cfg(feature = "mp4")]
+mod mp4_write;
+mod pipeline;
+mod rows;
 mod smoothing;
 mod timeline;
 mod tracker;
 
 pub use frames::{FrameFolder, FrameFolderError, VideoFrame};
+#[cfg(feature = "mp4")]
+pub use mp4_read::{DecodedFrame, Mp4Video, Rotation, VideoError, MAX_FRAME_BYTES, MAX_INDEX_BYTES, MAX_VIDEO_FRAMES};
+#[cfg(feature = "mp4")]
+pub use mp4_write::{Mp4Writer, VideoWriteError};
+pub use pipeline::{is_video_file, predict_video, FrameError, FrameFaces, SourceFrame, VideoSource, VIDEO_EXTENSIONS};
+pub use rows::{write_video_header, write_video_row, FramePlace, FrameRow, VIDEO_CSV_HEADER};
 pub use smoothing::{Smoother, DEFAULT_TIME_CONSTANT_S};
 pub use timeline::{FaceTracks, Spread, TrackSummary, TrackedFace};
 pub use tracker::{overlap, TrackId, Tracker, TrackerSettings};
+
+#[cfg(all(test, feature = "mp4"))]
+mod mp4_tests;

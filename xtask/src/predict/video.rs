@@ -1,0 +1,174 @@
+//! `predict` on videos and frame folders: rows per face per frame, a
+//! summary per track, an annotated video per input.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use caf_backbone::write_file_atomically;
+use caf_infer::{photo_annotation, DecodeLimits, PhotoOptions, Predictor, RowFormat};
+use caf_video::{
+    predict_video, write_video_header, write_video_row, FaceTracks, FrameFolder, FramePlace, FrameRow, Mp4Video,
+    Mp4Writer, Rotation, TrackerSettings, VideoSource,
+};
+use image::RgbImage;
+use serde_json::json;
+
+use super::RowSink;
+
+/// How the videos of one `predict` call are read and written.
+pub(super) struct VideoRun<'a> {
+    pub predictor: &'a Predictor,
+    pub options: &'a PhotoOptions<'a>,
+    pub format: RowFormat,
+    /// Frames predicted together.
+    pub batch: usize,
+    /// The frame rate of frame folders.
+    pub fps: Option<f64>,
+    pub smoothing_s: f64,
+    pub limits: DecodeLimits,
+    pub annotate: Option<&'a Path>,
+    pub tracks: Option<&'a Path>,
+}
+
+/// Rows are written out once this many bytes are waiting.
+const COMMIT_BYTES: usize = 1 << 16;
+
+impl VideoRun<'_> {
+    /// Predicts each video in turn into `sink`; returns how many videos or
+    /// frames failed (each has its error row).
+    pub(super) fn run(&self, videos: &[PathBuf], sink: &mut RowSink) -> Result<usize> {
+        let mut out = Vec::new();
+        write_video_header(self.format, &mut out);
+        let mut failed = 0;
+        let mut summaries = Vec::new();
+        for path in videos {
+            let mut source = match self.open(path) {
+                Ok(source) => source,
+                Err(error) => {
+                    failed += 1;
+                    let place = FramePlace {
+                        video: path,
+                        frame: 0,
+                        time_s: f64::NAN,
+                    };
+                    write_video_row(self.format, &mut out, place, FrameRow::Failed(&format!("{error:#}")));
+                    continue;
+                }
+            };
+            let mut tracks = FaceTracks::new(TrackerSettings::default(), self.smoothing_s)
+                .context("--smoothing must be a number of seconds, 0 (no smoothing) or more")?;
+            let mut annotated = AnnotatedVideo::new(self.annotate, path, source.fps());
+            let (mut frames, mut failed_frames) = (0usize, 0usize);
+            predict_video(
+                self.predictor,
+                self.options,
+                &mut source,
+                &mut tracks,
+                self.batch,
+                |frame| -> Result<()> {
+                    frames += 1;
+                    let place = FramePlace {
+                        video: path,
+                        frame: frame.index,
+                        time_s: frame.time_s,
+                    };
+                    match &frame.faces {
+                        Ok(faces) if faces.is_empty() => {
+                            write_video_row(self.format, &mut out, place, FrameRow::NoFace)
+                        }
+                        Ok(faces) => {
+                            for face in faces {
+                                write_video_row(self.format, &mut out, place, FrameRow::Face(face));
+                            }
+                        }
+                        Err(error) => {
+                            failed_frames += 1;
+                            write_video_row(self.format, &mut out, place, FrameRow::Failed(&error.to_string()));
+                        }
+                    }
+                    if let (Some(image), Ok(faces)) = (frame.image, &frame.faces) {
+                        let plain: Vec<_> = faces.iter().map(|tracked| tracked.face).collect();
+                        annotated.write(&photo_annotation(image, &plain))?;
+                    }
+                    if out.len() >= COMMIT_BYTES {
+                        sink.commit(&mut out)?;
+                    }
+                    Ok(())
+                },
+            )?;
+            annotated.finish()?;
+            failed += failed_frames;
+            let summary = tracks.summaries();
+            tracing::info!(
+                video = %path.display(),
+                frames,
+                failed_frames,
+                tracks = summary.len(),
+                "video predicted"
+            );
+            summaries.push(json!({
+                "video": path.display().to_string(),
+                "frames": frames,
+                "failed_frames": failed_frames,
+                "tracks": summary,
+            }));
+            sink.commit(&mut out)?;
+        }
+        sink.commit(&mut out)?;
+        if let Some(file) = self.tracks {
+            let text = serde_json::to_string_pretty(&summaries).expect("plain numbers and words");
+            write_file_atomically(file, text.as_bytes())?;
+        }
+        Ok(failed)
+    }
+
+    fn open(&self, path: &Path) -> Result<VideoSource> {
+        if caf_video::is_video_file(path) {
+            return Ok(VideoSource::File(Box::new(Mp4Video::open(path)?)));
+        }
+        let fps = self.fps.with_context(|| {
+            format!(
+                "{} is a folder: give its frame rate with --fps to read it as a video",
+                path.display()
+            )
+        })?;
+        Ok(VideoSource::folder(FrameFolder::open(path, fps)?, self.limits))
+    }
+}
+
+/// The annotated copy of one video, when asked for: `<dir>/<stem>.annotated.mp4`.
+struct AnnotatedVideo {
+    target: Option<(PathBuf, f64)>,
+    writer: Option<Mp4Writer>,
+}
+
+impl AnnotatedVideo {
+    fn new(dir: Option<&Path>, video: &Path, fps: Option<f64>) -> Self {
+        let target = dir.map(|dir| {
+            let stem = video.file_stem().and_then(|s| s.to_str()).unwrap_or("video");
+            (dir.join(format!("{stem}.annotated.mp4")), fps.unwrap_or(30.0))
+        });
+        Self { target, writer: None }
+    }
+
+    fn write(&mut self, frame: &RgbImage) -> Result<()> {
+        let Some((path, fps)) = &self.target else {
+            return Ok(());
+        };
+        // H.264 frames have even sides.
+        let (width, height) = (frame.width() & !1, frame.height() & !1);
+        if self.writer.is_none() {
+            self.writer = Some(Mp4Writer::create(path, width, height, *fps, Rotation::None)?);
+        }
+        let even = image::imageops::crop_imm(frame, 0, 0, width, height).to_image();
+        self.writer.as_mut().expect("created above").write_frame(&even)?;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        if let Some(writer) = self.writer {
+            writer.finish()?;
+        }
+        Ok(())
+    }
+}

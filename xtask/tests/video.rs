@@ -1,0 +1,176 @@
+//! `predict` on videos and frame folders, on a video this test makes: a
+//! fixture face moving across a background.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use caf_backbone::{save_checkpoint, seeded_init, Arch, ModelSpec, VaNet};
+use caf_video::{Mp4Video, Mp4Writer, Rotation};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use image::{Rgb, RgbImage};
+use serde_json::Value;
+
+mod common;
+
+use common::{text, xtask};
+
+const FRAMES: u32 = 10;
+const FPS: f64 = 10.0;
+
+fn model(dir: &Path) -> PathBuf {
+    let varmap = VarMap::new();
+    VaNet::new(
+        Arch::AlexNet,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .expect("model");
+    seeded_init(&varmap, Arch::AlexNet, 3).expect("weights");
+    let spec = ModelSpec {
+        arch: Arch::AlexNet,
+        image_size: 64,
+        resize: 72,
+    };
+    let path = dir.join("model.safetensors");
+    save_checkpoint(&path, &spec, &varmap, &Default::default()).expect("checkpoint");
+    path
+}
+
+/// The astronaut's face moving right across a 320×240 background.
+fn write_moving_face(path: &Path) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/faces/astronaut.png");
+    let photo = image::open(fixture).expect("fixture").to_rgb8();
+    let face = image::imageops::crop_imm(&photo, 150, 30, 150, 180).to_image();
+    let face = image::imageops::resize(&face, 100, 120, image::imageops::FilterType::Triangle);
+    let mut writer = Mp4Writer::create(path, 320, 240, FPS, Rotation::None).expect("writer");
+    for k in 0..FRAMES {
+        let mut frame = RgbImage::from_pixel(320, 240, Rgb([70, 80, 90]));
+        image::imageops::overlay(&mut frame, &face, i64::from(10 + 18 * k), 60);
+        writer.write_frame(&frame).expect("frame");
+    }
+    writer.finish().expect("finished");
+}
+
+fn rows(output: &std::process::Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("utf-8")
+}
+
+#[test]
+fn a_video_s_faces_are_tracked_and_read_as_its_frames_are_as_photos() {
+    let dir = tempfile::tempdir().expect("dir");
+    let model = model(dir.path());
+    let video = dir.path().join("walk.mp4");
+    write_moving_face(&video);
+
+    // The decoded frames, as photos and as a frame folder.
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).expect("dir");
+    for frame in Mp4Video::open(&video).expect("opens") {
+        let frame = frame.expect("decodes");
+        frame
+            .image
+            .save(frames.join(format!("{:05}.png", frame.index + 1)))
+            .expect("png");
+    }
+
+    let tracks = dir.path().join("tracks.json");
+    let annotated = dir.path().join("annotated");
+    let predict = |extra: &[&str]| {
+        let mut args = vec!["predict", "--checkpoint", s(&model), "--format", "jsonl"];
+        args.extend_from_slice(extra);
+        xtask(&args)
+    };
+    let from_video = predict(&[s(&video), "--tracks", s(&tracks), "--annotate", s(&annotated)]);
+    assert!(from_video.status.success(), "{}", text(&from_video));
+    let video_rows = rows(&from_video);
+    assert_eq!(video_rows.len(), FRAMES as usize, "one face a frame: {video_rows:?}");
+    for (k, row) in video_rows.iter().enumerate() {
+        assert_eq!(row["frame"], k);
+        assert!((row["time_s"].as_f64().expect("time") - k as f64 / FPS).abs() < 1e-9);
+        assert_eq!(row["track"], 0, "one person, one track: {row}");
+        assert_eq!(row["source"], "detected");
+    }
+
+    // The same numbers as each decoded frame predicted as a photo.
+    let as_photos = predict(&[s(&frames)]);
+    assert!(as_photos.status.success(), "{}", text(&as_photos));
+    let photo_rows: BTreeMap<String, Value> = rows(&as_photos)
+        .into_iter()
+        .map(|row| (row["path"].as_str().expect("path").to_string(), row))
+        .collect();
+    for (k, row) in video_rows.iter().enumerate() {
+        let photo = &photo_rows[s(&frames.join(format!("{:05}.png", k + 1)))];
+        for field in ["valence", "arousal", "box", "score"] {
+            assert_eq!(row[field], photo[field], "frame {k}, {field}");
+        }
+    }
+
+    // The folder read as a video at the same rate: the same rows.
+    let from_folder = predict(&["--fps", "10", s(&frames)]);
+    assert!(from_folder.status.success(), "{}", text(&from_folder));
+    for (a, b) in video_rows.iter().zip(rows(&from_folder)) {
+        for field in ["frame", "time_s", "track", "valence", "arousal", "smoothed"] {
+            assert_eq!(a[field], b[field], "{field}");
+        }
+    }
+
+    // The smoothed reading lags the raw one: the first frame's is the raw one.
+    assert_eq!(video_rows[0]["smoothed"]["valence"], video_rows[0]["valence"]);
+
+    let summary: Value = serde_json::from_slice(&std::fs::read(&tracks).expect("tracks")).expect("json");
+    let track = &summary[0]["tracks"][0];
+    assert_eq!(summary[0]["frames"], FRAMES);
+    assert_eq!(track["frames"], FRAMES);
+    assert!((track["last_s"].as_f64().expect("last") - 0.9).abs() < 1e-9, "{track}");
+    let shares: f64 = track["quadrants"]
+        .as_object()
+        .expect("quadrants")
+        .values()
+        .map(|v| v.as_f64().expect("share"))
+        .sum();
+    assert!((shares - 1.0).abs() < 1e-9);
+
+    let copy = Mp4Video::open(&annotated.join("walk.annotated.mp4")).expect("the annotated video opens");
+    assert_eq!(copy.count(), FRAMES as usize);
+}
+
+#[test]
+fn a_broken_video_costs_its_own_row_and_the_others_are_read() {
+    let dir = tempfile::tempdir().expect("dir");
+    let model = model(dir.path());
+    let (good, empty) = (dir.path().join("good.mp4"), dir.path().join("empty.mp4"));
+    write_moving_face(&good);
+    std::fs::write(&empty, b"").expect("write");
+    let output = xtask(&[
+        "predict",
+        "--checkpoint",
+        s(&model),
+        "--format",
+        "jsonl",
+        s(&empty),
+        s(&good),
+    ]);
+    assert!(!output.status.success());
+    let rows = rows(&output);
+    assert!(
+        rows[0]["error"].as_str().expect("an error row").contains("empty"),
+        "{}",
+        rows[0]
+    );
+    assert_eq!(rows.len(), 1 + FRAMES as usize);
+    assert!(text(&output).contains("could not be predicted"));
+
+    // Photos and videos in one call are refused by name.
+    let photo = dir.path().join("a.png");
+    RgbImage::from_pixel(64, 64, Rgb([1, 2, 3])).save(&photo).expect("png");
+    let mixed = xtask(&["predict", "--checkpoint", s(&model), s(&good), s(&photo)]);
+    assert!(!mixed.status.success());
+    assert!(text(&mixed).contains("separate calls"), "{}", text(&mixed));
+}
