@@ -1,6 +1,7 @@
 //! `cargo xtask predict`: valence and arousal for image files and folders.
 
 use std::io::Write;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -26,9 +27,17 @@ pub struct Predict {
     /// Read the folders given as videos: numbered frames (00001.jpg, …) at this many frames a second
     #[arg(long)]
     fps: Option<f64>,
+    /// Videos: search for faces in one frame of this many; the frames between read each face at its
+    /// box in the last searched frame (`source` = `carried`)
+    #[arg(long, default_value_t = NonZeroUsize::MIN)]
+    detect_every: NonZeroUsize,
     /// Time constant, in seconds, of the smoothed valence and arousal of a video's face tracks
     #[arg(long, default_value_t = caf_video::DEFAULT_TIME_CONSTANT_S)]
     smoothing: f64,
+    /// Videos: also write, per video, `<name>.svg` into this folder: valence and arousal over time per
+    /// face track (raw and smoothed) and each track's path on the circumplex
+    #[arg(long)]
+    plots: Option<PathBuf>,
     /// Videos: also write a JSON summary per face track here (duration, mean and spread of valence
     /// and arousal, share of frames per quadrant)
     #[arg(long)]
@@ -120,6 +129,9 @@ pub fn predict(args: Predict) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     if videos {
+        if let Some(dir) = &args.plots {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
         anyhow::ensure!(
             args.boxes.is_none(),
             "--boxes gives faces of photos; a video's faces are detected in every frame"
@@ -128,11 +140,15 @@ pub fn predict(args: Predict) -> Result<()> {
             predictor: &predictor,
             options: &options,
             format: args.format,
-            batch: args.batch,
+            schedule: caf_video::FrameSchedule {
+                chunk: NonZeroUsize::new(args.batch).expect("checked above"),
+                detect_every: args.detect_every,
+            },
             fps: args.fps,
             smoothing_s: args.smoothing,
             limits: *predictor.decode_limits(),
             annotate: args.annotate.as_deref(),
+            plots: args.plots.as_deref(),
             tracks: args.tracks.as_deref(),
         };
         let mut sink = RowSink::open(args.out.as_deref())?;

@@ -45,7 +45,7 @@ fn write_moving_face(path: &Path) {
     let mut writer = Mp4Writer::create(path, 320, 240, FPS, Rotation::None).expect("writer");
     for k in 0..FRAMES {
         let mut frame = RgbImage::from_pixel(320, 240, Rgb([70, 80, 90]));
-        image::imageops::overlay(&mut frame, &face, i64::from(10 + 18 * k), 60);
+        image::imageops::overlay(&mut frame, &face, i64::from(10 + 8 * k), 60);
         writer.write_frame(&frame).expect("frame");
     }
     writer.finish().expect("finished");
@@ -82,12 +82,21 @@ fn a_video_s_faces_are_tracked_and_read_as_its_frames_are_as_photos() {
 
     let tracks = dir.path().join("tracks.json");
     let annotated = dir.path().join("annotated");
+    let plots = dir.path().join("plots");
     let predict = |extra: &[&str]| {
         let mut args = vec!["predict", "--checkpoint", s(&model), "--format", "jsonl"];
         args.extend_from_slice(extra);
         xtask(&args)
     };
-    let from_video = predict(&[s(&video), "--tracks", s(&tracks), "--annotate", s(&annotated)]);
+    let from_video = predict(&[
+        s(&video),
+        "--tracks",
+        s(&tracks),
+        "--annotate",
+        s(&annotated),
+        "--plots",
+        s(&plots),
+    ]);
     assert!(from_video.status.success(), "{}", text(&from_video));
     let video_rows = rows(&from_video);
     assert_eq!(video_rows.len(), FRAMES as usize, "one face a frame: {video_rows:?}");
@@ -121,6 +130,28 @@ fn a_video_s_faces_are_tracked_and_read_as_its_frames_are_as_photos() {
         }
     }
 
+    // Faces searched in one frame of three: the others read at the last box found.
+    let sparse = predict(&["--detect-every", "3", s(&video)]);
+    assert!(sparse.status.success(), "{}", text(&sparse));
+    let sparse_rows = rows(&sparse);
+    assert_eq!(sparse_rows.len(), FRAMES as usize);
+    for (k, row) in sparse_rows.iter().enumerate() {
+        assert_eq!(row["track"], 0, "{row}");
+        if k % 3 == 0 {
+            assert_eq!(row["source"], "detected");
+            assert_eq!(row["valence"], video_rows[k]["valence"], "a searched frame as before");
+        } else {
+            assert_eq!(row["source"], "carried");
+            assert_eq!(
+                row["box"],
+                video_rows[k - k % 3]["box"],
+                "frame {k} reads frame {}'s box",
+                k - k % 3
+            );
+            assert!(row["score"].is_null());
+        }
+    }
+
     // The smoothed reading lags the raw one: the first frame's is the raw one.
     assert_eq!(video_rows[0]["smoothed"]["valence"], video_rows[0]["valence"]);
 
@@ -136,6 +167,12 @@ fn a_video_s_faces_are_tracked_and_read_as_its_frames_are_as_photos() {
         .map(|v| v.as_f64().expect("share"))
         .sum();
     assert!((shares - 1.0).abs() < 1e-9);
+
+    let svg = std::fs::read_to_string(plots.join("walk.svg")).expect("the plot");
+    assert!(
+        svg.contains("track 0") && !svg.contains("track 1"),
+        "one track in the plot"
+    );
 
     let copy = Mp4Video::open(&annotated.join("walk.annotated.mp4")).expect("the annotated video opens");
     assert_eq!(copy.count(), FRAMES as usize);

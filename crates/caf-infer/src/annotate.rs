@@ -52,7 +52,10 @@ pub fn photo_annotation(photo: &RgbImage, faces: &[FacePrediction]) -> RgbImage 
             let (x, y, w, h) = (b.x * scale_x, b.y * scale, b.width * scale_x, b.height * scale);
             let label = label(face);
             let (text_w, text_h) = measure(&label, LABEL_SIZE);
-            let framed = matches!(face.origin, FaceOrigin::Detected | FaceOrigin::Given);
+            let framed = matches!(
+                face.origin,
+                FaceOrigin::Detected | FaceOrigin::Given | FaceOrigin::Carried
+            );
             if framed {
                 stroke_rect(&mut pixmap, (x, y, w, h), colour(face.index), 3.0);
             }
@@ -83,7 +86,7 @@ fn label(face: &FacePrediction) -> String {
     let va = face.va;
     let reading = format!("{} V{:+.2} A{:+.2}", va.emotion(), va.valence, va.arousal);
     match face.origin {
-        FaceOrigin::Detected | FaceOrigin::Given => format!("#{} {reading}", face.index),
+        FaceOrigin::Detected | FaceOrigin::Given | FaceOrigin::Carried => format!("#{} {reading}", face.index),
         FaceOrigin::Whole => format!("whole picture: {reading}"),
         FaceOrigin::NoFaceFound => format!("no face found, whole picture: {reading}"),
     }

@@ -126,6 +126,9 @@ pub enum FaceOrigin {
     Whole,
     /// The whole picture, because the detector found no face ([`FaceSearch::Auto`]).
     NoFaceFound,
+    /// A box found in an earlier frame of a video, read again in this one
+    /// ([`Predictor::predict_faces_again`]).
+    Carried,
 }
 
 impl FaceOrigin {
@@ -136,6 +139,7 @@ impl FaceOrigin {
             FaceOrigin::Given => "given",
             FaceOrigin::Whole => "whole",
             FaceOrigin::NoFaceFound => "whole-no-face-found",
+            FaceOrigin::Carried => "carried",
         }
     }
 }
@@ -235,9 +239,48 @@ impl Predictor {
         options: &PhotoOptions,
     ) -> Result<Vec<FacePrediction>, InferError> {
         let located = locate(photo, given, options.search)?;
+        self.predict_located(photo, located, options.margin)
+    }
+
+    /// Reads `photo` at the boxes of `faces`, predicted in another picture
+    /// of the same size (an earlier frame of a video), without searching
+    /// for faces: each keeps its index and box; a box the detector found
+    /// becomes [`FaceOrigin::Carried`] with no score or landmarks (they
+    /// were the other picture's), a whole-picture one stays as it was.
+    pub fn predict_faces_again(
+        &self,
+        photo: &RgbImage,
+        faces: &[FacePrediction],
+        margin: FaceMargin,
+    ) -> Result<Vec<FacePrediction>, InferError> {
+        let located = faces
+            .iter()
+            .map(|face| match face.origin {
+                FaceOrigin::Whole | FaceOrigin::NoFaceFound => Located {
+                    face: whole(photo),
+                    detection: None,
+                    origin: face.origin,
+                },
+                FaceOrigin::Detected | FaceOrigin::Given | FaceOrigin::Carried => Located {
+                    face: face.face,
+                    detection: None,
+                    origin: FaceOrigin::Carried,
+                },
+            })
+            .collect();
+        self.predict_located(photo, located, margin)
+    }
+
+    /// Crops and predicts each located face, in order.
+    fn predict_located(
+        &self,
+        photo: &RgbImage,
+        located: Vec<Located>,
+        margin: FaceMargin,
+    ) -> Result<Vec<FacePrediction>, InferError> {
         let inputs: Vec<Vec<f32>> = located
             .par_iter()
-            .map(|l| self.input(photo, Some(l.face.grown(options.margin.get()))))
+            .map(|l| self.input(photo, Some(l.face.grown(margin.get()))))
             .collect();
         let predictions = self.predict_inputs(&inputs)?;
         Ok(located
@@ -307,6 +350,44 @@ mod tests {
         let predictor = Predictor::from_checkpoint(&checkpoint(dir.path()), &Device::Cpu).expect("load");
         let detector = FaceDetector::builtin(&Device::Cpu).expect("detector");
         (dir, predictor, detector)
+    }
+
+    #[test]
+    fn faces_read_again_keep_their_boxes_and_lose_what_was_the_other_picture_s() {
+        let (_dir, predictor, _) = setup();
+        let photo = grey(90, 70);
+        let margin = DEFAULT_FACE_MARGIN;
+        let found = |x: f32, origin: FaceOrigin| FacePrediction {
+            index: 0,
+            face: FaceBox {
+                x,
+                y: 5.0,
+                width: 40.0,
+                height: 50.0,
+            },
+            score: Some(0.9),
+            landmarks: Some([[1.0, 2.0]; 5]),
+            origin,
+            va: Va {
+                valence: 9.0,
+                arousal: 9.0,
+            },
+        };
+        let earlier = [found(3.0, FaceOrigin::Detected), found(0.0, FaceOrigin::NoFaceFound)];
+        let again = predictor.predict_faces_again(&photo, &earlier, margin).expect("read");
+        assert_eq!(again.len(), 2);
+        assert_eq!(again[0].origin, FaceOrigin::Carried);
+        assert_eq!(again[0].face, earlier[0].face);
+        assert_eq!((again[0].score, again[0].landmarks), (None, None));
+        assert_eq!(again[1].origin, FaceOrigin::NoFaceFound);
+        assert_eq!(again[1].face, whole(&photo));
+        // Read in this picture, as a given box is.
+        let options = PhotoOptions::new(FaceSearch::Whole);
+        let given = predictor
+            .predict_photo(&photo, Some(earlier[0].face), &options)
+            .expect("given");
+        assert_eq!(again[0].va, given[0].va);
+        assert_ne!(again[0].va.valence, 9.0);
     }
 
     #[test]

@@ -41,6 +41,7 @@ mod mp4_read;
 #[cfg(feature = "mp4")]
 mod mp4_write;
 mod pipeline;
+mod plot;
 mod rows;
 mod smoothing;
 mod timeline;
@@ -51,7 +52,10 @@ pub use frames::{FrameFolder, FrameFolderError, VideoFrame};
 pub use mp4_read::{DecodedFrame, Mp4Video, Rotation, VideoError, MAX_FRAME_BYTES, MAX_INDEX_BYTES, MAX_VIDEO_FRAMES};
 #[cfg(feature = "mp4")]
 pub use mp4_write::{Mp4Writer, VideoWriteError};
-pub use pipeline::{is_video_file, predict_video, FrameError, FrameFaces, SourceFrame, VideoSource, VIDEO_EXTENSIONS};
+pub use pipeline::{
+    is_video_file, predict_video, FrameError, FrameFaces, FrameSchedule, SourceFrame, VideoSource, VIDEO_EXTENSIONS,
+};
+pub use plot::{PlotError, VideoPlot, MAX_PLOT_POINTS};
 pub use rows::{write_video_header, write_video_row, FramePlace, FrameRow, VIDEO_CSV_HEADER};
 pub use smoothing::{Smoother, DEFAULT_TIME_CONSTANT_S};
 pub use timeline::{FaceTracks, Spread, TrackSummary, TrackedFace};

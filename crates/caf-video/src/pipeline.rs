@@ -2,9 +2,10 @@
 //! are read in order, a few at a time predicted in parallel as `predict`'s
 //! photos are, and handed back in order with their tracks.
 
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
-use caf_infer::{DecodeLimits, InferError, PhotoOptions, Predictor};
+use caf_infer::{DecodeLimits, FacePrediction, InferError, PhotoOptions, Predictor};
 use image::RgbImage;
 use rayon::prelude::*;
 
@@ -130,36 +131,109 @@ pub struct FrameFaces<'a> {
     pub faces: Result<Vec<TrackedFace>, FrameError>,
 }
 
-/// Predicts every frame of `source`, `chunk` frames at a time in
-/// parallel, follows the faces with `tracks`, and hands each frame to
-/// `each` in order. Frames that fail are handed over with their error;
-/// an error of `each` stops the video and is returned.
+/// How a video's frames are predicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameSchedule {
+    /// Frames read, then predicted in parallel, at a time.
+    pub chunk: NonZeroUsize,
+    /// Faces are searched for in one frame of this many (frame indices
+    /// 0, N, 2N, …); the frames between read each face at its box in the
+    /// last searched frame ([`caf_infer::FaceOrigin::Carried`]). 1 searches
+    /// every frame.
+    pub detect_every: NonZeroUsize,
+}
+
+impl Default for FrameSchedule {
+    /// 32 frames at a time, faces searched in every frame.
+    fn default() -> Self {
+        Self {
+            chunk: NonZeroUsize::new(32).expect("not zero"),
+            detect_every: NonZeroUsize::MIN,
+        }
+    }
+}
+
+/// Predicts every frame of `source` as `schedule` says, follows the faces
+/// with `tracks`, and hands each frame to `each` in order. Frames that
+/// fail are handed over with their error; an error of `each` stops the
+/// video and is returned.
 pub fn predict_video<E>(
     predictor: &Predictor,
     options: &PhotoOptions,
     source: &mut VideoSource,
     tracks: &mut FaceTracks,
-    chunk: usize,
+    schedule: FrameSchedule,
     mut each: impl FnMut(FrameFaces) -> Result<(), E>,
 ) -> Result<(), E> {
-    let chunk = chunk.max(1);
+    let every = schedule.detect_every.get();
+    // The faces of the last frame searched, for the frames after it.
+    let mut carried: Option<Vec<FacePrediction>> = None;
     loop {
-        let frames: Vec<SourceFrame> = source.by_ref().take(chunk).collect();
+        let frames: Vec<SourceFrame> = source.by_ref().take(schedule.chunk.get()).collect();
         if frames.is_empty() {
             return Ok(());
         }
-        let predicted: Vec<Result<Vec<caf_infer::FacePrediction>, FrameError>> = frames
-            .par_iter()
-            .map(|frame| match &frame.image {
-                Ok(image) => predictor.predict_photo(image, None, options).map_err(FrameError::from),
-                // The frame's own error is handed over below.
-                Err(_) => Ok(Vec::new()),
+        // Which frames are searched: every N-th, and any readable frame
+        // before which no face search has been made.
+        let mut searched_before = carried.is_some();
+        let search: Vec<bool> = frames
+            .iter()
+            .map(|frame| {
+                let search = frame.image.is_ok() && (frame.index % every == 0 || !searched_before);
+                searched_before |= search;
+                search
             })
             .collect();
-        for (frame, faces) in frames.into_iter().zip(predicted) {
+        let mut predicted: Vec<Option<Result<Vec<FacePrediction>, FrameError>>> = frames
+            .par_iter()
+            .zip(&search)
+            .map(|(frame, search)| match (&frame.image, search) {
+                (Ok(image), true) => Some(predictor.predict_photo(image, None, options).map_err(FrameError::from)),
+                _ => None,
+            })
+            .collect();
+        // Each other frame reads the faces of the last search before it
+        // that succeeded.
+        let mut last: Option<&[FacePrediction]> = carried.as_deref();
+        let sources: Vec<Option<&[FacePrediction]>> = predicted
+            .iter()
+            .map(|outcome| {
+                if let Some(Ok(faces)) = outcome {
+                    last = Some(faces.as_slice());
+                }
+                last
+            })
+            .collect();
+        let again: Vec<Option<Result<Vec<FacePrediction>, FrameError>>> = frames
+            .par_iter()
+            .zip(&search)
+            .zip(&sources)
+            .map(|((frame, search), source)| match (&frame.image, search) {
+                (Ok(image), false) => Some(
+                    match source {
+                        Some(faces) => predictor.predict_faces_again(image, faces, options.margin),
+                        // Every search so far failed: search this one.
+                        None => predictor.predict_photo(image, None, options),
+                    }
+                    .map_err(FrameError::from),
+                ),
+                _ => None,
+            })
+            .collect();
+        let newest = predicted.iter().rev().find_map(|outcome| match outcome {
+            Some(Ok(faces)) => Some(faces.clone()),
+            _ => None,
+        });
+        if newest.is_some() {
+            carried = newest;
+        }
+        for ((frame, outcome), again) in frames.into_iter().zip(predicted.iter_mut()).zip(again) {
+            let faces = outcome.take().or(again);
             let (image, faces) = match frame.image {
                 Ok(image) => {
-                    let faces = faces.map(|faces| tracks.follow(frame.time_s, faces));
+                    let faces = faces
+                        .unwrap_or_else(|| Ok(Vec::new()))
+                        .map(|faces| tracks.follow(frame.time_s, faces));
                     (Some(image), faces)
                 }
                 Err(error) => (None, Err(error)),

@@ -113,6 +113,16 @@ pub(super) fn bench_serve(args: &Bench, device: &Device, threads: usize, scratch
         let (status, _) = post(addr, body)?;
         ensure!(status == 200, "the warm-up request was answered {status}");
     }
+    // The allocator reaches its working set under load, not from one
+    // request at a time: a first load, not measured, so that the memory
+    // compared below is the service's steady state.
+    tracing::info!(clients = args.clients, seconds = WARM_UP_S, %addr, "warming the service up");
+    let warm_up = load(addr, &bodies, args.clients, WARM_UP_S);
+    ensure!(
+        warm_up.errors.is_empty(),
+        "the warm-up load failed: {:?}",
+        warm_up.errors.first()
+    );
     tracing::info!(clients = args.clients, seconds = args.serve_seconds, %addr, "loading the service");
     let done = Arc::new(AtomicBool::new(false));
     let memory = {
@@ -189,7 +199,11 @@ pub(super) fn bench_serve(args: &Bench, device: &Device, threads: usize, scratch
         "first_errors": errors,
         "requests_per_s": rate,
         "latency_s": { "p50": percentile(0.5), "p90": percentile(0.9), "p99": percentile(0.99), "max": latencies.last() },
+        "warm_up_s": WARM_UP_S,
         "resident_mib": {
+            "by_tenth": (0..10)
+                .map(|tenth| window_mean(elapsed * tenth as f64 / 10.0, elapsed * (tenth + 1) as f64 / 10.0))
+                .collect::<Vec<f64>>(),
             "first_10_s": window_mean(0.0, 10.0),
             "last_10_s": window_mean(elapsed - 10.0, elapsed),
             "peak": samples.iter().map(|(_, mib)| *mib).fold(f64::NAN, f64::max),
@@ -203,6 +217,9 @@ pub(super) fn bench_serve(args: &Bench, device: &Device, threads: usize, scratch
         "service_vs_cli": served_rate / cli_rate,
     }))
 }
+
+/// Seconds of load before the measured load.
+const WARM_UP_S: f64 = 10.0;
 
 /// Slices of each in the throughput comparison, and their length.
 const COMPARISON_ROUNDS: usize = 10;
@@ -305,10 +322,18 @@ pub(super) fn print_serve(report: &Value) {
         ms(&report["latency_s"]["p99"]),
     );
     println!(
-        "resident memory: {:.0} MiB over the first 10 s, {:.0} MiB over the last 10 s (peak {:.0} MiB)",
+        "resident memory after {} s of warm-up: {:.0} MiB over the first 10 s, {:.0} MiB over the last 10 s (peak {:.0} MiB); by tenth of the run: {}",
+        report["warm_up_s"],
         report["resident_mib"]["first_10_s"].as_f64().unwrap_or(f64::NAN),
         report["resident_mib"]["last_10_s"].as_f64().unwrap_or(f64::NAN),
         report["resident_mib"]["peak"].as_f64().unwrap_or(f64::NAN),
+        report["resident_mib"]["by_tenth"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|mib| format!("{:.0}", mib.as_f64().unwrap_or(f64::NAN)))
+            .collect::<Vec<_>>()
+            .join(" "),
     );
     println!(
         "alternating {} × {} s: predict's library path {:.2} photos/s, the service {:.2} requests/s: {:.2}×",

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use caf_backbone::write_file_atomically;
-use caf_infer::{photo_annotation, DecodeLimits, PhotoOptions, Predictor, RowFormat};
+use caf_infer::{photo_annotation, DecodeLimits, FacePrediction, PhotoOptions, Predictor, RowFormat};
 use caf_video::{
-    predict_video, write_video_header, write_video_row, FaceTracks, FrameFolder, FramePlace, FrameRow, Mp4Video,
-    Mp4Writer, Rotation, TrackerSettings, VideoSource,
+    predict_video, write_video_header, write_video_row, FaceTracks, FrameFolder, FramePlace, FrameRow, FrameSchedule,
+    Mp4Video, Mp4Writer, Rotation, TrackerSettings, VideoPlot, VideoSource,
 };
 use image::RgbImage;
 use serde_json::json;
@@ -20,13 +20,13 @@ pub(super) struct VideoRun<'a> {
     pub predictor: &'a Predictor,
     pub options: &'a PhotoOptions<'a>,
     pub format: RowFormat,
-    /// Frames predicted together.
-    pub batch: usize,
+    pub schedule: FrameSchedule,
     /// The frame rate of frame folders.
     pub fps: Option<f64>,
     pub smoothing_s: f64,
     pub limits: DecodeLimits,
     pub annotate: Option<&'a Path>,
+    pub plots: Option<&'a Path>,
     pub tracks: Option<&'a Path>,
 }
 
@@ -58,13 +58,14 @@ impl VideoRun<'_> {
             let mut tracks = FaceTracks::new(TrackerSettings::default(), self.smoothing_s)
                 .context("--smoothing must be a number of seconds, 0 (no smoothing) or more")?;
             let mut annotated = AnnotatedVideo::new(self.annotate, path, source.fps());
+            let mut plot = VideoPlot::new();
             let (mut frames, mut failed_frames) = (0usize, 0usize);
             predict_video(
                 self.predictor,
                 self.options,
                 &mut source,
                 &mut tracks,
-                self.batch,
+                self.schedule,
                 |frame| -> Result<()> {
                     frames += 1;
                     let place = FramePlace {
@@ -86,8 +87,18 @@ impl VideoRun<'_> {
                             write_video_row(self.format, &mut out, place, FrameRow::Failed(&error.to_string()));
                         }
                     }
+                    if let Ok(faces) = &frame.faces {
+                        plot.add(frame.time_s, faces);
+                    }
                     if let (Some(image), Ok(faces)) = (frame.image, &frame.faces) {
-                        let plain: Vec<_> = faces.iter().map(|tracked| tracked.face).collect();
+                        // Each face numbered by its track, so a person keeps a number across frames.
+                        let plain: Vec<_> = faces
+                            .iter()
+                            .map(|tracked| FacePrediction {
+                                index: tracked.track as usize,
+                                ..tracked.face
+                            })
+                            .collect();
                         annotated.write(&photo_annotation(image, &plain))?;
                     }
                     if out.len() >= COMMIT_BYTES {
@@ -97,6 +108,9 @@ impl VideoRun<'_> {
                 },
             )?;
             annotated.finish()?;
+            if let Some(dir) = self.plots {
+                plot.write_svg(&dir.join(format!("{}.svg", stem(path))), &path.display().to_string())?;
+            }
             failed += failed_frames;
             let summary = tracks.summaries();
             tracing::info!(
@@ -136,6 +150,11 @@ impl VideoRun<'_> {
     }
 }
 
+/// A video's name without its extension, for the files written beside it.
+fn stem(video: &Path) -> &str {
+    video.file_stem().and_then(|s| s.to_str()).unwrap_or("video")
+}
+
 /// The annotated copy of one video, when asked for: `<dir>/<stem>.annotated.mp4`.
 struct AnnotatedVideo {
     target: Option<(PathBuf, f64)>,
@@ -144,10 +163,7 @@ struct AnnotatedVideo {
 
 impl AnnotatedVideo {
     fn new(dir: Option<&Path>, video: &Path, fps: Option<f64>) -> Self {
-        let target = dir.map(|dir| {
-            let stem = video.file_stem().and_then(|s| s.to_str()).unwrap_or("video");
-            (dir.join(format!("{stem}.annotated.mp4")), fps.unwrap_or(30.0))
-        });
+        let target = dir.map(|dir| (dir.join(format!("{}.annotated.mp4", stem(video))), fps.unwrap_or(30.0)));
         Self { target, writer: None }
     }
 
