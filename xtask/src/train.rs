@@ -247,7 +247,18 @@ pub struct Eval {
     /// current folder for a Hub checkpoint)
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Frame rate of the videos, for the metrics of the smoothed predictions (reported for afew_va
+    /// and aff_wild2, and for any data of numbered frames in per-video folders when given)
+    #[arg(long)]
+    fps: Option<f64>,
+    /// Time constant, in seconds, of the smoothing of each video's predictions (as `predict`
+    /// smooths a video's face tracks)
+    #[arg(long, default_value_t = caf_video::DEFAULT_TIME_CONSTANT_S)]
+    smoothing: f64,
 }
+
+/// The frame rate assumed for a video dataset's frames when `--fps` is not given.
+const VIDEO_DATASET_FPS: f64 = 30.0;
 
 /// The data a checkpoint is evaluated on: shared by `eval` and `export`.
 #[derive(clap::Args)]
@@ -335,6 +346,22 @@ pub fn eval(args: Eval) -> Result<()> {
         (None, WeightSource::Hub(_)) => PathBuf::from("eval.json"),
     };
     let mut record = evaluation.record(true);
+    let video_dataset = matches!(spec, Some(DatasetSpec::AfewVa { .. } | DatasetSpec::AffWild2 { .. }));
+    if video_dataset || args.fps.is_some() {
+        let fps = args.fps.unwrap_or(VIDEO_DATASET_FPS);
+        let smoothed = caf_train::smoothed_metrics(&dataset, &evaluation.predictions, fps, args.smoothing)?;
+        println!(
+            "smoothed per video ({} videos, causal, time constant {} s at {fps} frames/s):\n{}",
+            smoothed.videos, smoothed.time_constant_s, smoothed.summary
+        );
+        record["smoothed"] = serde_json::json!({
+            "videos": smoothed.videos,
+            "fps": fps,
+            "time_constant_s": smoothed.time_constant_s,
+            "metrics": caf_train::summary_json(&smoothed.summary),
+            "mean_ccc": caf_train::mean_ccc(&smoothed.summary),
+        });
+    }
     record["checkpoint"] = args.checkpoint.to_string().into();
     record["dataset"] = dataset.name.clone().into();
     record["samples"] = dataset.len().into();

@@ -211,3 +211,57 @@ fn a_broken_video_costs_its_own_row_and_the_others_are_read() {
     assert!(!mixed.status.success());
     assert!(text(&mixed).contains("separate calls"), "{}", text(&mixed));
 }
+
+#[test]
+fn eval_on_a_video_dataset_scores_the_smoothed_predictions_beside_the_raw_ones() {
+    let dir = tempfile::tempdir().expect("dir");
+    let model = model(dir.path());
+    let (annotations, frames) = (dir.path().join("annotations"), dir.path().join("frames"));
+    for video in ["clip_a", "clip_b"] {
+        std::fs::create_dir_all(frames.join(video)).expect("dirs");
+        std::fs::create_dir_all(&annotations).expect("dirs");
+        let mut labels = String::from("valence,arousal\n");
+        for k in 0..8u32 {
+            labels.push_str(&format!("{},{}\n", 0.1 * k as f32 - 0.4, 0.3 - 0.05 * k as f32));
+            RgbImage::from_fn(72, 72, |x, y| Rgb([(x * 3 + k * 20) as u8, (y * 3) as u8, 90]))
+                .save(frames.join(video).join(format!("{:05}.png", k + 1)))
+                .expect("png");
+        }
+        std::fs::write(annotations.join(format!("{video}.txt")), labels).expect("labels");
+    }
+    let eval = |smoothing: &str| {
+        let json = dir.path().join(format!("eval-{smoothing}.json"));
+        let output = xtask(&[
+            "eval",
+            "--checkpoint",
+            s(&model),
+            "--format",
+            "aff-wild2",
+            "--annotations",
+            s(&annotations),
+            "--frames",
+            s(&frames),
+            "--smoothing",
+            smoothing,
+            "--json",
+            s(&json),
+        ]);
+        assert!(output.status.success(), "{}", text(&output));
+        assert!(
+            text(&output).contains("smoothed per video (2 videos"),
+            "{}",
+            text(&output)
+        );
+        let record: Value = serde_json::from_slice(&std::fs::read(&json).expect("eval.json")).expect("json");
+        record
+    };
+    let smoothed = eval("0.5");
+    assert_eq!(smoothed["smoothed"]["videos"], 2);
+    assert_eq!(smoothed["smoothed"]["fps"], 30.0);
+    assert_ne!(smoothed["smoothed"]["metrics"], smoothed["metrics"]);
+    // No smoothing: the raw metrics again.
+    let raw = eval("0");
+    let rmse = |record: &Value, at: &str| record[at]["valence"]["rmse"].as_f64().expect("rmse");
+    let smoothed_rmse = raw["smoothed"]["metrics"]["valence"]["rmse"].as_f64().expect("rmse");
+    assert!((smoothed_rmse - rmse(&raw, "metrics")).abs() < 1e-9, "{raw}");
+}

@@ -74,6 +74,7 @@ mod tests {
             labels: labels.clone(),
             subjects: vec![String::new(); 200],
             bottleneck_active: vec![0, 200, 1, 0, 0, 0, 0, 0],
+            indices: (0..200).collect(),
         });
         assert_eq!(collapsed.live_units, 1, "1 of 200 is under 1 %");
         assert!((collapsed.predicted_va_correlation - 1.0).abs() < 1e-9);
@@ -83,6 +84,7 @@ mod tests {
             labels,
             subjects: vec![String::new(); 200],
             bottleneck_active: vec![120; 8],
+            indices: (0..200).collect(),
         });
         assert_eq!(healthy.live_units, 8);
         assert!((healthy.predicted_va_correlation - healthy.label_va_correlation).abs() < 1e-12);

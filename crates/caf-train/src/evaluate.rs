@@ -19,6 +19,8 @@ pub struct Predictions {
     pub labels: Vec<[f32; 2]>,
     /// Each sample's subject.
     pub subjects: Vec<String>,
+    /// Each prediction's place in the dataset's samples.
+    pub indices: Vec<usize>,
     /// For each bottleneck unit, on how many samples it was above 0.
     pub bottleneck_active: Vec<usize>,
 }
@@ -101,6 +103,7 @@ pub fn evaluate(net: &VaNet, loader: &BatchLoader, device: &Device) -> Result<Ev
         predictions.predicted.extend_from_slice(&predicted);
         predictions.labels.extend_from_slice(&batch.label_values);
         predictions.subjects.extend(batch.subjects.iter().cloned());
+        predictions.indices.extend_from_slice(&batch.indices);
     }
     Ok(Evaluation {
         summary: metrics.summary(),

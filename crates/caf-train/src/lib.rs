@@ -46,6 +46,7 @@ mod provenance;
 mod report;
 mod schedule;
 mod series;
+mod smoothed;
 mod step;
 mod trainer;
 
@@ -65,5 +66,6 @@ pub use provenance::Provenance;
 pub use report::{circumplex, run_report};
 pub use schedule::{step_lr, warmup_ramp, LrSchedule};
 pub use series::{run_series, Series, SeriesOutcome, SeriesRun};
+pub use smoothed::{smoothed_metrics, SmoothedMetrics};
 pub use step::{strong_and_weak, CafStep, CriticStats, Phase, StepReport, StepSettings};
 pub use trainer::{Counters, RunSummary, TrainState, Trainer};

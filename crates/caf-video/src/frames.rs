@@ -157,8 +157,9 @@ impl FrameFolder {
     }
 }
 
-/// The number at the end of a file's stem: `00012` → 12, `frame_0003` → 3.
-fn frame_number(path: &Path) -> Option<u64> {
+/// The number at the end of a file's stem: `00012` → 12, `frame_0003` → 3;
+/// `None` without one (or with more than 19 digits).
+pub fn frame_number(path: &Path) -> Option<u64> {
     let stem = path.file_stem()?.to_str()?;
     let digits = &stem[stem.trim_end_matches(|c: char| c.is_ascii_digit()).len()..];
     // Up to 19 digits, every number fits in a u64.

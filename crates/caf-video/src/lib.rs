@@ -47,7 +47,7 @@ mod smoothing;
 mod timeline;
 mod tracker;
 
-pub use frames::{FrameFolder, FrameFolderError, VideoFrame};
+pub use frames::{frame_number, FrameFolder, FrameFolderError, VideoFrame};
 #[cfg(feature = "mp4")]
 pub use mp4_read::{DecodedFrame, Mp4Video, Rotation, VideoError, MAX_FRAME_BYTES, MAX_INDEX_BYTES, MAX_VIDEO_FRAMES};
 #[cfg(feature = "mp4")]
