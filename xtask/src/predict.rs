@@ -34,6 +34,9 @@ pub struct Predict {
     /// Time constant, in seconds, of the smoothed valence and arousal of a video's face tracks
     #[arg(long, default_value_t = caf_video::DEFAULT_TIME_CONSTANT_S)]
     smoothing: f64,
+    /// Videos: --annotate writes numbered PNG frames into `<name>/` instead of `<name>.annotated.mp4`
+    #[arg(long, requires = "annotate")]
+    annotate_frames: bool,
     /// Videos: also write, per video, `<name>.svg` into this folder: valence and arousal over time per
     /// face track (raw and smoothed) and each track's path on the circumplex
     #[arg(long)]
@@ -148,6 +151,7 @@ pub fn predict(args: Predict) -> Result<()> {
             smoothing_s: args.smoothing,
             limits: *predictor.decode_limits(),
             annotate: args.annotate.as_deref(),
+            annotate_frames: args.annotate_frames,
             plots: args.plots.as_deref(),
             tracks: args.tracks.as_deref(),
         };

@@ -176,6 +176,12 @@ fn a_video_s_faces_are_tracked_and_read_as_its_frames_are_as_photos() {
 
     let copy = Mp4Video::open(&annotated.join("walk.annotated.mp4")).expect("the annotated video opens");
     assert_eq!(copy.count(), FRAMES as usize);
+    let pngs = dir.path().join("pngs");
+    let as_frames = predict(&["--annotate", s(&pngs), "--annotate-frames", s(&video)]);
+    assert!(as_frames.status.success(), "{}", text(&as_frames));
+    let written = std::fs::read_dir(pngs.join("walk")).expect("frames").count();
+    assert_eq!(written, FRAMES as usize);
+    assert!(pngs.join("walk/000009.png").exists());
 }
 
 #[test]

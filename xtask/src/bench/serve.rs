@@ -294,7 +294,7 @@ fn post(addr: SocketAddr, body: &[u8]) -> Result<(u16, String)> {
 }
 
 /// Resident memory of this process now (Linux), in MiB.
-fn resident_mib() -> Option<f64> {
+pub(super) fn resident_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -72,13 +72,20 @@ pub(super) fn bench_video(args: &Bench, device: &Device, threads: usize, scratch
     let encode_s = started.elapsed().as_secs_f64();
     let bytes = std::fs::metadata(&video)?.len();
 
+    // Resident memory while decoding, sampled every 30 frames.
     let started = Instant::now();
     let mut decoded = 0usize;
+    let mut resident = Vec::new();
     for frame in Mp4Video::open(&video)? {
         frame?;
+        if decoded % 30 == 0 {
+            resident.push(super::serve::resident_mib().unwrap_or(f64::NAN));
+        }
         decoded += 1;
     }
     let decode_s = started.elapsed().as_secs_f64();
+    let tenth = (resident.len() / 10).max(1);
+    let mean = |samples: &[f64]| samples.iter().sum::<f64>() / samples.len().max(1) as f64;
     ensure!(decoded == frames as usize, "decoded {decoded} frames of {frames}");
 
     let arch = args.arch.first().copied().unwrap_or(Arch::AlexNet);
@@ -176,6 +183,11 @@ pub(super) fn bench_video(args: &Bench, device: &Device, threads: usize, scratch
         },
         "encode_frames_per_s": frames as f64 / encode_s,
         "decode_frames_per_s": frames as f64 / decode_s,
+        "decode_resident_mib": {
+            "first_tenth": mean(&resident[..tenth.min(resident.len())]),
+            "last_tenth": mean(&resident[resident.len().saturating_sub(tenth)..]),
+            "peak": resident.iter().copied().fold(f64::NAN, f64::max),
+        },
         "predict": schedules,
         "as_photos": { "frames_per_s": frames as f64 / photos_s, "faces": photo_faces },
     }))
@@ -196,9 +208,11 @@ pub(super) fn print_video(report: &Value) {
     );
     let rate = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
     println!(
-        "encode {:.0} frames/s, decode {:.0} frames/s; the decoded frames as photos: {:.1} frames/s",
+        "encode {:.0} frames/s, decode {:.0} frames/s (resident memory {:.0} MiB over the first tenth of the frames, {:.0} over the last); the decoded frames as photos: {:.1} frames/s",
         rate(&report["encode_frames_per_s"]),
         rate(&report["decode_frames_per_s"]),
+        rate(&report["decode_resident_mib"]["first_tenth"]),
+        rate(&report["decode_resident_mib"]["last_tenth"]),
         rate(&report["as_photos"]["frames_per_s"]),
     );
     for run in report["predict"].as_array().into_iter().flatten() {

@@ -26,6 +26,8 @@ pub(super) struct VideoRun<'a> {
     pub smoothing_s: f64,
     pub limits: DecodeLimits,
     pub annotate: Option<&'a Path>,
+    /// Annotate as numbered PNG frames instead of a video.
+    pub annotate_frames: bool,
     pub plots: Option<&'a Path>,
     pub tracks: Option<&'a Path>,
 }
@@ -57,7 +59,7 @@ impl VideoRun<'_> {
             };
             let mut tracks = FaceTracks::new(TrackerSettings::default(), self.smoothing_s)
                 .context("--smoothing must be a number of seconds, 0 (no smoothing) or more")?;
-            let mut annotated = AnnotatedVideo::new(self.annotate, path, source.fps());
+            let mut annotated = AnnotatedVideo::new(self.annotate, self.annotate_frames, path, source.fps())?;
             let mut plot = VideoPlot::new();
             let (mut frames, mut failed_frames) = (0usize, 0usize);
             predict_video(
@@ -155,34 +157,66 @@ fn stem(video: &Path) -> &str {
     video.file_stem().and_then(|s| s.to_str()).unwrap_or("video")
 }
 
-/// The annotated copy of one video, when asked for: `<dir>/<stem>.annotated.mp4`.
-struct AnnotatedVideo {
-    target: Option<(PathBuf, f64)>,
-    writer: Option<Mp4Writer>,
+/// The annotated copy of one video, when asked for:
+/// `<dir>/<stem>.annotated.mp4`, or numbered PNG frames in `<dir>/<stem>/`.
+enum AnnotatedVideo {
+    None,
+    Mp4 {
+        path: PathBuf,
+        fps: f64,
+        writer: Option<Mp4Writer>,
+    },
+    Frames {
+        dir: PathBuf,
+        next: usize,
+    },
 }
 
 impl AnnotatedVideo {
-    fn new(dir: Option<&Path>, video: &Path, fps: Option<f64>) -> Self {
-        let target = dir.map(|dir| (dir.join(format!("{}.annotated.mp4", stem(video))), fps.unwrap_or(30.0)));
-        Self { target, writer: None }
+    fn new(dir: Option<&Path>, as_frames: bool, video: &Path, fps: Option<f64>) -> Result<Self> {
+        let Some(dir) = dir else {
+            return Ok(Self::None);
+        };
+        if as_frames {
+            let dir = dir.join(stem(video));
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            return Ok(Self::Frames { dir, next: 0 });
+        }
+        Ok(Self::Mp4 {
+            path: dir.join(format!("{}.annotated.mp4", stem(video))),
+            fps: fps.unwrap_or(30.0),
+            writer: None,
+        })
     }
 
     fn write(&mut self, frame: &RgbImage) -> Result<()> {
-        let Some((path, fps)) = &self.target else {
-            return Ok(());
-        };
-        // H.264 frames have even sides.
-        let (width, height) = (frame.width() & !1, frame.height() & !1);
-        if self.writer.is_none() {
-            self.writer = Some(Mp4Writer::create(path, width, height, *fps, Rotation::None)?);
+        match self {
+            Self::None => Ok(()),
+            Self::Frames { dir, next } => {
+                let path = dir.join(format!("{next:06}.png"));
+                *next += 1;
+                frame
+                    .save(&path)
+                    .with_context(|| format!("cannot write {}", path.display()))
+            }
+            Self::Mp4 { path, fps, writer } => {
+                // H.264 frames have even sides.
+                let (width, height) = (frame.width() & !1, frame.height() & !1);
+                let writer = match writer {
+                    Some(writer) => writer,
+                    None => writer.insert(Mp4Writer::create(path, width, height, *fps, Rotation::None)?),
+                };
+                writer.write_frame(&image::imageops::crop_imm(frame, 0, 0, width, height).to_image())?;
+                Ok(())
+            }
         }
-        let even = image::imageops::crop_imm(frame, 0, 0, width, height).to_image();
-        self.writer.as_mut().expect("created above").write_frame(&even)?;
-        Ok(())
     }
 
     fn finish(self) -> Result<()> {
-        if let Some(writer) = self.writer {
+        if let Self::Mp4 {
+            writer: Some(writer), ..
+        } = self
+        {
             writer.finish()?;
         }
         Ok(())
