@@ -75,7 +75,8 @@ pub struct Bench {
     #[arg(long, default_value_t = 60.0)]
     serve_seconds: f64,
     /// Time video instead: a 640×480 H.264 video of two faces crossing, made here, decoded, then
-    /// predicted with faces searched in every frame, one in 5 and one in 15 (the first --arch at --size)
+    /// predicted with faces searched in every frame, one in 5 and one in 15 (the first --arch at --size);
+    /// with --compare-torch, beside OpenCV + facenet-pytorch + torchvision (needs them in --python)
     #[arg(long)]
     video: bool,
     /// Length of the --video video, in seconds at 30 frames a second (1 to 600)

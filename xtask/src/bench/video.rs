@@ -2,7 +2,8 @@
 //! a photo's background, 640×480 at 30 frames a second), decoded, then
 //! predicted with faces searched in every frame and in one of N: frames a
 //! second, and how well the tracks follow the two people; beside the same
-//! frames predicted as photos.
+//! frames predicted as photos, and with `--compare-torch`, beside the
+//! Python pipeline of bench/torch_video_bench.py on the same video.
 
 use std::num::NonZeroUsize;
 use std::path::Path;
@@ -23,6 +24,9 @@ use rayon::prelude::*;
 use serde_json::{json, Value};
 
 use super::Bench;
+
+/// bench/torch_video_bench.py, built in like the other PyTorch scripts.
+const TORCH_VIDEO_BENCH: &str = include_str!("../../../bench/torch_video_bench.py");
 
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 480;
@@ -171,7 +175,44 @@ pub(super) fn bench_video(args: &Bench, device: &Device, threads: usize, scratch
         .sum();
     let photos_s = started.elapsed().as_secs_f64();
 
+    let torch = match args.compare_torch {
+        false => Value::Null,
+        true => {
+            let script_args: Vec<String> = vec![
+                video.display().to_string(),
+                "--threads".into(),
+                threads.to_string(),
+                "--arch".into(),
+                arch.name().into(),
+                "--size".into(),
+                spec.image_size.to_string(),
+                "--resize".into(),
+                spec.resize.to_string(),
+                "--device".into(),
+                args.device.clone(),
+            ];
+            let mut torch = super::run_python_bench(
+                args,
+                scratch,
+                ("torch_video_bench.py", TORCH_VIDEO_BENCH),
+                &script_args,
+                "torch, torchvision, facenet-pytorch and opencv-python-headless",
+            )?;
+            // Frames a second, ours over theirs, schedule by schedule.
+            for (ours, theirs) in schedules
+                .iter()
+                .zip(torch["predict"].as_array_mut().into_iter().flatten())
+            {
+                let ratio = ours["frames_per_s"].as_f64().unwrap_or(f64::NAN)
+                    / theirs["frames_per_s"].as_f64().unwrap_or(f64::NAN);
+                theirs["caf_rs_over_torch"] = json!(ratio);
+            }
+            torch
+        }
+    };
+
     Ok(json!({
+        "torch": torch,
         "caf_rs": env!("CARGO_PKG_VERSION"),
         "device": args.device,
         "threads": threads,
@@ -215,14 +256,29 @@ pub(super) fn print_video(report: &Value) {
         rate(&report["decode_resident_mib"]["last_tenth"]),
         rate(&report["as_photos"]["frames_per_s"]),
     );
-    for run in report["predict"].as_array().into_iter().flatten() {
+    let torch = report["torch"]["predict"].as_array();
+    for (k, run) in report["predict"].as_array().into_iter().flatten().enumerate() {
+        let beside = match torch.and_then(|runs| runs.get(k)) {
+            Some(theirs) => format!(
+                "; PyTorch pipeline {:.1} frames/s, caf-rs {:.2}×",
+                rate(&theirs["frames_per_s"]),
+                rate(&theirs["caf_rs_over_torch"])
+            ),
+            None => String::new(),
+        };
         println!(
-            "faces searched every {:>2} frame(s): {:6.1} frames/s, {} faces, {} tracks, {} faces on the other person's track",
+            "faces searched every {:>2} frame(s): {:6.1} frames/s, {} faces, {} tracks, {} faces on the other person's track{beside}",
             run["detect_every"],
             rate(&run["frames_per_s"]),
             run["faces"],
             run["tracks"],
             run["faces_on_the_other_person_s_track"],
+        );
+    }
+    if !report["torch"].is_null() {
+        println!(
+            "PyTorch pipeline (OpenCV decoding): decode {:.0} frames/s",
+            rate(&report["torch"]["decode_frames_per_s"])
         );
     }
 }
