@@ -37,13 +37,20 @@ fn colour(index: usize) -> [u8; 3] {
 /// circumplex: unit circle, axes, quadrant tints, the words of [`EMOTIONS`]
 /// at their ticks, and one numbered point per face.
 pub fn photo_annotation(photo: &RgbImage, faces: &[FacePrediction]) -> RgbImage {
+    path_annotation(photo, faces, &[])
+}
+
+/// [`photo_annotation`], with a path on the circumplex per `(index, readings)`
+/// in `paths`, oldest first, drawn in the colour of the face of that index
+/// under the points (a video frame's faces with their recent readings).
+pub fn path_annotation(photo: &RgbImage, faces: &[FacePrediction], paths: &[(usize, Vec<Va>)]) -> RgbImage {
     let scale = PANEL as f32 / photo.height().max(1) as f32;
     let width = ((photo.width() as f32 * scale).round() as u32).clamp(1, 4 * PANEL);
     let scale_x = width as f32 / photo.width().max(1) as f32;
     let shown = imageops::resize(photo, width, PANEL, FilterType::Triangle);
     let mut canvas = RgbImage::from_pixel(width + PANEL, PANEL, image::Rgb([255, 255, 255]));
     imageops::replace(&mut canvas, &shown, 0, 0);
-    imageops::replace(&mut canvas, &circumplex_panel(faces), width as i64, 0);
+    imageops::replace(&mut canvas, &circumplex_panel(faces, paths), width as i64, 0);
 
     let mut labels = Vec::new();
     if let Some(mut pixmap) = pixmap_of(&canvas) {
@@ -92,7 +99,7 @@ fn label(face: &FacePrediction) -> String {
     }
 }
 
-fn circumplex_panel(faces: &[FacePrediction]) -> RgbImage {
+fn circumplex_panel(faces: &[FacePrediction], paths: &[(usize, Vec<Va>)]) -> RgbImage {
     let side = PANEL as f32;
     let Some(mut pixmap) = Pixmap::new(PANEL, PANEL) else {
         return RgbImage::from_pixel(PANEL, PANEL, image::Rgb([255, 255, 255]));
@@ -131,6 +138,28 @@ fn circumplex_panel(faces: &[FacePrediction]) -> RgbImage {
             ..Stroke::default()
         };
         pixmap.stroke_path(&path, &paint([90, 90, 90], 255), &thin, Transform::identity(), None);
+    }
+
+    let on_panel = |va: &Va| {
+        let (v, a) = (va.valence.clamp(-1.2, 1.2), va.arousal.clamp(-1.2, 1.2));
+        (v.is_finite() && a.is_finite()).then(|| at(v, a))
+    };
+    for (index, readings) in paths {
+        let mut line = PathBuilder::new();
+        for (k, (x, y)) in readings.iter().filter_map(on_panel).enumerate() {
+            if k == 0 {
+                line.move_to(x, y);
+            } else {
+                line.line_to(x, y);
+            }
+        }
+        if let Some(path) = line.finish() {
+            let stroke = Stroke {
+                width: 2.5,
+                ..Stroke::default()
+            };
+            pixmap.stroke_path(&path, &paint(colour(*index), 170), &stroke, Transform::identity(), None);
+        }
     }
 
     let mut points = Vec::new();
@@ -303,5 +332,25 @@ mod tests {
             .filter(|&(x, y)| picture.get_pixel(x as u32, y as u32).0.iter().all(|&v| v < 140))
             .count();
         assert!(inked > 20, "the word `happy` is missing ({inked} dark pixels)");
+    }
+
+    #[test]
+    fn a_face_s_recent_readings_are_a_path_in_its_colour() {
+        let photo = RgbImage::from_pixel(400, 240, image::Rgb([128, 128, 128]));
+        let now = face(2, 40.0, 0.6, 0.0);
+        // From (-0.6, 0) to (0.6, 0): a line along the valence axis.
+        let path: Vec<Va> = (0..=12)
+            .map(|k| Va {
+                valence: -0.6 + 0.1 * k as f32,
+                arousal: 0.0,
+            })
+            .collect();
+        let centre = 800.0 + PANEL as f32 / 2.0;
+        let radius = PANEL as f32 * RADIUS;
+        let probe = |picture: &RgbImage| picture.get_pixel((centre - 0.3 * radius) as u32, (PANEL / 2) as u32).0;
+        let with_path = path_annotation(&photo, &[now], &[(2, path)]);
+        assert!(close(probe(&with_path), colour(2)), "{:?}", probe(&with_path));
+        let without = photo_annotation(&photo, &[now]);
+        assert!(!close(probe(&without), colour(2)), "{:?}", probe(&without));
     }
 }

@@ -47,7 +47,7 @@ mod predictor;
 mod rows;
 mod text;
 
-pub use annotate::{photo_annotation, PANEL};
+pub use annotate::{path_annotation, photo_annotation, PANEL};
 pub use caf_data::{DecodeLimit, DecodeLimits};
 pub use caf_face::{DetectorConfig, Face, FaceDetector};
 pub use caf_kernels::{parse_device, DeviceError};

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use caf_backbone::write_file_atomically;
-use caf_infer::{photo_annotation, DecodeLimits, FacePrediction, PhotoOptions, Predictor, RowFormat};
+use caf_infer::{path_annotation, DecodeLimits, FacePrediction, PhotoOptions, Predictor, RowFormat, Va};
 use caf_video::{
     predict_video, write_video_header, write_video_row, FaceTracks, FrameFolder, FramePlace, FrameRow, FrameSchedule,
     Mp4Video, Mp4Writer, Rotation, TrackerSettings, VideoPlot, VideoSource,
@@ -61,6 +61,7 @@ impl VideoRun<'_> {
                 .context("--smoothing must be a number of seconds, 0 (no smoothing) or more")?;
             let mut annotated = AnnotatedVideo::new(self.annotate, self.annotate_frames, path, source.fps())?;
             let mut plot = VideoPlot::new();
+            let mut recent = RecentReadings::default();
             let (mut frames, mut failed_frames) = (0usize, 0usize);
             predict_video(
                 self.predictor,
@@ -93,6 +94,7 @@ impl VideoRun<'_> {
                         plot.add(frame.time_s, faces);
                     }
                     if let (Some(image), Ok(faces)) = (frame.image, &frame.faces) {
+                        let paths = recent.follow(frame.time_s, faces);
                         // Each face numbered by its track, so a person keeps a number across frames.
                         let plain: Vec<_> = faces
                             .iter()
@@ -101,7 +103,9 @@ impl VideoRun<'_> {
                                 ..tracked.face
                             })
                             .collect();
-                        annotated.write(&photo_annotation(image, &plain))?;
+                        if annotated.wanted() {
+                            annotated.write(&path_annotation(image, &plain, &paths))?;
+                        }
                     }
                     if out.len() >= COMMIT_BYTES {
                         sink.commit(&mut out)?;
@@ -152,6 +156,36 @@ impl VideoRun<'_> {
     }
 }
 
+/// Seconds of a track's smoothed readings drawn as its path on the
+/// annotated frames' circumplex.
+const PATH_SECONDS: f64 = 3.0;
+
+/// Each track's smoothed readings over the last [`PATH_SECONDS`].
+#[derive(Default)]
+struct RecentReadings {
+    tracks: std::collections::HashMap<u32, std::collections::VecDeque<(f64, Va)>>,
+}
+
+impl RecentReadings {
+    /// Adds the frame's faces; the paths of its tracks, oldest reading first.
+    fn follow(&mut self, time_s: f64, faces: &[caf_video::TrackedFace]) -> Vec<(usize, Vec<Va>)> {
+        for readings in self.tracks.values_mut() {
+            while readings.front().is_some_and(|(t, _)| time_s - t > PATH_SECONDS) {
+                readings.pop_front();
+            }
+        }
+        self.tracks.retain(|_, readings| !readings.is_empty());
+        faces
+            .iter()
+            .map(|face| {
+                let readings = self.tracks.entry(face.track).or_default();
+                readings.push_back((time_s, face.smoothed));
+                (face.track as usize, readings.iter().map(|(_, va)| *va).collect())
+            })
+            .collect()
+    }
+}
+
 /// A video's name without its extension, for the files written beside it.
 fn stem(video: &Path) -> &str {
     video.file_stem().and_then(|s| s.to_str()).unwrap_or("video")
@@ -187,6 +221,10 @@ impl AnnotatedVideo {
             fps: fps.unwrap_or(30.0),
             writer: None,
         })
+    }
+
+    fn wanted(&self) -> bool {
+        !matches!(self, Self::None)
     }
 
     fn write(&mut self, frame: &RgbImage) -> Result<()> {
