@@ -347,7 +347,7 @@ mod tests {
             .collect();
         let centre = 800.0 + PANEL as f32 / 2.0;
         let radius = PANEL as f32 * RADIUS;
-        let probe = |picture: &RgbImage| picture.get_pixel((centre - 0.3 * radius) as u32, (PANEL / 2) as u32).0;
+        let probe = |picture: &RgbImage| picture.get_pixel((centre - 0.3 * radius) as u32, PANEL / 2).0;
         let with_path = path_annotation(&photo, &[now], &[(2, path)]);
         assert!(close(probe(&with_path), colour(2)), "{:?}", probe(&with_path));
         let without = photo_annotation(&photo, &[now]);
