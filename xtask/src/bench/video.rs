@@ -80,10 +80,12 @@ pub(super) fn bench_video(args: &Bench, device: &Device, threads: usize, scratch
     let started = Instant::now();
     let mut decoded = 0usize;
     let mut resident = Vec::new();
+    let mut next_sample = 0;
     for frame in Mp4Video::open(&video)? {
         frame?;
-        if decoded % 30 == 0 {
+        if decoded == next_sample {
             resident.push(super::serve::resident_mib().unwrap_or(f64::NAN));
+            next_sample += 30;
         }
         decoded += 1;
     }

@@ -198,7 +198,7 @@ enum AnnotatedVideo {
     Mp4 {
         path: PathBuf,
         fps: f64,
-        writer: Option<Mp4Writer>,
+        writer: Option<Box<Mp4Writer>>,
     },
     Frames {
         dir: PathBuf,
@@ -242,7 +242,7 @@ impl AnnotatedVideo {
                 let (width, height) = (frame.width() & !1, frame.height() & !1);
                 let writer = match writer {
                     Some(writer) => writer,
-                    None => writer.insert(Mp4Writer::create(path, width, height, *fps, Rotation::None)?),
+                    None => writer.insert(Box::new(Mp4Writer::create(path, width, height, *fps, Rotation::None)?)),
                 };
                 writer.write_frame(&image::imageops::crop_imm(frame, 0, 0, width, height).to_image())?;
                 Ok(())
