@@ -36,12 +36,17 @@ fn model(dir: &Path) -> PathBuf {
     path
 }
 
-/// The astronaut's face moving right across a 320×240 background.
-fn write_moving_face(path: &Path) {
+/// The fixture astronaut's face, `width`×`height`.
+fn fixture_face(width: u32, height: u32) -> RgbImage {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/faces/astronaut.png");
     let photo = image::open(fixture).expect("fixture").to_rgb8();
     let face = image::imageops::crop_imm(&photo, 150, 30, 150, 180).to_image();
-    let face = image::imageops::resize(&face, 100, 120, image::imageops::FilterType::Triangle);
+    image::imageops::resize(&face, width, height, image::imageops::FilterType::Triangle)
+}
+
+/// The astronaut's face moving right across a 320×240 background.
+fn write_moving_face(path: &Path) {
+    let face = fixture_face(100, 120);
     let mut writer = Mp4Writer::create(path, 320, 240, FPS, Rotation::None).expect("writer");
     for k in 0..FRAMES {
         let mut frame = RgbImage::from_pixel(320, 240, Rgb([70, 80, 90]));
@@ -182,6 +187,78 @@ fn a_video_s_faces_are_tracked_and_read_as_its_frames_are_as_photos() {
     let written = std::fs::read_dir(pngs.join("walk")).expect("frames").count();
     assert_eq!(written, FRAMES as usize);
     assert!(pngs.join("walk/000009.png").exists());
+}
+
+/// Where the two people of the crossing video are in frame `k`: A walks
+/// right in front, B left behind; their faces overlap in the middle frames.
+fn crossing(k: u32) -> [i64; 2] {
+    [20 + 14 * i64::from(k), 380 - 14 * i64::from(k)]
+}
+
+const CROSSING_FRAMES: u32 = 26;
+
+#[test]
+fn two_people_crossing_keep_their_tracks_through_the_crossing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let model = model(dir.path());
+    let video = dir.path().join("crossing.mp4");
+    let (front, behind) = (
+        fixture_face(100, 120),
+        image::imageops::flip_horizontal(&fixture_face(90, 108)),
+    );
+    let mut writer = Mp4Writer::create(&video, 480, 240, FPS, Rotation::None).expect("writer");
+    for k in 0..CROSSING_FRAMES {
+        let [a, b] = crossing(k);
+        let mut frame = RgbImage::from_pixel(480, 240, Rgb([70, 80, 90]));
+        image::imageops::overlay(&mut frame, &behind, b, 70);
+        image::imageops::overlay(&mut frame, &front, a, 60);
+        writer.write_frame(&frame).expect("frame");
+    }
+    writer.finish().expect("finished");
+
+    let output = xtask(&[
+        "predict",
+        "--checkpoint",
+        s(&model),
+        "--format",
+        "jsonl",
+        "--faces",
+        "detect",
+        s(&video),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    // Each face's track, and which person it is by where its centre lies.
+    let mut person_tracks: [BTreeMap<u64, usize>; 2] = Default::default();
+    let mut hidden_frames = 0;
+    let mut frames_seen: BTreeMap<u64, usize> = BTreeMap::new();
+    for row in rows(&output) {
+        if row["source"] != "detected" {
+            continue;
+        }
+        let frame = row["frame"].as_u64().expect("frame");
+        *frames_seen.entry(frame).or_default() += 1;
+        let [a, b] = crossing(frame as u32);
+        let centre = row["box"]["x"].as_f64().expect("x") + row["box"]["width"].as_f64().expect("width") / 2.0;
+        let person = usize::from((centre - (b + 45) as f64).abs() < (centre - (a + 50) as f64).abs());
+        *person_tracks[person]
+            .entry(row["track"].as_u64().expect("track"))
+            .or_default() += 1;
+    }
+    for faces in frames_seen.values() {
+        if *faces == 1 {
+            hidden_frames += 1;
+        }
+    }
+    assert!(
+        hidden_frames >= 2,
+        "one face hides the other in a few frames ({frames_seen:?})"
+    );
+    assert_eq!(
+        (person_tracks[0].len(), person_tracks[1].len()),
+        (1, 1),
+        "each person one track, before and after the crossing: {person_tracks:?}"
+    );
+    assert_ne!(person_tracks[0].keys().next(), person_tracks[1].keys().next());
 }
 
 #[test]

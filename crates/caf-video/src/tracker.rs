@@ -49,41 +49,69 @@ pub fn overlap(a: &FaceBox, b: &FaceBox) -> f32 {
 #[derive(Debug, Clone)]
 struct Track {
     id: TrackId,
-    last: FaceBox,
-    /// Pixels a frame the box's centre has moved, averaged over its last moves.
+    /// The centre of the last box matched.
+    centre: [f32; 2],
+    /// Width and height, averaged over the boxes matched: a face partly
+    /// hidden for a frame shrinks its box for that frame only.
+    size: [f32; 2],
+    /// Pixels a frame the centre has moved, averaged over the moves seen.
     velocity: [f32; 2],
     /// Frames in which it was matched since it began.
     matched: u32,
     missed: u32,
 }
 
+/// The weight of a new box in the track's averaged velocity and size.
+const NEWEST_WEIGHT: f32 = 0.3;
+
+fn centre(face: &FaceBox) -> [f32; 2] {
+    [face.x + face.width / 2.0, face.y + face.height / 2.0]
+}
+
 impl Track {
-    /// Where the face should be in the next frame: the last box moved on
-    /// at its velocity for each frame since it was seen.
+    fn new(id: TrackId, face: &FaceBox) -> Self {
+        Self {
+            id,
+            centre: centre(face),
+            size: [face.width, face.height],
+            velocity: [0.0, 0.0],
+            matched: 0,
+            missed: 0,
+        }
+    }
+
+    /// Where the face should be in the next frame: its averaged size,
+    /// centred where its last centre moves at its velocity for each frame
+    /// since it was seen.
     fn predicted(&self) -> FaceBox {
         let steps = (self.missed + 1) as f32;
+        let [x, y] = [0, 1].map(|axis| self.centre[axis] + self.velocity[axis] * steps);
+        let [width, height] = self.size;
         FaceBox {
-            x: self.last.x + self.velocity[0] * steps,
-            y: self.last.y + self.velocity[1] * steps,
-            ..self.last
+            x: x - width / 2.0,
+            y: y - height / 2.0,
+            width,
+            height,
         }
     }
 
     /// `face` continues the track.
-    fn matched(&mut self, face: FaceBox) {
+    fn matched(&mut self, face: &FaceBox) {
         let steps = (self.missed + 1) as f32;
-        let centre = |b: &FaceBox| [b.x + b.width / 2.0, b.y + b.height / 2.0];
-        let (from, to) = (centre(&self.last), centre(&face));
-        let moved = [(to[0] - from[0]) / steps, (to[1] - from[1]) / steps];
+        let now = centre(face);
+        let moved = [0, 1].map(|axis| (now[axis] - self.centre[axis]) / steps);
+        let blend = |old: f32, new: f32| old + NEWEST_WEIGHT * (new - old);
         self.velocity = if self.matched == 0 {
             moved
         } else {
-            [(self.velocity[0] + moved[0]) / 2.0, (self.velocity[1] + moved[1]) / 2.0]
+            [0, 1].map(|axis| blend(self.velocity[axis], moved[axis]))
         };
-        if !self.velocity.iter().all(|v| v.is_finite()) {
+        self.size = [blend(self.size[0], face.width), blend(self.size[1], face.height)];
+        if !self.velocity.iter().chain(&self.size).all(|v| v.is_finite()) {
             self.velocity = [0.0, 0.0];
+            self.size = [face.width, face.height];
         }
-        self.last = face;
+        self.centre = now;
         self.matched += 1;
         self.missed = 0;
     }
@@ -108,9 +136,10 @@ impl Tracker {
 
     /// The track of each face of the next frame, in the order given.
     ///
-    /// A face is compared with where each live track should be now: its
-    /// last box moved on at its recent velocity (so that two people who
-    /// cross, one hiding the other for a few frames, keep their tracks).
+    /// A face is compared with where each live track should be now: a box
+    /// of the track's averaged size, centred where its last centre moves on
+    /// at its averaged velocity (so that two people who cross, one hiding
+    /// the other for a few frames, keep their tracks).
     /// Pairs of a face and a live track are taken best overlap first (ties:
     /// the older track, then the earlier face), each face and track at most
     /// once; a face left over starts a track; a track left over misses this
@@ -148,19 +177,13 @@ impl Tracker {
             match matched {
                 Some(t) => {
                     let track = &mut self.tracks[t];
-                    track.matched(*face);
+                    track.matched(face);
                     ids.push(track.id);
                 }
                 None => {
                     let id = self.next_id;
                     self.next_id += 1;
-                    self.tracks.push(Track {
-                        id,
-                        last: *face,
-                        velocity: [0.0, 0.0],
-                        matched: 0,
-                        missed: 0,
-                    });
+                    self.tracks.push(Track::new(id, face));
                     ids.push(id);
                 }
             }
