@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use mp4parse::unstable::{create_sample_table, CheckedInteger};
 use mp4parse::{CodecType, SampleEntry, TrackType, VideoCodecSpecific};
-use openh264::decoder::Decoder;
+use openh264::decoder::{Decoder, DecoderConfig, Flush};
+use openh264::OpenH264API;
 
 use crate::avc::AvcConfig;
 
@@ -227,11 +228,16 @@ impl Mp4Video {
             .tkhd
             .as_ref()
             .map_or(Rotation::None, |tkhd| Rotation::of(tkhd.matrix.a, tkhd.matrix.b));
-        let decoder = Decoder::new().map_err(|e| VideoError::Decode {
-            path: path.to_path_buf(),
-            sample: 0,
-            message: format!("the decoder cannot start: {e}"),
-        })?;
+        // Not flushed after each frame: OpenH264 holds the pictures of a
+        // stream with B-frames until they are due, and hands them out in
+        // showing order; the rest come out at the end (`flush`).
+        let decoder_config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
+        let decoder =
+            Decoder::with_api_config(OpenH264API::from_source(), decoder_config).map_err(|e| VideoError::Decode {
+                path: path.to_path_buf(),
+                sample: 0,
+                message: format!("the decoder cannot start: {e}"),
+            })?;
         Ok(Self {
             path: path.to_path_buf(),
             file,
