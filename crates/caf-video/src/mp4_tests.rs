@@ -189,3 +189,36 @@ fn every_prefix_and_a_scribbled_frame_are_errors_not_panics() {
     std::fs::write(&file, &scribbled).expect("write");
     let _ = Mp4Video::open(&file).expect("the index is whole").count();
 }
+
+#[test]
+fn a_stream_with_b_frames_comes_out_in_showing_order() {
+    // x264, High profile, two B-frames between references: the file's
+    // order of frames is not the order they are shown in.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bframes.mp4");
+    let (frames, errors) = read_all(&path);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(frames.len(), 12);
+    // Frame k: a white 16×16 square at x = 4 + 6k on grey (make_bframes_fixture.py).
+    let source = |k: usize| {
+        RgbImage::from_fn(96, 64, |x, y| {
+            let inside = (8..24).contains(&y) && x as usize >= 4 + 6 * k && (x as usize) < 20 + 6 * k;
+            if inside {
+                Rgb([250, 250, 250])
+            } else {
+                Rgb([40, 90, 140])
+            }
+        })
+    };
+    for (k, decoded) in frames.iter().enumerate() {
+        assert!(
+            (decoded.time_s - k as f64 / 25.0).abs() < 1e-6,
+            "frame {k} at {}",
+            decoded.time_s
+        );
+        let own = mean_difference(&decoded.image, &source(k));
+        for other in [k.wrapping_sub(1), k + 1].into_iter().filter(|o| *o < 12) {
+            let theirs = mean_difference(&decoded.image, &source(other));
+            assert!(own < theirs, "frame {k} looks like frame {other}: {own} vs {theirs}");
+        }
+    }
+}
