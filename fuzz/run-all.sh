@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${SECONDS_PER_TARGET:-300}"
 jobs="${JOBS:-2}"
-targets="${*:-image checkpoint torch_legacy torch_zip affectnet afew_va aff_wild2 generic_csv face_boxes config}"
+targets="${*:-image checkpoint torch_legacy torch_zip affectnet afew_va aff_wild2 generic_csv face_boxes config video}"
 cargo fuzz build -s none -O
 mkdir -p logs
 export TMPDIR="${TMPDIR:-/dev/shm}"

@@ -96,6 +96,25 @@ pub fn seeds(target: Target) -> Vec<(&'static str, Vec<u8>)> {
                 b"subDirectory_filePath,face_x,face_y,face_width,face_height\n1/a.jpg,2,3,10,12\n".to_vec(),
             ),
         ],
+        Target::Video => vec![
+            (
+                "moving.mp4",
+                scratch_file(|path| {
+                    let mut writer = caf_video::Mp4Writer::create(path, 32, 16, 10.0, caf_video::Rotation::Clockwise90)
+                        .expect("a writer");
+                    for k in 0..3 {
+                        let frame = RgbImage::from_fn(32, 16, |x, y| image::Rgb([(x * 8 + k * 30) as u8, (y * 16) as u8, 90]));
+                        writer.write_frame(&frame).expect("a frame");
+                    }
+                    writer.finish().expect("finished");
+                }),
+            ),
+            (
+                "bframes.mp4",
+                std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../caf-video/tests/fixtures/bframes.mp4"))
+                    .expect("caf-video's B-frame fixture"),
+            ),
+        ],
         Target::Config => vec![(
             "config.toml",
             caf_train::TrainConfig::default()

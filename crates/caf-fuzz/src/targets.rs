@@ -30,10 +30,13 @@ pub enum Target {
     FaceBoxes,
     /// A training configuration (TOML).
     Config,
+    /// An MP4/MOV video: its index, then its first frames decoded (H.264,
+    /// OpenH264).
+    Video,
 }
 
 impl Target {
-    pub const ALL: [Target; 10] = [
+    pub const ALL: [Target; 11] = [
         Target::Image,
         Target::Checkpoint,
         Target::TorchLegacy,
@@ -44,6 +47,7 @@ impl Target {
         Target::GenericCsv,
         Target::FaceBoxes,
         Target::Config,
+        Target::Video,
     ];
 
     /// The name of its fuzz target and corpus folder.
@@ -59,6 +63,7 @@ impl Target {
             Target::GenericCsv => "generic_csv",
             Target::FaceBoxes => "face_boxes",
             Target::Config => "config",
+            Target::Video => "video",
         }
     }
 }
@@ -70,6 +75,9 @@ const FUZZ_LIMITS: DecodeLimits = DecodeLimits {
     max_file_bytes: 1 << 20,
     max_metadata_bytes: 64 << 10,
 };
+
+/// Frames of a video decoded per input.
+const VIDEO_FRAMES: usize = 8;
 
 thread_local! {
     static SCRATCH: RefCell<Option<tempfile::TempDir>> = const { RefCell::new(None) };
@@ -130,6 +138,12 @@ pub fn run(target: Target, data: &[u8]) -> bool {
         }),
         Target::FaceBoxes => with_file("boxes.csv", data, |_, file| {
             caf_data::FaceBoxes::load(file, 0.2).is_ok()
+        }),
+        Target::Video => with_file("video.mp4", data, |_, file| match caf_video::Mp4Video::open(file) {
+            // Frames until the first error, as predict reads them: at most
+            // a few, so that an input runs quickly.
+            Ok(video) => video.take(VIDEO_FRAMES).all(|frame| frame.is_ok()),
+            Err(_) => false,
         }),
         Target::Config => match std::str::from_utf8(data) {
             Ok(text) => caf_train::TrainConfig::from_toml(text, "fuzz input", &[]).is_ok(),

@@ -1,0 +1,5 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    caf_fuzz::run(caf_fuzz::Target::Video, data);
+});
