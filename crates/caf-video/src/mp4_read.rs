@@ -223,7 +223,10 @@ impl Mp4Video {
         }
         ticks.sort_unstable();
         let first = ticks.first().copied().unwrap_or(0);
-        let times_s = ticks.iter().map(|t| (t - first) as f64 / timescale as f64).collect();
+        let times_s = ticks
+            .iter()
+            .map(|t| t.saturating_sub(first) as f64 / timescale as f64)
+            .collect();
         let rotation = track
             .tkhd
             .as_ref()
