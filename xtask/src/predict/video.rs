@@ -43,6 +43,7 @@ impl VideoRun<'_> {
         write_video_header(self.format, &mut out);
         let mut failed = 0;
         let mut summaries = Vec::new();
+        let mut names = FileNames::default();
         for path in videos {
             let mut source = match self.open(path) {
                 Ok(source) => source,
@@ -53,13 +54,18 @@ impl VideoRun<'_> {
                         frame: 0,
                         time_s: f64::NAN,
                     };
-                    write_video_row(self.format, &mut out, place, FrameRow::Failed(&format!("{error:#}")));
+                    let message = format!("{error:#}");
+                    write_video_row(self.format, &mut out, place, FrameRow::Failed(&message));
+                    summaries.push(json!({ "video": path.display().to_string(), "error": message }));
                     continue;
                 }
             };
+            // What this video's pictures are called: its name, made unique
+            // when two videos of one call share it.
+            let name = names.unique(stem(path));
             let mut tracks = FaceTracks::new(TrackerSettings::default(), self.smoothing_s)
                 .context("--smoothing must be a number of seconds, 0 (no smoothing) or more")?;
-            let mut annotated = AnnotatedVideo::new(self.annotate, self.annotate_frames, path, source.fps())?;
+            let mut annotated = AnnotatedVideo::new(self.annotate, self.annotate_frames, &name, source.fps())?;
             let mut plot = VideoPlot::new();
             let mut recent = RecentReadings::default();
             let (mut frames, mut failed_frames) = (0usize, 0usize);
@@ -93,7 +99,7 @@ impl VideoRun<'_> {
                     if let Ok(faces) = &frame.faces {
                         plot.add(frame.time_s, faces);
                     }
-                    if let (Some(image), Ok(faces)) = (frame.image, &frame.faces) {
+                    if let (Some(image), Ok(faces), true) = (frame.image, &frame.faces, annotated.wanted()) {
                         let paths = recent.follow(frame.time_s, faces);
                         // Each face numbered by its track, so a person keeps a number across frames.
                         let plain: Vec<_> = faces
@@ -103,9 +109,7 @@ impl VideoRun<'_> {
                                 ..tracked.face
                             })
                             .collect();
-                        if annotated.wanted() {
-                            annotated.write(&path_annotation(image, &plain, &paths))?;
-                        }
+                        annotated.write(&path_annotation(image, &plain, &paths))?;
                     }
                     if out.len() >= COMMIT_BYTES {
                         sink.commit(&mut out)?;
@@ -115,7 +119,7 @@ impl VideoRun<'_> {
             )?;
             annotated.finish()?;
             if let Some(dir) = self.plots {
-                plot.write_svg(&dir.join(format!("{}.svg", stem(path))), &path.display().to_string())?;
+                plot.write_svg(&dir.join(format!("{name}.svg")), &path.display().to_string())?;
             }
             failed += failed_frames;
             let summary = tracks.summaries();
@@ -186,6 +190,25 @@ impl RecentReadings {
     }
 }
 
+/// The names given to the videos of one call, each used once: a second
+/// `clip` becomes `clip-2`.
+#[derive(Default)]
+struct FileNames {
+    used: std::collections::HashSet<String>,
+}
+
+impl FileNames {
+    fn unique(&mut self, name: &str) -> String {
+        let mut candidate = name.to_string();
+        let mut n = 1;
+        while !self.used.insert(candidate.clone()) {
+            n += 1;
+            candidate = format!("{name}-{n}");
+        }
+        candidate
+    }
+}
+
 /// A video's name without its extension, for the files written beside it.
 fn stem(video: &Path) -> &str {
     video.file_stem().and_then(|s| s.to_str()).unwrap_or("video")
@@ -207,17 +230,17 @@ enum AnnotatedVideo {
 }
 
 impl AnnotatedVideo {
-    fn new(dir: Option<&Path>, as_frames: bool, video: &Path, fps: Option<f64>) -> Result<Self> {
+    fn new(dir: Option<&Path>, as_frames: bool, name: &str, fps: Option<f64>) -> Result<Self> {
         let Some(dir) = dir else {
             return Ok(Self::None);
         };
         if as_frames {
-            let dir = dir.join(stem(video));
+            let dir = dir.join(name);
             std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
             return Ok(Self::Frames { dir, next: 0 });
         }
         Ok(Self::Mp4 {
-            path: dir.join(format!("{}.annotated.mp4", stem(video))),
+            path: dir.join(format!("{name}.annotated.mp4")),
             fps: fps.unwrap_or(30.0),
             writer: None,
         })
@@ -258,5 +281,20 @@ impl AnnotatedVideo {
             writer.finish()?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FileNames;
+
+    #[test]
+    fn two_videos_of_one_name_write_two_files() {
+        let mut names = FileNames::default();
+        let given: Vec<String> = ["clip", "clip", "clip-2", "talk", "clip"]
+            .iter()
+            .map(|name| names.unique(name))
+            .collect();
+        assert_eq!(given, ["clip", "clip-2", "clip-2-2", "talk", "clip-3"]);
     }
 }
