@@ -84,6 +84,23 @@ pub struct Bench {
     video_seconds: f64,
 }
 
+/// A network of the first --arch with seeded weights, for --size crops
+/// resized from size·256/224 (torchvision's evaluation resize), written to
+/// `file`: the model the service and video benchmarks load.
+fn seeded_deployed_checkpoint(args: &Bench, file: &Path) -> Result<ModelSpec> {
+    let arch = args.arch.first().copied().unwrap_or(Arch::AlexNet);
+    let varmap = VarMap::new();
+    VaNet::new(arch, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+    seeded_init(&varmap, arch, 0)?;
+    let spec = ModelSpec {
+        arch,
+        image_size: args.size,
+        resize: args.size * 256 / 224,
+    };
+    save_checkpoint(file, &spec, &varmap, &Default::default())?;
+    Ok(spec)
+}
+
 /// Seconds of repeated runs of one measurement.
 #[derive(Debug, Clone, Copy, Serialize)]
 struct Timing {

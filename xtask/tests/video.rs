@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use caf_backbone::{save_checkpoint, seeded_init, Arch, ModelSpec, VaNet};
+use caf_backbone::Arch;
+use caf_e2e::setups::seeded_checkpoint;
 use caf_video::{Mp4Video, Mp4Writer, Rotation};
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
 use image::{Rgb, RgbImage};
 use serde_json::Value;
 
@@ -18,22 +17,9 @@ use common::{text, xtask};
 const FRAMES: u32 = 10;
 const FPS: f64 = 10.0;
 
+/// A seeded AlexNet at 64 px.
 fn model(dir: &Path) -> PathBuf {
-    let varmap = VarMap::new();
-    VaNet::new(
-        Arch::AlexNet,
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )
-    .expect("model");
-    seeded_init(&varmap, Arch::AlexNet, 3).expect("weights");
-    let spec = ModelSpec {
-        arch: Arch::AlexNet,
-        image_size: 64,
-        resize: 72,
-    };
-    let path = dir.join("model.safetensors");
-    save_checkpoint(&path, &spec, &varmap, &Default::default()).expect("checkpoint");
-    path
+    seeded_checkpoint(dir, Arch::AlexNet, 3, 64, 72).expect("checkpoint")
 }
 
 /// The fixture astronaut's face, `width`×`height`.

@@ -12,12 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use caf_backbone::{save_checkpoint, seeded_init, Arch, ModelSpec, VaNet};
 use caf_face::FaceDetector;
 use caf_infer::{FaceSearch, ImageFile, PhotoOptions, Predictor};
 use caf_serve::{ModelInfo, ServeOptions, ServerThread, Service};
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Device;
 use serde_json::{json, Value};
 
 use super::detection::write_photos;
@@ -49,17 +47,9 @@ pub(super) fn bench_serve(args: &Bench, device: &Device, threads: usize, scratch
         args.serve_seconds.is_finite() && args.serve_seconds >= 10.0 && args.serve_seconds <= MAX_SECONDS,
         "--serve-seconds must be 10 to {MAX_SECONDS} (memory is compared over the first and last 10 s)"
     );
-    let arch = args.arch.first().copied().unwrap_or(Arch::AlexNet);
-    let varmap = VarMap::new();
-    VaNet::new(arch, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
-    seeded_init(&varmap, arch, 0)?;
-    let spec = ModelSpec {
-        arch,
-        image_size: args.size,
-        resize: args.size * 256 / 224,
-    };
     let checkpoint = scratch.join("served.safetensors");
-    save_checkpoint(&checkpoint, &spec, &varmap, &Default::default())?;
+    let spec = super::seeded_deployed_checkpoint(args, &checkpoint)?;
+    let arch = spec.arch;
     let photos = photos(scratch)?;
 
     // predict's path on the same photos: batches of 32 files, read and

@@ -10,14 +10,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
-use caf_backbone::{save_checkpoint, seeded_init, Arch, ModelSpec, VaNet};
 use caf_face::FaceDetector;
 use caf_infer::{FaceSearch, PhotoOptions, Predictor};
 use caf_video::{
     predict_video, FaceTracks, FrameSchedule, Mp4Video, Mp4Writer, Rotation, TrackerSettings, VideoSource,
 };
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Device;
 use image::imageops::{self, FilterType};
 use image::RgbImage;
 use rayon::prelude::*;
@@ -94,17 +92,9 @@ pub(super) fn bench_video(args: &Bench, device: &Device, threads: usize, scratch
     let mean = |samples: &[f64]| samples.iter().sum::<f64>() / samples.len().max(1) as f64;
     ensure!(decoded == frames as usize, "decoded {decoded} frames of {frames}");
 
-    let arch = args.arch.first().copied().unwrap_or(Arch::AlexNet);
-    let varmap = VarMap::new();
-    VaNet::new(arch, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
-    seeded_init(&varmap, arch, 0)?;
-    let spec = ModelSpec {
-        arch,
-        image_size: args.size,
-        resize: args.size * 256 / 224,
-    };
     let checkpoint = scratch.join("video-model.safetensors");
-    save_checkpoint(&checkpoint, &spec, &varmap, &Default::default())?;
+    let spec = super::seeded_deployed_checkpoint(args, &checkpoint)?;
+    let arch = spec.arch;
     let predictor = Predictor::from_checkpoint(&checkpoint, device)?;
     let detector = FaceDetector::builtin(device)?;
     let options = PhotoOptions::new(FaceSearch::Detect(&detector));

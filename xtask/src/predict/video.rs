@@ -66,7 +66,8 @@ impl VideoRun<'_> {
             let mut tracks = FaceTracks::new(TrackerSettings::default(), self.smoothing_s)
                 .context("--smoothing must be a number of seconds, 0 (no smoothing) or more")?;
             let mut annotated = AnnotatedVideo::new(self.annotate, self.annotate_frames, &name, source.fps())?;
-            let mut plot = VideoPlot::new();
+            // Readings are gathered for a plot only when one is asked for.
+            let mut plot = self.plots.map(|_| VideoPlot::new());
             let mut recent = RecentReadings::default();
             let (mut frames, mut failed_frames) = (0usize, 0usize);
             predict_video(
@@ -96,7 +97,7 @@ impl VideoRun<'_> {
                             write_video_row(self.format, &mut out, place, FrameRow::Failed(&error.to_string()));
                         }
                     }
-                    if let Ok(faces) = &frame.faces {
+                    if let (Some(plot), Ok(faces)) = (&mut plot, &frame.faces) {
                         plot.add(frame.time_s, faces);
                     }
                     if let (Some(image), Ok(faces), true) = (frame.image, &frame.faces, annotated.wanted()) {
@@ -118,7 +119,7 @@ impl VideoRun<'_> {
                 },
             )?;
             annotated.finish()?;
-            if let Some(dir) = self.plots {
+            if let (Some(dir), Some(plot)) = (self.plots, &plot) {
                 plot.write_svg(&dir.join(format!("{name}.svg")), &path.display().to_string())?;
             }
             failed += failed_frames;

@@ -9,11 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use caf_backbone::{save_checkpoint, seeded_init, Arch, ModelSpec, VaNet};
+use caf_backbone::Arch;
 use caf_infer::{FaceDetector, Predictor};
 use caf_serve::{ModelInfo, ServeOptions, ServerThread, Service};
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::Device;
 use serde_json::Value;
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -24,21 +23,7 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// A seeded AlexNet checkpoint at 64 px.
 pub fn checkpoint(dir: &Path) -> PathBuf {
-    let varmap = VarMap::new();
-    VaNet::new(
-        Arch::AlexNet,
-        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
-    )
-    .expect("network");
-    seeded_init(&varmap, Arch::AlexNet, 3).expect("weights");
-    let spec = ModelSpec {
-        arch: Arch::AlexNet,
-        image_size: 64,
-        resize: 72,
-    };
-    let path = dir.join("model.safetensors");
-    save_checkpoint(&path, &spec, &varmap, &Default::default()).expect("checkpoint");
-    path
+    caf_e2e::setups::seeded_checkpoint(dir, Arch::AlexNet, 3, 64, 72).expect("checkpoint")
 }
 
 pub struct TestServer {
