@@ -9,12 +9,17 @@ lr 1e-3, betas 0.5/0.9), the same steps on the same batch shape:
   loss with adaptive k and margin), adversarial step (encoder update through the frozen critic);
 * inference: evaluation-mode encoder + regressor at batch 1 and 64, no gradients.
 
+With `--precision bf16`, every forward pass runs under `torch.autocast(dtype=torch.bfloat16)`
+(PyTorch's mixed precision: bf16 convolutions and products, f32 weights and optimiser) and the
+backward passes outside it, as PyTorch's documentation recommends.
+
 Prints one JSON object on stdout. `cargo xtask bench --compare-torch` runs it; run it alone
 with `python bench/torch_bench.py --help`. Needs torch and torchvision; nothing in the tests
 uses it.
 """
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -102,7 +107,8 @@ def critic_loss(s, w, ks, lam):
 
 
 class Models:
-    def __init__(self, arch, device):
+    def __init__(self, arch, device, autocast):
+        self.autocast = autocast
         self.encoder, n = encoder(arch)
         self.pure_encoder = arch == "alexnet"
         self.regressor, self.critic = regressor(n), critic(n)
@@ -114,7 +120,9 @@ class Models:
     def baseline_step(self, x, y):
         self.opt_e.zero_grad()
         self.opt_r.zero_grad()
-        va_loss(self.regressor(self.encoder(x)), y).backward()
+        with self.autocast():
+            loss = va_loss(self.regressor(self.encoder(x)).float(), y)
+        loss.backward()
         self.opt_e.step()
         self.opt_r.step()
 
@@ -122,22 +130,25 @@ class Models:
         self.baseline_step(x, y)
         strong, weak = group(labels)
         xs, xw = x[torch.from_numpy(strong).to(x.device)], x[torch.from_numpy(weak).to(x.device)]
-        with torch.no_grad():
-            fs = self.encoder(xs)
-        # As caf-rs does: AlexNet's encoder changes nothing when it runs, so its
-        # pass over the weak samples serves the adversarial step too; ResNet-18's
-        # batch norms count every pass, so there it runs again.
-        fw_graph = self.encoder(xw) if self.pure_encoder else None
-        with torch.no_grad():
-            fw = fw_graph.detach() if fw_graph is not None else self.encoder(xw)
-        s, w = self.critic(fs), self.critic(fw)
+        with self.autocast():
+            with torch.no_grad():
+                fs = self.encoder(xs)
+            # As caf-rs does: AlexNet's encoder changes nothing when it runs, so its
+            # pass over the weak samples serves the adversarial step too; ResNet-18's
+            # batch norms count every pass, so there it runs again.
+            fw_graph = self.encoder(xw) if self.pure_encoder else None
+            with torch.no_grad():
+                fw = fw_graph.detach() if fw_graph is not None else self.encoder(xw)
+            s, w = self.critic(fs).float(), self.critic(fw).float()
         self.opt_c.zero_grad()
         critic_loss(s, w, adaptive_ks(s.cpu(), w.cpu()).to(s.device), 0.0).backward()
         self.opt_c.step()
         self.opt_e.zero_grad()
         for p in self.critic.parameters():
             p.requires_grad_(False)
-        (-self.critic(fw_graph if fw_graph is not None else self.encoder(xw)).mean()).backward()
+        with self.autocast():
+            adversarial = -self.critic(fw_graph if fw_graph is not None else self.encoder(xw)).float().mean()
+        adversarial.backward()
         for p in self.critic.parameters():
             p.requires_grad_(True)
         self.opt_e.step()
@@ -172,6 +183,7 @@ def main():
     parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=["f32", "bf16"], default="f32")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -183,9 +195,21 @@ def main():
     angle, radius = rng.uniform(0, 2 * np.pi, args.batch), np.sqrt(rng.uniform(0, 0.95, args.batch))
     labels = np.stack([radius * np.cos(angle), radius * np.sin(angle)], 1).astype(np.float32)
     y = torch.from_numpy(labels).to(device)
-    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": args.device, "arch": {}}
+    out = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": args.device,
+        "precision": args.precision,
+        "arch": {},
+    }
+
+    def autocast():
+        if args.precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     for arch in args.arch.split(","):
-        models = Models(arch, device)
+        models = Models(arch, device, autocast)
         result = {
             "caf_step": timed(lambda: models.caf_step(x, y, labels), args.warmup, args.runs, args.min_seconds, sync),
             "baseline_step": timed(lambda: models.baseline_step(x, y), args.warmup, args.runs, args.min_seconds, sync),
@@ -196,7 +220,7 @@ def main():
             images = torch.randn(n, 3, args.size, args.size, device=device)
 
             def infer():
-                with torch.no_grad():
+                with torch.no_grad(), autocast():
                     models.regressor(models.encoder(images))
 
             result[f"infer_batch{n}"] = timed(infer, args.warmup, args.runs, args.min_seconds, sync)

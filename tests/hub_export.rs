@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
-use caf_backbone::{Checkpoint, HubOptions, WeightSource, MODEL_FILE};
+use caf_backbone::{Checkpoint, HubOptions, Precision, WeightSource, MODEL_FILE};
 use caf_e2e::hub::write_cache;
 use caf_e2e::setups::tiny_run;
 use caf_infer::{FaceSearch, PhotoOptions, Predictor};
@@ -43,7 +43,7 @@ fn an_exported_model_predicts_as_its_checkpoint_from_a_folder_and_from_the_hub()
     .run(&AtomicBool::new(false))?;
     let checkpoint = Checkpoint::read(&summary.best, &Device::Cpu)?;
     let dataset = evaluation_set(&checkpoint, None)?;
-    let evaluation = evaluate_checkpoint(&checkpoint, &dataset, 16, &Device::Cpu)?;
+    let evaluation = evaluate_checkpoint(&checkpoint, &dataset, 16, &Device::Cpu, Precision::F32)?;
     let out = dir.path().join("export");
     let files = export_for_hub(
         &HubExport {

@@ -2,7 +2,7 @@
 //! give the same numbers.
 
 use anyhow::Result;
-use caf_backbone::{Arch, Checkpoint};
+use caf_backbone::{Arch, Checkpoint, Precision};
 use caf_data::load_generic_csv;
 use caf_data::synthetic::{generate, SyntheticConfig};
 use caf_data::{BatchLoader, LoaderConfig};
@@ -29,7 +29,7 @@ fn predictor_and_evaluation_agree_exactly() -> Result<()> {
         let path = seeded_checkpoint(dir.path(), arch, 11, 64, 72)?;
 
         let predictor = Predictor::from_checkpoint(&path, &Device::Cpu)?;
-        let net = Checkpoint::read(&path, &Device::Cpu)?.va_net(&Device::Cpu)?;
+        let net = Checkpoint::read(&path, &Device::Cpu)?.va_net(&Device::Cpu, Precision::F32)?;
         let batch = 4;
         let loader = BatchLoader::new(&dataset, *predictor.preprocess(), LoaderConfig::evaluation(batch))?;
         let caf_train::Evaluation {

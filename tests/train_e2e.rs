@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
-use caf_backbone::Checkpoint;
+use caf_backbone::{Checkpoint, Precision};
 use caf_data::{BatchLoader, LoaderConfig, Preprocess};
 use caf_e2e::setups::tiny_run;
 use caf_train::{evaluate, Method, Trainer};
@@ -68,7 +68,7 @@ fn caf_and_baseline_train_save_reload_and_evaluate() -> Result<()> {
         // The checkpoint alone rebuilds the model and its preprocessing; evaluation reproduces the run's.
         let checkpoint = Checkpoint::read(&summary.last, &Device::Cpu)?;
         assert_eq!((checkpoint.spec.image_size, checkpoint.spec.resize), (64, 64));
-        let net = checkpoint.va_net(&Device::Cpu)?;
+        let net = checkpoint.va_net(&Device::Cpu, Precision::F32)?;
         let dataset = caf_data::DatasetSpec::Generic {
             csv: data.join("labels.csv"),
             root: data.clone(),

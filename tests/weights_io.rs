@@ -9,7 +9,7 @@ use caf_backbone::{
     import_torch_model, load_pretrained_encoder, read_tensors, save_checkpoint, Arch, CafNet, Checkpoint, Error,
     HubOptions, ModelSpec, VaNet, WeightSource,
 };
-use caf_backbone::{META_ARCH, META_IMAGE_SIZE, META_RESIZE};
+use caf_backbone::{Precision, META_ARCH, META_IMAGE_SIZE, META_RESIZE};
 use caf_e2e::fill::{fill_varmap, input, model_values, named_tensors, strip_prefix, var_shapes};
 use caf_e2e::torch_pickle::write_state_dict;
 use candle_core::{DType, Device, ModuleT, Tensor};
@@ -87,8 +87,8 @@ fn checkpoint_round_trip_keeps_weights_metadata_and_predictions() -> Result<()> 
         // (Winograd from a kept transform) than a live one: compare like with like.
         assert_eq!(
             max_diff(
-                &net.va.freeze()?.predict(&x)?,
-                &checkpoint.va_net(&Device::Cpu)?.predict(&x)?
+                &net.va.freeze(Precision::F32)?.predict(&x)?,
+                &checkpoint.va_net(&Device::Cpu, Precision::F32)?.predict(&x)?
             )?,
             0.0
         );
@@ -121,8 +121,8 @@ fn checkpoint_written_like_pytorch_loads() -> Result<()> {
     let x = input("input.small", (1, 3, 64, 64))?;
     assert_eq!(
         max_diff(
-            &net.freeze()?.predict(&x)?,
-            &checkpoint.va_net(&Device::Cpu)?.predict(&x)?
+            &net.freeze(Precision::F32)?.predict(&x)?,
+            &checkpoint.va_net(&Device::Cpu, Precision::F32)?.predict(&x)?
         )?,
         0.0
     );
@@ -157,7 +157,7 @@ fn broken_checkpoints_name_the_tensor_and_the_file() -> Result<()> {
     let wrong_arch = dir.path().join("wrong_arch.safetensors");
     write_like_pytorch(&wrong_arch, &tensors, spec_meta("resnet18"))?;
     let err = Checkpoint::read(&wrong_arch, &Device::Cpu)?
-        .va_net(&Device::Cpu)
+        .va_net(&Device::Cpu, Precision::F32)
         .expect_err("alexnet tensors, resnet18 metadata");
     assert!(matches!(err, Error::MissingTensor { .. }), "{err}");
     assert!(
@@ -172,7 +172,7 @@ fn broken_checkpoints_name_the_tensor_and_the_file() -> Result<()> {
     let wrong_shape = dir.path().join("wrong_shape.safetensors");
     write_like_pytorch(&wrong_shape, &tensors, spec_meta("alexnet"))?;
     let err = Checkpoint::read(&wrong_shape, &Device::Cpu)?
-        .va_net(&Device::Cpu)
+        .va_net(&Device::Cpu, Precision::F32)
         .expect_err("wrong shape");
     let message = err.to_string();
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{message}");
@@ -191,7 +191,7 @@ fn broken_checkpoints_name_the_tensor_and_the_file() -> Result<()> {
     let missing = dir.path().join("missing.safetensors");
     write_like_pytorch(&missing, &tensors, spec_meta("alexnet"))?;
     let err = Checkpoint::read(&missing, &Device::Cpu)?
-        .va_net(&Device::Cpu)
+        .va_net(&Device::Cpu, Precision::F32)
         .expect_err("missing tensor");
     assert!(
         err.to_string().contains("regressor.lin1.weight") && err.to_string().contains("missing.safetensors"),
@@ -302,8 +302,8 @@ fn reference_model_imports_into_a_working_checkpoint() -> Result<()> {
     let x = input("input.alexnet", (2, 3, 112, 112))?;
     assert_eq!(
         max_diff(
-            &reference.freeze()?.predict(&x)?,
-            &checkpoint.va_net(&Device::Cpu)?.predict(&x)?
+            &reference.freeze(Precision::F32)?.predict(&x)?,
+            &checkpoint.va_net(&Device::Cpu, Precision::F32)?.predict(&x)?
         )?,
         0.0
     );

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use caf_backbone::{save_checkpoint, seeded_init, Arch, Checkpoint, ModelSpec, VaNet, CRITIC_OUTPUTS};
+use caf_backbone::{save_checkpoint, seeded_init, Arch, Checkpoint, ModelSpec, Precision, VaNet, CRITIC_OUTPUTS};
 use caf_data::synthetic::{draw_label, SyntheticConfig};
 use caf_data::{Augment, Batch, BatchLoader, LoaderConfig, Preprocess, Rng};
 use caf_objective::critic_objective;
@@ -48,6 +48,10 @@ pub struct Bench {
     /// `cpu`, `cuda` or `cuda:N`
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Precision of the convolutions' products: f32, or bf16 (inference only: the training
+    /// steps are not timed); --compare-torch then runs PyTorch under autocast bf16
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// Batch of the stand-alone measurement of grouping + contrastive objective
     #[arg(long, default_value_t = 256)]
     objective_batch: usize,
@@ -213,16 +217,16 @@ pub fn bench(args: Bench) -> Result<()> {
     let mut caf_steps = Vec::new();
     for &arch in &args.arch {
         let result = bench_arch(&args, arch, &device, scratch.path())?;
-        caf_steps.push(result["caf_step"].median_s);
+        if let Some(step) = result.get("caf_step") {
+            caf_steps.push((arch, step.median_s));
+        }
         models.insert(arch.name().into(), serde_json::to_value(result)?);
     }
     let objective = bench_objective(&args, args.batch, &device)?;
     let objective_large = bench_objective(&args, args.objective_batch, &device)?;
     let pipeline = bench_pipeline(&args, threads, scratch.path())?;
-    let shares: serde_json::Map<String, Value> = args
-        .arch
+    let shares: serde_json::Map<String, Value> = caf_steps
         .iter()
-        .zip(&caf_steps)
         .map(|(arch, step)| {
             (
                 arch.name().to_string(),
@@ -236,6 +240,9 @@ pub fn bench(args: Bench) -> Result<()> {
     let mut report = json!({
         "caf_rs": env!("CARGO_PKG_VERSION"),
         "device": args.device,
+        "machine": machine(),
+        "precision": args.precision.name(),
+        "kernels": caf_kernels::checked_instruction_set()?.name(),
         "threads": threads,
         "batch": args.batch,
         "size": args.size,
@@ -269,7 +276,14 @@ fn bench_arch(
 ) -> Result<std::collections::BTreeMap<&'static str, Timing>> {
     let batch = random_batch(args.batch, args.size, device, 0)?;
     let mut timings = std::collections::BTreeMap::new();
-    for (key, method) in [("caf_step", Method::Caf), ("baseline_step", Method::Baseline)] {
+    let steps = match args.precision {
+        Precision::F32 => &[("caf_step", Method::Caf), ("baseline_step", Method::Baseline)][..],
+        Precision::Bf16 => {
+            tracing::info!("bf16: inference only (training runs in f32)");
+            &[]
+        }
+    };
+    for &(key, method) in steps {
         let settings = TrainConfig {
             method,
             arch: arch.name().into(),
@@ -298,7 +312,7 @@ fn bench_arch(
     };
     let file = scratch.join(format!("{arch}.safetensors"));
     save_checkpoint(&file, &spec, &varmap, &Default::default())?;
-    let net = Checkpoint::read(&file, device)?.va_net(device)?;
+    let net = Checkpoint::read(&file, device)?.va_net(device, args.precision)?;
     for (key, n) in [("infer_batch1", 1), ("infer_batch64", 64)] {
         let images = random_batch(n, args.size, device, 1)?.images;
         tracing::info!(arch = arch.name(), batch = n, "timing inference");
@@ -426,6 +440,7 @@ fn run_torch(args: &Bench, threads: usize, scratch: &Path) -> Result<Value> {
         ["--arch", &arch],
         ["--device", &args.device],
         ["--threads", &threads.to_string()],
+        ["--precision", args.precision.name()],
     ]
     .iter()
     .flatten()

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use caf_backbone::{Checkpoint, HubOptions, WeightSource};
+use caf_backbone::{Checkpoint, HubOptions, Precision, WeightSource};
 use caf_train::{evaluate_checkpoint, export_for_hub, HubExport};
 use candle_core::Device;
 
@@ -43,7 +43,7 @@ pub fn export(args: Export) -> Result<()> {
             "the model card's metrics come from evaluating the model: name its data with --format and its paths, \
              or pass --no-eval for a card without metrics",
         )?;
-        let evaluation = evaluate_checkpoint(&checkpoint, &dataset, args.batch_size, &Device::Cpu)?;
+        let evaluation = evaluate_checkpoint(&checkpoint, &dataset, args.batch_size, &Device::Cpu, Precision::F32)?;
         let described = format!("{}, {} people", dataset.name, dataset.subjects().len());
         Some((evaluation, described))
     };

@@ -206,7 +206,7 @@ fn import_torch(args: ImportTorch) -> Result<()> {
     let count = import_torch_model(&spec, &encoder, &regressor, &args.out)?;
     // Reading it back proves the file is a complete inference checkpoint.
     Checkpoint::read(&args.out, &Device::Cpu)?
-        .va_net(&Device::Cpu)
+        .va_net(&Device::Cpu, caf_backbone::Precision::F32)
         .with_context(|| format!("the written checkpoint {} does not load", args.out.display()))?;
     println!(
         "wrote {} ({} tensors, {}, crop {}, resize {})",

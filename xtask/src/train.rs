@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use caf_backbone::{Checkpoint, HubOptions, WeightSource};
+use caf_backbone::{Checkpoint, HubOptions, Precision, WeightSource};
 use caf_train::{
     evaluate_checkpoint, mean_ccc, parse_device, run_series, Breakdown, DatasetSpec, Diagnostics, Series, TrainConfig,
     Trainer,
@@ -325,7 +325,7 @@ pub fn eval(args: Eval) -> Result<()> {
     let file = args.checkpoint.checkpoint_file(&HubOptions::from_env())?;
     let checkpoint = Checkpoint::read(&file, &device)?;
     let dataset = caf_train::evaluation_set(&checkpoint, spec.as_ref())?;
-    let evaluation = evaluate_checkpoint(&checkpoint, &dataset, args.batch_size, &device)?;
+    let evaluation = evaluate_checkpoint(&checkpoint, &dataset, args.batch_size, &device, Precision::F32)?;
     println!(
         "{} on {} ({} samples, {} subjects: {}):\n{}",
         args.checkpoint,

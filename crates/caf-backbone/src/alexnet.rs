@@ -1,5 +1,6 @@
 //! torchvision's AlexNet `features` followed by its 6×6 adaptive average pool.
 
+use caf_kernels::Precision;
 use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -70,12 +71,12 @@ impl AlexNetEncoder {
         Ok(Self { convs })
     }
 
-    /// This encoder for inference ([`Conv2d::freeze`]).
-    pub fn freeze(&self) -> Result<Self> {
+    /// This encoder for inference ([`Conv2d::freeze`]), the products in `precision`.
+    pub fn freeze(&self, precision: Precision) -> Result<Self> {
         let convs = self
             .convs
             .iter()
-            .map(|(index, conv)| Ok((*index, conv.freeze()?)))
+            .map(|(index, conv)| Ok((*index, conv.freeze(precision)?)))
             .collect::<Result<_>>()?;
         Ok(Self { convs })
     }

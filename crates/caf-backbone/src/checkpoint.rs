@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use caf_kernels::Precision;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
@@ -51,13 +52,13 @@ impl Checkpoint {
     /// Encoder and regressor for prediction, in f32 on `device`, frozen
     /// ([`VaNet::freeze`]): its weights are plain tensors, not variables, so
     /// nothing builds a gradient graph, and layers take their inference-only
-    /// fast paths.
-    pub fn va_net(&self, device: &Device) -> Result<VaNet> {
+    /// fast paths; the convolutions' products in `precision`.
+    pub fn va_net(&self, device: &Device, precision: Precision) -> Result<VaNet> {
         let varmap = VarMap::new();
         let net = VaNet::new(self.spec.arch, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
         self.assign(&varmap, &[ENCODER, REGRESSOR])?;
         // Freezing copies every weight out of the variables.
-        Ok(net.freeze()?)
+        Ok(net.freeze(precision)?)
     }
 
     /// All three networks for training, with their variables. A checkpoint

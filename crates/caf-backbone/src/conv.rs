@@ -4,7 +4,7 @@
 //! and the initialisation in one place; it runs caf-kernels' GEMM convolution
 //! (candle's own on other devices).
 
-use caf_kernels::{conv2d, conv2d_relu, Conv2dParams, ConvWeight, FrozenWeight};
+use caf_kernels::{conv2d, conv2d_relu, Conv2dParams, ConvWeight, FrozenWeight, Precision};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
@@ -78,11 +78,13 @@ impl Conv2d {
     /// This layer for inference only: its weight copied into a
     /// [`FrozenWeight`], so that the transforms the kernels derive from it
     /// are made once instead of on every call. Training the original layer
-    /// afterwards does not change the frozen one.
-    pub fn freeze(&self) -> Result<Self> {
+    /// afterwards does not change the frozen one. Its products run in
+    /// `precision`.
+    pub fn freeze(&self, precision: Precision) -> Result<Self> {
         let weight = match &self.weight {
-            Weight::Live(tensor) => FrozenWeight::new(tensor)?,
-            Weight::Frozen(frozen) => frozen.clone(),
+            Weight::Frozen(frozen) if frozen.precision() == precision => frozen.clone(),
+            Weight::Frozen(frozen) => FrozenWeight::with_precision(frozen.tensor(), precision)?,
+            Weight::Live(tensor) => FrozenWeight::with_precision(tensor, precision)?,
         };
         Ok(Self {
             weight: Weight::Frozen(weight),
@@ -94,7 +96,7 @@ impl Conv2d {
     /// This layer followed by `y·scale + shift` per output channel (an
     /// evaluation-mode batch norm), frozen as one convolution: the weight of
     /// output channel `o` times `scale[o]`, the bias `bias·scale + shift`.
-    pub fn freeze_with_affine(&self, scale: &Tensor, shift: &Tensor) -> Result<Self> {
+    pub fn freeze_with_affine(&self, scale: &Tensor, shift: &Tensor, precision: Precision) -> Result<Self> {
         let scale = scale.detach();
         let weight = self
             .weight()
@@ -105,7 +107,7 @@ impl Conv2d {
             None => crate::private_copy(shift)?,
         };
         Ok(Self {
-            weight: Weight::Frozen(FrozenWeight::new(&weight)?),
+            weight: Weight::Frozen(FrozenWeight::with_precision(&weight, precision)?),
             bias: Some(bias),
             spec: ConvSpec {
                 bias: true,

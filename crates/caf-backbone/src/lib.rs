@@ -51,6 +51,7 @@ mod torch_zip;
 mod weights;
 
 pub use alexnet::{AlexNetEncoder, ALEXNET_FEATURES};
+pub use caf_kernels::Precision;
 pub use checkpoint::{import_torch_model, save_checkpoint, varmap_tensors, write_tensors, Checkpoint};
 pub use conv::{Conv2d, ConvInit, ConvSpec};
 pub use dropout::{Dropout, DropoutRng};

@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
+use caf_kernels::Precision;
 use candle_core::{ModuleT, Result as CandleResult, Tensor};
 use candle_nn::VarBuilder;
 
@@ -178,10 +179,10 @@ impl Encoder {
     }
 
     /// This encoder for inference (see [`VaNet::freeze`]).
-    pub fn freeze(&self) -> CandleResult<Self> {
+    pub fn freeze(&self, precision: Precision) -> CandleResult<Self> {
         Ok(match self {
-            Encoder::AlexNet(e) => Encoder::AlexNet(e.freeze()?),
-            Encoder::ResNet18(e) => Encoder::ResNet18(e.freeze()?),
+            Encoder::AlexNet(e) => Encoder::AlexNet(e.freeze(precision)?),
+            Encoder::ResNet18(e) => Encoder::ResNet18(e.freeze(precision)?),
         })
     }
 }
@@ -247,10 +248,13 @@ impl VaNet {
     /// computes the same function in evaluation mode, up to rounding; it
     /// builds no gradient for its weights, and a training-mode pass through
     /// a frozen ResNet-18 is refused (its batch statistics are gone).
-    pub fn freeze(&self) -> CandleResult<Self> {
+    ///
+    /// The convolutions' products run in `precision`
+    /// ([`caf_kernels::Precision`]); the regressor's are small and stay f32.
+    pub fn freeze(&self, precision: Precision) -> CandleResult<Self> {
         Ok(Self {
             arch: self.arch,
-            encoder: self.encoder.freeze()?,
+            encoder: self.encoder.freeze(precision)?,
             regressor: self.regressor.freeze()?,
             dropout: self.dropout.clone(),
         })
@@ -380,7 +384,7 @@ mod tests {
                     SGD::new(varmap.all_vars(), 0.1)?.backward_step(&loss)
                 };
                 train_step()?;
-                let frozen = net.va.freeze()?;
+                let frozen = net.va.freeze(Precision::F32)?;
                 let (live, before) = (net.va.predict(&x)?, frozen.predict(&x)?);
                 let scale = live.abs()?.max_all()?.to_scalar::<f32>()?.max(1e-6);
                 let difference = (&live - &before)?.abs()?.max_all()?.to_scalar::<f32>()?;

@@ -1,6 +1,7 @@
 //! torchvision's ResNet-18 through `layer4`, followed by global average pooling.
 
 use caf_kernels::add_relu;
+use caf_kernels::Precision;
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -87,13 +88,13 @@ impl ConvBn {
         Ok(x)
     }
 
-    fn freeze(&self) -> Result<Self> {
+    fn freeze(&self, precision: Precision) -> Result<Self> {
         Ok(ConvBn::Folded(match self {
             ConvBn::Separate(conv, bn) => {
                 let (scale, shift) = bn.folded()?;
-                conv.freeze_with_affine(&scale, &shift)?
+                conv.freeze_with_affine(&scale, &shift, precision)?
             }
-            ConvBn::Folded(conv) => conv.clone(),
+            ConvBn::Folded(conv) => conv.freeze(precision)?,
         }))
     }
 }
@@ -130,11 +131,11 @@ impl BasicBlock {
         })
     }
 
-    fn freeze(&self) -> Result<Self> {
+    fn freeze(&self, precision: Precision) -> Result<Self> {
         Ok(Self {
-            first: self.first.freeze()?,
-            second: self.second.freeze()?,
-            downsample: self.downsample.as_ref().map(ConvBn::freeze).transpose()?,
+            first: self.first.freeze(precision)?,
+            second: self.second.freeze(precision)?,
+            downsample: self.downsample.as_ref().map(|d| d.freeze(precision)).transpose()?,
         })
     }
 }
@@ -178,11 +179,16 @@ impl ResNet18Encoder {
     }
 
     /// This encoder for inference (evaluation mode only): every batch norm
-    /// folded into the convolution before it ([`Conv2d::freeze_with_affine`]).
-    pub fn freeze(&self) -> Result<Self> {
+    /// folded into the convolution before it ([`Conv2d::freeze_with_affine`]),
+    /// the products in `precision`.
+    pub fn freeze(&self, precision: Precision) -> Result<Self> {
         Ok(Self {
-            stem: self.stem.freeze()?,
-            blocks: self.blocks.iter().map(BasicBlock::freeze).collect::<Result<_>>()?,
+            stem: self.stem.freeze(precision)?,
+            blocks: self
+                .blocks
+                .iter()
+                .map(|block| block.freeze(precision))
+                .collect::<Result<_>>()?,
         })
     }
 }

@@ -144,7 +144,7 @@ impl BatchLoader {
 
     pub fn batches_per_epoch(&self) -> usize {
         let full = self.samples.len() / self.config.batch_size;
-        let partial = self.samples.len() % self.config.batch_size != 0 && !self.config.drop_last;
+        let partial = !self.samples.len().is_multiple_of(self.config.batch_size) && !self.config.drop_last;
         full + partial as usize
     }
 

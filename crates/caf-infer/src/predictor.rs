@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use caf_backbone::{Checkpoint, ModelSpec, VaNet};
+use caf_backbone::{Checkpoint, ModelSpec, Precision, VaNet};
 use caf_data::{decode_with_limits, prepare};
 use caf_data::{DataError, DecodeLimits, FaceBox, Preprocess};
 use candle_core::{Device, Tensor};
@@ -77,6 +77,7 @@ pub struct Predictor {
     preprocess: Preprocess,
     device: Device,
     decode_limits: DecodeLimits,
+    precision: Precision,
 }
 
 impl Predictor {
@@ -90,7 +91,7 @@ impl Predictor {
     /// The prediction network of a checkpoint already read (whose metadata
     /// the caller also wants), on `device`.
     pub fn new(checkpoint: &Checkpoint, device: &Device) -> Result<Self, InferError> {
-        let net = checkpoint.va_net(device)?;
+        let net = checkpoint.va_net(device, Precision::F32)?;
         let spec = checkpoint.spec;
         let preprocess = Preprocess::imagenet(spec.resize as u32, spec.image_size as u32).map_err(|e| {
             DataError::Invalid(format!(
@@ -104,7 +105,23 @@ impl Predictor {
             preprocess,
             device: device.clone(),
             decode_limits: DecodeLimits::DEFAULT,
+            precision: Precision::F32,
         })
+    }
+
+    /// The same predictor with its convolutions' products in `precision`
+    /// ([`Precision::F32`] otherwise; see [`caf_backbone::Precision`]).
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self, InferError> {
+        if precision != self.precision {
+            self.net = self.net.freeze(precision).map_err(caf_backbone::Error::from)?;
+            self.precision = precision;
+        }
+        Ok(self)
+    }
+
+    /// The precision of the convolutions' products.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The same predictor, decoding files within other limits

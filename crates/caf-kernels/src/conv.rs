@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use crate::cpu::Precision;
 use crate::elementwise::Activation;
-use crate::gemm::{matmul, Element, Matrix, Threads};
+use crate::gemm::{matmul, Element, Matrix, Threads, WeightProducts};
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::phases::split_by_phase;
 use crate::reduce::{sum_map, sum_parts};
@@ -74,15 +75,16 @@ fn convolve(
     params: Conv2dParams,
     activation: Activation,
 ) -> Result<Tensor> {
-    let kept = match weight {
-        ConvWeight::Live(_) => None,
-        ConvWeight::Frozen(frozen) => Some(Arc::clone(frozen.kept())),
+    let (kept, precision) = match weight {
+        ConvWeight::Live(_) => (None, Precision::F32),
+        ConvWeight::Frozen(frozen) => (Some(Arc::clone(frozen.kept())), frozen.precision()),
     };
     let weight = weight.tensor();
     let op = Conv2dCpu {
         params,
         activation,
         kept,
+        precision,
     };
     match (runs_on_cpu_kernels(x), bias) {
         (true, None) => x.contiguous()?.apply_op2(&weight.contiguous()?, op),
@@ -90,7 +92,16 @@ fn convolve(
             .contiguous()?
             .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op),
         (false, bias) => {
-            let y = x.conv2d(weight, params.padding, params.stride, 1, 1)?;
+            let y = match precision {
+                Precision::F32 => x.conv2d(weight, params.padding, params.stride, 1, 1)?,
+                Precision::Bf16 => {
+                    let bf16 = candle_core::DType::BF16;
+                    let y = x
+                        .to_dtype(bf16)?
+                        .conv2d(&weight.to_dtype(bf16)?, params.padding, params.stride, 1, 1)?;
+                    y.to_dtype(x.dtype())?
+                }
+            };
             crate::elementwise::add_bias_activation(&y, bias, activation)
         }
     }
@@ -407,7 +418,7 @@ fn column_buffer_len(g: &Geometry) -> usize {
 }
 
 /// `y_b = W · cols(x_b) (+ bias)` for every image.
-fn forward<T: Element>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &Geometry) -> Vec<T> {
+fn forward<T: Element>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &Geometry, products: WeightProducts) -> Vec<T> {
     let mut y = vec![T::ZERO; g.batch * g.output_len()];
     let w = Matrix::row_major(weight, g.out_channels, g.patch());
     for_each_image(
@@ -415,19 +426,26 @@ fn forward<T: Element>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &Geometry) 
         &mut y,
         g.output_len(),
         column_buffer_len(g),
-        |b, y_b, buffer, threads| output_product(y_b, w, columns(x, b, g, buffer, threads), bias, threads),
+        |b, y_b, buffer, threads| output_product(y_b, w, columns(x, b, g, buffer, threads), bias, threads, products),
     );
     y
 }
 
 /// `y = W · cols (+ bias per output channel)`, the bias written first and the product added to it.
-fn output_product<T: Element>(y: &mut [T], w: Matrix<T>, cols: Matrix<T>, bias: Option<&[T]>, threads: Threads) {
+fn output_product<T: Element>(
+    y: &mut [T],
+    w: Matrix<T>,
+    cols: Matrix<T>,
+    bias: Option<&[T]>,
+    threads: Threads,
+    products: WeightProducts,
+) {
     if let Some(bias) = bias {
         for (row, &value) in y.chunks_exact_mut(cols.cols()).zip(bias) {
             row.fill(value);
         }
     }
-    matmul(y, bias.is_some(), w, cols, threads);
+    products.run(0, y, bias.is_some(), w, cols, threads);
 }
 
 /// `dx_b = col2im(Wᵀ · dy_b)` for every image.
@@ -512,8 +530,8 @@ fn bias_gradient<T: Element>(dy: &[T], g: &Geometry) -> Vec<T> {
 /// The passes, as one kernel type for [`dispatch`].
 enum ConvKernel<'a> {
     /// Operands: x, weight, and the bias if any; the weight's kept
-    /// transforms when it is frozen.
-    Forward(Geometry, Activation, Option<&'a KeptTransforms>),
+    /// transforms when it is frozen, and the precision of the products.
+    Forward(Geometry, Activation, Option<&'a KeptTransforms>, Precision),
     /// Operands: dy, weight.
     InputGradient(Geometry),
     /// Operands: dy, x.
@@ -525,20 +543,36 @@ enum ConvKernel<'a> {
 impl Kernel for ConvKernel<'_> {
     fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T> {
         match self {
-            ConvKernel::Forward(g, activation, kept) => {
+            &ConvKernel::Forward(ref g, activation, kept, precision) => {
                 let (x, weight, bias) = (operands[0], operands[1], operands.get(2).copied());
                 let slot = kept
                     .filter(|_| winograd::applies_with_kept_transform(g))
                     .and_then(KeptTransforms::winograd_slot::<T>);
+                // bf16 products of a frozen weight multiply by its operands
+                // packed once (f32 ones: `gemm` packs as it goes).
+                let kept_bf16 = kept.filter(|_| precision == Precision::Bf16);
                 let mut y = if let Some(slot) = slot {
                     let u = slot.get_or_init(|| winograd::kernel_transform(weight, g));
-                    winograd::forward_with_kept_transform(x, u, bias, g)
+                    let packed = kept_bf16.and_then(|kept| kept.bf16_winograd(u, g));
+                    winograd::forward_with_kept_transform(x, u, bias, g, WeightProducts { precision, packed })
                 } else if winograd::applies(g) {
-                    winograd::forward(x, weight, bias, g)
-                } else if let Some(bands) = banded::Bands::of::<T>(g) {
-                    banded::forward(x, weight, bias, g, bands)
+                    winograd::forward(
+                        x,
+                        weight,
+                        bias,
+                        g,
+                        WeightProducts {
+                            precision,
+                            packed: None,
+                        },
+                    )
                 } else {
-                    forward(x, weight, bias, g)
+                    let packed = kept_bf16.and_then(|kept| kept.bf16_weight(weight, g));
+                    let products = WeightProducts { precision, packed };
+                    match banded::Bands::of::<T>(g) {
+                        Some(bands) => banded::forward(x, weight, bias, g, bands, products),
+                        None => forward(x, weight, bias, g, products),
+                    }
                 };
                 activation.apply_in_place(&mut y);
                 y
@@ -569,6 +603,8 @@ struct Conv2dCpu {
     activation: Activation,
     /// The weight's kept transforms, when it is a [`FrozenWeight`].
     kept: Option<Arc<KeptTransforms>>,
+    /// The precision of the products: a [`FrozenWeight`]'s, else f32.
+    precision: Precision,
 }
 
 impl Conv2dCpu {
@@ -603,7 +639,7 @@ impl CustomOp2 for Conv2dCpu {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = Geometry::new(l1.dims(), l2.dims(), self.params)?;
-        let kernel = ConvKernel::Forward(g, self.activation, self.kept.as_deref());
+        let kernel = ConvKernel::Forward(g, self.activation, self.kept.as_deref(), self.precision);
         let y = dispatch(CustomOp2::name(self), &kernel, &[(s1, l1), (s2, l2)])?;
         Ok((y, g.output_shape()))
     }
@@ -635,7 +671,7 @@ impl CustomOp3 for Conv2dCpu {
         if l3.dims() != [g.out_channels] {
             candle_core::bail!("conv2d: bias {:?} must have {} values", l3.dims(), g.out_channels)
         }
-        let kernel = ConvKernel::Forward(g, self.activation, self.kept.as_deref());
+        let kernel = ConvKernel::Forward(g, self.activation, self.kept.as_deref(), self.precision);
         let y = dispatch(CustomOp3::name(self), &kernel, &[(s1, l1), (s2, l2), (s3, l3)])?;
         Ok((y, g.output_shape()))
     }

@@ -6,21 +6,109 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+mod bf16;
+
+use crate::cpu::Precision;
+pub(crate) use bf16::PackedLhs;
+
 /// Element types the kernels run in: f32 for training, f64 for gradient checks
 /// (`to_f64` / `from_f64` come from candle's `WithDType`).
 pub trait Element: candle_core::WithDType + Default + std::ops::AddAssign + PartialOrd + crate::scratch::Kept {
     const ONE: Self;
     const ZERO: Self;
+
+    /// [`matmul`] with bf16 operands ([`Precision::Bf16`]): f32 only, the
+    /// one type a bf16 weight can have ([`crate::FrozenWeight::with_precision`]).
+    fn matmul_bf16(dst: &mut [Self], accumulate: bool, a: Matrix<Self>, b: Matrix<Self>, threads: Threads);
+
+    /// [`Self::matmul_bf16`] with the left operand packed beforehand.
+    fn matmul_bf16_packed(dst: &mut [Self], accumulate: bool, a: &PackedLhs, b: Matrix<Self>, threads: Threads);
+
+    /// The values as f32, if that is their type (what bf16 products pack).
+    fn as_f32(values: &[Self]) -> Option<&[f32]>;
 }
 
 impl Element for f32 {
     const ONE: Self = 1.0;
     const ZERO: Self = 0.0;
+
+    fn matmul_bf16(dst: &mut [Self], accumulate: bool, a: Matrix<Self>, b: Matrix<Self>, threads: Threads) {
+        bf16::matmul_bf16(dst, accumulate, a, b, threads)
+    }
+
+    fn matmul_bf16_packed(dst: &mut [Self], accumulate: bool, a: &PackedLhs, b: Matrix<Self>, threads: Threads) {
+        bf16::matmul_bf16_packed(dst, accumulate, a, b, threads)
+    }
+
+    fn as_f32(values: &[Self]) -> Option<&[f32]> {
+        Some(values)
+    }
 }
 
 impl Element for f64 {
     const ONE: Self = 1.0;
     const ZERO: Self = 0.0;
+
+    fn matmul_bf16(_: &mut [Self], _: bool, _: Matrix<Self>, _: Matrix<Self>, _: Threads) {
+        unreachable!("bf16 products run on f32 operands only: a bf16 weight is f32")
+    }
+
+    fn matmul_bf16_packed(_: &mut [Self], _: bool, _: &PackedLhs, _: Matrix<Self>, _: Threads) {
+        unreachable!("bf16 products run on f32 operands only: a bf16 weight is f32")
+    }
+
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+}
+
+/// How a forward pass multiplies by its weight (or by the weight's
+/// transforms, numbered): in `precision`, from the packed operands when
+/// bf16 ones were kept.
+#[derive(Clone, Copy)]
+pub(crate) struct WeightProducts<'a> {
+    pub precision: Precision,
+    pub packed: Option<&'a [PackedLhs]>,
+}
+
+impl WeightProducts<'_> {
+    /// f32 products.
+    pub(crate) const F32: Self = Self {
+        precision: Precision::F32,
+        packed: None,
+    };
+
+    /// `dst (+)= weight · b`, `weight` being the one numbered `index`
+    /// (packed as `packed[index]` when kept).
+    pub(crate) fn run<T: Element>(
+        &self,
+        index: usize,
+        dst: &mut [T],
+        accumulate: bool,
+        weight: Matrix<T>,
+        b: Matrix<T>,
+        threads: Threads,
+    ) {
+        match self.packed {
+            Some(packed) => T::matmul_bf16_packed(dst, accumulate, &packed[index], b, threads),
+            None => matmul_in(self.precision, dst, accumulate, weight, b, threads),
+        }
+    }
+}
+
+/// [`matmul`] in the given precision.
+pub(crate) fn matmul_in<T: Element>(
+    precision: Precision,
+    dst: &mut [T],
+    accumulate: bool,
+    a: Matrix<T>,
+    b: Matrix<T>,
+    threads: Threads,
+) {
+    match precision {
+        Precision::F32 => matmul(dst, accumulate, a, b, threads),
+        Precision::Bf16 => T::matmul_bf16(dst, accumulate, a, b, threads),
+    }
 }
 
 /// A read-only `rows × cols` matrix inside a slice, with element strides.

@@ -50,6 +50,7 @@
 mod adam;
 mod batch_norm;
 mod conv;
+mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod device;
@@ -68,6 +69,9 @@ mod storage;
 pub use adam::{adam_update, AdamMoments, AdamStep};
 pub use batch_norm::{batch_norm_train, batch_norm_train_relu, scale_shift, ChannelStats};
 pub use conv::{conv2d, conv2d_relu, window_output, Conv2dParams, ConvWeight, FrozenWeight};
+pub use cpu::{
+    checked_instruction_set, instruction_set, CpuCapError, InstructionSet, Precision, PrecisionError, CPU_CAP_VARIABLE,
+};
 pub use device::{parse_device, DeviceError};
 pub use elementwise::{add_relu, relu};
 pub use pool::{max_pool2d, MaxPool2dConfig};

@@ -1,6 +1,6 @@
 //! Evaluation over a whole set, in evaluation mode, streamed into the metrics.
 
-use caf_backbone::{Checkpoint, VaNet};
+use caf_backbone::{Checkpoint, Precision, VaNet};
 use caf_data::{BatchLoader, Dataset, LoaderConfig, Preprocess};
 use caf_objective::{MetricsSummary, VaMetrics};
 use candle_core::Device;
@@ -64,14 +64,16 @@ impl Evaluation {
 }
 
 /// Scores the regression network of `checkpoint` on `dataset`, with the
-/// checkpoint's evaluation preprocessing, `batch_size` images at a time.
+/// checkpoint's evaluation preprocessing, `batch_size` images at a time,
+/// its convolutions' products in `precision`.
 pub fn evaluate_checkpoint(
     checkpoint: &Checkpoint,
     dataset: &Dataset,
     batch_size: usize,
     device: &Device,
+    precision: Precision,
 ) -> Result<Evaluation> {
-    let net = checkpoint.va_net(device)?;
+    let net = checkpoint.va_net(device, precision)?;
     let preprocess = Preprocess::imagenet(checkpoint.spec.resize as u32, checkpoint.spec.image_size as u32)?;
     let loader = BatchLoader::new(dataset, preprocess, LoaderConfig::evaluation(batch_size))?;
     evaluate(&net, &loader, device)

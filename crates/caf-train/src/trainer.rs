@@ -187,7 +187,8 @@ impl Checkpoints {
 
     /// The extra files to write after `epoch` (1-based) epochs.
     fn periodic(&self, epoch: usize) -> Option<PathBuf> {
-        (self.every > 0 && epoch % self.every == 0).then(|| self.output.join(format!("epoch-{epoch}.safetensors")))
+        (self.every > 0 && epoch.is_multiple_of(self.every))
+            .then(|| self.output.join(format!("epoch-{epoch}.safetensors")))
     }
 }
 
@@ -416,7 +417,7 @@ impl Trainer {
             }
             losses.add(&report);
             progress.advance(step, losses.line(self.step.lambda().value));
-            if step % self.config.log_every as u64 == 0 {
+            if step.is_multiple_of(self.config.log_every as u64) {
                 log.write(&train_row(&report, step, epoch + 1, self.step.lambda().value, lr))?;
             }
             if stop.load(Ordering::SeqCst) {

@@ -68,7 +68,7 @@ impl Mp4Writer {
     /// Starts `path` for frames of `width`×`height` (even, 16 to 4096) at
     /// `fps` frames a second, to be shown turned by `rotation`.
     pub fn create(path: &Path, width: u32, height: u32, fps: f64, rotation: Rotation) -> Result<Self, VideoWriteError> {
-        let even = |side: u32| (16..=4096).contains(&side) && side % 2 == 0;
+        let even = |side: u32| (16..=4096).contains(&side) && side.is_multiple_of(2);
         if !(even(width) && even(height) && fps.is_finite() && (0.1..=1000.0).contains(&fps)) {
             return Err(VideoWriteError::Shape { width, height, fps });
         }

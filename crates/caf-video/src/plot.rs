@@ -36,13 +36,13 @@ struct Series {
 impl Series {
     fn add(&mut self, point: Point) {
         self.stride = self.stride.max(1);
-        if self.seen % self.stride == 0 {
+        if self.seen.is_multiple_of(self.stride) {
             if self.points.len() == MAX_PLOT_POINTS {
                 let kept: Vec<Point> = self.points.iter().step_by(2).copied().collect();
                 self.points = kept;
                 self.stride *= 2;
             }
-            if self.seen % self.stride == 0 {
+            if self.seen.is_multiple_of(self.stride) {
                 self.points.push(point);
             }
         }

@@ -10,7 +10,7 @@
 use std::ops::Range;
 
 use super::{accumulate_weight_gradient, im2col_rows, output_product, weight_gradient_from_transposed, Geometry};
-use crate::gemm::{Element, Matrix, Threads};
+use crate::gemm::{Element, Matrix, Threads, WeightProducts};
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::reduce::sum_parts;
 use crate::scratch::Scratch;
@@ -83,7 +83,14 @@ impl Bands {
 }
 
 /// `y_b[:, band] = W · cols(x_b, band) (+ bias)` for every band of every image.
-pub(super) fn forward<T: Element>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &Geometry, bands: Bands) -> Vec<T> {
+pub(super) fn forward<T: Element>(
+    x: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    g: &Geometry,
+    bands: Bands,
+    products: WeightProducts,
+) -> Vec<T> {
     let mut y = vec![T::ZERO; g.batch * g.output_len()];
     let w = Matrix::row_major(weight, g.out_channels, g.patch());
     // Every band writes only its own rows of its own image.
@@ -102,7 +109,14 @@ pub(super) fn forward<T: Element>(x: &[T], weight: &[T], bias: Option<&[T]>, g: 
             for i in items {
                 let (image, first, n) = bands.write_columns(i, x, g, cols);
                 let product = &mut product[..g.out_channels * n];
-                output_product(product, w, Matrix::row_major(cols, g.patch(), n), bias, Threads::One);
+                output_product(
+                    product,
+                    w,
+                    Matrix::row_major(cols, g.patch(), n),
+                    bias,
+                    Threads::One,
+                    products,
+                );
                 for (o, values) in product.chunks_exact(n).enumerate() {
                     // SAFETY: band `i` covers its own output rows of `image`;
                     // no other band writes them.
@@ -158,12 +172,16 @@ mod tests {
             let w = values(g.out_channels * g.patch(), 1.5);
             let bias = values(g.out_channels, 2.5);
             let dy = values(g.batch * g.output_len(), 3.5);
-            let forward = unbanded_forward(&x, &w, Some(&bias), &g);
+            let forward = unbanded_forward(&x, &w, Some(&bias), &g, WeightProducts::F32);
             let weight_gradient = unbanded_weight_gradient(&dy, &x, &g);
             for rows in 1..=g.out_h {
                 let bands = Bands::with_rows(&g, rows);
                 let what = format!("{input:?} * {weight:?} {params:?}, bands of {rows} rows");
-                assert_close(&super::forward(&x, &w, Some(&bias), &g, bands), &forward, &what);
+                assert_close(
+                    &super::forward(&x, &w, Some(&bias), &g, bands, WeightProducts::F32),
+                    &forward,
+                    &what,
+                );
                 assert_close(&super::weight_gradient(&dy, &x, &g, bands), &weight_gradient, &what);
             }
         }

@@ -5,7 +5,11 @@ use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use candle_core::{Result, Tensor, Var};
+use candle_core::{DType, Result, Tensor, Var};
+
+use super::{winograd, Geometry};
+use crate::cpu::Precision;
+use crate::gemm::{Element, Matrix, PackedLhs};
 
 /// A convolution weight frozen for inference: a private copy of the weight,
 /// and the transforms the kernels derive from it, each made on first use and
@@ -15,11 +19,16 @@ use candle_core::{Result, Tensor, Var};
 /// lets those layers run by Winograd from single images on
 /// (docs/performance.md).
 ///
+/// A frozen weight also fixes the [`Precision`] of its convolution's
+/// products: f32 ([`FrozenWeight::new`]) or bf16
+/// ([`FrozenWeight::with_precision`]).
+///
 /// Clones share the copy and the kept transforms.
 #[derive(Clone)]
 pub struct FrozenWeight {
     tensor: Tensor,
     kept: Arc<KeptTransforms>,
+    precision: Precision,
 }
 
 impl FrozenWeight {
@@ -28,13 +37,32 @@ impl FrozenWeight {
     /// holds cannot be changed in place by an optimiser or a `Var::set` on
     /// the original. The copy is detached from any gradient graph.
     pub fn new(weight: &Tensor) -> Result<Self> {
+        Self::with_precision(weight, Precision::F32)
+    }
+
+    /// [`FrozenWeight::new`], the convolution's products in `precision`: a
+    /// bf16 weight must be f32 (it is kept in f32 and rounded when
+    /// multiplied, as the inputs are).
+    pub fn with_precision(weight: &Tensor, precision: Precision) -> Result<Self> {
         if weight.rank() != 4 {
             candle_core::bail!("FrozenWeight: expected an O×C×kh×kw weight, got {:?}", weight.dims())
+        }
+        if precision == Precision::Bf16 && weight.dtype() != DType::F32 {
+            candle_core::bail!(
+                "FrozenWeight: bf16 products need an f32 weight, got {:?}; convert it to f32 first",
+                weight.dtype()
+            )
         }
         Ok(Self {
             tensor: weight.detach().copy()?.contiguous()?,
             kept: Arc::default(),
+            precision,
         })
+    }
+
+    /// The precision of this weight's products.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The frozen weight itself (for saving or inspection; changing it in
@@ -53,6 +81,7 @@ impl fmt::Debug for FrozenWeight {
         f.debug_struct("FrozenWeight")
             .field("shape", &self.tensor.dims())
             .field("dtype", &self.tensor.dtype())
+            .field("precision", &self.precision)
             .field("winograd_transform_kept", &self.kept.has_winograd())
             .finish()
     }
@@ -94,14 +123,41 @@ impl<'a> From<&'a FrozenWeight> for ConvWeight<'a> {
 }
 
 /// The transforms of one frozen weight, per element type (a weight has one
-/// dtype, so only one of each pair is ever filled).
+/// dtype, so only one of each pair is ever filled), and for a bf16 weight
+/// (always f32) its product operands packed: the weight itself, and its
+/// Winograd transform's one per point.
 #[derive(Default)]
 pub struct KeptTransforms {
     winograd_f32: OnceLock<Vec<f32>>,
     winograd_f64: OnceLock<Vec<f64>>,
+    bf16_weight: OnceLock<[PackedLhs; 1]>,
+    bf16_winograd: OnceLock<Vec<PackedLhs>>,
 }
 
 impl KeptTransforms {
+    /// The weight (`O × C·kh·kw`) packed for bf16 products, made on first
+    /// use; `None` unless the weight is f32.
+    pub(super) fn bf16_weight<T: Element>(&self, weight: &[T], g: &Geometry) -> Option<&[PackedLhs]> {
+        let weight = T::as_f32(weight)?;
+        Some(
+            self.bf16_weight
+                .get_or_init(|| [PackedLhs::new(Matrix::row_major(weight, g.out_channels, g.patch()))]),
+        )
+    }
+
+    /// The Winograd transform `u` ([`winograd::kernel_transform`]) packed
+    /// for bf16 products, one operand per point, made on first use; `None`
+    /// unless the weight is f32.
+    pub(super) fn bf16_winograd<T: Element>(&self, u: &[T], g: &Geometry) -> Option<&[PackedLhs]> {
+        let u = T::as_f32(u)?;
+        Some(self.bf16_winograd.get_or_init(|| {
+            winograd::transform_operands(u, g)
+                .into_iter()
+                .map(PackedLhs::new)
+                .collect()
+        }))
+    }
+
     pub(super) fn has_winograd(&self) -> bool {
         self.winograd_f32.get().is_some() || self.winograd_f64.get().is_some()
     }

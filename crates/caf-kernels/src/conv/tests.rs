@@ -359,3 +359,101 @@ fn window_sides_follow_the_output_rule() {
     assert_eq!(window_output(2, 3, 2, 0), None);
     assert_eq!(window_output(1, 3, 2, 1), Some(1));
 }
+
+/// A bf16 frozen weight's convolution, on every route (Winograd with the
+/// kept transform, bands, whole images, pointwise), against the f64
+/// convolution: within `factor · 2⁻⁷` of `|x| * |w|` at each element (2⁻⁷
+/// bounds the rounding of one product of two bf16 operands; Winograd's
+/// transforms round sums of several inputs and weights, hence `factor`).
+/// The outputs must also differ from f32's: the products really are bf16.
+#[test]
+fn bf16_frozen_weights_stay_within_bf16_rounding_of_f64() -> Result<()> {
+    /// Input, weight, parameters, the route taken, and the error's factor.
+    type Case = (&'static [usize], &'static [usize], Conv2dParams, &'static str, f64);
+    let cases: [Case; 6] = [
+        (
+            &[1, 64, 13, 13],
+            &[96, 64, 3, 3],
+            Conv2dParams { stride: 1, padding: 1 },
+            "winograd",
+            4.0,
+        ),
+        (
+            &[2, 64, 27, 27],
+            &[64, 64, 5, 5],
+            Conv2dParams { stride: 1, padding: 2 },
+            "winograd",
+            4.0,
+        ),
+        (
+            &[1, 3, 99, 99],
+            &[64, 3, 11, 11],
+            Conv2dParams { stride: 4, padding: 2 },
+            "banded",
+            1.0,
+        ),
+        (
+            &[3, 3, 23, 19],
+            &[5, 3, 11, 11],
+            Conv2dParams { stride: 4, padding: 2 },
+            "whole images",
+            1.0,
+        ),
+        (
+            &[2, 33, 5, 7],
+            &[17, 33, 1, 1],
+            Conv2dParams { stride: 1, padding: 0 },
+            "pointwise",
+            1.0,
+        ),
+        (
+            &[1, 65, 7, 7],
+            &[31, 65, 3, 3],
+            Conv2dParams { stride: 2, padding: 1 },
+            "whole images",
+            1.0,
+        ),
+    ];
+    on_two_workers(|| {
+        for (input, weight, params, route, factor) in cases {
+            let x = distinct_values(input)?;
+            let w = (distinct_values(weight)? / (weight[1] * weight[2]) as f64)?;
+            let bias = distinct_values(&[weight[0]])?;
+            let (x32, w32, bias32) = (
+                x.to_dtype(DType::F32)?,
+                w.to_dtype(DType::F32)?,
+                bias.to_dtype(DType::F32)?,
+            );
+            let what = format!("{input:?} * {weight:?} {params:?} ({route})");
+            let bf16 = FrozenWeight::with_precision(&w32, Precision::Bf16)?;
+            let ours = conv2d(&x32, &bf16, Some(&bias32), params)?.to_dtype(DType::F64)?;
+            assert_eq!(bf16.kept().has_winograd(), route == "winograd", "{what}");
+            let exact = candle_conv(&x, &w, Some(&bias), params)?;
+            let magnitude = candle_conv(&x.abs()?, &w.abs()?, None, params)?;
+            let bound = ((magnitude * (factor * 2f64.powi(-7)))? + 1e-6)?;
+            let excess = ((ours.clone() - &exact)?.abs()? - bound)?
+                .max_all()?
+                .to_scalar::<f64>()?;
+            assert!(excess <= 0.0, "{what}: beyond bf16 rounding by {excess:e}");
+            let f32 = conv2d(&x32, &FrozenWeight::new(&w32)?, Some(&bias32), params)?.to_dtype(DType::F64)?;
+            let apart = (ours - f32)?.abs()?.max_all()?.to_scalar::<f64>()?;
+            assert!(
+                apart > 1e-5,
+                "{what}: bf16 and f32 agree to {apart:e}: were the products rounded?"
+            );
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn bf16_weights_must_be_f32() -> Result<()> {
+    let w = distinct_values(&[2, 1, 3, 3])?;
+    let error = FrozenWeight::with_precision(&w, Precision::Bf16).expect_err("an f64 weight");
+    assert!(
+        error.to_string().contains("bf16 products need an f32 weight"),
+        "{error}"
+    );
+    assert!(FrozenWeight::with_precision(&w, Precision::F32).is_ok());
+    Ok(())
+}

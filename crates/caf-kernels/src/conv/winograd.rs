@@ -32,7 +32,7 @@ use rayon::prelude::*;
 use self::phases::PhasePlanes;
 use self::transform::{sandwich_into, Algorithm, F2x3, F2x5, Lanes, LANES};
 use super::Geometry;
-use crate::gemm::{matmul, Element, Matrix, Threads};
+use crate::gemm::{matmul, Element, Matrix, Threads, WeightProducts};
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::reduce::sum_parts;
 use crate::scratch::Scratch;
@@ -118,10 +118,16 @@ pub(super) fn applies_to_weight_gradient(g: &Geometry) -> bool {
 }
 
 /// The convolution of `x` with `weight`, plus `bias`.
-pub(super) fn forward<T: Element>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &Geometry) -> Vec<T> {
+pub(super) fn forward<T: Element>(
+    x: &[T],
+    weight: &[T],
+    bias: Option<&[T]>,
+    g: &Geometry,
+    products: WeightProducts,
+) -> Vec<T> {
     match g.kernel_h {
-        5 => forward_with::<T, F2x5, 2, 5, 6>(x, Kernels::AsIs(weight), bias, g),
-        _ => forward_with::<T, F2x3, 2, 3, 4>(x, Kernels::AsIs(weight), bias, g),
+        5 => forward_with::<T, F2x5, 2, 5, 6>(x, Kernels::AsIs(weight), bias, g, products),
+        _ => forward_with::<T, F2x3, 2, 3, 4>(x, Kernels::AsIs(weight), bias, g, products),
     }
 }
 
@@ -161,11 +167,28 @@ pub(super) fn kernel_transform<T: Element>(weight: &[T], g: &Geometry) -> Vec<T>
     }
 }
 
+/// The weight's transform `U` ([`kernel_transform`]) as the left operand
+/// of each point's product (`out_channels × channels`), in point order.
+pub(super) fn transform_operands<'a, T: Element>(u: &'a [T], g: &Geometry) -> Vec<Matrix<'a, T>> {
+    // Both algorithms make 2×2 output tiles: (r + 1)² points.
+    let points = (g.kernel_h + 1) * (g.kernel_h + 1);
+    let (k, ch) = (g.out_channels, g.channels);
+    (0..points)
+        .map(|xi| Matrix::strided(&u[xi * ch..], k, ch, points * ch, 1))
+        .collect()
+}
+
 /// [`forward`] with the weight's [`kernel_transform`] made beforehand.
-pub(super) fn forward_with_kept_transform<T: Element>(x: &[T], u: &[T], bias: Option<&[T]>, g: &Geometry) -> Vec<T> {
+pub(super) fn forward_with_kept_transform<T: Element>(
+    x: &[T],
+    u: &[T],
+    bias: Option<&[T]>,
+    g: &Geometry,
+    products: WeightProducts,
+) -> Vec<T> {
     match g.kernel_h {
-        5 => forward_with_transform::<T, F2x5, 2, 5, 6>(x, u, bias, g),
-        _ => forward_with_transform::<T, F2x3, 2, 3, 4>(x, u, bias, g),
+        5 => forward_with_transform::<T, F2x5, 2, 5, 6>(x, u, bias, g, products),
+        _ => forward_with_transform::<T, F2x3, 2, 3, 4>(x, u, bias, g, products),
     }
 }
 
@@ -453,6 +476,7 @@ struct ForwardBlock<'a, T: Element, A, const M: usize, const R: usize, const N: 
     u: &'a [T],
     bias: Option<&'a [T]>,
     out: &'a SharedOutput<'a, T>,
+    products: WeightProducts<'a>,
 }
 
 impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize> Block
@@ -469,7 +493,8 @@ impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N:
         let (n, stride) = (tiles.len(), padded_row(tiles.len()));
         let chunks = self.input.transform(tiles, v);
         for xi in 0..points {
-            matmul(
+            self.products.run(
+                xi,
                 &mut m[xi * point_stride(k, n)..][..k * n],
                 false,
                 Matrix::strided(&self.u[xi * ch..], k, ch, points * ch, 1),
@@ -569,10 +594,11 @@ fn forward_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usiz
     kernels: Kernels<T>,
     bias: Option<&[T]>,
     g: &Geometry,
+    products: WeightProducts,
 ) -> Vec<T> {
     let mut u = Scratch::stale(kernel_transform_len::<M, R, N>(g));
     kernel_tiles::<T, A, M, R, N>(kernels, g.out_channels, g.channels, &mut u, Threads::All);
-    forward_with_transform::<T, A, M, R, N>(x, &u, bias, g)
+    forward_with_transform::<T, A, M, R, N>(x, &u, bias, g, products)
 }
 
 /// The forward pass from the weight's transform `U` ([`kernel_tiles`]).
@@ -581,6 +607,7 @@ fn forward_with_transform<T: Element, A: Algorithm<M, R, N>, const M: usize, con
     u: &[T],
     bias: Option<&[T]>,
     g: &Geometry,
+    products: WeightProducts,
 ) -> Vec<T> {
     let tiling = Tiling::new(g, M);
     let (k, ch, points) = (g.out_channels, g.channels, N * N);
@@ -609,6 +636,7 @@ fn forward_with_transform<T: Element, A: Algorithm<M, R, N>, const M: usize, con
                 u,
                 bias,
                 out: &out,
+                products,
             };
             run_block(&block, tiles, scratch)
         },
@@ -632,7 +660,7 @@ fn input_gradient_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const 
         out_w: g.width,
         ..*g
     };
-    forward_with::<T, A, M, R, N>(dy, Kernels::Turned(weight), None, &transposed)
+    forward_with::<T, A, M, R, N>(dy, Kernels::Turned(weight), None, &transposed, WeightProducts::F32)
 }
 
 /// `Gᵀ (Σ_tiles (A ∂y Aᵀ) ⊙ (Bᵀ d B)) G`, each worker summing its blocks'
@@ -740,8 +768,8 @@ mod tests {
                 );
             };
             close(
-                forward_with::<f64, A, M, R, N>(&x, Kernels::AsIs(&w), Some(&bias), &g),
-                super::super::forward(&x, &w, Some(&bias), &g),
+                forward_with::<f64, A, M, R, N>(&x, Kernels::AsIs(&w), Some(&bias), &g, WeightProducts::F32),
+                super::super::forward(&x, &w, Some(&bias), &g, WeightProducts::F32),
                 "forward",
             );
             close(
@@ -839,9 +867,9 @@ mod tests {
             let passes = [
                 (
                     "forward",
-                    forward(&x32, &w32, None, &g),
-                    super::super::forward(&x32, &w32, None, &g),
-                    super::super::forward(&x, &w, None, &g),
+                    forward(&x32, &w32, None, &g, WeightProducts::F32),
+                    super::super::forward(&x32, &w32, None, &g, WeightProducts::F32),
+                    super::super::forward(&x, &w, None, &g, WeightProducts::F32),
                 ),
                 (
                     "input gradient",

@@ -1,0 +1,188 @@
+//! What the CPU can run, what the user lets it run, and the precision of
+//! the matrix products.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+/// The environment variable that caps the instruction set of this crate's
+/// own kernels (to run, on one machine, the paths another CPU would take).
+pub const CPU_CAP_VARIABLE: &str = "CAF_CPU_CAP";
+
+/// The instruction sets this crate's own kernels have paths for, weakest
+/// first. (The f32 matrix products of the `gemm` crate pick their own
+/// micro-kernels and are not capped.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InstructionSet {
+    /// Plain Rust, compiled for the baseline target (SSE2 on x86-64).
+    Portable,
+    /// AVX-512F and BW: Winograd transforms, max pooling.
+    Avx512,
+    /// AVX-512 with AVX512-BF16: bf16 products by `vdpbf16ps`.
+    Avx512Bf16,
+}
+
+impl InstructionSet {
+    /// Every set, weakest first.
+    pub const ALL: [InstructionSet; 3] = [Self::Portable, Self::Avx512, Self::Avx512Bf16];
+
+    /// The strongest set this CPU has.
+    pub fn detected() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx512 =
+                std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw");
+            if avx512 && std::arch::is_x86_feature_detected!("avx512bf16") {
+                return Self::Avx512Bf16;
+            }
+            if avx512 {
+                return Self::Avx512;
+            }
+        }
+        Self::Portable
+    }
+
+    /// The name [`FromStr`] reads and `CAF_CPU_CAP` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Portable => "portable",
+            Self::Avx512 => "avx512",
+            Self::Avx512Bf16 => "avx512-bf16",
+        }
+    }
+}
+
+impl fmt::Display for InstructionSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not an [`InstructionSet`]'s, or a `CAF_CPU_CAP` that holds one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CpuCapError {
+    #[error("unknown instruction set `{0}` (use portable, avx512 or avx512-bf16)")]
+    Unknown(String),
+    #[error("{CPU_CAP_VARIABLE}=`{0}` is not an instruction set: use portable, avx512 or avx512-bf16, or unset it")]
+    Variable(String),
+}
+
+impl FromStr for InstructionSet {
+    type Err = CpuCapError;
+
+    fn from_str(name: &str) -> Result<Self, CpuCapError> {
+        Self::ALL
+            .into_iter()
+            .find(|set| set.name() == name)
+            .ok_or_else(|| CpuCapError::Unknown(name.to_string()))
+    }
+}
+
+/// The instruction set this crate's kernels use: the detected one, capped
+/// by `CAF_CPU_CAP` when that is set (a cap above what the CPU has changes
+/// nothing). Read once per process.
+///
+/// # Panics
+/// When `CAF_CPU_CAP` holds no instruction set's name: a program that
+/// honours the variable should call [`checked_instruction_set`] first, to
+/// report that as an error.
+pub fn instruction_set() -> InstructionSet {
+    match checked_instruction_set() {
+        Ok(set) => set,
+        Err(error) => panic!("{error}"),
+    }
+}
+
+/// [`instruction_set`], with a bad `CAF_CPU_CAP` as an error.
+pub fn checked_instruction_set() -> Result<InstructionSet, CpuCapError> {
+    static IN_USE: OnceLock<Result<InstructionSet, CpuCapError>> = OnceLock::new();
+    IN_USE
+        .get_or_init(|| {
+            let detected = InstructionSet::detected();
+            match std::env::var(CPU_CAP_VARIABLE) {
+                Err(std::env::VarError::NotPresent) => Ok(detected),
+                Ok(cap) if cap.is_empty() => Ok(detected),
+                Ok(cap) => match cap.parse::<InstructionSet>() {
+                    Ok(cap) => Ok(detected.min(cap)),
+                    Err(_) => Err(CpuCapError::Variable(cap)),
+                },
+                Err(std::env::VarError::NotUnicode(cap)) => Err(CpuCapError::Variable(cap.to_string_lossy().into())),
+            }
+        })
+        .clone()
+}
+
+/// The precision of a network's matrix products (its convolutions).
+///
+/// `F32` is the default and the reference. With `Bf16`, each product's two
+/// operands are rounded to bfloat16 (8 significant bits, f32's range) and
+/// multiplied with f32 sums; everything else (activations between layers,
+/// biases, batch-norm statistics, losses) stays f32, as under PyTorch's
+/// autocast. On a CPU with AVX512-BF16 the products run on `vdpbf16ps`,
+/// twice the multiply-adds of an f32 instruction; elsewhere the rounded
+/// operands are multiplied in f32, with the same rounding and the same
+/// results up to the order of the sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    /// The name [`FromStr`] reads: `f32` or `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not a [`Precision`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown precision `{0}` (use f32 or bf16)")]
+pub struct PrecisionError(pub String);
+
+impl FromStr for Precision {
+    type Err = PrecisionError;
+
+    fn from_str(name: &str) -> Result<Self, PrecisionError> {
+        match name {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            other => Err(PrecisionError(other.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_read_back_and_unknown_names_are_refused() {
+        for set in InstructionSet::ALL {
+            assert_eq!(set.name().parse::<InstructionSet>(), Ok(set));
+        }
+        assert_eq!(
+            "avx2".parse::<InstructionSet>(),
+            Err(CpuCapError::Unknown("avx2".into()))
+        );
+        for precision in [Precision::F32, Precision::Bf16] {
+            assert_eq!(precision.to_string().parse::<Precision>(), Ok(precision));
+        }
+        assert!("fp16".parse::<Precision>().is_err());
+    }
+
+    #[test]
+    fn the_set_in_use_is_never_above_the_detected_one() {
+        assert!(instruction_set() <= InstructionSet::detected());
+    }
+}

@@ -1,0 +1,149 @@
+//! Matrix products of f32 views with their operands rounded to bf16 and the
+//! sums kept in f32 ([`Precision::Bf16`](crate::Precision)).
+//!
+//! Two paths compute the same thing: on AVX512-BF16, operands are packed as
+//! bf16 pairs and multiplied by `vdpbf16ps` (16 lanes of two products
+//! each); elsewhere the operands are rounded to bf16 values held in f32 and
+//! multiplied by the f32 product, which is exact for them (a product of two
+//! 8-bit significands fits f32's 24), so the two differ only in the order of
+//! the f32 sums.
+
+use super::{matmul, Matrix, Threads};
+use crate::cpu::InstructionSet;
+
+/// The bf16 bits nearest `x`, ties to even, as `vcvtne2ps2bf16` rounds: a
+/// NaN stays a quiet NaN, values past bf16's largest round to infinity, and
+/// a subnormal becomes a zero of its sign (the instruction treats subnormal
+/// inputs as zero).
+pub(crate) fn bf16_bits(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return (bits >> 16) as u16 | 0x0040;
+    }
+    if x.is_subnormal() {
+        return (bits >> 16) as u16 & 0x8000;
+    }
+    // Finite or infinite: the carry of the rounding bias can reach the
+    // exponent (rounding up to the next binade or to infinity) but never
+    // past the sign bit.
+    (bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16) as u16
+}
+
+/// `x` rounded to the nearest bf16 ([`bf16_bits`]), as an f32.
+pub(crate) fn round_to_bf16(x: f32) -> f32 {
+    f32::from_bits(u32::from(bf16_bits(x)) << 16)
+}
+
+/// How a bf16 product runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bf16Path {
+    /// Rounded operands through the f32 product: any CPU.
+    RoundedF32,
+    /// Packed bf16 pairs through `vdpbf16ps`.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Bf16,
+}
+
+impl Bf16Path {
+    /// The path an instruction set runs.
+    pub(crate) fn for_set(set: InstructionSet) -> Self {
+        match set {
+            #[cfg(target_arch = "x86_64")]
+            InstructionSet::Avx512Bf16 => Self::Avx512Bf16,
+            _ => Self::RoundedF32,
+        }
+    }
+}
+
+/// The left operand of bf16 products, rounded and laid out once for the
+/// path that multiplies it: a weight used again and again (a frozen
+/// convolution's) is packed once and kept.
+pub(crate) struct PackedLhs {
+    rows: usize,
+    cols: usize,
+    packed: Packed,
+}
+
+enum Packed {
+    /// [`Bf16Path::RoundedF32`]: the values rounded, row-major.
+    Rounded(Vec<f32>),
+    /// [`Bf16Path::Avx512Bf16`]: bf16 pairs in the kernel's panels.
+    #[cfg(target_arch = "x86_64")]
+    Pairs(avx512::PackedA),
+}
+
+impl PackedLhs {
+    /// `a`, packed for the path of [`crate::cpu::instruction_set`].
+    pub(crate) fn new(a: Matrix<f32>) -> Self {
+        Self::on(Bf16Path::for_set(crate::cpu::instruction_set()), a)
+    }
+
+    /// `a`, packed for `path` (which must be one the CPU can run).
+    pub(crate) fn on(path: Bf16Path, a: Matrix<f32>) -> Self {
+        let packed = match path {
+            Bf16Path::RoundedF32 => Packed::Rounded(rounded(a)),
+            #[cfg(target_arch = "x86_64")]
+            Bf16Path::Avx512Bf16 => {
+                assert!(
+                    InstructionSet::detected() >= InstructionSet::Avx512Bf16,
+                    "the AVX512-BF16 product asked for on a CPU without it"
+                );
+                Packed::Pairs(avx512::PackedA::new(a))
+            }
+        };
+        Self {
+            rows: a.rows,
+            cols: a.cols,
+            packed,
+        }
+    }
+}
+
+/// `dst = a · b` (or `dst += a · b` when `accumulate`) with bf16 operands,
+/// on the path of [`crate::cpu::instruction_set`]; as [`matmul`] otherwise.
+pub(crate) fn matmul_bf16(dst: &mut [f32], accumulate: bool, a: Matrix<f32>, b: Matrix<f32>, threads: Threads) {
+    matmul_bf16_packed(dst, accumulate, &PackedLhs::new(a), b, threads)
+}
+
+/// [`matmul_bf16`] on a given path (which must be one the CPU can run).
+#[cfg(test)]
+pub(crate) fn matmul_bf16_on(
+    path: Bf16Path,
+    dst: &mut [f32],
+    accumulate: bool,
+    a: Matrix<f32>,
+    b: Matrix<f32>,
+    threads: Threads,
+) {
+    matmul_bf16_packed(dst, accumulate, &PackedLhs::on(path, a), b, threads)
+}
+
+/// [`matmul_bf16`] with the left operand packed beforehand (on its path).
+pub(crate) fn matmul_bf16_packed(dst: &mut [f32], accumulate: bool, a: &PackedLhs, b: Matrix<f32>, threads: Threads) {
+    match &a.packed {
+        Packed::Rounded(values) => matmul(
+            dst,
+            accumulate,
+            Matrix::row_major(values, a.rows, a.cols),
+            Matrix::row_major(&rounded(b), b.rows, b.cols),
+            threads,
+        ),
+        #[cfg(target_arch = "x86_64")]
+        Packed::Pairs(packed) => avx512::matmul(dst, accumulate, packed, b, threads),
+    }
+}
+
+/// The view's elements, row-major, rounded to bf16.
+fn rounded(view: Matrix<f32>) -> Vec<f32> {
+    let mut values = view.to_vec();
+    for value in &mut values {
+        *value = round_to_bf16(*value);
+    }
+    values
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+#[cfg(test)]
+mod tests;

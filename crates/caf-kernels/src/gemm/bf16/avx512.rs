@@ -1,0 +1,356 @@
+//! The bf16 product on AVX512-BF16: operands packed as bf16 pairs along the
+//! inner dimension, an 8 × 48 block of the result kept in 24 registers and
+//! grown by `vdpbf16ps` (each lane adds two products), blocked for the caches
+//! as a GEMM is (inner dimension by [`KC`], rows by [`MC`], columns by [`NC`]).
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::super::{Matrix, Threads};
+
+/// Rows of the register block.
+const MR: usize = 8;
+/// Columns of the register block: three vectors of 16.
+const NR: usize = 48;
+/// Inner-dimension block (even): a packed panel of `b` (`KC × NR` bf16, 24 KB) stays in L1.
+const KC: usize = 256;
+/// Rows of `a` packed at once (`MC × KC` bf16, 64 KB, in L2).
+const MC: usize = 128;
+/// Columns of `b` packed at once (`KC × NC` bf16, 768 KB, in L2).
+const NC: usize = 1536;
+
+/// Columns each worker takes at least when a product is split by columns.
+const MIN_COLUMNS_PER_WORKER: usize = 2 * NR;
+/// Rows each worker takes at least when a product is split by rows.
+const MIN_ROWS_PER_WORKER: usize = 2 * MR;
+
+/// The left operand of products, rounded and packed whole: for each block
+/// of [`KC`] inner columns, its panels of [`MR`] rows ([`pack_a`]'s layout).
+pub(super) struct PackedA {
+    rows: usize,
+    cols: usize,
+    data: Vec<u32>,
+}
+
+impl PackedA {
+    /// Packs `a`. The caller has checked the CPU (AVX-512F, BW, BF16).
+    pub(super) fn new(a: Matrix<f32>) -> Self {
+        a.check("bf16 matmul lhs");
+        let padded_rows = a.rows.next_multiple_of(MR);
+        let mut data = vec![0u32; padded_rows * a.cols.div_ceil(2)];
+        for first_inner in (0..a.cols).step_by(KC) {
+            let depth = KC.min(a.cols - first_inner);
+            let block = &mut data[first_inner / 2 * padded_rows..][..padded_rows * depth.div_ceil(2)];
+            // SAFETY: the caller checked the CPU.
+            unsafe { pack_a(a, 0..a.rows, first_inner..first_inner + depth, block) };
+        }
+        Self {
+            rows: a.rows,
+            cols: a.cols,
+            data,
+        }
+    }
+
+    /// The panel of rows `row..row + MR` (`row` a multiple of `MR`) in the
+    /// inner block that starts at `first_inner` (a multiple of `KC`).
+    fn panel(&self, first_inner: usize, row: usize) -> &[u32] {
+        let padded_rows = self.rows.next_multiple_of(MR);
+        let pairs = KC.min(self.cols - first_inner).div_ceil(2);
+        &self.data[first_inner / 2 * padded_rows + row / MR * pairs * MR..][..pairs * MR]
+    }
+}
+
+/// `dst = a · b` (`+=` when `accumulate`); `dst` row-major `a.rows × b.cols`.
+/// The caller has checked the views and the CPU.
+pub(super) fn matmul(dst: &mut [f32], accumulate: bool, a: &PackedA, b: Matrix<f32>, threads: Threads) {
+    assert_eq!(a.cols, b.rows, "bf16 matmul: inner dimensions differ");
+    b.check("bf16 matmul rhs");
+    let (m, n) = (a.rows, b.cols);
+    assert!(dst.len() >= m * n, "bf16 matmul: destination too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if a.cols == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let workers = match threads {
+        Threads::One => 1,
+        Threads::All => rayon::current_num_threads(),
+    };
+    let out = Output(dst.as_mut_ptr());
+    if workers > 1 && n >= MIN_COLUMNS_PER_WORKER * workers {
+        let share = n.div_ceil(workers).next_multiple_of(16);
+        (0..n.div_ceil(share)).into_par_iter().for_each(|w| {
+            let columns = w * share..((w + 1) * share).min(n);
+            // SAFETY: each worker writes only its own columns of `dst`,
+            // which holds m·n elements; the CPU was checked by the caller.
+            unsafe { product(&out, n, accumulate, a, b, 0..m, columns) }
+        });
+    } else if workers > 1 && m >= MIN_ROWS_PER_WORKER * workers {
+        let share = m.div_ceil(workers).next_multiple_of(MR);
+        (0..m.div_ceil(share)).into_par_iter().for_each(|w| {
+            let rows = w * share..((w + 1) * share).min(m);
+            // SAFETY: each worker writes only its own rows of `dst`.
+            unsafe { product(&out, n, accumulate, a, b, rows, 0..n) }
+        });
+    } else {
+        // SAFETY: one writer; `dst` holds m·n elements.
+        unsafe { product(&out, n, accumulate, a, b, 0..m, 0..n) }
+    }
+}
+
+/// The destination of one product, shared by workers that write disjoint
+/// blocks of it.
+struct Output(*mut f32);
+
+// SAFETY: workers given an `Output` write disjoint rows or columns of it
+// (the promise of every `product` call), and the buffer outlives them all
+// (it is borrowed mutably for the whole of `matmul`).
+unsafe impl Sync for Output {}
+
+thread_local! {
+    /// This thread's packed panels of `b`, kept between products.
+    static PACKED_B: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `dst[rows, columns] (+)= a[rows, :] · b[:, columns]`, `dst` row-major
+/// with `ldc` columns; `rows.start` a multiple of [`MR`].
+///
+/// # Safety
+/// The CPU has AVX-512F, BW and BF16; `dst` holds `a.rows × ldc` elements;
+/// no other thread writes or reads `dst[rows, columns]` meanwhile.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn product(
+    dst: &Output,
+    ldc: usize,
+    accumulate: bool,
+    a: &PackedA,
+    b: Matrix<f32>,
+    rows: Range<usize>,
+    columns: Range<usize>,
+) {
+    let k = a.cols;
+    let mut packed_b = PACKED_B.take();
+    for first_column in columns.clone().step_by(NC) {
+        let width = NC.min(columns.end - first_column);
+        for first_inner in (0..k).step_by(KC) {
+            let depth = KC.min(k - first_inner);
+            let pairs = depth.div_ceil(2);
+            pack_b(
+                b,
+                first_inner..first_inner + depth,
+                first_column..first_column + width,
+                &mut packed_b,
+            );
+            let add = accumulate || first_inner > 0;
+            for first_row in rows.clone().step_by(MC) {
+                let height = MC.min(rows.end - first_row);
+                for (panel_b, column) in (0..width).step_by(NR).enumerate() {
+                    let panel_width = NR.min(width - column);
+                    let b_panel = packed_b[panel_b * pairs * NR..].as_ptr();
+                    for row in (0..height).step_by(MR) {
+                        let block = Block {
+                            pairs,
+                            a: a.panel(first_inner, first_row + row).as_ptr(),
+                            b: b_panel,
+                            // SAFETY: row first_row + row < a.rows and column
+                            // first_column + column < ldc: inside `dst`.
+                            c: unsafe { dst.0.add((first_row + row) * ldc + first_column + column) },
+                            ldc,
+                            rows: MR.min(height - row),
+                            columns: panel_width,
+                            add,
+                        };
+                        // SAFETY: the panels hold `pairs` pairs of MR and NR
+                        // elements; the block lies inside the caller's part of `dst`.
+                        unsafe {
+                            match panel_width.div_ceil(16) {
+                                1 => block.run::<1>(),
+                                2 => block.run::<2>(),
+                                _ => block.run::<3>(),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    PACKED_B.set(packed_b);
+}
+
+/// Packs `b[inner, columns]` as panels of [`NR`] columns, each `pairs × NR`
+/// bf16 pairs: element `(p, j)` of a panel holds rows `2p` and `2p + 1` of
+/// column `j`, zeros past the last row and column.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+fn pack_b(b: Matrix<f32>, inner: Range<usize>, columns: Range<usize>, packed: &mut Vec<u32>) {
+    let pairs = inner.len().div_ceil(2);
+    let panels = columns.len().div_ceil(NR);
+    packed.clear();
+    packed.resize(panels * pairs * NR, 0);
+    // Interleaves two rows' 16 bf16 values each (low half, high half) into
+    // 16 pairs.
+    let interleave = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
+        16, 0,
+    );
+    for (panel, first) in columns.clone().step_by(NR).enumerate() {
+        let width = NR.min(columns.end - first);
+        for p in 0..pairs {
+            let row = inner.start + 2 * p;
+            let second = (row + 1 < inner.end).then_some(row + 1);
+            let out = &mut packed[(panel * pairs + p) * NR..][..NR];
+            if b.col_stride == 1 {
+                for chunk in 0..width.div_ceil(16) {
+                    let count = 16.min(width - 16 * chunk);
+                    let mask: __mmask16 = if count == 16 { 0xFFFF } else { (1 << count) - 1 };
+                    let start = first + 16 * chunk;
+                    // SAFETY: the first `count` elements of each row lie in
+                    // the checked view; the masked loads read no others.
+                    let (low, high) = unsafe {
+                        let low = _mm512_maskz_loadu_ps(mask, b.data.as_ptr().add(row * b.row_stride + start));
+                        let high = match second {
+                            Some(r) => _mm512_maskz_loadu_ps(mask, b.data.as_ptr().add(r * b.row_stride + start)),
+                            None => _mm512_setzero_ps(),
+                        };
+                        (low, high)
+                    };
+                    let halves: __m512i = unsafe { std::mem::transmute(_mm512_cvtne2ps_pbh(high, low)) };
+                    let pairs16 = _mm512_permutexvar_epi16(interleave, halves);
+                    // SAFETY: `out` has NR ≥ 16·(chunk + 1) elements.
+                    unsafe { _mm512_storeu_si512(out[16 * chunk..].as_mut_ptr().cast(), pairs16) };
+                }
+            } else {
+                for (j, slot) in out[..width].iter_mut().enumerate() {
+                    let column = first + j;
+                    let low = super::bf16_bits(b.data[row * b.row_stride + column * b.col_stride]);
+                    let high = second.map_or(0, |r| {
+                        super::bf16_bits(b.data[r * b.row_stride + column * b.col_stride])
+                    });
+                    *slot = u32::from(low) | u32::from(high) << 16;
+                }
+            }
+        }
+    }
+}
+
+/// Packs `a[rows, inner]` as panels of [`MR`] rows, each `pairs × MR` bf16
+/// pairs: element `(p, i)` of a panel holds columns `2p` and `2p + 1` of row
+/// `i`, zeros past the last row and column.
+/// `packed` holds `rows.len().next_multiple_of(MR) × pairs` zeros.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+fn pack_a(a: Matrix<f32>, rows: Range<usize>, inner: Range<usize>, packed: &mut [u32]) {
+    let pairs = inner.len().div_ceil(2);
+    for (i, row) in rows.enumerate() {
+        let panel = &mut packed[(i / MR) * pairs * MR..][..pairs * MR];
+        let slots = panel[i % MR..].iter_mut().step_by(MR);
+        if a.col_stride == 1 {
+            // 32 columns (16 pairs) of the row at a time: converted as one
+            // vector, whose lanes are then dealt out to the panel.
+            let mut converted = [0u32; 16];
+            for (chunk, slots) in (0..inner.len())
+                .step_by(32)
+                .zip(slots.collect::<Vec<_>>().chunks_mut(16))
+            {
+                let count = 32.min(inner.len() - chunk);
+                let low_mask: __mmask16 = if count >= 16 { 0xFFFF } else { (1 << count) - 1 };
+                let high_mask: __mmask16 = if count >= 32 {
+                    0xFFFF
+                } else {
+                    (1u32 << count.saturating_sub(16)) as u16 - 1
+                };
+                let start = row * a.row_stride + inner.start + chunk;
+                // SAFETY: the first `count` elements from `start` lie in the
+                // checked view; the masked loads read no others.
+                unsafe {
+                    let low = _mm512_maskz_loadu_ps(low_mask, a.data.as_ptr().add(start));
+                    let high = if count > 16 {
+                        _mm512_maskz_loadu_ps(high_mask, a.data.as_ptr().add(start + 16))
+                    } else {
+                        _mm512_setzero_ps()
+                    };
+                    let bf16: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
+                    _mm512_storeu_si512(converted.as_mut_ptr().cast(), bf16);
+                }
+                for (slot, &pair) in slots.iter_mut().zip(&converted) {
+                    **slot = pair;
+                }
+            }
+        } else {
+            let at = |column: usize| super::bf16_bits(a.data[row * a.row_stride + column * a.col_stride]);
+            for (slot, first) in slots.zip(inner.clone().step_by(2)) {
+                let high = if first + 1 < inner.end { at(first + 1) } else { 0 };
+                *slot = u32::from(at(first)) | u32::from(high) << 16;
+            }
+        }
+    }
+}
+
+/// One register block: `c[..rows, ..columns] (+)= A panel · B panel`.
+struct Block {
+    pairs: usize,
+    a: *const u32,
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    columns: usize,
+    add: bool,
+}
+
+impl Block {
+    /// Runs the block with `V` vectors of 16 columns (`columns ≤ 16·V`).
+    ///
+    /// # Safety
+    /// AVX-512F and BF16; the panels hold `pairs × MR` and `pairs × NR`
+    /// pairs; `c` has `rows` rows of `columns` writable elements, `ldc` apart.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn run<const V: usize>(&self) {
+        let mut sums = [[_mm512_setzero_ps(); V]; MR];
+        for p in 0..self.pairs {
+            // SAFETY (this loop): p < pairs, inside both panels.
+            let b_row = unsafe { self.b.add(p * NR) };
+            let mut b = [unsafe { std::mem::transmute::<__m512, __m512bh>(_mm512_setzero_ps()) }; V];
+            for (v, b) in b.iter_mut().enumerate() {
+                *b = unsafe { std::mem::transmute::<__m512, __m512bh>(_mm512_loadu_ps(b_row.add(16 * v).cast())) };
+            }
+            let a_row = unsafe { self.a.add(p * MR) };
+            for (i, sums) in sums.iter_mut().enumerate() {
+                let a = unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*a_row.add(i) as i32)) };
+                for (sum, &b) in sums.iter_mut().zip(&b) {
+                    *sum = _mm512_dpbf16_ps(*sum, a, b);
+                }
+            }
+        }
+        // Constant bounds, so the sums stay in registers: rows and columns
+        // past the block's are skipped or masked.
+        for (i, sums) in sums.iter().enumerate() {
+            if i >= self.rows {
+                break;
+            }
+            for (v, &sum) in sums.iter().enumerate() {
+                let first = 16 * v;
+                if first >= self.columns {
+                    break;
+                }
+                let count = 16.min(self.columns - first);
+                let mask: __mmask16 = if count == 16 { 0xFFFF } else { (1 << count) - 1 };
+                // SAFETY: row i < rows, columns first..first + count < columns.
+                unsafe {
+                    let at = self.c.add(i * self.ldc + first);
+                    let value = if self.add {
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, at), sum)
+                    } else {
+                        sum
+                    };
+                    _mm512_mask_storeu_ps(at, mask, value);
+                }
+            }
+        }
+    }
+}

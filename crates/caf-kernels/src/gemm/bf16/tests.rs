@@ -1,0 +1,211 @@
+use super::*;
+use crate::cpu::InstructionSet;
+
+/// The paths this CPU can run.
+fn paths() -> Vec<Bf16Path> {
+    let mut paths = vec![Bf16Path::RoundedF32];
+    #[cfg(target_arch = "x86_64")]
+    if InstructionSet::detected() >= InstructionSet::Avx512Bf16 {
+        paths.push(Bf16Path::Avx512Bf16);
+    }
+    paths
+}
+
+/// Values spread over a few binades, signs mixed, none a bf16 already.
+fn values(len: usize, seed: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            let x = ((i * 7919 + seed * 104_729) % 10_007) as f32 / 10_007.0;
+            (x - 0.45) * (1.0 + (i % 5) as f32) * 1.000_123
+        })
+        .collect()
+}
+
+/// `a · b` in f64, each operand first passed through `round`.
+fn reference(a: Matrix<f32>, b: Matrix<f32>, round: impl Fn(f32) -> f32) -> (Vec<f64>, Vec<f64>) {
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    let (av, bv) = (a.to_vec(), b.to_vec());
+    let mut sums = vec![0.0; m * n];
+    let mut magnitudes = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            for p in 0..k {
+                let product = f64::from(round(av[i * k + p])) * f64::from(round(bv[p * n + j]));
+                sums[i * n + j] += product;
+                magnitudes[i * n + j] += product.abs();
+            }
+        }
+    }
+    (sums, magnitudes)
+}
+
+/// Checks one product on every path: against the f64 product of the
+/// rounded operands to f32's summing error, and against the f64 product of
+/// the unrounded ones to bf16's (8 significant bits: each operand's
+/// rounding is at most 2⁻⁸ of it, so a product's at most 2⁻⁷ (and a hair)
+/// of it, plus the sums).
+fn check(m: usize, n: usize, k: usize, transposed: bool, threads: Threads) {
+    let a_values = values(m * k, 1);
+    let b_values = values(k * n, 2);
+    let a = if transposed {
+        Matrix::row_major(&a_values, k, m).t()
+    } else {
+        Matrix::row_major(&a_values, m, k)
+    };
+    let b = if transposed {
+        Matrix::row_major(&b_values, n, k).t()
+    } else {
+        Matrix::row_major(&b_values, k, n)
+    };
+    let (exact_rounded, magnitudes) = reference(a, b, round_to_bf16);
+    let (exact, _) = reference(a, b, |x| x);
+    for path in paths() {
+        for accumulate in [false, true] {
+            let start = 0.25f32;
+            let mut dst = vec![start; m * n];
+            matmul_bf16_on(path, &mut dst, accumulate, a, b, threads);
+            let offset = if accumulate { f64::from(start) } else { 0.0 };
+            for (index, &got) in dst.iter().enumerate() {
+                let got = f64::from(got) - offset;
+                let sum_error =
+                    (k as f64 + 2.0) * f64::EPSILON.max(f64::from(f32::EPSILON)) * (magnitudes[index] + offset);
+                let what = format!("{m}×{n}×{k}, {path:?}, transposed {transposed}, accumulate {accumulate}, {threads:?}, element {index}");
+                assert!(
+                    (got - exact_rounded[index]).abs() <= sum_error,
+                    "{what}: {got} against {}",
+                    exact_rounded[index]
+                );
+                let bf16_error = (2f64.powi(-7) + 2f64.powi(-16)) * magnitudes[index] + sum_error;
+                assert!(
+                    (got - exact[index]).abs() <= bf16_error,
+                    "{what}: {got} against unrounded {}",
+                    exact[index]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn products_match_an_f64_reference_around_the_register_and_vector_widths() {
+    let sides = [1, 15, 16, 17, 31, 32, 33, 63, 64, 65];
+    for &m in &sides {
+        for &n in &sides {
+            for &k in &sides {
+                check(m, n, k, false, Threads::One);
+            }
+        }
+    }
+}
+
+#[test]
+fn transposed_views_and_split_products_match_an_f64_reference() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("a pool");
+    pool.install(|| {
+        // Split by columns, by rows, and not at all; inner blocks of KC and a remainder.
+        for (m, n, k) in [(33, 400, 65), (200, 17, 31), (7, 9, 5), (20, 150, 600), (129, 1600, 3)] {
+            check(m, n, k, false, Threads::All);
+            check(m, n, k, true, Threads::All);
+        }
+    });
+    check(17, 65, 300, true, Threads::One);
+}
+
+#[test]
+fn an_empty_inner_dimension_writes_zeros_or_leaves_the_sum() {
+    for path in paths() {
+        let empty: [f32; 0] = [];
+        let mut dst = vec![1.0f32; 6];
+        matmul_bf16_on(
+            path,
+            &mut dst,
+            true,
+            Matrix::row_major(&empty, 2, 0),
+            Matrix::row_major(&empty, 0, 3),
+            Threads::One,
+        );
+        assert_eq!(dst, [1.0; 6]);
+        matmul_bf16_on(
+            path,
+            &mut dst,
+            false,
+            Matrix::row_major(&empty, 2, 0),
+            Matrix::row_major(&empty, 0, 3),
+            Threads::One,
+        );
+        assert_eq!(dst, [0.0; 6]);
+    }
+}
+
+#[test]
+fn rounding_is_to_nearest_even_and_keeps_infinities_and_nans() {
+    assert_eq!(round_to_bf16(1.0), 1.0);
+    // 1 + 2⁻⁸ is halfway between 1 and 1 + 2⁻⁷: ties go to the even 1.
+    assert_eq!(round_to_bf16(1.0 + 2f32.powi(-8)), 1.0);
+    assert_eq!(round_to_bf16(1.0 + 3.0 * 2f32.powi(-8)), 1.0 + 2.0 * 2f32.powi(-7));
+    assert_eq!(
+        round_to_bf16(-1.0 - 2f32.powi(-8) - 2f32.powi(-20)),
+        -1.0 - 2f32.powi(-7)
+    );
+    assert_eq!(round_to_bf16(f32::MAX), f32::INFINITY);
+    assert_eq!(round_to_bf16(f32::NEG_INFINITY), f32::NEG_INFINITY);
+    assert!(round_to_bf16(f32::NAN).is_nan());
+    assert_eq!(round_to_bf16(-1e-40).to_bits(), (-0.0f32).to_bits());
+}
+
+/// The scalar rounding (used when packing strided views) and the vector
+/// conversion of the AVX512-BF16 path agree on every kind of value.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn scalar_and_vector_rounding_agree() {
+    if InstructionSet::detected() < InstructionSet::Avx512Bf16 {
+        eprintln!("this CPU has no AVX512-BF16: only the rounded-f32 path runs here");
+        return;
+    }
+    let specials = [
+        0.0,
+        -0.0,
+        1.0,
+        1.0 + 2f32.powi(-8),
+        1.0 + 3.0 * 2f32.powi(-8),
+        f32::MAX,
+        f32::MIN,
+        f32::MIN_POSITIVE,
+        1e-40,
+        -1e-40,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        3.4e38,
+        65504.0,
+        -7.3e-12,
+    ];
+    let values: Vec<f32> = specials
+        .iter()
+        .copied()
+        .chain(values(4096, 3))
+        .chain((0..4096).map(|i| f32::from_bits(0x3F80_0000 + i * 97)))
+        .collect();
+    // A 1×len row times a len×1 column of ones, one element at a time, reads the vector rounding back.
+    for &x in &values {
+        let column = [x];
+        let one = [1.0f32];
+        let mut dst = [0.0f32];
+        matmul_bf16_on(
+            Bf16Path::Avx512Bf16,
+            &mut dst,
+            false,
+            Matrix::row_major(&one, 1, 1),
+            Matrix::row_major(&column, 1, 1),
+            Threads::One,
+        );
+        let expected = round_to_bf16(x);
+        assert!(
+            // (A zero's sign is lost to the zero the sum starts from.)
+            dst[0] == expected || (dst[0].is_nan() && expected.is_nan()),
+            "{x:e} ({:#010x}): vector {:e}, scalar {expected:e}",
+            x.to_bits(),
+            dst[0]
+        );
+    }
+}
