@@ -135,7 +135,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    // A bad CAF_CPU_CAP is an error here, not a panic in the first kernel.
+    if let Err(error) = caf_kernels::checked_instruction_set() {
+        eprintln!("error: {error}");
+        return ExitCode::FAILURE;
+    }
+    let result = match cli.command {
         Command::ImportTorch(args) => import_torch(args),
         Command::ImportMtcnn(args) => import_mtcnn(args),
         Command::Inspect(args) => inspect(args),

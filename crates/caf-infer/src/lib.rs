@@ -50,7 +50,7 @@ mod text;
 pub use annotate::{path_annotation, photo_annotation, PANEL};
 pub use caf_data::{DecodeLimit, DecodeLimits};
 pub use caf_face::{DetectorConfig, Face, FaceDetector};
-pub use caf_kernels::{parse_device, DeviceError};
+pub use caf_kernels::{parse_device, DeviceError, Precision};
 pub use circumplex::{Quadrant, Va, EMOTIONS, NEUTRAL_INTENSITY};
 pub use files::{find_images, IMAGE_EXTENSIONS, MAX_FOLDER_DEPTH};
 pub use photo::{FaceMargin, FaceMode, FaceOrigin, FacePrediction, FaceSearch, PhotoOptions, DEFAULT_FACE_MARGIN};

@@ -57,8 +57,11 @@ async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn model(State(service): State<Arc<Service>>) -> Json<crate::ModelInfo> {
-    Json(service.info().clone())
+/// The [`crate::ModelInfo`], and the precision the model runs in.
+async fn model(State(service): State<Arc<Service>>) -> Json<serde_json::Value> {
+    let mut info = serde_json::to_value(service.info()).unwrap_or_default();
+    info["precision"] = serde_json::json!(service.precision().name());
+    Json(info)
 }
 
 async fn not_found(request: Request) -> ApiError {

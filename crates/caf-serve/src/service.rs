@@ -111,6 +111,11 @@ impl Service {
         &self.info
     }
 
+    /// The precision of the model's convolutions ([`Predictor::with_precision`]).
+    pub fn precision(&self) -> caf_infer::Precision {
+        self.predictor.precision()
+    }
+
     pub fn options(&self) -> &ServeOptions {
         &self.options
     }

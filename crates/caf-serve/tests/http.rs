@@ -198,6 +198,7 @@ fn the_model_health_and_page_routes() {
         (Some(64), Some(72))
     );
     assert_eq!(server.service.info().source, model["source"].as_str().expect("source"));
+    assert_eq!(model["precision"], "f32");
     assert_eq!(http(server.addr, "GET", "/healthz", None, b"").json()["status"], "ok");
     let page = http(server.addr, "GET", "/", None, b"");
     assert_eq!(page.status, 200);

@@ -423,12 +423,13 @@ trait Block {
 /// are plain loops over lanes, which the baseline x86-64 target compiles to SSE2.
 fn run_block<B: Block>(block: &B, tiles: Range<usize>, scratch: &mut B::Scratch) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if crate::cpu::instruction_set() >= crate::cpu::InstructionSet::Avx512 {
         #[target_feature(enable = "avx512f")]
         unsafe fn run_avx512<B: Block>(block: &B, tiles: Range<usize>, scratch: &mut B::Scratch) {
             block.run(tiles, scratch)
         }
-        // SAFETY: the CPU has AVX-512F (checked just above).
+        // SAFETY: the CPU has AVX-512F: the instruction set in use (checked
+        // just above) is never above the detected one.
         return unsafe { run_avx512(block, tiles, scratch) };
     }
     block.run(tiles, scratch)

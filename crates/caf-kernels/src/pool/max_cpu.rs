@@ -183,7 +183,7 @@ impl PoolGeometry {
         scratch: &mut (Vec<T>, Vec<u32>, Vec<T>),
     ) {
         #[cfg(target_arch = "x86_64")]
-        if PLACES && std::arch::is_x86_feature_detected!("avx512f") {
+        if PLACES && crate::cpu::instruction_set() >= crate::cpu::InstructionSet::Avx512 {
             #[target_feature(enable = "avx512f")]
             unsafe fn avx512<T: PoolElem, const PLACES: bool>(
                 g: &PoolGeometry,
@@ -194,7 +194,8 @@ impl PoolGeometry {
             ) {
                 g.pool_plane::<T, PLACES>(plane, out, at, scratch)
             }
-            // SAFETY: the CPU has AVX-512F (checked just above).
+            // SAFETY: the CPU has AVX-512F: the instruction set in use (checked
+        // just above) is never above the detected one.
             return unsafe { avx512::<T, PLACES>(self, plane, out, at, scratch) };
         }
         self.pool_plane::<T, PLACES>(plane, out, at, scratch)
