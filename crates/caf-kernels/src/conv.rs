@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::cpu::Precision;
 use crate::elementwise::Activation;
-use crate::gemm::{matmul, Element, Matrix, Threads, WeightProducts};
+use crate::gemm::{matmul_in, Element, Matrix, Threads, WeightProducts};
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::phases::split_by_phase;
 use crate::reduce::{sum_map, sum_parts};
@@ -76,6 +76,10 @@ fn convolve(
     activation: Activation,
 ) -> Result<Tensor> {
     let (kept, precision) = match weight {
+        // bf16 products are for f32 weights (f64 ones check gradients).
+        ConvWeight::Live(tensor) if tensor.dtype() == candle_core::DType::F32 => {
+            (None, crate::cpu::autocast_precision())
+        }
         ConvWeight::Live(_) => (None, Precision::F32),
         ConvWeight::Frozen(frozen) => (Some(Arc::clone(frozen.kept())), frozen.precision()),
     };
@@ -121,6 +125,9 @@ struct Geometry {
     padding: usize,
     out_h: usize,
     out_w: usize,
+    /// The precision of the backward passes' products (the forward pass
+    /// takes its own, with the weight's packed operands).
+    products: Precision,
 }
 
 impl Geometry {
@@ -158,7 +165,16 @@ impl Geometry {
             padding: params.padding,
             out_h: side(height, kernel_h)?,
             out_w: side(width, kernel_w)?,
+            products: Precision::F32,
         })
+    }
+
+    /// This geometry, its backward products in `precision`.
+    fn in_precision(self, precision: Precision) -> Self {
+        Self {
+            products: precision,
+            ..self
+        }
     }
 
     /// Rows of an image's column matrix: `C·kh·kw`.
@@ -460,9 +476,9 @@ fn input_gradient<T: Element>(dy: &[T], weight: &[T], g: &Geometry) -> Vec<T> {
         |b, dx_b, buffer, threads| {
             let dy_b = Matrix::row_major(&dy[b * g.output_len()..], g.out_channels, g.positions());
             if g.is_pointwise() {
-                matmul(dx_b, false, w_t, dy_b, threads);
+                matmul_in(g.products, dx_b, false, w_t, dy_b, threads);
             } else {
-                matmul(buffer, false, w_t, dy_b, threads);
+                matmul_in(g.products, buffer, false, w_t, dy_b, threads);
                 col2im_add(buffer, g, dx_b, threads);
             }
         },
@@ -477,7 +493,7 @@ fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry) -> Vec<T> {
     let accumulate = |images: Range<usize>, (dw_t, buffer): &mut (Vec<T>, Scratch<T>), threads: Threads| {
         for b in images {
             let dy_b = Matrix::row_major(&dy[b * g.output_len()..], g.out_channels, g.positions());
-            accumulate_weight_gradient(dw_t, columns(x, b, g, buffer, threads), dy_b, threads);
+            accumulate_weight_gradient(dw_t, columns(x, b, g, buffer, threads), dy_b, threads, g.products);
         }
     };
     let dw_t = if g.parallel_over_images() {
@@ -502,8 +518,14 @@ fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry) -> Vec<T> {
 /// The transposed sum is the one `gemm` runs fastest (both operands and the
 /// destination read along their rows: 103–114 GFLOPS on one core against
 /// 83–111 for `dW += dy · colsᵀ`), and it is turned round once at the end.
-fn accumulate_weight_gradient<T: Element>(dw_t: &mut [T], cols: Matrix<T>, dy: Matrix<T>, threads: Threads) {
-    matmul(dw_t, true, cols, dy.t(), threads)
+fn accumulate_weight_gradient<T: Element>(
+    dw_t: &mut [T],
+    cols: Matrix<T>,
+    dy: Matrix<T>,
+    threads: Threads,
+    precision: Precision,
+) {
+    matmul_in(precision, dw_t, true, cols, dy.t(), threads)
 }
 
 /// `dW` (`O × C·kh·kw`) from the accumulated `dWᵀ`.
@@ -645,7 +667,7 @@ impl CustomOp2 for Conv2dCpu {
     }
 
     fn bwd(&self, x: &Tensor, weight: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = Geometry::new(x.dims(), weight.dims(), self.params)?;
+        let g = Geometry::new(x.dims(), weight.dims(), self.params)?.in_precision(self.precision);
         self.gradients(g, x, weight, &self.activation.input_gradient(y, dy)?)
     }
 }
@@ -684,7 +706,7 @@ impl CustomOp3 for Conv2dCpu {
         y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = Geometry::new(x.dims(), weight.dims(), self.params)?;
+        let g = Geometry::new(x.dims(), weight.dims(), self.params)?.in_precision(self.precision);
         let dy = self.activation.input_gradient(y, dy)?;
         let (dx, dw) = self.gradients(g, x, weight, &dy)?;
         let db = if bias.track_op() {

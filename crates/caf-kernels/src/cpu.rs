@@ -1,6 +1,7 @@
 //! What the CPU can run, what the user lets it run, and the precision of
 //! the matrix products.
 
+use std::cell::Cell;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -143,6 +144,50 @@ impl fmt::Display for Precision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+thread_local! {
+    /// The precision [`autocast`] set on this thread.
+    static AUTOCAST: Cell<Precision> = const { Cell::new(Precision::F32) };
+}
+
+/// Runs `f` with the convolutions of trainable f32 weights that this thread
+/// starts computing their products in `precision`: the forward pass and,
+/// when the graph is run backward, both gradients (mixed-precision
+/// training, as under PyTorch's `torch.autocast`). The weights, their
+/// gradients, the optimiser and the batch-norm statistics stay f32. Frozen
+/// weights keep the precision they were frozen with. The setting before is
+/// restored afterwards, also when `f` panics.
+///
+/// ```
+/// use caf_kernels::{autocast, conv2d, Conv2dParams, Precision};
+/// use candle_core::{Device, Tensor};
+///
+/// let x = Tensor::new(&[[[[1.0f32 + 1.0 / 128.0]]]], &Device::Cpu)?;
+/// let w = Tensor::new(&[[[[1.0f32]]]], &Device::Cpu)?;
+/// let params = Conv2dParams { stride: 1, padding: 0 };
+/// let y = autocast(Precision::Bf16, || conv2d(&x, &w, None, params))?;
+/// // 1 + 2⁻⁷ is a bf16, 1 + 2⁻⁹ is not: it rounds to 1.
+/// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [1.0 + 1.0 / 128.0]);
+/// let x = Tensor::new(&[[[[1.0f32 + 1.0 / 512.0]]]], &Device::Cpu)?;
+/// let y = autocast(Precision::Bf16, || conv2d(&x, &w, None, params))?;
+/// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [1.0]);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn autocast<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
+    struct Restore(Precision);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            AUTOCAST.set(self.0);
+        }
+    }
+    let _restore = Restore(AUTOCAST.replace(precision));
+    f()
+}
+
+/// The precision [`autocast`] set on this thread (f32 outside it).
+pub(crate) fn autocast_precision() -> Precision {
+    AUTOCAST.get()
 }
 
 /// A name that is not a [`Precision`]'s.

@@ -73,6 +73,7 @@ pub(crate) struct WeightProducts<'a> {
 
 impl WeightProducts<'_> {
     /// f32 products.
+    #[cfg(test)]
     pub(crate) const F32: Self = Self {
         precision: Precision::F32,
         packed: None,

@@ -70,7 +70,8 @@ pub use adam::{adam_update, AdamMoments, AdamStep};
 pub use batch_norm::{batch_norm_train, batch_norm_train_relu, scale_shift, ChannelStats};
 pub use conv::{conv2d, conv2d_relu, window_output, Conv2dParams, ConvWeight, FrozenWeight};
 pub use cpu::{
-    checked_instruction_set, instruction_set, CpuCapError, InstructionSet, Precision, PrecisionError, CPU_CAP_VARIABLE,
+    autocast, checked_instruction_set, instruction_set, CpuCapError, InstructionSet, Precision, PrecisionError,
+    CPU_CAP_VARIABLE,
 };
 pub use device::{parse_device, DeviceError};
 pub use elementwise::{add_relu, relu};

@@ -146,7 +146,13 @@ pub(super) fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry, bands
                     g.positions(),
                     1,
                 );
-                accumulate_weight_gradient(dw_t, Matrix::row_major(cols, g.patch(), n), dy_band, Threads::One);
+                accumulate_weight_gradient(
+                    dw_t,
+                    Matrix::row_major(cols, g.patch(), n),
+                    dy_band,
+                    Threads::One,
+                    g.products,
+                );
             }
         },
         |(dw_t, _)| dw_t,

@@ -56,6 +56,7 @@ pub(super) fn weight_gradient<T: Element>(dy: &[T], x: &[T], g: &Geometry) -> Ve
             Matrix::row_major(cols, g.patch(), width),
             Matrix::row_major(dy_group, g.out_channels, width),
             Threads::All,
+            g.products,
         );
     }
     weight_gradient_from_transposed(&dw_t, g)

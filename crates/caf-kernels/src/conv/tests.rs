@@ -457,3 +457,71 @@ fn bf16_weights_must_be_f32() -> Result<()> {
     assert!(FrozenWeight::with_precision(&w, Precision::F32).is_ok());
     Ok(())
 }
+
+/// Under [`crate::autocast`] bf16, a trainable weight's convolution rounds
+/// the operands of all three passes: the output and both gradients stay
+/// within bf16's rounding of the f64 ones (relative to each one's largest
+/// value), and differ from f32's.
+#[test]
+fn autocast_bf16_rounds_the_forward_pass_and_both_gradients() -> Result<()> {
+    let mut cases: Vec<(&[usize], &[usize], Conv2dParams)> = CASES.to_vec();
+    // Winograd's gradients (images enough for two workers), bands, AlexNet's 5×5.
+    cases.push((&[4, 64, 7, 9], &[64, 64, 3, 3], Conv2dParams { stride: 1, padding: 1 }));
+    cases.push((
+        &[4, 64, 13, 13],
+        &[48, 64, 5, 5],
+        Conv2dParams { stride: 1, padding: 2 },
+    ));
+    cases.push((
+        &[1, 3, 99, 99],
+        &[64, 3, 11, 11],
+        Conv2dParams { stride: 4, padding: 2 },
+    ));
+    on_two_workers(|| {
+        for &(input, weight, params) in &cases {
+            let what = format!("{input:?} * {weight:?} {params:?}");
+            let (x, w, b) = operands(input, weight, DType::F64)?;
+            let run = |dtype: DType, precision: Precision| -> Result<Vec<Tensor>> {
+                let (x, w, b) = (
+                    Var::from_tensor(&x.as_tensor().to_dtype(dtype)?)?,
+                    Var::from_tensor(&w.as_tensor().to_dtype(dtype)?)?,
+                    Var::from_tensor(&b.as_tensor().to_dtype(dtype)?)?,
+                );
+                let y = crate::autocast(precision, || conv2d(&x, &w, Some(&b), params))?;
+                let grads = (&y * probe_like(y.shape())?.to_dtype(dtype)?)?.sum_all()?.backward()?;
+                let gradient = |v: &Var| grads.get(v).expect("a gradient").to_dtype(DType::F64);
+                Ok(vec![
+                    y.to_dtype(DType::F64)?,
+                    gradient(&x)?,
+                    gradient(&w)?,
+                    gradient(&b)?,
+                ])
+            };
+            let exact = run(DType::F64, Precision::F32)?;
+            let f32 = run(DType::F32, Precision::F32)?;
+            let bf16 = run(DType::F32, Precision::Bf16)?;
+            // The f64 run ignores the setting: bf16 products are for f32 weights.
+            let f64_autocast = run(DType::F64, Precision::Bf16)?;
+            for (i, pass) in ["output", "input gradient", "weight gradient"].into_iter().enumerate() {
+                let error = max_relative_difference(&bf16[i], &exact[i])?;
+                assert!(error < 2f64.powi(-5), "{what} {pass}: {error:e} from f64");
+                let apart = max_relative_difference(&bf16[i], &f32[i])?;
+                assert!(
+                    apart > 1e-5,
+                    "{what} {pass}: bf16 {apart:e} from f32: were the products rounded?"
+                );
+                assert_eq!(
+                    max_relative_difference(&f64_autocast[i], &exact[i])?,
+                    0.0,
+                    "{what} {pass} in f64"
+                );
+            }
+            // The bias gradient sums the output gradient: no product to round.
+            assert!(
+                max_relative_difference(&bf16[3], &exact[3])? < 1e-5,
+                "{what} bias gradient"
+            );
+        }
+        Ok(())
+    })
+}

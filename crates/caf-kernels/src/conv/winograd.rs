@@ -32,7 +32,7 @@ use rayon::prelude::*;
 use self::phases::PhasePlanes;
 use self::transform::{sandwich_into, Algorithm, F2x3, F2x5, Lanes, LANES};
 use super::Geometry;
-use crate::gemm::{matmul, Element, Matrix, Threads, WeightProducts};
+use crate::gemm::{matmul_in, Element, Matrix, Threads, WeightProducts};
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::reduce::sum_parts;
 use crate::scratch::Scratch;
@@ -571,7 +571,8 @@ impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N:
             }
         }
         for xi in 0..points {
-            matmul(
+            matmul_in(
+                g.products,
                 &mut du[xi * point_stride(k, ch)..][..k * ch],
                 true,
                 Matrix::strided(&dm[xi * point_stride(k, stride)..], k, n, stride, 1),
@@ -661,7 +662,16 @@ fn input_gradient_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const 
         out_w: g.width,
         ..*g
     };
-    forward_with::<T, A, M, R, N>(dy, Kernels::Turned(weight), None, &transposed, WeightProducts::F32)
+    forward_with::<T, A, M, R, N>(
+        dy,
+        Kernels::Turned(weight),
+        None,
+        &transposed,
+        WeightProducts {
+            precision: g.products,
+            packed: None,
+        },
+    )
 }
 
 /// `Gᵀ (Σ_tiles (A ∂y Aᵀ) ⊙ (Bᵀ d B)) G`, each worker summing its blocks'

@@ -195,7 +195,7 @@ impl PoolGeometry {
                 g.pool_plane::<T, PLACES>(plane, out, at, scratch)
             }
             // SAFETY: the CPU has AVX-512F: the instruction set in use (checked
-        // just above) is never above the detected one.
+            // just above) is never above the detected one.
             return unsafe { avx512::<T, PLACES>(self, plane, out, at, scratch) };
         }
         self.pool_plane::<T, PLACES>(plane, out, at, scratch)
