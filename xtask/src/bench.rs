@@ -48,8 +48,8 @@ pub struct Bench {
     /// `cpu`, `cuda` or `cuda:N`
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Precision of the convolutions' products: f32, or bf16 (inference only: the training
-    /// steps are not timed); --compare-torch then runs PyTorch under autocast bf16
+    /// Precision of the convolutions' products: f32, or bf16 (inference; mixed precision for the
+    /// training steps); --compare-torch then runs PyTorch under autocast bf16
     #[arg(long, default_value = "f32")]
     precision: Precision,
     /// Batch of the stand-alone measurement of grouping + contrastive objective
@@ -276,17 +276,11 @@ fn bench_arch(
 ) -> Result<std::collections::BTreeMap<&'static str, Timing>> {
     let batch = random_batch(args.batch, args.size, device, 0)?;
     let mut timings = std::collections::BTreeMap::new();
-    let steps = match args.precision {
-        Precision::F32 => &[("caf_step", Method::Caf), ("baseline_step", Method::Baseline)][..],
-        Precision::Bf16 => {
-            tracing::info!("bf16: inference only (training runs in f32)");
-            &[]
-        }
-    };
-    for &(key, method) in steps {
+    for (key, method) in [("caf_step", Method::Caf), ("baseline_step", Method::Baseline)] {
         let settings = TrainConfig {
             method,
             arch: arch.name().into(),
+            precision: args.precision.name().into(),
             ..TrainConfig::default()
         }
         .step_settings()?;

@@ -34,6 +34,10 @@ pub struct Train {
     /// `cpu`, `cuda` or `cuda:N`
     #[arg(long)]
     device: Option<String>,
+    /// Precision of the training steps' convolution products: `f32`, or `bf16` (mixed precision:
+    /// f32 weights, gradients and optimiser; docs/precision.md)
+    #[arg(long)]
+    precision: Option<String>,
     /// Folder for checkpoints, metrics and the resolved config
     #[arg(long)]
     output: Option<PathBuf>,
@@ -56,6 +60,7 @@ impl Train {
         quoted("method", self.method.clone());
         quoted("arch", self.arch.clone());
         quoted("device", self.device.clone());
+        quoted("precision", self.precision.clone());
         quoted("output", self.output.as_ref().map(|p| p.display().to_string()));
         for (key, value) in [
             ("epochs", self.epochs.map(|v| v as u64)),

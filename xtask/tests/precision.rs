@@ -59,7 +59,10 @@ fn readings(checkpoint: &Path, precision: &str, cap: Option<&str>) -> Vec<[f64; 
         .lines()
         .map(|line| {
             let row: Value = serde_json::from_str(line).expect("a JSON row");
-            [row["valence"].as_f64().expect("valence"), row["arousal"].as_f64().expect("arousal")]
+            [
+                row["valence"].as_f64().expect("valence"),
+                row["arousal"].as_f64().expect("arousal"),
+            ]
         })
         .collect()
 }
@@ -92,7 +95,10 @@ fn bf16_readings_stay_near_f32_and_every_cpu_path_agrees() {
         let apart = largest_distance(&bf16, &f32);
         eprintln!("{arch}: bf16 readings within {apart:.5} of f32's");
         assert!(apart <= BF16_TOLERANCE, "{arch}: bf16 {apart} from f32");
-        assert!(apart > 0.0, "{arch}: bf16 readings equal to f32's: were the products rounded?");
+        assert!(
+            apart > 0.0,
+            "{arch}: bf16 readings equal to f32's: were the products rounded?"
+        );
         for cap in caps() {
             let forced_f32 = readings(&checkpoint, "f32", Some(cap));
             let forced_bf16 = readings(&checkpoint, "bf16", Some(cap));
@@ -113,5 +119,8 @@ fn a_bad_cpu_cap_is_an_error_that_names_the_variable() {
     let output = xtask(&["inspect", "no-such-checkpoint.safetensors"], Some("avx9"));
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("CAF_CPU_CAP=`avx9`") && stderr.contains("portable"), "{stderr}");
+    assert!(
+        stderr.contains("CAF_CPU_CAP=`avx9`") && stderr.contains("portable"),
+        "{stderr}"
+    );
 }

@@ -14,7 +14,8 @@ use rayon::prelude::*;
 
 use crate::cpu::Precision;
 use crate::elementwise::Activation;
-use crate::gemm::{matmul_in, Element, Matrix, Threads, WeightProducts};
+use crate::gemm::matmul_in;
+use crate::gemm::{Element, Matrix, PackedLhs, Threads, WeightProducts};
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::phases::split_by_phase;
 use crate::reduce::{sum_map, sum_parts};
@@ -468,6 +469,14 @@ fn output_product<T: Element>(
 fn input_gradient<T: Element>(dy: &[T], weight: &[T], g: &Geometry) -> Vec<T> {
     let mut dx = vec![T::ZERO; g.batch * g.image_len()];
     let w_t = Matrix::row_major(weight, g.out_channels, g.patch()).t();
+    // bf16: Wᵀ packed once for every image.
+    let packed = T::as_f32(weight)
+        .filter(|_| g.products == Precision::Bf16)
+        .map(|w| [PackedLhs::new(Matrix::row_major(w, g.out_channels, g.patch()).t())]);
+    let products = WeightProducts {
+        precision: g.products,
+        packed: packed.as_ref().map(|p| &p[..]),
+    };
     for_each_image(
         g,
         &mut dx,
@@ -476,9 +485,9 @@ fn input_gradient<T: Element>(dy: &[T], weight: &[T], g: &Geometry) -> Vec<T> {
         |b, dx_b, buffer, threads| {
             let dy_b = Matrix::row_major(&dy[b * g.output_len()..], g.out_channels, g.positions());
             if g.is_pointwise() {
-                matmul_in(g.products, dx_b, false, w_t, dy_b, threads);
+                products.run(0, dx_b, false, w_t, dy_b, threads);
             } else {
-                matmul_in(g.products, buffer, false, w_t, dy_b, threads);
+                products.run(0, buffer, false, w_t, dy_b, threads);
                 col2im_add(buffer, g, dx_b, threads);
             }
         },
@@ -589,7 +598,18 @@ impl Kernel for ConvKernel<'_> {
                         },
                     )
                 } else {
-                    let packed = kept_bf16.and_then(|kept| kept.bf16_weight(weight, g));
+                    // A live weight's bf16 operand is packed once per call,
+                    // not once per image.
+                    let packed_now;
+                    let packed = match kept_bf16 {
+                        Some(kept) => kept.bf16_weight(weight, g),
+                        None if precision == Precision::Bf16 => {
+                            packed_now = T::as_f32(weight)
+                                .map(|w| [PackedLhs::new(Matrix::row_major(w, g.out_channels, g.patch()))]);
+                            packed_now.as_ref().map(|p| &p[..])
+                        }
+                        None => None,
+                    };
                     let products = WeightProducts { precision, packed };
                     match banded::Bands::of::<T>(g) {
                         Some(bands) => banded::forward(x, weight, bias, g, bands, products),

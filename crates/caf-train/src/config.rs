@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use caf_backbone::{Arch, Checkpoint};
+use caf_backbone::{Arch, Checkpoint, Precision};
 use caf_data::DatasetSpec;
 use caf_sampler::GroupingRule;
 use serde::{Deserialize, Serialize};
@@ -92,6 +92,11 @@ pub struct TrainConfig {
     /// Off a terminal (output redirected), log a progress line every this
     /// many seconds; on a terminal a progress bar is drawn instead.
     pub progress_seconds: f64,
+    /// Precision of the convolutions' products in the training steps: `f32`,
+    /// or `bf16` (mixed precision: weights, gradients, Adam and batch-norm
+    /// statistics stay f32; see `caf_kernels::autocast`). Validation and
+    /// the saved model are f32.
+    pub precision: String,
 }
 
 impl Default for TrainConfig {
@@ -142,6 +147,7 @@ impl Default for TrainConfig {
             max_nonfinite: 20,
             strict_images: false,
             progress_seconds: 10.0,
+            precision: "f32".into(),
         }
     }
 }
@@ -203,6 +209,7 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         let arch = self.arch()?;
         self.grouping()?;
+        self.precision()?;
         let smallest = arch.min_image_size();
         if (self.image_size as usize) < smallest {
             refuse!(
@@ -253,6 +260,12 @@ impl TrainConfig {
             .map_err(|e| TrainError::settings(format!("arch: {e}")))
     }
 
+    pub fn precision(&self) -> Result<Precision> {
+        self.precision
+            .parse()
+            .map_err(|e| TrainError::settings(format!("precision: {e}")))
+    }
+
     pub fn grouping(&self) -> Result<GroupingRule> {
         self.grouping
             .parse()
@@ -279,6 +292,7 @@ impl TrainConfig {
             },
             grouping: self.grouping()?,
             seed: self.seed,
+            precision: self.precision()?,
         })
     }
 

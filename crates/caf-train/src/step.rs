@@ -3,7 +3,7 @@
 //! learning-rate schedule, with no data loading, checkpoint or log
 //! (the loop around it is [`Trainer`](crate::Trainer)).
 
-use caf_backbone::{seeded_init, Arch, CafNet};
+use caf_backbone::{seeded_init, Arch, CafNet, Precision};
 use caf_backbone::{CRITIC, ENCODER, REGRESSOR};
 use caf_data::Batch;
 use caf_objective::{adversarial_loss, critic_objective, va_loss, LagrangeMultiplier};
@@ -78,6 +78,9 @@ pub struct StepSettings {
     pub grouping: GroupingRule,
     /// Seeds the initial weights ([`CafStep::seeded`]) and every iteration's dropout masks.
     pub seed: u64,
+    /// The precision of the convolutions' products in every phase
+    /// ([`caf_kernels::autocast`]).
+    pub precision: Precision,
 }
 
 /// The optimisers of the three networks.
@@ -275,7 +278,7 @@ impl CafStep {
     /// schedule and the dropout masks move on. A non-finite loss ends the
     /// iteration early (see [`StepReport`]).
     pub fn run(&mut self, batch: &Batch) -> Result<StepReport> {
-        let report = self.phases(batch);
+        let report = caf_kernels::autocast(self.settings.precision, || self.phases(batch));
         self.iteration += 1;
         report
     }

@@ -32,7 +32,8 @@ use rayon::prelude::*;
 use self::phases::PhasePlanes;
 use self::transform::{sandwich_into, Algorithm, F2x3, F2x5, Lanes, LANES};
 use super::Geometry;
-use crate::gemm::{matmul_in, Element, Matrix, Threads, WeightProducts};
+use crate::cpu::Precision;
+use crate::gemm::{matmul_in, Element, Matrix, PackedLhs, Threads, WeightProducts};
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::reduce::sum_parts;
 use crate::scratch::Scratch;
@@ -600,6 +601,17 @@ fn forward_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usiz
 ) -> Vec<T> {
     let mut u = Scratch::stale(kernel_transform_len::<M, R, N>(g));
     kernel_tiles::<T, A, M, R, N>(kernels, g.out_channels, g.channels, &mut u, Threads::All);
+    // bf16 without kept operands: the transform packed once for every block.
+    let packed: Option<Vec<PackedLhs>> = T::as_f32(&u)
+        .filter(|_| products.precision == Precision::Bf16 && products.packed.is_none())
+        .map(|u| transform_operands(u, g).into_iter().map(PackedLhs::new).collect());
+    let products = match &packed {
+        Some(packed) => WeightProducts {
+            packed: Some(packed),
+            ..products
+        },
+        None => products,
+    };
     forward_with_transform::<T, A, M, R, N>(x, &u, bias, g, products)
 }
 

@@ -39,6 +39,13 @@ impl PackedA {
     /// Packs `a`. The caller has checked the CPU (AVX-512F, BW, BF16).
     pub(super) fn new(a: Matrix<f32>) -> Self {
         a.check("bf16 matmul lhs");
+        let mut copy = Vec::new();
+        let a = if a.col_stride == 1 {
+            a
+        } else {
+            copy_rows(a, 0..a.rows, 0..a.cols, &mut copy);
+            Matrix::row_major(&copy, a.rows, a.cols)
+        };
         let padded_rows = a.rows.next_multiple_of(MR);
         let mut data = vec![0u32; padded_rows * a.cols.div_ceil(2)];
         for first_inner in (0..a.cols).step_by(KC) {
@@ -115,8 +122,9 @@ struct Output(*mut f32);
 unsafe impl Sync for Output {}
 
 thread_local! {
-    /// This thread's packed panels of `b`, kept between products.
-    static PACKED_B: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// This thread's packed panels of `b`, and a strided block of `b` copied
+    /// row-major before packing, kept between products.
+    static PACKED_B: RefCell<(Vec<u32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// `dst[rows, columns] (+)= a[rows, :] · b[:, columns]`, `dst` row-major
@@ -136,18 +144,24 @@ unsafe fn product(
     columns: Range<usize>,
 ) {
     let k = a.cols;
-    let mut packed_b = PACKED_B.take();
+    let (mut packed_b, mut rows_b) = PACKED_B.take();
     for first_column in columns.clone().step_by(NC) {
         let width = NC.min(columns.end - first_column);
         for first_inner in (0..k).step_by(KC) {
             let depth = KC.min(k - first_inner);
             let pairs = depth.div_ceil(2);
-            pack_b(
-                b,
-                first_inner..first_inner + depth,
-                first_column..first_column + width,
-                &mut packed_b,
-            );
+            let (inner, block_columns) = (first_inner..first_inner + depth, first_column..first_column + width);
+            if b.col_stride == 1 {
+                pack_b(b, inner, block_columns, &mut packed_b);
+            } else {
+                copy_rows(b, inner, block_columns, &mut rows_b);
+                pack_b(
+                    Matrix::row_major(&rows_b, depth, width),
+                    0..depth,
+                    0..width,
+                    &mut packed_b,
+                );
+            }
             let add = accumulate || first_inner > 0;
             for first_row in rows.clone().step_by(MC) {
                 let height = MC.min(rows.end - first_row);
@@ -181,7 +195,7 @@ unsafe fn product(
             }
         }
     }
-    PACKED_B.set(packed_b);
+    PACKED_B.set((packed_b, rows_b));
 }
 
 /// Packs `b[inner, columns]` as panels of [`NR`] columns, each `pairs × NR`
@@ -189,6 +203,7 @@ unsafe fn product(
 /// column `j`, zeros past the last row and column.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 fn pack_b(b: Matrix<f32>, inner: Range<usize>, columns: Range<usize>, packed: &mut Vec<u32>) {
+    assert_eq!(b.col_stride, 1, "pack_b reads rows that are contiguous");
     let pairs = inner.len().div_ceil(2);
     let panels = columns.len().div_ceil(NR);
     packed.clear();
@@ -205,35 +220,24 @@ fn pack_b(b: Matrix<f32>, inner: Range<usize>, columns: Range<usize>, packed: &m
             let row = inner.start + 2 * p;
             let second = (row + 1 < inner.end).then_some(row + 1);
             let out = &mut packed[(panel * pairs + p) * NR..][..NR];
-            if b.col_stride == 1 {
-                for chunk in 0..width.div_ceil(16) {
-                    let count = 16.min(width - 16 * chunk);
-                    let mask: __mmask16 = if count == 16 { 0xFFFF } else { (1 << count) - 1 };
-                    let start = first + 16 * chunk;
-                    // SAFETY: the first `count` elements of each row lie in
-                    // the checked view; the masked loads read no others.
-                    let (low, high) = unsafe {
-                        let low = _mm512_maskz_loadu_ps(mask, b.data.as_ptr().add(row * b.row_stride + start));
-                        let high = match second {
-                            Some(r) => _mm512_maskz_loadu_ps(mask, b.data.as_ptr().add(r * b.row_stride + start)),
-                            None => _mm512_setzero_ps(),
-                        };
-                        (low, high)
+            for chunk in 0..width.div_ceil(16) {
+                let count = 16.min(width - 16 * chunk);
+                let mask: __mmask16 = if count == 16 { 0xFFFF } else { (1 << count) - 1 };
+                let start = first + 16 * chunk;
+                // SAFETY: the first `count` elements of each row lie in
+                // the checked view; the masked loads read no others.
+                let (low, high) = unsafe {
+                    let low = _mm512_maskz_loadu_ps(mask, b.data.as_ptr().add(row * b.row_stride + start));
+                    let high = match second {
+                        Some(r) => _mm512_maskz_loadu_ps(mask, b.data.as_ptr().add(r * b.row_stride + start)),
+                        None => _mm512_setzero_ps(),
                     };
-                    let halves: __m512i = unsafe { std::mem::transmute(_mm512_cvtne2ps_pbh(high, low)) };
-                    let pairs16 = _mm512_permutexvar_epi16(interleave, halves);
-                    // SAFETY: `out` has NR ≥ 16·(chunk + 1) elements.
-                    unsafe { _mm512_storeu_si512(out[16 * chunk..].as_mut_ptr().cast(), pairs16) };
-                }
-            } else {
-                for (j, slot) in out[..width].iter_mut().enumerate() {
-                    let column = first + j;
-                    let low = super::bf16_bits(b.data[row * b.row_stride + column * b.col_stride]);
-                    let high = second.map_or(0, |r| {
-                        super::bf16_bits(b.data[r * b.row_stride + column * b.col_stride])
-                    });
-                    *slot = u32::from(low) | u32::from(high) << 16;
-                }
+                    (low, high)
+                };
+                let halves: __m512i = unsafe { std::mem::transmute(_mm512_cvtne2ps_pbh(high, low)) };
+                let pairs16 = _mm512_permutexvar_epi16(interleave, halves);
+                // SAFETY: `out` has NR ≥ 16·(chunk + 1) elements.
+                unsafe { _mm512_storeu_si512(out[16 * chunk..].as_mut_ptr().cast(), pairs16) };
             }
         }
     }
@@ -245,47 +249,56 @@ fn pack_b(b: Matrix<f32>, inner: Range<usize>, columns: Range<usize>, packed: &m
 /// `packed` holds `rows.len().next_multiple_of(MR) × pairs` zeros.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 fn pack_a(a: Matrix<f32>, rows: Range<usize>, inner: Range<usize>, packed: &mut [u32]) {
+    assert_eq!(a.col_stride, 1, "pack_a reads rows that are contiguous");
     let pairs = inner.len().div_ceil(2);
+    let mut converted = [0u32; 16];
     for (i, row) in rows.enumerate() {
         let panel = &mut packed[(i / MR) * pairs * MR..][..pairs * MR];
-        let slots = panel[i % MR..].iter_mut().step_by(MR);
-        if a.col_stride == 1 {
-            // 32 columns (16 pairs) of the row at a time: converted as one
-            // vector, whose lanes are then dealt out to the panel.
-            let mut converted = [0u32; 16];
-            for (chunk, slots) in (0..inner.len())
-                .step_by(32)
-                .zip(slots.collect::<Vec<_>>().chunks_mut(16))
-            {
-                let count = 32.min(inner.len() - chunk);
-                let low_mask: __mmask16 = if count >= 16 { 0xFFFF } else { (1 << count) - 1 };
-                let high_mask: __mmask16 = if count >= 32 {
-                    0xFFFF
+        // 32 columns (16 pairs) of the row at a time: converted as one
+        // vector, whose lanes are then dealt out to the panel.
+        for chunk in (0..inner.len()).step_by(32) {
+            let count = 32.min(inner.len() - chunk);
+            let low_mask: __mmask16 = if count >= 16 { 0xFFFF } else { (1 << count) - 1 };
+            let high_mask: __mmask16 = if count >= 32 {
+                0xFFFF
+            } else {
+                (1u32 << count.saturating_sub(16)) as u16 - 1
+            };
+            let start = row * a.row_stride + inner.start + chunk;
+            // SAFETY: the first `count` elements from `start` lie in the
+            // checked view; the masked loads read no others.
+            unsafe {
+                let low = _mm512_maskz_loadu_ps(low_mask, a.data.as_ptr().add(start));
+                let high = if count > 16 {
+                    _mm512_maskz_loadu_ps(high_mask, a.data.as_ptr().add(start + 16))
                 } else {
-                    (1u32 << count.saturating_sub(16)) as u16 - 1
+                    _mm512_setzero_ps()
                 };
-                let start = row * a.row_stride + inner.start + chunk;
-                // SAFETY: the first `count` elements from `start` lie in the
-                // checked view; the masked loads read no others.
-                unsafe {
-                    let low = _mm512_maskz_loadu_ps(low_mask, a.data.as_ptr().add(start));
-                    let high = if count > 16 {
-                        _mm512_maskz_loadu_ps(high_mask, a.data.as_ptr().add(start + 16))
-                    } else {
-                        _mm512_setzero_ps()
-                    };
-                    let bf16: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
-                    _mm512_storeu_si512(converted.as_mut_ptr().cast(), bf16);
-                }
-                for (slot, &pair) in slots.iter_mut().zip(&converted) {
-                    **slot = pair;
-                }
+                let bf16: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
+                _mm512_storeu_si512(converted.as_mut_ptr().cast(), bf16);
             }
-        } else {
-            let at = |column: usize| super::bf16_bits(a.data[row * a.row_stride + column * a.col_stride]);
-            for (slot, first) in slots.zip(inner.clone().step_by(2)) {
-                let high = if first + 1 < inner.end { at(first + 1) } else { 0 };
-                *slot = u32::from(at(first)) | u32::from(high) << 16;
+            let first_pair = chunk / 2;
+            for (t, &pair) in converted[..count.div_ceil(2)].iter().enumerate() {
+                panel[(first_pair + t) * MR + i % MR] = pair;
+            }
+        }
+    }
+}
+
+/// `view[rows, columns]` copied row-major into `out`, in square blocks so
+/// that a transposed view is read a few cache lines at a time.
+fn copy_rows(view: Matrix<f32>, rows: Range<usize>, columns: Range<usize>, out: &mut Vec<f32>) {
+    const BLOCK: usize = 32;
+    let width = columns.len();
+    out.clear();
+    out.resize(rows.len() * width, 0.0);
+    for first_row in rows.clone().step_by(BLOCK) {
+        for first_column in columns.clone().step_by(BLOCK) {
+            for row in first_row..(first_row + BLOCK).min(rows.end) {
+                let target = &mut out[(row - rows.start) * width..][..width];
+                for column in first_column..(first_column + BLOCK).min(columns.end) {
+                    target[column - columns.start] = view.data[row * view.row_stride + column * view.col_stride];
+                }
             }
         }
     }
