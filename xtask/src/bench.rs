@@ -61,7 +61,12 @@ pub struct Bench {
     /// Also run bench/torch_bench.py (needs a Python with torch and torchvision) and print ratios
     #[arg(long)]
     compare_torch: bool,
-    /// The Python used by --compare-torch
+    /// Also run bench/onnx_bench.py: the same inference network exported to ONNX, run by ONNX
+    /// Runtime (f32) and OpenVINO (at --precision), with ratios (needs torch, torchvision, onnx,
+    /// onnxruntime and openvino in --python)
+    #[arg(long)]
+    compare_onnx: bool,
+    /// The Python used by --compare-torch and --compare-onnx
     #[arg(long, default_value = "python3")]
     python: PathBuf,
     /// Time face detection instead (MTCNN on 640×480 and 1920×1080 photos with one and four faces);
@@ -260,12 +265,45 @@ pub fn bench(args: Bench) -> Result<()> {
         report["ratios"] = ratios(&report["arch"], &torch["arch"]);
         report["torch"] = torch;
     }
+    if args.compare_onnx {
+        let onnx = run_onnx(&args, threads, scratch.path())?;
+        let mut onnx_ratios = serde_json::Map::new();
+        for (runtime, timings) in onnx["runtimes"].as_object().into_iter().flatten() {
+            onnx_ratios.insert(runtime.clone(), ratios(&report["arch"], timings));
+        }
+        report["onnx_ratios"] = Value::Object(onnx_ratios);
+        report["onnx"] = onnx;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print_table(&report);
     }
     Ok(())
+}
+
+/// bench/onnx_bench.py, built in as the PyTorch script is.
+const ONNX_BENCH: &str = include_str!("../../bench/onnx_bench.py");
+
+fn run_onnx(args: &Bench, threads: usize, scratch: &Path) -> Result<Value> {
+    let arch = args.arch.iter().map(|a| a.name()).collect::<Vec<_>>().join(",");
+    let script_args: Vec<String> = [
+        ["--size", &args.size.to_string()],
+        ["--arch", &arch],
+        ["--threads", &threads.to_string()],
+        ["--precision", args.precision.name()],
+    ]
+    .iter()
+    .flatten()
+    .map(|s| s.to_string())
+    .collect();
+    run_python_bench(
+        args,
+        scratch,
+        ("onnx_bench.py", ONNX_BENCH),
+        &script_args,
+        "torch, torchvision, onnx, onnxruntime and openvino",
+    )
 }
 
 fn bench_arch(
@@ -579,5 +617,16 @@ fn print_table(report: &Value) {
     );
     if let Some(rss) = report["peak_rss_mib"].as_f64() {
         println!("peak resident memory: {rss:.0} MiB");
+    }
+    for (runtime, by_arch) in report["onnx_ratios"].as_object().into_iter().flatten() {
+        for (arch, by_key) in by_arch.as_object().into_iter().flatten() {
+            let cells: Vec<String> = by_key
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(key, ratio)| format!("{key} {:.2}", ratio.as_f64().unwrap_or(f64::NAN)))
+                .collect();
+            println!("against {runtime} ({arch}): {}", cells.join(", "));
+        }
     }
 }
