@@ -286,8 +286,20 @@ pub fn bench(args: Bench) -> Result<()> {
 const ONNX_BENCH: &str = include_str!("../../bench/onnx_bench.py");
 
 fn run_onnx(args: &Bench, threads: usize, scratch: &Path) -> Result<Value> {
+    run_python_bench(
+        args,
+        scratch,
+        ("onnx_bench.py", ONNX_BENCH),
+        &model_script_args(args, threads, &[]),
+        "torch, torchvision, onnx, onnxruntime and openvino",
+    )
+}
+
+/// What both model scripts take: --size, --arch, --threads and --precision
+/// as this run has them, then `extra` (flag, value) pairs.
+fn model_script_args(args: &Bench, threads: usize, extra: &[[&str; 2]]) -> Vec<String> {
     let arch = args.arch.iter().map(|a| a.name()).collect::<Vec<_>>().join(",");
-    let script_args: Vec<String> = [
+    let common = [
         ["--size", &args.size.to_string()],
         ["--arch", &arch],
         ["--threads", &threads.to_string()],
@@ -296,14 +308,11 @@ fn run_onnx(args: &Bench, threads: usize, scratch: &Path) -> Result<Value> {
     .iter()
     .flatten()
     .map(|s| s.to_string())
-    .collect();
-    run_python_bench(
-        args,
-        scratch,
-        ("onnx_bench.py", ONNX_BENCH),
-        &script_args,
-        "torch, torchvision, onnx, onnxruntime and openvino",
-    )
+    .collect::<Vec<_>>();
+    common
+        .into_iter()
+        .chain(extra.iter().flatten().map(|s| s.to_string()))
+        .collect()
 }
 
 fn bench_arch(
@@ -465,24 +474,15 @@ fn peak_rss_mib() -> Option<f64> {
 const TORCH_BENCH: &str = include_str!("../../bench/torch_bench.py");
 
 fn run_torch(args: &Bench, threads: usize, scratch: &Path) -> Result<Value> {
-    let arch = args.arch.iter().map(|a| a.name()).collect::<Vec<_>>().join(",");
-    let script_args: Vec<String> = [
-        ["--batch", &args.batch.to_string()],
-        ["--size", &args.size.to_string()],
-        ["--arch", &arch],
-        ["--device", &args.device],
-        ["--threads", &threads.to_string()],
-        ["--precision", args.precision.name()],
-    ]
-    .iter()
-    .flatten()
-    .map(|s| s.to_string())
-    .collect();
     run_python_bench(
         args,
         scratch,
         ("torch_bench.py", TORCH_BENCH),
-        &script_args,
+        &model_script_args(
+            args,
+            threads,
+            &[["--batch", &args.batch.to_string()], ["--device", &args.device]],
+        ),
         "torch and torchvision",
     )
 }
