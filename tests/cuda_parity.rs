@@ -5,6 +5,8 @@
 //!
 //! Built only with `--features cuda` and run on a machine with a GPU
 //! (README, "GPU"); without one every test fails at `Device::new_cuda`.
+//! With `--features cudnn` the convolutions run cuDNN, in strict f32 here
+//! (TF32, the default, rounds products to 10-bit mantissas).
 
 #![cfg(feature = "cuda")]
 
@@ -24,8 +26,13 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{ModuleT, VarBuilder, VarMap};
 
 fn gpu() -> Result<Device> {
+    caf_kernels::set_cuda_math(caf_kernels::CudaMath::StrictF32);
     Ok(Device::new_cuda(0)?)
 }
+
+/// The tolerance of the convolutions' parity: cuDNN's FFT and Winograd
+/// algorithms round differently from a direct sum, even in strict f32.
+const CONV_TOLERANCE: f64 = if cfg!(feature = "cudnn") { 1e-4 } else { 1e-5 };
 
 fn assert_close(what: &str, gpu: &Tensor, cpu: &Tensor, tolerance: f64) -> Result<()> {
     let difference = relative_error(gpu, cpu)?;
@@ -68,25 +75,46 @@ fn compare_with_gradients(
 
 #[test]
 fn conv2d_on_cuda_matches_the_cpu_kernel() -> Result<()> {
-    // Square and non-square inputs whose sides leave the same stride remainder
-    // (candle's own backward is wrong otherwise; see caf-kernels' conv tests).
-    let cases = [
+    // AlexNet's 11×11/4 at batch 1, a 1×1/2 shortcut, non-square maps, and
+    // odd sides under stride 2 (without cuDNN, candle's own backward is only
+    // right where both sides leave the same stride remainder).
+    let mut cases = vec![
         ((2, 3, 9, 9), (4, 3, 3, 3), Conv2dParams { stride: 2, padding: 1 }),
         ((3, 5, 13, 11), (6, 5, 3, 3), Conv2dParams { stride: 1, padding: 1 }),
         ((1, 3, 35, 35), (8, 3, 11, 11), Conv2dParams { stride: 4, padding: 2 }),
         ((2, 4, 7, 7), (5, 4, 1, 1), Conv2dParams { stride: 2, padding: 0 }),
     ];
+    if cfg!(feature = "cudnn") {
+        cases.extend([
+            ((1, 6, 12, 9), (7, 6, 3, 3), Conv2dParams { stride: 2, padding: 1 }),
+            ((1, 16, 8, 8), (32, 16, 1, 1), Conv2dParams { stride: 2, padding: 0 }),
+            ((4, 32, 14, 14), (32, 32, 3, 3), Conv2dParams { stride: 1, padding: 1 }),
+        ]);
+    }
     for (i, (x, w, params)) in cases.into_iter().enumerate() {
         let inputs = [
             input(&format!("conv{i}.x"), x)?,
             (input(&format!("conv{i}.w"), w)? * 0.3)?,
             input(&format!("conv{i}.b"), (1, 1, 1, w.0))?.flatten_all()?,
         ];
+        let what = format!("conv2d {x:?} * {w:?} {params:?}");
         compare_with_gradients(
-            &format!("conv2d {x:?} * {w:?} {params:?}"),
+            &format!("{what} with bias"),
             &inputs,
             |v| conv2d(&v[0], &v[1], Some(&v[2]), params),
-            1e-5,
+            CONV_TOLERANCE,
+        )?;
+        compare_with_gradients(
+            &format!("{what} without bias"),
+            &inputs[..2],
+            |v| conv2d(&v[0], &v[1], None, params),
+            CONV_TOLERANCE,
+        )?;
+        compare_with_gradients(
+            &format!("{what} + relu without bias"),
+            &inputs[..2],
+            |v| conv2d_relu(&v[0], &v[1], None, params),
+            CONV_TOLERANCE,
         )?;
     }
     Ok(())
@@ -165,13 +193,13 @@ fn residual_relu_and_convolution_bias_relu_on_cuda_match_the_cpu() -> Result<()>
         "conv2d_relu with bias",
         &inputs,
         |v| conv2d_relu(&v[0], &v[1], Some(&v[2]), params),
-        1e-5,
+        CONV_TOLERANCE,
     )?;
     compare_with_gradients(
         "conv2d_relu without bias",
         &inputs[..2],
         |v| conv2d_relu(&v[0], &v[1], None, params),
-        1e-5,
+        CONV_TOLERANCE,
     )
 }
 

@@ -8,13 +8,14 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . .venv-cuda/cuda-env.sh
 export CARGO_TARGET_DIR=target/cuda CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=symbols
-cargo build --release --features cuda -p xtask
-# caf-kernels' CUDA kernels must compile; NVRTC needs no GPU, so check here
-# (the driver stub stands in for libcuda.so.1, which is loaded at start).
+cargo build --release --features cudnn -p xtask
+# caf-kernels' CUDA kernels must compile and cuDNN must take every layer's
+# descriptors; neither needs a GPU, so check here (the driver stub stands in
+# for libcuda.so.1, which is loaded at start).
 ln -sf libcuda.so .venv-cuda/cuda-stub/libcuda.so.1
 LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$PWD/.venv-cuda/cuda-stub" \
-    cargo test --release --features cuda -p caf-kernels --lib cuda::tests
-cargo test --release --features cuda -p caf-e2e --test cuda_parity --no-run --message-format=json \
+    cargo test --release --features cudnn -p caf-kernels --lib -- cuda::tests conv::cudnn
+cargo test --release --features cudnn -p caf-e2e --test cuda_parity --no-run --message-format=json \
     | sed -n 's/.*"executable":"\([^"]*cuda_parity[^"]*\)".*/\1/p' > target/cuda/parity-path
 mkdir -p bench/gpu/bin
 cp target/cuda/release/xtask bench/gpu/bin/

@@ -4,17 +4,18 @@
 # bench/gpu/bin.tar.xz, then on the GPU machine:
 #   OUT=/some/folder bash bench/gpu/run.sh            # every stage
 #   OUT=/some/folder bash bench/gpu/run.sh parity bench   # some stages
-# Stages: parity, bench, paper (the paper's batch sizes), detection, train,
-# large (a larger generated set at 224 px). Each writes under $OUT; together
+# Stages: parity, candle (the convolutions on candle's CUDA path instead of
+# cuDNN, CAF_CUDNN=off: parity and batch 16), bench, paper (the paper's batch
+# sizes), detection, train, large (a larger generated set at 224 px). Each writes under $OUT; together
 # they take more than one 10-minute call, so run them in two or three calls:
-#   parity bench | paper detection | train large
+#   parity candle bench | paper detection | train large
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:?set OUT to the folder the results go to}
 BIN=bench/gpu/bin
 mkdir -p "$OUT"
 [ -x "$BIN/xtask" ] || tar -C bench/gpu -xJf bench/gpu/bin.tar.xz || { echo "no $BIN and no bench/gpu/bin.tar.xz: run bench/gpu/build.sh here first"; exit 1; }
-STAGES=${*:-parity bench paper detection train large}
+STAGES=${*:-parity candle bench paper detection train large}
 
 # The CUDA libraries of the machine's own PyTorch (cuBLAS, cuRAND, NVRTC, cuDNN).
 PY=${PYTHON:-python3}
@@ -36,6 +37,10 @@ for stage in $STAGES; do
     parity) # CUDA against the CPU kernels, every test
       timeout 300 "$BIN/cuda_parity" --test-threads 1 > "$OUT/cuda_parity.txt" 2>&1 || status=1
       grep -E "^test |test result" "$OUT/cuda_parity.txt" ;;
+    candle) # today's route without cuDNN, for the comparison
+      CAF_CUDNN=off timeout 300 "$BIN/cuda_parity" --test-threads 1 > "$OUT/cuda_parity_candle.txt" 2>&1 || status=1
+      grep -E "test result" "$OUT/cuda_parity_candle.txt"
+      CAF_CUDNN=off bench bench-cuda-candle 240 --compare-torch --python "$PY" ;;
     bench) # batch 16 beside PyTorch: its default TF32, then strict f32
       bench bench-cuda 240 --compare-torch --python "$PY"
       NVIDIA_TF32_OVERRIDE=0 bench bench-cuda-strict 240 --compare-torch --python "$PY" ;;

@@ -6,6 +6,8 @@
 //! The input gradient is only computed when the input is part of the graph,
 //! so a network's first layer never pays for the gradient of the image.
 
+#[cfg(feature = "cudnn")]
+use candle_core::CudaStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use std::ops::Range;
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use crate::reduce::{sum_map, sum_parts};
 use crate::scratch::Scratch;
 use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
 
+pub use self::cudnn::{cuda_math, set_cuda_math, CudaMath, CUDNN_VARIABLE};
 pub(crate) use self::frozen::KeptTransforms;
 pub use self::frozen::{ConvWeight, FrozenWeight};
 
@@ -85,13 +88,15 @@ fn convolve(
         ConvWeight::Frozen(frozen) => (Some(Arc::clone(frozen.kept())), frozen.precision()),
     };
     let weight = weight.tensor();
-    let op = Conv2dCpu {
+    let op = Conv2dForward {
         params,
         activation,
         kept,
         precision,
     };
-    match (runs_on_cpu_kernels(x), bias) {
+    // f32 on CUDA runs cuDNN behind the same operations (feature `cudnn`).
+    let on_own_route = runs_on_cpu_kernels(x) || (precision == Precision::F32 && runs_on_cudnn(x)?);
+    match (on_own_route, bias) {
         (true, None) => x.contiguous()?.apply_op2(&weight.contiguous()?, op),
         (true, Some(bias)) => x
             .contiguous()?
@@ -112,9 +117,21 @@ fn convolve(
     }
 }
 
+/// Whether `x` is convolved by cuDNN: f32 on a CUDA device, built with the
+/// `cudnn` feature, the route not switched off ([`cudnn::CUDNN_VARIABLE`]).
+fn runs_on_cudnn(x: &Tensor) -> Result<bool> {
+    #[cfg(feature = "cudnn")]
+    return Ok(crate::cuda::runs_on_cuda_kernels(x) && cudnn::cudnn_switched_on()?);
+    #[cfg(not(feature = "cudnn"))]
+    {
+        let _ = x;
+        Ok(false)
+    }
+}
+
 /// Sizes of one convolution, checked once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Geometry {
+pub(crate) struct Geometry {
     batch: usize,
     channels: usize,
     height: usize,
@@ -210,6 +227,14 @@ impl Geometry {
 
     fn output_shape(&self) -> Shape {
         Shape::from((self.batch, self.out_channels, self.out_h, self.out_w))
+    }
+
+    fn input_shape(&self) -> Shape {
+        Shape::from((self.batch, self.channels, self.height, self.width))
+    }
+
+    fn weight_shape(&self) -> Shape {
+        Shape::from((self.out_channels, self.channels, self.kernel_h, self.kernel_w))
     }
 
     /// Output positions `ox` whose input column `ox·stride + kx − padding` lies in `[0, width)`.
@@ -640,7 +665,7 @@ impl Kernel for ConvKernel<'_> {
 
 /// The forward convolution (arguments: input, weight, and the bias as a third
 /// argument), followed by its activation.
-struct Conv2dCpu {
+struct Conv2dForward {
     params: Conv2dParams,
     activation: Activation,
     /// The weight's kept transforms, when it is a [`FrozenWeight`].
@@ -649,7 +674,7 @@ struct Conv2dCpu {
     precision: Precision,
 }
 
-impl Conv2dCpu {
+impl Conv2dForward {
     fn gradients(
         &self,
         g: Geometry,
@@ -671,7 +696,7 @@ impl Conv2dCpu {
     }
 }
 
-impl CustomOp2 for Conv2dCpu {
+impl CustomOp2 for Conv2dForward {
     fn name(&self) -> &'static str {
         match self.activation {
             Activation::Identity => "caf-conv2d",
@@ -686,13 +711,20 @@ impl CustomOp2 for Conv2dCpu {
         Ok((y, g.output_shape()))
     }
 
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
+        let g = Geometry::new(l1.dims(), l2.dims(), self.params)?;
+        let y = cudnn::forward(CustomOp2::name(self), &g, self.activation, (s1, l1), (s2, l2), None)?;
+        Ok((y, g.output_shape()))
+    }
+
     fn bwd(&self, x: &Tensor, weight: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = Geometry::new(x.dims(), weight.dims(), self.params)?.in_precision(self.precision);
         self.gradients(g, x, weight, &self.activation.input_gradient(y, dy)?)
     }
 }
 
-impl CustomOp3 for Conv2dCpu {
+impl CustomOp3 for Conv2dForward {
     fn name(&self) -> &'static str {
         match self.activation {
             Activation::Identity => "caf-conv2d-bias",
@@ -710,11 +742,32 @@ impl CustomOp3 for Conv2dCpu {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = Geometry::new(l1.dims(), l2.dims(), self.params)?;
-        if l3.dims() != [g.out_channels] {
-            candle_core::bail!("conv2d: bias {:?} must have {} values", l3.dims(), g.out_channels)
-        }
+        check_bias(l3, &g)?;
         let kernel = ConvKernel::Forward(g, self.activation, self.kept.as_deref(), self.precision);
         let y = dispatch(CustomOp3::name(self), &kernel, &[(s1, l1), (s2, l2), (s3, l3)])?;
+        Ok((y, g.output_shape()))
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(
+        &self,
+        s1: &CudaStorage,
+        l1: &Layout,
+        s2: &CudaStorage,
+        l2: &Layout,
+        s3: &CudaStorage,
+        l3: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let g = Geometry::new(l1.dims(), l2.dims(), self.params)?;
+        check_bias(l3, &g)?;
+        let y = cudnn::forward(
+            CustomOp3::name(self),
+            &g,
+            self.activation,
+            (s1, l1),
+            (s2, l2),
+            Some((s3, l3)),
+        )?;
         Ok((y, g.output_shape()))
     }
 
@@ -751,6 +804,13 @@ impl CustomOp1 for Conv2dBiasGradient {
         let db = dispatch(self.name(), &ConvKernel::BiasGradient(self.0), &[(storage, layout)])?;
         Ok((db, Shape::from(self.0.out_channels)))
     }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(&self, storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Shape)> {
+        check_output_gradient(layout, &self.0)?;
+        let db = cudnn::bias_gradient(self.name(), &self.0, (storage, layout))?;
+        Ok((db, Shape::from(self.0.out_channels)))
+    }
 }
 
 /// The input gradient (arguments: output gradient, weight).
@@ -765,7 +825,15 @@ impl CustomOp2 for Conv2dInputGradient {
         let g = self.0;
         check_output_gradient(l1, &g)?;
         let dx = dispatch(self.name(), &ConvKernel::InputGradient(g), &[(s1, l1), (s2, l2)])?;
-        Ok((dx, Shape::from((g.batch, g.channels, g.height, g.width))))
+        Ok((dx, g.input_shape()))
+    }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
+        let g = self.0;
+        check_output_gradient(l1, &g)?;
+        let dx = cudnn::input_gradient(self.name(), &g, (s1, l1), (s2, l2))?;
+        Ok((dx, g.input_shape()))
     }
 }
 
@@ -781,8 +849,23 @@ impl CustomOp2 for Conv2dWeightGradient {
         let g = self.0;
         check_output_gradient(l1, &g)?;
         let dw = dispatch(self.name(), &ConvKernel::WeightGradient(g), &[(s1, l1), (s2, l2)])?;
-        Ok((dw, Shape::from((g.out_channels, g.channels, g.kernel_h, g.kernel_w))))
+        Ok((dw, g.weight_shape()))
     }
+
+    #[cfg(feature = "cudnn")]
+    fn cuda_fwd(&self, s1: &CudaStorage, l1: &Layout, s2: &CudaStorage, l2: &Layout) -> Result<(CudaStorage, Shape)> {
+        let g = self.0;
+        check_output_gradient(l1, &g)?;
+        let dw = cudnn::weight_gradient(self.name(), &g, (s1, l1), (s2, l2))?;
+        Ok((dw, g.weight_shape()))
+    }
+}
+
+fn check_bias(layout: &Layout, g: &Geometry) -> Result<()> {
+    if layout.dims() != [g.out_channels] {
+        candle_core::bail!("conv2d: bias {:?} must have {} values", layout.dims(), g.out_channels)
+    }
+    Ok(())
 }
 
 fn check_output_gradient(layout: &Layout, g: &Geometry) -> Result<()> {
@@ -799,6 +882,7 @@ fn check_output_gradient(layout: &Layout, g: &Geometry) -> Result<()> {
 }
 
 mod banded;
+mod cudnn;
 mod frozen;
 mod grouped;
 #[cfg(test)]

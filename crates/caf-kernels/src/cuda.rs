@@ -15,6 +15,8 @@ use candle_core::cuda_backend::cudarc::nvrtc;
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::{CudaStorage, DType, Device, Layout, Result, Tensor};
 
+#[cfg(feature = "cudnn")]
+pub(crate) use launches::unary;
 pub(crate) use launches::{
     adam, bias_act, bn_forward, bn_grad_sums, bn_input_grad, bn_stats, max_pool, max_pool_grad, MapSizes, PoolSizes,
 };

@@ -77,7 +77,10 @@ mod storage;
 
 pub use adam::{adam_update, AdamMoments, AdamStep};
 pub use batch_norm::{batch_norm_train, batch_norm_train_relu, scale_shift, ChannelStats};
-pub use conv::{conv2d, conv2d_relu, window_output, Conv2dParams, ConvWeight, FrozenWeight};
+pub use conv::{
+    conv2d, conv2d_relu, cuda_math, set_cuda_math, window_output, Conv2dParams, ConvWeight, CudaMath, FrozenWeight,
+    CUDNN_VARIABLE,
+};
 pub use cpu::{
     autocast, checked_instruction_set, instruction_set, CpuCapError, InstructionSet, Precision, PrecisionError,
     CPU_CAP_VARIABLE,

@@ -1,0 +1,348 @@
+//! The CUDA route of the convolutions (feature `cudnn`): cuDNN's forward,
+//! backward-data (input gradient) and backward-filter (weight gradient)
+//! passes and its bias gradient, behind the same custom operations the CPU
+//! kernels run.
+//!
+//! What this file holds runs without a GPU and is tested here: the tensor
+//! sizes as cuDNN's `int`s ([`Dims`], the key of a convolution's plan), the
+//! choice among the algorithms cuDNN's search reports ([`choose`], under
+//! [`WORKSPACE_CAP`]), and the math mode ([`CudaMath`]). The calls into
+//! cuDNN are in `device.rs`.
+
+// Without the feature the planning is compiled for its tests only.
+#![cfg_attr(not(feature = "cudnn"), allow(dead_code))]
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use candle_core::Result;
+
+use super::Geometry;
+
+/// How cuDNN may round the products of f32 convolutions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CudaMath {
+    /// Tensor cores in TF32 (10-bit mantissas, f32 sums) where cuDNN finds
+    /// them faster, as PyTorch's cuDNN convolutions run by default
+    /// (`torch.backends.cudnn.allow_tf32`). `NVIDIA_TF32_OVERRIDE=0` in the
+    /// environment still turns TF32 off for the whole process.
+    #[default]
+    Tf32,
+    /// f32 products only (FMA math): the mode the parity tests compare
+    /// against the CPU kernels in.
+    StrictF32,
+}
+
+static CUDA_MATH: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the math mode of the CUDA convolutions started from now on, in the
+/// whole process (a convolution's plan is made per mode, so switching back
+/// and forth keeps both).
+pub fn set_cuda_math(math: CudaMath) {
+    CUDA_MATH.store(math as u8, Ordering::Relaxed);
+}
+
+/// The math mode of the CUDA convolutions ([`set_cuda_math`]; TF32 unless set).
+pub fn cuda_math() -> CudaMath {
+    match CUDA_MATH.load(Ordering::Relaxed) {
+        0 => CudaMath::Tf32,
+        _ => CudaMath::StrictF32,
+    }
+}
+
+/// The environment variable that turns the cuDNN route off (`off`) for a
+/// comparison with candle's own CUDA convolutions; `on` or unset: cuDNN.
+pub const CUDNN_VARIABLE: &str = "CAF_CUDNN";
+
+/// Whether the cuDNN route is on ([`CUDNN_VARIABLE`]), read once; a value
+/// other than `on` or `off` is an error on every convolution it would route.
+pub(crate) fn cudnn_switched_on() -> Result<bool> {
+    static SWITCH: std::sync::OnceLock<std::result::Result<bool, String>> = std::sync::OnceLock::new();
+    SWITCH
+        .get_or_init(|| parse_cudnn_switch(std::env::var(CUDNN_VARIABLE).ok().as_deref()))
+        .clone()
+        .map_err(candle_core::Error::Msg)
+}
+
+fn parse_cudnn_switch(value: Option<&str>) -> std::result::Result<bool, String> {
+    match value.map(str::trim) {
+        None | Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(other) => Err(format!(
+            "{CUDNN_VARIABLE}={other:?}: expected `on` (cuDNN convolutions) or `off` (candle's)"
+        )),
+    }
+}
+
+/// The most device memory one convolution pass may use as workspace: an
+/// algorithm that needs more is passed over for the fastest one that fits.
+pub(crate) const WORKSPACE_CAP: usize = 1 << 30;
+
+/// One convolution's sizes as cuDNN takes them (`int`s): the key under
+/// which its descriptors and chosen algorithms are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Dims {
+    /// Input `B, C, H, W`.
+    pub x: [i32; 4],
+    /// Weight `O, C, kh, kw`.
+    pub w: [i32; 4],
+    /// Output `B, O, out_h, out_w`.
+    pub y: [i32; 4],
+    pub padding: i32,
+    pub stride: i32,
+}
+
+impl Dims {
+    /// The sizes of `g`, or an error naming the one past cuDNN's `int`
+    /// (elements are counted in `int` too: a tensor of more than
+    /// 2³¹ − 1 elements is refused).
+    pub(crate) fn new(g: &Geometry) -> Result<Self> {
+        let int = |what: &str, value: usize| -> Result<i32> {
+            i32::try_from(value).map_err(|_| {
+                candle_core::Error::Msg(format!(
+                    "conv2d on CUDA: {what} is {value}, past cuDNN's limit of {}; use a smaller batch",
+                    i32::MAX
+                ))
+            })
+        };
+        let elements = [
+            ("the input's element count", g.batch.checked_mul(g.image_len())),
+            ("the output's element count", g.batch.checked_mul(g.output_len())),
+            ("the weight's element count", g.out_channels.checked_mul(g.patch())),
+        ];
+        for (what, count) in elements {
+            int(what, count.unwrap_or(usize::MAX))?;
+        }
+        Ok(Self {
+            x: [
+                int("the batch", g.batch)?,
+                int("the channels", g.channels)?,
+                int("the height", g.height)?,
+                int("the width", g.width)?,
+            ],
+            w: [
+                int("the output channels", g.out_channels)?,
+                int("the channels", g.channels)?,
+                int("the kernel height", g.kernel_h)?,
+                int("the kernel width", g.kernel_w)?,
+            ],
+            y: [
+                int("the batch", g.batch)?,
+                int("the output channels", g.out_channels)?,
+                int("the output height", g.out_h)?,
+                int("the output width", g.out_w)?,
+            ],
+            padding: int("the padding", g.padding)?,
+            stride: int("the stride", g.stride)?,
+        })
+    }
+}
+
+/// One algorithm as cuDNN's search (`cudnnFindConvolution*Algorithm`)
+/// reports it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Candidate<A> {
+    pub algo: A,
+    /// Whether it ran (`CUDNN_STATUS_SUCCESS`).
+    pub ran: bool,
+    /// Milliseconds it took.
+    pub time_ms: f32,
+    /// Workspace bytes it needs.
+    pub workspace: usize,
+}
+
+/// The fastest candidate that ran and needs at most `cap` bytes of
+/// workspace (cuDNN lists them fastest first, but the choice does not rely
+/// on it), or `None` when none qualifies.
+pub(crate) fn choose<A: Copy>(candidates: &[Candidate<A>], cap: usize) -> Option<Candidate<A>> {
+    candidates
+        .iter()
+        .filter(|c| c.ran && c.workspace <= cap && c.time_ms.is_finite())
+        .min_by(|a, b| a.time_ms.total_cmp(&b.time_ms))
+        .copied()
+}
+
+/// The workspace length to grow to for a pass that needs `needed` bytes
+/// when `current` are allocated: `None` when the current one is enough (it
+/// never shrinks, so every plan's passes reuse one allocation).
+pub(crate) fn grown_workspace(current: usize, needed: usize) -> Option<usize> {
+    (needed > current).then_some(needed)
+}
+
+#[cfg(feature = "cudnn")]
+mod device;
+
+#[cfg(feature = "cudnn")]
+pub(crate) use on_device::*;
+
+/// The passes on candle's CUDA storage, as the custom operations call them.
+#[cfg(feature = "cudnn")]
+mod on_device {
+    use candle_core::backend::BackendStorage;
+    use candle_core::{CudaStorage, Layout, Result};
+
+    use super::device;
+    use crate::conv::Geometry;
+    use crate::cuda::{f32_view, storage};
+    use crate::elementwise::Activation;
+
+    /// `activation(conv(x, w) + bias)`.
+    pub(crate) fn forward(
+        op: &str,
+        g: &Geometry,
+        activation: Activation,
+        (x, x_layout): (&CudaStorage, &Layout),
+        (w, w_layout): (&CudaStorage, &Layout),
+        bias: Option<(&CudaStorage, &Layout)>,
+    ) -> Result<CudaStorage> {
+        let device = x.device();
+        let y = device::forward(device, &f32_view(x, x_layout, op)?, &f32_view(w, w_layout, op)?, g)?;
+        let relu = activation == Activation::Relu;
+        let y = match bias {
+            Some((b, b_layout)) => {
+                crate::cuda::bias_act(device, &y.slice(..), &f32_view(b, b_layout, op)?, g.positions(), relu)?
+            }
+            None if relu => crate::cuda::unary(device, crate::kernel_signatures::RELU, &y.slice(..))?,
+            None => y,
+        };
+        Ok(storage(y, device))
+    }
+
+    /// The input gradient of output gradient `dy` through weight `w`.
+    pub(crate) fn input_gradient(
+        op: &str,
+        g: &Geometry,
+        (dy, dy_layout): (&CudaStorage, &Layout),
+        (w, w_layout): (&CudaStorage, &Layout),
+    ) -> Result<CudaStorage> {
+        let device = dy.device();
+        let dx = device::backward_data(device, &f32_view(dy, dy_layout, op)?, &f32_view(w, w_layout, op)?, g)?;
+        Ok(storage(dx, device))
+    }
+
+    /// The weight gradient of output gradient `dy` over input `x`.
+    pub(crate) fn weight_gradient(
+        op: &str,
+        g: &Geometry,
+        (dy, dy_layout): (&CudaStorage, &Layout),
+        (x, x_layout): (&CudaStorage, &Layout),
+    ) -> Result<CudaStorage> {
+        let device = dy.device();
+        let dw = device::backward_filter(device, &f32_view(dy, dy_layout, op)?, &f32_view(x, x_layout, op)?, g)?;
+        Ok(storage(dw, device))
+    }
+
+    /// The bias gradient of output gradient `dy`.
+    pub(crate) fn bias_gradient(
+        op: &str,
+        g: &Geometry,
+        (dy, dy_layout): (&CudaStorage, &Layout),
+    ) -> Result<CudaStorage> {
+        let device = dy.device();
+        let db = device::backward_bias(device, &f32_view(dy, dy_layout, op)?, g)?;
+        Ok(storage(db, device))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv::Conv2dParams;
+
+    fn geometry(input: [usize; 4], weight: [usize; 4], stride: usize, padding: usize) -> Geometry {
+        Geometry::new(&input, &weight, Conv2dParams { stride, padding }).expect("a valid geometry")
+    }
+
+    #[test]
+    fn dims_are_the_tensors_sizes_in_cudnn_order() {
+        let dims = Dims::new(&geometry([2, 3, 224, 200], [64, 3, 11, 11], 4, 2)).unwrap();
+        assert_eq!(dims.x, [2, 3, 224, 200]);
+        assert_eq!(dims.w, [64, 3, 11, 11]);
+        // (224 + 4 − 11) / 4 + 1 = 55, (200 + 4 − 11) / 4 + 1 = 49.
+        assert_eq!(dims.y, [2, 64, 55, 49]);
+        assert_eq!((dims.padding, dims.stride), (2, 4));
+    }
+
+    #[test]
+    fn sizes_past_cudnns_int_are_refused_with_the_size_named() {
+        // 2¹¹ images of 2²¹ elements: 2³² elements in the input.
+        let error = Dims::new(&geometry([2048, 32, 256, 256], [8, 32, 1, 1], 1, 0))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("the input's element count is 4294967296"), "{error}");
+        assert!(error.contains("smaller batch"), "{error}");
+        let wide = Dims::new(&geometry([1, 1, 1, 1usize << 31], [1, 1, 1, 1], 1, 0))
+            .unwrap_err()
+            .to_string();
+        assert!(wide.contains("element count"), "{wide}");
+    }
+
+    #[test]
+    fn the_plan_key_tells_geometries_apart() {
+        let a = Dims::new(&geometry([16, 64, 56, 56], [64, 64, 3, 3], 1, 1)).unwrap();
+        let b = Dims::new(&geometry([16, 64, 56, 56], [64, 64, 3, 3], 2, 1)).unwrap();
+        let c = Dims::new(&geometry([1, 64, 56, 56], [64, 64, 3, 3], 1, 1)).unwrap();
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a, Dims::new(&geometry([16, 64, 56, 56], [64, 64, 3, 3], 1, 1)).unwrap());
+    }
+
+    fn candidate(algo: u32, ran: bool, time_ms: f32, workspace: usize) -> Candidate<u32> {
+        Candidate {
+            algo,
+            ran,
+            time_ms,
+            workspace,
+        }
+    }
+
+    #[test]
+    fn the_fastest_algorithm_that_ran_within_the_cap_is_chosen() {
+        let candidates = [
+            candidate(0, false, 0.1, 0),      // failed: never chosen
+            candidate(1, true, 0.2, 2 << 30), // fastest that ran, but over the cap
+            candidate(2, true, 0.5, 1 << 20), // slower, fits
+            candidate(3, true, 0.3, 1 << 30), // fits exactly at the cap: the choice
+            candidate(4, true, f32::NAN, 0),  // no time: never chosen
+        ];
+        assert_eq!(choose(&candidates, WORKSPACE_CAP).map(|c| c.algo), Some(3));
+        // A larger cap lets the fastest through; a zero cap only what needs none.
+        assert_eq!(choose(&candidates, 4 << 30).map(|c| c.algo), Some(1));
+        assert_eq!(choose(&candidates, 0).map(|c| c.algo), None);
+        assert_eq!(choose::<u32>(&[], WORKSPACE_CAP), None);
+    }
+
+    #[test]
+    fn the_workspace_grows_to_the_largest_need_and_never_shrinks() {
+        let mut allocated = 0;
+        let mut allocations = 0;
+        for needed in [0, 1000, 200, 1000, 5000, 0, 4999] {
+            if let Some(size) = grown_workspace(allocated, needed) {
+                allocated = size;
+                allocations += 1;
+            }
+            assert!(allocated >= needed);
+        }
+        assert_eq!((allocated, allocations), (5000, 2));
+    }
+
+    #[test]
+    fn the_cudnn_switch_takes_on_and_off_and_refuses_anything_else() {
+        assert_eq!(parse_cudnn_switch(None), Ok(true));
+        assert_eq!(parse_cudnn_switch(Some("on")), Ok(true));
+        assert_eq!(parse_cudnn_switch(Some("off")), Ok(false));
+        let error = parse_cudnn_switch(Some("0")).unwrap_err();
+        assert!(error.contains("CAF_CUDNN=\"0\"") && error.contains("`off`"), "{error}");
+    }
+
+    #[test]
+    fn the_math_mode_defaults_to_tf32_and_switches() {
+        assert_eq!(CudaMath::default(), CudaMath::Tf32);
+        // The setting is process-wide: restore it for the other tests.
+        let before = cuda_math();
+        set_cuda_math(CudaMath::StrictF32);
+        assert_eq!(cuda_math(), CudaMath::StrictF32);
+        set_cuda_math(CudaMath::Tf32);
+        assert_eq!(cuda_math(), CudaMath::Tf32);
+        set_cuda_math(before);
+    }
+}
