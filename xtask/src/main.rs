@@ -61,6 +61,19 @@ struct Compare {
     a: PathBuf,
     /// Folder of the second method's `seed-N` runs, the same seeds
     b: PathBuf,
+    /// Score each run by the mean of its last N validations instead of the
+    /// last one alone (its final weights): a single reading swings from
+    /// epoch to epoch
+    #[arg(long, value_name = "N", default_value = "1", value_parser = parse_window)]
+    last: caf_train::ValidationWindow,
+}
+
+fn parse_window(text: &str) -> std::result::Result<caf_train::ValidationWindow, String> {
+    let count: usize = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a count of validations"))?;
+    caf_train::ValidationWindow::last(count)
+        .ok_or_else(|| "average at least one validation (1: the final weights')".to_string())
 }
 
 #[derive(clap::Args)]
@@ -257,8 +270,16 @@ fn inspect(args: Inspect) -> Result<()> {
 }
 
 fn compare(args: Compare) -> Result<()> {
-    let comparison = caf_train::paired(&caf_train::seed_scores(&args.a)?, &caf_train::seed_scores(&args.b)?)?;
-    println!("a = {}, b = {}\n{comparison}", args.a.display(), args.b.display());
+    let comparison = caf_train::paired(
+        &caf_train::seed_scores(&args.a, args.last)?,
+        &caf_train::seed_scores(&args.b, args.last)?,
+    )?;
+    println!(
+        "a = {}, b = {}; scores: {}\n{comparison}",
+        args.a.display(),
+        args.b.display(),
+        args.last
+    );
     Ok(())
 }
 

@@ -1,6 +1,9 @@
 //! Two methods compared over the same seeds (hence the same splits): the
-//! paired difference of each run's final validation scores, with a 95 %
-//! interval (Student's t over the seeds).
+//! paired difference of each run's validation scores, with a 95 % interval
+//! (Student's t over the seeds). A run's scores are those of its last
+//! validation (its final weights) or the mean of its last few: one reading
+//! swings from epoch to epoch by as much as the differences a comparison
+//! looks for, and the mean of several is steadier.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,9 +13,10 @@ use serde_json::Value;
 
 use crate::error::{Result, TrainError};
 
-/// The scores a comparison reads from one run's last validation row.
+/// The scores a comparison reads from one run: of its last validation row,
+/// or the means of its last few ([`seed_scores`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FinalScores {
+pub struct RunScores {
     pub valence_ccc: f64,
     pub arousal_ccc: f64,
     /// Mean CCC of the two axes.
@@ -21,7 +25,7 @@ pub struct FinalScores {
     pub weak_mean_ccc: f64,
 }
 
-impl FinalScores {
+impl RunScores {
     const NAMES: [&'static str; 4] = ["mean CCC", "weak-band mean CCC", "valence CCC", "arousal CCC"];
 
     fn values(&self) -> [f64; 4] {
@@ -29,8 +33,39 @@ impl FinalScores {
     }
 }
 
-/// The final scores of each `seed-N` run under `folder` (what `train --seeds` writes), by seed.
-pub fn seed_scores(folder: &Path) -> Result<BTreeMap<u64, FinalScores>> {
+/// How many of a run's last validations its scores average: one, its final
+/// weights' ([`ValidationWindow::FINAL`]), or more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValidationWindow(std::num::NonZeroUsize);
+
+impl ValidationWindow {
+    /// The last validation alone: the final weights' scores.
+    pub const FINAL: Self = Self(std::num::NonZeroUsize::MIN);
+
+    /// The last `count` validations; `None` for zero.
+    pub fn last(count: usize) -> Option<Self> {
+        std::num::NonZeroUsize::new(count).map(Self)
+    }
+
+    /// How many validations it averages.
+    pub fn count(self) -> usize {
+        self.0.get()
+    }
+}
+
+impl fmt::Display for ValidationWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.count() {
+            1 => write!(f, "each run's last validation (its final weights)"),
+            n => write!(f, "the mean of each run's last {n} validations"),
+        }
+    }
+}
+
+/// The scores of each `seed-N` run under `folder` (what `train --seeds`
+/// writes), by seed: each the mean over the run's last `window` validation
+/// rows of its `metrics.jsonl`.
+pub fn seed_scores(folder: &Path, window: ValidationWindow) -> Result<BTreeMap<u64, RunScores>> {
     let mut scores = BTreeMap::new();
     let entries = std::fs::read_dir(folder).map_err(TrainError::file("read", folder))?;
     for entry in entries {
@@ -40,7 +75,7 @@ pub fn seed_scores(folder: &Path) -> Result<BTreeMap<u64, FinalScores>> {
             continue;
         };
         let metrics = entry.path().join("metrics.jsonl");
-        scores.insert(seed, final_scores(&metrics)?);
+        scores.insert(seed, run_scores(&metrics, window)?);
     }
     if scores.is_empty() {
         return Err(TrainError::malformed(
@@ -51,31 +86,69 @@ pub fn seed_scores(folder: &Path) -> Result<BTreeMap<u64, FinalScores>> {
     Ok(scores)
 }
 
-fn final_scores(metrics: &Path) -> Result<FinalScores> {
+fn run_scores(metrics: &Path, window: ValidationWindow) -> Result<RunScores> {
     let text = std::fs::read_to_string(metrics).map_err(TrainError::file("read", metrics))?;
-    let last: Value = text
+    let rows: Vec<Value> = text
         .lines()
         .rev()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find(|row| row["kind"] == "validation")
-        .ok_or_else(|| TrainError::malformed(metrics, "no validation row (did the run finish an epoch?)"))?;
+        .filter(|row| row["kind"] == "validation")
+        .take(window.count())
+        .collect();
+    if rows.is_empty() {
+        return Err(TrainError::malformed(
+            metrics,
+            "no validation row (did the run finish an epoch?)",
+        ));
+    }
+    if rows.len() < window.count() {
+        return Err(TrainError::malformed(
+            metrics,
+            format!(
+                "the comparison averages the last {} validations, but the run has only {} (average fewer)",
+                window.count(),
+                rows.len()
+            ),
+        ));
+    }
+    let mut sums = [0.0; 4];
+    for (back, row) in rows.iter().enumerate() {
+        for (sum, value) in sums.iter_mut().zip(row_scores(metrics, row, back)?.values()) {
+            *sum += value;
+        }
+    }
+    let [mean_ccc, weak_mean_ccc, valence_ccc, arousal_ccc] = sums.map(|sum| sum / rows.len() as f64);
+    Ok(RunScores {
+        valence_ccc,
+        arousal_ccc,
+        mean_ccc,
+        weak_mean_ccc,
+    })
+}
+
+/// The scores of one validation row, `back` rows before the last.
+fn row_scores(metrics: &Path, row: &Value, back: usize) -> Result<RunScores> {
+    let which = match back {
+        0 => "the last validation row".to_string(),
+        n => format!("the validation row {n} before the last"),
+    };
     let number = |value: &Value, what: &str| {
         value
             .as_f64()
-            .ok_or_else(|| TrainError::malformed(metrics, format!("the last validation row has no {what}")))
+            .ok_or_else(|| TrainError::malformed(metrics, format!("{which} has no {what}")))
     };
-    let weak = last["breakdown"]["bands"]
+    let weak = row["breakdown"]["bands"]
         .as_array()
         .and_then(|bands| {
             bands
                 .iter()
                 .find(|band| band["band"].as_str().is_some_and(|b| b.starts_with("weak")))
         })
-        .ok_or_else(|| TrainError::malformed(metrics, "the last validation row has no weak band"))?;
-    Ok(FinalScores {
-        valence_ccc: number(&last["metrics"]["valence"]["ccc"], "valence CCC")?,
-        arousal_ccc: number(&last["metrics"]["arousal"]["ccc"], "arousal CCC")?,
-        mean_ccc: number(&last["mean_ccc"], "mean CCC")?,
+        .ok_or_else(|| TrainError::malformed(metrics, format!("{which} has no weak band")))?;
+    Ok(RunScores {
+        valence_ccc: number(&row["metrics"]["valence"]["ccc"], "valence CCC")?,
+        arousal_ccc: number(&row["metrics"]["arousal"]["ccc"], "arousal CCC")?,
+        mean_ccc: number(&row["mean_ccc"], "mean CCC")?,
         weak_mean_ccc: number(&weak["mean_ccc"], "weak-band mean CCC")?,
     })
 }
@@ -94,21 +167,21 @@ fn t95(df: usize) -> f64 {
 pub struct PairedComparison {
     pub seeds: Vec<u64>,
     /// Per seed, both runs' scores.
-    pub pairs: Vec<(FinalScores, FinalScores)>,
+    pub pairs: Vec<(RunScores, RunScores)>,
     /// Per score (mean CCC, weak-band mean CCC, valence CCC, arousal CCC):
     /// the mean difference and the half-width of its 95 % interval.
     pub differences: [(f64, f64); 4],
 }
 
 /// Pairs the runs of `a` and `b` by seed; at least two seeds in common.
-pub fn paired(a: &BTreeMap<u64, FinalScores>, b: &BTreeMap<u64, FinalScores>) -> Result<PairedComparison> {
+pub fn paired(a: &BTreeMap<u64, RunScores>, b: &BTreeMap<u64, RunScores>) -> Result<PairedComparison> {
     let seeds: Vec<u64> = a.keys().filter(|seed| b.contains_key(seed)).copied().collect();
     if seeds.len() < 2 {
         return Err(TrainError::settings(format!(
             "a paired comparison needs at least two seeds in common (found {seeds:?})"
         )));
     }
-    let pairs: Vec<(FinalScores, FinalScores)> = seeds.iter().map(|s| (a[s], b[s])).collect();
+    let pairs: Vec<(RunScores, RunScores)> = seeds.iter().map(|s| (a[s], b[s])).collect();
     let n = pairs.len() as f64;
     let differences = std::array::from_fn(|k| {
         let d: Vec<f64> = pairs.iter().map(|(x, y)| x.values()[k] - y.values()[k]).collect();
@@ -142,7 +215,7 @@ impl fmt::Display for PairedComparison {
             "paired difference a − b over {} seeds (95 % interval):",
             self.seeds.len()
         )?;
-        for (name, (mean, half)) in FinalScores::NAMES.iter().zip(&self.differences) {
+        for (name, (mean, half)) in RunScores::NAMES.iter().zip(&self.differences) {
             writeln!(
                 f,
                 "  {name:<20} {mean:+.4} ± {half:.4}   [{:+.4}, {:+.4}]",
@@ -159,8 +232,8 @@ mod tests {
     use super::*;
     use anyhow::Result;
 
-    fn scores(mean: f64, weak: f64) -> FinalScores {
-        FinalScores {
+    fn scores(mean: f64, weak: f64) -> RunScores {
+        RunScores {
             valence_ccc: mean - 0.1,
             arousal_ccc: mean + 0.1,
             mean_ccc: mean,
@@ -204,10 +277,42 @@ mod tests {
             run.join("metrics.jsonl"),
             format!("{}\n{{\"kind\":\"train\"}}\n{}\n", row(0.1), row(0.7)),
         )?;
-        let found = seed_scores(dir.path())?;
+        let found = seed_scores(dir.path(), ValidationWindow::FINAL)?;
         assert_eq!(found[&3].mean_ccc, 0.7);
         assert_eq!(found[&3].weak_mean_ccc, 0.25);
-        assert!(seed_scores(&dir.path().join("nothing")).is_err());
+        assert!(seed_scores(&dir.path().join("nothing"), ValidationWindow::FINAL).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn a_window_averages_the_last_validation_rows() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let run = dir.path().join("seed-0");
+        std::fs::create_dir_all(&run)?;
+        let row = |ccc: f64, weak: f64| {
+            format!(
+                r#"{{"kind":"validation","mean_ccc":{ccc},"metrics":{{"valence":{{"ccc":{ccc}}},"arousal":{{"ccc":{weak}}}}},"breakdown":{{"bands":[{{"band":"weak (<0.3)","mean_ccc":{weak}}}]}}}}"#
+            )
+        };
+        let rows = [
+            row(0.1, 0.0),
+            row(0.4, 0.2),
+            r#"{"kind":"train"}"#.to_string(),
+            row(0.7, 0.6),
+        ];
+        std::fs::write(run.join("metrics.jsonl"), rows.join("\n"))?;
+        let window = |n| ValidationWindow::last(n).expect("non-zero");
+        let last_two = seed_scores(dir.path(), window(2))?[&0];
+        assert!((last_two.mean_ccc - 0.55).abs() < 1e-12, "{last_two:?}");
+        assert!((last_two.valence_ccc - 0.55).abs() < 1e-12);
+        assert!((last_two.arousal_ccc - 0.4).abs() < 1e-12);
+        assert!((last_two.weak_mean_ccc - 0.4).abs() < 1e-12);
+        let all_three = seed_scores(dir.path(), window(3))?[&0];
+        assert!((all_three.mean_ccc - 0.4).abs() < 1e-12, "{all_three:?}");
+        let error = seed_scores(dir.path(), window(4)).unwrap_err().to_string();
+        assert!(error.contains("only 3") && error.contains("metrics.jsonl"), "{error}");
+        assert_eq!(ValidationWindow::last(0), None);
+        assert_eq!(ValidationWindow::last(1), Some(ValidationWindow::FINAL));
         Ok(())
     }
 }

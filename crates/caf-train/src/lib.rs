@@ -54,7 +54,7 @@ pub use adam::{Adam, AdamConfig};
 pub use breakdown::{Band, Breakdown};
 pub use caf_data::DatasetSpec;
 pub use caf_kernels::{parse_device, DeviceError};
-pub use comparison::{paired, seed_scores, FinalScores, PairedComparison};
+pub use comparison::{paired, seed_scores, PairedComparison, RunScores, ValidationWindow};
 pub use config::{Method, TrainConfig};
 pub use datasets::{evaluation_set, training_and_validation_sets, validation_set, validation_split};
 pub use diagnostics::Diagnostics;
