@@ -4,7 +4,7 @@
 //! the predictor.
 //!
 //! Built only with `--features cuda` and run on a machine with a GPU
-//! (README, "GPU"); without one every test fails at `Device::new_cuda`.
+//! (README, "GPU"); without one every test fails at `parse_device("cuda")`.
 //! With `--features cudnn` the convolutions run cuDNN, in strict f32 here
 //! (TF32, the default, rounds products to 10-bit mantissas).
 
@@ -27,7 +27,7 @@ use candle_nn::{ModuleT, VarBuilder, VarMap};
 
 fn gpu() -> Result<Device> {
     caf_kernels::set_cuda_math(caf_kernels::CudaMath::StrictF32);
-    Ok(Device::new_cuda(0)?)
+    Ok(caf_kernels::parse_device("cuda")?)
 }
 
 /// The tolerance of the convolutions' parity: cuDNN's FFT and Winograd

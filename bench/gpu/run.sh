@@ -5,17 +5,20 @@
 #   OUT=/some/folder bash bench/gpu/run.sh            # every stage
 #   OUT=/some/folder bash bench/gpu/run.sh parity bench   # some stages
 # Stages: parity, candle (the convolutions on candle's CUDA path instead of
-# cuDNN, CAF_CUDNN=off: parity and batch 16), bench, paper (the paper's batch
-# sizes), detection, train, large (a larger generated set at 224 px). Each writes under $OUT; together
-# they take more than one 10-minute call, so run them in two or three calls:
-#   parity candle bench | paper detection | train large
+# cuDNN, CAF_CUDNN=off: parity and batch 16), bench, setup (batch 16 on the
+# device as candle opens it, CAF_CUDA_SETUP=off: its per-thread stream, an
+# event pair per buffer, the driver's pool as it is), paper (the paper's
+# batch sizes), detection, train, large (a larger generated set at 224 px).
+# Each writes under $OUT; together they take more than one 10-minute call,
+# so run them in two or three calls:
+#   parity candle bench | setup paper detection | train large
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:?set OUT to the folder the results go to}
 BIN=bench/gpu/bin
 mkdir -p "$OUT"
 [ -x "$BIN/xtask" ] || tar -C bench/gpu -xJf bench/gpu/bin.tar.xz || { echo "no $BIN and no bench/gpu/bin.tar.xz: run bench/gpu/build.sh here first"; exit 1; }
-STAGES=${*:-parity candle bench paper detection train large}
+STAGES=${*:-parity candle bench setup paper detection train large}
 
 # The CUDA libraries of the machine's own PyTorch (cuBLAS, cuRAND, NVRTC, cuDNN).
 PY=${PYTHON:-python3}
@@ -44,6 +47,8 @@ for stage in $STAGES; do
     bench) # batch 16 beside PyTorch: its default TF32, then strict f32
       bench bench-cuda 240 --compare-torch --python "$PY"
       NVIDIA_TF32_OVERRIDE=0 bench bench-cuda-strict 240 --compare-torch --python "$PY" ;;
+    setup) # candle's default device, against bench's figures
+      CAF_CUDA_SETUP=off bench bench-cuda-default-device 240 ;;
     paper) # the paper's batch sizes beside PyTorch
       bench bench-cuda-alexnet-256 240 --arch alexnet --batch 256 --compare-torch --python "$PY"
       bench bench-cuda-resnet18-128 240 --arch resnet18 --batch 128 --compare-torch --python "$PY" ;;

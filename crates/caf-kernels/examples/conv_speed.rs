@@ -1,7 +1,8 @@
 //! Milliseconds of `caf_kernels::conv2d` forward, input gradient and weight
 //! gradient on the layers of AlexNet and ResNet-18 at 224×224, with the
-//! direct-convolution GFLOPS they amount to:
-//! `cargo run --release -p caf-kernels --example conv_speed [batch] [layer filter]`.
+//! direct-convolution GFLOPS they amount to, in f32 or under
+//! `caf_kernels::autocast` bf16 as a training step runs them:
+//! `cargo run --release -p caf-kernels --example conv_speed [batch] [layer filter] [f32|bf16]`.
 
 use std::time::Instant;
 
@@ -10,7 +11,7 @@ use std::time::Instant;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use caf_kernels::{conv2d, Conv2dParams};
+use caf_kernels::{autocast, conv2d, Conv2dParams, Precision};
 use candle_core::{Device, Result, Tensor, Var};
 
 /// (name, channels, side, out_channels, kernel, stride, padding)
@@ -42,41 +43,54 @@ fn best_ms(mut run: impl FnMut() -> Result<()>) -> Result<f64> {
 fn main() -> Result<()> {
     let batch: usize = std::env::args().nth(1).and_then(|b| b.parse().ok()).unwrap_or(16);
     let filter = std::env::args().nth(2).unwrap_or_default();
+    let precision: Precision = match std::env::args().nth(3) {
+        Some(name) => name.parse().map_err(candle_core::Error::wrap)?,
+        None => Precision::F32,
+    };
     println!(
-        "batch {batch}, {} threads; ms (direct-equivalent GFLOPS)",
-        rayon::current_num_threads()
+        "batch {batch}, {} threads, {}; ms (direct-equivalent GFLOPS)",
+        rayon::current_num_threads(),
+        precision.name()
     );
     println!(
         "{:<22} {:>16} {:>16} {:>16}",
         "layer", "forward", "input grad", "weight grad"
     );
     for (name, c, side, k, kernel, stride, padding) in LAYERS.into_iter().filter(|layer| layer.0.contains(&filter)) {
-        let params = Conv2dParams { stride, padding };
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (batch, c, side, side), &Device::Cpu)?)?;
-        let w = Var::from_tensor(&Tensor::randn(0f32, 0.1, (k, c, kernel, kernel), &Device::Cpu)?)?;
-        let y = conv2d(&x, &w, None, params)?;
-        let out = y.dim(2)?;
-        let flops = 2.0 * (batch * k * out * out * c * kernel * kernel) as f64;
-        let forward = best_ms(|| conv2d(&x, &w, None, params).map(drop))?;
-        let dy = Tensor::randn(0f32, 1.0, y.shape(), &Device::Cpu)?;
-        // Both gradients together, then the weight gradient alone (image untracked).
-        let both = best_ms(|| (conv2d(&x, &w, None, params)? * &dy)?.sum_all()?.backward().map(drop))?;
-        let image = x.as_tensor().detach();
-        let weight_only = best_ms(|| {
-            (conv2d(&image, &w, None, params)? * &dy)?
-                .sum_all()?
-                .backward()
-                .map(drop)
+        autocast(precision, || {
+            time_layer(name, batch, [c, side, k, kernel, stride, padding])
         })?;
-        let input_grad = both - weight_only;
-        let weight_grad = weight_only - forward;
-        let cell = |ms: f64| format!("{ms:7.2} ({:5.0})", flops / ms / 1e6);
-        println!(
-            "{name:<22} {:>16} {:>16} {:>16}",
-            cell(forward),
-            cell(input_grad),
-            cell(weight_grad)
-        );
     }
+    Ok(())
+}
+
+/// Times one layer's three passes and prints them as a row.
+fn time_layer(name: &str, batch: usize, [c, side, k, kernel, stride, padding]: [usize; 6]) -> Result<()> {
+    let params = Conv2dParams { stride, padding };
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (batch, c, side, side), &Device::Cpu)?)?;
+    let w = Var::from_tensor(&Tensor::randn(0f32, 0.1, (k, c, kernel, kernel), &Device::Cpu)?)?;
+    let y = conv2d(&x, &w, None, params)?;
+    let out = y.dim(2)?;
+    let flops = 2.0 * (batch * k * out * out * c * kernel * kernel) as f64;
+    let forward = best_ms(|| conv2d(&x, &w, None, params).map(drop))?;
+    let dy = Tensor::randn(0f32, 1.0, y.shape(), &Device::Cpu)?;
+    // Both gradients together, then the weight gradient alone (image untracked).
+    let both = best_ms(|| (conv2d(&x, &w, None, params)? * &dy)?.sum_all()?.backward().map(drop))?;
+    let image = x.as_tensor().detach();
+    let weight_only = best_ms(|| {
+        (conv2d(&image, &w, None, params)? * &dy)?
+            .sum_all()?
+            .backward()
+            .map(drop)
+    })?;
+    let input_grad = both - weight_only;
+    let weight_grad = weight_only - forward;
+    let cell = |ms: f64| format!("{ms:7.2} ({:5.0})", flops / ms / 1e6);
+    println!(
+        "{name:<22} {:>16} {:>16} {:>16}",
+        cell(forward),
+        cell(input_grad),
+        cell(weight_grad)
+    );
     Ok(())
 }

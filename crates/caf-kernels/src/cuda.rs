@@ -8,6 +8,9 @@
 use std::sync::OnceLock;
 
 mod launches;
+mod setup;
+
+pub(crate) use setup::open as open_device;
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DeviceRepr, LaunchConfig};

@@ -74,6 +74,7 @@ mod prelu;
 mod reduce;
 mod scratch;
 mod storage;
+mod switch;
 
 pub use adam::{adam_update, AdamMoments, AdamStep};
 pub use batch_norm::{batch_norm_train, batch_norm_train_relu, scale_shift, ChannelStats};
@@ -85,7 +86,7 @@ pub use cpu::{
     autocast, checked_instruction_set, instruction_set, CpuCapError, InstructionSet, Precision, PrecisionError,
     CPU_CAP_VARIABLE,
 };
-pub use device::{parse_device, DeviceError};
+pub use device::{parse_device, DeviceError, CUDA_SETUP_VARIABLE};
 pub use elementwise::{add_relu, relu};
 pub use pool::{max_pool2d, MaxPool2dConfig};
 pub use prelu::prelu;

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use candle_core::Result;
 
 use super::Geometry;
+use crate::switch::Switch;
 
 /// How cuDNN may round the products of f32 convolutions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -56,21 +57,8 @@ pub const CUDNN_VARIABLE: &str = "CAF_CUDNN";
 /// Whether the cuDNN route is on ([`CUDNN_VARIABLE`]), read once; a value
 /// other than `on` or `off` is an error on every convolution it would route.
 pub(crate) fn cudnn_switched_on() -> Result<bool> {
-    static SWITCH: std::sync::OnceLock<std::result::Result<bool, String>> = std::sync::OnceLock::new();
-    SWITCH
-        .get_or_init(|| parse_cudnn_switch(std::env::var(CUDNN_VARIABLE).ok().as_deref()))
-        .clone()
-        .map_err(candle_core::Error::Msg)
-}
-
-fn parse_cudnn_switch(value: Option<&str>) -> std::result::Result<bool, String> {
-    match value.map(str::trim) {
-        None | Some("on") => Ok(true),
-        Some("off") => Ok(false),
-        Some(other) => Err(format!(
-            "{CUDNN_VARIABLE}={other:?}: expected `on` (cuDNN convolutions) or `off` (candle's)"
-        )),
-    }
+    static SWITCH: Switch = Switch::new(CUDNN_VARIABLE, "cuDNN convolutions", "candle's");
+    SWITCH.is_on()
 }
 
 /// The most device memory one convolution pass may use as workspace: an
@@ -323,15 +311,6 @@ mod tests {
             assert!(allocated >= needed);
         }
         assert_eq!((allocated, allocations), (5000, 2));
-    }
-
-    #[test]
-    fn the_cudnn_switch_takes_on_and_off_and_refuses_anything_else() {
-        assert_eq!(parse_cudnn_switch(None), Ok(true));
-        assert_eq!(parse_cudnn_switch(Some("on")), Ok(true));
-        assert_eq!(parse_cudnn_switch(Some("off")), Ok(false));
-        let error = parse_cudnn_switch(Some("0")).unwrap_err();
-        assert!(error.contains("CAF_CUDNN=\"0\"") && error.contains("`off`"), "{error}");
     }
 
     #[test]
