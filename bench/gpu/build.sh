@@ -9,6 +9,7 @@ cd "$(dirname "$0")/../.."
 . .venv-cuda/cuda-env.sh
 export CARGO_TARGET_DIR=target/cuda CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=symbols
 cargo build --release --features cudnn -p xtask
+cargo build --release --features cudnn -p caf-kernels --example conv_speed
 # caf-kernels' CUDA kernels must compile and cuDNN must take every layer's
 # descriptors; neither needs a GPU, so check here (the driver stub stands in
 # for libcuda.so.1, which is loaded at start).
@@ -18,7 +19,7 @@ LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$PWD/.venv-cuda/cuda-stub" \
 cargo test --release --features cudnn -p caf-e2e --test cuda_parity --no-run --message-format=json \
     | sed -n 's/.*"executable":"\([^"]*cuda_parity[^"]*\)".*/\1/p' > target/cuda/parity-path
 mkdir -p bench/gpu/bin
-cp target/cuda/release/xtask bench/gpu/bin/
+cp target/cuda/release/xtask target/cuda/release/examples/conv_speed bench/gpu/bin/
 cp "$(tail -1 target/cuda/parity-path)" bench/gpu/bin/cuda_parity
 du -sh bench/gpu/bin
 # A GPU session carries at most 64 MiB: carry this archive instead of bin/

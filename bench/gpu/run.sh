@@ -5,20 +5,22 @@
 #   OUT=/some/folder bash bench/gpu/run.sh            # every stage
 #   OUT=/some/folder bash bench/gpu/run.sh parity bench   # some stages
 # Stages: parity, candle (the convolutions on candle's CUDA path instead of
-# cuDNN, CAF_CUDNN=off: parity and batch 16), bench, setup (batch 16 on the
+# cuDNN, CAF_CUDNN=off: parity and batch 16), convs (every AlexNet and
+# ResNet-18 convolution shape, forward and both gradients, at batch 16 and the
+# paper's batch, beside PyTorch's cuDNN), bench, setup (batch 16 on the
 # device as candle opens it, CAF_CUDA_SETUP=off: its per-thread stream, an
 # event pair per buffer, the driver's pool as it is), paper (the paper's
 # batch sizes), detection, train, large (a larger generated set at 224 px).
 # Each writes under $OUT; together they take more than one 10-minute call,
 # so run them in two or three calls:
-#   parity candle bench | setup paper detection | train large
+#   parity convs candle | bench setup paper | detection train large
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:?set OUT to the folder the results go to}
 BIN=bench/gpu/bin
 mkdir -p "$OUT"
 [ -x "$BIN/xtask" ] || tar -C bench/gpu -xJf bench/gpu/bin.tar.xz || { echo "no $BIN and no bench/gpu/bin.tar.xz: run bench/gpu/build.sh here first"; exit 1; }
-STAGES=${*:-parity candle bench setup paper detection train large}
+STAGES=${*:-parity convs candle bench setup paper detection train large}
 
 # The CUDA libraries of the machine's own PyTorch (cuBLAS, cuRAND, NVRTC, cuDNN).
 PY=${PYTHON:-python3}
@@ -40,6 +42,14 @@ for stage in $STAGES; do
     parity) # CUDA against the CPU kernels, every test
       timeout 300 "$BIN/cuda_parity" --test-threads 1 > "$OUT/cuda_parity.txt" 2>&1 || status=1
       grep -E "^test |test result" "$OUT/cuda_parity.txt" ;;
+    convs) # each convolution shape: ours, then PyTorch's on the same shapes
+      for run in "16 alexnet" "16 resnet" "256 alexnet" "128 resnet"; do
+        set -- $run
+        timeout 120 "$BIN/conv_speed" --device cuda --batch "$1" --layer "$2" --json >> "$OUT/convs-ours.jsonl" 2>> "$OUT/convs.log" || status=1
+      done
+      timeout 180 "$PY" bench/gpu/conv_shapes.py "$OUT/convs-ours.jsonl" --device cuda --out "$OUT/convs.json" \
+        2>> "$OUT/convs.log" | tee "$OUT/convs.txt" || status=1
+      tail -5 "$OUT/convs.log" ;;
     candle) # today's route without cuDNN, for the comparison
       CAF_CUDNN=off timeout 300 "$BIN/cuda_parity" --test-threads 1 > "$OUT/cuda_parity_candle.txt" 2>&1 || status=1
       grep -E "test result" "$OUT/cuda_parity_candle.txt"
