@@ -120,6 +120,44 @@ fn conv2d_on_cuda_matches_the_cpu_kernel() -> Result<()> {
     Ok(())
 }
 
+/// Under `autocast` bf16 both sides multiply operands rounded to bf16 with
+/// f32 sums; cuDNN also returns the map and both gradients as bf16 (as
+/// PyTorch's autocast does), a rounding of up to 2⁻⁹ of each value, so the
+/// tolerance is bf16's.
+#[cfg(feature = "cudnn")]
+#[test]
+fn conv2d_under_autocast_bf16_on_cudnn_matches_the_cpu() -> Result<()> {
+    const BF16_TOLERANCE: f64 = 1e-2;
+    let cases = [
+        ((1, 3, 35, 35), (8, 3, 11, 11), Conv2dParams { stride: 4, padding: 2 }),
+        ((2, 16, 8, 8), (32, 16, 1, 1), Conv2dParams { stride: 2, padding: 0 }),
+        ((4, 32, 14, 14), (32, 32, 3, 3), Conv2dParams { stride: 1, padding: 1 }),
+        ((1, 6, 12, 9), (7, 6, 3, 3), Conv2dParams { stride: 2, padding: 1 }),
+    ];
+    let bf16 = |f: &dyn Fn() -> candle_core::Result<Tensor>| caf_kernels::autocast(caf_kernels::Precision::Bf16, f);
+    for (i, (x, w, params)) in cases.into_iter().enumerate() {
+        let inputs = [
+            input(&format!("bf16 conv{i}.x"), x)?,
+            (input(&format!("bf16 conv{i}.w"), w)? * 0.3)?,
+            input(&format!("bf16 conv{i}.b"), (1, 1, 1, w.0))?.flatten_all()?,
+        ];
+        let what = format!("autocast bf16 conv2d {x:?} * {w:?} {params:?}");
+        compare_with_gradients(
+            &format!("{what} + bias + relu"),
+            &inputs,
+            |v| bf16(&|| conv2d_relu(&v[0], &v[1], Some(&v[2]), params)),
+            BF16_TOLERANCE,
+        )?;
+        compare_with_gradients(
+            &format!("{what} without bias"),
+            &inputs[..2],
+            |v| bf16(&|| conv2d(&v[0], &v[1], None, params)),
+            BF16_TOLERANCE,
+        )?;
+    }
+    Ok(())
+}
+
 #[test]
 fn relu_prelu_and_max_pool_on_cuda_match_the_cpu_ops() -> Result<()> {
     let x = input("relu.x", (2, 3, 7, 6))?;

@@ -7,20 +7,22 @@
 # Stages: parity, candle (the convolutions on candle's CUDA path instead of
 # cuDNN, CAF_CUDNN=off: parity and batch 16), convs (every AlexNet and
 # ResNet-18 convolution shape, forward and both gradients, at batch 16 and the
-# paper's batch, beside PyTorch's cuDNN), bench, setup (batch 16 on the
+# paper's batch, beside PyTorch's cuDNN), bench, bf16 (batch 16 and each
+# convolution shape under --precision bf16, beside PyTorch's autocast), setup
+# (batch 16 on the
 # device as candle opens it, CAF_CUDA_SETUP=off: its per-thread stream, an
 # event pair per buffer, the driver's pool as it is), paper (the paper's
 # batch sizes), detection, train, large (a larger generated set at 224 px).
 # Each writes under $OUT; together they take more than one 10-minute call,
 # so run them in two or three calls:
-#   parity convs candle | bench setup paper | detection train large
+#   parity convs candle | bench bf16 setup paper | detection train large
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:?set OUT to the folder the results go to}
 BIN=bench/gpu/bin
 mkdir -p "$OUT"
 [ -x "$BIN/xtask" ] || tar -C bench/gpu -xJf bench/gpu/bin.tar.xz || { echo "no $BIN and no bench/gpu/bin.tar.xz: run bench/gpu/build.sh here first"; exit 1; }
-STAGES=${*:-parity convs candle bench setup paper detection train large}
+STAGES=${*:-parity convs candle bench bf16 setup paper detection train large}
 
 # The CUDA libraries of the machine's own PyTorch (cuBLAS, cuRAND, NVRTC, cuDNN).
 PY=${PYTHON:-python3}
@@ -57,6 +59,13 @@ for stage in $STAGES; do
     bench) # batch 16 beside PyTorch: its default TF32, then strict f32
       bench bench-cuda 240 --compare-torch --python "$PY"
       NVIDIA_TF32_OVERRIDE=0 bench bench-cuda-strict 240 --compare-torch --python "$PY" ;;
+    bf16) # mixed precision: ours under --precision bf16, PyTorch under autocast
+      bench bench-cuda-bf16 240 --precision bf16 --compare-torch --python "$PY"
+      for arch in alexnet resnet; do
+        timeout 120 "$BIN/conv_speed" --device cuda --batch 16 --layer "$arch" --precision bf16 --json >> "$OUT/convs-bf16-ours.jsonl" 2>> "$OUT/convs-bf16.log" || status=1
+      done
+      timeout 180 "$PY" bench/gpu/conv_shapes.py "$OUT/convs-bf16-ours.jsonl" --device cuda --out "$OUT/convs-bf16.json" \
+        2>> "$OUT/convs-bf16.log" | tee "$OUT/convs-bf16.txt" || status=1 ;;
     setup) # candle's default device, against bench's figures
       CAF_CUDA_SETUP=off bench bench-cuda-default-device 240 ;;
     paper) # the paper's batch sizes beside PyTorch

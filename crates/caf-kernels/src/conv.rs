@@ -94,8 +94,24 @@ fn convolve(
         kept,
         precision,
     };
-    // f32 on CUDA runs cuDNN behind the same operations (feature `cudnn`).
-    let on_own_route = runs_on_cpu_kernels(x) || (precision == Precision::F32 && runs_on_cudnn(x)?);
+    // f32 on CUDA runs cuDNN behind the same operations (feature `cudnn`);
+    // bf16 there runs the same operations on bf16 copies of both operands,
+    // as PyTorch's autocast does, and adds bias and activation in f32.
+    let on_cudnn = runs_on_cudnn(x)?;
+    if on_cudnn && precision == Precision::Bf16 {
+        let bf16 = candle_core::DType::BF16;
+        let op = Conv2dForward {
+            activation: Activation::Identity,
+            kept: None,
+            ..op
+        };
+        let y = x
+            .to_dtype(bf16)?
+            .contiguous()?
+            .apply_op2(&weight.to_dtype(bf16)?.contiguous()?, op)?;
+        return crate::elementwise::add_bias_activation(&y.to_dtype(x.dtype())?, bias, activation);
+    }
+    let on_own_route = runs_on_cpu_kernels(x) || on_cudnn;
     match (on_own_route, bias) {
         (true, None) => x.contiguous()?.apply_op2(&weight.contiguous()?, op),
         (true, Some(bias)) => x

@@ -177,9 +177,22 @@ pub(crate) fn check_arguments(signature: &KernelSignature, passed: &[CType]) -> 
 
 /// The contiguous f32 elements of a CUDA operand.
 pub(crate) fn f32_view<'a>(storage: &'a CudaStorage, layout: &Layout, op: &str) -> Result<CudaView<'a, f32>> {
-    let slice = storage
-        .as_cuda_slice::<f32>()
-        .map_err(|_| candle_core::Error::Msg(format!("{op}: CUDA operands must be f32, got {:?}", storage.dtype())))?;
+    typed_view(storage, layout, op)
+}
+
+/// The contiguous elements of `storage` under `layout`, of type `T`.
+pub(crate) fn typed_view<'a, T: candle_core::cuda_backend::CudaDType>(
+    storage: &'a CudaStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<CudaView<'a, T>> {
+    let slice = storage.as_cuda_slice::<T>().map_err(|_| {
+        candle_core::Error::Msg(format!(
+            "{op}: CUDA operands must be {}, got {:?}",
+            std::any::type_name::<T>(),
+            storage.dtype()
+        ))
+    })?;
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(slice.slice(start..end)),
         None => candle_core::bail!("{op}: operands must be contiguous"),

@@ -65,8 +65,18 @@ pub(crate) fn cudnn_switched_on() -> Result<bool> {
 /// algorithm that needs more is passed over for the fastest one that fits.
 pub(crate) const WORKSPACE_CAP: usize = 1 << 30;
 
-/// One convolution's sizes as cuDNN takes them (`int`s): the key under
-/// which its descriptors and chosen algorithms are kept.
+/// The element type of a convolution's tensors on cuDNN; the sums are f32
+/// for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Element {
+    F32,
+    /// bf16 operands and results: the CUDA side of `autocast` bf16, as
+    /// PyTorch's autocast runs its convolutions.
+    Bf16,
+}
+
+/// One convolution's sizes as cuDNN takes them (`int`s) and its element
+/// type: the key under which its descriptors and chosen algorithms are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Dims {
     /// Input `B, C, H, W`.
@@ -77,13 +87,14 @@ pub(crate) struct Dims {
     pub y: [i32; 4],
     pub padding: i32,
     pub stride: i32,
+    pub element: Element,
 }
 
 impl Dims {
     /// The sizes of `g`, or an error naming the one past cuDNN's `int`
     /// (elements are counted in `int` too: a tensor of more than
     /// 2³¹ − 1 elements is refused).
-    pub(crate) fn new(g: &Geometry) -> Result<Self> {
+    pub(crate) fn new(g: &Geometry, element: Element) -> Result<Self> {
         let int = |what: &str, value: usize| -> Result<i32> {
             i32::try_from(value).map_err(|_| {
                 candle_core::Error::Msg(format!(
@@ -121,6 +132,7 @@ impl Dims {
             ],
             padding: int("the padding", g.padding)?,
             stride: int("the stride", g.stride)?,
+            element,
         })
     }
 }
@@ -162,18 +174,22 @@ mod device;
 #[cfg(feature = "cudnn")]
 pub(crate) use on_device::*;
 
-/// The passes on candle's CUDA storage, as the custom operations call them.
+/// The passes on candle's CUDA storage, as the custom operations call them:
+/// f32 operands, or bf16 ones (the CUDA side of `autocast` bf16), each pass
+/// in the element type of its operands.
 #[cfg(feature = "cudnn")]
 mod on_device {
     use candle_core::backend::BackendStorage;
-    use candle_core::{CudaStorage, Layout, Result};
+    use candle_core::cuda_backend::CudaStorage;
+    use candle_core::{DType, Layout, Result};
 
-    use super::device;
+    use super::device::{self, CudnnElement};
     use crate::conv::Geometry;
-    use crate::cuda::{f32_view, storage};
+    use crate::cuda::{f32_view, storage, typed_view};
     use crate::elementwise::Activation;
 
-    /// `activation(conv(x, w) + bias)`.
+    /// `activation(conv(x, w) + bias)`; bf16 operands take neither a bias
+    /// nor an activation (the caller applies them in f32).
     pub(crate) fn forward(
         op: &str,
         g: &Geometry,
@@ -183,6 +199,12 @@ mod on_device {
         bias: Option<(&CudaStorage, &Layout)>,
     ) -> Result<CudaStorage> {
         let device = x.device();
+        if x.dtype() == DType::BF16 {
+            if bias.is_some() || activation != Activation::Identity {
+                candle_core::bail!("{op}: a bf16 convolution on cuDNN takes no bias or activation")
+            }
+            return typed::<half::bf16>(op, x, (x_layout, w, w_layout), |x, w| device::forward(device, x, w, g));
+        }
         let y = device::forward(device, &f32_view(x, x_layout, op)?, &f32_view(w, w_layout, op)?, g)?;
         let relu = activation == Activation::Relu;
         let y = match bias {
@@ -203,8 +225,14 @@ mod on_device {
         (w, w_layout): (&CudaStorage, &Layout),
     ) -> Result<CudaStorage> {
         let device = dy.device();
-        let dx = device::backward_data(device, &f32_view(dy, dy_layout, op)?, &f32_view(w, w_layout, op)?, g)?;
-        Ok(storage(dx, device))
+        match dy.dtype() {
+            DType::BF16 => typed::<half::bf16>(op, dy, (dy_layout, w, w_layout), |dy, w| {
+                device::backward_data(device, dy, w, g)
+            }),
+            _ => typed::<f32>(op, dy, (dy_layout, w, w_layout), |dy, w| {
+                device::backward_data(device, dy, w, g)
+            }),
+        }
     }
 
     /// The weight gradient of output gradient `dy` over input `x`.
@@ -215,11 +243,33 @@ mod on_device {
         (x, x_layout): (&CudaStorage, &Layout),
     ) -> Result<CudaStorage> {
         let device = dy.device();
-        let dw = device::backward_filter(device, &f32_view(dy, dy_layout, op)?, &f32_view(x, x_layout, op)?, g)?;
-        Ok(storage(dw, device))
+        match dy.dtype() {
+            DType::BF16 => typed::<half::bf16>(op, dy, (dy_layout, x, x_layout), |dy, x| {
+                device::backward_filter(device, dy, x, g)
+            }),
+            _ => typed::<f32>(op, dy, (dy_layout, x, x_layout), |dy, x| {
+                device::backward_filter(device, dy, x, g)
+            }),
+        }
     }
 
-    /// The bias gradient of output gradient `dy`.
+    /// Runs `pass` on two operands viewed as `T` (an error names the op
+    /// where either is of another type) and wraps its result.
+    fn typed<T: CudnnElement>(
+        op: &str,
+        a: &CudaStorage,
+        (a_layout, b, b_layout): (&Layout, &CudaStorage, &Layout),
+        pass: impl FnOnce(
+            &candle_core::cuda_backend::cudarc::driver::CudaView<T>,
+            &candle_core::cuda_backend::cudarc::driver::CudaView<T>,
+        ) -> Result<candle_core::cuda_backend::cudarc::driver::CudaSlice<T>>,
+    ) -> Result<CudaStorage> {
+        let out = pass(&typed_view::<T>(a, a_layout, op)?, &typed_view::<T>(b, b_layout, op)?)?;
+        Ok(T::wrap_cuda_slice(out, a.device().clone()))
+    }
+
+    /// The bias gradient of output gradient `dy` (f32: a bf16 convolution's
+    /// bias is added, and its gradient taken, in f32).
     pub(crate) fn bias_gradient(
         op: &str,
         g: &Geometry,
@@ -242,7 +292,7 @@ mod tests {
 
     #[test]
     fn dims_are_the_tensors_sizes_in_cudnn_order() {
-        let dims = Dims::new(&geometry([2, 3, 224, 200], [64, 3, 11, 11], 4, 2)).unwrap();
+        let dims = Dims::new(&geometry([2, 3, 224, 200], [64, 3, 11, 11], 4, 2), Element::F32).unwrap();
         assert_eq!(dims.x, [2, 3, 224, 200]);
         assert_eq!(dims.w, [64, 3, 11, 11]);
         // (224 + 4 − 11) / 4 + 1 = 55, (200 + 4 − 11) / 4 + 1 = 49.
@@ -253,12 +303,12 @@ mod tests {
     #[test]
     fn sizes_past_cudnns_int_are_refused_with_the_size_named() {
         // 2¹¹ images of 2²¹ elements: 2³² elements in the input.
-        let error = Dims::new(&geometry([2048, 32, 256, 256], [8, 32, 1, 1], 1, 0))
+        let error = Dims::new(&geometry([2048, 32, 256, 256], [8, 32, 1, 1], 1, 0), Element::F32)
             .unwrap_err()
             .to_string();
         assert!(error.contains("the input's element count is 4294967296"), "{error}");
         assert!(error.contains("smaller batch"), "{error}");
-        let wide = Dims::new(&geometry([1, 1, 1, 1usize << 31], [1, 1, 1, 1], 1, 0))
+        let wide = Dims::new(&geometry([1, 1, 1, 1usize << 31], [1, 1, 1, 1], 1, 0), Element::F32)
             .unwrap_err()
             .to_string();
         assert!(wide.contains("element count"), "{wide}");
@@ -266,12 +316,18 @@ mod tests {
 
     #[test]
     fn the_plan_key_tells_geometries_apart() {
-        let a = Dims::new(&geometry([16, 64, 56, 56], [64, 64, 3, 3], 1, 1)).unwrap();
-        let b = Dims::new(&geometry([16, 64, 56, 56], [64, 64, 3, 3], 2, 1)).unwrap();
-        let c = Dims::new(&geometry([1, 64, 56, 56], [64, 64, 3, 3], 1, 1)).unwrap();
+        let a = Dims::new(&geometry([16, 64, 56, 56], [64, 64, 3, 3], 1, 1), Element::F32).unwrap();
+        let b = Dims::new(&geometry([16, 64, 56, 56], [64, 64, 3, 3], 2, 1), Element::F32).unwrap();
+        let c = Dims::new(&geometry([1, 64, 56, 56], [64, 64, 3, 3], 1, 1), Element::F32).unwrap();
+        let a_bf16 = Dims::new(&geometry([16, 64, 56, 56], [64, 64, 3, 3], 1, 1), Element::Bf16).unwrap();
         assert_ne!(a, b);
         assert_ne!(a, c);
-        assert_eq!(a, Dims::new(&geometry([16, 64, 56, 56], [64, 64, 3, 3], 1, 1)).unwrap());
+        assert_ne!(a, a_bf16);
+        assert_eq!((a.x, a.w, a.y), (a_bf16.x, a_bf16.w, a_bf16.y));
+        assert_eq!(
+            a,
+            Dims::new(&geometry([16, 64, 56, 56], [64, 64, 3, 3], 1, 1), Element::F32).unwrap()
+        );
     }
 
     fn candidate(algo: u32, ran: bool, time_ms: f32, workspace: usize) -> Candidate<u32> {

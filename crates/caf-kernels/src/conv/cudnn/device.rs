@@ -13,26 +13,40 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use candle_core::cuda_backend::cudarc::cudnn::{result, sys, CudnnError};
-use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut};
-use candle_core::cuda_backend::{CudaDevice, DeviceId};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, DeviceRepr};
+use candle_core::cuda_backend::{CudaDType, CudaDevice, DeviceId};
 use candle_core::Result;
 
-use super::{choose, cuda_math, grown_workspace, Candidate, CudaMath, Dims, WORKSPACE_CAP};
+use super::{choose, cuda_math, grown_workspace, Candidate, CudaMath, Dims, Element, WORKSPACE_CAP};
 use crate::conv::Geometry;
 
 thread_local! {
     static STATES: RefCell<HashMap<DeviceId, State>> = RefCell::new(HashMap::new());
 }
 
+/// An element type cuDNN convolves here: f32, or bf16 with f32 sums.
+pub(crate) trait CudnnElement: DeviceRepr + CudaDType {
+    const ELEMENT: Element;
+}
+
+impl CudnnElement for f32 {
+    const ELEMENT: Element = Element::F32;
+}
+
+impl CudnnElement for half::bf16 {
+    const ELEMENT: Element = Element::Bf16;
+}
+
 /// The forward pass `y = conv(x, w)`, without bias.
-pub(crate) fn forward(
+pub(crate) fn forward<T: CudnnElement>(
     device: &CudaDevice,
-    x: &CudaView<f32>,
-    w: &CudaView<f32>,
+    x: &CudaView<T>,
+    w: &CudaView<T>,
     g: &Geometry,
-) -> Result<CudaSlice<f32>> {
+) -> Result<CudaSlice<T>> {
     let dims = checked(
         g,
+        T::ELEMENT,
         &[
             ("input", x.len(), g.batch * g.image_len()),
             ("weight", w.len(), g.out_channels * g.patch()),
@@ -47,7 +61,7 @@ pub(crate) fn forward(
         let workspace = state.workspace(device, chosen.workspace)?;
         // SAFETY (`alloc`): with beta = 0 cuDNN writes every element of the
         // output and reads none.
-        let mut y = unsafe { device.alloc::<f32>(g.batch * g.output_len())? };
+        let mut y = unsafe { device.alloc::<T>(g.batch * g.output_len())? };
         let (x_ptr, _x) = x.device_ptr(&stream);
         let (w_ptr, _w) = w.device_ptr(&stream);
         let (y_ptr, _y) = y.device_ptr_mut(&stream);
@@ -81,14 +95,15 @@ pub(crate) fn forward(
 }
 
 /// The input gradient `dx` of `dy` through weight `w`.
-pub(crate) fn backward_data(
+pub(crate) fn backward_data<T: CudnnElement>(
     device: &CudaDevice,
-    dy: &CudaView<f32>,
-    w: &CudaView<f32>,
+    dy: &CudaView<T>,
+    w: &CudaView<T>,
     g: &Geometry,
-) -> Result<CudaSlice<f32>> {
+) -> Result<CudaSlice<T>> {
     let dims = checked(
         g,
+        T::ELEMENT,
         &[
             ("output gradient", dy.len(), g.batch * g.output_len()),
             ("weight", w.len(), g.out_channels * g.patch()),
@@ -104,7 +119,7 @@ pub(crate) fn backward_data(
         let (handle, stream) = (state.handle.0, Arc::clone(&state.stream));
         let workspace = state.workspace(device, chosen.workspace)?;
         // SAFETY (`alloc`): beta = 0, every element written, none read.
-        let mut dx = unsafe { device.alloc::<f32>(g.batch * g.image_len())? };
+        let mut dx = unsafe { device.alloc::<T>(g.batch * g.image_len())? };
         let (dy_ptr, _dy) = dy.device_ptr(&stream);
         let (w_ptr, _w) = w.device_ptr(&stream);
         let (dx_ptr, _dx) = dx.device_ptr_mut(&stream);
@@ -136,14 +151,15 @@ pub(crate) fn backward_data(
 }
 
 /// The weight gradient `dw` of `dy` over input `x`.
-pub(crate) fn backward_filter(
+pub(crate) fn backward_filter<T: CudnnElement>(
     device: &CudaDevice,
-    dy: &CudaView<f32>,
-    x: &CudaView<f32>,
+    dy: &CudaView<T>,
+    x: &CudaView<T>,
     g: &Geometry,
-) -> Result<CudaSlice<f32>> {
+) -> Result<CudaSlice<T>> {
     let dims = checked(
         g,
+        T::ELEMENT,
         &[
             ("output gradient", dy.len(), g.batch * g.output_len()),
             ("input", x.len(), g.batch * g.image_len()),
@@ -159,7 +175,7 @@ pub(crate) fn backward_filter(
         let (handle, stream) = (state.handle.0, Arc::clone(&state.stream));
         let workspace = state.workspace(device, chosen.workspace)?;
         // SAFETY (`alloc`): beta = 0, every element written, none read.
-        let mut dw = unsafe { device.alloc::<f32>(g.out_channels * g.patch())? };
+        let mut dw = unsafe { device.alloc::<T>(g.out_channels * g.patch())? };
         let (dy_ptr, _dy) = dy.device_ptr(&stream);
         let (x_ptr, _x) = x.device_ptr(&stream);
         let (dw_ptr, _dw) = dw.device_ptr_mut(&stream);
@@ -192,7 +208,11 @@ pub(crate) fn backward_filter(
 
 /// The bias gradient: `dy` summed over the batch and the positions.
 pub(crate) fn backward_bias(device: &CudaDevice, dy: &CudaView<f32>, g: &Geometry) -> Result<CudaSlice<f32>> {
-    let dims = checked(g, &[("output gradient", dy.len(), g.batch * g.output_len())])?;
+    let dims = checked(
+        g,
+        Element::F32,
+        &[("output gradient", dy.len(), g.batch * g.output_len())],
+    )?;
     with_plan(device, dims, |state, plan| {
         let stream = Arc::clone(&state.stream);
         // SAFETY (`alloc`): beta = 0, every element written, none read.
@@ -221,13 +241,13 @@ pub(crate) fn backward_bias(device: &CudaDevice, dy: &CudaView<f32>, g: &Geometr
 }
 
 /// `g`'s [`Dims`], once every buffer holds the elements `g` says it has.
-fn checked(g: &Geometry, buffers: &[(&str, usize, usize)]) -> Result<Dims> {
+fn checked(g: &Geometry, element: Element, buffers: &[(&str, usize, usize)]) -> Result<Dims> {
     for &(what, len, expected) in buffers {
         if len != expected {
             candle_core::bail!("conv2d on CUDA: the {what} has {len} elements where {g:?} needs {expected}")
         }
     }
-    Dims::new(g)
+    Dims::new(g, element)
 }
 
 fn scale(value: &f32) -> *const c_void {
@@ -353,10 +373,10 @@ impl Plan {
     fn new(dims: Dims, math: CudaMath) -> Result<Self> {
         let describe = |e: CudnnError| failed("descriptors", dims, e);
         let plan = Self {
-            x: TensorDescriptor::new(dims.x).map_err(describe)?,
-            w: FilterDescriptor::new(dims.w).map_err(describe)?,
-            y: TensorDescriptor::new(dims.y).map_err(describe)?,
-            bias: TensorDescriptor::new([1, dims.w[0], 1, 1]).map_err(describe)?,
+            x: TensorDescriptor::new(dims.x, dims.element).map_err(describe)?,
+            w: FilterDescriptor::new(dims.w, dims.element).map_err(describe)?,
+            y: TensorDescriptor::new(dims.y, dims.element).map_err(describe)?,
+            bias: TensorDescriptor::new([1, dims.w[0], 1, 1], dims.element).map_err(describe)?,
             conv: ConvDescriptor::new(dims).map_err(describe)?,
             mode: math,
             forward: None,
@@ -364,17 +384,19 @@ impl Plan {
             backward_filter: None,
         };
         // The search runs under this math type: FMA only for strict f32,
-        // tensor cores (TF32) allowed otherwise.
-        plan.conv.set_math(search_math(math), dims)?;
+        // tensor cores (TF32, or bf16) allowed otherwise.
+        plan.conv.set_math(search_math(math, dims.element), dims)?;
         Ok(plan)
     }
 }
 
-/// The math type a mode searches and runs under.
-fn search_math(math: CudaMath) -> sys::cudnnMathType_t {
-    match math {
-        CudaMath::Tf32 => sys::cudnnMathType_t::CUDNN_DEFAULT_MATH,
-        CudaMath::StrictF32 => sys::cudnnMathType_t::CUDNN_FMA_MATH,
+/// The math type a mode searches and runs under. bf16 operands always may
+/// use tensor cores: their products are exact in f32, so there is nothing
+/// stricter to ask for.
+fn search_math(math: CudaMath, element: Element) -> sys::cudnnMathType_t {
+    match (math, element) {
+        (CudaMath::StrictF32, Element::F32) => sys::cudnnMathType_t::CUDNN_FMA_MATH,
+        _ => sys::cudnnMathType_t::CUDNN_DEFAULT_MATH,
     }
 }
 
@@ -419,9 +441,9 @@ macro_rules! find {
                 algo: result.algo,
                 workspace: result.memory,
                 // Strict f32 runs under FMA math whatever the search reports.
-                math: match $plan.mode {
-                    CudaMath::StrictF32 => search_math(CudaMath::StrictF32),
-                    CudaMath::Tf32 => result.mathType,
+                math: match ($plan.mode, dims.element) {
+                    (CudaMath::StrictF32, Element::F32) => search_math(CudaMath::StrictF32, Element::F32),
+                    _ => result.mathType,
                 },
             })
         }
@@ -493,18 +515,26 @@ impl Drop for Handle {
     }
 }
 
-/// A packed NCHW f32 tensor descriptor.
+/// cuDNN's name for an element type.
+fn data_type(element: Element) -> sys::cudnnDataType_t {
+    match element {
+        Element::F32 => sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+        Element::Bf16 => sys::cudnnDataType_t::CUDNN_DATA_BFLOAT16,
+    }
+}
+
+/// A packed NCHW tensor descriptor.
 struct TensorDescriptor(sys::cudnnTensorDescriptor_t);
 
 impl TensorDescriptor {
-    fn new(dims: [i32; 4]) -> std::result::Result<Self, CudnnError> {
+    fn new(dims: [i32; 4], element: Element) -> std::result::Result<Self, CudnnError> {
         let descriptor = Self(result::create_tensor_descriptor()?);
         // SAFETY: a descriptor just made.
         unsafe {
             result::set_tensor4d_descriptor(
                 descriptor.0,
                 sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
-                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+                data_type(element),
                 dims,
             )
         }?;
@@ -519,17 +549,17 @@ impl Drop for TensorDescriptor {
     }
 }
 
-/// An `O×C×kh×kw` f32 filter descriptor.
+/// An `O×C×kh×kw` filter descriptor.
 struct FilterDescriptor(sys::cudnnFilterDescriptor_t);
 
 impl FilterDescriptor {
-    fn new(dims: [i32; 4]) -> std::result::Result<Self, CudnnError> {
+    fn new(dims: [i32; 4], element: Element) -> std::result::Result<Self, CudnnError> {
         let descriptor = Self(result::create_filter_descriptor()?);
         // SAFETY: a descriptor just made.
         unsafe {
             result::set_filter4d_descriptor(
                 descriptor.0,
-                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+                data_type(element),
                 sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
                 dims,
             )
@@ -613,8 +643,12 @@ mod tests {
                         &[out, channels, kernel, kernel],
                         Conv2dParams { stride, padding },
                     )?;
-                    let dims = Dims::new(&g)?;
-                    for math in [CudaMath::Tf32, CudaMath::StrictF32] {
+                    for (element, math) in [
+                        (Element::F32, CudaMath::Tf32),
+                        (Element::F32, CudaMath::StrictF32),
+                        (Element::Bf16, CudaMath::Tf32),
+                    ] {
+                        let dims = Dims::new(&g, element)?;
                         let plan = Plan::new(dims, math)?;
                         let mut y = [0i32; 4];
                         // SAFETY: live descriptors, four outputs.
@@ -632,6 +666,22 @@ mod tests {
                         .result()
                         .map_err(|e| failed("output size", dims, e))?;
                         assert_eq!(y, dims.y, "{g:?}");
+                        // The input's descriptor holds the element type and
+                        // the packed NCHW strides asked for.
+                        let mut read = [0i32; 8];
+                        let mut data = sys::cudnnDataType_t::CUDNN_DATA_DOUBLE;
+                        let [n, c, h, w, ns, cs, hs, ws] = &mut read;
+                        // SAFETY: a live descriptor, nine outputs.
+                        unsafe { sys::cudnnGetTensor4dDescriptor(plan.x.0, &mut data, n, c, h, w, ns, cs, hs, ws) }
+                            .result()
+                            .map_err(|e| failed("descriptor read-back", dims, e))?;
+                        let expected = match element {
+                            Element::F32 => sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+                            Element::Bf16 => sys::cudnnDataType_t::CUDNN_DATA_BFLOAT16,
+                        };
+                        assert_eq!(data, expected, "{g:?}");
+                        let [b, ch, ih, iw] = dims.x;
+                        assert_eq!(read, [b, ch, ih, iw, ch * ih * iw, ih * iw, iw, 1], "{g:?}");
                     }
                 }
             }
