@@ -206,7 +206,7 @@ impl fmt::Display for PairedComparison {
         for (seed, (a, b)) in self.seeds.iter().zip(&self.pairs) {
             writeln!(
                 f,
-                "{seed:<6} {:>10.4} / {:<9.4} {:>10.4} / {:<9.4}",
+                "{seed:<6} {:>10.4} / {:<9.4} {:>10.4} / {:.4}",
                 a.mean_ccc, b.mean_ccc, a.weak_mean_ccc, b.weak_mean_ccc
             )?;
         }
