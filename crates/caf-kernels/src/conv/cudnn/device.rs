@@ -52,45 +52,31 @@ pub(crate) fn forward<T: CudnnElement>(
             ("weight", w.len(), g.out_channels * g.patch()),
         ],
     )?;
-    with_plan(device, dims, |state, plan| {
-        let chosen = match plan.forward {
-            Some(chosen) => chosen,
-            None => *plan.forward.insert(find_forward(state.handle.0, plan, dims)?),
-        };
-        let (handle, stream) = (state.handle.0, Arc::clone(&state.stream));
-        let workspace = state.workspace(device, chosen.workspace)?;
-        // SAFETY (`alloc`): with beta = 0 cuDNN writes every element of the
-        // output and reads none.
-        let mut y = unsafe { device.alloc::<T>(g.batch * g.output_len())? };
-        let (x_ptr, _x) = x.device_ptr(&stream);
-        let (w_ptr, _w) = w.device_ptr(&stream);
-        let (y_ptr, _y) = y.device_ptr_mut(&stream);
-        let (ws_ptr, ws_len, _ws) = workspace_pointer(workspace, &stream);
-        plan.conv.set_math(chosen.math, dims)?;
-        let (alpha, beta) = (1f32, 0f32);
-        // SAFETY: the descriptors were made from `dims`, which `checked`
-        // matched against the buffers' lengths; the workspace holds at least
-        // the bytes the algorithm asked for; all run on the handle's stream.
+    let pass = Pass {
+        what: "forward pass",
+        chosen: |plan| &mut plan.forward,
+        find: find_forward,
+        output_len: g.batch * g.output_len(),
+    };
+    run(device, dims, pass, (x, w), |handle, plan, chosen, p| {
+        // SAFETY: as `run` states for every pass: `x`, `w`, `y` as the plan describes them.
         unsafe {
             result::convolution_forward(
                 handle,
-                scale(&alpha),
+                scale(&1.0),
                 plan.x.0,
-                x_ptr as *const c_void,
+                p.a,
                 plan.w.0,
-                w_ptr as *const c_void,
+                p.b,
                 plan.conv.0,
                 chosen.algo,
-                ws_ptr,
-                ws_len,
-                scale(&beta),
+                p.workspace,
+                p.workspace_len,
+                scale(&0.0),
                 plan.y.0,
-                y_ptr as *mut c_void,
+                p.out,
             )
         }
-        .map_err(|e| failed("forward pass", dims, e))?;
-        drop((_x, _w, _y, _ws));
-        Ok(y)
     })
 }
 
@@ -109,44 +95,31 @@ pub(crate) fn backward_data<T: CudnnElement>(
             ("weight", w.len(), g.out_channels * g.patch()),
         ],
     )?;
-    with_plan(device, dims, |state, plan| {
-        let chosen = match plan.backward_data {
-            Some(chosen) => chosen,
-            None => *plan
-                .backward_data
-                .insert(find_backward_data(state.handle.0, plan, dims)?),
-        };
-        let (handle, stream) = (state.handle.0, Arc::clone(&state.stream));
-        let workspace = state.workspace(device, chosen.workspace)?;
-        // SAFETY (`alloc`): beta = 0, every element written, none read.
-        let mut dx = unsafe { device.alloc::<T>(g.batch * g.image_len())? };
-        let (dy_ptr, _dy) = dy.device_ptr(&stream);
-        let (w_ptr, _w) = w.device_ptr(&stream);
-        let (dx_ptr, _dx) = dx.device_ptr_mut(&stream);
-        let (ws_ptr, ws_len, _ws) = workspace_pointer(workspace, &stream);
-        plan.conv.set_math(chosen.math, dims)?;
-        let (alpha, beta) = (1f32, 0f32);
-        // SAFETY: as in `forward`.
+    let pass = Pass {
+        what: "input gradient",
+        chosen: |plan| &mut plan.backward_data,
+        find: find_backward_data,
+        output_len: g.batch * g.image_len(),
+    };
+    run(device, dims, pass, (dy, w), |handle, plan, chosen, p| {
+        // SAFETY: as `run` states for every pass: `dy`, `w`, `dx` as the plan describes them.
         unsafe {
             result::convolution_backward_data(
                 handle,
-                scale(&alpha),
+                scale(&1.0),
                 plan.w.0,
-                w_ptr as *const c_void,
+                p.b,
                 plan.y.0,
-                dy_ptr as *const c_void,
+                p.a,
                 plan.conv.0,
                 chosen.algo,
-                ws_ptr,
-                ws_len,
-                scale(&beta),
+                p.workspace,
+                p.workspace_len,
+                scale(&0.0),
                 plan.x.0,
-                dx_ptr as *mut c_void,
+                p.out,
             )
         }
-        .map_err(|e| failed("input gradient", dims, e))?;
-        drop((_dy, _w, _dx, _ws));
-        Ok(dx)
     })
 }
 
@@ -165,44 +138,102 @@ pub(crate) fn backward_filter<T: CudnnElement>(
             ("input", x.len(), g.batch * g.image_len()),
         ],
     )?;
-    with_plan(device, dims, |state, plan| {
-        let chosen = match plan.backward_filter {
-            Some(chosen) => chosen,
-            None => *plan
-                .backward_filter
-                .insert(find_backward_filter(state.handle.0, plan, dims)?),
-        };
-        let (handle, stream) = (state.handle.0, Arc::clone(&state.stream));
-        let workspace = state.workspace(device, chosen.workspace)?;
-        // SAFETY (`alloc`): beta = 0, every element written, none read.
-        let mut dw = unsafe { device.alloc::<T>(g.out_channels * g.patch())? };
-        let (dy_ptr, _dy) = dy.device_ptr(&stream);
-        let (x_ptr, _x) = x.device_ptr(&stream);
-        let (dw_ptr, _dw) = dw.device_ptr_mut(&stream);
-        let (ws_ptr, ws_len, _ws) = workspace_pointer(workspace, &stream);
-        plan.conv.set_math(chosen.math, dims)?;
-        let (alpha, beta) = (1f32, 0f32);
-        // SAFETY: as in `forward`.
+    let pass = Pass {
+        what: "weight gradient",
+        chosen: |plan| &mut plan.backward_filter,
+        find: find_backward_filter,
+        output_len: g.out_channels * g.patch(),
+    };
+    run(device, dims, pass, (dy, x), |handle, plan, chosen, p| {
+        // SAFETY: as `run` states for every pass: `x`, `dy`, `dw` as the plan describes them.
         unsafe {
             result::convolution_backward_filter(
                 handle,
-                scale(&alpha),
+                scale(&1.0),
                 plan.x.0,
-                x_ptr as *const c_void,
+                p.b,
                 plan.y.0,
-                dy_ptr as *const c_void,
+                p.a,
                 plan.conv.0,
                 chosen.algo,
-                ws_ptr,
-                ws_len,
-                scale(&beta),
+                p.workspace,
+                p.workspace_len,
+                scale(&0.0),
                 plan.w.0,
-                dw_ptr as *mut c_void,
+                p.out,
             )
         }
-        .map_err(|e| failed("weight gradient", dims, e))?;
-        drop((_dy, _x, _dw, _ws));
-        Ok(dw)
+    })
+}
+
+/// What tells one convolution pass from the others in [`run`].
+struct Pass<A: 'static> {
+    /// The pass, for errors.
+    what: &'static str,
+    /// Where the plan keeps this pass's algorithm.
+    chosen: fn(&mut Plan) -> &mut Option<Chosen<A>>,
+    /// cuDNN's search for it.
+    find: fn(sys::cudnnHandle_t, &Plan, Dims) -> Result<Chosen<A>>,
+    /// Elements of its output.
+    output_len: usize,
+}
+
+/// The device pointers one pass launches with.
+struct Pointers {
+    /// The first operand (`x` forward, `dy` in both gradients).
+    a: *const c_void,
+    /// The second (`w` forward and for the input gradient, `x` for the weight gradient).
+    b: *const c_void,
+    out: *mut c_void,
+    /// Null when the algorithm needs none.
+    workspace: *mut c_void,
+    workspace_len: usize,
+}
+
+/// Runs one pass on this thread's plan for `dims`: the algorithm found on
+/// first use and kept, the workspace grown to its need, a fresh output, and
+/// `launch` called with the math type the algorithm was timed with set. A
+/// launch may rely on this: the plan's descriptors were made from `dims`,
+/// which `checked` matched against the operands' lengths; the output holds
+/// `output_len` elements, which cuDNN writes in full (beta = 0) and reads
+/// none of; the workspace holds at least the bytes the algorithm asked for;
+/// all of it is on the handle's stream.
+fn run<T: CudnnElement, A: Copy + 'static>(
+    device: &CudaDevice,
+    dims: Dims,
+    pass: Pass<A>,
+    (a, b): (&CudaView<T>, &CudaView<T>),
+    launch: impl FnOnce(sys::cudnnHandle_t, &Plan, Chosen<A>, &Pointers) -> std::result::Result<(), CudnnError>,
+) -> Result<CudaSlice<T>> {
+    with_plan(device, dims, |state, plan| {
+        let chosen = match *(pass.chosen)(plan) {
+            Some(chosen) => chosen,
+            None => {
+                let found = (pass.find)(state.handle.0, plan, dims)?;
+                *(pass.chosen)(plan) = Some(found);
+                found
+            }
+        };
+        let (handle, stream) = (state.handle.0, Arc::clone(&state.stream));
+        let workspace = state.workspace(device, chosen.workspace)?;
+        // SAFETY (`alloc`): with beta = 0 cuDNN writes every element of the
+        // output and reads none.
+        let mut out = unsafe { device.alloc::<T>(pass.output_len)? };
+        let (a_ptr, _a) = a.device_ptr(&stream);
+        let (b_ptr, _b) = b.device_ptr(&stream);
+        let (out_ptr, _out) = out.device_ptr_mut(&stream);
+        let (workspace, workspace_len, _ws) = workspace_pointer(workspace, &stream);
+        plan.conv.set_math(chosen.math, dims)?;
+        let pointers = Pointers {
+            a: a_ptr as *const c_void,
+            b: b_ptr as *const c_void,
+            out: out_ptr as *mut c_void,
+            workspace,
+            workspace_len,
+        };
+        launch(handle, plan, chosen, &pointers).map_err(|e| failed(pass.what, dims, e))?;
+        drop((_a, _b, _out, _ws));
+        Ok(out)
     })
 }
 
