@@ -617,16 +617,17 @@ impl Kernel for ConvKernel<'_> {
         match self {
             &ConvKernel::Forward(ref g, activation, kept, precision) => {
                 let (x, weight, bias) = (operands[0], operands[1], operands.get(2).copied());
+                let variant = winograd::Variant::of(g);
                 let slot = kept
                     .filter(|_| winograd::applies_with_kept_transform(g))
-                    .and_then(KeptTransforms::winograd_slot::<T>);
+                    .and_then(|kept| kept.winograd_slot::<T>(variant));
                 // bf16 products of a frozen weight multiply by its operands
                 // packed once (f32 ones: `gemm` packs as it goes).
                 let kept_bf16 = kept.filter(|_| precision == Precision::Bf16);
                 let mut y = if let Some(slot) = slot {
-                    let u = slot.get_or_init(|| winograd::kernel_transform(weight, g));
-                    let packed = kept_bf16.and_then(|kept| kept.bf16_winograd(u, g));
-                    winograd::forward_with_kept_transform(x, u, bias, g, WeightProducts { precision, packed })
+                    let u = slot.get_or_init(|| winograd::kernel_transform(weight, g, variant));
+                    let packed = kept_bf16.and_then(|kept| kept.bf16_winograd(u, g, variant));
+                    winograd::forward_with_kept_transform(x, u, bias, g, variant, WeightProducts { precision, packed })
                 } else if winograd::applies(g) {
                     winograd::forward(
                         x,

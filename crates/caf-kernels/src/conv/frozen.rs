@@ -7,7 +7,8 @@ use std::sync::{Arc, OnceLock};
 
 use candle_core::{DType, Result, Tensor, Var};
 
-use super::{winograd, Geometry};
+use super::winograd::{self, Variant};
+use super::Geometry;
 use crate::cpu::Precision;
 use crate::gemm::{Element, Matrix, PackedLhs};
 
@@ -123,15 +124,16 @@ impl<'a> From<&'a FrozenWeight> for ConvWeight<'a> {
 }
 
 /// The transforms of one frozen weight, per element type (a weight has one
-/// dtype, so only one of each pair is ever filled), and for a bf16 weight
-/// (always f32) its product operands packed: the weight itself, and its
-/// Winograd transform's one per point.
+/// dtype, so only one of each pair is ever filled) and per Winograd variant
+/// (one weight can meet maps and batches that take different ones), and
+/// for a bf16 weight (always f32) its product operands packed: the weight
+/// itself, and its Winograd transforms' one per point.
 #[derive(Default)]
 pub struct KeptTransforms {
-    winograd_f32: OnceLock<Vec<f32>>,
-    winograd_f64: OnceLock<Vec<f64>>,
+    winograd_f32: [OnceLock<Vec<f32>>; Variant::COUNT],
+    winograd_f64: [OnceLock<Vec<f64>>; Variant::COUNT],
     bf16_weight: OnceLock<[PackedLhs; 1]>,
-    bf16_winograd: OnceLock<Vec<PackedLhs>>,
+    bf16_winograd: [OnceLock<Vec<PackedLhs>>; Variant::COUNT],
 }
 
 impl KeptTransforms {
@@ -145,28 +147,37 @@ impl KeptTransforms {
         )
     }
 
-    /// The Winograd transform `u` ([`winograd::kernel_transform`]) packed
-    /// for bf16 products, one operand per point, made on first use; `None`
-    /// unless the weight is f32.
-    pub(super) fn bf16_winograd<T: Element>(&self, u: &[T], g: &Geometry) -> Option<&[PackedLhs]> {
+    /// The Winograd transform `u` in `variant` ([`winograd::kernel_transform`])
+    /// packed for bf16 products, one operand per point, made on first use;
+    /// `None` unless the weight is f32.
+    pub(super) fn bf16_winograd<T: Element>(&self, u: &[T], g: &Geometry, variant: Variant) -> Option<&[PackedLhs]> {
         let u = T::as_f32(u)?;
-        Some(self.bf16_winograd.get_or_init(|| {
-            winograd::transform_operands(u, g)
+        Some(self.bf16_winograd[variant as usize].get_or_init(|| {
+            winograd::transform_operands(u, g, variant)
                 .into_iter()
                 .map(PackedLhs::new)
                 .collect()
         }))
     }
 
-    pub(super) fn has_winograd(&self) -> bool {
-        self.winograd_f32.get().is_some() || self.winograd_f64.get().is_some()
+    /// The Winograd variants whose transform is kept, in either element type.
+    pub(super) fn winograd_kept(&self) -> Vec<Variant> {
+        [Variant::F2x3, Variant::F4x3, Variant::F2x5]
+            .into_iter()
+            .filter(|&v| self.winograd_f32[v as usize].get().is_some() || self.winograd_f64[v as usize].get().is_some())
+            .collect()
     }
 
-    /// The slot of the Winograd transform `U` in element type `T` (`None`
-    /// for a type other than f32 and f64, whose transform is not kept).
-    pub(super) fn winograd_slot<T: 'static>(&self) -> Option<&OnceLock<Vec<T>>> {
-        let f32_slot: &dyn Any = &self.winograd_f32;
-        let f64_slot: &dyn Any = &self.winograd_f64;
+    pub(super) fn has_winograd(&self) -> bool {
+        !self.winograd_kept().is_empty()
+    }
+
+    /// The slot of the Winograd transform `U` in `variant` and element type
+    /// `T` (`None` for a type other than f32 and f64, whose transform is not
+    /// kept).
+    pub(super) fn winograd_slot<T: 'static>(&self, variant: Variant) -> Option<&OnceLock<Vec<T>>> {
+        let f32_slot: &dyn Any = &self.winograd_f32[variant as usize];
+        let f64_slot: &dyn Any = &self.winograd_f64[variant as usize];
         f32_slot.downcast_ref().or_else(|| f64_slot.downcast_ref())
     }
 }

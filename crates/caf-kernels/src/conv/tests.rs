@@ -205,6 +205,28 @@ fn bad_shapes_are_refused_with_the_shapes_named() -> Result<()> {
     Ok(())
 }
 
+/// One frozen weight meets a single 28×28 map, which F(2×2, 3×3) runs, and
+/// a batch of three, which F(4×4, 3×3) runs (on two workers): it keeps both
+/// transforms, each computing what the live weight computes.
+#[test]
+fn a_frozen_weight_keeps_a_transform_per_variant() -> Result<()> {
+    on_two_workers(|| {
+        let params = Conv2dParams { stride: 1, padding: 1 };
+        let (_, w, _) = operands(&[1, 64, 28, 28], &[64, 64, 3, 3], DType::F32)?;
+        let w = (w.as_tensor() / 576.0)?;
+        let frozen = FrozenWeight::new(&w)?;
+        let mut kept = Vec::new();
+        for (batch, variant) in [(1, winograd::Variant::F2x3), (3, winograd::Variant::F4x3)] {
+            let (x, _, _) = operands(&[batch, 64, 28, 28], &[64, 64, 3, 3], DType::F32)?;
+            let (ours, live) = (conv2d(&x, &frozen, None, params)?, conv2d(&x, &w, None, params)?);
+            assert!(max_relative_difference(&ours, &live)? < 1e-5, "batch {batch}");
+            kept.push(variant);
+            assert_eq!(frozen.kept().winograd_kept(), kept, "batch {batch}");
+        }
+        Ok(())
+    })
+}
+
 /// A frozen weight computes what the live one computes, forward and input
 /// gradient, in f32 and f64: on single 13×13 and 27×27 maps, where only the
 /// kept kernel transform sends them to Winograd (on two workers), on a batch
@@ -370,12 +392,19 @@ fn window_sides_follow_the_output_rule() {
 fn bf16_frozen_weights_stay_within_bf16_rounding_of_f64() -> Result<()> {
     /// Input, weight, parameters, the route taken, and the error's factor.
     type Case = (&'static [usize], &'static [usize], Conv2dParams, &'static str, f64);
-    let cases: [Case; 6] = [
+    let cases: [Case; 7] = [
         (
             &[1, 64, 13, 13],
             &[96, 64, 3, 3],
             Conv2dParams { stride: 1, padding: 1 },
             "winograd",
+            4.0,
+        ),
+        (
+            &[1, 64, 48, 48],
+            &[64, 64, 3, 3],
+            Conv2dParams { stride: 1, padding: 1 },
+            "winograd 4×4",
             4.0,
         ),
         (
@@ -427,7 +456,9 @@ fn bf16_frozen_weights_stay_within_bf16_rounding_of_f64() -> Result<()> {
             let what = format!("{input:?} * {weight:?} {params:?} ({route})");
             let bf16 = FrozenWeight::with_precision(&w32, Precision::Bf16)?;
             let ours = conv2d(&x32, &bf16, Some(&bias32), params)?.to_dtype(DType::F64)?;
-            assert_eq!(bf16.kept().has_winograd(), route == "winograd", "{what}");
+            assert_eq!(bf16.kept().has_winograd(), route.starts_with("winograd"), "{what}");
+            let larger_tiles = bf16.kept().winograd_kept() == [winograd::Variant::F4x3];
+            assert_eq!(larger_tiles, route == "winograd 4×4", "{what}");
             let exact = candle_conv(&x, &w, Some(&bias), params)?;
             let magnitude = candle_conv(&x.abs()?, &w.abs()?, None, params)?;
             let bound = ((magnitude * (factor * 2f64.powi(-7)))? + 1e-6)?;

@@ -7,6 +7,7 @@
 
 use std::ops::{Add, Mul};
 
+use super::Variant;
 use crate::gemm::Element;
 
 /// F(m×m, r×r): tiles of `M×M` outputs from `N×N` inputs, `N = M + R − 1`.
@@ -25,6 +26,8 @@ pub(crate) trait Algorithm<const M: usize, const R: usize, const N: usize> {
     const G: [[f64; R]; N];
     /// Input transform `Bᵀ` (`N × N`).
     const BT: [[f64; N]; N];
+    /// The same algorithm as a value.
+    const VARIANT: Variant;
 
     /// The matrices in the element type, with the transposes the gradients
     /// need; inlined where it is called, so they stay compile-time constants.
@@ -46,6 +49,7 @@ pub(crate) struct F2x3;
 
 impl Algorithm<2, 3, 4> for F2x3 {
     const NAME: &'static str = "F(2×2, 3×3)";
+    const VARIANT: Variant = Variant::F2x3;
     const AT: [[f64; 4]; 2] = [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]];
     const G: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
     const BT: [[f64; 4]; 4] = [
@@ -76,6 +80,7 @@ pub(crate) struct F2x5;
 
 impl Algorithm<2, 5, 6> for F2x5 {
     const NAME: &'static str = "F(2×2, 5×5)";
+    const VARIANT: Variant = Variant::F2x5;
     const AT: [[f64; 6]; 2] = [[1.0, 1.0, 1.0, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, 2.0, -2.0, 1.0]];
     const G: [[f64; 5]; 6] = [
         [0.25, 0.0, 0.0, 0.0, 0.0],
@@ -86,6 +91,39 @@ impl Algorithm<2, 5, 6> for F2x5 {
         [0.0, 0.0, 0.0, 0.0, 1.0],
     ];
     const BT: [[f64; 6]; 6] = BT6;
+}
+
+/// F(4×4, 3×3): 36 multiplications for 16 outputs (144 direct), by
+/// interpolation at 0, ±1, 2, −1/2 and ∞: a pair of reciprocal points in
+/// place of ±2 halves the rounding error in f32 (Barabasz et al., 2020;
+/// `f32_rounding_stays_within_1e_5` in the parent module).
+pub(crate) struct F4x3;
+
+impl Algorithm<4, 3, 6> for F4x3 {
+    const NAME: &'static str = "F(4×4, 3×3)";
+    const VARIANT: Variant = Variant::F4x3;
+    const AT: [[f64; 6]; 4] = [
+        [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+        [0.0, 1.0, -1.0, 2.0, -0.5, 0.0],
+        [0.0, 1.0, 1.0, 4.0, 0.25, 0.0],
+        [0.0, 1.0, -1.0, 8.0, -0.125, 1.0],
+    ];
+    const G: [[f64; 3]; 6] = [
+        [1.0, 0.0, 0.0],
+        [-THIRD, -THIRD, -THIRD],
+        [THIRD, -THIRD, THIRD],
+        [1.0 / 15.0, 2.0 / 15.0, 4.0 / 15.0],
+        [-16.0 / 15.0, 8.0 / 15.0, -4.0 / 15.0],
+        [0.0, 0.0, 1.0],
+    ];
+    const BT: [[f64; 6]; 6] = [
+        [1.0, 1.5, -2.0, -1.5, 1.0, 0.0],
+        [0.0, -1.0, -2.5, -0.5, 1.0, 0.0],
+        [0.0, 1.0, 0.5, -2.5, 1.0, 0.0],
+        [0.0, -0.5, -1.0, 0.5, 1.0, 0.0],
+        [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+        [0.0, 1.0, 1.5, -2.0, -1.5, 1.0],
+    ];
 }
 
 /// An algorithm's matrices in the element type, with the transposes the
@@ -243,6 +281,7 @@ mod tests {
     fn every_algorithm_computes_a_correlation_and_its_adjoints() {
         check::<F2x3, 2, 3, 4>();
         check::<F2x5, 2, 5, 6>();
+        check::<F4x3, 4, 3, 6>();
     }
 
     #[test]
