@@ -7,7 +7,8 @@
 //!   where the CPU has it), forward and both backward passes, parallel over
 //!   images or inside each product; 3×3 stride-1 layers with enough channels
 //!   and tiles by Winograd's F(2×2, 3×3) (2.25 times fewer multiplications,
-//!   in all three passes); the input gradient is skipped when the input is
+//!   in all three passes), or F(4×4, 3×3) (4 times fewer) on maps that tile
+//!   by 4, and 5×5 ones by F(2×2, 5×5); the input gradient is skipped when the input is
 //!   not part of the graph (a network's image); [`conv2d_relu`] with the
 //!   ReLU applied in the same operation; a [`FrozenWeight`] (an inference
 //!   network's) keeps its Winograd transform instead of making it on every
