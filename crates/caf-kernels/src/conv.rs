@@ -159,8 +159,9 @@ pub(crate) struct Geometry {
     padding: usize,
     out_h: usize,
     out_w: usize,
-    /// The precision of the backward passes' products (the forward pass
-    /// takes its own, with the weight's packed operands).
+    /// The precision of the products: the backward passes multiply in it;
+    /// the forward pass takes its own with the weight's packed operands,
+    /// and its Winograd variant follows this ([`winograd::Variant::of`]).
     products: Precision,
 }
 
@@ -722,7 +723,7 @@ impl CustomOp2 for Conv2dForward {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(l1.dims(), l2.dims(), self.params)?;
+        let g = Geometry::new(l1.dims(), l2.dims(), self.params)?.in_precision(self.precision);
         let kernel = ConvKernel::Forward(g, self.activation, self.kept.as_deref(), self.precision);
         let y = dispatch(CustomOp2::name(self), &kernel, &[(s1, l1), (s2, l2)])?;
         Ok((y, g.output_shape()))
@@ -758,7 +759,7 @@ impl CustomOp3 for Conv2dForward {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(l1.dims(), l2.dims(), self.params)?;
+        let g = Geometry::new(l1.dims(), l2.dims(), self.params)?.in_precision(self.precision);
         check_bias(l3, &g)?;
         let kernel = ConvKernel::Forward(g, self.activation, self.kept.as_deref(), self.precision);
         let y = dispatch(CustomOp3::name(self), &kernel, &[(s1, l1), (s2, l2), (s3, l3)])?;

@@ -127,14 +127,20 @@ impl Variant {
     /// How many variants there are (for tables indexed by `variant as usize`).
     pub(super) const COUNT: usize = 3;
 
-    /// F(2×2, 5×5) for 5×5 kernels; for 3×3 ones F(4×4, 3×3) where the
-    /// map tiles by 4 with little waste and every worker gets a block of its
-    /// tiles ([`BLOCK_ALIGN`]: a single 28×28 map's 49 tiles are too few to
-    /// share out), F(2×2, 3×3) otherwise.
+    /// F(2×2, 5×5) for 5×5 kernels; for 3×3 ones with f32 products
+    /// F(4×4, 3×3) where the map tiles by 4 with little waste and every
+    /// worker gets a block of its tiles ([`BLOCK_ALIGN`]: a single 28×28
+    /// map's 49 tiles are too few to share out), F(2×2, 3×3) otherwise.
+    /// bf16 products are fast enough that F(4×4)'s larger transforms cost
+    /// more than its fewer products save (ResNet's 28×28 layers 5–18 %
+    /// slower in every pass, its 56×56 ones level; docs/performance.md).
     pub(super) fn of(g: &Geometry) -> Self {
         if g.kernel_h == 5 {
             Variant::F2x5
-        } else if saving_of(g, 4) >= MIN_SAVING_4X4_3X3 && tiles_per_worker_of(g, 4) >= BLOCK_ALIGN {
+        } else if g.products == Precision::F32
+            && saving_of(g, 4) >= MIN_SAVING_4X4_3X3
+            && tiles_per_worker_of(g, 4) >= BLOCK_ALIGN
+        {
             Variant::F4x3
         } else {
             Variant::F2x3
@@ -881,7 +887,8 @@ mod tests {
 
     /// F(4×4, 3×3) for maps that tile by 4 with little waste and give every
     /// worker a block of tiles (ResNet's 56×56 from one image, its 28×28
-    /// from three); F(2×2, 3×3) for 13×13, 14×14 and 7×7 maps at any batch.
+    /// from three); F(2×2, 3×3) for 13×13, 14×14 and 7×7 maps at any batch,
+    /// and for bf16 products.
     #[test]
     fn larger_tiles_for_maps_that_tile_by_four() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
@@ -902,6 +909,13 @@ mod tests {
             for side in [14, 13, 7] {
                 assert_eq!(variant(64, side, 256), Variant::F2x3, "{side}×{side}");
             }
+            let bf16 = Geometry::new(
+                &[16, 64, 56, 56],
+                &[64, 64, 3, 3],
+                Conv2dParams { stride: 1, padding: 1 },
+            );
+            let bf16 = bf16.expect("geometry").in_precision(Precision::Bf16);
+            assert_eq!(Variant::of(&bf16), Variant::F2x3, "bf16 products");
             let five = Geometry::new(
                 &[1, 64, 27, 27],
                 &[192, 64, 5, 5],
