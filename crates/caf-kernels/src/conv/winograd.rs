@@ -110,9 +110,11 @@ fn saving_of(g: &Geometry, side: usize) -> f64 {
 
 /// Below this saving F(4×4, 3×3) stays with F(2×2, 3×3): its 6×6 transforms
 /// cost more per tile than F(2×2)'s 4×4 ones, which only maps tiled without
-/// waste repay (ResNet's 56×56 and 28×28 save 4.0 and were 10–22 % faster
-/// in every pass at batch 16; its 14×14 saves 3.1 and AlexNet's 13×13 2.6,
-/// and both were slower, the weight gradients by a third; docs/performance.md).
+/// waste repay (ResNet's 56×56 and 28×28 save 4.0: at batch 16 the 56×56
+/// layer was 13–22 % faster in every pass, the 28×28 one 8–14 % in the
+/// forward pass and input gradient and level in the weight gradient; its
+/// 14×14 saves 3.1 and AlexNet's 13×13 2.6, and both were slower, the
+/// weight gradients by a third; docs/performance.md).
 const MIN_SAVING_4X4_3X3: f64 = 3.5;
 
 /// The variant of Winograd's algorithm a geometry that [`applies`] runs.
