@@ -603,8 +603,9 @@ fn bias_gradient<T: Element>(dy: &[T], g: &Geometry) -> Vec<T> {
 /// The passes, as one kernel type for [`dispatch`].
 enum ConvKernel<'a> {
     /// Operands: x, weight, and the bias if any; the weight's kept
-    /// transforms when it is frozen, and the precision of the products.
-    Forward(Geometry, Activation, Option<&'a KeptTransforms>, Precision),
+    /// transforms when it is frozen (the products' precision is the
+    /// geometry's).
+    Forward(Geometry, Activation, Option<&'a KeptTransforms>),
     /// Operands: dy, weight.
     InputGradient(Geometry),
     /// Operands: dy, x.
@@ -616,8 +617,8 @@ enum ConvKernel<'a> {
 impl Kernel for ConvKernel<'_> {
     fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T> {
         match self {
-            &ConvKernel::Forward(ref g, activation, kept, precision) => {
-                let (x, weight, bias) = (operands[0], operands[1], operands.get(2).copied());
+            &ConvKernel::Forward(ref g, activation, kept) => {
+                let (x, weight, bias, precision) = (operands[0], operands[1], operands.get(2).copied(), g.products);
                 let variant = winograd::Variant::of(g);
                 let slot = kept
                     .filter(|_| winograd::applies_with_kept_transform(g))
@@ -724,7 +725,7 @@ impl CustomOp2 for Conv2dForward {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = Geometry::new(l1.dims(), l2.dims(), self.params)?.in_precision(self.precision);
-        let kernel = ConvKernel::Forward(g, self.activation, self.kept.as_deref(), self.precision);
+        let kernel = ConvKernel::Forward(g, self.activation, self.kept.as_deref());
         let y = dispatch(CustomOp2::name(self), &kernel, &[(s1, l1), (s2, l2)])?;
         Ok((y, g.output_shape()))
     }
@@ -761,7 +762,7 @@ impl CustomOp3 for Conv2dForward {
     ) -> Result<(CpuStorage, Shape)> {
         let g = Geometry::new(l1.dims(), l2.dims(), self.params)?.in_precision(self.precision);
         check_bias(l3, &g)?;
-        let kernel = ConvKernel::Forward(g, self.activation, self.kept.as_deref(), self.precision);
+        let kernel = ConvKernel::Forward(g, self.activation, self.kept.as_deref());
         let y = dispatch(CustomOp3::name(self), &kernel, &[(s1, l1), (s2, l2), (s3, l3)])?;
         Ok((y, g.output_shape()))
     }

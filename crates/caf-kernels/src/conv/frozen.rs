@@ -162,7 +162,7 @@ impl KeptTransforms {
 
     /// The Winograd variants whose transform is kept, in either element type.
     pub(super) fn winograd_kept(&self) -> Vec<Variant> {
-        [Variant::F2x3, Variant::F4x3, Variant::F2x5]
+        Variant::ALL
             .into_iter()
             .filter(|&v| self.winograd_f32[v as usize].get().is_some() || self.winograd_f64[v as usize].get().is_some())
             .collect()

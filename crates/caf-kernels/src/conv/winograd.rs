@@ -126,8 +126,11 @@ pub(super) enum Variant {
 }
 
 impl Variant {
-    /// How many variants there are (for tables indexed by `variant as usize`).
-    pub(super) const COUNT: usize = 3;
+    /// Every variant, in the order of their values (tables of them are
+    /// indexed by `variant as usize`).
+    pub(super) const ALL: [Variant; 3] = [Variant::F2x3, Variant::F4x3, Variant::F2x5];
+    /// How many variants there are.
+    pub(super) const COUNT: usize = Self::ALL.len();
 
     /// F(2×2, 5×5) for 5×5 kernels; for 3×3 ones with f32 products
     /// F(4×4, 3×3) where the map tiles by 4 with little waste and every
