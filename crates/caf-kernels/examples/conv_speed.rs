@@ -5,8 +5,12 @@
 //! a CUDA device:
 //!
 //! ```sh
-//! cargo run --release -p caf-kernels --example conv_speed -- [--batch 16] [--layer resnet] [--precision f32|bf16] [--device cpu|cuda] [--json]
+//! cargo run --release -p caf-kernels --example conv_speed -- [--batch 16] [--layer resnet] [--precision f32|bf16] [--device cpu|cuda] [--frozen] [--json]
 //! ```
+//!
+//! `--frozen` times the forward pass alone with a `FrozenWeight` in the
+//! given precision, as inference runs it (its kept operands made before
+//! the timing).
 //!
 //! Each pass is timed inside the graph a training step builds: the forward
 //! pass; `(y · dy).sum()` backward with the image tracked (both gradients)
@@ -22,7 +26,7 @@ use std::time::Instant;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use caf_kernels::{autocast, conv2d, parse_device, Conv2dParams, Precision};
+use caf_kernels::{autocast, conv2d, parse_device, Conv2dParams, FrozenWeight, Precision};
 use candle_core::{Device, Result, Tensor, Var};
 
 /// One convolution of the networks.
@@ -81,6 +85,7 @@ struct Options {
     filter: String,
     precision: Precision,
     device: Device,
+    frozen: bool,
     json: bool,
 }
 
@@ -90,12 +95,14 @@ fn options() -> Result<Options> {
         filter: String::new(),
         precision: Precision::F32,
         device: Device::Cpu,
+        frozen: false,
         json: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        if flag == "--json" {
-            options.json = true;
+        if flag == "--json" || flag == "--frozen" {
+            options.json |= flag == "--json";
+            options.frozen |= flag == "--frozen";
             continue;
         }
         let value = args
@@ -112,7 +119,7 @@ fn options() -> Result<Options> {
             "--device" => options.device = parse_device(&value).map_err(|e| candle_core::Error::Msg(e.to_string()))?,
             other => {
                 return Err(candle_core::Error::Msg(format!(
-                    "unknown option {other} (--batch, --layer, --precision, --device, --json)"
+                    "unknown option {other} (--batch, --layer, --precision, --device, --frozen, --json)"
                 )))
             }
         }
@@ -142,11 +149,12 @@ fn main() -> Result<()> {
     let options = options()?;
     if !options.json {
         println!(
-            "batch {}, {:?}, {} CPU threads, {}; ms (direct-equivalent GFLOPS)",
+            "batch {}, {:?}, {} CPU threads, {}{}; ms (direct-equivalent GFLOPS)",
             options.batch,
             options.device,
             rayon::current_num_threads(),
-            options.precision.name()
+            options.precision.name(),
+            if options.frozen { ", frozen weights" } else { "" }
         );
         println!(
             "{:<22} {:>16} {:>16} {:>16}",
@@ -172,6 +180,23 @@ fn time_layer(layer: &Layer, options: &Options) -> Result<()> {
     let y = conv2d(&x, &w, None, params)?;
     let out = y.dim(2)?;
     let flops = 2.0 * (batch * k * out * out * c * kernel * kernel) as f64;
+    let cell = |ms: f64| format!("{ms:7.2} ({:5.0})", flops / ms / 1e6);
+    if options.frozen {
+        let frozen = FrozenWeight::with_precision(w.as_tensor(), options.precision)?;
+        let forward = best_ms(device, || conv2d(&x, &frozen, None, params).map(drop))?;
+        if options.json {
+            println!(
+                r#"{{"layer":"{}","batch":{},"precision":"{}","frozen":true,"forward_ms":{:.4}}}"#,
+                layer.name,
+                batch,
+                options.precision.name(),
+                forward
+            );
+        } else {
+            println!("{:<22} {:>16} {:>16} {:>16}", layer.name, cell(forward), "–", "–");
+        }
+        return Ok(());
+    }
     let forward = best_ms(device, || conv2d(&x, &w, None, params).map(drop))?;
     let dy = Tensor::randn(0f32, 1.0, y.shape(), device)?;
     // Both gradients together, then the weight gradient alone (image untracked).
@@ -210,7 +235,6 @@ fn time_layer(layer: &Layer, options: &Options) -> Result<()> {
             weight_grad
         );
     } else {
-        let cell = |ms: f64| format!("{ms:7.2} ({:5.0})", flops / ms / 1e6);
         println!(
             "{:<22} {:>16} {:>16} {:>16}",
             layer.name,

@@ -514,7 +514,7 @@ fn input_gradient<T: Element>(dy: &[T], weight: &[T], g: &Geometry) -> Vec<T> {
     // bf16: Wᵀ packed once for every image.
     let packed = T::as_f32(weight)
         .filter(|_| g.products == Precision::Bf16)
-        .map(|w| [PackedLhs::new(Matrix::row_major(w, g.out_channels, g.patch()).t())]);
+        .map(|w| [PackedLhs::bf16(Matrix::row_major(w, g.out_channels, g.patch()).t())]);
     let products = WeightProducts {
         precision: g.products,
         packed: packed.as_ref().map(|p| &p[..]),
@@ -623,12 +623,11 @@ impl Kernel for ConvKernel<'_> {
                 let slot = kept
                     .filter(|_| winograd::applies_with_kept_transform(g))
                     .and_then(|kept| kept.winograd_slot::<T>(variant));
-                // bf16 products of a frozen weight multiply by its operands
-                // packed once (f32 ones: `gemm` packs as it goes).
-                let kept_bf16 = kept.filter(|_| precision == Precision::Bf16);
+                // A frozen weight's products multiply by its operands packed
+                // once where the CPU has a kernel for them.
                 let mut y = if let Some(slot) = slot {
                     let u = slot.get_or_init(|| winograd::kernel_transform(weight, g, variant));
-                    let packed = kept_bf16.and_then(|kept| kept.bf16_winograd(u, g, variant));
+                    let packed = kept.and_then(|kept| kept.packed_winograd(u, g, variant));
                     winograd::forward_with_kept_transform(x, u, bias, g, variant, WeightProducts { precision, packed })
                 } else if winograd::applies(g) {
                     winograd::forward(
@@ -645,11 +644,11 @@ impl Kernel for ConvKernel<'_> {
                     // A live weight's bf16 operand is packed once per call,
                     // not once per image.
                     let packed_now;
-                    let packed = match kept_bf16 {
-                        Some(kept) => kept.bf16_weight(weight, g),
+                    let packed = match kept {
+                        Some(kept) => kept.packed_weight(weight, g),
                         None if precision == Precision::Bf16 => {
                             packed_now = T::as_f32(weight)
-                                .map(|w| [PackedLhs::new(Matrix::row_major(w, g.out_channels, g.patch()))]);
+                                .map(|w| [PackedLhs::bf16(Matrix::row_major(w, g.out_channels, g.patch()))]);
                             packed_now.as_ref().map(|p| &p[..])
                         }
                         None => None,

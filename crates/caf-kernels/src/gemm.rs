@@ -7,9 +7,12 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 mod bf16;
+#[cfg(target_arch = "x86_64")]
+mod f32_panels;
+mod packed;
 
 use crate::cpu::Precision;
-pub(crate) use bf16::PackedLhs;
+pub(crate) use packed::PackedLhs;
 
 /// Element types the kernels run in: f32 for training, f64 for gradient checks
 /// (`to_f64` / `from_f64` come from candle's `WithDType`).
@@ -21,8 +24,9 @@ pub trait Element: candle_core::WithDType + Default + std::ops::AddAssign + Part
     /// one type a bf16 weight can have ([`crate::FrozenWeight::with_precision`]).
     fn matmul_bf16(dst: &mut [Self], accumulate: bool, a: Matrix<Self>, b: Matrix<Self>, threads: Threads);
 
-    /// [`Self::matmul_bf16`] with the left operand packed beforehand.
-    fn matmul_bf16_packed(dst: &mut [Self], accumulate: bool, a: &PackedLhs, b: Matrix<Self>, threads: Threads);
+    /// [`matmul_in`] with the left operand packed beforehand, in the
+    /// precision it was packed for: f32 only, the one type packed.
+    fn matmul_packed(dst: &mut [Self], accumulate: bool, a: &PackedLhs, b: Matrix<Self>, threads: Threads);
 
     /// The values as f32, if that is their type (what bf16 products pack).
     fn as_f32(values: &[Self]) -> Option<&[f32]>;
@@ -36,8 +40,8 @@ impl Element for f32 {
         bf16::matmul_bf16(dst, accumulate, a, b, threads)
     }
 
-    fn matmul_bf16_packed(dst: &mut [Self], accumulate: bool, a: &PackedLhs, b: Matrix<Self>, threads: Threads) {
-        bf16::matmul_bf16_packed(dst, accumulate, a, b, threads)
+    fn matmul_packed(dst: &mut [Self], accumulate: bool, a: &PackedLhs, b: Matrix<Self>, threads: Threads) {
+        packed::matmul_packed(dst, accumulate, a, b, threads)
     }
 
     fn as_f32(values: &[Self]) -> Option<&[f32]> {
@@ -53,8 +57,8 @@ impl Element for f64 {
         unreachable!("bf16 products run on f32 operands only: a bf16 weight is f32")
     }
 
-    fn matmul_bf16_packed(_: &mut [Self], _: bool, _: &PackedLhs, _: Matrix<Self>, _: Threads) {
-        unreachable!("bf16 products run on f32 operands only: a bf16 weight is f32")
+    fn matmul_packed(_: &mut [Self], _: bool, _: &PackedLhs, _: Matrix<Self>, _: Threads) {
+        unreachable!("only f32 operands are packed ahead")
     }
 
     fn as_f32(_: &[Self]) -> Option<&[f32]> {
@@ -64,7 +68,7 @@ impl Element for f64 {
 
 /// How a forward pass multiplies by its weight (or by the weight's
 /// transforms, numbered): in `precision`, from the packed operands when
-/// bf16 ones were kept.
+/// they were kept and pay for the product at hand.
 #[derive(Clone, Copy)]
 pub(crate) struct WeightProducts<'a> {
     pub precision: Precision,
@@ -90,9 +94,9 @@ impl WeightProducts<'_> {
         b: Matrix<T>,
         threads: Threads,
     ) {
-        match self.packed {
-            Some(packed) => T::matmul_bf16_packed(dst, accumulate, &packed[index], b, threads),
-            None => matmul_in(self.precision, dst, accumulate, weight, b, threads),
+        match self.packed.map(|packed| &packed[index]) {
+            Some(packed) if packed.pays_for(b.cols) => T::matmul_packed(dst, accumulate, packed, b, threads),
+            _ => matmul_in(self.precision, dst, accumulate, weight, b, threads),
         }
     }
 }
@@ -218,6 +222,15 @@ impl<'a, T> Matrix<'a, T> {
         }
     }
 }
+
+/// The destination of one product, shared by workers that write disjoint
+/// blocks of it (rows or columns).
+struct DisjointOutput(*mut f32);
+
+// SAFETY: workers given a `DisjointOutput` write disjoint rows or columns
+// of it (the promise of every product call that shares one), and the buffer
+// outlives them all (it is borrowed mutably for the whole of the product).
+unsafe impl Sync for DisjointOutput {}
 
 /// How many threads one product may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

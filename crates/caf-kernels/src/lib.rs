@@ -12,7 +12,10 @@
 //!   not part of the graph (a network's image); [`conv2d_relu`] with the
 //!   ReLU applied in the same operation; a [`FrozenWeight`] (an inference
 //!   network's) keeps its Winograd transform instead of making it on every
-//!   call, which also sends single small maps to Winograd;
+//!   call, which also sends single small maps to Winograd, and on AVX-512
+//!   keeps its f32 product operands packed for a kernel of ours that fills
+//!   every vector lane where `gemm`'s would run partly empty (few or
+//!   ragged columns: small maps, single images);
 //! * [`relu`]: one parallel pass forward and one backward; [`add_relu`]: a
 //!   residual sum and its ReLU in one pass;
 //! * [`batch_norm_train`]: training-mode batch normalisation in one

@@ -6,10 +6,11 @@
 /// run `p` is `row[j·stride + p]`. Run elements past the row's end are left
 /// as they are.
 ///
-/// Stride 2 has a loop over pairs, which compiles to shuffles. The generic
-/// loop, compiled for AVX-512, becomes scatter instructions, slower than
-/// baseline code (one reason max pooling's inference variant stays on the
-/// baseline target).
+/// Strides 2 and 4 (max pooling, AlexNet's first layer, F(4×4) Winograd
+/// tiles) have loops over groups of a stride's values, which compile to
+/// shuffles. The generic loop runs value by value; compiled for AVX-512 it
+/// becomes scatter instructions, slower than baseline code (one reason max
+/// pooling's inference variant stays on the baseline target).
 ///
 /// # Panics
 /// If `runs` is shorter than `stride` runs, or a run shorter than the row's
@@ -29,6 +30,24 @@ pub(crate) fn split_by_phase<T: Copy>(row: &[T], stride: usize, runs: &mut [T], 
         }
         if row.len() % 2 == 1 {
             even[row.len() / 2] = row[row.len() - 1];
+        }
+        return;
+    }
+    if stride == 4 {
+        let (first, rest) = runs[..4 * run_len].split_at_mut(run_len);
+        let (second, rest) = rest.split_at_mut(run_len);
+        let (third, fourth) = rest.split_at_mut(run_len);
+        let runs = first
+            .iter_mut()
+            .zip(second.iter_mut())
+            .zip(third.iter_mut())
+            .zip(fourth.iter_mut());
+        for (group, (((a, b), c), d)) in row.chunks_exact(4).zip(runs) {
+            (*a, *b, *c, *d) = (group[0], group[1], group[2], group[3]);
+        }
+        let whole = row.len() / 4;
+        for (phase, &value) in row[4 * whole..].iter().enumerate() {
+            [&mut *first, &mut *second, &mut *third][phase][whole] = value;
         }
         return;
     }

@@ -18,7 +18,9 @@ use crate::gemm::{Element, Matrix, PackedLhs};
 /// and 5×5 kernels, which a trainable weight pays on every forward pass (for
 /// a single small map, more than the products it saves) and which, kept,
 /// lets those layers run by Winograd from single images on
-/// (docs/performance.md).
+/// (docs/performance.md); and the operands of its products (the weight and
+/// the transform) packed for the kernel that multiplies them, where the CPU
+/// has one for the precision.
 ///
 /// A frozen weight also fixes the [`Precision`] of its convolution's
 /// products: f32 ([`FrozenWeight::new`]) or bf16
@@ -126,38 +128,41 @@ impl<'a> From<&'a FrozenWeight> for ConvWeight<'a> {
 /// The transforms of one frozen weight, per element type (a weight has one
 /// dtype, so only one of each pair is ever filled) and per Winograd variant
 /// (one weight can meet maps and batches that take different ones), and
-/// for a bf16 weight (always f32) its product operands packed: the weight
+/// for an f32 weight its product operands packed for its precision where
+/// the CPU has a kernel for them ([`PackedLhs::for_products`]): the weight
 /// itself, and its Winograd transforms' one per point.
 #[derive(Default)]
 pub struct KeptTransforms {
     winograd_f32: [OnceLock<Vec<f32>>; Variant::COUNT],
     winograd_f64: [OnceLock<Vec<f64>>; Variant::COUNT],
-    bf16_weight: OnceLock<[PackedLhs; 1]>,
-    bf16_winograd: [OnceLock<Vec<PackedLhs>>; Variant::COUNT],
+    packed_weight: OnceLock<Option<[PackedLhs; 1]>>,
+    packed_winograd: [OnceLock<Option<Vec<PackedLhs>>>; Variant::COUNT],
 }
 
 impl KeptTransforms {
-    /// The weight (`O × C·kh·kw`) packed for bf16 products, made on first
-    /// use; `None` unless the weight is f32.
-    pub(super) fn bf16_weight<T: Element>(&self, weight: &[T], g: &Geometry) -> Option<&[PackedLhs]> {
+    /// The weight (`O × C·kh·kw`) packed for products in `g.products` (a
+    /// frozen weight's one precision), made on first use; `None` unless
+    /// the weight is f32 and the CPU has a kernel for packed operands.
+    pub(super) fn packed_weight<T: Element>(&self, weight: &[T], g: &Geometry) -> Option<&[PackedLhs]> {
         let weight = T::as_f32(weight)?;
-        Some(
-            self.bf16_weight
-                .get_or_init(|| [PackedLhs::new(Matrix::row_major(weight, g.out_channels, g.patch()))]),
-        )
+        let packed = self.packed_weight.get_or_init(|| {
+            PackedLhs::for_products(g.products, Matrix::row_major(weight, g.out_channels, g.patch())).map(|p| [p])
+        });
+        packed.as_ref().map(|p| &p[..])
     }
 
     /// The Winograd transform `u` in `variant` ([`winograd::kernel_transform`])
-    /// packed for bf16 products, one operand per point, made on first use;
-    /// `None` unless the weight is f32.
-    pub(super) fn bf16_winograd<T: Element>(&self, u: &[T], g: &Geometry, variant: Variant) -> Option<&[PackedLhs]> {
+    /// packed for products in `g.products`, one operand per point, made on
+    /// first use; `None` as for [`Self::packed_weight`].
+    pub(super) fn packed_winograd<T: Element>(&self, u: &[T], g: &Geometry, variant: Variant) -> Option<&[PackedLhs]> {
         let u = T::as_f32(u)?;
-        Some(self.bf16_winograd[variant as usize].get_or_init(|| {
+        let packed = self.packed_winograd[variant as usize].get_or_init(|| {
             winograd::transform_operands(u, g, variant)
                 .into_iter()
-                .map(PackedLhs::new)
+                .map(|point| PackedLhs::for_products(g.products, point))
                 .collect()
-        }))
+        });
+        packed.as_deref()
     }
 
     /// The Winograd variants whose transform is kept, in either element type.

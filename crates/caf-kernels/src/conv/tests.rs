@@ -230,15 +230,30 @@ fn a_frozen_weight_keeps_a_transform_per_variant() -> Result<()> {
 /// A frozen weight computes what the live one computes, forward and input
 /// gradient, in f32 and f64: on single 13×13 and 27×27 maps, where only the
 /// kept kernel transform sends them to Winograd (on two workers), on a batch
-/// that runs there anyway, and on a strided layer that never does (nothing kept).
+/// that runs there anyway, and on layers that never do (nothing kept). The
+/// 128-channel 13×13 map (24 tiles a worker), the 7×7 one (49 columns) and
+/// the strided layer (20 columns) multiply f32 from the weight's packed
+/// operands where the CPU has AVX-512.
 #[test]
 fn frozen_weights_compute_what_live_ones_do() -> Result<()> {
-    let cases: [(&[usize], &[usize], Conv2dParams, bool); 4] = [
+    let cases: [(&[usize], &[usize], Conv2dParams, bool); 6] = [
         (
             &[1, 64, 13, 13],
             &[96, 64, 3, 3],
             Conv2dParams { stride: 1, padding: 1 },
             true,
+        ),
+        (
+            &[1, 128, 13, 13],
+            &[96, 128, 3, 3],
+            Conv2dParams { stride: 1, padding: 1 },
+            true,
+        ),
+        (
+            &[1, 32, 7, 7],
+            &[80, 32, 3, 3],
+            Conv2dParams { stride: 1, padding: 1 },
+            false,
         ),
         (
             &[1, 64, 27, 27],

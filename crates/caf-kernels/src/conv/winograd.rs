@@ -668,7 +668,7 @@ fn forward_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usiz
         .map(|u| {
             transform_operands(u, g, A::VARIANT)
                 .into_iter()
-                .map(PackedLhs::new)
+                .map(PackedLhs::bf16)
                 .collect()
         });
     let products = match &packed {

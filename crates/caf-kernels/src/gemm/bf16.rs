@@ -57,8 +57,8 @@ impl Bf16Path {
 
 /// The left operand of bf16 products, rounded and laid out once for the
 /// path that multiplies it: a weight used again and again (a frozen
-/// convolution's) is packed once and kept.
-pub(crate) struct PackedLhs {
+/// convolution's) is packed once and kept ([`super::PackedLhs`]).
+pub(super) struct Bf16Lhs {
     rows: usize,
     cols: usize,
     packed: Packed,
@@ -72,7 +72,7 @@ enum Packed {
     Pairs(avx512::PackedA),
 }
 
-impl PackedLhs {
+impl Bf16Lhs {
     /// `a`, packed for the path of [`crate::cpu::instruction_set`].
     pub(crate) fn new(a: Matrix<f32>) -> Self {
         Self::on(Bf16Path::for_set(crate::cpu::instruction_set()), a)
@@ -102,7 +102,7 @@ impl PackedLhs {
 /// `dst = a · b` (or `dst += a · b` when `accumulate`) with bf16 operands,
 /// on the path of [`crate::cpu::instruction_set`]; as [`matmul`] otherwise.
 pub(crate) fn matmul_bf16(dst: &mut [f32], accumulate: bool, a: Matrix<f32>, b: Matrix<f32>, threads: Threads) {
-    matmul_bf16_packed(dst, accumulate, &PackedLhs::new(a), b, threads)
+    matmul_bf16_packed(dst, accumulate, &Bf16Lhs::new(a), b, threads)
 }
 
 /// [`matmul_bf16`] on a given path (which must be one the CPU can run).
@@ -115,11 +115,11 @@ pub(crate) fn matmul_bf16_on(
     b: Matrix<f32>,
     threads: Threads,
 ) {
-    matmul_bf16_packed(dst, accumulate, &PackedLhs::on(path, a), b, threads)
+    matmul_bf16_packed(dst, accumulate, &Bf16Lhs::on(path, a), b, threads)
 }
 
 /// [`matmul_bf16`] with the left operand packed beforehand (on its path).
-pub(crate) fn matmul_bf16_packed(dst: &mut [f32], accumulate: bool, a: &PackedLhs, b: Matrix<f32>, threads: Threads) {
+pub(super) fn matmul_bf16_packed(dst: &mut [f32], accumulate: bool, a: &Bf16Lhs, b: Matrix<f32>, threads: Threads) {
     match &a.packed {
         Packed::Rounded(values) => matmul(
             dst,

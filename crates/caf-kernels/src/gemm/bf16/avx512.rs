@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::super::{Matrix, Threads};
+use super::super::{DisjointOutput, Matrix, Threads};
 
 /// Rows of the register block.
 const MR: usize = 8;
@@ -90,7 +90,7 @@ pub(super) fn matmul(dst: &mut [f32], accumulate: bool, a: &PackedA, b: Matrix<f
         Threads::One => 1,
         Threads::All => rayon::current_num_threads(),
     };
-    let out = Output(dst.as_mut_ptr());
+    let out = DisjointOutput(dst.as_mut_ptr());
     if workers > 1 && n >= MIN_COLUMNS_PER_WORKER * workers {
         let share = n.div_ceil(workers).next_multiple_of(16);
         (0..n.div_ceil(share)).into_par_iter().for_each(|w| {
@@ -112,15 +112,6 @@ pub(super) fn matmul(dst: &mut [f32], accumulate: bool, a: &PackedA, b: Matrix<f
     }
 }
 
-/// The destination of one product, shared by workers that write disjoint
-/// blocks of it.
-struct Output(*mut f32);
-
-// SAFETY: workers given an `Output` write disjoint rows or columns of it
-// (the promise of every `product` call), and the buffer outlives them all
-// (it is borrowed mutably for the whole of `matmul`).
-unsafe impl Sync for Output {}
-
 thread_local! {
     /// This thread's packed panels of `b`, and a strided block of `b` copied
     /// row-major before packing, kept between products.
@@ -135,7 +126,7 @@ thread_local! {
 /// no other thread writes or reads `dst[rows, columns]` meanwhile.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn product(
-    dst: &Output,
+    dst: &DisjointOutput,
     ldc: usize,
     accumulate: bool,
     a: &PackedA,

@@ -1,0 +1,352 @@
+//! The f32 product of a left operand packed once (a frozen convolution's
+//! weight, or one point of its Winograd transform), on AVX-512: vectors run
+//! down the operand's rows (output channels) and the right operand's
+//! columns are broadcast one at a time, so every lane holds a result
+//! whatever the column count. `gemm`'s micro-kernels run their vectors
+//! along the columns instead, and a column count that is no multiple of 16
+//! leaves the last vector of every block partly empty (24 Winograd tiles
+//! fill 24 of 32 lanes, a 7×7 map 49 of 64); they also pack the weight
+//! again on every call.
+//!
+//! A 64 × 6 block of the result is kept in 24 registers; the product is
+//! blocked for the caches along the inner dimension ([`KC`]) and the
+//! columns ([`NC`]).
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::{DisjointOutput, Matrix, Threads};
+
+/// Rows of the register block: four vectors of 16.
+const MR: usize = 64;
+/// Columns of the register block, each broadcast.
+const NR: usize = 6;
+/// Inner-dimension block: a panel of `a` (`MR × KC`, 128 KB) stays in L2,
+/// the `KC × NR` columns of `b` a block multiplies (12 KB) in L1.
+const KC: usize = 512;
+/// Columns multiplied by one pass over `a`'s panels: `b`'s `KC × NC` block
+/// (480 KB) stays in L2.
+const NC: usize = 240;
+
+/// Columns each worker takes at least when a product is split by columns.
+const MIN_COLUMNS_PER_WORKER: usize = 2 * NR;
+
+/// Whether a product with `columns` columns and an inner dimension of
+/// `inner` runs here rather than in `gemm`: where `gemm`'s 16-lane vectors
+/// along the columns would leave lanes empty, and the inner dimension is
+/// deep enough to repay writing each block's sums out row by row. On
+/// column counts that are multiples of 16, and on the 64-channel layers'
+/// Winograd products (inner dimension 64), `gemm` was as fast or faster
+/// (docs/performance.md).
+pub(super) fn pays_for(columns: usize, inner: usize) -> bool {
+    !columns.is_multiple_of(16) && inner >= MIN_INNER
+}
+
+/// The shallowest inner dimension [`pays_for`] takes.
+const MIN_INNER: usize = 128;
+
+/// The left operand, packed whole: for each block of [`KC`] inner columns,
+/// its panels of [`MR`] rows, each column of a panel contiguous (`MR`
+/// values, zeros past the last row).
+pub(super) struct PackedA {
+    rows: usize,
+    cols: usize,
+    data: Vec<f32>,
+}
+
+impl PackedA {
+    /// Packs `a` (any strides). Multiplying by it needs AVX-512F.
+    pub(super) fn new(a: Matrix<f32>) -> Self {
+        a.check("f32 packed lhs");
+        let padded_rows = a.rows.next_multiple_of(MR);
+        let mut data = vec![0.0; padded_rows * a.cols];
+        for first_inner in (0..a.cols).step_by(KC) {
+            let depth = KC.min(a.cols - first_inner);
+            let block = &mut data[first_inner * padded_rows..][..padded_rows * depth];
+            for (panel_index, panel) in block.chunks_exact_mut(MR * depth).enumerate() {
+                let first_row = panel_index * MR;
+                for row in first_row..(first_row + MR).min(a.rows) {
+                    for t in 0..depth {
+                        panel[t * MR + row - first_row] = a.data[row * a.row_stride + (first_inner + t) * a.col_stride];
+                    }
+                }
+            }
+        }
+        Self {
+            rows: a.rows,
+            cols: a.cols,
+            data,
+        }
+    }
+
+    /// Columns of the operand packed (the products' inner dimension).
+    pub(super) fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The panel of rows `panel · MR ..` in the inner block that starts at
+    /// `first_inner` (a multiple of `KC`).
+    fn panel(&self, first_inner: usize, panel: usize) -> &[f32] {
+        let padded_rows = self.rows.next_multiple_of(MR);
+        let depth = KC.min(self.cols - first_inner);
+        &self.data[first_inner * padded_rows + panel * MR * depth..][..MR * depth]
+    }
+}
+
+/// `dst = a · b` (`+=` when `accumulate`); `dst` row-major `a.rows × b.cols`.
+/// The caller has checked the CPU (AVX-512F).
+pub(super) fn matmul(dst: &mut [f32], accumulate: bool, a: &PackedA, b: Matrix<f32>, threads: Threads) {
+    assert_eq!(a.cols, b.rows, "f32 packed matmul: inner dimensions differ");
+    b.check("f32 packed rhs");
+    let (m, n) = (a.rows, b.cols);
+    assert!(dst.len() >= m * n, "f32 packed matmul: destination too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if a.cols == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // The kernel broadcasts from rows of `b` read in place.
+    let copy;
+    let b = if b.col_stride == 1 {
+        b
+    } else {
+        copy = b.to_vec();
+        Matrix::row_major(&copy, b.rows, b.cols)
+    };
+    let workers = match threads {
+        Threads::One => 1,
+        Threads::All => rayon::current_num_threads(),
+    };
+    let out = DisjointOutput(dst.as_mut_ptr());
+    let panels = m.div_ceil(MR);
+    let by_rows = |share: usize| {
+        (0..panels.div_ceil(share)).into_par_iter().for_each(|w| {
+            let rows = w * share * MR..((w + 1) * share * MR).min(m);
+            // SAFETY: each worker writes only its own rows of `dst`, which
+            // holds m·n elements; the CPU was checked by the caller.
+            unsafe { product(&out, n, accumulate, a, b, rows, 0..n) }
+        })
+    };
+    if workers > 1 && panels % workers == 0 {
+        by_rows(panels / workers);
+    } else if workers > 1 && n >= MIN_COLUMNS_PER_WORKER * workers {
+        let share = n.div_ceil(workers).next_multiple_of(NR);
+        (0..n.div_ceil(share)).into_par_iter().for_each(|w| {
+            let columns = w * share..((w + 1) * share).min(n);
+            // SAFETY: each worker writes only its own columns of `dst`.
+            unsafe { product(&out, n, accumulate, a, b, 0..m, columns) }
+        });
+    } else if workers > 1 && panels >= workers {
+        by_rows(panels.div_ceil(workers));
+    } else {
+        // SAFETY: one writer; `dst` holds m·n elements.
+        unsafe { product(&out, n, accumulate, a, b, 0..m, 0..n) }
+    }
+}
+
+/// `dst[rows, columns] (+)= a[rows, :] · b[:, columns]`, `dst` row-major
+/// with `ldc` columns, `b`'s rows contiguous; `rows.start` a multiple of
+/// [`MR`].
+///
+/// # Safety
+/// The CPU has AVX-512F; `dst` holds `a.rows × ldc` elements; no other
+/// thread writes or reads `dst[rows, columns]` meanwhile.
+#[target_feature(enable = "avx512f")]
+unsafe fn product(
+    dst: &DisjointOutput,
+    ldc: usize,
+    accumulate: bool,
+    a: &PackedA,
+    b: Matrix<f32>,
+    rows: Range<usize>,
+    columns: Range<usize>,
+) {
+    debug_assert!(rows.start.is_multiple_of(MR) && b.col_stride == 1);
+    let k = a.cols;
+    for first_column in columns.clone().step_by(NC) {
+        let last_column = (first_column + NC).min(columns.end);
+        for first_inner in (0..k).step_by(KC) {
+            let depth = KC.min(k - first_inner);
+            for first_row in rows.clone().step_by(MR) {
+                let panel = a.panel(first_inner, first_row / MR);
+                for column in (first_column..last_column).step_by(NR) {
+                    let block = Block {
+                        depth,
+                        a: panel.as_ptr(),
+                        // SAFETY: row first_inner < b.rows and column < b.cols: inside the checked view.
+                        b: unsafe { b.data.as_ptr().add(first_inner * b.row_stride + column) },
+                        ldb: b.row_stride,
+                        // SAFETY: row first_row < a.rows and column < ldc: inside `dst`.
+                        c: unsafe { dst.0.add(first_row * ldc + column) },
+                        ldc,
+                        rows: MR.min(rows.end - first_row),
+                        add: accumulate || first_inner > 0,
+                    };
+                    // SAFETY: the panel holds `depth × MR` values; `b` has
+                    // `depth` rows of the block's columns from `b`; the block
+                    // lies inside the caller's part of `dst`.
+                    unsafe {
+                        match (last_column - column).min(NR) {
+                            6 => block.run::<6>(),
+                            5 => block.run::<5>(),
+                            4 => block.run::<4>(),
+                            3 => block.run::<3>(),
+                            2 => block.run::<2>(),
+                            _ => block.run::<1>(),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One register block: `c[..rows, ..C] (+)= A panel · b[.., ..C]`.
+struct Block {
+    depth: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    add: bool,
+}
+
+impl Block {
+    /// Runs the block with `C ≤ NR` columns.
+    ///
+    /// # Safety
+    /// AVX-512F; the panel holds `depth × MR` values; `b` has `depth` rows
+    /// of `C` readable values, `ldb` apart; `c` has `rows` rows of `C`
+    /// writable elements, `ldc` apart.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run<const C: usize>(&self) {
+        let mut sums = [[_mm512_setzero_ps(); 4]; C];
+        for t in 0..self.depth {
+            // SAFETY (this loop): t < depth, inside the panel and `b`'s rows.
+            let a_column = unsafe { self.a.add(t * MR) };
+            let a = [0, 1, 2, 3].map(|v| unsafe { _mm512_loadu_ps(a_column.add(16 * v)) });
+            let b_row = unsafe { self.b.add(t * self.ldb) };
+            for (j, sums) in sums.iter_mut().enumerate() {
+                let b = _mm512_set1_ps(unsafe { *b_row.add(j) });
+                for (sum, &a) in sums.iter_mut().zip(&a) {
+                    *sum = _mm512_fmadd_ps(a, b, *sum);
+                }
+            }
+        }
+        // The sums run down the rows; `c`'s rows are `ldc` apart: through a
+        // small buffer, one row at a time.
+        let mut by_column = [[0f32; MR]; C];
+        for (column, sums) in by_column.iter_mut().zip(&sums) {
+            for (v, &sum) in sums.iter().enumerate() {
+                // SAFETY: 16 · v + 16 ≤ MR.
+                unsafe { _mm512_storeu_ps(column.as_mut_ptr().add(16 * v), sum) };
+            }
+        }
+        for i in 0..self.rows {
+            // SAFETY: row i < rows of `c`, C columns each.
+            let row = unsafe { std::slice::from_raw_parts_mut(self.c.add(i * self.ldc), C) };
+            for (value, column) in row.iter_mut().zip(&by_column) {
+                *value = if self.add { *value + column[i] } else { column[i] };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::InstructionSet;
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919 + seed * 104_729) % 10_007) as f32 / 10_007.0 - 0.45)
+            .collect()
+    }
+
+    /// One product from the packed operand against the f64 product, to
+    /// f32's summing error; `dst` starts at 1 so that accumulating shows.
+    fn check(m: usize, n: usize, k: usize, b_transposed: bool, accumulate: bool, threads: Threads) {
+        let (a_values, b_values) = (values(m * k, 1), values(k * n, 2));
+        let a = Matrix::row_major(&a_values, m, k);
+        let b = if b_transposed {
+            Matrix::row_major(&b_values, n, k).t()
+        } else {
+            Matrix::row_major(&b_values, k, n)
+        };
+        let (av, bv) = (a.to_vec(), b.to_vec());
+        let mut dst = vec![1.0f32; m * n];
+        matmul(&mut dst, accumulate, &PackedA::new(a), b, threads);
+        for i in 0..m {
+            for j in 0..n {
+                let (mut exact, mut magnitude) = (if accumulate { 1.0 } else { 0.0 }, 1.0);
+                for p in 0..k {
+                    let product = f64::from(av[i * k + p]) * f64::from(bv[p * n + j]);
+                    exact += product;
+                    magnitude += product.abs();
+                }
+                let error = (f64::from(dst[i * n + j]) - exact).abs();
+                assert!(
+                    error <= 2.0 * k as f64 * f64::from(f32::EPSILON) * magnitude,
+                    "{m}×{n}×{k} (b transposed: {b_transposed}, accumulate: {accumulate}, {threads:?}): \
+                     ({i}, {j}) is {} against {exact}",
+                    dst[i * n + j]
+                );
+            }
+        }
+    }
+
+    fn avx512() -> bool {
+        let here = InstructionSet::detected() >= InstructionSet::Avx512;
+        if !here {
+            eprintln!("skipped: this CPU has no AVX-512F");
+        }
+        here
+    }
+
+    #[test]
+    fn products_match_f64_around_the_block_sizes() {
+        if !avx512() {
+            return;
+        }
+        for m in [1, 63, 64, 65, 130] {
+            for n in [1, 5, 6, 7, 49] {
+                for k in [1, 17, 511, 513] {
+                    check(m, n, k, false, false, Threads::One);
+                }
+            }
+        }
+        // Past one block of columns, accumulating, and a strided right operand.
+        check(65, 241, 33, false, true, Threads::One);
+        check(70, 13, 600, true, true, Threads::One);
+    }
+
+    #[test]
+    fn products_shared_out_by_rows_or_columns_match_f64() {
+        if !avx512() {
+            return;
+        }
+        for workers in [2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(workers)
+                .build()
+                .expect("thread pool");
+            pool.install(|| {
+                // Panels a multiple of the workers: by rows.
+                check(64 * workers, 49, 70, false, false, Threads::All);
+                // Not: by columns, or by uneven rows where the columns are few.
+                check(130, 49, 70, false, true, Threads::All);
+                check(64 * workers + 1, 7, 70, false, false, Threads::All);
+                // Fewer panels than workers and few columns: one worker.
+                check(40, 11, 70, false, false, Threads::All);
+            });
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Left operands laid out once for the kernel that multiplies them: a
+//! frozen convolution's weight, or its Winograd transform's one per point,
+//! meets a fresh right operand on every call and is packed only once.
+
+use super::bf16::{matmul_bf16_packed, Bf16Lhs};
+use super::Matrix;
+use super::Threads;
+use crate::cpu::Precision;
+
+/// A left operand packed for products in one [`Precision`].
+pub(crate) struct PackedLhs(Packed);
+
+enum Packed {
+    /// For bf16 products, on the CPU's bf16 path.
+    Bf16(Bf16Lhs),
+    /// For f32 products on AVX-512, in panels that keep every lane busy
+    /// whatever the right operand's column count.
+    #[cfg(target_arch = "x86_64")]
+    F32Panels(super::f32_panels::PackedA),
+}
+
+impl PackedLhs {
+    /// `a` packed for products in `precision` on the CPU's instruction set
+    /// ([`crate::cpu::instruction_set`]); `None` for f32 products below
+    /// AVX-512, which `gemm` packs as it goes.
+    pub(crate) fn for_products(precision: Precision, a: Matrix<f32>) -> Option<Self> {
+        match precision {
+            Precision::Bf16 => Some(Self::bf16(a)),
+            #[cfg(target_arch = "x86_64")]
+            Precision::F32 if crate::cpu::instruction_set() >= crate::cpu::InstructionSet::Avx512 => {
+                Some(Self(Packed::F32Panels(super::f32_panels::PackedA::new(a))))
+            }
+            Precision::F32 => None,
+        }
+    }
+
+    /// `a` packed for bf16 products.
+    pub(crate) fn bf16(a: Matrix<f32>) -> Self {
+        Self(Packed::Bf16(Bf16Lhs::new(a)))
+    }
+
+    /// Whether multiplying from this packing beats packing afresh for a
+    /// right operand of `columns` columns: always for bf16 (whose
+    /// products always pack); for f32, where `gemm`'s vectors would run
+    /// partly empty ([`super::f32_panels::pays_for`]).
+    pub(crate) fn pays_for(&self, columns: usize) -> bool {
+        match &self.0 {
+            Packed::Bf16(_) => true,
+            #[cfg(target_arch = "x86_64")]
+            Packed::F32Panels(a) => super::f32_panels::pays_for(columns, a.cols()),
+        }
+    }
+}
+
+/// `dst = a · b` (or `+=` when `accumulate`) in the precision `a` was
+/// packed for.
+#[inline(never)]
+pub(super) fn matmul_packed(dst: &mut [f32], accumulate: bool, a: &PackedLhs, b: Matrix<f32>, threads: Threads) {
+    match &a.0 {
+        Packed::Bf16(a) => matmul_bf16_packed(dst, accumulate, a, b, threads),
+        #[cfg(target_arch = "x86_64")]
+        Packed::F32Panels(a) => super::f32_panels::matmul(dst, accumulate, a, b, threads),
+    }
+}
