@@ -135,16 +135,32 @@ fn ties_send_the_gradient_to_the_first_maximum() -> Result<()> {
     Ok(())
 }
 
+/// A NaN anywhere in a window wins, whichever row and column it is in and
+/// whichever way the window is searched (the inference pass takes rows
+/// first, the training one columns first).
 #[test]
 fn nan_propagates() -> Result<()> {
-    let x = Tensor::new(&[[[[1f32, f32::NAN], [3., 2.]]]], &Device::Cpu)?;
     let config = MaxPool2dConfig {
         kernel: 2,
         stride: 2,
         padding: 0,
         ceil_mode: false,
     };
-    assert!(max_pool2d(&x, config)?.flatten_all()?.to_vec1::<f32>()?[0].is_nan());
+    for at in 0..4 {
+        let mut values = [1f32, 3., 4., 2.];
+        values[at] = f32::NAN;
+        let x = Tensor::new(&values, &Device::Cpu)?.reshape((1, 1, 2, 2))?;
+        assert!(
+            max_pool2d(&x, config)?.flatten_all()?.to_vec1::<f32>()?[0].is_nan(),
+            "NaN at {at}"
+        );
+        let tracked = Var::from_tensor(&x)?;
+        let pooled = max_pool2d(tracked.as_tensor(), config)?;
+        assert!(
+            pooled.flatten_all()?.to_vec1::<f32>()?[0].is_nan(),
+            "NaN at {at}, training"
+        );
+    }
     Ok(())
 }
 
