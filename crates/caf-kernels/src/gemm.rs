@@ -223,6 +223,21 @@ impl<'a, T> Matrix<'a, T> {
     }
 }
 
+/// Whether a product with `columns` columns and an inner dimension of
+/// `inner` runs faster with its vectors down the left operand's rows (our
+/// row-panel kernels, f32 and bf16) than along the columns (`gemm`, and the
+/// bf16 8 × 48 kernel): where 16-lane vectors along the columns would leave
+/// lanes empty, and the inner dimension is deep enough to repay writing
+/// each block's sums out row by row. On column counts that are multiples
+/// of 16, and on the 64-channel layers' Winograd products (inner dimension
+/// 64), the column kernels were as fast or faster (docs/performance.md).
+fn row_panels_pay(columns: usize, inner: usize) -> bool {
+    !columns.is_multiple_of(16) && inner >= MIN_ROW_PANEL_INNER
+}
+
+/// The shallowest inner dimension [`row_panels_pay`] takes.
+const MIN_ROW_PANEL_INNER: usize = 128;
+
 /// The destination of one product, shared by workers that write disjoint
 /// blocks of it (rows or columns).
 struct DisjointOutput(*mut f32);

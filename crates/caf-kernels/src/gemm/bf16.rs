@@ -67,15 +67,35 @@ pub(super) struct Bf16Lhs {
 enum Packed {
     /// [`Bf16Path::RoundedF32`]: the values rounded, row-major.
     Rounded(Vec<f32>),
-    /// [`Bf16Path::Avx512Bf16`]: bf16 pairs in the kernel's panels.
+    /// [`Bf16Path::Avx512Bf16`]: bf16 pairs in the 8 × 48 kernel's panels.
     #[cfg(target_arch = "x86_64")]
     Pairs(avx512::PackedA),
+    /// [`Bf16Path::Avx512Bf16`] for an operand kept for many products (a
+    /// frozen weight's): also in row panels, which the products whose
+    /// columns would leave the 8 × 48 kernel's lanes empty take
+    /// ([`super::row_panels_pay`]).
+    #[cfg(target_arch = "x86_64")]
+    KeptPairs(avx512::PackedA, avx512::row_panels::PackedA),
 }
 
 impl Bf16Lhs {
     /// `a`, packed for the path of [`crate::cpu::instruction_set`].
     pub(crate) fn new(a: Matrix<f32>) -> Self {
         Self::on(Bf16Path::for_set(crate::cpu::instruction_set()), a)
+    }
+
+    /// [`Self::new`] for an operand kept for many products: on AVX512-BF16
+    /// packed both ways ([`Packed::KeptPairs`]).
+    pub(crate) fn kept(a: Matrix<f32>) -> Self {
+        let packed = Self::new(a);
+        match packed.packed {
+            #[cfg(target_arch = "x86_64")]
+            Packed::Pairs(by_columns) => Self {
+                packed: Packed::KeptPairs(by_columns, avx512::row_panels::PackedA::new(a)),
+                ..packed
+            },
+            _ => packed,
+        }
     }
 
     /// `a`, packed for `path` (which must be one the CPU can run).
@@ -130,6 +150,14 @@ pub(super) fn matmul_bf16_packed(dst: &mut [f32], accumulate: bool, a: &Bf16Lhs,
         ),
         #[cfg(target_arch = "x86_64")]
         Packed::Pairs(packed) => avx512::matmul(dst, accumulate, packed, b, threads),
+        #[cfg(target_arch = "x86_64")]
+        Packed::KeptPairs(by_columns, by_rows) => {
+            if super::row_panels_pay(b.cols, a.cols) {
+                avx512::row_panels::matmul(dst, accumulate, by_rows, b, threads)
+            } else {
+                avx512::matmul(dst, accumulate, by_columns, b, threads)
+            }
+        }
     }
 }
 

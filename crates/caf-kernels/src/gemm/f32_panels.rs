@@ -33,20 +33,6 @@ const NC: usize = 240;
 /// Columns each worker takes at least when a product is split by columns.
 const MIN_COLUMNS_PER_WORKER: usize = 2 * NR;
 
-/// Whether a product with `columns` columns and an inner dimension of
-/// `inner` runs here rather than in `gemm`: where `gemm`'s 16-lane vectors
-/// along the columns would leave lanes empty, and the inner dimension is
-/// deep enough to repay writing each block's sums out row by row. On
-/// column counts that are multiples of 16, and on the 64-channel layers'
-/// Winograd products (inner dimension 64), `gemm` was as fast or faster
-/// (docs/performance.md).
-pub(super) fn pays_for(columns: usize, inner: usize) -> bool {
-    !columns.is_multiple_of(16) && inner >= MIN_INNER
-}
-
-/// The shallowest inner dimension [`pays_for`] takes.
-const MIN_INNER: usize = 128;
-
 /// The left operand, packed whole: for each block of [`KC`] inner columns,
 /// its panels of [`MR`] rows, each column of a panel contiguous (`MR`
 /// values, zeros past the last row).

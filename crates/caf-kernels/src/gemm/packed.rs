@@ -20,12 +20,12 @@ enum Packed {
 }
 
 impl PackedLhs {
-    /// `a` packed for products in `precision` on the CPU's instruction set
-    /// ([`crate::cpu::instruction_set`]); `None` for f32 products below
-    /// AVX-512, which `gemm` packs as it goes.
+    /// `a` packed, to be kept, for products in `precision` on the CPU's
+    /// instruction set ([`crate::cpu::instruction_set`]); `None` for f32
+    /// products below AVX-512, which `gemm` packs as it goes.
     pub(crate) fn for_products(precision: Precision, a: Matrix<f32>) -> Option<Self> {
         match precision {
-            Precision::Bf16 => Some(Self::bf16(a)),
+            Precision::Bf16 => Some(Self(Packed::Bf16(Bf16Lhs::kept(a)))),
             #[cfg(target_arch = "x86_64")]
             Precision::F32 if crate::cpu::instruction_set() >= crate::cpu::InstructionSet::Avx512 => {
                 Some(Self(Packed::F32Panels(super::f32_panels::PackedA::new(a))))
@@ -34,7 +34,7 @@ impl PackedLhs {
         }
     }
 
-    /// `a` packed for bf16 products.
+    /// `a` packed for the bf16 products of one call.
     pub(crate) fn bf16(a: Matrix<f32>) -> Self {
         Self(Packed::Bf16(Bf16Lhs::new(a)))
     }
@@ -42,12 +42,12 @@ impl PackedLhs {
     /// Whether multiplying from this packing beats packing afresh for a
     /// right operand of `columns` columns: always for bf16 (whose
     /// products always pack); for f32, where `gemm`'s vectors would run
-    /// partly empty ([`super::f32_panels::pays_for`]).
+    /// partly empty ([`super::row_panels_pay`]).
     pub(crate) fn pays_for(&self, columns: usize) -> bool {
         match &self.0 {
             Packed::Bf16(_) => true,
             #[cfg(target_arch = "x86_64")]
-            Packed::F32Panels(a) => super::f32_panels::pays_for(columns, a.cols()),
+            Packed::F32Panels(a) => super::row_panels_pay(columns, a.cols()),
         }
     }
 }

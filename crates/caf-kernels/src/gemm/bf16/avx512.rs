@@ -9,6 +9,8 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+pub(super) mod row_panels;
+
 use super::super::{DisjointOutput, Matrix, Threads};
 
 /// Rows of the register block.

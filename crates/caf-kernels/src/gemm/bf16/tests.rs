@@ -59,11 +59,21 @@ fn check(m: usize, n: usize, k: usize, transposed: bool, threads: Threads) {
     };
     let (exact_rounded, magnitudes) = reference(a, b, round_to_bf16);
     let (exact, _) = reference(a, b, |x| x);
-    for path in paths() {
+    // Each path's packing for one call, and the AVX512-BF16 path's kept
+    // packing, which multiplies ragged column counts from row panels.
+    let mut packings: Vec<(String, Bf16Lhs)> = paths()
+        .into_iter()
+        .map(|path| (format!("{path:?}"), Bf16Lhs::on(path, a)))
+        .collect();
+    #[cfg(target_arch = "x86_64")]
+    if InstructionSet::detected() >= InstructionSet::Avx512Bf16 {
+        packings.push(("kept".into(), Bf16Lhs::kept(a)));
+    }
+    for (path, lhs) in &packings {
         for accumulate in [false, true] {
             let start = 0.25f32;
             let mut dst = vec![start; m * n];
-            matmul_bf16_on(path, &mut dst, accumulate, a, b, threads);
+            matmul_bf16_packed(&mut dst, accumulate, lhs, b, threads);
             let offset = if accumulate { f64::from(start) } else { 0.0 };
             for (index, &got) in dst.iter().enumerate() {
                 let got = f64::from(got) - offset;
@@ -96,6 +106,24 @@ fn products_match_an_f64_reference_around_the_register_and_vector_widths() {
             }
         }
     }
+}
+
+/// Shapes where a kept operand's products take the row panels (columns no
+/// multiple of 16, inner dimension from 128), around their 64-row panels,
+/// 6-column blocks and inner blocks, split and not.
+#[test]
+fn kept_operands_match_an_f64_reference_on_ragged_columns() {
+    for (m, n, k) in [(1, 1, 128), (63, 49, 129), (64, 7, 256), (65, 25, 257), (130, 241, 600)] {
+        check(m, n, k, false, Threads::One);
+        check(m, n, k, true, Threads::All);
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
+    pool.install(|| {
+        // By rows (two panels), by columns, and by uneven rows.
+        for (m, n, k) in [(128, 49, 300), (65, 97, 200), (129, 7, 200)] {
+            check(m, n, k, false, Threads::All);
+        }
+    });
 }
 
 #[test]

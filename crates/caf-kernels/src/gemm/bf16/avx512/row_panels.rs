@@ -1,0 +1,243 @@
+//! The bf16 product with its vectors down the left operand's rows: the
+//! counterpart for bf16 of [`crate::gemm`]'s f32 row panels. The 8 × 48
+//! kernel above runs its vectors along the columns, and a column count that
+//! is no multiple of 16 leaves the last vector of every block partly empty
+//! (a 7×7 map fills 49 of 64 lanes); here each `vdpbf16ps` multiplies 16
+//! rows' pairs by one column's pair, broadcast, so every lane holds a result.
+//! The right operand is packed as the 8 × 48 kernel packs it; a 64 × 6
+//! block of the result is kept in 24 registers.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::super::bf16_bits;
+use super::{copy_rows, pack_b, DisjointOutput, Matrix, Threads, KC, NC, NR, PACKED_B};
+
+/// Rows of the register block: four vectors of 16.
+const MR: usize = 64;
+/// Columns of the register block, each broadcast (`NR` is a multiple).
+const NR_BLOCK: usize = 6;
+
+/// Columns each worker takes at least when a product is split by columns.
+const MIN_COLUMNS_PER_WORKER: usize = 2 * NR_BLOCK;
+
+/// The left operand, rounded and packed whole: for each block of [`KC`]
+/// inner columns, its panels of [`MR`] rows, each pair of inner columns of
+/// a panel one `u32` per row (the even column in the low half), zeros past
+/// the last row and column.
+pub(in crate::gemm) struct PackedA {
+    rows: usize,
+    cols: usize,
+    data: Vec<u32>,
+}
+
+impl PackedA {
+    /// Packs `a` (any strides). Multiplying by it needs AVX-512F, BW and BF16.
+    pub(in crate::gemm) fn new(a: Matrix<f32>) -> Self {
+        a.check("bf16 row-panel lhs");
+        let padded_rows = a.rows.next_multiple_of(MR);
+        let at = |row: usize, col: usize| u32::from(bf16_bits(a.data[row * a.row_stride + col * a.col_stride]));
+        let mut data = vec![0u32; padded_rows * a.cols.div_ceil(2)];
+        for first_inner in (0..a.cols).step_by(KC) {
+            let depth = KC.min(a.cols - first_inner);
+            let pairs = depth.div_ceil(2);
+            let block = &mut data[first_inner / 2 * padded_rows..][..padded_rows * pairs];
+            for (panel_index, panel) in block.chunks_exact_mut(MR * pairs).enumerate() {
+                let first_row = panel_index * MR;
+                for row in first_row..(first_row + MR).min(a.rows) {
+                    for t in 0..pairs {
+                        let col = first_inner + 2 * t;
+                        let high = if 2 * t + 1 < depth { at(row, col + 1) << 16 } else { 0 };
+                        panel[t * MR + row - first_row] = at(row, col) | high;
+                    }
+                }
+            }
+        }
+        Self {
+            rows: a.rows,
+            cols: a.cols,
+            data,
+        }
+    }
+
+    /// The panel of rows `panel · MR ..` in the inner block that starts at
+    /// `first_inner` (a multiple of `KC`).
+    fn panel(&self, first_inner: usize, panel: usize) -> &[u32] {
+        let padded_rows = self.rows.next_multiple_of(MR);
+        let pairs = KC.min(self.cols - first_inner).div_ceil(2);
+        &self.data[first_inner / 2 * padded_rows + panel * MR * pairs..][..MR * pairs]
+    }
+}
+
+/// `dst = a · b` (`+=` when `accumulate`); `dst` row-major `a.rows × b.cols`.
+/// The caller has checked the CPU (AVX-512F, BW and BF16).
+pub(in crate::gemm) fn matmul(dst: &mut [f32], accumulate: bool, a: &PackedA, b: Matrix<f32>, threads: Threads) {
+    assert_eq!(a.cols, b.rows, "bf16 row-panel matmul: inner dimensions differ");
+    b.check("bf16 row-panel rhs");
+    let (m, n) = (a.rows, b.cols);
+    assert!(dst.len() >= m * n, "bf16 row-panel matmul: destination too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if a.cols == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let workers = match threads {
+        Threads::One => 1,
+        Threads::All => rayon::current_num_threads(),
+    };
+    let out = DisjointOutput(dst.as_mut_ptr());
+    let panels = m.div_ceil(MR);
+    let by_rows = |share: usize| {
+        (0..panels.div_ceil(share)).into_par_iter().for_each(|w| {
+            let rows = w * share * MR..((w + 1) * share * MR).min(m);
+            // SAFETY: each worker writes only its own rows of `dst`, which
+            // holds m·n elements; the CPU was checked by the caller.
+            unsafe { product(&out, n, accumulate, a, b, rows, 0..n) }
+        })
+    };
+    if workers > 1 && panels % workers == 0 {
+        by_rows(panels / workers);
+    } else if workers > 1 && n >= MIN_COLUMNS_PER_WORKER * workers {
+        // Shares of whole register blocks (each worker packs its own columns).
+        let share = n.div_ceil(workers).next_multiple_of(NR_BLOCK);
+        (0..n.div_ceil(share)).into_par_iter().for_each(|w| {
+            let columns = w * share..((w + 1) * share).min(n);
+            // SAFETY: each worker writes only its own columns of `dst`.
+            unsafe { product(&out, n, accumulate, a, b, 0..m, columns) }
+        });
+    } else if workers > 1 && panels >= workers {
+        by_rows(panels.div_ceil(workers));
+    } else {
+        // SAFETY: one writer; `dst` holds m·n elements.
+        unsafe { product(&out, n, accumulate, a, b, 0..m, 0..n) }
+    }
+}
+
+/// `dst[rows, columns] (+)= a[rows, :] · b[:, columns]`, `dst` row-major
+/// with `ldc` columns; `rows.start` a multiple of [`MR`].
+///
+/// # Safety
+/// The CPU has AVX-512F, BW and BF16; `dst` holds `a.rows × ldc` elements;
+/// no other thread writes or reads `dst[rows, columns]` meanwhile.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn product(
+    dst: &DisjointOutput,
+    ldc: usize,
+    accumulate: bool,
+    a: &PackedA,
+    b: Matrix<f32>,
+    rows: Range<usize>,
+    columns: Range<usize>,
+) {
+    let k = a.cols;
+    let (mut packed_b, mut rows_b) = PACKED_B.take();
+    for first_column in columns.clone().step_by(NC) {
+        let width = NC.min(columns.end - first_column);
+        for first_inner in (0..k).step_by(KC) {
+            let depth = KC.min(k - first_inner);
+            let pairs = depth.div_ceil(2);
+            let (inner, block_columns) = (first_inner..first_inner + depth, first_column..first_column + width);
+            if b.col_stride == 1 {
+                pack_b(b, inner, block_columns, &mut packed_b);
+            } else {
+                copy_rows(b, inner, block_columns, &mut rows_b);
+                pack_b(
+                    Matrix::row_major(&rows_b, depth, width),
+                    0..depth,
+                    0..width,
+                    &mut packed_b,
+                );
+            }
+            for first_row in rows.clone().step_by(MR) {
+                let panel = a.panel(first_inner, first_row / MR);
+                for column in (0..width).step_by(NR_BLOCK) {
+                    let (panel_b, offset) = (column / NR, column % NR);
+                    let block = Block {
+                        pairs,
+                        a: panel.as_ptr(),
+                        // Pair p of column `offset + j` of `b`'s panel is at `p · NR + offset + j`.
+                        b: packed_b[panel_b * pairs * NR + offset..].as_ptr(),
+                        // SAFETY: row first_row < a.rows and column
+                        // first_column + column < ldc: inside `dst`.
+                        c: unsafe { dst.0.add(first_row * ldc + first_column + column) },
+                        ldc,
+                        rows: MR.min(rows.end - first_row),
+                        add: accumulate || first_inner > 0,
+                    };
+                    // SAFETY: the panels hold `pairs` pairs of MR rows and of
+                    // NR columns (NR_BLOCK columns from `offset` stay inside
+                    // one); the block lies inside the caller's part of `dst`.
+                    unsafe {
+                        match (width - column).min(NR_BLOCK) {
+                            6 => block.run::<6>(),
+                            5 => block.run::<5>(),
+                            4 => block.run::<4>(),
+                            3 => block.run::<3>(),
+                            2 => block.run::<2>(),
+                            _ => block.run::<1>(),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    PACKED_B.set((packed_b, rows_b));
+}
+
+/// One register block: `c[..rows, ..C] (+)= A panel · B columns`.
+struct Block {
+    pairs: usize,
+    a: *const u32,
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    add: bool,
+}
+
+impl Block {
+    /// Runs the block with `C ≤ NR_BLOCK` columns.
+    ///
+    /// # Safety
+    /// AVX-512F, BW and BF16; the A panel holds `pairs × MR` pairs, `b`
+    /// has `C` readable pairs at each of `p · NR` for `p < pairs`; `c` has
+    /// `rows` rows of `C` writable elements, `ldc` apart.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn run<const C: usize>(&self) {
+        let mut sums = [[_mm512_setzero_ps(); 4]; C];
+        for p in 0..self.pairs {
+            // SAFETY (this loop): p < pairs, inside both panels.
+            let a_pairs = unsafe { self.a.add(p * MR) };
+            let a = [0, 1, 2, 3].map(|v| unsafe {
+                std::mem::transmute::<__m512, __m512bh>(_mm512_loadu_ps(a_pairs.add(16 * v).cast()))
+            });
+            let b_pairs = unsafe { self.b.add(p * NR) };
+            for (j, sums) in sums.iter_mut().enumerate() {
+                let b = unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*b_pairs.add(j) as i32)) };
+                for (sum, &a) in sums.iter_mut().zip(&a) {
+                    *sum = _mm512_dpbf16_ps(*sum, a, b);
+                }
+            }
+        }
+        let mut by_column = [[0f32; MR]; C];
+        for (column, sums) in by_column.iter_mut().zip(&sums) {
+            for (v, &sum) in sums.iter().enumerate() {
+                // SAFETY: 16 · v + 16 ≤ MR.
+                unsafe { _mm512_storeu_ps(column.as_mut_ptr().add(16 * v), sum) };
+            }
+        }
+        for i in 0..self.rows {
+            // SAFETY: row i < rows of `c`, C columns each.
+            let row = unsafe { std::slice::from_raw_parts_mut(self.c.add(i * self.ldc), C) };
+            for (value, column) in row.iter_mut().zip(&by_column) {
+                *value = if self.add { *value + column[i] } else { column[i] };
+            }
+        }
+    }
+}
