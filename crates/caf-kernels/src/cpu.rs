@@ -21,20 +21,28 @@ pub enum InstructionSet {
     Avx512,
     /// AVX-512 with AVX512-BF16: bf16 products by `vdpbf16ps`.
     Avx512Bf16,
+    /// AVX512-BF16 with AMX tiles (AMX-TILE and AMX-BF16, enabled by the
+    /// operating system for this process): bf16 products by `tdpbf16ps`.
+    AmxBf16,
 }
 
 impl InstructionSet {
     /// Every set, weakest first.
-    pub const ALL: [InstructionSet; 3] = [Self::Portable, Self::Avx512, Self::Avx512Bf16];
+    pub const ALL: [InstructionSet; 4] = [Self::Portable, Self::Avx512, Self::Avx512Bf16, Self::AmxBf16];
 
-    /// The strongest set this CPU has.
+    /// The strongest set this CPU has (for AMX, in this process: the first
+    /// call asks Linux for the tile data).
     pub fn detected() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
             let avx512 =
                 std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw");
             if avx512 && std::arch::is_x86_feature_detected!("avx512bf16") {
-                return Self::Avx512Bf16;
+                return if amx_bf16_usable() {
+                    Self::AmxBf16
+                } else {
+                    Self::Avx512Bf16
+                };
             }
             if avx512 {
                 return Self::Avx512;
@@ -49,8 +57,75 @@ impl InstructionSet {
             Self::Portable => "portable",
             Self::Avx512 => "avx512",
             Self::Avx512Bf16 => "avx512-bf16",
+            Self::AmxBf16 => "amx-bf16",
         }
     }
+}
+
+/// Whether this process may run AMX's bf16 tile products: the CPU has
+/// AMX-TILE and AMX-BF16 (CPUID leaf 7), the operating system saves the tile
+/// state (XCR0 bits 17 and 18), and Linux granted this process the tile
+/// data (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, asked once;
+/// without it the first tile instruction faults). Elsewhere than Linux,
+/// false.
+#[cfg(target_arch = "x86_64")]
+fn amx_bf16_usable() -> bool {
+    static USABLE: OnceLock<bool> = OnceLock::new();
+    *USABLE.get_or_init(|| {
+        use std::arch::x86_64::{__cpuid, __cpuid_count};
+        const AMX_BF16: u32 = 1 << 22;
+        const AMX_TILE: u32 = 1 << 24;
+        const OSXSAVE: u32 = 1 << 27;
+        const XTILE_STATE: u64 = 0b11 << 17;
+        // (Leaf 7 exists: it is where the AVX-512 features already found are reported.)
+        let (leaf1, leaf7) = (__cpuid(1), __cpuid_count(7, 0));
+        if leaf7.edx & (AMX_BF16 | AMX_TILE) != AMX_BF16 | AMX_TILE || leaf1.ecx & OSXSAVE == 0 {
+            return false;
+        }
+        // SAFETY: OSXSAVE says XGETBV is enabled.
+        let xcr0 = unsafe { read_xcr0() };
+        xcr0 & XTILE_STATE == XTILE_STATE && request_tile_data()
+    })
+}
+
+/// XCR0, the state components the operating system saves.
+///
+/// # Safety
+/// The CPU has XSAVE enabled by the OS (CPUID.1:ECX.OSXSAVE).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "xsave")]
+unsafe fn read_xcr0() -> u64 {
+    // SAFETY: the caller checked OSXSAVE.
+    unsafe { std::arch::x86_64::_xgetbv(0) }
+}
+
+/// Asks Linux for the AMX tile data state; true when granted.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn request_tile_data() -> bool {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let result: i64;
+    // SAFETY: the arch_prctl system call with these arguments reads and
+    // writes no memory of ours; `syscall` clobbers rcx and r11.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => result,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    result == 0
+}
+
+/// Only Linux is known to grant the tile data this way.
+#[cfg(all(target_arch = "x86_64", not(target_os = "linux")))]
+fn request_tile_data() -> bool {
+    false
 }
 
 impl fmt::Display for InstructionSet {
@@ -62,9 +137,9 @@ impl fmt::Display for InstructionSet {
 /// A name that is not an [`InstructionSet`]'s, or a `CAF_CPU_CAP` that holds one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CpuCapError {
-    #[error("unknown instruction set `{0}` (use portable, avx512 or avx512-bf16)")]
+    #[error("unknown instruction set `{0}` (use portable, avx512, avx512-bf16 or amx-bf16)")]
     Unknown(String),
-    #[error("{CPU_CAP_VARIABLE}=`{0}` is not an instruction set: use portable, avx512 or avx512-bf16, or unset it")]
+    #[error("{CPU_CAP_VARIABLE}=`{0}` is not an instruction set: use portable, avx512, avx512-bf16 or amx-bf16, or unset it")]
     Variable(String),
 }
 
@@ -119,8 +194,9 @@ pub fn checked_instruction_set() -> Result<InstructionSet, CpuCapError> {
 /// operands are rounded to bfloat16 (8 significant bits, f32's range) and
 /// multiplied with f32 sums; everything else (activations between layers,
 /// biases, batch-norm statistics, losses) stays f32, as under PyTorch's
-/// autocast. On a CPU with AVX512-BF16 the products run on `vdpbf16ps`,
-/// twice the multiply-adds of an f32 instruction; elsewhere the rounded
+/// autocast. With AMX they run on tiles (`tdpbf16ps`); on a CPU with
+/// AVX512-BF16 on `vdpbf16ps`, twice the multiply-adds of an f32
+/// instruction; elsewhere the rounded
 /// operands are multiplied in f32, with the same rounding and the same
 /// results up to the order of the sums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -31,11 +31,12 @@
 //! Convolutions run in f32 or, as [`Precision::Bf16`], with the operands of
 //! their products rounded to bfloat16 and f32 sums: a [`FrozenWeight`] made
 //! [`FrozenWeight::with_precision`] for inference, and trainable weights
-//! inside [`autocast`] (mixed-precision training). On CPUs with
-//! AVX512-BF16 the bf16 products run on `vdpbf16ps`; elsewhere on the
-//! rounded operands in f32. [`instruction_set`] says which kernels run, and
-//! the `CAF_CPU_CAP` environment variable caps it (`portable`, `avx512`,
-//! `avx512-bf16`) to run on one machine what another CPU would.
+//! inside [`autocast`] (mixed-precision training). With AMX (on Linux) the
+//! bf16 products run on tiles by `tdpbf16ps`, on CPUs with AVX512-BF16 on
+//! `vdpbf16ps`, elsewhere on the rounded operands in f32.
+//! [`instruction_set`] says which kernels run, and the `CAF_CPU_CAP`
+//! environment variable caps it (`portable`, `avx512`, `avx512-bf16`,
+//! `amx-bf16`) to run on one machine what another CPU would.
 //!
 //! Each function picks the device path itself, so a layer calls one function
 //! everywhere. f32 and f64 on the CPU run the CPU kernels. With the `cuda`

@@ -1,12 +1,13 @@
 //! Matrix products of f32 views with their operands rounded to bf16 and the
 //! sums kept in f32 ([`Precision::Bf16`](crate::Precision)).
 //!
-//! Two paths compute the same thing: on AVX512-BF16, operands are packed as
-//! bf16 pairs and multiplied by `vdpbf16ps` (16 lanes of two products
-//! each); elsewhere the operands are rounded to bf16 values held in f32 and
-//! multiplied by the f32 product, which is exact for them (a product of two
-//! 8-bit significands fits f32's 24), so the two differ only in the order of
-//! the f32 sums.
+//! Three paths compute the same thing: with AMX, operands are packed as
+//! bf16 pairs in tiles and multiplied by `tdpbf16ps` (a 16 × 32 by 32 × 16
+//! product each); on AVX512-BF16, packed as bf16 pairs and multiplied by
+//! `vdpbf16ps` (16 lanes of two products each); elsewhere the operands are
+//! rounded to bf16 values held in f32 and multiplied by the f32 product,
+//! which is exact for them (a product of two 8-bit significands fits f32's
+//! 24), so the paths differ only in the order of the f32 sums.
 
 use super::{matmul, Matrix, Threads};
 use crate::cpu::InstructionSet;
@@ -42,6 +43,9 @@ pub(crate) enum Bf16Path {
     /// Packed bf16 pairs through `vdpbf16ps`.
     #[cfg(target_arch = "x86_64")]
     Avx512Bf16,
+    /// Packed bf16 pairs through `tdpbf16ps` on AMX tiles.
+    #[cfg(target_arch = "x86_64")]
+    AmxBf16,
 }
 
 impl Bf16Path {
@@ -50,6 +54,8 @@ impl Bf16Path {
         match set {
             #[cfg(target_arch = "x86_64")]
             InstructionSet::Avx512Bf16 => Self::Avx512Bf16,
+            #[cfg(target_arch = "x86_64")]
+            InstructionSet::AmxBf16 => Self::AmxBf16,
             _ => Self::RoundedF32,
         }
     }
@@ -76,6 +82,11 @@ enum Packed {
     /// ([`super::row_panels_pay`]).
     #[cfg(target_arch = "x86_64")]
     KeptPairs(avx512::PackedA, avx512::row_panels::PackedA),
+    /// [`Bf16Path::AmxBf16`]: bf16 pairs in rows for the tiles, multiplied
+    /// by `kernel` (in tests, also the tiles' arithmetic emulated on CPUs
+    /// without AMX).
+    #[cfg(target_arch = "x86_64")]
+    Tiles(amx::PackedA, amx::TileKernel),
 }
 
 impl Bf16Lhs {
@@ -110,11 +121,37 @@ impl Bf16Lhs {
                 );
                 Packed::Pairs(avx512::PackedA::new(a))
             }
+            #[cfg(target_arch = "x86_64")]
+            Bf16Path::AmxBf16 => {
+                assert!(
+                    InstructionSet::detected() >= InstructionSet::AmxBf16,
+                    "the AMX product asked for on a CPU or in a process without it"
+                );
+                Packed::Tiles(amx::PackedA::new(a), amx::TileKernel::Hardware)
+            }
         };
         Self {
             rows: a.rows,
             cols: a.cols,
             packed,
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+impl Bf16Lhs {
+    /// `a` packed for the AMX path, its tiles multiplied by the emulation
+    /// of `tdpbf16ps` (to run the path's packing, blocking and write-back
+    /// on a CPU with AVX512-BF16 but no AMX).
+    pub(crate) fn emulated_tiles(a: Matrix<f32>) -> Self {
+        assert!(
+            InstructionSet::detected() >= InstructionSet::Avx512Bf16,
+            "the AMX path's packing needs AVX512-BF16"
+        );
+        Self {
+            rows: a.rows,
+            cols: a.cols,
+            packed: Packed::Tiles(amx::PackedA::new(a), amx::TileKernel::Emulated),
         }
     }
 }
@@ -151,6 +188,8 @@ pub(super) fn matmul_bf16_packed(dst: &mut [f32], accumulate: bool, a: &Bf16Lhs,
         #[cfg(target_arch = "x86_64")]
         Packed::Pairs(packed) => avx512::matmul(dst, accumulate, packed, b, threads),
         #[cfg(target_arch = "x86_64")]
+        Packed::Tiles(packed, kernel) => amx::matmul(*kernel, dst, accumulate, packed, b, threads),
+        #[cfg(target_arch = "x86_64")]
         Packed::KeptPairs(by_columns, by_rows) => {
             if super::row_panels_pay(b.cols, a.cols) {
                 avx512::row_panels::matmul(dst, accumulate, by_rows, b, threads)
@@ -170,6 +209,8 @@ fn rounded(view: Matrix<f32>) -> Vec<f32> {
     values
 }
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 

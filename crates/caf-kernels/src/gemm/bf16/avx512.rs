@@ -196,23 +196,43 @@ unsafe fn product(
 /// column `j`, zeros past the last row and column.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 fn pack_b(b: Matrix<f32>, inner: Range<usize>, columns: Range<usize>, packed: &mut Vec<u32>) {
-    assert_eq!(b.col_stride, 1, "pack_b reads rows that are contiguous");
     let pairs = inner.len().div_ceil(2);
-    let panels = columns.len().div_ceil(NR);
+    pack_b_panels::<NR>(b, inner, columns, pairs, packed)
+}
+
+/// [`pack_b`] with panels of `WIDTH` columns (a multiple of 16) and
+/// `pair_rows` rows of pairs each (at least the inner rows' pairs; the rows
+/// past them are zeros).
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) fn pack_b_panels<const WIDTH: usize>(
+    b: Matrix<f32>,
+    inner: Range<usize>,
+    columns: Range<usize>,
+    pair_rows: usize,
+    packed: &mut Vec<u32>,
+) {
+    assert_eq!(b.col_stride, 1, "pack_b reads rows that are contiguous");
+    const { assert!(WIDTH.is_multiple_of(16)) };
+    let pairs = inner.len().div_ceil(2);
+    assert!(
+        pair_rows >= pairs,
+        "pack_b: {pair_rows} pair rows cannot hold {pairs} pairs"
+    );
+    let panels = columns.len().div_ceil(WIDTH);
     packed.clear();
-    packed.resize(panels * pairs * NR, 0);
+    packed.resize(panels * pair_rows * WIDTH, 0);
     // Interleaves two rows' 16 bf16 values each (low half, high half) into
     // 16 pairs.
     let interleave = _mm512_set_epi16(
         31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
         16, 0,
     );
-    for (panel, first) in columns.clone().step_by(NR).enumerate() {
-        let width = NR.min(columns.end - first);
+    for (panel, first) in columns.clone().step_by(WIDTH).enumerate() {
+        let width = WIDTH.min(columns.end - first);
         for p in 0..pairs {
             let row = inner.start + 2 * p;
             let second = (row + 1 < inner.end).then_some(row + 1);
-            let out = &mut packed[(panel * pairs + p) * NR..][..NR];
+            let out = &mut packed[(panel * pair_rows + p) * WIDTH..][..WIDTH];
             for chunk in 0..width.div_ceil(16) {
                 let count = 16.min(width - 16 * chunk);
                 let mask: __mmask16 = if count == 16 { 0xFFFF } else { (1 << count) - 1 };
@@ -229,7 +249,7 @@ fn pack_b(b: Matrix<f32>, inner: Range<usize>, columns: Range<usize>, packed: &m
                 };
                 let halves: __m512i = unsafe { std::mem::transmute(_mm512_cvtne2ps_pbh(high, low)) };
                 let pairs16 = _mm512_permutexvar_epi16(interleave, halves);
-                // SAFETY: `out` has NR ≥ 16·(chunk + 1) elements.
+                // SAFETY: `out` has WIDTH ≥ 16·(chunk + 1) elements.
                 unsafe { _mm512_storeu_si512(out[16 * chunk..].as_mut_ptr().cast(), pairs16) };
             }
         }
@@ -280,7 +300,7 @@ fn pack_a(a: Matrix<f32>, rows: Range<usize>, inner: Range<usize>, packed: &mut 
 
 /// `view[rows, columns]` copied row-major into `out`, in square blocks so
 /// that a transposed view is read a few cache lines at a time.
-fn copy_rows(view: Matrix<f32>, rows: Range<usize>, columns: Range<usize>, out: &mut Vec<f32>) {
+pub(super) fn copy_rows(view: Matrix<f32>, rows: Range<usize>, columns: Range<usize>, out: &mut Vec<f32>) {
     const BLOCK: usize = 32;
     let width = columns.len();
     out.clear();

@@ -8,6 +8,10 @@ fn paths() -> Vec<Bf16Path> {
     if InstructionSet::detected() >= InstructionSet::Avx512Bf16 {
         paths.push(Bf16Path::Avx512Bf16);
     }
+    #[cfg(target_arch = "x86_64")]
+    if InstructionSet::detected() >= InstructionSet::AmxBf16 {
+        paths.push(Bf16Path::AmxBf16);
+    }
     paths
 }
 
@@ -59,8 +63,10 @@ fn check(m: usize, n: usize, k: usize, transposed: bool, threads: Threads) {
     };
     let (exact_rounded, magnitudes) = reference(a, b, round_to_bf16);
     let (exact, _) = reference(a, b, |x| x);
-    // Each path's packing for one call, and the AVX512-BF16 path's kept
-    // packing, which multiplies ragged column counts from row panels.
+    // Each path's packing for one call, the AVX512-BF16 path's kept
+    // packing, which multiplies ragged column counts from row panels, and
+    // the AMX path's packing with the tiles' arithmetic emulated (which
+    // runs its blocking and write-back on CPUs without AMX).
     let mut packings: Vec<(String, Bf16Lhs)> = paths()
         .into_iter()
         .map(|path| (format!("{path:?}"), Bf16Lhs::on(path, a)))
@@ -68,6 +74,7 @@ fn check(m: usize, n: usize, k: usize, transposed: bool, threads: Threads) {
     #[cfg(target_arch = "x86_64")]
     if InstructionSet::detected() >= InstructionSet::Avx512Bf16 {
         packings.push(("kept".into(), Bf16Lhs::kept(a)));
+        packings.push(("emulated tiles".into(), Bf16Lhs::emulated_tiles(a)));
     }
     for (path, lhs) in &packings {
         for accumulate in [false, true] {

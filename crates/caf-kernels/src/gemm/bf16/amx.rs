@@ -1,0 +1,452 @@
+//! The bf16 product on AMX tiles: operands packed as bf16 pairs along the
+//! inner dimension, a 32 × 32 block of the result held in four 16 × 16
+//! tiles of f32 sums and grown by `tdpbf16ps` (each adds a 16 × 32 by
+//! 32 × 16 bf16 product), blocked for the caches as a GEMM is (inner
+//! dimension by [`KC`], rows by [`MC`], columns by [`NC`]).
+//!
+//! The tile instructions are written in inline assembly (stable Rust has no
+//! AMX intrinsics), one block of assembly per run of row blocks: it loads
+//! its own tile configuration and releases the tiles before it returns, so
+//! no tile state outlives it. The loops around it, the packing and the
+//! write-back are Rust, and the tests run them on this CPU through
+//! [`TileKernel::Emulated`], which computes what the assembly computes.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::super::{DisjointOutput, Matrix, Threads};
+use super::avx512::{copy_rows, pack_b_panels};
+
+/// Rows of a tile, and bf16 pairs (64 bytes) in a tile row.
+const TILE: usize = 16;
+/// Rows of the block the tiles hold: two tiles of `a`.
+const MR: usize = 2 * TILE;
+/// Columns of the block: two tiles of `b`.
+const NR: usize = 2 * TILE;
+/// Inner-dimension block, a multiple of two tile rows of pairs: a packed
+/// panel of `b` (`KC / 2 × NR` pairs, 32 KB) stays in L1.
+const KC: usize = 512;
+/// Rows of `a` one run of the kernel covers: its sums (`MC × NR` f32, 16 KB)
+/// go to a buffer and from there to the result.
+const MC: usize = 128;
+/// Columns of `b` packed at once (`KC / 2 × NC` pairs, 512 KB, in L2).
+const NC: usize = 512;
+
+/// Columns each worker takes at least when a product is split by columns.
+const MIN_COLUMNS_PER_WORKER: usize = 2 * NR;
+/// Rows each worker takes at least when a product is split by rows.
+const MIN_ROWS_PER_WORKER: usize = 2 * MR;
+
+/// Pairs in an inner block of `depth` columns, padded to whole tile rows.
+fn pair_rows(depth: usize) -> usize {
+    depth.div_ceil(2).next_multiple_of(TILE)
+}
+
+/// The left operand of products, rounded and packed whole: for each block
+/// of [`KC`] inner columns, its rows (padded with zero rows to a multiple
+/// of [`MR`]) one after another, each [`pair_rows`] bf16 pairs long (zeros
+/// past the last column).
+pub(super) struct PackedA {
+    rows: usize,
+    cols: usize,
+    data: Vec<u32>,
+}
+
+impl PackedA {
+    /// Packs `a`. The caller has checked the CPU (AVX512-BF16 and AMX).
+    pub(super) fn new(a: Matrix<f32>) -> Self {
+        a.check("bf16 matmul lhs");
+        let mut copy = Vec::new();
+        let a = if a.col_stride == 1 {
+            a
+        } else {
+            copy_rows(a, 0..a.rows, 0..a.cols, &mut copy);
+            Matrix::row_major(&copy, a.rows, a.cols)
+        };
+        let padded_rows = a.rows.next_multiple_of(MR);
+        let full_blocks = a.cols / KC;
+        let last_pairs = if a.cols % KC == 0 { 0 } else { pair_rows(a.cols % KC) };
+        let mut data = vec![0u32; padded_rows * (full_blocks * KC / 2 + last_pairs)];
+        for first_inner in (0..a.cols).step_by(KC) {
+            let depth = KC.min(a.cols - first_inner);
+            let pairs = pair_rows(depth);
+            let block = &mut data[first_inner / 2 * padded_rows..][..padded_rows * pairs];
+            for row in 0..a.rows {
+                let source = &a.data[row * a.row_stride + first_inner..][..depth];
+                // SAFETY: the caller checked the CPU.
+                unsafe { pack_row(source, &mut block[row * pairs..][..pairs]) };
+            }
+        }
+        Self {
+            rows: a.rows,
+            cols: a.cols,
+            data,
+        }
+    }
+
+    /// Row `row` of the inner block that starts at `first_inner` (a
+    /// multiple of `KC`); the block's rows follow it, [`pair_rows`] apart.
+    fn row(&self, first_inner: usize, row: usize) -> *const u32 {
+        let padded_rows = self.rows.next_multiple_of(MR);
+        let pairs = pair_rows(KC.min(self.cols - first_inner));
+        self.data[first_inner / 2 * padded_rows + row * pairs..].as_ptr()
+    }
+}
+
+/// `values` rounded to bf16, in order, two to a pair (the first in the low
+/// half), into `pairs` (which holds at least `values.len() / 2` rounded up).
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+fn pack_row(values: &[f32], pairs: &mut [u32]) {
+    assert!(pairs.len() >= values.len().div_ceil(2), "pack_row: too few pairs");
+    for (chunk, out) in values.chunks(32).zip(pairs.chunks_mut(16)) {
+        let count = chunk.len();
+        let low_mask: __mmask16 = if count >= 16 { 0xFFFF } else { (1 << count) - 1 };
+        let high_mask: __mmask16 = if count >= 32 {
+            0xFFFF
+        } else {
+            (1u32 << count.saturating_sub(16)) as u16 - 1
+        };
+        // SAFETY: the masked loads read the chunk's `count` elements only;
+        // the masked store writes `count / 2` rounded up pairs, which `out`
+        // holds.
+        unsafe {
+            let low = _mm512_maskz_loadu_ps(low_mask, chunk.as_ptr());
+            let high = _mm512_maskz_loadu_ps(high_mask, chunk.as_ptr().wrapping_add(16));
+            // Lanes 0-15 are the first 16 values, 16-31 the next: in memory,
+            // consecutive bf16s, which is the pairs' layout.
+            let bf16: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
+            let pair_mask = ((1u32 << count.div_ceil(2)) - 1) as __mmask16;
+            _mm512_mask_storeu_epi32(out.as_mut_ptr().cast(), pair_mask, bf16);
+        }
+    }
+}
+
+/// What multiplies the packed tiles: AMX, or (in tests on CPUs without it)
+/// the same arithmetic in Rust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TileKernel {
+    /// `tdpbf16ps` on the CPU's tiles.
+    Hardware,
+    /// [`Tiles::emulate`]: what the assembly computes, element by element.
+    #[cfg(test)]
+    Emulated,
+}
+
+/// `dst = a · b` (`+=` when `accumulate`); `dst` row-major `a.rows × b.cols`.
+/// The caller has checked the views and, for [`TileKernel::Hardware`], the
+/// CPU (AVX512-BF16 and AMX, with the tile data granted).
+pub(super) fn matmul(
+    kernel: TileKernel,
+    dst: &mut [f32],
+    accumulate: bool,
+    a: &PackedA,
+    b: Matrix<f32>,
+    threads: Threads,
+) {
+    assert_eq!(a.cols, b.rows, "bf16 matmul: inner dimensions differ");
+    b.check("bf16 matmul rhs");
+    let (m, n) = (a.rows, b.cols);
+    assert!(dst.len() >= m * n, "bf16 matmul: destination too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if a.cols == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let workers = match threads {
+        Threads::One => 1,
+        Threads::All => rayon::current_num_threads(),
+    };
+    let out = DisjointOutput(dst.as_mut_ptr());
+    if workers > 1 && n >= MIN_COLUMNS_PER_WORKER * workers {
+        let share = n.div_ceil(workers).next_multiple_of(NR);
+        (0..n.div_ceil(share)).into_par_iter().for_each(|w| {
+            let columns = w * share..((w + 1) * share).min(n);
+            // SAFETY: each worker writes only its own columns of `dst`,
+            // which holds m·n elements; the CPU was checked by the caller.
+            unsafe { product(kernel, &out, n, accumulate, a, b, 0..m, columns) }
+        });
+    } else if workers > 1 && m >= MIN_ROWS_PER_WORKER * workers {
+        let share = m.div_ceil(workers).next_multiple_of(MR);
+        (0..m.div_ceil(share)).into_par_iter().for_each(|w| {
+            let rows = w * share..((w + 1) * share).min(m);
+            // SAFETY: each worker writes only its own rows of `dst`.
+            unsafe { product(kernel, &out, n, accumulate, a, b, rows, 0..n) }
+        });
+    } else {
+        // SAFETY: one writer; `dst` holds m·n elements.
+        unsafe { product(kernel, &out, n, accumulate, a, b, 0..m, 0..n) }
+    }
+}
+
+/// A thread's buffers, kept between products.
+#[derive(Default)]
+struct Buffers {
+    /// Packed panels of `b`.
+    packed_b: Vec<u32>,
+    /// A strided block of `b` copied row-major before packing.
+    rows_b: Vec<f32>,
+    /// The tiles' sums for one run of row blocks, `MC × NR`.
+    sums: Vec<f32>,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = RefCell::default();
+}
+
+/// `dst[rows, columns] (+)= a[rows, :] · b[:, columns]`, `dst` row-major
+/// with `ldc` columns; `rows.start` a multiple of [`MR`].
+///
+/// # Safety
+/// The CPU has AVX-512F, BW and BF16, and AMX for [`TileKernel::Hardware`];
+/// `dst` holds `a.rows × ldc` elements; no other thread writes or reads
+/// `dst[rows, columns]` meanwhile.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn product(
+    kernel: TileKernel,
+    dst: &DisjointOutput,
+    ldc: usize,
+    accumulate: bool,
+    a: &PackedA,
+    b: Matrix<f32>,
+    rows: Range<usize>,
+    columns: Range<usize>,
+) {
+    debug_assert_eq!(rows.start % MR, 0);
+    let k = a.cols;
+    let mut buffers = BUFFERS.take();
+    buffers.sums.resize(MC * NR, 0.0);
+    for first_column in columns.clone().step_by(NC) {
+        let width = NC.min(columns.end - first_column);
+        for first_inner in (0..k).step_by(KC) {
+            let depth = KC.min(k - first_inner);
+            let pairs = pair_rows(depth);
+            let (inner, block_columns) = (first_inner..first_inner + depth, first_column..first_column + width);
+            if b.col_stride == 1 {
+                pack_b_panels::<NR>(b, inner, block_columns, pairs, &mut buffers.packed_b);
+            } else {
+                copy_rows(b, inner, block_columns, &mut buffers.rows_b);
+                let copy = Matrix::row_major(&buffers.rows_b, depth, width);
+                pack_b_panels::<NR>(copy, 0..depth, 0..width, pairs, &mut buffers.packed_b);
+            }
+            let add = accumulate || first_inner > 0;
+            for first_row in rows.clone().step_by(MC) {
+                let height = MC.min(rows.end - first_row);
+                for (panel, column) in (0..width).step_by(NR).enumerate() {
+                    let tiles = Tiles {
+                        a: a.row(first_inner, first_row),
+                        a_pairs: pairs,
+                        row_blocks: height.div_ceil(MR),
+                        b: buffers.packed_b[panel * pairs * NR..][..pairs * NR].as_ptr(),
+                        tile_steps: pairs / TILE,
+                        sums: buffers.sums.as_mut_ptr(),
+                    };
+                    // SAFETY: `a` holds rows padded to a multiple of MR and
+                    // `pairs` pairs per row in this block; the panel of `b`
+                    // holds `pairs` rows of NR; `sums` holds MC × NR; the
+                    // caller checked the CPU.
+                    unsafe {
+                        match kernel {
+                            TileKernel::Hardware => tiles.run(),
+                            #[cfg(test)]
+                            TileKernel::Emulated => tiles.emulate(),
+                        }
+                    }
+                    // SAFETY: rows first_row.. + height < a.rows and columns
+                    // first_column + column.. + NR (at most) < ldc: inside
+                    // the caller's part of `dst`.
+                    unsafe {
+                        write_back(
+                            &buffers.sums,
+                            dst.0.add(first_row * ldc + first_column + column),
+                            ldc,
+                            height,
+                            NR.min(width - column),
+                            add,
+                        )
+                    };
+                }
+            }
+        }
+    }
+    BUFFERS.set(buffers);
+}
+
+/// `c[..rows, ..columns] (+)= sums[..rows, ..columns]`, `sums` row-major
+/// with [`NR`] columns, `c` with `ldc`.
+///
+/// # Safety
+/// AVX-512F; `c` has `rows` rows of `columns ≤ NR` writable elements, `ldc`
+/// apart, and `sums` at least `rows × NR` elements.
+#[target_feature(enable = "avx512f")]
+unsafe fn write_back(sums: &[f32], c: *mut f32, ldc: usize, rows: usize, columns: usize, add: bool) {
+    assert!(sums.len() >= rows * NR && columns <= NR);
+    for row in 0..rows {
+        for first in (0..columns).step_by(16) {
+            let count = 16.min(columns - first);
+            let mask: __mmask16 = if count == 16 { 0xFFFF } else { (1 << count) - 1 };
+            // SAFETY: `sums` holds the row's NR elements; `c`'s row has
+            // `columns` writable elements (the caller's promise).
+            unsafe {
+                let sum = _mm512_loadu_ps(sums[row * NR + first..].as_ptr());
+                let at = c.add(row * ldc + first);
+                let value = if add {
+                    _mm512_add_ps(_mm512_maskz_loadu_ps(mask, at), sum)
+                } else {
+                    sum
+                };
+                _mm512_mask_storeu_ps(at, mask, value);
+            }
+        }
+    }
+}
+
+/// One run of the kernel: `sums = a · b` for `row_blocks` blocks of [`MR`]
+/// rows of `a` (rows `a_pairs` pairs apart) and one panel of [`NR`] columns
+/// of `b` (`tile_steps × 16` rows of `NR` pairs), `sums` row-major with
+/// `NR` columns.
+struct Tiles {
+    a: *const u32,
+    a_pairs: usize,
+    row_blocks: usize,
+    b: *const u32,
+    tile_steps: usize,
+    sums: *mut f32,
+}
+
+/// The tile configuration: palette 1, all eight tiles 16 rows of 64 bytes
+/// (tiles 0-3 the sums, 4-5 rows of `a`, 6-7 columns of `b`).
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    bytes_per_row: [u16; 16],
+    rows: [u8; 16],
+}
+
+// The layout `ldtilecfg` reads: 64 bytes, bytes per row from byte 16, rows from byte 48.
+const _: () = assert!(
+    std::mem::size_of::<TileConfig>() == 64
+        && std::mem::offset_of!(TileConfig, bytes_per_row) == 16
+        && std::mem::offset_of!(TileConfig, rows) == 48
+);
+
+const CONFIG: TileConfig = TileConfig {
+    palette: 1,
+    start_row: 0,
+    reserved: [0; 14],
+    bytes_per_row: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+};
+
+impl Tiles {
+    /// The run on AMX. For each block of 32 rows: tiles 0-3 zeroed; for each
+    /// 16 pairs of the inner dimension, rows 0-15 and 16-31 of the block
+    /// loaded into tiles 4 and 5, columns 0-15 and 16-31 of the panel into
+    /// tiles 6 and 7, and the four products added; the four tiles stored.
+    ///
+    /// # Safety
+    /// The CPU has AMX-TILE and AMX-BF16 and this process the tile data;
+    /// `a` holds `32 × row_blocks` rows of `a_pairs ≥ 16 × tile_steps`
+    /// pairs, `b` `16 × tile_steps` rows of `NR` pairs, `sums`
+    /// `32 × row_blocks × NR` elements; `tile_steps` and `row_blocks` are
+    /// at least 1.
+    unsafe fn run(&self) {
+        debug_assert!(self.tile_steps >= 1 && self.row_blocks >= 1 && self.a_pairs >= TILE * self.tile_steps);
+        // Byte strides: between rows of `a`, and between rows of the panel
+        // of `b` and of `sums` (both NR × 4 = 128).
+        let a_stride = self.a_pairs * 4;
+        let row_stride = NR * 4;
+        // SAFETY: the caller's promises; every load and store lies inside
+        // the operands described there, and the tiles are released at the
+        // end. 64 = 16 pairs or 16 f32 (a tile row); 2048 = 16 rows of 128
+        // bytes; 4096 = 32 such rows.
+        unsafe {
+            std::arch::asm!(
+                "ldtilecfg [{config}]",
+                "2:",
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "mov {a_low}, {a}",
+                "mov {a_high}, {a_stride}",
+                "shl {a_high}, 4",
+                "add {a_high}, {a}",
+                "mov {b_at}, {b}",
+                "mov {steps}, {tile_steps}",
+                "3:",
+                "tileloadd tmm4, [{a_low} + {a_stride} * 1]",
+                "tileloadd tmm5, [{a_high} + {a_stride} * 1]",
+                "tileloadd tmm6, [{b_at} + {row_stride} * 1]",
+                "tileloadd tmm7, [{b_at} + {row_stride} * 1 + 64]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "add {a_low}, 64",
+                "add {a_high}, 64",
+                "add {b_at}, 2048",
+                "dec {steps}",
+                "jnz 3b",
+                "tilestored [{sums} + {row_stride} * 1], tmm0",
+                "tilestored [{sums} + {row_stride} * 1 + 64], tmm1",
+                "tilestored [{sums} + {row_stride} * 1 + 2048], tmm2",
+                "tilestored [{sums} + {row_stride} * 1 + 2112], tmm3",
+                "mov {steps}, {a_stride}",
+                "shl {steps}, 5",
+                "add {a}, {steps}",
+                "add {sums}, 4096",
+                "dec {blocks}",
+                "jnz 2b",
+                "tilerelease",
+                config = in(reg) &CONFIG,
+                a = inout(reg) self.a => _,
+                sums = inout(reg) self.sums => _,
+                blocks = inout(reg) self.row_blocks => _,
+                b = in(reg) self.b,
+                a_stride = in(reg) a_stride,
+                row_stride = in(reg) row_stride,
+                tile_steps = in(reg) self.tile_steps,
+                a_low = out(reg) _,
+                a_high = out(reg) _,
+                b_at = out(reg) _,
+                steps = out(reg) _,
+                options(nostack),
+            );
+        }
+    }
+
+    /// [`Self::run`] in Rust: the same operands, the same sums up to their
+    /// order (`tdpbf16ps` adds each pair's two products to the sum).
+    ///
+    /// # Safety
+    /// As [`Self::run`], less the CPU.
+    #[cfg(test)]
+    unsafe fn emulate(&self) {
+        let low = |pair: u32| f32::from_bits(pair << 16);
+        let high = |pair: u32| f32::from_bits(pair & 0xFFFF_0000);
+        let pairs = TILE * self.tile_steps;
+        for row in 0..MR * self.row_blocks {
+            for column in 0..NR {
+                let mut sum = 0.0f32;
+                for p in 0..pairs {
+                    // SAFETY: row < 32 × row_blocks, p < a_pairs, and the
+                    // panel's row p holds NR pairs (the caller's promises).
+                    let (x, y) = unsafe { (*self.a.add(row * self.a_pairs + p), *self.b.add(p * NR + column)) };
+                    sum += low(x) * low(y) + high(x) * high(y);
+                }
+                // SAFETY: `sums` holds 32 × row_blocks rows of NR.
+                unsafe { *self.sums.add(row * NR + column) = sum };
+            }
+        }
+    }
+}
