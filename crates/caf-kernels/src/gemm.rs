@@ -10,6 +10,7 @@ mod bf16;
 #[cfg(target_arch = "x86_64")]
 mod f32_panels;
 mod packed;
+mod split;
 
 use crate::cpu::Precision;
 pub(crate) use packed::PackedLhs;
@@ -276,19 +277,10 @@ pub(crate) fn matmul<T: Element>(dst: &mut [T], accumulate: bool, a: Matrix<T>, 
     a.check("matmul lhs");
     b.check("matmul rhs");
     let (m, n, k) = (a.rows, b.cols, a.cols);
-    if m == 0 || n == 0 {
+    if split::nothing_to_multiply(dst, accumulate, m, n, k) {
         return;
     }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(T::ZERO);
-        }
-        return;
-    }
-    let workers = match threads {
-        Threads::One => 1,
-        Threads::All => rayon::current_num_threads(),
-    };
+    let workers = threads.workers();
     if workers == 1 {
         product(&mut dst[..m * n], accumulate, a, b, Parallelism::None);
     } else if m >= MIN_ROWS_PER_WORKER * workers {

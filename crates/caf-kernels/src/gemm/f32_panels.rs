@@ -15,8 +15,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use rayon::prelude::*;
-
+use super::split::{nothing_to_multiply, row_panels_first, Share};
 use super::{DisjointOutput, Matrix, Threads};
 
 /// Rows of the register block: four vectors of 16.
@@ -88,13 +87,7 @@ pub(super) fn matmul(dst: &mut [f32], accumulate: bool, a: &PackedA, b: Matrix<f
     b.check("f32 packed rhs");
     let (m, n) = (a.rows, b.cols);
     assert!(dst.len() >= m * n, "f32 packed matmul: destination too small");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if a.cols == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
+    if nothing_to_multiply(dst, accumulate, m, n, a.cols) {
         return;
     }
     // The kernel broadcasts from rows of `b` read in place.
@@ -105,35 +98,16 @@ pub(super) fn matmul(dst: &mut [f32], accumulate: bool, a: &PackedA, b: Matrix<f
         copy = b.to_vec();
         Matrix::row_major(&copy, b.rows, b.cols)
     };
-    let workers = match threads {
-        Threads::One => 1,
-        Threads::All => rayon::current_num_threads(),
-    };
     let out = DisjointOutput(dst.as_mut_ptr());
-    let panels = m.div_ceil(MR);
-    let by_rows = |share: usize| {
-        (0..panels.div_ceil(share)).into_par_iter().for_each(|w| {
-            let rows = w * share * MR..((w + 1) * share * MR).min(m);
-            // SAFETY: each worker writes only its own rows of `dst`, which
-            // holds m·n elements; the CPU was checked by the caller.
-            unsafe { product(&out, n, accumulate, a, b, rows, 0..n) }
-        })
+    let columns = Share {
+        unit: NR,
+        at_least: MIN_COLUMNS_PER_WORKER,
     };
-    if workers > 1 && panels % workers == 0 {
-        by_rows(panels / workers);
-    } else if workers > 1 && n >= MIN_COLUMNS_PER_WORKER * workers {
-        let share = n.div_ceil(workers).next_multiple_of(NR);
-        (0..n.div_ceil(share)).into_par_iter().for_each(|w| {
-            let columns = w * share..((w + 1) * share).min(n);
-            // SAFETY: each worker writes only its own columns of `dst`.
-            unsafe { product(&out, n, accumulate, a, b, 0..m, columns) }
-        });
-    } else if workers > 1 && panels >= workers {
-        by_rows(panels.div_ceil(workers));
-    } else {
-        // SAFETY: one writer; `dst` holds m·n elements.
-        unsafe { product(&out, n, accumulate, a, b, 0..m, 0..n) }
-    }
+    row_panels_first(m, n, threads, MR, columns, |rows, columns| {
+        // SAFETY: each call writes only its own block of `dst`, which
+        // holds m·n elements; the CPU was checked by the caller.
+        unsafe { product(&out, n, accumulate, a, b, rows, columns) }
+    });
 }
 
 /// `dst[rows, columns] (+)= a[rows, :] · b[:, columns]`, `dst` row-major

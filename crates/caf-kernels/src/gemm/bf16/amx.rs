@@ -15,10 +15,9 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::ops::Range;
 
-use rayon::prelude::*;
-
+use super::super::split::{columns_first, nothing_to_multiply, Share};
 use super::super::{DisjointOutput, Matrix, Threads};
-use super::avx512::{copy_rows, pack_b_panels};
+use super::avx512::{copy_rows, pack_b_view};
 
 /// Rows of a tile, and bf16 pairs (64 bytes) in a tile row.
 const TILE: usize = 16;
@@ -150,39 +149,23 @@ pub(super) fn matmul(
     b.check("bf16 matmul rhs");
     let (m, n) = (a.rows, b.cols);
     assert!(dst.len() >= m * n, "bf16 matmul: destination too small");
-    if m == 0 || n == 0 {
+    if nothing_to_multiply(dst, accumulate, m, n, a.cols) {
         return;
     }
-    if a.cols == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
-    let workers = match threads {
-        Threads::One => 1,
-        Threads::All => rayon::current_num_threads(),
-    };
     let out = DisjointOutput(dst.as_mut_ptr());
-    if workers > 1 && n >= MIN_COLUMNS_PER_WORKER * workers {
-        let share = n.div_ceil(workers).next_multiple_of(NR);
-        (0..n.div_ceil(share)).into_par_iter().for_each(|w| {
-            let columns = w * share..((w + 1) * share).min(n);
-            // SAFETY: each worker writes only its own columns of `dst`,
-            // which holds m·n elements; the CPU was checked by the caller.
-            unsafe { product(kernel, &out, n, accumulate, a, b, 0..m, columns) }
-        });
-    } else if workers > 1 && m >= MIN_ROWS_PER_WORKER * workers {
-        let share = m.div_ceil(workers).next_multiple_of(MR);
-        (0..m.div_ceil(share)).into_par_iter().for_each(|w| {
-            let rows = w * share..((w + 1) * share).min(m);
-            // SAFETY: each worker writes only its own rows of `dst`.
-            unsafe { product(kernel, &out, n, accumulate, a, b, rows, 0..n) }
-        });
-    } else {
-        // SAFETY: one writer; `dst` holds m·n elements.
-        unsafe { product(kernel, &out, n, accumulate, a, b, 0..m, 0..n) }
-    }
+    let rows = Share {
+        unit: MR,
+        at_least: MIN_ROWS_PER_WORKER,
+    };
+    let columns = Share {
+        unit: NR,
+        at_least: MIN_COLUMNS_PER_WORKER,
+    };
+    columns_first(m, n, threads, rows, columns, |rows, columns| {
+        // SAFETY: each call writes only its own block of `dst`, which
+        // holds m·n elements; the CPU was checked by the caller.
+        unsafe { product(kernel, &out, n, accumulate, a, b, rows, columns) }
+    });
 }
 
 /// A thread's buffers, kept between products.
@@ -229,13 +212,14 @@ unsafe fn product(
             let depth = KC.min(k - first_inner);
             let pairs = pair_rows(depth);
             let (inner, block_columns) = (first_inner..first_inner + depth, first_column..first_column + width);
-            if b.col_stride == 1 {
-                pack_b_panels::<NR>(b, inner, block_columns, pairs, &mut buffers.packed_b);
-            } else {
-                copy_rows(b, inner, block_columns, &mut buffers.rows_b);
-                let copy = Matrix::row_major(&buffers.rows_b, depth, width);
-                pack_b_panels::<NR>(copy, 0..depth, 0..width, pairs, &mut buffers.packed_b);
-            }
+            pack_b_view::<NR>(
+                b,
+                inner,
+                block_columns,
+                pairs,
+                &mut buffers.packed_b,
+                &mut buffers.rows_b,
+            );
             let add = accumulate || first_inner > 0;
             for first_row in rows.clone().step_by(MC) {
                 let height = MC.min(rows.end - first_row);

@@ -7,10 +7,9 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::ops::Range;
 
-use rayon::prelude::*;
-
 pub(super) mod row_panels;
 
+use super::super::split::{columns_first, nothing_to_multiply, Share};
 use super::super::{DisjointOutput, Matrix, Threads};
 
 /// Rows of the register block.
@@ -79,39 +78,23 @@ pub(super) fn matmul(dst: &mut [f32], accumulate: bool, a: &PackedA, b: Matrix<f
     b.check("bf16 matmul rhs");
     let (m, n) = (a.rows, b.cols);
     assert!(dst.len() >= m * n, "bf16 matmul: destination too small");
-    if m == 0 || n == 0 {
+    if nothing_to_multiply(dst, accumulate, m, n, a.cols) {
         return;
     }
-    if a.cols == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
-    let workers = match threads {
-        Threads::One => 1,
-        Threads::All => rayon::current_num_threads(),
-    };
     let out = DisjointOutput(dst.as_mut_ptr());
-    if workers > 1 && n >= MIN_COLUMNS_PER_WORKER * workers {
-        let share = n.div_ceil(workers).next_multiple_of(16);
-        (0..n.div_ceil(share)).into_par_iter().for_each(|w| {
-            let columns = w * share..((w + 1) * share).min(n);
-            // SAFETY: each worker writes only its own columns of `dst`,
-            // which holds m·n elements; the CPU was checked by the caller.
-            unsafe { product(&out, n, accumulate, a, b, 0..m, columns) }
-        });
-    } else if workers > 1 && m >= MIN_ROWS_PER_WORKER * workers {
-        let share = m.div_ceil(workers).next_multiple_of(MR);
-        (0..m.div_ceil(share)).into_par_iter().for_each(|w| {
-            let rows = w * share..((w + 1) * share).min(m);
-            // SAFETY: each worker writes only its own rows of `dst`.
-            unsafe { product(&out, n, accumulate, a, b, rows, 0..n) }
-        });
-    } else {
-        // SAFETY: one writer; `dst` holds m·n elements.
-        unsafe { product(&out, n, accumulate, a, b, 0..m, 0..n) }
-    }
+    let rows = Share {
+        unit: MR,
+        at_least: MIN_ROWS_PER_WORKER,
+    };
+    let columns = Share {
+        unit: 16,
+        at_least: MIN_COLUMNS_PER_WORKER,
+    };
+    columns_first(m, n, threads, rows, columns, |rows, columns| {
+        // SAFETY: each call writes only its own block of `dst`, which
+        // holds m·n elements; the CPU was checked by the caller.
+        unsafe { product(&out, n, accumulate, a, b, rows, columns) }
+    });
 }
 
 thread_local! {
@@ -144,17 +127,7 @@ unsafe fn product(
             let depth = KC.min(k - first_inner);
             let pairs = depth.div_ceil(2);
             let (inner, block_columns) = (first_inner..first_inner + depth, first_column..first_column + width);
-            if b.col_stride == 1 {
-                pack_b(b, inner, block_columns, &mut packed_b);
-            } else {
-                copy_rows(b, inner, block_columns, &mut rows_b);
-                pack_b(
-                    Matrix::row_major(&rows_b, depth, width),
-                    0..depth,
-                    0..width,
-                    &mut packed_b,
-                );
-            }
+            pack_b_view::<NR>(b, inner, block_columns, pairs, &mut packed_b, &mut rows_b);
             let add = accumulate || first_inner > 0;
             for first_row in rows.clone().step_by(MC) {
                 let height = MC.min(rows.end - first_row);
@@ -191,20 +164,41 @@ unsafe fn product(
     PACKED_B.set((packed_b, rows_b));
 }
 
-/// Packs `b[inner, columns]` as panels of [`NR`] columns, each `pairs × NR`
-/// bf16 pairs: element `(p, j)` of a panel holds rows `2p` and `2p + 1` of
-/// column `j`, zeros past the last row and column.
+/// Packs `b[inner, columns]` as panels of `WIDTH` columns (a multiple of
+/// 16), each `pair_rows × WIDTH` bf16 pairs: element `(p, j)` of a panel
+/// holds rows `2p` and `2p + 1` of column `j`, zeros past the last row and
+/// column (`pair_rows` is at least the inner rows' pairs). Rows that are
+/// contiguous are read in place, a transposed view (contiguous columns)
+/// 16 columns at a time; any other view is first copied into `copy`.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-fn pack_b(b: Matrix<f32>, inner: Range<usize>, columns: Range<usize>, packed: &mut Vec<u32>) {
-    let pairs = inner.len().div_ceil(2);
-    pack_b_panels::<NR>(b, inner, columns, pairs, packed)
+pub(super) fn pack_b_view<const WIDTH: usize>(
+    b: Matrix<f32>,
+    inner: Range<usize>,
+    columns: Range<usize>,
+    pair_rows: usize,
+    packed: &mut Vec<u32>,
+    copy: &mut Vec<f32>,
+) {
+    if b.col_stride == 1 {
+        pack_b_panels::<WIDTH>(b, inner, columns, pair_rows, packed);
+    } else if b.row_stride == 1 {
+        pack_b_transposed::<WIDTH>(b, inner, columns, pair_rows, packed);
+    } else {
+        let (depth, width) = (inner.len(), columns.len());
+        copy_rows(b, inner, columns, copy);
+        pack_b_panels::<WIDTH>(
+            Matrix::row_major(copy, depth, width),
+            0..depth,
+            0..width,
+            pair_rows,
+            packed,
+        );
+    }
 }
 
-/// [`pack_b`] with panels of `WIDTH` columns (a multiple of 16) and
-/// `pair_rows` rows of pairs each (at least the inner rows' pairs; the rows
-/// past them are zeros).
+/// [`pack_b_view`] of a view whose rows are contiguous.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-pub(super) fn pack_b_panels<const WIDTH: usize>(
+fn pack_b_panels<const WIDTH: usize>(
     b: Matrix<f32>,
     inner: Range<usize>,
     columns: Range<usize>,
@@ -254,6 +248,99 @@ pub(super) fn pack_b_panels<const WIDTH: usize>(
             }
         }
     }
+}
+
+/// [`pack_b_view`] of a view whose columns are contiguous (a transposed
+/// row-major matrix): for each 16 columns and 32 rows, each column's 32
+/// values rounded to 16 pairs in one vector, and the 16 vectors turned
+/// into 16 rows of pairs by [`transpose_16x16`].
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+fn pack_b_transposed<const WIDTH: usize>(
+    b: Matrix<f32>,
+    inner: Range<usize>,
+    columns: Range<usize>,
+    pair_rows: usize,
+    packed: &mut Vec<u32>,
+) {
+    assert_eq!(b.row_stride, 1, "pack_b_transposed reads columns that are contiguous");
+    const { assert!(WIDTH.is_multiple_of(16)) };
+    let depth = inner.len();
+    assert!(
+        pair_rows >= depth.div_ceil(2),
+        "pack_b: {pair_rows} pair rows cannot hold {depth} rows"
+    );
+    let panels = columns.len().div_ceil(WIDTH);
+    packed.clear();
+    packed.resize(panels * pair_rows * WIDTH, 0);
+    for (panel, first) in columns.clone().step_by(WIDTH).enumerate() {
+        let width = WIDTH.min(columns.end - first);
+        let out = &mut packed[panel * pair_rows * WIDTH..][..pair_rows * WIDTH];
+        for group in (0..width).step_by(16) {
+            let count = 16.min(width - group);
+            for chunk in (0..depth).step_by(32) {
+                let values = 32.min(depth - chunk);
+                let low_mask: __mmask16 = if values >= 16 { 0xFFFF } else { (1 << values) - 1 };
+                let high_mask = ((1u32 << values.saturating_sub(16)) - 1) as __mmask16;
+                let mut lanes = [_mm512_setzero_si512(); 16];
+                for (c, lane) in lanes[..count].iter_mut().enumerate() {
+                    let start = (first + group + c) * b.col_stride + inner.start + chunk;
+                    // SAFETY: the column's first `values` elements from
+                    // `start` lie in the checked view; the masked loads
+                    // read no others.
+                    *lane = unsafe {
+                        let low = _mm512_maskz_loadu_ps(low_mask, b.data.as_ptr().add(start));
+                        let high = _mm512_maskz_loadu_ps(high_mask, b.data.as_ptr().wrapping_add(start + 16));
+                        std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low))
+                    };
+                }
+                for (p, row) in transpose_16x16(lanes)[..values.div_ceil(2)].iter().enumerate() {
+                    // SAFETY: the panel's pair row chunk / 2 + p < pair_rows
+                    // has WIDTH ≥ group + 16 elements (lanes past `count`
+                    // are the zeros of the absent columns).
+                    unsafe {
+                        _mm512_storeu_si512(out[(chunk / 2 + p) * WIDTH + group..][..16].as_mut_ptr().cast(), *row)
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The 16 × 16 matrix of 32-bit lanes `rows` transposed: lane `j` of
+/// vector `i` becomes lane `i` of vector `j`.
+#[target_feature(enable = "avx512f")]
+fn transpose_16x16(rows: [__m512i; 16]) -> [__m512i; 16] {
+    // Lanes interleaved within each 128-bit quarter: by 32 bits, then 64,
+    // leaving quad[4g + c] with rows 4g..4g + 4 of columns c, c + 4, c + 8
+    // and c + 12 in its quarters.
+    let mut twos = [_mm512_setzero_si512(); 16];
+    for i in 0..8 {
+        twos[2 * i] = _mm512_unpacklo_epi32(rows[2 * i], rows[2 * i + 1]);
+        twos[2 * i + 1] = _mm512_unpackhi_epi32(rows[2 * i], rows[2 * i + 1]);
+    }
+    let mut quads = [_mm512_setzero_si512(); 16];
+    for g in 0..4 {
+        let (low, high) = (twos[4 * g], twos[4 * g + 1]);
+        let (low2, high2) = (twos[4 * g + 2], twos[4 * g + 3]);
+        quads[4 * g] = _mm512_unpacklo_epi64(low, low2);
+        quads[4 * g + 1] = _mm512_unpackhi_epi64(low, low2);
+        quads[4 * g + 2] = _mm512_unpacklo_epi64(high, high2);
+        quads[4 * g + 3] = _mm512_unpackhi_epi64(high, high2);
+    }
+    // Then whole quarters: even and odd quarters of rows 0-7 and of rows
+    // 8-15 (0x88 takes quarters 0 and 2 of each operand, 0xDD 1 and 3).
+    let mut columns = [_mm512_setzero_si512(); 16];
+    for c in 0..4 {
+        let top_even = _mm512_shuffle_i32x4::<0x88>(quads[c], quads[4 + c]);
+        let top_odd = _mm512_shuffle_i32x4::<0xDD>(quads[c], quads[4 + c]);
+        let bottom_even = _mm512_shuffle_i32x4::<0x88>(quads[8 + c], quads[12 + c]);
+        let bottom_odd = _mm512_shuffle_i32x4::<0xDD>(quads[8 + c], quads[12 + c]);
+        columns[c] = _mm512_shuffle_i32x4::<0x88>(top_even, bottom_even);
+        columns[c + 8] = _mm512_shuffle_i32x4::<0xDD>(top_even, bottom_even);
+        columns[c + 4] = _mm512_shuffle_i32x4::<0x88>(top_odd, bottom_odd);
+        columns[c + 12] = _mm512_shuffle_i32x4::<0xDD>(top_odd, bottom_odd);
+    }
+    columns
 }
 
 /// Packs `a[rows, inner]` as panels of [`MR`] rows, each `pairs × MR` bf16

@@ -244,3 +244,58 @@ fn scalar_and_vector_rounding_agree() {
         );
     }
 }
+
+/// A transposed view's panels (packed 16 columns at a time through a
+/// transposition) are the panels of the same values copied row-major first,
+/// bit for bit, on ragged sizes around 16 columns and 32 rows, in panels of
+/// 48 and 32 columns with padded pair rows.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn transposed_views_pack_as_their_row_major_copies() {
+    if InstructionSet::detected() < InstructionSet::Avx512Bf16 {
+        eprintln!("this CPU has no AVX512-BF16: the packing of the vdpbf16ps and tile paths does not run here");
+        return;
+    }
+    fn both<const WIDTH: usize>(
+        rows: usize,
+        cols: usize,
+        inner: std::ops::Range<usize>,
+        columns: std::ops::Range<usize>,
+    ) {
+        let stored = values(rows * cols, 5);
+        // `b` is rows × cols, stored transposed (cols × rows, row-major).
+        let b = Matrix::row_major(&stored, cols, rows).t();
+        let copied = b.to_vec();
+        let pair_rows = inner.len().div_ceil(2).next_multiple_of(16);
+        let (mut from_view, mut from_copy, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
+        // SAFETY: the CPU has AVX512-BF16 (checked above).
+        unsafe {
+            avx512::pack_b_view::<WIDTH>(
+                b,
+                inner.clone(),
+                columns.clone(),
+                pair_rows,
+                &mut from_view,
+                &mut scratch,
+            );
+            avx512::pack_b_view::<WIDTH>(
+                Matrix::row_major(&copied, rows, cols),
+                inner.clone(),
+                columns.clone(),
+                pair_rows,
+                &mut from_copy,
+                &mut scratch,
+            );
+        }
+        assert_eq!(
+            from_view, from_copy,
+            "{rows}×{cols}, rows {inner:?}, columns {columns:?}, panels of {WIDTH}"
+        );
+    }
+    for (rows, cols) in [(1, 1), (31, 15), (32, 16), (33, 17), (65, 47), (70, 49), (100, 100)] {
+        both::<48>(rows, cols, 0..rows, 0..cols);
+        both::<32>(rows, cols, 0..rows, 0..cols);
+        both::<48>(rows, cols, rows / 3..rows, cols / 2..cols);
+        both::<32>(rows, cols, rows / 2..rows, cols / 3..cols);
+    }
+}

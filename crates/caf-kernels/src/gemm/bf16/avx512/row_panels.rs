@@ -10,10 +10,9 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use rayon::prelude::*;
-
+use super::super::super::split::{nothing_to_multiply, row_panels_first, Share};
 use super::super::bf16_bits;
-use super::{copy_rows, pack_b, DisjointOutput, Matrix, Threads, KC, NC, NR, PACKED_B};
+use super::{pack_b_view, DisjointOutput, Matrix, Threads, KC, NC, NR, PACKED_B};
 
 /// Rows of the register block: four vectors of 16.
 const MR: usize = 64;
@@ -78,45 +77,19 @@ pub(in crate::gemm) fn matmul(dst: &mut [f32], accumulate: bool, a: &PackedA, b:
     b.check("bf16 row-panel rhs");
     let (m, n) = (a.rows, b.cols);
     assert!(dst.len() >= m * n, "bf16 row-panel matmul: destination too small");
-    if m == 0 || n == 0 {
+    if nothing_to_multiply(dst, accumulate, m, n, a.cols) {
         return;
     }
-    if a.cols == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
-    let workers = match threads {
-        Threads::One => 1,
-        Threads::All => rayon::current_num_threads(),
-    };
     let out = DisjointOutput(dst.as_mut_ptr());
-    let panels = m.div_ceil(MR);
-    let by_rows = |share: usize| {
-        (0..panels.div_ceil(share)).into_par_iter().for_each(|w| {
-            let rows = w * share * MR..((w + 1) * share * MR).min(m);
-            // SAFETY: each worker writes only its own rows of `dst`, which
-            // holds m·n elements; the CPU was checked by the caller.
-            unsafe { product(&out, n, accumulate, a, b, rows, 0..n) }
-        })
+    let columns = Share {
+        unit: NR_BLOCK,
+        at_least: MIN_COLUMNS_PER_WORKER,
     };
-    if workers > 1 && panels % workers == 0 {
-        by_rows(panels / workers);
-    } else if workers > 1 && n >= MIN_COLUMNS_PER_WORKER * workers {
-        // Shares of whole register blocks (each worker packs its own columns).
-        let share = n.div_ceil(workers).next_multiple_of(NR_BLOCK);
-        (0..n.div_ceil(share)).into_par_iter().for_each(|w| {
-            let columns = w * share..((w + 1) * share).min(n);
-            // SAFETY: each worker writes only its own columns of `dst`.
-            unsafe { product(&out, n, accumulate, a, b, 0..m, columns) }
-        });
-    } else if workers > 1 && panels >= workers {
-        by_rows(panels.div_ceil(workers));
-    } else {
-        // SAFETY: one writer; `dst` holds m·n elements.
-        unsafe { product(&out, n, accumulate, a, b, 0..m, 0..n) }
-    }
+    row_panels_first(m, n, threads, MR, columns, |rows, columns| {
+        // SAFETY: each call writes only its own block of `dst`, which
+        // holds m·n elements; the CPU was checked by the caller.
+        unsafe { product(&out, n, accumulate, a, b, rows, columns) }
+    });
 }
 
 /// `dst[rows, columns] (+)= a[rows, :] · b[:, columns]`, `dst` row-major
@@ -143,17 +116,7 @@ unsafe fn product(
             let depth = KC.min(k - first_inner);
             let pairs = depth.div_ceil(2);
             let (inner, block_columns) = (first_inner..first_inner + depth, first_column..first_column + width);
-            if b.col_stride == 1 {
-                pack_b(b, inner, block_columns, &mut packed_b);
-            } else {
-                copy_rows(b, inner, block_columns, &mut rows_b);
-                pack_b(
-                    Matrix::row_major(&rows_b, depth, width),
-                    0..depth,
-                    0..width,
-                    &mut packed_b,
-                );
-            }
+            pack_b_view::<NR>(b, inner, block_columns, pairs, &mut packed_b, &mut rows_b);
             for first_row in rows.clone().step_by(MR) {
                 let panel = a.panel(first_inner, first_row / MR);
                 for column in (0..width).step_by(NR_BLOCK) {
