@@ -17,7 +17,7 @@ use std::ops::Range;
 
 use super::super::split::{columns_first, nothing_to_multiply, Share};
 use super::super::{DisjointOutput, Matrix, Threads};
-use super::avx512::{copy_rows, pack_b_view};
+use super::avx512::{copy_rows, pack_b_view, rounded_pairs};
 
 /// Rows of a tile, and bf16 pairs (64 bytes) in a tile row.
 const TILE: usize = 16;
@@ -101,25 +101,10 @@ impl PackedA {
 fn pack_row(values: &[f32], pairs: &mut [u32]) {
     assert!(pairs.len() >= values.len().div_ceil(2), "pack_row: too few pairs");
     for (chunk, out) in values.chunks(32).zip(pairs.chunks_mut(16)) {
-        let count = chunk.len();
-        let low_mask: __mmask16 = if count >= 16 { 0xFFFF } else { (1 << count) - 1 };
-        let high_mask: __mmask16 = if count >= 32 {
-            0xFFFF
-        } else {
-            (1u32 << count.saturating_sub(16)) as u16 - 1
-        };
-        // SAFETY: the masked loads read the chunk's `count` elements only;
-        // the masked store writes `count / 2` rounded up pairs, which `out`
-        // holds.
-        unsafe {
-            let low = _mm512_maskz_loadu_ps(low_mask, chunk.as_ptr());
-            let high = _mm512_maskz_loadu_ps(high_mask, chunk.as_ptr().wrapping_add(16));
-            // Lanes 0-15 are the first 16 values, 16-31 the next: in memory,
-            // consecutive bf16s, which is the pairs' layout.
-            let bf16: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
-            let pair_mask = ((1u32 << count.div_ceil(2)) - 1) as __mmask16;
-            _mm512_mask_storeu_epi32(out.as_mut_ptr().cast(), pair_mask, bf16);
-        }
+        let pair_mask = ((1u32 << chunk.len().div_ceil(2)) - 1) as __mmask16;
+        // SAFETY: the masked store writes `chunk.len() / 2` rounded up
+        // pairs, which `out` holds.
+        unsafe { _mm512_mask_storeu_epi32(out.as_mut_ptr().cast(), pair_mask, rounded_pairs(chunk)) };
     }
 }
 

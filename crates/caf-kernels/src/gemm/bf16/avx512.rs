@@ -279,19 +279,10 @@ fn pack_b_transposed<const WIDTH: usize>(
             let count = 16.min(width - group);
             for chunk in (0..depth).step_by(32) {
                 let values = 32.min(depth - chunk);
-                let low_mask: __mmask16 = if values >= 16 { 0xFFFF } else { (1 << values) - 1 };
-                let high_mask = ((1u32 << values.saturating_sub(16)) - 1) as __mmask16;
                 let mut lanes = [_mm512_setzero_si512(); 16];
                 for (c, lane) in lanes[..count].iter_mut().enumerate() {
                     let start = (first + group + c) * b.col_stride + inner.start + chunk;
-                    // SAFETY: the column's first `values` elements from
-                    // `start` lie in the checked view; the masked loads
-                    // read no others.
-                    *lane = unsafe {
-                        let low = _mm512_maskz_loadu_ps(low_mask, b.data.as_ptr().add(start));
-                        let high = _mm512_maskz_loadu_ps(high_mask, b.data.as_ptr().wrapping_add(start + 16));
-                        std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low))
-                    };
+                    *lane = rounded_pairs(&b.data[start..start + values]);
                 }
                 for (p, row) in transpose_16x16(lanes)[..values.div_ceil(2)].iter().enumerate() {
                     // SAFETY: the panel's pair row chunk / 2 + p < pair_rows
@@ -347,41 +338,59 @@ fn transpose_16x16(rows: [__m512i; 16]) -> [__m512i; 16] {
 /// pairs: element `(p, i)` of a panel holds columns `2p` and `2p + 1` of row
 /// `i`, zeros past the last row and column.
 /// `packed` holds `rows.len().next_multiple_of(MR) × pairs` zeros.
+///
+/// Two panels (16 rows) at a time, 32 columns of each row rounded to 16
+/// pairs in one vector: [`transpose_16x16`] turns the 16 rows' vectors into
+/// one vector per pair, whose low half belongs to the first panel and high
+/// half to the second.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 fn pack_a(a: Matrix<f32>, rows: Range<usize>, inner: Range<usize>, packed: &mut [u32]) {
     assert_eq!(a.col_stride, 1, "pack_a reads rows that are contiguous");
+    const { assert!(MR == 8) };
     let pairs = inner.len().div_ceil(2);
-    let mut converted = [0u32; 16];
-    for (i, row) in rows.enumerate() {
-        let panel = &mut packed[(i / MR) * pairs * MR..][..pairs * MR];
-        // 32 columns (16 pairs) of the row at a time: converted as one
-        // vector, whose lanes are then dealt out to the panel.
+    let panels = rows.len().div_ceil(MR);
+    assert!(packed.len() >= panels * pairs * MR, "pack_a: too small a destination");
+    for first in (0..rows.len()).step_by(2 * MR) {
+        let count = (2 * MR).min(rows.len() - first);
+        let panel = first / MR;
         for chunk in (0..inner.len()).step_by(32) {
-            let count = 32.min(inner.len() - chunk);
-            let low_mask: __mmask16 = if count >= 16 { 0xFFFF } else { (1 << count) - 1 };
-            let high_mask: __mmask16 = if count >= 32 {
-                0xFFFF
-            } else {
-                (1u32 << count.saturating_sub(16)) as u16 - 1
-            };
-            let start = row * a.row_stride + inner.start + chunk;
-            // SAFETY: the first `count` elements from `start` lie in the
-            // checked view; the masked loads read no others.
-            unsafe {
-                let low = _mm512_maskz_loadu_ps(low_mask, a.data.as_ptr().add(start));
-                let high = if count > 16 {
-                    _mm512_maskz_loadu_ps(high_mask, a.data.as_ptr().add(start + 16))
-                } else {
-                    _mm512_setzero_ps()
-                };
-                let bf16: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
-                _mm512_storeu_si512(converted.as_mut_ptr().cast(), bf16);
+            let values = 32.min(inner.len() - chunk);
+            let mut lanes = [_mm512_setzero_si512(); 16];
+            for (r, lane) in lanes[..count].iter_mut().enumerate() {
+                let start = (rows.start + first + r) * a.row_stride + inner.start + chunk;
+                *lane = rounded_pairs(&a.data[start..start + values]);
             }
-            let first_pair = chunk / 2;
-            for (t, &pair) in converted[..count.div_ceil(2)].iter().enumerate() {
-                panel[(first_pair + t) * MR + i % MR] = pair;
+            for (t, by_pair) in transpose_16x16(lanes)[..values.div_ceil(2)].iter().enumerate() {
+                let at = (chunk / 2 + t) * MR;
+                let low = &mut packed[panel * pairs * MR + at..][..MR];
+                // SAFETY: `low` holds MR = 8 pairs, 256 bits.
+                unsafe { _mm256_storeu_si256(low.as_mut_ptr().cast(), _mm512_castsi512_si256(*by_pair)) };
+                if panel + 1 < panels {
+                    let high = &mut packed[(panel + 1) * pairs * MR + at..][..MR];
+                    // SAFETY: as above.
+                    unsafe { _mm256_storeu_si256(high.as_mut_ptr().cast(), _mm512_extracti64x4_epi64::<1>(*by_pair)) };
+                }
             }
         }
+    }
+}
+
+/// `values` (at most 32) rounded to bf16 as 16 pairs, in order: value `2t`
+/// in the low half of lane `t`, `2t + 1` in its high half; zeros past them.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) fn rounded_pairs(values: &[f32]) -> __m512i {
+    let count = values.len();
+    assert!(count <= 32, "rounded_pairs: {count} values do not fit 16 pairs");
+    let low_mask = ((1u32 << count.min(16)) - 1) as __mmask16;
+    let high_mask = ((1u32 << count.saturating_sub(16)) - 1) as __mmask16;
+    // SAFETY: the masked loads read the first `count` values only (the
+    // second starts past them when there are 16 or fewer, reading none).
+    unsafe {
+        let low = _mm512_maskz_loadu_ps(low_mask, values.as_ptr());
+        let high = _mm512_maskz_loadu_ps(high_mask, values.as_ptr().wrapping_add(16));
+        // Lanes 0-15 hold the first 16 values' bf16s, 16-31 the next 16:
+        // consecutive bf16s in memory, which is the pairs' layout.
+        std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low))
     }
 }
 

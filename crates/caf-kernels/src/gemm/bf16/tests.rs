@@ -137,8 +137,18 @@ fn kept_operands_match_an_f64_reference_on_ragged_columns() {
 fn transposed_views_and_split_products_match_an_f64_reference() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("a pool");
     pool.install(|| {
-        // Split by columns, by rows, and not at all; inner blocks of KC and a remainder.
-        for (m, n, k) in [(33, 400, 65), (200, 17, 31), (7, 9, 5), (20, 150, 600), (129, 1600, 3)] {
+        // Split by columns, by rows, and not at all; inner blocks of KC and a
+        // remainder; rows packed 16 at a time ending 9 and 12 rows into the
+        // last 16 (a second panel partly filled).
+        for (m, n, k) in [
+            (33, 400, 65),
+            (200, 17, 31),
+            (7, 9, 5),
+            (20, 150, 600),
+            (129, 1600, 3),
+            (25, 40, 70),
+            (44, 50, 600),
+        ] {
             check(m, n, k, false, Threads::All);
             check(m, n, k, true, Threads::All);
         }
