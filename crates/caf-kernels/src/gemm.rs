@@ -268,18 +268,11 @@ const MIN_ROWS_PER_WORKER: usize = 32;
 /// convolution-shaped products faster than `gemm`'s own split
 /// (docs/performance.md); that split stays in use when `a` has too few rows.
 pub(crate) fn matmul<T: Element>(dst: &mut [T], accumulate: bool, a: Matrix<T>, b: Matrix<T>, threads: Threads) {
-    assert_eq!(
-        a.cols, b.rows,
-        "matmul: inner dimensions {} and {} differ",
-        a.cols, b.rows
-    );
-    assert!(dst.len() >= a.rows * b.cols, "matmul: destination too small");
     a.check("matmul lhs");
-    b.check("matmul rhs");
-    let (m, n, k) = (a.rows, b.cols, a.cols);
-    if split::nothing_to_multiply(dst, accumulate, m, n, k) {
+    if split::nothing_to_multiply(dst, accumulate, (a.rows, a.cols), b, "matmul") {
         return;
     }
+    let (m, n) = (a.rows, b.cols);
     let workers = threads.workers();
     if workers == 1 {
         product(&mut dst[..m * n], accumulate, a, b, Parallelism::None);

@@ -83,13 +83,10 @@ impl PackedA {
 /// `dst = a · b` (`+=` when `accumulate`); `dst` row-major `a.rows × b.cols`.
 /// The caller has checked the CPU (AVX-512F).
 pub(super) fn matmul(dst: &mut [f32], accumulate: bool, a: &PackedA, b: Matrix<f32>, threads: Threads) {
-    assert_eq!(a.cols, b.rows, "f32 packed matmul: inner dimensions differ");
-    b.check("f32 packed rhs");
-    let (m, n) = (a.rows, b.cols);
-    assert!(dst.len() >= m * n, "f32 packed matmul: destination too small");
-    if nothing_to_multiply(dst, accumulate, m, n, a.cols) {
+    if nothing_to_multiply(dst, accumulate, (a.rows, a.cols), b, "f32 packed matmul") {
         return;
     }
+    let (m, n) = (a.rows, b.cols);
     // The kernel broadcasts from rows of `b` read in place.
     let copy;
     let b = if b.col_stride == 1 {

@@ -7,16 +7,32 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{Element, Threads};
+use super::{Element, Matrix, Threads};
 
-/// Whether an `m × n` product with an inner dimension of `k` has nothing
-/// to multiply; if so, `dst` is done: untouched when it is empty or
-/// `accumulate`, zeroed otherwise.
-pub(super) fn nothing_to_multiply<T: Element>(dst: &mut [T], accumulate: bool, m: usize, n: usize, k: usize) -> bool {
+/// Checks the operands of `dst (+)= a · b`, `a` being `a_rows × a_cols`
+/// (the inner dimensions agree, `b` lies inside its slice, `dst` holds the
+/// result), then says whether the product has nothing to multiply; if so,
+/// `dst` is done: untouched when the result is empty or `accumulate`,
+/// zeroed otherwise. `what` names the product in the panic messages.
+pub(super) fn nothing_to_multiply<T: Element>(
+    dst: &mut [T],
+    accumulate: bool,
+    (a_rows, a_cols): (usize, usize),
+    b: Matrix<T>,
+    what: &str,
+) -> bool {
+    assert_eq!(
+        a_cols, b.rows,
+        "{what}: inner dimensions {a_cols} and {} differ",
+        b.rows
+    );
+    b.check(what);
+    let (m, n) = (a_rows, b.cols);
+    assert!(dst.len() >= m * n, "{what}: destination too small");
     if m == 0 || n == 0 {
         return true;
     }
-    if k == 0 {
+    if a_cols == 0 {
         if !accumulate {
             dst[..m * n].fill(T::ZERO);
         }
@@ -57,10 +73,7 @@ pub(super) fn columns_first(
 ) {
     let workers = threads.workers();
     if workers > 1 && n >= columns.at_least * workers {
-        let share = n.div_ceil(workers).next_multiple_of(columns.unit);
-        (0..n.div_ceil(share))
-            .into_par_iter()
-            .for_each(|w| part(0..m, w * share..((w + 1) * share).min(n)));
+        by_columns(m, n, workers, columns, part);
     } else if workers > 1 && m >= rows.at_least * workers {
         let share = m.div_ceil(workers).next_multiple_of(rows.unit);
         (0..m.div_ceil(share))
@@ -95,15 +108,20 @@ pub(super) fn row_panels_first(
     if workers > 1 && panels.is_multiple_of(workers) {
         by_rows(panels / workers);
     } else if workers > 1 && n >= columns.at_least * workers {
-        let share = n.div_ceil(workers).next_multiple_of(columns.unit);
-        (0..n.div_ceil(share))
-            .into_par_iter()
-            .for_each(|w| part(0..m, w * share..((w + 1) * share).min(n)));
+        by_columns(m, n, workers, columns, part);
     } else if workers > 1 && panels >= workers {
         by_rows(panels.div_ceil(workers));
     } else {
         part(0..m, 0..n)
     }
+}
+
+/// `part(0..m, columns)` for each worker's share of the `n` columns.
+fn by_columns(m: usize, n: usize, workers: usize, columns: Share, part: impl Fn(Range<usize>, Range<usize>) + Sync) {
+    let share = n.div_ceil(workers).next_multiple_of(columns.unit);
+    (0..n.div_ceil(share))
+        .into_par_iter()
+        .for_each(|w| part(0..m, w * share..((w + 1) * share).min(n)));
 }
 
 #[cfg(test)]
@@ -149,12 +167,34 @@ mod tests {
 
     #[test]
     fn nothing_to_multiply_zeroes_or_keeps_the_result() {
+        let empty: [f32; 0] = [];
+        let none = Matrix::row_major(&empty, 0, 3);
         let mut dst = [1.0f32; 6];
-        assert!(nothing_to_multiply(&mut dst, true, 2, 3, 0));
+        assert!(nothing_to_multiply(&mut dst, true, (2, 0), none, "test"));
         assert_eq!(dst, [1.0; 6]);
-        assert!(nothing_to_multiply(&mut dst, false, 2, 3, 0));
+        assert!(nothing_to_multiply(&mut dst, false, (2, 0), none, "test"));
         assert_eq!(dst, [0.0; 6]);
-        assert!(nothing_to_multiply(&mut dst[..0], false, 0, 3, 5));
-        assert!(!nothing_to_multiply(&mut dst, false, 2, 3, 1));
+        let b = [1.0f32; 15];
+        assert!(nothing_to_multiply(
+            &mut dst[..0],
+            false,
+            (0, 5),
+            Matrix::row_major(&b, 5, 3),
+            "test"
+        ));
+        assert!(!nothing_to_multiply(
+            &mut dst,
+            false,
+            (2, 5),
+            Matrix::row_major(&b, 5, 3),
+            "test"
+        ));
+    }
+
+    #[test]
+    #[should_panic(expected = "test: inner dimensions 4 and 5 differ")]
+    fn differing_inner_dimensions_are_refused() {
+        let b = [1.0f32; 15];
+        nothing_to_multiply(&mut [0.0f32; 6], false, (2, 4), Matrix::row_major(&b, 5, 3), "test");
     }
 }

@@ -17,7 +17,7 @@ use std::ops::Range;
 
 use super::super::split::{columns_first, nothing_to_multiply, Share};
 use super::super::{DisjointOutput, Matrix, Threads};
-use super::avx512::{copy_rows, pack_b_view, rounded_pairs};
+use super::avx512::{pack_b_view, rounded_pairs, with_contiguous_rows};
 
 /// Rows of a tile, and bf16 pairs (64 bytes) in a tile row.
 const TILE: usize = 16;
@@ -57,17 +57,15 @@ pub(super) struct PackedA {
 impl PackedA {
     /// Packs `a`. The caller has checked the CPU (AVX512-BF16 and AMX).
     pub(super) fn new(a: Matrix<f32>) -> Self {
-        a.check("bf16 matmul lhs");
         let mut copy = Vec::new();
-        let a = if a.col_stride == 1 {
-            a
-        } else {
-            copy_rows(a, 0..a.rows, 0..a.cols, &mut copy);
-            Matrix::row_major(&copy, a.rows, a.cols)
-        };
+        let a = with_contiguous_rows(a, &mut copy);
         let padded_rows = a.rows.next_multiple_of(MR);
         let full_blocks = a.cols / KC;
-        let last_pairs = if a.cols % KC == 0 { 0 } else { pair_rows(a.cols % KC) };
+        let last_pairs = if a.cols.is_multiple_of(KC) {
+            0
+        } else {
+            pair_rows(a.cols % KC)
+        };
         let mut data = vec![0u32; padded_rows * (full_blocks * KC / 2 + last_pairs)];
         for first_inner in (0..a.cols).step_by(KC) {
             let depth = KC.min(a.cols - first_inner);
@@ -130,13 +128,10 @@ pub(super) fn matmul(
     b: Matrix<f32>,
     threads: Threads,
 ) {
-    assert_eq!(a.cols, b.rows, "bf16 matmul: inner dimensions differ");
-    b.check("bf16 matmul rhs");
-    let (m, n) = (a.rows, b.cols);
-    assert!(dst.len() >= m * n, "bf16 matmul: destination too small");
-    if nothing_to_multiply(dst, accumulate, m, n, a.cols) {
+    if nothing_to_multiply(dst, accumulate, (a.rows, a.cols), b, "bf16 tile matmul") {
         return;
     }
+    let (m, n) = (a.rows, b.cols);
     let out = DisjointOutput(dst.as_mut_ptr());
     let rows = Share {
         unit: MR,

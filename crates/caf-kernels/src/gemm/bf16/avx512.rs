@@ -39,14 +39,8 @@ pub(super) struct PackedA {
 impl PackedA {
     /// Packs `a`. The caller has checked the CPU (AVX-512F, BW, BF16).
     pub(super) fn new(a: Matrix<f32>) -> Self {
-        a.check("bf16 matmul lhs");
         let mut copy = Vec::new();
-        let a = if a.col_stride == 1 {
-            a
-        } else {
-            copy_rows(a, 0..a.rows, 0..a.cols, &mut copy);
-            Matrix::row_major(&copy, a.rows, a.cols)
-        };
+        let a = with_contiguous_rows(a, &mut copy);
         let padded_rows = a.rows.next_multiple_of(MR);
         let mut data = vec![0u32; padded_rows * a.cols.div_ceil(2)];
         for first_inner in (0..a.cols).step_by(KC) {
@@ -74,13 +68,10 @@ impl PackedA {
 /// `dst = a · b` (`+=` when `accumulate`); `dst` row-major `a.rows × b.cols`.
 /// The caller has checked the views and the CPU.
 pub(super) fn matmul(dst: &mut [f32], accumulate: bool, a: &PackedA, b: Matrix<f32>, threads: Threads) {
-    assert_eq!(a.cols, b.rows, "bf16 matmul: inner dimensions differ");
-    b.check("bf16 matmul rhs");
-    let (m, n) = (a.rows, b.cols);
-    assert!(dst.len() >= m * n, "bf16 matmul: destination too small");
-    if nothing_to_multiply(dst, accumulate, m, n, a.cols) {
+    if nothing_to_multiply(dst, accumulate, (a.rows, a.cols), b, "bf16 matmul") {
         return;
     }
+    let (m, n) = (a.rows, b.cols);
     let out = DisjointOutput(dst.as_mut_ptr());
     let rows = Share {
         unit: MR,
@@ -394,9 +385,21 @@ pub(super) fn rounded_pairs(values: &[f32]) -> __m512i {
     }
 }
 
+/// `a` itself when its rows are contiguous, else `a` (checked) copied
+/// row-major into `copy`.
+pub(super) fn with_contiguous_rows<'a>(a: Matrix<'a, f32>, copy: &'a mut Vec<f32>) -> Matrix<'a, f32> {
+    a.check("bf16 matmul lhs");
+    if a.col_stride == 1 {
+        a
+    } else {
+        copy_rows(a, 0..a.rows, 0..a.cols, copy);
+        Matrix::row_major(copy, a.rows, a.cols)
+    }
+}
+
 /// `view[rows, columns]` copied row-major into `out`, in square blocks so
 /// that a transposed view is read a few cache lines at a time.
-pub(super) fn copy_rows(view: Matrix<f32>, rows: Range<usize>, columns: Range<usize>, out: &mut Vec<f32>) {
+fn copy_rows(view: Matrix<f32>, rows: Range<usize>, columns: Range<usize>, out: &mut Vec<f32>) {
     const BLOCK: usize = 32;
     let width = columns.len();
     out.clear();

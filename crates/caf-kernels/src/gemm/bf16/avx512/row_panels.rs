@@ -73,13 +73,10 @@ impl PackedA {
 /// `dst = a · b` (`+=` when `accumulate`); `dst` row-major `a.rows × b.cols`.
 /// The caller has checked the CPU (AVX-512F, BW and BF16).
 pub(in crate::gemm) fn matmul(dst: &mut [f32], accumulate: bool, a: &PackedA, b: Matrix<f32>, threads: Threads) {
-    assert_eq!(a.cols, b.rows, "bf16 row-panel matmul: inner dimensions differ");
-    b.check("bf16 row-panel rhs");
-    let (m, n) = (a.rows, b.cols);
-    assert!(dst.len() >= m * n, "bf16 row-panel matmul: destination too small");
-    if nothing_to_multiply(dst, accumulate, m, n, a.cols) {
+    if nothing_to_multiply(dst, accumulate, (a.rows, a.cols), b, "bf16 row-panel matmul") {
         return;
     }
+    let (m, n) = (a.rows, b.cols);
     let out = DisjointOutput(dst.as_mut_ptr());
     let columns = Share {
         unit: NR_BLOCK,
