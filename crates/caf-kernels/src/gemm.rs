@@ -11,6 +11,8 @@ mod bf16;
 mod f32_panels;
 mod packed;
 mod split;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 use crate::cpu::Precision;
 pub(crate) use packed::PackedLhs;
@@ -228,16 +230,17 @@ impl<'a, T> Matrix<'a, T> {
 /// `inner` runs faster with its vectors down the left operand's rows (our
 /// row-panel kernels, f32 and bf16) than along the columns (`gemm`, and the
 /// bf16 8 × 48 kernel): where 16-lane vectors along the columns would leave
-/// lanes empty, and the inner dimension is deep enough to repay writing
-/// each block's sums out row by row. On column counts that are multiples
-/// of 16, and on the 64-channel layers' Winograd products (inner dimension
-/// 64), the column kernels were as fast or faster (docs/performance.md).
+/// lanes empty, and the inner dimension is deep enough to repay turning
+/// each block's sums round to write them out by rows. On column counts
+/// that are multiples of 16 the column kernels were as fast or faster
+/// (docs/performance.md); from an inner dimension of 64 (the 64-channel
+/// layers' Winograd products) the row panels are.
 fn row_panels_pay(columns: usize, inner: usize) -> bool {
     !columns.is_multiple_of(16) && inner >= MIN_ROW_PANEL_INNER
 }
 
 /// The shallowest inner dimension [`row_panels_pay`] takes.
-const MIN_ROW_PANEL_INNER: usize = 128;
+const MIN_ROW_PANEL_INNER: usize = 64;
 
 /// The destination of one product, shared by workers that write disjoint
 /// blocks of it (rows or columns).

@@ -10,6 +10,7 @@ use std::ops::Range;
 pub(super) mod row_panels;
 
 use super::super::split::{columns_first, nothing_to_multiply, Share};
+use super::super::x86::transpose_16x16;
 use super::super::{DisjointOutput, Matrix, Threads};
 
 /// Rows of the register block.
@@ -286,43 +287,6 @@ fn pack_b_transposed<const WIDTH: usize>(
             }
         }
     }
-}
-
-/// The 16 × 16 matrix of 32-bit lanes `rows` transposed: lane `j` of
-/// vector `i` becomes lane `i` of vector `j`.
-#[target_feature(enable = "avx512f")]
-fn transpose_16x16(rows: [__m512i; 16]) -> [__m512i; 16] {
-    // Lanes interleaved within each 128-bit quarter: by 32 bits, then 64,
-    // leaving quad[4g + c] with rows 4g..4g + 4 of columns c, c + 4, c + 8
-    // and c + 12 in its quarters.
-    let mut twos = [_mm512_setzero_si512(); 16];
-    for i in 0..8 {
-        twos[2 * i] = _mm512_unpacklo_epi32(rows[2 * i], rows[2 * i + 1]);
-        twos[2 * i + 1] = _mm512_unpackhi_epi32(rows[2 * i], rows[2 * i + 1]);
-    }
-    let mut quads = [_mm512_setzero_si512(); 16];
-    for g in 0..4 {
-        let (low, high) = (twos[4 * g], twos[4 * g + 1]);
-        let (low2, high2) = (twos[4 * g + 2], twos[4 * g + 3]);
-        quads[4 * g] = _mm512_unpacklo_epi64(low, low2);
-        quads[4 * g + 1] = _mm512_unpackhi_epi64(low, low2);
-        quads[4 * g + 2] = _mm512_unpacklo_epi64(high, high2);
-        quads[4 * g + 3] = _mm512_unpackhi_epi64(high, high2);
-    }
-    // Then whole quarters: even and odd quarters of rows 0-7 and of rows
-    // 8-15 (0x88 takes quarters 0 and 2 of each operand, 0xDD 1 and 3).
-    let mut columns = [_mm512_setzero_si512(); 16];
-    for c in 0..4 {
-        let top_even = _mm512_shuffle_i32x4::<0x88>(quads[c], quads[4 + c]);
-        let top_odd = _mm512_shuffle_i32x4::<0xDD>(quads[c], quads[4 + c]);
-        let bottom_even = _mm512_shuffle_i32x4::<0x88>(quads[8 + c], quads[12 + c]);
-        let bottom_odd = _mm512_shuffle_i32x4::<0xDD>(quads[8 + c], quads[12 + c]);
-        columns[c] = _mm512_shuffle_i32x4::<0x88>(top_even, bottom_even);
-        columns[c + 8] = _mm512_shuffle_i32x4::<0xDD>(top_even, bottom_even);
-        columns[c + 4] = _mm512_shuffle_i32x4::<0x88>(top_odd, bottom_odd);
-        columns[c + 12] = _mm512_shuffle_i32x4::<0xDD>(top_odd, bottom_odd);
-    }
-    columns
 }
 
 /// Packs `a[rows, inner]` as panels of [`MR`] rows, each `pairs × MR` bf16

@@ -116,11 +116,18 @@ fn products_match_an_f64_reference_around_the_register_and_vector_widths() {
 }
 
 /// Shapes where a kept operand's products take the row panels (columns no
-/// multiple of 16, inner dimension from 128), around their 64-row panels,
+/// multiple of 16, inner dimension from 64), around their 64-row panels,
 /// 6-column blocks and inner blocks, split and not.
 #[test]
 fn kept_operands_match_an_f64_reference_on_ragged_columns() {
-    for (m, n, k) in [(1, 1, 128), (63, 49, 129), (64, 7, 256), (65, 25, 257), (130, 241, 600)] {
+    for (m, n, k) in [
+        (1, 1, 64),
+        (63, 49, 129),
+        (64, 7, 256),
+        (65, 25, 257),
+        (130, 241, 600),
+        (17, 24, 65),
+    ] {
         check(m, n, k, false, Threads::One);
         check(m, n, k, true, Threads::All);
     }

@@ -11,6 +11,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::super::super::split::{nothing_to_multiply, row_panels_first, Share};
+use super::super::super::x86::store_row_panel_block;
 use super::super::bf16_bits;
 use super::{pack_b_view, DisjointOutput, Matrix, Threads, KC, NC, NR, PACKED_B};
 
@@ -185,19 +186,8 @@ impl Block {
                 }
             }
         }
-        let mut by_column = [[0f32; MR]; C];
-        for (column, sums) in by_column.iter_mut().zip(&sums) {
-            for (v, &sum) in sums.iter().enumerate() {
-                // SAFETY: 16 · v + 16 ≤ MR.
-                unsafe { _mm512_storeu_ps(column.as_mut_ptr().add(16 * v), sum) };
-            }
-        }
-        for i in 0..self.rows {
-            // SAFETY: row i < rows of `c`, C columns each.
-            let row = unsafe { std::slice::from_raw_parts_mut(self.c.add(i * self.ldc), C) };
-            for (value, column) in row.iter_mut().zip(&by_column) {
-                *value = if self.add { *value + column[i] } else { column[i] };
-            }
-        }
+        // SAFETY: `c` has `rows ≤ MR` rows of C writable elements, `ldc`
+        // apart (the caller's promise).
+        unsafe { store_row_panel_block(sums, self.c, self.ldc, self.rows, self.add) };
     }
 }

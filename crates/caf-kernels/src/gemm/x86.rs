@@ -1,0 +1,82 @@
+//! AVX-512 pieces our product kernels share: the 16 × 16 transposition of
+//! 32-bit lanes (the bf16 packers turn rows of pairs into columns with it)
+//! and the write-back of a block of sums that run down the rows (the f32
+//! and bf16 row panels).
+
+use std::arch::x86_64::*;
+
+/// The 16 × 16 matrix of 32-bit lanes `rows` transposed: lane `j` of
+/// vector `i` becomes lane `i` of vector `j`.
+#[target_feature(enable = "avx512f")]
+pub(super) fn transpose_16x16(rows: [__m512i; 16]) -> [__m512i; 16] {
+    // Lanes interleaved within each 128-bit quarter: by 32 bits, then 64,
+    // leaving quad[4g + c] with rows 4g..4g + 4 of columns c, c + 4, c + 8
+    // and c + 12 in its quarters.
+    let mut twos = [_mm512_setzero_si512(); 16];
+    for i in 0..8 {
+        twos[2 * i] = _mm512_unpacklo_epi32(rows[2 * i], rows[2 * i + 1]);
+        twos[2 * i + 1] = _mm512_unpackhi_epi32(rows[2 * i], rows[2 * i + 1]);
+    }
+    let mut quads = [_mm512_setzero_si512(); 16];
+    for g in 0..4 {
+        let (low, high) = (twos[4 * g], twos[4 * g + 1]);
+        let (low2, high2) = (twos[4 * g + 2], twos[4 * g + 3]);
+        quads[4 * g] = _mm512_unpacklo_epi64(low, low2);
+        quads[4 * g + 1] = _mm512_unpackhi_epi64(low, low2);
+        quads[4 * g + 2] = _mm512_unpacklo_epi64(high, high2);
+        quads[4 * g + 3] = _mm512_unpackhi_epi64(high, high2);
+    }
+    // Then whole quarters: even and odd quarters of rows 0-7 and of rows
+    // 8-15 (0x88 takes quarters 0 and 2 of each operand, 0xDD 1 and 3).
+    let mut columns = [_mm512_setzero_si512(); 16];
+    for c in 0..4 {
+        let top_even = _mm512_shuffle_i32x4::<0x88>(quads[c], quads[4 + c]);
+        let top_odd = _mm512_shuffle_i32x4::<0xDD>(quads[c], quads[4 + c]);
+        let bottom_even = _mm512_shuffle_i32x4::<0x88>(quads[8 + c], quads[12 + c]);
+        let bottom_odd = _mm512_shuffle_i32x4::<0xDD>(quads[8 + c], quads[12 + c]);
+        columns[c] = _mm512_shuffle_i32x4::<0x88>(top_even, bottom_even);
+        columns[c + 8] = _mm512_shuffle_i32x4::<0xDD>(top_even, bottom_even);
+        columns[c + 4] = _mm512_shuffle_i32x4::<0x88>(top_odd, bottom_odd);
+        columns[c + 12] = _mm512_shuffle_i32x4::<0xDD>(top_odd, bottom_odd);
+    }
+    columns
+}
+
+/// `c[..rows, ..C] (+)= block`, where `sums[j][v]` holds rows `16v` to
+/// `16v + 15` of the block's column `j`: each 16 rows transposed (column
+/// `j` to lane `j`) and written a row at a time, `C` lanes of it.
+///
+/// # Safety
+/// AVX-512F; `c` has `rows ≤ 64` rows of `C ≤ 16` writable elements, `ldc`
+/// apart.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn store_row_panel_block<const C: usize>(
+    sums: [[__m512; 4]; C],
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    add: bool,
+) {
+    const { assert!(C <= 16) };
+    let mask = ((1u32 << C) - 1) as __mmask16;
+    for (v, first) in (0..rows).step_by(16).enumerate() {
+        let mut lanes = [_mm512_setzero_si512(); 16];
+        for (lane, column) in lanes.iter_mut().zip(&sums) {
+            *lane = _mm512_castps_si512(column[v]);
+        }
+        for (r, row) in transpose_16x16(lanes)[..16.min(rows - first)].iter().enumerate() {
+            // SAFETY: row first + r < rows of `c`, whose first C elements
+            // the masked load and store touch (the caller's promise).
+            unsafe {
+                let at = c.add((first + r) * ldc);
+                let value = _mm512_castsi512_ps(*row);
+                let value = if add {
+                    _mm512_add_ps(_mm512_maskz_loadu_ps(mask, at), value)
+                } else {
+                    value
+                };
+                _mm512_mask_storeu_ps(at, mask, value);
+            }
+        }
+    }
+}
