@@ -196,6 +196,16 @@ impl ModuleT for Encoder {
     }
 }
 
+/// `f()`, on a worker of rayon's pool when `images` are on the CPU (where
+/// the kernels' parallel loops then start hot), else here.
+fn on_cpu_pool<R: Send>(images: &Tensor, f: impl FnOnce() -> R + Send) -> R {
+    if images.device().is_cpu() {
+        caf_kernels::on_pool(f)
+    } else {
+        f()
+    }
+}
+
 /// What inference needs: the encoder `f_e` and the regressor `f_r`, under
 /// the checkpoint prefixes `encoder` and `regressor`.
 #[derive(Debug, Clone)]
@@ -221,9 +231,13 @@ impl VaNet {
         })
     }
 
-    /// Valence and arousal (`B×2`) for a batch of normalised images.
+    /// Valence and arousal (`B×2`) for a batch of normalised images. On the
+    /// CPU the pass runs on a worker of rayon's pool
+    /// ([`caf_kernels::on_pool`]).
     pub fn forward_t(&self, images: &Tensor, train: bool) -> CandleResult<Tensor> {
-        self.regressor.forward_t(&self.encoder.forward_t(images, train)?, train)
+        on_cpu_pool(images, || {
+            self.regressor.forward_t(&self.encoder.forward_t(images, train)?, train)
+        })
     }
 
     /// Valence and arousal (`B×2`) in evaluation mode.
@@ -234,8 +248,10 @@ impl VaNet {
     /// [`Self::predict`] and the regressor's bottleneck activations (`B×8`,
     /// see [`Regressor::forward_with_bottleneck_t`]).
     pub fn predict_with_bottleneck(&self, images: &Tensor) -> CandleResult<(Tensor, Tensor)> {
-        self.regressor
-            .forward_with_bottleneck_t(&self.encoder.forward_t(images, false)?, false)
+        on_cpu_pool(images, || {
+            self.regressor
+                .forward_with_bottleneck_t(&self.encoder.forward_t(images, false)?, false)
+        })
     }
 
     /// A copy of this network for inference: every weight copied, so that

@@ -262,8 +262,32 @@ pub fn autocast<R>(precision: Precision, f: impl FnOnce() -> R) -> R {
 }
 
 /// The precision [`autocast`] set on this thread (f32 outside it).
-pub(crate) fn autocast_precision() -> Precision {
+pub fn autocast_precision() -> Precision {
     AUTOCAST.get()
+}
+
+/// Runs `f` on one of rayon's workers, in this thread's [`autocast`]
+/// precision, and returns what it returns; from a worker of a pool, `f`
+/// runs where it is.
+///
+/// From outside the pool (a program's main thread), each parallel loop of
+/// the kernels hands its work to the workers and sleeps until they are
+/// done, a wake-up per loop, and a network's pass runs dozens of loops. A
+/// pass (or a training step) inside `on_pool` pays one hand-over, and its
+/// loops start on a worker (docs/performance.md).
+///
+/// ```
+/// use caf_kernels::{autocast, on_pool, Precision};
+///
+/// let (worker, precision) = autocast(Precision::Bf16, || {
+///     on_pool(|| (rayon::current_thread_index(), caf_kernels::autocast_precision()))
+/// });
+/// assert!(worker.is_some());
+/// assert_eq!(precision, Precision::Bf16);
+/// ```
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let precision = autocast_precision();
+    rayon::scope(|_| autocast(precision, f))
 }
 
 /// A name that is not a [`Precision`]'s.

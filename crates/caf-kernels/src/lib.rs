@@ -88,8 +88,8 @@ pub use conv::{
     CUDNN_VARIABLE,
 };
 pub use cpu::{
-    autocast, checked_instruction_set, instruction_set, CpuCapError, InstructionSet, Precision, PrecisionError,
-    CPU_CAP_VARIABLE,
+    autocast, autocast_precision, checked_instruction_set, instruction_set, on_pool, CpuCapError, InstructionSet,
+    Precision, PrecisionError, CPU_CAP_VARIABLE,
 };
 pub use device::{parse_device, DeviceError, CUDA_SETUP_VARIABLE};
 pub use elementwise::{add_relu, relu};
