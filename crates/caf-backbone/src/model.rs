@@ -196,16 +196,6 @@ impl ModuleT for Encoder {
     }
 }
 
-/// `f()`, on a worker of rayon's pool when `images` are on the CPU (where
-/// the kernels' parallel loops then start hot), else here.
-fn on_cpu_pool<R: Send>(images: &Tensor, f: impl FnOnce() -> R + Send) -> R {
-    if images.device().is_cpu() {
-        caf_kernels::on_pool(f)
-    } else {
-        f()
-    }
-}
-
 /// What inference needs: the encoder `f_e` and the regressor `f_r`, under
 /// the checkpoint prefixes `encoder` and `regressor`.
 #[derive(Debug, Clone)]
@@ -235,7 +225,7 @@ impl VaNet {
     /// CPU the pass runs on a worker of rayon's pool
     /// ([`caf_kernels::on_pool`]).
     pub fn forward_t(&self, images: &Tensor, train: bool) -> CandleResult<Tensor> {
-        on_cpu_pool(images, || {
+        caf_kernels::on_pool(images.device(), || {
             self.regressor.forward_t(&self.encoder.forward_t(images, train)?, train)
         })
     }
@@ -248,7 +238,7 @@ impl VaNet {
     /// [`Self::predict`] and the regressor's bottleneck activations (`B×8`,
     /// see [`Regressor::forward_with_bottleneck_t`]).
     pub fn predict_with_bottleneck(&self, images: &Tensor) -> CandleResult<(Tensor, Tensor)> {
-        on_cpu_pool(images, || {
+        caf_kernels::on_pool(images.device(), || {
             self.regressor
                 .forward_with_bottleneck_t(&self.encoder.forward_t(images, false)?, false)
         })

@@ -266,9 +266,9 @@ pub fn autocast_precision() -> Precision {
     AUTOCAST.get()
 }
 
-/// Runs `f` on one of rayon's workers, in this thread's [`autocast`]
-/// precision, and returns what it returns; from a worker of a pool, `f`
-/// runs where it is.
+/// Runs `f`, the work of `device`, and returns what it returns: for the
+/// CPU on one of rayon's workers, in this thread's [`autocast`] precision
+/// (from a worker of a pool, where it is); for any other device here.
 ///
 /// From outside the pool (a program's main thread), each parallel loop of
 /// the kernels hands its work to the workers and sleeps until they are
@@ -278,14 +278,18 @@ pub fn autocast_precision() -> Precision {
 ///
 /// ```
 /// use caf_kernels::{autocast, on_pool, Precision};
+/// use candle_core::Device;
 ///
 /// let (worker, precision) = autocast(Precision::Bf16, || {
-///     on_pool(|| (rayon::current_thread_index(), caf_kernels::autocast_precision()))
+///     on_pool(&Device::Cpu, || (rayon::current_thread_index(), caf_kernels::autocast_precision()))
 /// });
 /// assert!(worker.is_some());
 /// assert_eq!(precision, Precision::Bf16);
 /// ```
-pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+pub fn on_pool<R: Send>(device: &candle_core::Device, f: impl FnOnce() -> R + Send) -> R {
+    if !device.is_cpu() {
+        return f();
+    }
     let precision = autocast_precision();
     rayon::scope(|_| autocast(precision, f))
 }

@@ -280,13 +280,8 @@ impl CafStep {
     pub fn run(&mut self, batch: &Batch) -> Result<StepReport> {
         // On the CPU the whole step runs on a worker of rayon's pool, where
         // the kernels' parallel loops start hot (caf_kernels::on_pool).
-        let on_cpu = batch.images.device().is_cpu();
         let report = caf_kernels::autocast(self.settings.precision, || {
-            if on_cpu {
-                caf_kernels::on_pool(|| self.phases(batch))
-            } else {
-                self.phases(batch)
-            }
+            caf_kernels::on_pool(batch.images.device(), || self.phases(batch))
         });
         self.iteration += 1;
         report
