@@ -187,7 +187,7 @@ pub fn bench(args: Bench) -> Result<()> {
     );
     let device = parse_device(&args.device)?;
     let scratch = tempfile::tempdir().context("cannot create a scratch folder")?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = measured_threads();
     if args.detection {
         let mut report = detection::bench_detection(&args, &device, threads, scratch.path())?;
         report["runs_at_least"] = json!(args.runs);
@@ -439,6 +439,14 @@ fn bench_pipeline(args: &Bench, threads: usize, scratch: &Path) -> Result<Value>
     }))
 }
 
+/// The threads every side of a comparison gets: ours are rayon's workers
+/// (`RAYON_NUM_THREADS` sets them), and each peer is given the same count,
+/// since a comparison at unequal thread counts measures the cores, not the
+/// code.
+fn measured_threads() -> usize {
+    rayon::current_num_threads()
+}
+
 /// The CPU a figure was measured on (Linux): its model, the instruction-set
 /// flags our kernels choose between, and the cores this process may use.
 fn machine() -> Value {
@@ -627,6 +635,22 @@ fn print_table(report: &Value) {
                 .map(|(key, ratio)| format!("{key} {:.2}", ratio.as_f64().unwrap_or(f64::NAN)))
                 .collect();
             println!("against {runtime} ({arch}): {}", cells.join(", "));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_get_the_threads_our_kernels_run_on() {
+        for workers in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(workers)
+                .build()
+                .expect("a pool");
+            assert_eq!(pool.install(measured_threads), workers);
         }
     }
 }
