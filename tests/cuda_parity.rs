@@ -43,6 +43,40 @@ fn assert_close(what: &str, gpu: &Tensor, cpu: &Tensor, tolerance: f64) -> Resul
     Ok(())
 }
 
+/// `f(inputs)` on `device` and the gradients of `sum(f(inputs) * probe)`.
+fn with_gradients(
+    what: &str,
+    device: &Device,
+    inputs: &[Tensor],
+    f: impl Fn(&[Var]) -> candle_core::Result<Tensor>,
+) -> Result<(Tensor, Vec<Tensor>)> {
+    let vars: Vec<Var> = inputs
+        .iter()
+        .map(|t| Var::from_tensor(&t.to_device(device)?))
+        .collect::<candle_core::Result<_>>()?;
+    let y = f(&vars)?;
+    let probe = input(&format!("{what}.probe"), y.dims4()?)?.to_device(device)?;
+    let grads = (&y * &probe)?.sum_all()?.backward()?;
+    let grads = vars
+        .iter()
+        .map(|v| grads.get(v).cloned().expect("every input is in the graph"))
+        .collect();
+    Ok((y, grads))
+}
+
+fn assert_all_close(
+    what: &str,
+    gpu: &(Tensor, Vec<Tensor>),
+    cpu: &(Tensor, Vec<Tensor>),
+    tolerance: f64,
+) -> Result<()> {
+    assert_close(&format!("{what} forward"), &gpu.0, &cpu.0, tolerance)?;
+    for (i, (g, c)) in gpu.1.iter().zip(&cpu.1).enumerate() {
+        assert_close(&format!("{what} gradient of input {i}"), g, c, tolerance)?;
+    }
+    Ok(())
+}
+
 /// `f` and the gradients of `sum(f(inputs) * probe)` on the CPU and on the GPU.
 fn compare_with_gradients(
     what: &str,
@@ -50,27 +84,9 @@ fn compare_with_gradients(
     f: impl Fn(&[Var]) -> candle_core::Result<Tensor>,
     tolerance: f64,
 ) -> Result<()> {
-    let mut results = Vec::new();
-    for device in [Device::Cpu, gpu()?] {
-        let vars: Vec<Var> = inputs
-            .iter()
-            .map(|t| Var::from_tensor(&t.to_device(&device)?))
-            .collect::<candle_core::Result<_>>()?;
-        let y = f(&vars)?;
-        let probe = input(&format!("{what}.probe"), y.dims4()?)?.to_device(&device)?;
-        let grads = (&y * &probe)?.sum_all()?.backward()?;
-        let grads: Vec<Tensor> = vars
-            .iter()
-            .map(|v| grads.get(v).cloned().expect("every input is in the graph"))
-            .collect();
-        results.push((y, grads));
-    }
-    let (cpu, gpu) = (&results[0], &results[1]);
-    assert_close(&format!("{what} forward"), &gpu.0, &cpu.0, tolerance)?;
-    for (i, (g, c)) in gpu.1.iter().zip(&cpu.1).enumerate() {
-        assert_close(&format!("{what} gradient of input {i}"), g, c, tolerance)?;
-    }
-    Ok(())
+    let cpu = with_gradients(what, &Device::Cpu, inputs, &f)?;
+    let gpu = with_gradients(what, &gpu()?, inputs, &f)?;
+    assert_all_close(what, &gpu, &cpu, tolerance)
 }
 
 #[test]
@@ -124,6 +140,13 @@ fn conv2d_on_cuda_matches_the_cpu_kernel() -> Result<()> {
 /// f32 sums; cuDNN also returns the map and both gradients as bf16 (as
 /// PyTorch's autocast does), a rounding of up to 2⁻⁹ of each value, so the
 /// tolerance is bf16's.
+///
+/// With a ReLU, that rounding moves the pre-activations within 2⁻⁹ of
+/// `-bias` to the other side of zero now and then (3 of the 25088 of the
+/// 32-channel case), and the input gradient of each such position differs
+/// by a whole term of up to 3.5 % of the largest: the CPU's reference takes
+/// the GPU's mask (`conv2d` with the bias, times where the GPU's output is
+/// positive), and the forward check covers the mask itself.
 #[cfg(feature = "cudnn")]
 #[test]
 fn conv2d_under_autocast_bf16_on_cudnn_matches_the_cpu() -> Result<()> {
@@ -142,12 +165,15 @@ fn conv2d_under_autocast_bf16_on_cudnn_matches_the_cpu() -> Result<()> {
             input(&format!("bf16 conv{i}.b"), (1, 1, 1, w.0))?.flatten_all()?,
         ];
         let what = format!("autocast bf16 conv2d {x:?} * {w:?} {params:?}");
-        compare_with_gradients(
-            &format!("{what} + bias + relu"),
-            &inputs,
-            |v| bf16(&|| conv2d_relu(&v[0], &v[1], Some(&v[2]), params)),
-            BF16_TOLERANCE,
-        )?;
+        let with_relu = format!("{what} + bias + relu");
+        let gpu = with_gradients(&with_relu, &gpu()?, &inputs, |v| {
+            bf16(&|| conv2d_relu(&v[0], &v[1], Some(&v[2]), params))
+        })?;
+        let gpu_mask = gpu.0.gt(0f32)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
+        let cpu = with_gradients(&with_relu, &Device::Cpu, &inputs, |v| {
+            bf16(&|| conv2d(&v[0], &v[1], Some(&v[2]), params))? * &gpu_mask
+        })?;
+        assert_all_close(&with_relu, &gpu, &cpu, BF16_TOLERANCE)?;
         compare_with_gradients(
             &format!("{what} without bias"),
             &inputs[..2],
