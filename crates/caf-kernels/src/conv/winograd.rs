@@ -62,16 +62,28 @@ pub(super) fn applies(g: &Geometry) -> bool {
     suits(g) && (g.parallel_over_images() || tiles_per_worker(g) >= BLOCK_ALIGN)
 }
 
-/// Tiles per worker below which a forward pass whose kernel transform is
-/// kept ([`kernel_transform`]) stays with im2col: a single 7×7 map (8 tiles
-/// a core on two cores) gains nothing, single 13×13 and 14×14 maps (24 and
-/// 32) do (docs/performance.md).
-const MIN_TILES_PER_WORKER_KEPT: usize = 16;
-
 /// [`applies`] for a forward pass given the weight's [`kernel_transform`]:
-/// without the transform's cost on every call, fewer tiles pay off.
+/// without the transform's cost on every call, fewer tiles pay off. With
+/// f32 products any tile count does, the fewest with their channels dealt
+/// out to the workers instead of their tiles ([`splits_by_channels`]: a
+/// single 7×7 map of ResNet's layer4 at batch 1 took 1.04 ms against
+/// im2col's 1.23, median of six alternated runs). bf16 products are fast
+/// enough that there the transforms cost more than they save (0.84 ms
+/// against 0.78), so bf16 needs [`MIN_TILES_PER_WORKER`] a worker.
 pub(super) fn applies_with_kept_transform(g: &Geometry) -> bool {
-    suits(g) && (g.parallel_over_images() || tiles_per_worker(g) >= MIN_TILES_PER_WORKER_KEPT)
+    suits(g)
+        && (g.products == Precision::F32 || g.parallel_over_images() || tiles_per_worker(g) >= MIN_TILES_PER_WORKER)
+}
+
+/// Tiles per worker below which a forward pass deals out its channels
+/// instead of its tiles ([`forward_by_channels`]): dealt out by tiles, a
+/// single 7×7 map (8 tiles a core on two cores) was slower than im2col and
+/// single 13×13 and 14×14 maps (24 and 32) faster (docs/performance.md).
+const MIN_TILES_PER_WORKER: usize = 16;
+
+/// Whether a forward pass of `tiling` deals out channels rather than tiles.
+fn splits_by_channels(tiling: Tiling, workers: usize) -> bool {
+    workers > 1 && tiling.total < MIN_TILES_PER_WORKER * workers
 }
 
 /// The conditions on the kernel, channels and map (see [`applies`]).
@@ -376,6 +388,51 @@ fn transform_input_block<T: Element, A: Algorithm<M, R, N>, const M: usize, cons
     }
 }
 
+/// `Aᵀ M A` of output channels `outs` at the `chunks` of a block, from the
+/// products `m` (`[ξ][out][tile]`, rows of `n`, [`point_stride`] apart),
+/// plus the bias, written into the output rows the chunks' tiles cover.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn transform_output_channels<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
+    m: &[T],
+    n: usize,
+    chunks: &[Chunk],
+    outs: Range<usize>,
+    bias: Option<&[T]>,
+    g: &Geometry,
+    out: &SharedOutput<T>,
+) {
+    let (c, k) = (A::coefficients::<T>(), g.out_channels);
+    let mut products = [[Lanes::<T>::default(); N]; N];
+    let mut values = [[Lanes::<T>::default(); M]; M];
+    for o in outs {
+        let shift = bias.map_or(T::ZERO, |bias| bias[o]);
+        for chunk in chunks {
+            for (a, row) in products.iter_mut().enumerate() {
+                for (b, lanes) in row.iter_mut().enumerate() {
+                    lanes.load_all(&m[(a * N + b) * point_stride(k, n) + o * n + chunk.offset..]);
+                }
+            }
+            sandwich_into(&c.at, &products, &mut values);
+            let plane = (chunk.image * k + o) * g.positions();
+            let width = chunk.width(M, g.out_w);
+            for (i, tile_row) in values.iter().enumerate() {
+                let oy = chunk.y + i;
+                if oy >= g.out_h {
+                    break;
+                }
+                // SAFETY: this chunk's tiles own these output columns of
+                // the row, and only this call writes output channel `o`
+                // of them.
+                let row = unsafe { out.slice(plane + oy * g.out_w + chunk.x, width) };
+                for (q, value) in row.iter_mut().enumerate() {
+                    *value = tile_row[q % M].0[q / M] + shift;
+                }
+            }
+        }
+    }
+}
+
 /// An input laid out for [`transform_input_block`]: framed so that every
 /// input tile of the tiling lies inside, padding included.
 fn input_planes<T: Element, const M: usize, const R: usize, const N: usize>(
@@ -517,6 +574,18 @@ impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N:
     }
 }
 
+/// The input transform of a block alone, into the scratch `v`.
+impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize> Block
+    for InputTiles<'_, T, A, M, R, N>
+{
+    type Scratch = Scratch<T>;
+
+    #[inline(always)]
+    fn run(&self, tiles: Range<usize>, v: &mut Scratch<T>) {
+        self.transform(tiles, v);
+    }
+}
+
 /// Elements from one point `ξ`'s plane of `rows` rows of `row_len` to the
 /// next: one cache line more than the plane. A tile's `N²` points go to `N²`
 /// planes; with whole cache lines per row and channels a multiple of 64
@@ -551,7 +620,7 @@ impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N:
 
     #[inline(always)]
     fn run(&self, tiles: Range<usize>, (v, m): &mut Self::Scratch) {
-        let (c, g) = (A::coefficients::<T>(), self.input.g);
+        let g = self.input.g;
         let (k, ch, points) = (g.out_channels, g.channels, N * N);
         let (n, stride) = (tiles.len(), padded_row(tiles.len()));
         let chunks = self.input.transform(tiles, v);
@@ -565,33 +634,7 @@ impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N:
                 Threads::One,
             );
         }
-        let mut products = [[Lanes::<T>::default(); N]; N];
-        let mut values = [[Lanes::<T>::default(); M]; M];
-        for o in 0..k {
-            let shift = self.bias.map_or(T::ZERO, |bias| bias[o]);
-            for chunk in &chunks {
-                for (a, row) in products.iter_mut().enumerate() {
-                    for (b, lanes) in row.iter_mut().enumerate() {
-                        lanes.load_all(&m[(a * N + b) * point_stride(k, n) + o * n + chunk.offset..]);
-                    }
-                }
-                sandwich_into(&c.at, &products, &mut values);
-                let plane = (chunk.image * k + o) * g.positions();
-                let width = chunk.width(M, g.out_w);
-                for (i, tile_row) in values.iter().enumerate() {
-                    let oy = chunk.y + i;
-                    if oy >= g.out_h {
-                        break;
-                    }
-                    // SAFETY: this chunk's tiles own these output columns of
-                    // the row; no other chunk writes them.
-                    let row = unsafe { self.out.slice(plane + oy * g.out_w + chunk.x, width) };
-                    for (q, value) in row.iter_mut().enumerate() {
-                        *value = tile_row[q % M].0[q / M] + shift;
-                    }
-                }
-            }
-        }
+        transform_output_channels::<T, A, M, R, N>(m, n, &chunks, 0..k, self.bias, g, self.out);
     }
 }
 
@@ -690,6 +733,9 @@ fn forward_with_transform<T: Element, A: Algorithm<M, R, N>, const M: usize, con
     products: WeightProducts,
 ) -> Vec<T> {
     let tiling = Tiling::new(g, M);
+    if splits_by_channels(tiling, rayon::current_num_threads()) {
+        return forward_by_channels::<T, A, M, R, N>(x, u, bias, g, products);
+    }
     let (k, ch, points) = (g.out_channels, g.channels, N * N);
     let planes = input_planes::<T, M, R, N>(x, g, tiling);
     let mut y = vec![T::ZERO; g.batch * g.output_len()];
@@ -723,6 +769,88 @@ fn forward_with_transform<T: Element, A: Algorithm<M, R, N>, const M: usize, con
         drop,
     );
     y
+}
+
+/// The forward pass of a tiling too small to deal out by tiles (a single
+/// small map): one block of every tile, its output channels dealt out
+/// instead. Each product is split among the workers by rows (output
+/// channels), and each worker transforms a share of the output channels
+/// back.
+fn forward_by_channels<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
+    x: &[T],
+    u: &[T],
+    bias: Option<&[T]>,
+    g: &Geometry,
+    products: WeightProducts,
+) -> Vec<T> {
+    let tiling = Tiling::new(g, M);
+    let (k, ch, points) = (g.out_channels, g.channels, N * N);
+    let workers = rayon::current_num_threads();
+    let planes = input_planes::<T, M, R, N>(x, g, tiling);
+    let (n, stride) = (tiling.total, padded_row(tiling.total));
+    // The input transform runs on this worker alone: it is a small share of
+    // the time next to the products, and written to share its buffer out it
+    // compiled to slower code for the tile blocks of every other pass.
+    let mut v = Scratch::<T>::stale(points * point_stride(ch, stride));
+    let input = InputTiles::<T, A, M, R, N> {
+        algorithm: PhantomData,
+        g,
+        tiling,
+        planes: &planes,
+    };
+    run_block(&input, 0..n, &mut v);
+    let mut m = Scratch::<T>::stale(points * point_stride(k, n));
+    for xi in 0..points {
+        products.run(
+            xi,
+            &mut m[xi * point_stride(k, n)..][..k * n],
+            false,
+            Matrix::strided(&u[xi * ch..], k, ch, points * ch, 1),
+            Matrix::strided(&v[xi * point_stride(ch, stride)..], ch, n, stride, 1),
+            Threads::All,
+        );
+    }
+    let mut y = vec![T::ZERO; g.batch * g.output_len()];
+    let chunks = tiling.chunks(0..n);
+    let transform = OutputTransform::<T, A, M, R, N> {
+        algorithm: PhantomData,
+        m: &m,
+        n,
+        chunks: &chunks,
+        bias,
+        g,
+        out: &SharedOutput::new(&mut y),
+    };
+    for_each_block(
+        k,
+        k.div_ceil(workers),
+        || (),
+        |outs, _| run_block(&transform, outs, &mut ()),
+        drop,
+    );
+    y
+}
+
+/// [`transform_output_channels`] of a share of the output channels.
+struct OutputTransform<'a, T: Element, A, const M: usize, const R: usize, const N: usize> {
+    algorithm: PhantomData<fn() -> A>,
+    m: &'a [T],
+    n: usize,
+    chunks: &'a [Chunk],
+    bias: Option<&'a [T]>,
+    g: &'a Geometry,
+    out: &'a SharedOutput<'a, T>,
+}
+
+impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize> Block
+    for OutputTransform<'_, T, A, M, R, N>
+{
+    type Scratch = ();
+
+    #[inline(always)]
+    fn run(&self, outs: Range<usize>, _: &mut ()) {
+        transform_output_channels::<T, A, M, R, N>(self.m, self.n, self.chunks, outs, self.bias, self.g, self.out);
+    }
 }
 
 /// The input gradient's geometry: a forward pass of the output gradient
@@ -879,6 +1007,60 @@ mod tests {
         }
     }
 
+    /// [`forward_by_channels`] equals the im2col + GEMM forward pass in f64
+    /// with its channels dealt out unevenly (2 and 3 workers, channel
+    /// counts that do not divide among them, more channels than lanes), a
+    /// bias, tile rows shorter and longer than a chunk of lanes, and a
+    /// batch of two; and small tilings are the ones dealt out by channels.
+    fn check_forward_by_channels<A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>() {
+        for workers in [2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(workers)
+                .build()
+                .expect("a pool");
+            // One tile row of 18 tiles: longer than a chunk of lanes.
+            for (input, out_channels) in [([1, 7, 7, 7], 5), ([1, 19, M, 18 * M - 1], 22), ([2, 3, 5, 6], 4)] {
+                let weight = [out_channels, input[1], R, R];
+                let g = Geometry::new(
+                    &input,
+                    &weight,
+                    Conv2dParams {
+                        stride: 1,
+                        padding: R / 2,
+                    },
+                )
+                .expect("geometry");
+                let x = values(g.batch * g.image_len(), 0.5);
+                let w = values(weight.iter().product(), 1.5);
+                let bias = values(g.out_channels, 2.5);
+                let u = kernel_transform(&w, &g, A::VARIANT);
+                let (ours, split) = pool.install(|| {
+                    let ours = forward_by_channels::<f64, A, M, R, N>(&x, &u, Some(&bias), &g, WeightProducts::F32);
+                    (
+                        ours,
+                        splits_by_channels(Tiling::new(&g, M), rayon::current_num_threads()),
+                    )
+                });
+                assert!(split, "{} {input:?} on {workers} workers: dealt out by tiles", A::NAME);
+                let reference = super::super::forward(&x, &w, Some(&bias), &g, WeightProducts::F32);
+                let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs()));
+                let error = largest(ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()));
+                assert!(
+                    error <= 1e-11 * scale,
+                    "{} {input:?} on {workers} workers: {error:e}",
+                    A::NAME
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn channels_dealt_out_give_the_im2col_forward_pass() {
+        check_forward_by_channels::<F2x3, 2, 3, 4>();
+        check_forward_by_channels::<F2x5, 2, 5, 6>();
+        check_forward_by_channels::<F4x3, 4, 3, 6>();
+    }
+
     /// Each pass of each algorithm equals the im2col + GEMM one (itself
     /// checked against candle and finite differences) in f64, on odd sides,
     /// every padding, one output position, tile rows longer than a chunk of
@@ -933,7 +1115,8 @@ mod tests {
     /// On two workers: a single image runs here when its tiles give both
     /// workers a block (AlexNet's 27×27 conv2, ResNet's 56×56 layer), except
     /// for the weight gradient; a single 13×13 map stays with im2col unless
-    /// the kernel transform is kept (a single 7×7 map even then); 3×3 weight
+    /// the kernel transform is kept (a single 7×7 map even then, with bf16
+    /// products); 3×3 weight
     /// gradients where the tiling wastes little or the tiles are many.
     #[test]
     fn single_images_run_here_when_their_tiles_share_out() {
@@ -949,8 +1132,12 @@ mod tests {
             assert!(applies(&geometry([1, 64, 56, 56], [64, 64, 3, 3], 1)));
             let conv3 = geometry([1, 192, 13, 13], [384, 192, 3, 3], 1);
             assert!(!applies(&conv3) && applies_with_kept_transform(&conv3));
+            // A single 7×7 map: its channels dealt out with f32 products,
+            // im2col with bf16 ones.
             let seven = |batch| geometry([batch, 512, 7, 7], [512, 512, 3, 3], 1);
-            assert!(!applies_with_kept_transform(&seven(1)) && applies_with_kept_transform(&seven(2)));
+            assert!(applies_with_kept_transform(&seven(1)) && !applies(&seven(1)));
+            let seven_bf16 = |batch| seven(batch).in_precision(Precision::Bf16);
+            assert!(!applies_with_kept_transform(&seven_bf16(1)) && applies_with_kept_transform(&seven_bf16(2)));
             // Too few channels for the transforms, kept or not.
             assert!(!applies_with_kept_transform(&geometry(
                 [1, 32, 13, 13],
