@@ -621,20 +621,35 @@ impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N:
     #[inline(always)]
     fn run(&self, tiles: Range<usize>, (v, m): &mut Self::Scratch) {
         let g = self.input.g;
-        let (k, ch, points) = (g.out_channels, g.channels, N * N);
         let (n, stride) = (tiles.len(), padded_row(tiles.len()));
         let chunks = self.input.transform(tiles, v);
-        for xi in 0..points {
-            self.products.run(
-                xi,
-                &mut m[xi * point_stride(k, n)..][..k * n],
-                false,
-                Matrix::strided(&self.u[xi * ch..], k, ch, points * ch, 1),
-                Matrix::strided(&v[xi * point_stride(ch, stride)..], ch, n, stride, 1),
-                Threads::One,
-            );
-        }
-        transform_output_channels::<T, A, M, R, N>(m, n, &chunks, 0..k, self.bias, g, self.out);
+        multiply_points::<T, N>(self.products, self.u, (v, stride), (m, n), g, Threads::One);
+        transform_output_channels::<T, A, M, R, N>(m, n, &chunks, 0..g.out_channels, self.bias, g, self.out);
+    }
+}
+
+/// The forward products `M_ξ = U_ξ · V_ξ` of every point, from the
+/// transformed tiles `v` (rows of `stride`) into `m` (rows of `n`, the
+/// tiles).
+#[inline(always)]
+fn multiply_points<T: Element, const N: usize>(
+    products: WeightProducts,
+    u: &[T],
+    (v, stride): (&[T], usize),
+    (m, n): (&mut [T], usize),
+    g: &Geometry,
+    threads: Threads,
+) {
+    let (k, ch, points) = (g.out_channels, g.channels, N * N);
+    for xi in 0..points {
+        products.run(
+            xi,
+            &mut m[xi * point_stride(k, n)..][..k * n],
+            false,
+            Matrix::strided(&u[xi * ch..], k, ch, points * ch, 1),
+            Matrix::strided(&v[xi * point_stride(ch, stride)..], ch, n, stride, 1),
+            threads,
+        );
     }
 }
 
@@ -733,11 +748,17 @@ fn forward_with_transform<T: Element, A: Algorithm<M, R, N>, const M: usize, con
     products: WeightProducts,
 ) -> Vec<T> {
     let tiling = Tiling::new(g, M);
+    let planes = input_planes::<T, M, R, N>(x, g, tiling);
+    let input = InputTiles {
+        algorithm: PhantomData,
+        g,
+        tiling,
+        planes: &planes,
+    };
     if splits_by_channels(tiling, rayon::current_num_threads()) {
-        return forward_by_channels::<T, A, M, R, N>(x, u, bias, g, products);
+        return forward_by_channels(input, u, bias, products);
     }
     let (k, ch, points) = (g.out_channels, g.channels, N * N);
-    let planes = input_planes::<T, M, R, N>(x, g, tiling);
     let mut y = vec![T::ZERO; g.batch * g.output_len()];
     // Each output element belongs to exactly one tile, each tile to one block.
     let out = SharedOutput::new(&mut y);
@@ -753,12 +774,7 @@ fn forward_with_transform<T: Element, A: Algorithm<M, R, N>, const M: usize, con
         },
         |tiles, scratch| {
             let block = ForwardBlock::<T, A, M, R, N> {
-                input: InputTiles {
-                    algorithm: PhantomData,
-                    g,
-                    tiling,
-                    planes: &planes,
-                },
+                input: InputTiles { ..input },
                 u,
                 bias,
                 out: &out,
@@ -777,39 +793,21 @@ fn forward_with_transform<T: Element, A: Algorithm<M, R, N>, const M: usize, con
 /// channels), and each worker transforms a share of the output channels
 /// back.
 fn forward_by_channels<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
-    x: &[T],
+    input: InputTiles<T, A, M, R, N>,
     u: &[T],
     bias: Option<&[T]>,
-    g: &Geometry,
     products: WeightProducts,
 ) -> Vec<T> {
-    let tiling = Tiling::new(g, M);
+    let (g, tiling) = (input.g, input.tiling);
     let (k, ch, points) = (g.out_channels, g.channels, N * N);
-    let workers = rayon::current_num_threads();
-    let planes = input_planes::<T, M, R, N>(x, g, tiling);
     let (n, stride) = (tiling.total, padded_row(tiling.total));
     // The input transform runs on this worker alone: it is a small share of
     // the time next to the products, and written to share its buffer out it
     // compiled to slower code for the tile blocks of every other pass.
     let mut v = Scratch::<T>::stale(points * point_stride(ch, stride));
-    let input = InputTiles::<T, A, M, R, N> {
-        algorithm: PhantomData,
-        g,
-        tiling,
-        planes: &planes,
-    };
     run_block(&input, 0..n, &mut v);
     let mut m = Scratch::<T>::stale(points * point_stride(k, n));
-    for xi in 0..points {
-        products.run(
-            xi,
-            &mut m[xi * point_stride(k, n)..][..k * n],
-            false,
-            Matrix::strided(&u[xi * ch..], k, ch, points * ch, 1),
-            Matrix::strided(&v[xi * point_stride(ch, stride)..], ch, n, stride, 1),
-            Threads::All,
-        );
-    }
+    multiply_points::<T, N>(products, u, (&v, stride), (&mut m, n), g, Threads::All);
     let mut y = vec![T::ZERO; g.batch * g.output_len()];
     let chunks = tiling.chunks(0..n);
     let transform = OutputTransform::<T, A, M, R, N> {
@@ -821,6 +819,7 @@ fn forward_by_channels<T: Element, A: Algorithm<M, R, N>, const M: usize, const 
         g,
         out: &SharedOutput::new(&mut y),
     };
+    let workers = rayon::current_num_threads();
     for_each_block(
         k,
         k.div_ceil(workers),
@@ -1007,11 +1006,12 @@ mod tests {
         }
     }
 
-    /// [`forward_by_channels`] equals the im2col + GEMM forward pass in f64
-    /// with its channels dealt out unevenly (2 and 3 workers, channel
-    /// counts that do not divide among them, more channels than lanes), a
-    /// bias, tile rows shorter and longer than a chunk of lanes, and a
-    /// batch of two; and small tilings are the ones dealt out by channels.
+    /// [`forward_by_channels`] (through [`forward_with_transform`]) equals
+    /// the im2col + GEMM forward pass in f64 with its channels dealt out
+    /// unevenly (2 and 3 workers, channel counts that do not divide among
+    /// them, more channels than lanes), a bias, tile rows shorter and longer
+    /// than a chunk of lanes, and a batch of two; and small tilings are the
+    /// ones dealt out by channels.
     fn check_forward_by_channels<A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>() {
         for workers in [2, 3] {
             let pool = rayon::ThreadPoolBuilder::new()
@@ -1035,7 +1035,7 @@ mod tests {
                 let bias = values(g.out_channels, 2.5);
                 let u = kernel_transform(&w, &g, A::VARIANT);
                 let (ours, split) = pool.install(|| {
-                    let ours = forward_by_channels::<f64, A, M, R, N>(&x, &u, Some(&bias), &g, WeightProducts::F32);
+                    let ours = forward_with_transform::<f64, A, M, R, N>(&x, &u, Some(&bias), &g, WeightProducts::F32);
                     (
                         ours,
                         splits_by_channels(Tiling::new(&g, M), rayon::current_num_threads()),
