@@ -1,14 +1,16 @@
 //! The CPU kernels of [`super::max_pool2d`].
 //!
-//! Each plane is pooled in two passes: along each input row (for every
-//! output column, the first maximum of its window's columns), then down the
-//! columns (for every output, the first row whose row maximum beats the rows
-//! above it). Row-major order is rows first, so this finds PyTorch's first
-//! maximum of the window. Both passes merge one candidate per window across
-//! a whole row of windows at once, without branches (the row first split by
-//! stride phase, so each candidate run is contiguous), and vectorise.
-//! During training the forward pass keeps where each maximum came from, and
-//! the gradient is scattered there. The candle operation that runs these
+//! Each output row is pooled in two passes: down the columns of its
+//! window's rows (for every input column, the first maximum of those rows),
+//! then along that row of column maxima (for every output column, the
+//! maximum of its window's columns). Both passes merge one candidate per
+//! window across a whole row of windows at once, without branches (the row
+//! first split by stride phase, so each candidate run is contiguous), and
+//! vectorise. During training the forward pass keeps where each maximum
+//! came from, and the gradient is scattered there: PyTorch's first maximum
+//! in row-major order, which is the maximum with the smallest place in its
+//! plane (row-major order is place order), so ties are broken by place and
+//! the passes may go in either order. The candle operation that runs these
 //! kernels is in `op.rs`.
 
 use crate::phases::split_by_phase;
@@ -23,26 +25,38 @@ pub(super) trait PoolElem: Copy + PartialOrd + Default + std::ops::AddAssign + S
 impl PoolElem for f32 {}
 impl PoolElem for f64 {}
 
-/// Whether `value` replaces `best` as a window's first maximum: when larger,
-/// or when it is the window's first NaN (a NaN wins, as in PyTorch).
+/// Whether `value` replaces `best` as a window's maximum: when larger, or
+/// when it is the window's first NaN (a NaN wins, as in PyTorch).
 #[inline(always)]
 #[allow(clippy::eq_op)] // `x != x` is the NaN test for any float type
 fn replaces<T: PoolElem>(value: T, best: T) -> bool {
     (value > best) | ((value != value) & (best == best))
 }
 
+/// Whether `value` at `place` replaces `best` at `best_place` as a window's
+/// first maximum in row-major order: [`replaces`], or an equal value (both
+/// NaN counting as equal) at a smaller place.
+#[inline(always)]
+#[allow(clippy::eq_op)] // `x != x` is the NaN test for any float type
+fn replaces_at<T: PoolElem>((value, place): (T, u32), (best, best_place): (T, u32)) -> bool {
+    let tie = (value == best) | ((value != value) & (best != best));
+    replaces(value, best) | (tie & (place < best_place))
+}
+
 /// Where a run of candidates lies in the plane.
 #[derive(Clone, Copy)]
 enum CandidatePlaces<'a> {
-    /// Candidate `j` at `start + j·step` (one tap of a row of windows).
+    /// Candidate `j` at `start + j·step` (a row, or one tap of a row of
+    /// windows).
     Spaced { start: u32, step: u32 },
-    /// Candidate `j` at `list[j]` (row maxima found earlier).
+    /// Candidate `j` at `list[j]` (column maxima found earlier).
     Listed(&'a [u32]),
 }
 
 /// Merges one candidate per window into the windows' maxima so far (and,
-/// when `PLACES`, their places); the `first` candidates start the maxima.
-/// Plain loops over slices without branches, so they vectorise.
+/// when `PLACES`, their places, ties going to the smaller place); the
+/// `first` candidates start the maxima. Plain loops over slices without
+/// branches, so they vectorise.
 #[inline(always)]
 fn merge<T: PoolElem, const PLACES: bool>(
     best: &mut [T],
@@ -51,10 +65,9 @@ fn merge<T: PoolElem, const PLACES: bool>(
     candidate_places: CandidatePlaces,
     first: bool,
 ) {
-    let take = |value: T, best: T| first || replaces(value, best);
     if !PLACES {
         for (best, &value) in best.iter_mut().zip(candidates) {
-            *best = if take(value, *best) { value } else { *best };
+            *best = if first || replaces(value, *best) { value } else { *best };
         }
         return;
     }
@@ -62,20 +75,25 @@ fn merge<T: PoolElem, const PLACES: bool>(
     match candidate_places {
         CandidatePlaces::Spaced { start, step } => {
             for (j, ((best, place), &value)) in pairs.zip(candidates).enumerate() {
-                let taken = take(value, *best);
+                let at = start + j as u32 * step;
+                let taken = first || replaces_at((value, at), (*best, *place));
                 *best = if taken { value } else { *best };
-                *place = if taken { start + j as u32 * step } else { *place };
+                *place = if taken { at } else { *place };
             }
         }
         CandidatePlaces::Listed(list) => {
             for ((best, place), (&value, &at)) in pairs.zip(candidates.iter().zip(list)) {
-                let taken = take(value, *best);
+                let taken = first || replaces_at((value, at), (*best, *place));
                 *best = if taken { value } else { *best };
                 *place = if taken { at } else { *place };
             }
         }
     }
 }
+
+/// A worker's scratch for [`PoolGeometry::pool_plane`]: column maxima, their
+/// places, and both split by stride phase.
+type PoolScratch<T> = (Vec<T>, Vec<u32>, Vec<T>, Vec<u32>);
 
 impl PoolGeometry {
     /// The input positions `start..end` of window `i` along a side of `len`
@@ -109,19 +127,18 @@ impl PoolGeometry {
         (inner, first)
     }
 
-    /// The first maximum of every output column's window along `row` (a
-    /// row of the plane from element `row_start`) into `maxima` and, when
-    /// `PLACES`, its index in the plane into `places`. `(inner, first)` is
-    /// [`Self::inner_windows`]; `phases` is scratch of `in_w` rounded up to
-    /// the stride.
+    /// The first maximum of every output column's window along `row` into
+    /// `maxima` and, when `PLACES`, its place in the plane (each value's
+    /// place is in `row_places`) into `places`. `(inner, first)` is
+    /// [`Self::inner_windows`]; `phases` and, when `PLACES`,
+    /// `phase_places` are scratch of `in_w` rounded up to the stride.
     #[inline(always)]
     fn pool_row<T: PoolElem, const PLACES: bool>(
         &self,
-        (row, row_start): (&[T], usize),
+        (row, row_places): (&[T], &[u32]),
         (inner, first): (Range<usize>, usize),
-        maxima: &mut [T],
-        places: &mut [u32],
-        phases: &mut [T],
+        (maxima, places): (&mut [T], &mut [u32]),
+        (phases, phase_places): (&mut [T], &mut [u32]),
     ) {
         let in_w = self.in_w;
         let MaxPool2dConfig { kernel, stride, .. } = self.config;
@@ -129,15 +146,14 @@ impl PoolGeometry {
         // all of them at once; the few clipped by the padding: one by one.
         for ox in (0..self.out_w).filter(|ox| !inner.contains(ox)) {
             let (x0, x1) = self.window(ox, in_w);
-            let (mut best, mut best_x) = (row[x0], x0);
-            for (x, &value) in row.iter().enumerate().take(x1).skip(x0 + 1) {
-                if replaces(value, best) {
-                    (best, best_x) = (value, x);
-                }
-            }
-            maxima[ox] = best;
+            // Without places every place is 0, and `replaces_at` is `replaces`.
+            let candidate = |x: usize| (row[x], if PLACES { row_places[x] } else { 0 });
+            let best = (x0 + 1..x1)
+                .map(candidate)
+                .fold(candidate(x0), |best, c| if replaces_at(c, best) { c } else { best });
+            maxima[ox] = best.0;
             if PLACES {
-                places[ox] = (row_start + best_x) as u32;
+                places[ox] = best.1;
             }
         }
         if inner.is_empty() {
@@ -148,76 +164,78 @@ impl PoolGeometry {
         // `(first + t) / stride + ox` of phase `(first + t) % stride`.
         let phase_len = in_w.div_ceil(stride);
         split_by_phase(row, stride, phases, phase_len);
+        if PLACES {
+            split_by_phase(row_places, stride, phase_places, phase_len);
+        }
         let inner_places = if PLACES { &mut places[inner.clone()] } else { places };
         for tap in 0..kernel {
             let (phase, start) = ((first + tap) % stride, (first + tap) / stride);
             let taps = &phases[phase * phase_len + start..][..inner.len()];
-            let at = CandidatePlaces::Spaced {
-                start: (row_start + first + tap) as u32,
-                step: stride as u32,
+            let at = match PLACES {
+                true => CandidatePlaces::Listed(&phase_places[phase * phase_len + start..][..inner.len()]),
+                false => CandidatePlaces::Listed(&[]),
             };
             merge::<T, PLACES>(&mut maxima[inner.clone()], inner_places, taps, at, tap == 0);
         }
     }
 
-    /// Pools one plane into `out` and, when `PLACES`, each maximum's index
-    /// in the plane into `at`. `row_max` (and `row_at` when `PLACES`: the
-    /// row maxima's places in the plane) are scratch of `in_h · out_w`,
-    /// `phases` of `in_w` rounded up to the stride.
+    /// Pools one plane into `out` and, when `PLACES`, each maximum's place
+    /// in the plane into `at`: for each output row, the maximum of its
+    /// window's rows column by column (and its place), then of each window
+    /// along that row. `scratch`: the column maxima and their places, and
+    /// the same split by phase (each of `in_w` rounded up to the stride).
     #[inline(always)]
     fn pool_plane<T: PoolElem, const PLACES: bool>(
         &self,
         plane: &[T],
         out: &mut [T],
         at: &mut [u32],
-        (row_max, row_at, phases): &mut (Vec<T>, Vec<u32>, Vec<T>),
+        (column_max, column_at, phases, phase_places): &mut PoolScratch<T>,
     ) {
         let (in_w, out_w, inner) = (self.in_w, self.out_w, self.inner_windows());
-        for (y, row) in plane.chunks_exact(in_w).enumerate() {
-            let maxima = &mut row_max[y * out_w..][..out_w];
-            let places = if PLACES {
-                &mut row_at[y * out_w..][..out_w]
-            } else {
-                &mut [][..]
-            };
-            self.pool_row::<T, PLACES>((row, y * in_w), inner.clone(), maxima, places, phases);
-        }
+        let column_max = &mut column_max[..in_w];
+        let column_at = if PLACES {
+            &mut column_at[..in_w]
+        } else {
+            &mut column_at[..]
+        };
         for (oy, out_row) in out.chunks_exact_mut(out_w).enumerate() {
+            let (y0, y1) = self.window(oy, self.in_h);
+            column_max.copy_from_slice(&plane[y0 * in_w..][..in_w]);
+            if PLACES {
+                for (x, place) in column_at[..in_w].iter_mut().enumerate() {
+                    *place = (y0 * in_w + x) as u32;
+                }
+            }
+            for y in y0 + 1..y1 {
+                let row = &plane[y * in_w..][..in_w];
+                let places = CandidatePlaces::Spaced {
+                    start: (y * in_w) as u32,
+                    step: 1,
+                };
+                merge::<T, PLACES>(column_max, column_at, row, places, false);
+            }
             let at_row = if PLACES {
                 &mut at[oy * out_w..][..out_w]
             } else {
                 &mut [][..]
             };
-            let (y0, y1) = self.window(oy, self.in_h);
-            for y in y0..y1 {
-                let maxima = &row_max[y * out_w..][..out_w];
-                // Without places `row_at` is empty, and so is the list.
-                let at = CandidatePlaces::Listed(row_at.get(y * out_w..).unwrap_or_default());
-                merge::<T, PLACES>(out_row, at_row, maxima, at, y == y0);
-            }
+            self.pool_row::<T, PLACES>(
+                (column_max, column_at),
+                inner.clone(),
+                (out_row, at_row),
+                (phases, phase_places),
+            );
         }
     }
 
-    /// Pools one plane's values alone (inference): for each output row, the
-    /// maximum of its window's rows column by column (`column_max`, scratch
-    /// of `in_w`), then of each window along that row. The values are
-    /// order-free (the maximum, or NaN if the window holds one), so the rows
-    /// can go first: one row pass per output row instead of one per input
-    /// row. It stays on the baseline x86-64 target: compiled for AVX-512 the
-    /// merges' short rows end in long scalar tails of mask-register
-    /// compares, twice as slow (docs/performance.md).
+    /// [`Self::pool_plane`] of the values alone (inference). It stays on
+    /// the baseline x86-64 target: compiled for AVX-512 the merges' short
+    /// rows end in long scalar tails of mask-register compares, twice as
+    /// slow (docs/performance.md).
     #[inline(always)]
-    fn pool_plane_values<T: PoolElem>(&self, plane: &[T], out: &mut [T], (column_max, phases): &mut (Vec<T>, Vec<T>)) {
-        let (in_w, inner) = (self.in_w, self.inner_windows());
-        for (oy, out_row) in out.chunks_exact_mut(self.out_w).enumerate() {
-            let (y0, y1) = self.window(oy, self.in_h);
-            column_max.copy_from_slice(&plane[y0 * in_w..][..in_w]);
-            for y in y0 + 1..y1 {
-                let row = &plane[y * in_w..][..in_w];
-                merge::<T, false>(column_max, &mut [], row, CandidatePlaces::Listed(&[]), false);
-            }
-            self.pool_row::<T, false>((column_max, 0), inner.clone(), out_row, &mut [], phases);
-        }
+    fn pool_plane_values<T: PoolElem>(&self, plane: &[T], out: &mut [T], scratch: &mut PoolScratch<T>) {
+        self.pool_plane::<T, false>(plane, out, &mut [], scratch)
     }
 
     /// [`Self::pool_plane`] keeping places, compiled for AVX-512 when the CPU
@@ -229,7 +247,7 @@ impl PoolGeometry {
         plane: &[T],
         out: &mut [T],
         at: &mut [u32],
-        scratch: &mut (Vec<T>, Vec<u32>, Vec<T>),
+        scratch: &mut PoolScratch<T>,
     ) {
         #[cfg(target_arch = "x86_64")]
         if crate::cpu::instruction_set() >= crate::cpu::InstructionSet::Avx512 {
@@ -239,7 +257,7 @@ impl PoolGeometry {
                 plane: &[T],
                 out: &mut [T],
                 at: &mut [u32],
-                scratch: &mut (Vec<T>, Vec<u32>, Vec<T>),
+                scratch: &mut PoolScratch<T>,
             ) {
                 g.pool_plane::<T, true>(plane, out, at, scratch)
             }
@@ -253,23 +271,25 @@ impl PoolGeometry {
     /// The pooled planes and, when `places`, for every output the index in
     /// its plane of the maximum it took (else an empty vector).
     pub(super) fn forward_keeping<T: PoolElem>(&self, places: bool, planes: usize, input: &[T]) -> (Vec<T>, Vec<u32>) {
-        let (in_len, out_len, row_max_len) = (self.in_h * self.in_w, self.out_h * self.out_w, self.in_h * self.out_w);
+        let (in_len, out_len) = (self.in_h * self.in_w, self.out_h * self.out_w);
         let phases_len = self.in_w.next_multiple_of(self.config.stride);
         let mut output = vec![T::default(); planes * out_len];
         let pairs = output.par_chunks_mut(out_len).zip(input.par_chunks(in_len));
+        // The places' scratch is empty when none are kept.
+        let kept = |len: usize| if places { len } else { 0 };
+        let scratch = || {
+            (
+                vec![T::default(); phases_len],
+                vec![0u32; kept(phases_len)],
+                vec![T::default(); phases_len],
+                vec![0u32; kept(phases_len)],
+            )
+        };
         if !places {
-            let scratch = || (vec![T::default(); self.in_w], vec![T::default(); phases_len]);
             pairs.for_each_init(scratch, |s, (out, plane)| self.pool_plane_values(plane, out, s));
             return (output, Vec::new());
         }
         let mut at = vec![0u32; planes * out_len];
-        let scratch = || {
-            (
-                vec![T::default(); row_max_len],
-                vec![0u32; row_max_len],
-                vec![T::default(); phases_len],
-            )
-        };
         pairs
             .zip(at.par_chunks_mut(out_len))
             .for_each_init(scratch, |s, ((out, plane), at)| {

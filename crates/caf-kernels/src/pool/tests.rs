@@ -135,9 +135,8 @@ fn ties_send_the_gradient_to_the_first_maximum() -> Result<()> {
     Ok(())
 }
 
-/// A NaN anywhere in a window wins, whichever row and column it is in and
-/// whichever way the window is searched (the inference pass takes rows
-/// first, the training one columns first).
+/// A NaN anywhere in a window wins, whichever row and column it is in, with
+/// places kept (training) or not.
 #[test]
 fn nan_propagates() -> Result<()> {
     let config = MaxPool2dConfig {
@@ -160,6 +159,30 @@ fn nan_propagates() -> Result<()> {
             pooled.flatten_all()?.to_vec1::<f32>()?[0].is_nan(),
             "NaN at {at}, training"
         );
+    }
+    Ok(())
+}
+
+/// Of two NaNs in a window, the gradient goes to the first in row-major
+/// order, as of two equal maxima, also when the later one lies in an
+/// earlier column (the window's columns are searched before its row).
+#[test]
+fn the_first_of_two_nans_takes_the_gradient() -> Result<()> {
+    let config = MaxPool2dConfig {
+        kernel: 3,
+        stride: 3,
+        padding: 0,
+        ceil_mode: false,
+    };
+    for (first, second) in [(2, 6), (1, 3), (5, 7)] {
+        let mut values = [0f32; 9];
+        values[first] = f32::NAN;
+        values[second] = f32::NAN;
+        let x = Var::from_tensor(&Tensor::new(&values, &Device::Cpu)?.reshape((1, 1, 3, 3))?)?;
+        let grads = max_pool2d(x.as_tensor(), config)?.sum_all()?.backward()?;
+        let gradient = grads.get(&x).expect("x is tracked").flatten_all()?.to_vec1::<f32>()?;
+        let expected: Vec<f32> = (0..9).map(|i| if i == first { 1.0 } else { 0.0 }).collect();
+        assert_eq!(gradient, expected, "NaNs at {first} and {second}");
     }
     Ok(())
 }
