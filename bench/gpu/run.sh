@@ -12,9 +12,11 @@
 # (batch 16 on the
 # device as candle opens it, CAF_CUDA_SETUP=off: its per-thread stream, an
 # event pair per buffer, the driver's pool as it is), paper (the paper's
-# batch sizes), detection, train, large (a larger generated set at 224 px).
-# Each writes under $OUT; together they take more than one 10-minute call,
-# so run them in two or three calls:
+# batch sizes), detection, train, large (a larger generated set at 224 px),
+# cpu (the host CPU, not in the default list: bf16 beside PyTorch autocast at
+# 2 threads and at every core, each side given the same count; on AMX hosts
+# the tiles' one comparison). Each writes under $OUT; together they take
+# more than one 10-minute call, so run them in two or three calls:
 #   parity convs candle | bench bf16 setup paper | detection train large
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -85,6 +87,12 @@ for stage in $STAGES; do
         --set image_size=224 --set resize=256 --set batch_size=256 --set epochs=1 --set workers=14 \
         > "$OUT/large.txt" 2>&1 || status=1
       grep -E "images_per_s|images/s" "$OUT/large.txt" | tail -3 ;;
+    cpu) # the host CPU (AMX where it has it), bf16, at 2 threads and at every core
+      for threads in 2 "$(nproc)"; do
+        RAYON_NUM_THREADS=$threads timeout 240 "$BIN/xtask" bench --precision bf16 --compare-torch --python "$PY" --json \
+          > "$OUT/cpu-bf16-$threads-threads.json" 2> "$OUT/cpu-bf16-$threads-threads.log" || status=1
+        tail -12 "$OUT/cpu-bf16-$threads-threads.log"
+      done ;;
     *) echo "unknown stage $stage"; status=1 ;;
   esac
 done
