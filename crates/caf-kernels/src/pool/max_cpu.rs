@@ -46,9 +46,8 @@ fn replaces_at<T: PoolElem>((value, place): (T, u32), (best, best_place): (T, u3
 /// Where a run of candidates lies in the plane.
 #[derive(Clone, Copy)]
 enum CandidatePlaces<'a> {
-    /// Candidate `j` at `start + j·step` (a row, or one tap of a row of
-    /// windows).
-    Spaced { start: u32, step: u32 },
+    /// Candidate `j` at `start + j` (a row of the plane).
+    Row { start: u32 },
     /// Candidate `j` at `list[j]` (column maxima found earlier).
     Listed(&'a [u32]),
 }
@@ -73,9 +72,9 @@ fn merge<T: PoolElem, const PLACES: bool>(
     }
     let pairs = best.iter_mut().zip(places.iter_mut());
     match candidate_places {
-        CandidatePlaces::Spaced { start, step } => {
+        CandidatePlaces::Row { start } => {
             for (j, ((best, place), &value)) in pairs.zip(candidates).enumerate() {
-                let at = start + j as u32 * step;
+                let at = start + j as u32;
                 let taken = first || replaces_at((value, at), (*best, *place));
                 *best = if taken { value } else { *best };
                 *place = if taken { at } else { *place };
@@ -203,15 +202,14 @@ impl PoolGeometry {
             let (y0, y1) = self.window(oy, self.in_h);
             column_max.copy_from_slice(&plane[y0 * in_w..][..in_w]);
             if PLACES {
-                for (x, place) in column_at[..in_w].iter_mut().enumerate() {
+                for (x, place) in column_at.iter_mut().enumerate() {
                     *place = (y0 * in_w + x) as u32;
                 }
             }
             for y in y0 + 1..y1 {
                 let row = &plane[y * in_w..][..in_w];
-                let places = CandidatePlaces::Spaced {
+                let places = CandidatePlaces::Row {
                     start: (y * in_w) as u32,
-                    step: 1,
                 };
                 merge::<T, PLACES>(column_max, column_at, row, places, false);
             }
