@@ -29,7 +29,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use self::phases::PhasePlanes;
-use self::transform::{sandwich_into, Algorithm, F2x3, F2x5, F4x3, Lanes, LANES};
+use self::transform::{Algorithm, F2x3, F2x5, F4x3, Lanes, Transform, LANES};
 use super::Geometry;
 use crate::cpu::Precision;
 use crate::gemm::{matmul_in, Element, Matrix, PackedLhs, Threads, WeightProducts};
@@ -368,7 +368,6 @@ fn transform_input_block<T: Element, A: Algorithm<M, R, N>, const M: usize, cons
     stride: usize,
     v: &mut [T],
 ) {
-    let c = A::coefficients::<T>();
     let mut d = [[Lanes::<T>::default(); N]; N];
     let mut v_tile = [[Lanes::<T>::default(); N]; N];
     for channel in 0..channels {
@@ -380,7 +379,7 @@ fn transform_input_block<T: Element, A: Algorithm<M, R, N>, const M: usize, cons
                     lanes.0 = *planes.lanes(plane, chunk.y + i, q % M, chunk.x / M + q / M);
                 }
             }
-            sandwich_into(&c.bt, &d, &mut v_tile);
+            A::Input::sandwich_into::<T, Lanes<T>>(&d, &mut v_tile);
             for (xi, lanes) in v_tile.iter().flatten().enumerate() {
                 lanes.store_all(&mut v[xi * point_stride(channels, stride) + channel * stride + chunk.offset..]);
             }
@@ -402,7 +401,7 @@ fn transform_output_channels<T: Element, A: Algorithm<M, R, N>, const M: usize, 
     g: &Geometry,
     out: &SharedOutput<T>,
 ) {
-    let (c, k) = (A::coefficients::<T>(), g.out_channels);
+    let k = g.out_channels;
     let mut products = [[Lanes::<T>::default(); N]; N];
     let mut values = [[Lanes::<T>::default(); M]; M];
     for o in outs {
@@ -413,7 +412,7 @@ fn transform_output_channels<T: Element, A: Algorithm<M, R, N>, const M: usize, 
                     lanes.load_all(&m[(a * N + b) * point_stride(k, n) + o * n + chunk.offset..]);
                 }
             }
-            sandwich_into(&c.at, &products, &mut values);
+            A::Output::sandwich_into::<T, Lanes<T>>(&products, &mut values);
             let plane = (chunk.image * k + o) * g.positions();
             let width = chunk.width(M, g.out_w);
             for (i, tile_row) in values.iter().enumerate() {
@@ -507,13 +506,12 @@ fn kernel_tiles<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usiz
     threads: Threads,
 ) {
     let transform = |(o, u_o): (usize, &mut [T])| {
-        let c = A::coefficients::<T>();
         let mut kernel = [[Lanes::<T>::default(); R]; R];
         let mut transformed = [[Lanes::<T>::default(); N]; N];
         for first in (0..channels).step_by(LANES) {
             let lanes = LANES.min(channels - first);
             kernels.gather((out_channels, channels), o, first, lanes, &mut kernel);
-            sandwich_into(&c.g, &kernel, &mut transformed);
+            A::Kernel::sandwich_into::<T, Lanes<T>>(&kernel, &mut transformed);
             for (xi, values) in transformed.iter().flatten().enumerate() {
                 u_o[xi * channels + first..][..lanes].copy_from_slice(&values.0[..lanes]);
             }
@@ -670,7 +668,7 @@ impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N:
 
     #[inline(always)]
     fn run(&self, tiles: Range<usize>, (v, dm, du): &mut Self::Scratch) {
-        let (c, g) = (A::coefficients::<T>(), self.input.g);
+        let g = self.input.g;
         let (k, ch, points) = (g.out_channels, g.channels, N * N);
         let (n, stride) = (tiles.len(), padded_row(tiles.len()));
         let chunks = self.input.transform(tiles, v);
@@ -684,7 +682,7 @@ impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N:
                         lanes.0 = *self.dy.lanes(plane, chunk.y + i, b, chunk.x / M);
                     }
                 }
-                sandwich_into(&c.a, &e, &mut dm_tile);
+                A::OutputGradient::sandwich_into::<T, Lanes<T>>(&e, &mut dm_tile);
                 for (xi, lanes) in dm_tile.iter().flatten().enumerate() {
                     lanes.store_all(&mut dm[xi * point_stride(k, stride) + o * stride + chunk.offset..]);
                 }
@@ -891,7 +889,6 @@ fn weight_gradient_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const
     x: &[T],
     g: &Geometry,
 ) -> Vec<T> {
-    let c = A::coefficients::<T>();
     let tiling = Tiling::new(g, M);
     let (k, ch, points) = (g.out_channels, g.channels, N * N);
     let block = block_len::<T>(BLOCK_BYTES, points, ch + k, tiling, rayon::current_num_threads());
@@ -937,7 +934,7 @@ fn weight_gradient_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const
                     values.0[..lanes].copy_from_slice(&du[start..start + lanes]);
                 }
             }
-            sandwich_into(&c.gt, &transformed, &mut kernel);
+            A::KernelGradient::sandwich_into::<T, Lanes<T>>(&transformed, &mut kernel);
             for (lane, kernel_out) in dw_o[first * taps..].chunks_exact_mut(taps).take(lanes).enumerate() {
                 for (tap, out) in kernel_out.iter_mut().enumerate() {
                     *out = kernel[tap / R][tap % R].0[lane];
