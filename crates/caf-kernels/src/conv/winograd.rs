@@ -144,18 +144,14 @@ impl Variant {
     /// How many variants there are.
     pub(super) const COUNT: usize = Self::ALL.len();
 
-    /// F(2×2, 5×5) for 5×5 kernels; for 3×3 ones with f32 products
-    /// F(4×4, 3×3) where the map tiles by 4 with little waste and every
-    /// worker gets a block of its tiles ([`BLOCK_ALIGN`]: a single 28×28
-    /// map's 49 tiles are too few to share out), F(2×2, 3×3) otherwise.
-    /// bf16 products are fast enough that F(4×4)'s larger transforms cost
-    /// more than its fewer products save (ResNet's 28×28 layers 5–18 %
-    /// slower in every pass, its 56×56 ones level; docs/performance.md).
+    /// F(2×2, 5×5) for 5×5 kernels; for 3×3 ones F(4×4, 3×3) where the
+    /// map tiles by 4 with little waste and every worker gets a block of its
+    /// tiles ([`BLOCK_ALIGN`]: a single 28×28 map's 49 tiles are too few to
+    /// share out), F(2×2, 3×3) otherwise. The same rule in both precisions.
     pub(super) fn of(g: &Geometry) -> Self {
         if g.kernel_h == 5 {
             Variant::F2x5
-        } else if g.products == Precision::F32
-            && saving_of(g, 4) >= MIN_SAVING_4X4_3X3
+        } else if saving_of(g, 4) >= MIN_SAVING_4X4_3X3
             && tiles_per_worker_of(g, 4) >= BLOCK_ALIGN
         {
             Variant::F4x3
