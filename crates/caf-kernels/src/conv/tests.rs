@@ -480,7 +480,6 @@ fn bf16_frozen_weights_stay_within_bf16_rounding_of_f64() -> Result<()> {
             );
             let exact = candle_conv(&x, &w, Some(&bias), params)?;
             let magnitude = candle_conv(&x.abs()?, &w.abs()?, None, params)?;
-            eprintln!("RATIO {what} {}", ((ours.clone() - &exact)?.abs()? / (&magnitude + 1e-9)?)?.max_all()?.to_scalar::<f64>()? * 128.0);
             let bound = ((magnitude * (factor * 2f64.powi(-7)))? + 1e-6)?;
             let excess = ((ours.clone() - &exact)?.abs()? - bound)?
                 .max_all()?

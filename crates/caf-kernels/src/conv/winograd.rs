@@ -151,9 +151,7 @@ impl Variant {
     pub(super) fn of(g: &Geometry) -> Self {
         if g.kernel_h == 5 {
             Variant::F2x5
-        } else if saving_of(g, 4) >= MIN_SAVING_4X4_3X3
-            && tiles_per_worker_of(g, 4) >= BLOCK_ALIGN
-        {
+        } else if saving_of(g, 4) >= MIN_SAVING_4X4_3X3 && tiles_per_worker_of(g, 4) >= BLOCK_ALIGN {
             Variant::F4x3
         } else {
             Variant::F2x3
@@ -1089,13 +1087,15 @@ mod tests {
             for side in [14, 13, 7] {
                 assert_eq!(variant(64, side, 256), Variant::F2x3, "{side}×{side}");
             }
-            let bf16 = Geometry::new(
-                &[16, 64, 56, 56],
-                &[64, 64, 3, 3],
-                Conv2dParams { stride: 1, padding: 1 },
-            );
-            let bf16 = bf16.expect("geometry").in_precision(Precision::Bf16);
-            assert_eq!(Variant::of(&bf16), Variant::F2x3, "bf16 products");
+            for (side, expected) in [(56, Variant::F4x3), (14, Variant::F2x3)] {
+                let bf16 = Geometry::new(
+                    &[16, 64, side, side],
+                    &[64, 64, 3, 3],
+                    Conv2dParams { stride: 1, padding: 1 },
+                );
+                let bf16 = bf16.expect("geometry").in_precision(Precision::Bf16);
+                assert_eq!(Variant::of(&bf16), expected, "bf16 products, {side}×{side}");
+            }
             let five = Geometry::new(
                 &[1, 64, 27, 27],
                 &[192, 64, 5, 5],
