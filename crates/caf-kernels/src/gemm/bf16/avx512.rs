@@ -188,6 +188,21 @@ pub(super) fn pack_b_view<const WIDTH: usize>(
     }
 }
 
+/// Sizes `packed` for `panels` panels of `pair_rows × WIDTH` pairs and
+/// zeroes only what packing `pairs` pair rows leaves unwritten: each
+/// panel's pair rows past `pairs`, which meet the zero padding of the left
+/// operand's inner dimension (stale values there could be infinities or
+/// NaNs, and `0 · ∞` is a NaN). The rest of the buffer, stale from an
+/// earlier product, is overwritten by the packers, except the last panel's
+/// columns past the last one: a column of the product depends on its own
+/// column of `b` alone, and those columns' sums are never written back.
+fn zero_padding<const WIDTH: usize>(packed: &mut Vec<u32>, panels: usize, pair_rows: usize, pairs: usize) {
+    packed.resize(panels * pair_rows * WIDTH, 0);
+    for panel in packed.chunks_exact_mut(pair_rows * WIDTH) {
+        panel[pairs * WIDTH..].fill(0);
+    }
+}
+
 /// [`pack_b_view`] of a view whose rows are contiguous.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 fn pack_b_panels<const WIDTH: usize>(
@@ -205,8 +220,7 @@ fn pack_b_panels<const WIDTH: usize>(
         "pack_b: {pair_rows} pair rows cannot hold {pairs} pairs"
     );
     let panels = columns.len().div_ceil(WIDTH);
-    packed.clear();
-    packed.resize(panels * pair_rows * WIDTH, 0);
+    zero_padding::<WIDTH>(packed, panels, pair_rows, pairs);
     // Interleaves two rows' 16 bf16 values each (low half, high half) into
     // 16 pairs.
     let interleave = _mm512_set_epi16(
@@ -262,8 +276,7 @@ fn pack_b_transposed<const WIDTH: usize>(
         "pack_b: {pair_rows} pair rows cannot hold {depth} rows"
     );
     let panels = columns.len().div_ceil(WIDTH);
-    packed.clear();
-    packed.resize(panels * pair_rows * WIDTH, 0);
+    zero_padding::<WIDTH>(packed, panels, pair_rows, depth.div_ceil(2));
     for (panel, first) in columns.clone().step_by(WIDTH).enumerate() {
         let width = WIDTH.min(columns.end - first);
         let out = &mut packed[panel * pair_rows * WIDTH..][..pair_rows * WIDTH];

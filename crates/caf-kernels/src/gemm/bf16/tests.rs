@@ -316,3 +316,45 @@ fn transposed_views_pack_as_their_row_major_copies() {
         both::<32>(rows, cols, rows / 2..rows, cols / 3..cols);
     }
 }
+
+/// A product after one whose right operand held infinities and NaNs, on
+/// the same thread's packing buffers: the padding of the inner dimension
+/// (the AMX path pads 88 inner columns, 44 pairs, to 48) is zeroed again,
+/// not left stale from the first product's 512-deep block.
+#[test]
+fn stale_packing_buffers_do_not_leak_into_the_next_product() {
+    let (m, n) = (33, 40);
+    let packings = |a: Matrix<f32>| {
+        let mut packings: Vec<(String, Bf16Lhs)> =
+            paths().into_iter().map(|path| (format!("{path:?}"), Bf16Lhs::on(path, a))).collect();
+        #[cfg(target_arch = "x86_64")]
+        if InstructionSet::detected() >= InstructionSet::Avx512Bf16 {
+            packings.push(("emulated tiles".into(), Bf16Lhs::emulated_tiles(a)));
+        }
+        packings
+    };
+    let (first_k, k) = (512, 88);
+    let first_a = values(m * first_k, 5);
+    let poisoned: Vec<f32> = (0..first_k * n)
+        .map(|i| [f32::INFINITY, f32::NAN, f32::NEG_INFINITY][i % 3])
+        .collect();
+    let a_values = values(m * k, 3);
+    let a = Matrix::row_major(&a_values, m, k);
+    let b_values = values(k * n, 4);
+    let b = Matrix::row_major(&b_values, k, n);
+    let (exact, magnitudes) = reference(a, b, round_to_bf16);
+    let firsts = packings(Matrix::row_major(&first_a, m, first_k));
+    for ((path, first), (_, lhs)) in firsts.iter().zip(&packings(a)) {
+        let mut dst = vec![0.0; m * n];
+        matmul_bf16_packed(&mut dst, false, first, Matrix::row_major(&poisoned, first_k, n), Threads::One);
+        matmul_bf16_packed(&mut dst, false, lhs, b, Threads::One);
+        for (index, &got) in dst.iter().enumerate() {
+            let bound = (k as f64 + 2.0) * f64::from(f32::EPSILON) * magnitudes[index];
+            assert!(
+                (f64::from(got) - exact[index]).abs() <= bound,
+                "{path}: element {index} is {got} after a product with NaNs, against {}",
+                exact[index]
+            );
+        }
+    }
+}
