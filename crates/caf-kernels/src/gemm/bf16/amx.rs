@@ -44,10 +44,14 @@ fn pair_rows(depth: usize) -> usize {
     depth.div_ceil(2).next_multiple_of(TILE)
 }
 
-/// The left operand of products, rounded and packed whole: for each block
-/// of [`KC`] inner columns, its rows (padded with zero rows to a multiple
-/// of [`MR`]) one after another, each [`pair_rows`] bf16 pairs long (zeros
-/// past the last column).
+/// The left operand of products, rounded and packed whole, in the order the
+/// tiles load it: for each block of [`KC`] inner columns (its rows padded
+/// with zero rows to a multiple of [`MR`], each [`pair_rows`] bf16 pairs
+/// long with zeros past the last column), for each block of [`MR`] rows,
+/// for each [`TILE`] pairs, the 16 × 16 pairs of its first 16 rows and then
+/// of the next 16, each tile 1 KiB in one piece. A tile row-major in the
+/// rows (1 KiB apart at the deepest blocks) made each load touch 16 lines
+/// far apart, and the loads of `a` from L2 held the tile products up.
 pub(super) struct PackedA {
     rows: usize,
     cols: usize,
@@ -67,14 +71,21 @@ impl PackedA {
             pair_rows(a.cols % KC)
         };
         let mut data = vec![0u32; padded_rows * (full_blocks * KC / 2 + last_pairs)];
+        let mut row_pairs = vec![0u32; KC / 2];
         for first_inner in (0..a.cols).step_by(KC) {
             let depth = KC.min(a.cols - first_inner);
             let pairs = pair_rows(depth);
             let block = &mut data[first_inner / 2 * padded_rows..][..padded_rows * pairs];
             for row in 0..a.rows {
                 let source = &a.data[row * a.row_stride + first_inner..][..depth];
+                let row_pairs = &mut row_pairs[..pairs];
+                row_pairs.fill(0);
                 // SAFETY: the caller checked the CPU.
-                unsafe { pack_row(source, &mut block[row * pairs..][..pairs]) };
+                unsafe { pack_row(source, row_pairs) };
+                let row_block = &mut block[row / MR * MR * pairs..][..MR * pairs];
+                for (step, tile_row) in row_pairs.chunks_exact(TILE).enumerate() {
+                    row_block[tile_offset(step, row % MR)..][..TILE].copy_from_slice(tile_row);
+                }
             }
         }
         Self {
@@ -84,13 +95,22 @@ impl PackedA {
         }
     }
 
-    /// Row `row` of the inner block that starts at `first_inner` (a
-    /// multiple of `KC`); the block's rows follow it, [`pair_rows`] apart.
-    fn row(&self, first_inner: usize, row: usize) -> *const u32 {
+    /// The block of [`MR`] rows from `row` (a multiple of `MR`) in the
+    /// inner block that starts at `first_inner` (a multiple of `KC`); the
+    /// next row blocks follow it, `MR ×` [`pair_rows`] pairs apart.
+    fn row_block(&self, first_inner: usize, row: usize) -> *const u32 {
+        debug_assert_eq!(row % MR, 0);
         let padded_rows = self.rows.next_multiple_of(MR);
         let pairs = pair_rows(KC.min(self.cols - first_inner));
         self.data[first_inner / 2 * padded_rows + row * pairs..].as_ptr()
     }
+}
+
+/// Where, in a packed block of [`MR`] rows, the [`TILE`] pairs of tile
+/// step `step` of row `row` (below `MR`) start: the two tiles of a step
+/// one after the other, each row of a tile 16 pairs.
+fn tile_offset(step: usize, row: usize) -> usize {
+    (step * MR + row) * TILE
 }
 
 /// `values` rounded to bf16, in order, two to a pair (the first in the low
@@ -205,7 +225,7 @@ unsafe fn product(
                 let height = MC.min(rows.end - first_row);
                 for (panel, column) in (0..width).step_by(NR).enumerate() {
                     let tiles = Tiles {
-                        a: a.row(first_inner, first_row),
+                        a: a.row_block(first_inner, first_row),
                         a_pairs: pairs,
                         row_blocks: height.div_ceil(MR),
                         b: buffers.packed_b[panel * pairs * NR..][..pairs * NR].as_ptr(),
@@ -273,7 +293,7 @@ unsafe fn write_back(sums: &[f32], c: *mut f32, ldc: usize, rows: usize, columns
 }
 
 /// One run of the kernel: `sums = a · b` for `row_blocks` blocks of [`MR`]
-/// rows of `a` (rows `a_pairs` pairs apart) and one panel of [`NR`] columns
+/// rows of `a` (each `MR × a_pairs` pairs in tile order, [`PackedA`]) and one panel of [`NR`] columns
 /// of `b` (`tile_steps × 16` rows of `NR` pairs), `sums` row-major with
 /// `NR` columns.
 struct Tiles {
@@ -314,24 +334,25 @@ const CONFIG: TileConfig = TileConfig {
 impl Tiles {
     /// The run on AMX. For each block of 32 rows: tiles 0-3 zeroed; for each
     /// 16 pairs of the inner dimension, rows 0-15 and 16-31 of the block
-    /// loaded into tiles 4 and 5, columns 0-15 and 16-31 of the panel into
+    /// (two 1 KiB pieces, one after the other) loaded into tiles 4 and 5, columns 0-15 and 16-31 of the panel into
     /// tiles 6 and 7, and the four products added; the four tiles stored.
     ///
     /// # Safety
     /// The CPU has AMX-TILE and AMX-BF16 and this process the tile data;
-    /// `a` holds `32 × row_blocks` rows of `a_pairs ≥ 16 × tile_steps`
-    /// pairs, `b` `16 × tile_steps` rows of `NR` pairs, `sums`
+    /// `a` holds `row_blocks` blocks of `32 × a_pairs` pairs in tile order,
+    /// `a_pairs ≥ 16 × tile_steps`, `b` `16 × tile_steps` rows of `NR` pairs, `sums`
     /// `32 × row_blocks × NR` elements; `tile_steps` and `row_blocks` are
     /// at least 1.
     unsafe fn run(&self) {
         debug_assert!(self.tile_steps >= 1 && self.row_blocks >= 1 && self.a_pairs >= TILE * self.tile_steps);
-        // Byte strides: between rows of `a`, and between rows of the panel
-        // of `b` and of `sums` (both NR × 4 = 128).
-        let a_stride = self.a_pairs * 4;
+        // Byte strides: between blocks of rows of `a`, and between rows of
+        // the panel of `b` and of `sums` (both NR × 4 = 128).
+        let a_block = MR * self.a_pairs * 4;
         let row_stride = NR * 4;
         // SAFETY: the caller's promises; every load and store lies inside
         // the operands described there, and the tiles are released at the
-        // end. 64 = 16 pairs or 16 f32 (a tile row); 2048 = 16 rows of 128
+        // end. 64 = 16 pairs or 16 f32 (a tile row, and the row stride of
+        // `a`'s tiles); 1024 = a tile of `a`; 2048 = two, or 16 rows of 128
         // bytes; 4096 = 32 such rows.
         unsafe {
             std::arch::asm!(
@@ -341,23 +362,19 @@ impl Tiles {
                 "tilezero tmm1",
                 "tilezero tmm2",
                 "tilezero tmm3",
-                "mov {a_low}, {a}",
-                "mov {a_high}, {a_stride}",
-                "shl {a_high}, 4",
-                "add {a_high}, {a}",
+                "mov {a_at}, {a}",
                 "mov {b_at}, {b}",
                 "mov {steps}, {tile_steps}",
                 "3:",
-                "tileloadd tmm4, [{a_low} + {a_stride} * 1]",
-                "tileloadd tmm5, [{a_high} + {a_stride} * 1]",
+                "tileloadd tmm4, [{a_at} + {tile_row} * 1]",
+                "tileloadd tmm5, [{a_at} + {tile_row} * 1 + 1024]",
                 "tileloadd tmm6, [{b_at} + {row_stride} * 1]",
                 "tileloadd tmm7, [{b_at} + {row_stride} * 1 + 64]",
                 "tdpbf16ps tmm0, tmm4, tmm6",
                 "tdpbf16ps tmm1, tmm4, tmm7",
                 "tdpbf16ps tmm2, tmm5, tmm6",
                 "tdpbf16ps tmm3, tmm5, tmm7",
-                "add {a_low}, 64",
-                "add {a_high}, 64",
+                "add {a_at}, 2048",
                 "add {b_at}, 2048",
                 "dec {steps}",
                 "jnz 3b",
@@ -365,9 +382,7 @@ impl Tiles {
                 "tilestored [{sums} + {row_stride} * 1 + 64], tmm1",
                 "tilestored [{sums} + {row_stride} * 1 + 2048], tmm2",
                 "tilestored [{sums} + {row_stride} * 1 + 2112], tmm3",
-                "mov {steps}, {a_stride}",
-                "shl {steps}, 5",
-                "add {a}, {steps}",
+                "add {a}, {a_block}",
                 "add {sums}, 4096",
                 "dec {blocks}",
                 "jnz 2b",
@@ -377,11 +392,11 @@ impl Tiles {
                 sums = inout(reg) self.sums => _,
                 blocks = inout(reg) self.row_blocks => _,
                 b = in(reg) self.b,
-                a_stride = in(reg) a_stride,
+                a_block = in(reg) a_block,
+                tile_row = in(reg) 64usize,
                 row_stride = in(reg) row_stride,
                 tile_steps = in(reg) self.tile_steps,
-                a_low = out(reg) _,
-                a_high = out(reg) _,
+                a_at = out(reg) _,
                 b_at = out(reg) _,
                 steps = out(reg) _,
                 options(nostack),
@@ -403,9 +418,10 @@ impl Tiles {
             for column in 0..NR {
                 let mut sum = 0.0f32;
                 for p in 0..pairs {
+                    let at = row / MR * MR * self.a_pairs + tile_offset(p / TILE, row % MR) + p % TILE;
                     // SAFETY: row < 32 × row_blocks, p < a_pairs, and the
                     // panel's row p holds NR pairs (the caller's promises).
-                    let (x, y) = unsafe { (*self.a.add(row * self.a_pairs + p), *self.b.add(p * NR + column)) };
+                    let (x, y) = unsafe { (*self.a.add(at), *self.b.add(p * NR + column)) };
                     sum += low(x) * low(y) + high(x) * high(y);
                 }
                 // SAFETY: `sums` holds 32 × row_blocks rows of NR.
