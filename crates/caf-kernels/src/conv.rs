@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use crate::cpu::Precision;
 use crate::elementwise::Activation;
 use crate::gemm::matmul_in;
-use crate::gemm::{Element, Matrix, PackedLhs, Threads, WeightProducts};
+use crate::gemm::{ConvShape, Element, Matrix, PackedLhs, Threads, WeightProducts};
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::phases::split_by_phase;
 use crate::reduce::{sum_map, sum_parts};
@@ -277,6 +277,20 @@ impl Geometry {
 
     /// Images are run in parallel (one single-threaded GEMM each) when there
     /// are enough of them to keep every core busy; otherwise each GEMM is split.
+    /// The shape [`Element::convolve_on_tiles`] takes.
+    fn conv_shape(&self) -> ConvShape {
+        ConvShape {
+            batch: self.batch,
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            out_channels: self.out_channels,
+            kernel_h: self.kernel_h,
+            kernel_w: self.kernel_w,
+            padding: self.padding,
+        }
+    }
+
     fn parallel_over_images(&self) -> bool {
         let threads = rayon::current_num_threads();
         threads > 1 && self.batch >= 2 * threads
@@ -619,6 +633,18 @@ impl Kernel for ConvKernel<'_> {
         match self {
             &ConvKernel::Forward(ref g, activation, kept) => {
                 let (x, weight, bias, precision) = (operands[0], operands[1], operands.get(2).copied(), g.products);
+                // bf16 stride-1 convolutions run straight on AMX tiles where
+                // the CPU has them: faster there than any transform.
+                let on_tiles = (precision == Precision::Bf16 && g.stride == 1)
+                    .then(|| {
+                        let packed = kept.and_then(|kept| kept.tile_weight(weight, g));
+                        T::convolve_on_tiles(x, weight, packed, bias, &g.conv_shape())
+                    })
+                    .flatten();
+                if let Some(mut y) = on_tiles {
+                    activation.apply_in_place(&mut y);
+                    return y;
+                }
                 let variant = winograd::Variant::of(g);
                 let slot = kept
                     .filter(|_| winograd::applies_with_kept_transform(g))

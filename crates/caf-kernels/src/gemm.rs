@@ -15,6 +15,9 @@ mod split;
 mod x86;
 
 use crate::cpu::Precision;
+#[cfg(test)]
+pub(crate) use bf16::convolves_on_tiles;
+pub(crate) use bf16::TileWeight;
 pub(crate) use packed::PackedLhs;
 
 /// Element types the kernels run in: f32 for training, f64 for gradient checks
@@ -33,6 +36,32 @@ pub trait Element: candle_core::WithDType + Default + std::ops::AddAssign + Part
 
     /// The values as f32, if that is their type (what bf16 products pack).
     fn as_f32(values: &[Self]) -> Option<&[f32]>;
+
+    /// The forward pass of a stride-1 convolution (`x` the batch, `weight`
+    /// `out_channels × channels × kh × kw`, packed already when `kept`) with
+    /// bf16 products straight on the CPU's AMX tiles, where the instruction
+    /// set in use has them and the shape fits them; `None` otherwise (and
+    /// always for f64).
+    fn convolve_on_tiles(
+        x: &[Self],
+        weight: &[Self],
+        kept: Option<&TileWeight>,
+        bias: Option<&[Self]>,
+        shape: &ConvShape,
+    ) -> Option<Vec<Self>>;
+}
+
+/// A stride-1 convolution's shape, for [`Element::convolve_on_tiles`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvShape {
+    pub(crate) batch: usize,
+    pub(crate) channels: usize,
+    pub(crate) height: usize,
+    pub(crate) width: usize,
+    pub(crate) out_channels: usize,
+    pub(crate) kernel_h: usize,
+    pub(crate) kernel_w: usize,
+    pub(crate) padding: usize,
 }
 
 impl Element for f32 {
@@ -50,6 +79,16 @@ impl Element for f32 {
     fn as_f32(values: &[Self]) -> Option<&[f32]> {
         Some(values)
     }
+
+    fn convolve_on_tiles(
+        x: &[Self],
+        weight: &[Self],
+        kept: Option<&TileWeight>,
+        bias: Option<&[Self]>,
+        shape: &ConvShape,
+    ) -> Option<Vec<Self>> {
+        bf16::convolve_on_tiles(x, weight, kept, bias, shape)
+    }
 }
 
 impl Element for f64 {
@@ -65,6 +104,16 @@ impl Element for f64 {
     }
 
     fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+
+    fn convolve_on_tiles(
+        _: &[Self],
+        _: &[Self],
+        _: Option<&TileWeight>,
+        _: Option<&[Self]>,
+        _: &ConvShape,
+    ) -> Option<Vec<Self>> {
         None
     }
 }

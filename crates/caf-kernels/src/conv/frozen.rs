@@ -10,7 +10,7 @@ use candle_core::{DType, Result, Tensor, Var};
 use super::winograd::{self, Variant};
 use super::Geometry;
 use crate::cpu::Precision;
-use crate::gemm::{Element, Matrix, PackedLhs};
+use crate::gemm::{Element, Matrix, PackedLhs, TileWeight};
 
 /// A convolution weight frozen for inference: a private copy of the weight,
 /// and the transforms the kernels derive from it, each made on first use and
@@ -137,6 +137,7 @@ pub struct KeptTransforms {
     winograd_f64: [OnceLock<Vec<f64>>; Variant::COUNT],
     packed_weight: OnceLock<Option<[PackedLhs; 1]>>,
     packed_winograd: [OnceLock<Option<Vec<PackedLhs>>>; Variant::COUNT],
+    tile_weight: OnceLock<Option<TileWeight>>,
 }
 
 impl KeptTransforms {
@@ -163,6 +164,16 @@ impl KeptTransforms {
                 .collect()
         });
         packed.as_deref()
+    }
+
+    /// The weight packed for convolutions on AMX tiles, made on first use;
+    /// `None` unless the weight is f32 (and empty where the tiles do not
+    /// run the shape).
+    pub(super) fn tile_weight<T: Element>(&self, weight: &[T], g: &Geometry) -> Option<&TileWeight> {
+        let weight = T::as_f32(weight)?;
+        self.tile_weight
+            .get_or_init(|| Some(TileWeight::new(weight, &g.conv_shape())))
+            .as_ref()
     }
 
     /// The Winograd variants whose transform is kept, in either element type.

@@ -200,6 +200,61 @@ pub(super) fn matmul_bf16_packed(dst: &mut [f32], accumulate: bool, a: &Bf16Lhs,
     }
 }
 
+/// [`Element::convolve_on_tiles`](super::Element::convolve_on_tiles) for
+/// f32: on AMX ([`Bf16Path::AmxBf16`] in use) for shapes whose channels and
+/// output channels come in whole tiles, the weight packed now or `kept`.
+pub(super) fn convolve_on_tiles(
+    x: &[f32],
+    weight: &[f32],
+    kept: Option<&TileWeight>,
+    bias: Option<&[f32]>,
+    shape: &super::ConvShape,
+) -> Option<Vec<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    if convolves_on_tiles(shape) {
+        let packed_now;
+        let packed = match kept.and_then(|kept| kept.0.as_ref()) {
+            Some(packed) => packed,
+            None => {
+                packed_now = amx::conv::PackedWeight::new(weight, shape);
+                &packed_now
+            }
+        };
+        return Some(amx::conv::forward(amx::TileKernel::Hardware, x, packed, bias, shape));
+    }
+    let _ = (x, weight, kept, bias, shape);
+    None
+}
+
+/// A frozen weight packed for [`convolve_on_tiles`], where the CPU has the
+/// tiles and the weight's shape fits them.
+pub(crate) struct TileWeight(#[cfg(target_arch = "x86_64")] Option<amx::conv::PackedWeight>);
+
+impl TileWeight {
+    /// `weight` packed for `shape`'s convolutions on tiles, or nothing
+    /// where they do not run.
+    pub(crate) fn new(weight: &[f32], shape: &super::ConvShape) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        return Self(convolves_on_tiles(shape).then(|| amx::conv::PackedWeight::new(weight, shape)));
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (weight, shape);
+            Self()
+        }
+    }
+}
+
+/// Whether [`convolve_on_tiles`] takes `shape` on this CPU (with the
+/// instruction set in use).
+pub(crate) fn convolves_on_tiles(shape: &super::ConvShape) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if Bf16Path::for_set(crate::cpu::instruction_set()) == Bf16Path::AmxBf16 {
+        return shape.fits_tiles();
+    }
+    let _ = shape;
+    false
+}
+
 /// The view's elements, row-major, rounded to bf16.
 fn rounded(view: Matrix<f32>) -> Vec<f32> {
     let mut values = view.to_vec();

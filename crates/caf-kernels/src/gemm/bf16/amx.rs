@@ -226,10 +226,10 @@ unsafe fn product(
                 for (panel, column) in (0..width).step_by(NR).enumerate() {
                     let tiles = Tiles {
                         a: a.row_block(first_inner, first_row),
-                        a_pairs: pairs,
                         row_blocks: height.div_ceil(MR),
-                        b: buffers.packed_b[panel * pairs * NR..][..pairs * NR].as_ptr(),
-                        tile_steps: pairs / TILE,
+                        b: buffers.packed_b[panel * pairs * NR..][..pairs * NR].as_ptr().cast(),
+                        b_steps: &PANEL_STEPS[..pairs / TILE],
+                        b_stride: NR * 4,
                         sums: buffers.sums.as_mut_ptr(),
                     };
                     // SAFETY: `a` holds rows padded to a multiple of MR and
@@ -293,17 +293,35 @@ unsafe fn write_back(sums: &[f32], c: *mut f32, ldc: usize, rows: usize, columns
 }
 
 /// One run of the kernel: `sums = a · b` for `row_blocks` blocks of [`MR`]
-/// rows of `a` (each `MR × a_pairs` pairs in tile order, [`PackedA`]) and one panel of [`NR`] columns
-/// of `b` (`tile_steps × 16` rows of `NR` pairs), `sums` row-major with
-/// `NR` columns.
-struct Tiles {
-    a: *const u32,
-    a_pairs: usize,
-    row_blocks: usize,
-    b: *const u32,
-    tile_steps: usize,
-    sums: *mut f32,
+/// rows of `a` and [`NR`] columns of `b`, `sums` row-major with `NR`
+/// columns. The inner dimension comes in `b_steps.len()` steps of
+/// [`TILE`] pairs: `a`'s row blocks are in tile order ([`PackedA`]: each
+/// step two 1 KiB tiles, a block `steps × 2` KiB, the next right after
+/// it); step `i` of `b` is the 16 rows from byte `b_steps[i]` of `b`,
+/// `b_stride` bytes apart, each 32 pairs (two tiles of 16 side by side).
+/// A packed panel's steps follow one another ([`PANEL_STEPS`]); a
+/// convolution's point into its input, one step per kernel tap and block
+/// of channels.
+pub(super) struct Tiles<'a> {
+    pub(super) a: *const u32,
+    pub(super) row_blocks: usize,
+    pub(super) b: *const u8,
+    pub(super) b_steps: &'a [usize],
+    pub(super) b_stride: usize,
+    pub(super) sums: *mut f32,
 }
+
+/// The steps of a packed panel of `b` (`NR` pairs a row): 16 rows of 128
+/// bytes each, one after the other, for the deepest inner block.
+const PANEL_STEPS: [usize; KC / 2 / TILE] = {
+    let mut steps = [0; KC / 2 / TILE];
+    let mut i = 0;
+    while i < steps.len() {
+        steps[i] = i * TILE * NR * 4;
+        i += 1;
+    }
+    steps
+};
 
 /// The tile configuration: palette 1, all eight tiles 16 rows of 64 bytes
 /// (tiles 0-3 the sums, 4-5 rows of `a`, 6-7 columns of `b`).
@@ -331,29 +349,28 @@ const CONFIG: TileConfig = TileConfig {
     rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
 };
 
-impl Tiles {
+impl Tiles<'_> {
     /// The run on AMX. For each block of 32 rows: tiles 0-3 zeroed; for each
-    /// 16 pairs of the inner dimension, rows 0-15 and 16-31 of the block
-    /// (two 1 KiB pieces, one after the other) loaded into tiles 4 and 5, columns 0-15 and 16-31 of the panel into
-    /// tiles 6 and 7, and the four products added; the four tiles stored.
+    /// step of 16 pairs of the inner dimension, rows 0-15 and 16-31 of the
+    /// block (two 1 KiB pieces, one after the other) loaded into tiles 4
+    /// and 5, columns 0-15 and 16-31 of the step of `b` into tiles 6 and 7,
+    /// and the four products added; the four tiles stored.
     ///
     /// # Safety
     /// The CPU has AMX-TILE and AMX-BF16 and this process the tile data;
-    /// `a` holds `row_blocks` blocks of `32 × a_pairs` pairs in tile order,
-    /// `a_pairs ≥ 16 × tile_steps`, `b` `16 × tile_steps` rows of `NR` pairs, `sums`
-    /// `32 × row_blocks × NR` elements; `tile_steps` and `row_blocks` are
-    /// at least 1.
-    unsafe fn run(&self) {
-        debug_assert!(self.tile_steps >= 1 && self.row_blocks >= 1 && self.a_pairs >= TILE * self.tile_steps);
-        // Byte strides: between blocks of rows of `a`, and between rows of
-        // the panel of `b` and of `sums` (both NR × 4 = 128).
-        let a_block = MR * self.a_pairs * 4;
-        let row_stride = NR * 4;
+    /// `a` holds `row_blocks` blocks of `32 × 16 × b_steps.len()` pairs in
+    /// tile order; from each `b + b_steps[i]`, 16 rows of 32 pairs lie
+    /// `b_stride` bytes apart; `sums` holds `32 × row_blocks × NR`
+    /// elements; `b_steps` and `row_blocks` are not empty.
+    pub(super) unsafe fn run(&self) {
+        debug_assert!(!self.b_steps.is_empty() && self.row_blocks >= 1);
+        // The byte stride between rows of `sums` (NR × 4).
+        let sums_stride = NR * 4;
         // SAFETY: the caller's promises; every load and store lies inside
         // the operands described there, and the tiles are released at the
         // end. 64 = 16 pairs or 16 f32 (a tile row, and the row stride of
-        // `a`'s tiles); 1024 = a tile of `a`; 2048 = two, or 16 rows of 128
-        // bytes; 4096 = 32 such rows.
+        // `a`'s tiles); 1024 = a tile of `a`; 2048 = two; 4096 = 32 rows of
+        // `sums`. A block of `a` ends where the next begins.
         unsafe {
             std::arch::asm!(
                 "ldtilecfg [{config}]",
@@ -362,43 +379,44 @@ impl Tiles {
                 "tilezero tmm1",
                 "tilezero tmm2",
                 "tilezero tmm3",
-                "mov {a_at}, {a}",
-                "mov {b_at}, {b}",
-                "mov {steps}, {tile_steps}",
+                "mov {step}, {steps}",
+                "mov {steps_left}, {step_count}",
                 "3:",
+                "mov {b_at}, [{step}]",
+                "add {b_at}, {b}",
                 "tileloadd tmm4, [{a_at} + {tile_row} * 1]",
                 "tileloadd tmm5, [{a_at} + {tile_row} * 1 + 1024]",
-                "tileloadd tmm6, [{b_at} + {row_stride} * 1]",
-                "tileloadd tmm7, [{b_at} + {row_stride} * 1 + 64]",
+                "tileloadd tmm6, [{b_at} + {b_stride} * 1]",
+                "tileloadd tmm7, [{b_at} + {b_stride} * 1 + 64]",
                 "tdpbf16ps tmm0, tmm4, tmm6",
                 "tdpbf16ps tmm1, tmm4, tmm7",
                 "tdpbf16ps tmm2, tmm5, tmm6",
                 "tdpbf16ps tmm3, tmm5, tmm7",
                 "add {a_at}, 2048",
-                "add {b_at}, 2048",
-                "dec {steps}",
+                "add {step}, 8",
+                "dec {steps_left}",
                 "jnz 3b",
-                "tilestored [{sums} + {row_stride} * 1], tmm0",
-                "tilestored [{sums} + {row_stride} * 1 + 64], tmm1",
-                "tilestored [{sums} + {row_stride} * 1 + 2048], tmm2",
-                "tilestored [{sums} + {row_stride} * 1 + 2112], tmm3",
-                "add {a}, {a_block}",
+                "tilestored [{sums} + {sums_stride} * 1], tmm0",
+                "tilestored [{sums} + {sums_stride} * 1 + 64], tmm1",
+                "tilestored [{sums} + {sums_stride} * 1 + 2048], tmm2",
+                "tilestored [{sums} + {sums_stride} * 1 + 2112], tmm3",
                 "add {sums}, 4096",
                 "dec {blocks}",
                 "jnz 2b",
                 "tilerelease",
                 config = in(reg) &CONFIG,
-                a = inout(reg) self.a => _,
+                a_at = inout(reg) self.a => _,
                 sums = inout(reg) self.sums => _,
                 blocks = inout(reg) self.row_blocks => _,
                 b = in(reg) self.b,
-                a_block = in(reg) a_block,
+                steps = in(reg) self.b_steps.as_ptr(),
+                step_count = in(reg) self.b_steps.len(),
+                b_stride = in(reg) self.b_stride,
+                sums_stride = in(reg) sums_stride,
                 tile_row = in(reg) 64usize,
-                row_stride = in(reg) row_stride,
-                tile_steps = in(reg) self.tile_steps,
-                a_at = out(reg) _,
+                step = out(reg) _,
+                steps_left = out(reg) _,
                 b_at = out(reg) _,
-                steps = out(reg) _,
                 options(nostack),
             );
         }
@@ -413,15 +431,17 @@ impl Tiles {
     unsafe fn emulate(&self) {
         let low = |pair: u32| f32::from_bits(pair << 16);
         let high = |pair: u32| f32::from_bits(pair & 0xFFFF_0000);
-        let pairs = TILE * self.tile_steps;
+        let pairs = TILE * self.b_steps.len();
         for row in 0..MR * self.row_blocks {
             for column in 0..NR {
                 let mut sum = 0.0f32;
                 for p in 0..pairs {
-                    let at = row / MR * MR * self.a_pairs + tile_offset(p / TILE, row % MR) + p % TILE;
-                    // SAFETY: row < 32 × row_blocks, p < a_pairs, and the
-                    // panel's row p holds NR pairs (the caller's promises).
-                    let (x, y) = unsafe { (*self.a.add(at), *self.b.add(p * NR + column)) };
+                    let at = row / MR * MR * pairs + tile_offset(p / TILE, row % MR) + p % TILE;
+                    let b_at = self.b_steps[p / TILE] + p % TILE * self.b_stride + column * 4;
+                    // SAFETY: row < 32 × row_blocks, p < the pairs of a row
+                    // block, and step p / 16 of `b` holds 16 rows of NR
+                    // pairs (the caller's promises).
+                    let (x, y) = unsafe { (*self.a.add(at), self.b.add(b_at).cast::<u32>().read_unaligned()) };
                     sum += low(x) * low(y) + high(x) * high(y);
                 }
                 // SAFETY: `sums` holds 32 × row_blocks rows of NR.
@@ -430,3 +450,5 @@ impl Tiles {
         }
     }
 }
+
+pub(super) mod conv;

@@ -203,6 +203,19 @@ fn zero_padding<const WIDTH: usize>(packed: &mut Vec<u32>, panels: usize, pair_r
     }
 }
 
+/// 16 values of two rows, rounded to bf16, as 16 pairs: pair `j` holds
+/// `low[j]` in its low half and `high[j]` in its high half.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) fn pairs_of_rows(low: __m512, high: __m512) -> __m512i {
+    let interleave = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
+        16, 0,
+    );
+    // Lanes 0-15 hold `low`'s bf16s, 16-31 `high`'s.
+    let halves: __m512i = unsafe { std::mem::transmute(_mm512_cvtne2ps_pbh(high, low)) };
+    _mm512_permutexvar_epi16(interleave, halves)
+}
+
 /// [`pack_b_view`] of a view whose rows are contiguous.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 fn pack_b_panels<const WIDTH: usize>(
@@ -221,12 +234,6 @@ fn pack_b_panels<const WIDTH: usize>(
     );
     let panels = columns.len().div_ceil(WIDTH);
     zero_padding::<WIDTH>(packed, panels, pair_rows, pairs);
-    // Interleaves two rows' 16 bf16 values each (low half, high half) into
-    // 16 pairs.
-    let interleave = _mm512_set_epi16(
-        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
-        16, 0,
-    );
     for (panel, first) in columns.clone().step_by(WIDTH).enumerate() {
         let width = WIDTH.min(columns.end - first);
         for p in 0..pairs {
@@ -247,8 +254,7 @@ fn pack_b_panels<const WIDTH: usize>(
                     };
                     (low, high)
                 };
-                let halves: __m512i = unsafe { std::mem::transmute(_mm512_cvtne2ps_pbh(high, low)) };
-                let pairs16 = _mm512_permutexvar_epi16(interleave, halves);
+                let pairs16 = pairs_of_rows(low, high);
                 // SAFETY: `out` has WIDTH ≥ 16·(chunk + 1) elements.
                 unsafe { _mm512_storeu_si512(out[16 * chunk..].as_mut_ptr().cast(), pairs16) };
             }

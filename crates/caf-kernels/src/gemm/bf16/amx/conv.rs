@@ -1,0 +1,453 @@
+//! Stride-1 convolutions multiplied straight from the image on the AMX
+//! tiles, with no column matrix: the image is laid out once as planes of
+//! bf16 channel pairs (zero-padded), and each tile of the input a kernel
+//! tap needs is loaded from those planes in place.
+//!
+//! The output's positions are taken on the padded width: position `v`
+//! stands for output row `v / wp` and column `v % wp` (`wp` the padded
+//! width), so that tap `(ky, kx)` of 16 consecutive positions reads 16
+//! consecutive pairs of each plane, from `v + ky·wp + kx`, across row ends
+//! alike. The positions past the output's width are computed and dropped
+//! (two columns in 58 on a 56×56 map with a 3×3 kernel). A block of 32
+//! output channels and 32 positions sums `taps × channels / 32` steps of
+//! two tiles of `a` (the weight, packed in tile order) and two of the image.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::super::avx512::{pairs_of_rows, rounded_pairs};
+use super::{tile_offset, TileKernel, Tiles, MR, NR, TILE};
+use crate::gemm::ConvShape;
+use crate::parallel::{for_each_block, SharedOutput};
+use crate::scratch::Scratch;
+
+/// Channels in one step of the inner dimension: 16 pairs.
+const STEP_CHANNELS: usize = 2 * TILE;
+/// Bytes of a row block of the packed weight that a group of row blocks
+/// keeps in L2 while the positions stream past it.
+const WEIGHT_GROUP_BYTES: usize = 512 * 1024;
+
+impl ConvShape {
+    /// Whether the tiles take this shape whole: channels and output
+    /// channels in whole steps and row blocks (every ResNet layer past the
+    /// stem), and a map at least the kernel.
+    pub(in crate::gemm) fn fits_tiles(&self) -> bool {
+        self.channels.is_multiple_of(STEP_CHANNELS)
+            && self.out_channels.is_multiple_of(MR)
+            && self.channels > 0
+            && self.out_channels > 0
+            && self.height + 2 * self.padding >= self.kernel_h
+            && self.width + 2 * self.padding >= self.kernel_w
+    }
+
+    fn padded_h(&self) -> usize {
+        self.height + 2 * self.padding
+    }
+
+    fn padded_w(&self) -> usize {
+        self.width + 2 * self.padding
+    }
+
+    fn out_h(&self) -> usize {
+        self.padded_h() - self.kernel_h + 1
+    }
+
+    fn out_w(&self) -> usize {
+        self.padded_w() - self.kernel_w + 1
+    }
+
+    /// Positions on the padded width, rounded up to whole blocks of [`NR`].
+    fn positions(&self) -> usize {
+        (self.out_h() * self.padded_w()).next_multiple_of(NR)
+    }
+
+    /// Pairs in one channel pair's plane: the padded map, and room for the
+    /// last block's reads past it (at most `NR + kernel_w` pairs; zeros).
+    fn plane_len(&self) -> usize {
+        self.padded_h() * self.padded_w() + NR + self.kernel_w
+    }
+
+    /// Steps of the inner dimension: each tap, each [`STEP_CHANNELS`].
+    fn steps(&self) -> usize {
+        self.kernel_h * self.kernel_w * self.channels / STEP_CHANNELS
+    }
+
+    /// Where each step's tile rows start in the planes (bytes), taps
+    /// outer, channels inner; its rows are one plane apart.
+    fn step_offsets(&self) -> Vec<usize> {
+        let plane_bytes = self.plane_len() * 4;
+        let mut offsets = Vec::with_capacity(self.steps());
+        for ky in 0..self.kernel_h {
+            for kx in 0..self.kernel_w {
+                for block in 0..self.channels / STEP_CHANNELS {
+                    offsets.push((ky * self.padded_w() + kx) * 4 + block * TILE * plane_bytes);
+                }
+            }
+        }
+        offsets
+    }
+
+    fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    fn output_len(&self) -> usize {
+        self.out_channels * self.out_h() * self.out_w()
+    }
+}
+
+/// A weight (`out_channels × channels × kh × kw`) rounded and packed in
+/// tile order for the steps of [`ConvShape::step_offsets`]: row block after
+/// row block of [`MR`] output channels, each step's two tiles. A frozen
+/// weight keeps it.
+pub(in crate::gemm) struct PackedWeight {
+    out_channels: usize,
+    channels: usize,
+    kernel: (usize, usize),
+    pairs: Vec<u32>,
+}
+
+impl PackedWeight {
+    /// Packs `weight` for `shape`'s channels and kernel, row blocks in
+    /// parallel. The caller has checked the CPU (AVX512-BF16).
+    pub(in crate::gemm) fn new(weight: &[f32], shape: &ConvShape) -> Self {
+        let (c, taps) = (shape.channels, shape.kernel_h * shape.kernel_w);
+        assert_eq!(
+            weight.len(),
+            shape.out_channels * c * taps,
+            "direct tile convolution: weight length"
+        );
+        let block_len = MR * shape.steps() * TILE;
+        let mut pairs = vec![0u32; shape.out_channels / MR * block_len];
+        let pack_block = |(first, block): (usize, &mut [u32])| {
+            // One output channel's weights tap by tap, channels consecutive.
+            let mut by_tap = vec![0f32; taps * c];
+            for row in 0..MR {
+                let k = first * MR + row;
+                for (channel, kernel) in weight[k * c * taps..][..c * taps].chunks_exact(taps).enumerate() {
+                    for (tap, &value) in kernel.iter().enumerate() {
+                        by_tap[tap * c + channel] = value;
+                    }
+                }
+                for (step, channels) in by_tap.chunks_exact(STEP_CHANNELS).enumerate() {
+                    // SAFETY: the caller checked the CPU (AVX512-BF16); the
+                    // tile row holds TILE = 16 pairs, 512 bits.
+                    unsafe {
+                        let rounded = rounded_pairs(channels);
+                        _mm512_storeu_si512(block[tile_offset(step, row)..][..TILE].as_mut_ptr().cast(), rounded);
+                    }
+                }
+            }
+        };
+        pairs.par_chunks_mut(block_len).enumerate().for_each(pack_block);
+        Self {
+            out_channels: shape.out_channels,
+            channels: c,
+            kernel: (shape.kernel_h, shape.kernel_w),
+            pairs,
+        }
+    }
+
+    /// Whether this is the packing of a weight of `shape`'s.
+    fn is_for(&self, shape: &ConvShape) -> bool {
+        (self.out_channels, self.channels, self.kernel)
+            == (shape.out_channels, shape.channels, (shape.kernel_h, shape.kernel_w))
+    }
+}
+
+/// Image `x` (`C × H × W`) as planes of channel pairs, each
+/// [`ConvShape::plane_len`] long: the padded map row by row, zeros around
+/// and after it.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+fn pack_image(x: &[f32], shape: &ConvShape, planes: &mut [u32]) {
+    let (h, w, p, wp) = (shape.height, shape.width, shape.padding, shape.padded_w());
+    let plane_len = shape.plane_len();
+    for (pair, plane) in planes.chunks_exact_mut(plane_len).enumerate() {
+        plane.fill(0);
+        let low_channel = &x[2 * pair * h * w..][..h * w];
+        let high_channel = &x[(2 * pair + 1) * h * w..][..h * w];
+        for y in 0..h {
+            let out = &mut plane[(y + p) * wp + p..][..w];
+            let (low, high) = (&low_channel[y * w..][..w], &high_channel[y * w..][..w]);
+            for first in (0..w).step_by(16) {
+                let count = 16.min(w - first);
+                let mask = ((1u32 << count) - 1) as __mmask16;
+                // SAFETY: the masked loads and store touch the first
+                // `count` elements from `first` of rows `w` long.
+                unsafe {
+                    let pairs = pairs_of_rows(
+                        _mm512_maskz_loadu_ps(mask, low[first..].as_ptr()),
+                        _mm512_maskz_loadu_ps(mask, high[first..].as_ptr()),
+                    );
+                    _mm512_mask_storeu_epi32(out[first..].as_mut_ptr().cast(), mask, pairs);
+                }
+            }
+        }
+    }
+}
+
+/// `y = conv(x, weight) (+ bias)` for the batch, `y` `batch × out_channels
+/// × out_h × out_w`, its tiles multiplied by `kernel`. The caller has
+/// checked the CPU (AVX512-BF16, and AMX with the tile data granted for
+/// [`TileKernel::Hardware`]).
+pub(in crate::gemm) fn forward(
+    kernel: TileKernel,
+    x: &[f32],
+    weight: &PackedWeight,
+    bias: Option<&[f32]>,
+    shape: &ConvShape,
+) -> Vec<f32> {
+    assert!(shape.fits_tiles(), "direct tile convolution of {shape:?}");
+    assert_eq!(
+        x.len(),
+        shape.batch * shape.image_len(),
+        "direct tile convolution: input length"
+    );
+    assert!(
+        weight.is_for(shape),
+        "direct tile convolution: a weight packed for another shape"
+    );
+    let packed = &weight.pairs;
+    let offsets = shape.step_offsets();
+    let steps = shape.steps();
+    let row_blocks = shape.out_channels / MR;
+    let group = (WEIGHT_GROUP_BYTES / (MR * steps * TILE * 4)).clamp(1, row_blocks);
+    let planes_len = shape.channels / 2 * shape.plane_len();
+    let sums_len = group * MR * NR;
+    let mut y = vec![0f32; shape.batch * shape.output_len()];
+    let out = SharedOutput::new(&mut y);
+    let blocks = shape.positions() / NR;
+    // Blocks `position_blocks` of image `image`, from its planes.
+    let run = |image: usize, position_blocks: Range<usize>, planes: &[u32], sums: &mut [f32]| {
+        for first_row_block in (0..row_blocks).step_by(group) {
+            let rows_here = group.min(row_blocks - first_row_block);
+            for block in position_blocks.clone() {
+                let tiles = Tiles {
+                    a: packed[first_row_block * MR * steps * TILE..].as_ptr(),
+                    row_blocks: rows_here,
+                    b: planes[block * NR..].as_ptr().cast(),
+                    b_steps: &offsets,
+                    b_stride: shape.plane_len() * 4,
+                    sums: sums.as_mut_ptr(),
+                };
+                // SAFETY: the packed weight holds `rows_here` blocks of
+                // `steps` steps from `first_row_block`; each step's 16 rows
+                // of 32 pairs lie inside the planes (a plane holds the last
+                // block's positions plus the farthest tap's offset); `sums`
+                // holds `group` blocks of MR × NR; the caller checked the CPU.
+                unsafe {
+                    match kernel {
+                        TileKernel::Hardware => tiles.run(),
+                        #[cfg(test)]
+                        TileKernel::Emulated => tiles.emulate(),
+                    }
+                }
+                write_back(
+                    sums,
+                    shape,
+                    image,
+                    block,
+                    first_row_block * MR,
+                    rows_here * MR,
+                    bias,
+                    &out,
+                );
+            }
+        }
+    };
+    let image = |image: usize| &x[image * shape.image_len()..][..shape.image_len()];
+    let threads = rayon::current_num_threads();
+    if threads > 1 && shape.batch >= 2 * threads {
+        // One image at a time per worker.
+        let scratch = || (vec![0u32; planes_len], Scratch::<f32>::stale(sums_len));
+        let work = |images: Range<usize>, (planes, sums): &mut (Vec<u32>, Scratch<f32>)| {
+            for index in images {
+                // SAFETY: the caller checked the CPU.
+                unsafe { pack_image(image(index), shape, planes) };
+                run(index, 0..blocks, planes, sums);
+            }
+        };
+        for_each_block(shape.batch, 1, scratch, work, drop);
+    } else {
+        // Each image's positions shared out.
+        let mut planes = vec![0u32; planes_len];
+        for index in 0..shape.batch {
+            // SAFETY: the caller checked the CPU.
+            unsafe { pack_image(image(index), shape, &mut planes) };
+            let planes = &planes[..];
+            let work =
+                |position_blocks: Range<usize>, sums: &mut Scratch<f32>| run(index, position_blocks, planes, sums);
+            for_each_block(blocks, blocks, || Scratch::<f32>::stale(sums_len), work, drop);
+        }
+    }
+    y
+}
+
+/// Writes a block's sums (`rows` output channels from `first_channel`, the
+/// [`NR`] positions of block `block`) to image `image`'s output, with the
+/// bias, dropping the positions past the output's width and height.
+#[allow(clippy::too_many_arguments)]
+fn write_back(
+    sums: &[f32],
+    shape: &ConvShape,
+    image: usize,
+    block: usize,
+    first_channel: usize,
+    rows: usize,
+    bias: Option<&[f32]>,
+    out: &SharedOutput<f32>,
+) {
+    let (wp, out_h, out_w) = (shape.padded_w(), shape.out_h(), shape.out_w());
+    let map = out_h * out_w;
+    let mut v = block * NR;
+    let end = v + NR;
+    while v < end {
+        let (row, column) = (v / wp, v % wp);
+        let run_end = end.min((row + 1) * wp);
+        if row < out_h && column < out_w {
+            let len = (run_end - v).min(out_w - column);
+            for r in 0..rows {
+                let channel = first_channel + r;
+                let add = bias.map_or(0.0, |bias| bias[channel]);
+                let start = image * shape.output_len() + channel * map + row * out_w + column;
+                // SAFETY: this block alone writes these positions of this
+                // image (blocks of positions are dealt out whole).
+                let target = unsafe { out.slice(start, len) };
+                for (t, &s) in target.iter_mut().zip(&sums[r * NR + v - block * NR..][..len]) {
+                    *t = s + add;
+                }
+            }
+        }
+        v = run_end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::InstructionSet;
+
+    /// Values spread over a few binades, signs mixed.
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let x = ((i * 7919 + seed * 104_729) % 10_007) as f32 / 10_007.0;
+                (x - 0.45) * (1.0 + (i % 3) as f32)
+            })
+            .collect()
+    }
+
+    /// The convolution in f64 of the operands rounded to bf16, and the sums
+    /// of the products' magnitudes.
+    fn reference(x: &[f32], weight: &[f32], bias: Option<&[f32]>, s: &ConvShape) -> (Vec<f64>, Vec<f64>) {
+        let round = |v: f32| f64::from(super::super::super::round_to_bf16(v));
+        let (oh, ow) = (s.out_h(), s.out_w());
+        let mut sums = vec![0.0; s.batch * s.output_len()];
+        let mut magnitudes = vec![0.0; sums.len()];
+        for b in 0..s.batch {
+            for k in 0..s.out_channels {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let at = ((b * s.out_channels + k) * oh + oy) * ow + ox;
+                        let mut sum = bias.map_or(0.0, |bias| f64::from(bias[k]));
+                        let mut magnitude = sum.abs();
+                        for c in 0..s.channels {
+                            for ky in 0..s.kernel_h {
+                                for kx in 0..s.kernel_w {
+                                    let (iy, ix) = (
+                                        (oy + ky) as isize - s.padding as isize,
+                                        (ox + kx) as isize - s.padding as isize,
+                                    );
+                                    if iy < 0 || ix < 0 || iy >= s.height as isize || ix >= s.width as isize {
+                                        continue;
+                                    }
+                                    let xv = round(
+                                        x[((b * s.channels + c) * s.height + iy as usize) * s.width + ix as usize],
+                                    );
+                                    let wv = round(weight[((k * s.channels + c) * s.kernel_h + ky) * s.kernel_w + kx]);
+                                    sum += xv * wv;
+                                    magnitude += (xv * wv).abs();
+                                }
+                            }
+                        }
+                        sums[at] = sum;
+                        magnitudes[at] = magnitude;
+                    }
+                }
+            }
+        }
+        (sums, magnitudes)
+    }
+
+    /// The tiles' kernels this CPU can run: the emulation wherever the
+    /// packing's AVX512-BF16 is, the hardware where AMX is.
+    fn kernels() -> Vec<TileKernel> {
+        let mut kernels = Vec::new();
+        if InstructionSet::detected() >= InstructionSet::Avx512Bf16 {
+            kernels.push(TileKernel::Emulated);
+        }
+        if InstructionSet::detected() >= InstructionSet::AmxBf16 {
+            kernels.push(TileKernel::Hardware);
+        }
+        kernels
+    }
+
+    /// Shapes around the blocks of positions (maps narrower and wider than
+    /// 32, positions past the last block's end), kernels of 1, 3 and 5,
+    /// padding 0 to 2, several steps of channels and row blocks, groups of
+    /// row blocks (512 × 3×3: one block a group), batches shared out by
+    /// image and by positions, with and without a bias.
+    #[test]
+    fn convolutions_on_tiles_match_an_f64_reference() {
+        let shape = |batch, channels, height, width, out_channels, kernel, padding| ConvShape {
+            batch,
+            channels,
+            height,
+            width,
+            out_channels,
+            kernel_h: kernel,
+            kernel_w: kernel,
+            padding,
+        };
+        let shapes = [
+            shape(1, 32, 5, 7, 32, 3, 1),
+            shape(1, 64, 13, 40, 96, 3, 1),
+            shape(5, 32, 7, 7, 64, 3, 1),
+            shape(2, 96, 6, 6, 32, 5, 2),
+            shape(1, 32, 4, 9, 32, 1, 0),
+            shape(1, 32, 9, 4, 32, 3, 0),
+            shape(1, 512, 3, 3, 64, 3, 1),
+        ];
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
+        for kernel in kernels() {
+            for (i, s) in shapes.iter().enumerate() {
+                assert!(s.fits_tiles(), "{s:?}");
+                let x = values(s.batch * s.image_len(), i);
+                let weight: Vec<f32> = values(s.out_channels * s.channels * s.kernel_h * s.kernel_w, i + 7)
+                    .iter()
+                    .map(|w| w / (s.channels * s.kernel_h * s.kernel_w) as f32)
+                    .collect();
+                let bias = values(s.out_channels, i + 11);
+                for bias in [None, Some(&bias[..])] {
+                    let (exact, magnitudes) = reference(&x, &weight, bias, s);
+                    for workers in [1, 2] {
+                        let run = || forward(kernel, &x, &PackedWeight::new(&weight, s), bias, s);
+                        let got = if workers == 2 { pool.install(run) } else { run() };
+                        assert_eq!(got.len(), exact.len(), "{s:?}");
+                        let inner = s.channels * s.kernel_h * s.kernel_w;
+                        for (at, (&got, &want)) in got.iter().zip(&exact).enumerate() {
+                            let bound = (inner as f64 + 2.0) * f64::from(f32::EPSILON) * magnitudes[at];
+                            assert!(
+                                (f64::from(got) - want).abs() <= bound,
+                                "{kernel:?} {s:?}, bias {}, {workers} workers, element {at}: {got} against {want}",
+                                bias.is_some()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
