@@ -614,6 +614,23 @@ fn bias_gradient<T: Element>(dy: &[T], g: &Geometry) -> Vec<T> {
         .collect()
 }
 
+/// The weight of the convolution that gives a stride-1 convolution's input
+/// gradient: `C × O × kh × kw`, each kernel turned by 180°.
+fn flipped_transposed<T: Element>(weight: &[T], g: &Geometry) -> Vec<T> {
+    let (o, c, kh, kw) = (g.out_channels, g.channels, g.kernel_h, g.kernel_w);
+    let mut flipped = vec![T::ZERO; weight.len()];
+    for k in 0..o {
+        for channel in 0..c {
+            let kernel = &weight[(k * c + channel) * kh * kw..][..kh * kw];
+            let target = &mut flipped[(channel * o + k) * kh * kw..][..kh * kw];
+            for (t, &value) in target.iter_mut().rev().zip(kernel) {
+                *t = value;
+            }
+        }
+    }
+    flipped
+}
+
 /// The passes, as one kernel type for [`dispatch`].
 enum ConvKernel<'a> {
     /// Operands: x, weight, and the bias if any; the weight's kept
@@ -689,6 +706,32 @@ impl Kernel for ConvKernel<'_> {
                 y
             }
             ConvKernel::BiasGradient(g) => bias_gradient(operands[0], g),
+            ConvKernel::InputGradient(g)
+                if g.products == Precision::Bf16 && g.stride == 1 && g.padding < g.kernel_h.min(g.kernel_w) =>
+            {
+                // The input gradient of a stride-1 convolution is the
+                // convolution of dy with the flipped, transposed weight,
+                // padded by `k - 1 - p`: on AMX tiles where the CPU has them.
+                let (dy, weight) = (operands[0], operands[1]);
+                let shape = ConvShape {
+                    batch: g.batch,
+                    channels: g.out_channels,
+                    height: g.out_h,
+                    width: g.out_w,
+                    out_channels: g.channels,
+                    kernel_h: g.kernel_h,
+                    kernel_w: g.kernel_w,
+                    padding: g.kernel_h - 1 - g.padding,
+                };
+                let on_tiles = (g.kernel_h == g.kernel_w && crate::gemm::convolves_on_tiles(&shape))
+                    .then(|| T::convolve_on_tiles(dy, &flipped_transposed(weight, g), None, None, &shape))
+                    .flatten();
+                match on_tiles {
+                    Some(dx) => dx,
+                    None if winograd::applies(g) => winograd::input_gradient(dy, weight, g),
+                    None => input_gradient(dy, weight, g),
+                }
+            }
             ConvKernel::InputGradient(g) if winograd::applies(g) => {
                 winograd::input_gradient(operands[0], operands[1], g)
             }

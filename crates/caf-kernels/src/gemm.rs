@@ -15,7 +15,6 @@ mod split;
 mod x86;
 
 use crate::cpu::Precision;
-#[cfg(test)]
 pub(crate) use bf16::convolves_on_tiles;
 pub(crate) use bf16::TileWeight;
 pub(crate) use packed::PackedLhs;
