@@ -736,16 +736,26 @@ impl Kernel for ConvKernel<'_> {
                 winograd::input_gradient(operands[0], operands[1], g)
             }
             ConvKernel::InputGradient(g) => input_gradient(operands[0], operands[1], g),
-            ConvKernel::WeightGradient(g) if winograd::applies_to_weight_gradient(g) => {
-                winograd::weight_gradient(operands[0], operands[1], g)
+            ConvKernel::WeightGradient(g) => {
+                let (dy, x) = (operands[0], operands[1]);
+                // bf16 stride-1 weight gradients on AMX tiles where the CPU
+                // has them (f32 operands only).
+                let on_tiles = (g.products == Precision::Bf16 && g.stride == 1)
+                    .then(|| T::weight_gradient_on_tiles(dy, x, &g.conv_shape()))
+                    .flatten();
+                if let Some(dw) = on_tiles {
+                    dw
+                } else if winograd::applies_to_weight_gradient(g) {
+                    winograd::weight_gradient(dy, x, g)
+                } else if grouped::applies(g) {
+                    grouped::weight_gradient(dy, x, g)
+                } else {
+                    match banded::Bands::of::<T>(g) {
+                        Some(bands) => banded::weight_gradient(dy, x, g, bands),
+                        None => weight_gradient(dy, x, g),
+                    }
+                }
             }
-            ConvKernel::WeightGradient(g) if grouped::applies(g) => {
-                grouped::weight_gradient(operands[0], operands[1], g)
-            }
-            ConvKernel::WeightGradient(g) => match banded::Bands::of::<T>(g) {
-                Some(bands) => banded::weight_gradient(operands[0], operands[1], g, bands),
-                None => weight_gradient(operands[0], operands[1], g),
-            },
         }
     }
 }

@@ -48,6 +48,11 @@ pub trait Element: candle_core::WithDType + Default + std::ops::AddAssign + Part
         bias: Option<&[Self]>,
         shape: &ConvShape,
     ) -> Option<Vec<Self>>;
+
+    /// The weight gradient of a stride-1 convolution (`dy` the output's
+    /// gradient, `x` the input) with bf16 products on the CPU's AMX tiles,
+    /// as [`Element::convolve_on_tiles`]; `None` where that would be.
+    fn weight_gradient_on_tiles(dy: &[Self], x: &[Self], shape: &ConvShape) -> Option<Vec<Self>>;
 }
 
 /// A stride-1 convolution's shape, for [`Element::convolve_on_tiles`].
@@ -88,6 +93,10 @@ impl Element for f32 {
     ) -> Option<Vec<Self>> {
         bf16::convolve_on_tiles(x, weight, kept, bias, shape)
     }
+
+    fn weight_gradient_on_tiles(dy: &[Self], x: &[Self], shape: &ConvShape) -> Option<Vec<Self>> {
+        bf16::weight_gradient_on_tiles(dy, x, shape)
+    }
 }
 
 impl Element for f64 {
@@ -113,6 +122,10 @@ impl Element for f64 {
         _: Option<&[Self]>,
         _: &ConvShape,
     ) -> Option<Vec<Self>> {
+        None
+    }
+
+    fn weight_gradient_on_tiles(_: &[Self], _: &[Self], _: &ConvShape) -> Option<Vec<Self>> {
         None
     }
 }

@@ -226,6 +226,17 @@ pub(super) fn convolve_on_tiles(
     None
 }
 
+/// [`Element::weight_gradient_on_tiles`](super::Element::weight_gradient_on_tiles)
+/// for f32, where [`convolve_on_tiles`] runs.
+pub(super) fn weight_gradient_on_tiles(dy: &[f32], x: &[f32], shape: &super::ConvShape) -> Option<Vec<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    if convolves_on_tiles(shape) {
+        return Some(amx::conv::weight_gradient(amx::TileKernel::Hardware, dy, x, shape));
+    }
+    let _ = (dy, x, shape);
+    None
+}
+
 /// A frozen weight packed for [`convolve_on_tiles`], where the CPU has the
 /// tiles and the weight's shape fits them.
 pub(crate) struct TileWeight(#[cfg(target_arch = "x86_64")] Option<amx::conv::PackedWeight>);

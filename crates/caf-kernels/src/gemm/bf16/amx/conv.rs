@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use super::super::avx512::{pairs_of_rows, rounded_pairs};
 use super::{tile_offset, TileKernel, Tiles, MR, NR, TILE};
+use crate::gemm::x86::transpose_16x16;
 use crate::gemm::ConvShape;
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::scratch::Scratch;
@@ -324,6 +325,202 @@ fn write_back(
     }
 }
 
+/// Pairs of positions one image takes in [`weight_gradient`]'s operands:
+/// its positions on the padded width, plus room for the farthest tap's
+/// shift (so that an image's taps read only its own inputs where its `dy`
+/// is not zero), in whole steps.
+impl ConvShape {
+    fn farthest_tap(&self) -> usize {
+        (self.kernel_h - 1) * self.padded_w() + self.kernel_w - 1
+    }
+
+    fn gradient_pairs(&self) -> usize {
+        (self.out_h() * self.padded_w() + self.farthest_tap() + 1)
+            .div_ceil(2)
+            .next_multiple_of(TILE)
+    }
+}
+
+/// Bytes of one image's operands below which [`weight_gradient`] takes
+/// several images as one inner dimension (kept in L2 across the taps).
+const GRADIENT_CHUNK_BYTES: usize = 1536 * 1024;
+
+/// `dW = Σ_b dy_b ⋆ x_b`, the weight gradient of a stride-1 convolution of
+/// `shape` (`dy` `batch × out_channels × out_h × out_w`), as
+/// `out_channels × channels × kh × kw`, its tiles multiplied by `kernel`.
+///
+/// For each tap, `dW_tap = dy · X_tapᵀ` over the positions: `dy` in tile
+/// order (rows the output channels, pairs of positions on the padded width,
+/// zeros past the output's width), and `X_tap` the padded image from the
+/// tap's shift, as rows of 16 pairs of positions by channels: an even shift
+/// starts on a pair of the image's positions, an odd one between two, so
+/// the image is laid out both ways. Images of one worker's chunk follow
+/// one another along the positions. The caller has checked the CPU
+/// (AVX512-BF16, and AMX for [`TileKernel::Hardware`]).
+pub(in crate::gemm) fn weight_gradient(kernel: TileKernel, dy: &[f32], x: &[f32], shape: &ConvShape) -> Vec<f32> {
+    assert!(shape.fits_tiles(), "direct tile convolution of {shape:?}");
+    assert_eq!(
+        x.len(),
+        shape.batch * shape.image_len(),
+        "tile weight gradient: input length"
+    );
+    assert_eq!(
+        dy.len(),
+        shape.batch * shape.output_len(),
+        "tile weight gradient: output gradient length"
+    );
+    let (o, c, taps) = (shape.out_channels, shape.channels, shape.kernel_h * shape.kernel_w);
+    let pairs = shape.gradient_pairs();
+    let image_bytes = (o + 2 * c) * pairs * 4;
+    let chunk = (GRADIENT_CHUNK_BYTES / image_bytes).clamp(1, shape.batch);
+    let chunks = shape.batch.div_ceil(chunk);
+    let work = |images: Range<usize>, sums: &mut TapSums| {
+        for chunk_index in images {
+            let first = chunk_index * chunk;
+            let count = chunk.min(shape.batch - first);
+            // SAFETY: the caller checked the CPU.
+            unsafe { tap_products(kernel, dy, x, shape, first..first + count, sums) };
+        }
+    };
+    let per_worker = for_each_block(chunks, 1, || TapSums::new(taps * o * c), work, |sums| sums.0);
+    // Sums by tap, output channel and channel, added up and turned to
+    // output channel, channel and tap.
+    let mut gradient = vec![0f32; o * c * taps];
+    for sums in &per_worker {
+        for (tap, by_tap) in sums.chunks_exact(o * c).enumerate() {
+            for (at, &value) in by_tap.iter().enumerate() {
+                gradient[at * taps + tap] += value;
+            }
+        }
+    }
+    gradient
+}
+
+/// A worker's sums of [`weight_gradient`], tap by tap, each
+/// `out_channels × channels`.
+struct TapSums(Vec<f32>);
+
+impl TapSums {
+    fn new(len: usize) -> Self {
+        Self(vec![0.0; len])
+    }
+}
+
+/// Adds the tap products of images `images` to `sums`.
+///
+/// # Safety
+/// The CPU has AVX-512F, BW and BF16, and AMX for [`TileKernel::Hardware`].
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn tap_products(
+    kernel: TileKernel,
+    dy: &[f32],
+    x: &[f32],
+    shape: &ConvShape,
+    images: Range<usize>,
+    sums: &mut TapSums,
+) {
+    let (o, c, wp) = (shape.out_channels, shape.channels, shape.padded_w());
+    let pairs = shape.gradient_pairs();
+    let steps_per_image = pairs / TILE;
+    let steps = images.len() * steps_per_image;
+    // Past the last image: room for the farthest shift and a step.
+    let layout_pairs = images.len() * pairs + shape.farthest_tap() / 2 + 2 * TILE;
+    // `dy` in tile order: row block after row block of MR output channels,
+    // each `steps` steps of two tiles.
+    let mut a = vec![0u32; o * steps * TILE];
+    let mut row = vec![0f32; 2 * pairs];
+    for (n, image) in images.clone().enumerate() {
+        for k in 0..o {
+            row.fill(0.0);
+            let plane = &dy[(image * o + k) * shape.out_h() * shape.out_w()..][..shape.out_h() * shape.out_w()];
+            for (y, values) in plane.chunks_exact(shape.out_w()).enumerate() {
+                row[y * wp..][..values.len()].copy_from_slice(values);
+            }
+            let block = &mut a[k / MR * MR * steps * TILE..][..MR * steps * TILE];
+            for (step, values) in row.chunks_exact(2 * TILE).enumerate() {
+                let at = tile_offset(n * steps_per_image + step, k % MR);
+                // SAFETY: the tile row holds TILE = 16 pairs, 512 bits.
+                unsafe { _mm512_storeu_si512(block[at..][..TILE].as_mut_ptr().cast(), rounded_pairs(values)) };
+            }
+        }
+    }
+    // The images by pairs of positions (rows) and channels: from an even
+    // position, and from an odd one.
+    let mut even = vec![0u32; layout_pairs * c];
+    let mut odd = vec![0u32; layout_pairs * c];
+    let (h, w, p) = (shape.height, shape.width, shape.padding);
+    let mut padded = vec![0f32; 16 * (2 * pairs + 1)];
+    for (n, image) in images.clone().enumerate() {
+        for first_channel in (0..c).step_by(16) {
+            padded.fill(0.0);
+            for lane in 0..16 {
+                let channel = &x[(image * c + first_channel + lane) * h * w..][..h * w];
+                let target = &mut padded[lane * (2 * pairs + 1)..][..2 * pairs + 1];
+                for (y, values) in channel.chunks_exact(w).enumerate() {
+                    target[(y + p) * wp + p..][..w].copy_from_slice(values);
+                }
+            }
+            for first_pair in (0..pairs).step_by(TILE) {
+                for (from, layout) in [(0, &mut even), (1, &mut odd)] {
+                    let mut lanes = [_mm512_setzero_si512(); 16];
+                    for (lane, vector) in lanes.iter_mut().enumerate() {
+                        let start = lane * (2 * pairs + 1) + 2 * first_pair + from;
+                        *vector = rounded_pairs(&padded[start..start + 2 * TILE]);
+                    }
+                    for (r, by_channel) in transpose_16x16(lanes).iter().enumerate() {
+                        let at = (n * pairs + first_pair + r) * c + first_channel;
+                        // SAFETY: the row holds 16 channels from `at`, 512 bits.
+                        unsafe { _mm512_storeu_si512(layout[at..][..16].as_mut_ptr().cast(), *by_channel) };
+                    }
+                }
+            }
+        }
+    }
+    let b_steps: Vec<usize> = (0..steps).map(|step| step * TILE * c * 4).collect();
+    let row_blocks = o / MR;
+    let group = (WEIGHT_GROUP_BYTES / (MR * steps * TILE * 4)).clamp(1, row_blocks);
+    let mut block_sums = vec![0f32; group * MR * NR];
+    for ky in 0..shape.kernel_h {
+        for kx in 0..shape.kernel_w {
+            let (tap, shift) = (ky * shape.kernel_w + kx, ky * wp + kx);
+            let layout = if shift.is_multiple_of(2) { &even } else { &odd };
+            for first_channel in (0..c).step_by(NR) {
+                for first_row_block in (0..row_blocks).step_by(group) {
+                    let rows_here = group.min(row_blocks - first_row_block);
+                    let tiles = Tiles {
+                        a: a[first_row_block * MR * steps * TILE..].as_ptr(),
+                        row_blocks: rows_here,
+                        b: layout[shift / 2 * c + first_channel..].as_ptr().cast(),
+                        b_steps: &b_steps,
+                        b_stride: c * 4,
+                        sums: block_sums.as_mut_ptr(),
+                    };
+                    // SAFETY: `a` holds `rows_here` blocks of `steps` steps
+                    // from `first_row_block`; from the shift, each step's 16
+                    // rows of 32 channels lie inside the layout (it runs
+                    // past the last image by the farthest shift and a
+                    // step); `block_sums` holds `group` blocks of MR × NR;
+                    // the caller checked the CPU.
+                    unsafe {
+                        match kernel {
+                            TileKernel::Hardware => tiles.run(),
+                            #[cfg(test)]
+                            TileKernel::Emulated => tiles.emulate(),
+                        }
+                    }
+                    let by_tap = &mut sums.0[tap * o * c..][..o * c];
+                    for (r, values) in block_sums[..rows_here * MR * NR].chunks_exact(NR).enumerate() {
+                        let k = first_row_block * MR + r;
+                        for (target, &value) in by_tap[k * c + first_channel..][..NR].iter_mut().zip(values) {
+                            *target += value;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,6 +578,101 @@ mod tests {
         (sums, magnitudes)
     }
 
+    /// The weight gradient in f64 of the operands rounded to bf16, and the
+    /// sums of the products' magnitudes.
+    fn reference_gradient(dy: &[f32], x: &[f32], s: &ConvShape) -> (Vec<f64>, Vec<f64>) {
+        let round = |v: f32| f64::from(super::super::super::round_to_bf16(v));
+        let (oh, ow) = (s.out_h(), s.out_w());
+        let len = s.out_channels * s.channels * s.kernel_h * s.kernel_w;
+        let (mut sums, mut magnitudes) = (vec![0.0; len], vec![0.0; len]);
+        for b in 0..s.batch {
+            for k in 0..s.out_channels {
+                for c in 0..s.channels {
+                    for ky in 0..s.kernel_h {
+                        for kx in 0..s.kernel_w {
+                            let at = ((k * s.channels + c) * s.kernel_h + ky) * s.kernel_w + kx;
+                            for oy in 0..oh {
+                                for ox in 0..ow {
+                                    let (iy, ix) = (
+                                        (oy + ky) as isize - s.padding as isize,
+                                        (ox + kx) as isize - s.padding as isize,
+                                    );
+                                    if iy < 0 || ix < 0 || iy >= s.height as isize || ix >= s.width as isize {
+                                        continue;
+                                    }
+                                    let g = round(dy[((b * s.out_channels + k) * oh + oy) * ow + ox]);
+                                    let v = round(
+                                        x[((b * s.channels + c) * s.height + iy as usize) * s.width + ix as usize],
+                                    );
+                                    sums[at] += g * v;
+                                    magnitudes[at] += (g * v).abs();
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (sums, magnitudes)
+    }
+
+    /// The weight gradients of the same shapes as
+    /// [`convolutions_on_tiles_match_an_f64_reference`], images in one
+    /// chunk and in several, on one worker and two.
+    #[test]
+    fn weight_gradients_on_tiles_match_an_f64_reference() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
+        for kernel in kernels() {
+            for (i, s) in shapes().iter().enumerate() {
+                let x = values(s.batch * s.image_len(), i);
+                let dy = values(s.batch * s.output_len(), i + 5);
+                let (exact, magnitudes) = reference_gradient(&dy, &x, s);
+                for workers in [1, 2] {
+                    let run = || weight_gradient(kernel, &dy, &x, s);
+                    let got = if workers == 2 { pool.install(run) } else { run() };
+                    assert_eq!(got.len(), exact.len(), "{s:?}");
+                    let inner = s.batch * s.out_h() * s.out_w();
+                    for (at, (&got, &want)) in got.iter().zip(&exact).enumerate() {
+                        let bound = (inner as f64 + 2.0) * f64::from(f32::EPSILON) * magnitudes[at];
+                        assert!(
+                            (f64::from(got) - want).abs() <= bound,
+                            "{kernel:?} {s:?}, {workers} workers, element {at}: {got} against {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Shapes around the blocks of positions (maps narrower and wider than
+    /// 32, positions past the last block's end), kernels of 1, 3 and 5,
+    /// padding 0 to 2, several steps of channels and row blocks, groups of
+    /// row blocks (512 × 3×3: one block a group), batches shared out by
+    /// image and by positions.
+    fn shapes() -> Vec<ConvShape> {
+        let shape = |batch, channels, height, width, out_channels, kernel, padding| ConvShape {
+            batch,
+            channels,
+            height,
+            width,
+            out_channels,
+            kernel_h: kernel,
+            kernel_w: kernel,
+            padding,
+        };
+        vec![
+            shape(1, 32, 5, 7, 32, 3, 1),
+            shape(1, 64, 13, 40, 96, 3, 1),
+            shape(5, 32, 7, 7, 64, 3, 1),
+            shape(2, 96, 6, 6, 32, 5, 2),
+            shape(1, 32, 4, 9, 32, 1, 0),
+            shape(1, 32, 9, 4, 32, 3, 0),
+            shape(1, 512, 3, 3, 64, 3, 1),
+            // Two chunks of images in the weight gradient, the second short.
+            shape(3, 64, 40, 40, 64, 3, 1),
+        ]
+    }
+
     /// The tiles' kernels this CPU can run: the emulation wherever the
     /// packing's AVX512-BF16 is, the hardware where AMX is.
     fn kernels() -> Vec<TileKernel> {
@@ -394,35 +686,12 @@ mod tests {
         kernels
     }
 
-    /// Shapes around the blocks of positions (maps narrower and wider than
-    /// 32, positions past the last block's end), kernels of 1, 3 and 5,
-    /// padding 0 to 2, several steps of channels and row blocks, groups of
-    /// row blocks (512 × 3×3: one block a group), batches shared out by
-    /// image and by positions, with and without a bias.
+    /// [`shapes`], with and without a bias.
     #[test]
     fn convolutions_on_tiles_match_an_f64_reference() {
-        let shape = |batch, channels, height, width, out_channels, kernel, padding| ConvShape {
-            batch,
-            channels,
-            height,
-            width,
-            out_channels,
-            kernel_h: kernel,
-            kernel_w: kernel,
-            padding,
-        };
-        let shapes = [
-            shape(1, 32, 5, 7, 32, 3, 1),
-            shape(1, 64, 13, 40, 96, 3, 1),
-            shape(5, 32, 7, 7, 64, 3, 1),
-            shape(2, 96, 6, 6, 32, 5, 2),
-            shape(1, 32, 4, 9, 32, 1, 0),
-            shape(1, 32, 9, 4, 32, 3, 0),
-            shape(1, 512, 3, 3, 64, 3, 1),
-        ];
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
         for kernel in kernels() {
-            for (i, s) in shapes.iter().enumerate() {
+            for (i, s) in shapes().iter().enumerate() {
                 assert!(s.fits_tiles(), "{s:?}");
                 let x = values(s.batch * s.image_len(), i);
                 let weight: Vec<f32> = values(s.out_channels * s.channels * s.kernel_h * s.kernel_w, i + 7)
