@@ -43,6 +43,24 @@ fn reference(a: Matrix<f32>, b: Matrix<f32>, round: impl Fn(f32) -> f32) -> (Vec
     (sums, magnitudes)
 }
 
+/// `a` packed each way this CPU can multiply it: each path's packing for
+/// one call, the AVX512-BF16 path's kept packing, which multiplies ragged
+/// column counts from row panels, and the AMX path's packing with the
+/// tiles' arithmetic emulated (which runs its blocking and write-back on
+/// CPUs without AMX).
+fn packings(a: Matrix<f32>) -> Vec<(String, Bf16Lhs)> {
+    let mut packings: Vec<(String, Bf16Lhs)> = paths()
+        .into_iter()
+        .map(|path| (format!("{path:?}"), Bf16Lhs::on(path, a)))
+        .collect();
+    #[cfg(target_arch = "x86_64")]
+    if InstructionSet::detected() >= InstructionSet::Avx512Bf16 {
+        packings.push(("kept".into(), Bf16Lhs::kept(a)));
+        packings.push(("emulated tiles".into(), Bf16Lhs::emulated_tiles(a)));
+    }
+    packings
+}
+
 /// Checks one product on every path: against the f64 product of the
 /// rounded operands to f32's summing error, and against the f64 product of
 /// the unrounded ones to bf16's (8 significant bits: each operand's
@@ -63,20 +81,7 @@ fn check(m: usize, n: usize, k: usize, transposed: bool, threads: Threads) {
     };
     let (exact_rounded, magnitudes) = reference(a, b, round_to_bf16);
     let (exact, _) = reference(a, b, |x| x);
-    // Each path's packing for one call, the AVX512-BF16 path's kept
-    // packing, which multiplies ragged column counts from row panels, and
-    // the AMX path's packing with the tiles' arithmetic emulated (which
-    // runs its blocking and write-back on CPUs without AMX).
-    let mut packings: Vec<(String, Bf16Lhs)> = paths()
-        .into_iter()
-        .map(|path| (format!("{path:?}"), Bf16Lhs::on(path, a)))
-        .collect();
-    #[cfg(target_arch = "x86_64")]
-    if InstructionSet::detected() >= InstructionSet::Avx512Bf16 {
-        packings.push(("kept".into(), Bf16Lhs::kept(a)));
-        packings.push(("emulated tiles".into(), Bf16Lhs::emulated_tiles(a)));
-    }
-    for (path, lhs) in &packings {
+    for (path, lhs) in &packings(a) {
         for accumulate in [false, true] {
             let start = 0.25f32;
             let mut dst = vec![start; m * n];
@@ -324,17 +329,6 @@ fn transposed_views_pack_as_their_row_major_copies() {
 #[test]
 fn stale_packing_buffers_do_not_leak_into_the_next_product() {
     let (m, n) = (33, 40);
-    let packings = |a: Matrix<f32>| {
-        let mut packings: Vec<(String, Bf16Lhs)> = paths()
-            .into_iter()
-            .map(|path| (format!("{path:?}"), Bf16Lhs::on(path, a)))
-            .collect();
-        #[cfg(target_arch = "x86_64")]
-        if InstructionSet::detected() >= InstructionSet::Avx512Bf16 {
-            packings.push(("emulated tiles".into(), Bf16Lhs::emulated_tiles(a)));
-        }
-        packings
-    };
     let (first_k, k) = (512, 88);
     let first_a = values(m * first_k, 5);
     let poisoned: Vec<f32> = (0..first_k * n)
