@@ -26,8 +26,8 @@ use crate::scratch::Scratch;
 
 /// Channels in one step of the inner dimension: 16 pairs.
 const STEP_CHANNELS: usize = 2 * TILE;
-/// Bytes of a row block of the packed weight that a group of row blocks
-/// keeps in L2 while the positions stream past it.
+/// Bytes of packed weight (whole row blocks, at least one) that one pass
+/// over the positions keeps in L2 while they stream past it.
 const WEIGHT_GROUP_BYTES: usize = 512 * 1024;
 
 impl ConvShape {
@@ -325,15 +325,16 @@ fn write_back(
     }
 }
 
-/// Pairs of positions one image takes in [`weight_gradient`]'s operands:
-/// its positions on the padded width, plus room for the farthest tap's
-/// shift (so that an image's taps read only its own inputs where its `dy`
-/// is not zero), in whole steps.
 impl ConvShape {
+    /// How far the last tap reads past a position, on the padded width.
     fn farthest_tap(&self) -> usize {
         (self.kernel_h - 1) * self.padded_w() + self.kernel_w - 1
     }
 
+    /// Pairs of positions one image takes in [`weight_gradient`]'s
+    /// operands: its positions on the padded width, plus room for the
+    /// farthest tap's shift (so that an image's taps read only its own
+    /// inputs where its `dy` is not zero), in whole steps.
     fn gradient_pairs(&self) -> usize {
         (self.out_h() * self.padded_w() + self.farthest_tap() + 1)
             .div_ceil(2)
@@ -341,8 +342,9 @@ impl ConvShape {
     }
 }
 
-/// Bytes of one image's operands below which [`weight_gradient`] takes
-/// several images as one inner dimension (kept in L2 across the taps).
+/// Bytes of operands (`dy` and both layouts of the image) that one chunk of
+/// [`weight_gradient`]'s images fills, at least one image: the chunk runs
+/// as one inner dimension, its operands read again for every tap.
 const GRADIENT_CHUNK_BYTES: usize = 1536 * 1024;
 
 /// `dW = Σ_b dy_b ⋆ x_b`, the weight gradient of a stride-1 convolution of
