@@ -275,8 +275,6 @@ impl Geometry {
             .filter(|&row| row < self.height)
     }
 
-    /// Images are run in parallel (one single-threaded GEMM each) when there
-    /// are enough of them to keep every core busy; otherwise each GEMM is split.
     /// The shape [`Element::convolve_on_tiles`] takes.
     fn conv_shape(&self) -> ConvShape {
         ConvShape {
@@ -291,6 +289,24 @@ impl Geometry {
         }
     }
 
+    /// The input gradient's geometry for a stride-1 convolution: a forward
+    /// pass of the output gradient into the input, padded by
+    /// `r − 1 − padding`.
+    fn transposed(&self) -> Geometry {
+        Geometry {
+            channels: self.out_channels,
+            height: self.out_h,
+            width: self.out_w,
+            out_channels: self.channels,
+            padding: self.kernel_h - 1 - self.padding,
+            out_h: self.height,
+            out_w: self.width,
+            ..*self
+        }
+    }
+
+    /// Images are run in parallel (one single-threaded GEMM each) when there
+    /// are enough of them to keep every core busy; otherwise each GEMM is split.
     fn parallel_over_images(&self) -> bool {
         let threads = rayon::current_num_threads();
         threads > 1 && self.batch >= 2 * threads
@@ -713,16 +729,7 @@ impl Kernel for ConvKernel<'_> {
                 // convolution of dy with the flipped, transposed weight,
                 // padded by `k - 1 - p`: on AMX tiles where the CPU has them.
                 let (dy, weight) = (operands[0], operands[1]);
-                let shape = ConvShape {
-                    batch: g.batch,
-                    channels: g.out_channels,
-                    height: g.out_h,
-                    width: g.out_w,
-                    out_channels: g.channels,
-                    kernel_h: g.kernel_h,
-                    kernel_w: g.kernel_w,
-                    padding: g.kernel_h - 1 - g.padding,
-                };
+                let shape = g.transposed().conv_shape();
                 let on_tiles = (g.kernel_h == g.kernel_w && crate::gemm::convolves_on_tiles(&shape))
                     .then(|| T::convolve_on_tiles(dy, &flipped_transposed(weight, g), None, None, &shape))
                     .flatten();

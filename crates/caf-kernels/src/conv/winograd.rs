@@ -212,7 +212,7 @@ pub(super) fn forward<T: Element>(
 
 /// The input gradient.
 pub(super) fn input_gradient<T: Element>(dy: &[T], weight: &[T], g: &Geometry) -> Vec<T> {
-    with_variant!(Variant::of(&transposed(g)), input_gradient_with::<T>(dy, weight, g))
+    with_variant!(Variant::of(&g.transposed()), input_gradient_with::<T>(dy, weight, g))
 }
 
 /// The weight gradient.
@@ -844,21 +844,6 @@ impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N:
     }
 }
 
-/// The input gradient's geometry: a forward pass of the output gradient
-/// into the input, padded by `r − 1 − padding`.
-fn transposed(g: &Geometry) -> Geometry {
-    Geometry {
-        channels: g.out_channels,
-        height: g.out_h,
-        width: g.out_w,
-        out_channels: g.channels,
-        padding: g.kernel_h - 1 - g.padding,
-        out_h: g.height,
-        out_w: g.width,
-        ..*g
-    }
-}
-
 fn input_gradient_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
     dy: &[T],
     weight: &[T],
@@ -868,7 +853,7 @@ fn input_gradient_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const 
         dy,
         Kernels::Turned(weight),
         None,
-        &transposed(g),
+        &g.transposed(),
         WeightProducts {
             precision: g.products,
             packed: None,
