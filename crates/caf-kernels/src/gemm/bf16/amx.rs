@@ -71,20 +71,17 @@ impl PackedA {
             pair_rows(a.cols % KC)
         };
         let mut data = vec![0u32; padded_rows * (full_blocks * KC / 2 + last_pairs)];
-        let mut row_pairs = vec![0u32; KC / 2];
         for first_inner in (0..a.cols).step_by(KC) {
             let depth = KC.min(a.cols - first_inner);
             let pairs = pair_rows(depth);
             let block = &mut data[first_inner / 2 * padded_rows..][..padded_rows * pairs];
             for row in 0..a.rows {
                 let source = &a.data[row * a.row_stride + first_inner..][..depth];
-                let row_pairs = &mut row_pairs[..pairs];
-                row_pairs.fill(0);
-                // SAFETY: the caller checked the CPU.
-                unsafe { pack_row(source, row_pairs) };
                 let row_block = &mut block[row / MR * MR * pairs..][..MR * pairs];
-                for (step, tile_row) in row_pairs.chunks_exact(TILE).enumerate() {
-                    row_block[tile_offset(step, row % MR)..][..TILE].copy_from_slice(tile_row);
+                // Steps past the last column keep their zeros.
+                for (step, values) in source.chunks(2 * TILE).enumerate() {
+                    // SAFETY: the caller checked the CPU.
+                    unsafe { store_tile_row(row_block, step, row % MR, values) };
                 }
             }
         }
@@ -113,17 +110,15 @@ fn tile_offset(step: usize, row: usize) -> usize {
     (step * MR + row) * TILE
 }
 
-/// `values` rounded to bf16, in order, two to a pair (the first in the low
-/// half), into `pairs` (which holds at least `values.len() / 2` rounded up).
+/// `values` (at most 32) rounded to bf16 and stored as row `row` (below
+/// [`MR`]) of tile step `step` of a packed block of `MR` rows
+/// ([`tile_offset`]): two to a pair, the first in the low half, zeros past
+/// the last value.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-fn pack_row(values: &[f32], pairs: &mut [u32]) {
-    assert!(pairs.len() >= values.len().div_ceil(2), "pack_row: too few pairs");
-    for (chunk, out) in values.chunks(32).zip(pairs.chunks_mut(16)) {
-        let pair_mask = ((1u32 << chunk.len().div_ceil(2)) - 1) as __mmask16;
-        // SAFETY: the masked store writes `chunk.len() / 2` rounded up
-        // pairs, which `out` holds.
-        unsafe { _mm512_mask_storeu_epi32(out.as_mut_ptr().cast(), pair_mask, rounded_pairs(chunk)) };
-    }
+pub(super) fn store_tile_row(block: &mut [u32], step: usize, row: usize, values: &[f32]) {
+    let target = &mut block[tile_offset(step, row)..][..TILE];
+    // SAFETY: `target` holds TILE = 16 pairs, 512 bits.
+    unsafe { _mm512_storeu_si512(target.as_mut_ptr().cast(), rounded_pairs(values)) };
 }
 
 /// What multiplies the packed tiles: AMX, or (in tests on CPUs without it)
@@ -236,13 +231,7 @@ unsafe fn product(
                     // `pairs` pairs per row in this block; the panel of `b`
                     // holds `pairs` rows of NR; `sums` holds MC × NR; the
                     // caller checked the CPU.
-                    unsafe {
-                        match kernel {
-                            TileKernel::Hardware => tiles.run(),
-                            #[cfg(test)]
-                            TileKernel::Emulated => tiles.emulate(),
-                        }
-                    }
+                    unsafe { tiles.run_on(kernel) }
                     // SAFETY: rows first_row.. + height < a.rows and columns
                     // first_column + column.. + NR (at most) < ldc: inside
                     // the caller's part of `dst`.
@@ -362,7 +351,7 @@ impl Tiles<'_> {
     /// tile order; from each `b + b_steps[i]`, 16 rows of 32 pairs lie
     /// `b_stride` bytes apart; `sums` holds `32 × row_blocks × NR`
     /// elements; `b_steps` and `row_blocks` are not empty.
-    pub(super) unsafe fn run(&self) {
+    unsafe fn run(&self) {
         debug_assert!(!self.b_steps.is_empty() && self.row_blocks >= 1);
         // The byte stride between rows of `sums` (NR × 4).
         let sums_stride = NR * 4;
@@ -419,6 +408,21 @@ impl Tiles<'_> {
                 b_at = out(reg) _,
                 options(nostack),
             );
+        }
+    }
+
+    /// [`Self::run`] on `kernel`: the tiles, or their emulation in tests.
+    ///
+    /// # Safety
+    /// As [`Self::run`] (less the CPU for [`TileKernel::Emulated`]).
+    pub(super) unsafe fn run_on(&self, kernel: TileKernel) {
+        // SAFETY: the caller's promises.
+        unsafe {
+            match kernel {
+                TileKernel::Hardware => self.run(),
+                #[cfg(test)]
+                TileKernel::Emulated => self.emulate(),
+            }
         }
     }
 

@@ -18,7 +18,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::super::avx512::{pairs_of_rows, rounded_pairs};
-use super::{tile_offset, TileKernel, Tiles, MR, NR, TILE};
+use super::{store_tile_row, TileKernel, Tiles, MR, NR, TILE};
 use crate::gemm::x86::transpose_16x16;
 use crate::gemm::ConvShape;
 use crate::parallel::{for_each_block, SharedOutput};
@@ -133,12 +133,8 @@ impl PackedWeight {
                     }
                 }
                 for (step, channels) in by_tap.chunks_exact(STEP_CHANNELS).enumerate() {
-                    // SAFETY: the caller checked the CPU (AVX512-BF16); the
-                    // tile row holds TILE = 16 pairs, 512 bits.
-                    unsafe {
-                        let rounded = rounded_pairs(channels);
-                        _mm512_storeu_si512(block[tile_offset(step, row)..][..TILE].as_mut_ptr().cast(), rounded);
-                    }
+                    // SAFETY: the caller checked the CPU (AVX512-BF16).
+                    unsafe { store_tile_row(block, step, row, channels) };
                 }
             }
         };
@@ -238,13 +234,7 @@ pub(in crate::gemm) fn forward(
                 // of 32 pairs lie inside the planes (a plane holds the last
                 // block's positions plus the farthest tap's offset); `sums`
                 // holds `group` blocks of MR × NR; the caller checked the CPU.
-                unsafe {
-                    match kernel {
-                        TileKernel::Hardware => tiles.run(),
-                        #[cfg(test)]
-                        TileKernel::Emulated => tiles.emulate(),
-                    }
-                }
+                unsafe { tiles.run_on(kernel) }
                 write_back(
                     sums,
                     shape,
@@ -440,9 +430,7 @@ unsafe fn tap_products(
             }
             let block = &mut a[k / MR * MR * steps * TILE..][..MR * steps * TILE];
             for (step, values) in row.chunks_exact(2 * TILE).enumerate() {
-                let at = tile_offset(n * steps_per_image + step, k % MR);
-                // SAFETY: the tile row holds TILE = 16 pairs, 512 bits.
-                unsafe { _mm512_storeu_si512(block[at..][..TILE].as_mut_ptr().cast(), rounded_pairs(values)) };
+                store_tile_row(block, n * steps_per_image + step, k % MR, values);
             }
         }
     }
@@ -503,13 +491,7 @@ unsafe fn tap_products(
                     // past the last image by the farthest shift and a
                     // step); `block_sums` holds `group` blocks of MR × NR;
                     // the caller checked the CPU.
-                    unsafe {
-                        match kernel {
-                            TileKernel::Hardware => tiles.run(),
-                            #[cfg(test)]
-                            TileKernel::Emulated => tiles.emulate(),
-                        }
-                    }
+                    unsafe { tiles.run_on(kernel) }
                     let by_tap = &mut sums.0[tap * o * c..][..o * c];
                     for (r, values) in block_sums[..rows_here * MR * NR].chunks_exact(NR).enumerate() {
                         let k = first_row_block * MR + r;
