@@ -29,6 +29,10 @@ const STEP_CHANNELS: usize = 2 * TILE;
 /// Bytes of packed weight (whole row blocks, at least one) that one pass
 /// over the positions keeps in L2 while they stream past it.
 const WEIGHT_GROUP_BYTES: usize = 512 * 1024;
+/// Bytes of planes (whole images, at least one) that a worker lays out
+/// at a time in the forward pass when it has images of its own and the
+/// weight comes in several groups: each group is read once for them all.
+const PLANES_CHUNK_BYTES: usize = 1024 * 1024;
 
 impl ConvShape {
     /// Whether the tiles take this shape whole: channels and output
@@ -216,61 +220,86 @@ pub(in crate::gemm) fn forward(
     let mut y = vec![0f32; shape.batch * shape.output_len()];
     let out = SharedOutput::new(&mut y);
     let blocks = shape.positions() / NR;
-    // Blocks `position_blocks` of image `image`, from its planes.
-    let run = |image: usize, position_blocks: Range<usize>, planes: &[u32], sums: &mut [f32]| {
-        for first_row_block in (0..row_blocks).step_by(group) {
-            let rows_here = group.min(row_blocks - first_row_block);
-            for block in position_blocks.clone() {
-                let tiles = Tiles {
-                    a: packed[first_row_block * MR * steps * TILE..].as_ptr(),
-                    row_blocks: rows_here,
-                    b: planes[block * NR..].as_ptr().cast(),
-                    b_steps: &offsets,
-                    b_stride: shape.plane_len() * 4,
-                    sums: sums.as_mut_ptr(),
-                };
-                // SAFETY: the packed weight holds `rows_here` blocks of
-                // `steps` steps from `first_row_block`; each step's 16 rows
-                // of 32 pairs lie inside the planes (a plane holds the last
-                // block's positions plus the farthest tap's offset); `sums`
-                // holds `group` blocks of MR × NR; the caller checked the CPU.
-                unsafe { tiles.run_on(kernel) }
-                write_back(
-                    sums,
-                    shape,
-                    image,
-                    block,
-                    first_row_block * MR,
-                    rows_here * MR,
-                    bias,
-                    &out,
-                );
+    // Row blocks `rows` of the weight, group by group, over blocks
+    // `position_blocks` of each image of `images`, whose planes follow one
+    // another in `planes`: a group of the weight stays in L2 while every
+    // image's positions stream past it.
+    let run =
+        |rows: Range<usize>, images: Range<usize>, position_blocks: Range<usize>, planes: &[u32], sums: &mut [f32]| {
+            for first_row_block in rows.clone().step_by(group) {
+                let rows_here = group.min(rows.end - first_row_block);
+                for (slot, image) in images.clone().enumerate() {
+                    let planes = &planes[slot * planes_len..][..planes_len];
+                    for block in position_blocks.clone() {
+                        let tiles = Tiles {
+                            a: packed[first_row_block * MR * steps * TILE..].as_ptr(),
+                            row_blocks: rows_here,
+                            b: planes[block * NR..].as_ptr().cast(),
+                            b_steps: &offsets,
+                            b_stride: shape.plane_len() * 4,
+                            sums: sums.as_mut_ptr(),
+                        };
+                        // SAFETY: the packed weight holds `rows_here` blocks of
+                        // `steps` steps from `first_row_block`; each step's 16
+                        // rows of 32 pairs lie inside the image's planes (a
+                        // plane holds the last block's positions plus the
+                        // farthest tap's offset); `sums` holds `group` blocks of
+                        // MR × NR; the caller checked the CPU.
+                        unsafe { tiles.run_on(kernel) }
+                        write_back(
+                            sums,
+                            shape,
+                            image,
+                            block,
+                            first_row_block * MR,
+                            rows_here * MR,
+                            bias,
+                            &out,
+                        );
+                    }
+                }
             }
-        }
-    };
+        };
     let image = |image: usize| &x[image * shape.image_len()..][..shape.image_len()];
     let threads = rayon::current_num_threads();
     if threads > 1 && shape.batch >= 2 * threads {
-        // One image at a time per worker.
-        let scratch = || (vec![0u32; planes_len], Scratch::<f32>::stale(sums_len));
+        // Each worker a share of the images; a chunk of them at a time
+        // where the weight is read in more than one group.
+        let chunk = if group < row_blocks {
+            (PLANES_CHUNK_BYTES / (planes_len * 4)).clamp(1, shape.batch / threads)
+        } else {
+            1
+        };
+        let scratch = || (vec![0u32; chunk * planes_len], Scratch::<f32>::stale(sums_len));
         let work = |images: Range<usize>, (planes, sums): &mut (Vec<u32>, Scratch<f32>)| {
-            for index in images {
+            for (index, planes) in images.clone().zip(planes.chunks_exact_mut(planes_len)) {
                 // SAFETY: the caller checked the CPU.
                 unsafe { pack_image(image(index), shape, planes) };
-                run(index, 0..blocks, planes, sums);
             }
+            run(0..row_blocks, images, 0..blocks, planes, sums);
         };
-        for_each_block(shape.batch, 1, scratch, work, drop);
+        for_each_block(shape.batch, chunk, scratch, work, drop);
     } else {
-        // Each image's positions shared out.
+        // Each image's work shared out: by row blocks where the weight is
+        // the larger operand (each worker streams its part of it alone), by
+        // positions where the image is.
+        let by_rows = weight.pairs.len() >= planes_len;
         let mut planes = vec![0u32; planes_len];
         for index in 0..shape.batch {
             // SAFETY: the caller checked the CPU.
             unsafe { pack_image(image(index), shape, &mut planes) };
             let planes = &planes[..];
-            let work =
-                |position_blocks: Range<usize>, sums: &mut Scratch<f32>| run(index, position_blocks, planes, sums);
-            for_each_block(blocks, blocks, || Scratch::<f32>::stale(sums_len), work, drop);
+            let images = index..index + 1;
+            if by_rows {
+                let work =
+                    |rows: Range<usize>, sums: &mut Scratch<f32>| run(rows, images.clone(), 0..blocks, planes, sums);
+                for_each_block(row_blocks, row_blocks, || Scratch::<f32>::stale(sums_len), work, drop);
+            } else {
+                let work = |position_blocks: Range<usize>, sums: &mut Scratch<f32>| {
+                    run(0..row_blocks, images.clone(), position_blocks, planes, sums)
+                };
+                for_each_block(blocks, blocks, || Scratch::<f32>::stale(sums_len), work, drop);
+            }
         }
     }
     y
