@@ -285,6 +285,7 @@ impl Geometry {
             out_channels: self.out_channels,
             kernel_h: self.kernel_h,
             kernel_w: self.kernel_w,
+            stride: self.stride,
             padding: self.padding,
         }
     }
@@ -666,9 +667,9 @@ impl Kernel for ConvKernel<'_> {
         match self {
             &ConvKernel::Forward(ref g, activation, kept) => {
                 let (x, weight, bias, precision) = (operands[0], operands[1], operands.get(2).copied(), g.products);
-                // bf16 stride-1 convolutions run straight on AMX tiles where
-                // the CPU has them: faster there than any transform.
-                let on_tiles = (precision == Precision::Bf16 && g.stride == 1)
+                // bf16 convolutions run straight on AMX tiles where the CPU
+                // has them: faster there than any transform.
+                let on_tiles = (precision == Precision::Bf16)
                     .then(|| {
                         let packed = kept.and_then(|kept| kept.tile_weight(weight, g));
                         T::convolve_on_tiles(x, weight, packed, bias, &g.conv_shape())

@@ -36,7 +36,7 @@ pub trait Element: candle_core::WithDType + Default + std::ops::AddAssign + Part
     /// The values as f32, if that is their type (what bf16 products pack).
     fn as_f32(values: &[Self]) -> Option<&[f32]>;
 
-    /// The forward pass of a stride-1 convolution (`x` the batch, `weight`
+    /// The forward pass of a convolution (`x` the batch, `weight`
     /// `out_channels × channels × kh × kw`, packed already when `kept`) with
     /// bf16 products straight on the CPU's AMX tiles, where the instruction
     /// set in use has them and the shape fits them; `None` otherwise (and
@@ -55,7 +55,7 @@ pub trait Element: candle_core::WithDType + Default + std::ops::AddAssign + Part
     fn weight_gradient_on_tiles(dy: &[Self], x: &[Self], shape: &ConvShape) -> Option<Vec<Self>>;
 }
 
-/// A stride-1 convolution's shape, for [`Element::convolve_on_tiles`].
+/// A convolution's shape, for [`Element::convolve_on_tiles`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConvShape {
     pub(crate) batch: usize,
@@ -65,6 +65,7 @@ pub(crate) struct ConvShape {
     pub(crate) out_channels: usize,
     pub(crate) kernel_h: usize,
     pub(crate) kernel_w: usize,
+    pub(crate) stride: usize,
     pub(crate) padding: usize,
 }
 

@@ -472,10 +472,9 @@ fn bf16_frozen_weights_stay_within_bf16_rounding_of_f64() -> Result<()> {
             let what = format!("{input:?} * {weight:?} {params:?} ({route})");
             let bf16 = FrozenWeight::with_precision(&w32, Precision::Bf16)?;
             let ours = conv2d(&x32, &bf16, Some(&bias32), params)?.to_dtype(DType::F64)?;
-            // On AMX the stride-1 shapes whose channels fill the tiles run
-            // on them directly, with no transform kept.
-            let on_tiles = params.stride == 1
-                && crate::gemm::convolves_on_tiles(&Geometry::new(input, weight, params)?.conv_shape());
+            // On AMX the shapes whose channels fill the tiles run on them
+            // directly, with no transform kept.
+            let on_tiles = crate::gemm::convolves_on_tiles(&Geometry::new(input, weight, params)?.conv_shape());
             assert_eq!(
                 bf16.kept().has_winograd(),
                 route.starts_with("winograd") && !on_tiles,

@@ -227,10 +227,10 @@ pub(super) fn convolve_on_tiles(
 }
 
 /// [`Element::weight_gradient_on_tiles`](super::Element::weight_gradient_on_tiles)
-/// for f32, where [`convolve_on_tiles`] runs.
+/// for f32, where [`convolve_on_tiles`] runs and the stride is 1.
 pub(super) fn weight_gradient_on_tiles(dy: &[f32], x: &[f32], shape: &super::ConvShape) -> Option<Vec<f32>> {
     #[cfg(target_arch = "x86_64")]
-    if convolves_on_tiles(shape) {
+    if convolves_on_tiles(shape) && shape.stride == 1 {
         return Some(amx::conv::weight_gradient(amx::TileKernel::Hardware, dy, x, shape));
     }
     let _ = (dy, x, shape);

@@ -1,7 +1,7 @@
-//! Stride-1 convolutions multiplied straight from the image on the AMX
-//! tiles, with no column matrix: the image is laid out once as planes of
-//! bf16 channel pairs (zero-padded), and each tile of the input a kernel
-//! tap needs is loaded from those planes in place.
+//! Convolutions multiplied straight from the image on the AMX tiles, with
+//! no column matrix: the image is laid out once as planes of bf16 channel
+//! pairs (zero-padded), and each tile of the input a kernel tap needs is
+//! loaded from those planes in place.
 //!
 //! The output's positions are taken on the padded width: position `v`
 //! stands for output row `v / wp` and column `v % wp` (`wp` the padded
@@ -11,6 +11,12 @@
 //! (two columns in 58 on a 56×56 map with a 3×3 kernel). A block of 32
 //! output channels and 32 positions sums `taps × channels / 32` steps of
 //! two tiles of `a` (the weight, packed in tile order) and two of the image.
+//!
+//! A stride-2 convolution reads every other column and row: the padded map
+//! is split into its phases (even and odd rows by even and odd columns),
+//! each a map of half the width, so that tap `(ky, kx)` reads phase
+//! `(ky mod 2, kx mod 2)` from `v + ⌊ky/2⌋·wp/2 + ⌊kx/2⌋`, consecutive
+//! pairs again; `wp/2` (rounded up) then stands for the width above.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -37,12 +43,13 @@ const PLANES_CHUNK_BYTES: usize = 1024 * 1024;
 impl ConvShape {
     /// Whether the tiles take this shape whole: channels and output
     /// channels in whole steps and row blocks (every ResNet layer past the
-    /// stem), and a map at least the kernel.
+    /// stem), stride 1 or 2, and a map at least the kernel.
     pub(in crate::gemm) fn fits_tiles(&self) -> bool {
         self.channels.is_multiple_of(STEP_CHANNELS)
             && self.out_channels.is_multiple_of(MR)
             && self.channels > 0
             && self.out_channels > 0
+            && (1..=2).contains(&self.stride)
             && self.height + 2 * self.padding >= self.kernel_h
             && self.width + 2 * self.padding >= self.kernel_w
     }
@@ -56,22 +63,47 @@ impl ConvShape {
     }
 
     fn out_h(&self) -> usize {
-        self.padded_h() - self.kernel_h + 1
+        (self.padded_h() - self.kernel_h) / self.stride + 1
     }
 
     fn out_w(&self) -> usize {
-        self.padded_w() - self.kernel_w + 1
+        (self.padded_w() - self.kernel_w) / self.stride + 1
     }
 
-    /// Positions on the padded width, rounded up to whole blocks of [`NR`].
+    /// Rows and columns of each phase of the padded map.
+    fn phase_h(&self) -> usize {
+        self.padded_h().div_ceil(self.stride)
+    }
+
+    fn phase_w(&self) -> usize {
+        self.padded_w().div_ceil(self.stride)
+    }
+
+    /// Phases of rows and of columns that some tap reads (a 1×1 kernel
+    /// reads only the first of each).
+    fn row_phases(&self) -> usize {
+        self.stride.min(self.kernel_h)
+    }
+
+    fn column_phases(&self) -> usize {
+        self.stride.min(self.kernel_w)
+    }
+
+    /// Positions on the phases' width, rounded up to whole blocks of [`NR`].
     fn positions(&self) -> usize {
-        (self.out_h() * self.padded_w()).next_multiple_of(NR)
+        (self.out_h() * self.phase_w()).next_multiple_of(NR)
     }
 
-    /// Pairs in one channel pair's plane: the padded map, and room for the
-    /// last block's reads past it (at most `NR + kernel_w` pairs; zeros).
+    /// Pairs in one phase of a channel pair's plane: the phase's map, and
+    /// room for the last block's reads past it (at most `NR + kernel_w`
+    /// pairs; zeros).
+    fn phase_len(&self) -> usize {
+        self.phase_h() * self.phase_w() + NR + self.kernel_w
+    }
+
+    /// Pairs in one channel pair's plane: its phases one after another.
     fn plane_len(&self) -> usize {
-        self.padded_h() * self.padded_w() + NR + self.kernel_w
+        self.row_phases() * self.column_phases() * self.phase_len()
     }
 
     /// Steps of the inner dimension: each tap, each [`STEP_CHANNELS`].
@@ -82,12 +114,15 @@ impl ConvShape {
     /// Where each step's tile rows start in the planes (bytes), taps
     /// outer, channels inner; its rows are one plane apart.
     fn step_offsets(&self) -> Vec<usize> {
+        let (s, wq) = (self.stride, self.phase_w());
         let plane_bytes = self.plane_len() * 4;
         let mut offsets = Vec::with_capacity(self.steps());
         for ky in 0..self.kernel_h {
             for kx in 0..self.kernel_w {
+                let phase = (ky % s) * self.column_phases() + kx % s;
+                let within = phase * self.phase_len() + ky / s * wq + kx / s;
                 for block in 0..self.channels / STEP_CHANNELS {
-                    offsets.push((ky * self.padded_w() + kx) * 4 + block * TILE * plane_bytes);
+                    offsets.push(within * 4 + block * TILE * plane_bytes);
                 }
             }
         }
@@ -159,33 +194,89 @@ impl PackedWeight {
 }
 
 /// Image `x` (`C × H × W`) as planes of channel pairs, each
-/// [`ConvShape::plane_len`] long: the padded map row by row, zeros around
-/// and after it.
+/// [`ConvShape::plane_len`] long: the phases of the padded map that some
+/// tap reads, each row by row, zeros around and after it.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 fn pack_image(x: &[f32], shape: &ConvShape, planes: &mut [u32]) {
-    let (h, w, p, wp) = (shape.height, shape.width, shape.padding, shape.padded_w());
-    let plane_len = shape.plane_len();
-    for (pair, plane) in planes.chunks_exact_mut(plane_len).enumerate() {
+    let (h, w, p, s) = (shape.height, shape.width, shape.padding, shape.stride);
+    let (wq, phase_len, column_phases) = (shape.phase_w(), shape.phase_len(), shape.column_phases());
+    for (pair, plane) in planes.chunks_exact_mut(shape.plane_len()).enumerate() {
         plane.fill(0);
         let low_channel = &x[2 * pair * h * w..][..h * w];
         let high_channel = &x[(2 * pair + 1) * h * w..][..h * w];
         for y in 0..h {
-            let out = &mut plane[(y + p) * wp + p..][..w];
+            let (row_phase, row) = ((y + p) % s, (y + p) / s);
+            if row_phase >= shape.row_phases() {
+                continue;
+            }
             let (low, high) = (&low_channel[y * w..][..w], &high_channel[y * w..][..w]);
-            for first in (0..w).step_by(16) {
-                let count = 16.min(w - first);
-                let mask = ((1u32 << count) - 1) as __mmask16;
-                // SAFETY: the masked loads and store touch the first
-                // `count` elements from `first` of rows `w` long.
-                unsafe {
-                    let pairs = pairs_of_rows(
-                        _mm512_maskz_loadu_ps(mask, low[first..].as_ptr()),
-                        _mm512_maskz_loadu_ps(mask, high[first..].as_ptr()),
-                    );
-                    _mm512_mask_storeu_epi32(out[first..].as_mut_ptr().cast(), mask, pairs);
+            // The row's start in the phase of column phase 0.
+            let row_start = row_phase * column_phases * phase_len + row * wq;
+            if s == 1 {
+                let out = &mut plane[row_start + p..][..w];
+                for first in (0..w).step_by(16) {
+                    let mask = first_lanes(w - first);
+                    // SAFETY: the masked loads and store touch the first
+                    // `w - first` elements (at most 16) from `first` of
+                    // rows `w` long.
+                    unsafe {
+                        let pairs = pairs_of_rows(
+                            _mm512_maskz_loadu_ps(mask, low[first..].as_ptr()),
+                            _mm512_maskz_loadu_ps(mask, high[first..].as_ptr()),
+                        );
+                        _mm512_mask_storeu_epi32(out[first..].as_mut_ptr().cast(), mask, pairs);
+                    }
+                }
+            } else {
+                // 32 columns at a time, dealt to the phases: padded column
+                // `first + p + t` goes to column phase `(first + p + t) % 2`,
+                // at `(first + p + t) / 2` in it.
+                let even_lanes = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+                let odd_lanes = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+                for first in (0..w).step_by(32) {
+                    let count = 32.min(w - first);
+                    let (front, back) = (first_lanes(count), first_lanes(count.saturating_sub(16)));
+                    // SAFETY: the masked loads touch the first `count`
+                    // elements from `first` of rows `w` long.
+                    let (front, back) = unsafe {
+                        let back_start = (first + 16).min(w);
+                        (
+                            pairs_of_rows(
+                                _mm512_maskz_loadu_ps(front, low[first..].as_ptr()),
+                                _mm512_maskz_loadu_ps(front, high[first..].as_ptr()),
+                            ),
+                            pairs_of_rows(
+                                _mm512_maskz_loadu_ps(back, low[back_start..].as_ptr()),
+                                _mm512_maskz_loadu_ps(back, high[back_start..].as_ptr()),
+                            ),
+                        )
+                    };
+                    let column = first + p;
+                    for (lanes, offset, len) in [(even_lanes, 0, count.div_ceil(2)), (odd_lanes, 1, count / 2)] {
+                        let (column_phase, at) = ((column + offset) % 2, (column + offset) / 2);
+                        if column_phase >= column_phases || len == 0 {
+                            continue;
+                        }
+                        let out = &mut plane[row_start + column_phase * phase_len + at..][..len];
+                        // SAFETY: the masked store writes `len` (at most
+                        // 16) elements of `out`.
+                        unsafe {
+                            let pairs = _mm512_permutex2var_epi32(front, lanes, back);
+                            _mm512_mask_storeu_epi32(out.as_mut_ptr().cast(), first_lanes(len), pairs);
+                        }
+                    }
                 }
             }
         }
+    }
+}
+
+/// A mask of the first `count` of 16 lanes (all of them past 16).
+fn first_lanes(count: usize) -> __mmask16 {
+    if count >= 16 {
+        !0
+    } else {
+        ((1u32 << count) - 1) as __mmask16
     }
 }
 
@@ -319,7 +410,7 @@ fn write_back(
     bias: Option<&[f32]>,
     out: &SharedOutput<f32>,
 ) {
-    let (wp, out_h, out_w) = (shape.padded_w(), shape.out_h(), shape.out_w());
+    let (wp, out_h, out_w) = (shape.phase_w(), shape.out_h(), shape.out_w());
     let map = out_h * out_w;
     let mut v = block * NR;
     let end = v + NR;
@@ -379,7 +470,10 @@ const GRADIENT_CHUNK_BYTES: usize = 1536 * 1024;
 /// one another along the positions. The caller has checked the CPU
 /// (AVX512-BF16, and AMX for [`TileKernel::Hardware`]).
 pub(in crate::gemm) fn weight_gradient(kernel: TileKernel, dy: &[f32], x: &[f32], shape: &ConvShape) -> Vec<f32> {
-    assert!(shape.fits_tiles(), "direct tile convolution of {shape:?}");
+    assert!(
+        shape.fits_tiles() && shape.stride == 1,
+        "tile weight gradient of {shape:?}"
+    );
     assert_eq!(
         x.len(),
         shape.batch * shape.image_len(),
@@ -567,8 +661,8 @@ mod tests {
                             for ky in 0..s.kernel_h {
                                 for kx in 0..s.kernel_w {
                                     let (iy, ix) = (
-                                        (oy + ky) as isize - s.padding as isize,
-                                        (ox + kx) as isize - s.padding as isize,
+                                        (oy * s.stride + ky) as isize - s.padding as isize,
+                                        (ox * s.stride + kx) as isize - s.padding as isize,
                                     );
                                     if iy < 0 || ix < 0 || iy >= s.height as isize || ix >= s.width as isize {
                                         continue;
@@ -607,8 +701,8 @@ mod tests {
                             for oy in 0..oh {
                                 for ox in 0..ow {
                                     let (iy, ix) = (
-                                        (oy + ky) as isize - s.padding as isize,
-                                        (ox + kx) as isize - s.padding as isize,
+                                        (oy * s.stride + ky) as isize - s.padding as isize,
+                                        (ox * s.stride + kx) as isize - s.padding as isize,
                                     );
                                     if iy < 0 || ix < 0 || iy >= s.height as isize || ix >= s.width as isize {
                                         continue;
@@ -629,14 +723,14 @@ mod tests {
         (sums, magnitudes)
     }
 
-    /// The weight gradients of the same shapes as
+    /// The weight gradients of the stride-1 shapes of
     /// [`convolutions_on_tiles_match_an_f64_reference`], images in one
     /// chunk and in several, on one worker and two.
     #[test]
     fn weight_gradients_on_tiles_match_an_f64_reference() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
         for kernel in kernels() {
-            for (i, s) in shapes().iter().enumerate() {
+            for (i, s) in shapes().iter().enumerate().filter(|(_, s)| s.stride == 1) {
                 let x = values(s.batch * s.image_len(), i);
                 let dy = values(s.batch * s.output_len(), i + 5);
                 let (exact, magnitudes) = reference_gradient(&dy, &x, s);
@@ -661,9 +755,9 @@ mod tests {
     /// 32, positions past the last block's end), kernels of 1, 3 and 5,
     /// padding 0 to 2, several steps of channels and row blocks, groups of
     /// row blocks (512 × 3×3: one block a group), batches shared out by
-    /// image and by positions.
+    /// image and by positions, and strides 1 and 2.
     fn shapes() -> Vec<ConvShape> {
-        let shape = |batch, channels, height, width, out_channels, kernel, padding| ConvShape {
+        let strided = |batch, channels, height, width, out_channels, kernel, stride, padding| ConvShape {
             batch,
             channels,
             height,
@@ -671,7 +765,11 @@ mod tests {
             out_channels,
             kernel_h: kernel,
             kernel_w: kernel,
+            stride,
             padding,
+        };
+        let shape = |batch, channels, height, width, out_channels, kernel, padding| {
+            strided(batch, channels, height, width, out_channels, kernel, 1, padding)
         };
         vec![
             shape(1, 32, 5, 7, 32, 3, 1),
@@ -683,6 +781,13 @@ mod tests {
             shape(1, 512, 3, 3, 64, 3, 1),
             // Two chunks of images in the weight gradient, the second short.
             shape(3, 64, 40, 40, 64, 3, 1),
+            // Stride 2: odd and even padded sides and padding, columns past
+            // one vector of 32, a 1×1 kernel reading one phase, a 7×7.
+            strided(1, 32, 9, 9, 32, 3, 2, 1),
+            strided(5, 64, 14, 37, 64, 3, 2, 1),
+            strided(2, 32, 8, 7, 64, 1, 2, 0),
+            strided(1, 32, 11, 6, 32, 7, 2, 3),
+            strided(1, 64, 10, 10, 32, 2, 2, 0),
         ]
     }
 
