@@ -227,10 +227,11 @@ pub(super) fn convolve_on_tiles(
 }
 
 /// [`Element::weight_gradient_on_tiles`](super::Element::weight_gradient_on_tiles)
-/// for f32, where [`convolve_on_tiles`] runs and the stride is 1.
+/// for f32, where [`convolve_on_tiles`] runs and the tiles take the
+/// weight gradient's shape (stride 1, channels in whole steps).
 pub(super) fn weight_gradient_on_tiles(dy: &[f32], x: &[f32], shape: &super::ConvShape) -> Option<Vec<f32>> {
     #[cfg(target_arch = "x86_64")]
-    if convolves_on_tiles(shape) && shape.stride == 1 {
+    if convolves_on_tiles(shape) && shape.gradient_fits_tiles() {
         return Some(amx::conv::weight_gradient(amx::TileKernel::Hardware, dy, x, shape));
     }
     let _ = (dy, x, shape);

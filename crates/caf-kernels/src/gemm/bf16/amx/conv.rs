@@ -19,6 +19,7 @@
 //! pairs again; `wp/2` (rounded up) then stands for the width above.
 
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -32,6 +33,11 @@ use crate::scratch::Scratch;
 
 /// Channels in one step of the inner dimension: 16 pairs.
 const STEP_CHANNELS: usize = 2 * TILE;
+/// The most channels that folding a kernel's columns into them may make:
+/// one step (ResNet's 3 × 7 = 21). Past it the padding to whole steps
+/// costs more than the column matrix saves (AlexNet's 3 × 11 = 33, padded
+/// to 64, ran no faster than its column matrix and the tile product).
+const MAX_FOLDED_CHANNELS: usize = STEP_CHANNELS;
 /// Bytes of packed weight (whole row blocks, at least one) that one pass
 /// over the positions keeps in L2 while they stream past it.
 const WEIGHT_GROUP_BYTES: usize = 512 * 1024;
@@ -41,17 +47,56 @@ const WEIGHT_GROUP_BYTES: usize = 512 * 1024;
 const PLANES_CHUNK_BYTES: usize = 1024 * 1024;
 
 impl ConvShape {
-    /// Whether the tiles take this shape whole: channels and output
-    /// channels in whole steps and row blocks (every ResNet layer past the
-    /// stem), stride 1 or 2, and a map at least the kernel.
+    /// Whether the tiles take this shape whole: output channels in whole
+    /// row blocks; channels in whole steps with stride 1 or 2 (every ResNet
+    /// layer past the stem), or few enough to fold the kernel's columns
+    /// into one step (ResNet's stem); and a map at least the kernel.
     pub(in crate::gemm) fn fits_tiles(&self) -> bool {
-        self.channels.is_multiple_of(STEP_CHANNELS)
+        let channels_fit = if self.folds_columns() {
+            self.channels * self.kernel_w <= MAX_FOLDED_CHANNELS
+        } else {
+            (1..=2).contains(&self.stride)
+        };
+        channels_fit
             && self.out_channels.is_multiple_of(MR)
             && self.channels > 0
             && self.out_channels > 0
-            && (1..=2).contains(&self.stride)
+            && self.stride > 0
             && self.height + 2 * self.padding >= self.kernel_h
             && self.width + 2 * self.padding >= self.kernel_w
+    }
+
+    /// Whether [`weight_gradient`] takes this shape: one the forward pass
+    /// takes, at stride 1, with channels in whole steps.
+    pub(in crate::gemm) fn gradient_fits_tiles(&self) -> bool {
+        self.fits_tiles() && self.stride == 1 && !self.folds_columns()
+    }
+
+    /// Whether the kernel's columns are folded into the channels: where
+    /// the channels do not come in whole steps, the inner dimension is
+    /// channel `c` at kernel column `kx` as channel `c·kw + kx`, each tap
+    /// row a step (or two).
+    fn folds_columns(&self) -> bool {
+        !self.channels.is_multiple_of(STEP_CHANNELS)
+    }
+
+    /// Channels of the inner dimension per tap: the channels, or folded
+    /// with the kernel's columns and padded to whole steps.
+    fn inner_channels(&self) -> usize {
+        if self.folds_columns() {
+            (self.channels * self.kernel_w).next_multiple_of(STEP_CHANNELS)
+        } else {
+            self.channels
+        }
+    }
+
+    /// Kernel columns read as taps of their own (one where folded).
+    fn tap_columns(&self) -> usize {
+        if self.folds_columns() {
+            1
+        } else {
+            self.kernel_w
+        }
     }
 
     fn padded_h(&self) -> usize {
@@ -70,35 +115,42 @@ impl ConvShape {
         (self.padded_w() - self.kernel_w) / self.stride + 1
     }
 
-    /// Rows and columns of each phase of the padded map.
+    /// Rows of each phase of the padded map.
     fn phase_h(&self) -> usize {
         self.padded_h().div_ceil(self.stride)
     }
 
-    fn phase_w(&self) -> usize {
-        self.padded_w().div_ceil(self.stride)
+    /// The width that positions are taken on: a phase's (the padded width
+    /// over the stride, rounded up), or the output's where folded (the
+    /// taps of a row are the channels there).
+    fn plane_w(&self) -> usize {
+        if self.folds_columns() {
+            self.out_w()
+        } else {
+            self.padded_w().div_ceil(self.stride)
+        }
     }
 
     /// Phases of rows and of columns that some tap reads (a 1×1 kernel
-    /// reads only the first of each).
+    /// reads only the first of each; folded columns have none).
     fn row_phases(&self) -> usize {
         self.stride.min(self.kernel_h)
     }
 
     fn column_phases(&self) -> usize {
-        self.stride.min(self.kernel_w)
+        self.stride.min(self.tap_columns())
     }
 
-    /// Positions on the phases' width, rounded up to whole blocks of [`NR`].
+    /// Positions on [`Self::plane_w`], rounded up to whole blocks of [`NR`].
     fn positions(&self) -> usize {
-        (self.out_h() * self.phase_w()).next_multiple_of(NR)
+        (self.out_h() * self.plane_w()).next_multiple_of(NR)
     }
 
     /// Pairs in one phase of a channel pair's plane: the phase's map, and
     /// room for the last block's reads past it (at most `NR + kernel_w`
     /// pairs; zeros).
     fn phase_len(&self) -> usize {
-        self.phase_h() * self.phase_w() + NR + self.kernel_w
+        self.phase_h() * self.plane_w() + NR + self.kernel_w
     }
 
     /// Pairs in one channel pair's plane: its phases one after another.
@@ -106,22 +158,27 @@ impl ConvShape {
         self.row_phases() * self.column_phases() * self.phase_len()
     }
 
+    /// Pairs in one image's planes.
+    fn planes_len(&self) -> usize {
+        self.inner_channels() / 2 * self.plane_len()
+    }
+
     /// Steps of the inner dimension: each tap, each [`STEP_CHANNELS`].
     fn steps(&self) -> usize {
-        self.kernel_h * self.kernel_w * self.channels / STEP_CHANNELS
+        self.kernel_h * self.tap_columns() * self.inner_channels() / STEP_CHANNELS
     }
 
     /// Where each step's tile rows start in the planes (bytes), taps
     /// outer, channels inner; its rows are one plane apart.
     fn step_offsets(&self) -> Vec<usize> {
-        let (s, wq) = (self.stride, self.phase_w());
+        let (s, wq) = (self.stride, self.plane_w());
         let plane_bytes = self.plane_len() * 4;
         let mut offsets = Vec::with_capacity(self.steps());
         for ky in 0..self.kernel_h {
-            for kx in 0..self.kernel_w {
+            for kx in 0..self.tap_columns() {
                 let phase = (ky % s) * self.column_phases() + kx % s;
                 let within = phase * self.phase_len() + ky / s * wq + kx / s;
-                for block in 0..self.channels / STEP_CHANNELS {
+                for block in 0..self.inner_channels() / STEP_CHANNELS {
                     offsets.push(within * 4 + block * TILE * plane_bytes);
                 }
             }
@@ -153,7 +210,7 @@ impl PackedWeight {
     /// Packs `weight` for `shape`'s channels and kernel, row blocks in
     /// parallel. The caller has checked the CPU (AVX512-BF16).
     pub(in crate::gemm) fn new(weight: &[f32], shape: &ConvShape) -> Self {
-        let (c, taps) = (shape.channels, shape.kernel_h * shape.kernel_w);
+        let (c, kw, taps) = (shape.channels, shape.kernel_w, shape.kernel_h * shape.kernel_w);
         assert_eq!(
             weight.len(),
             shape.out_channels * c * taps,
@@ -161,14 +218,21 @@ impl PackedWeight {
         );
         let block_len = MR * shape.steps() * TILE;
         let mut pairs = vec![0u32; shape.out_channels / MR * block_len];
+        let (inner, folds) = (shape.inner_channels(), shape.folds_columns());
         let pack_block = |(first, block): (usize, &mut [u32])| {
-            // One output channel's weights tap by tap, channels consecutive.
-            let mut by_tap = vec![0f32; taps * c];
+            // One output channel's weights step by step: tap by tap, the
+            // channels consecutive (their folded columns with them).
+            let mut by_tap = vec![0f32; shape.steps() * STEP_CHANNELS];
             for row in 0..MR {
                 let k = first * MR + row;
                 for (channel, kernel) in weight[k * c * taps..][..c * taps].chunks_exact(taps).enumerate() {
                     for (tap, &value) in kernel.iter().enumerate() {
-                        by_tap[tap * c + channel] = value;
+                        let at = if folds {
+                            (tap / kw) * inner + channel * kw + tap % kw
+                        } else {
+                            tap * inner + channel
+                        };
+                        by_tap[at] = value;
                     }
                 }
                 for (step, channels) in by_tap.chunks_exact(STEP_CHANNELS).enumerate() {
@@ -193,15 +257,124 @@ impl PackedWeight {
     }
 }
 
-/// Image `x` (`C × H × W`) as planes of channel pairs, each
-/// [`ConvShape::plane_len`] long: the phases of the padded map that some
-/// tap reads, each row by row, zeros around and after it.
+/// Room for the planes of a few images of one shape, laid out by
+/// [`pack_phases`] or [`pack_folded`]: both write the same pairs for every
+/// image of a shape and no others, so the pairs around the maps stay the
+/// zeros they were made with, and an image laid out over another leaves
+/// nothing of it.
+struct ImagePlanes<'a> {
+    shape: &'a ConvShape,
+    pairs: Vec<u32>,
+}
+
+impl<'a> ImagePlanes<'a> {
+    /// Zeros for `images` images of `shape`.
+    fn new(shape: &'a ConvShape, images: usize) -> Self {
+        Self {
+            shape,
+            pairs: vec![0; images * shape.planes_len()],
+        }
+    }
+
+    /// Lays out image `x` (`C × H × W`) in slot `slot`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, BW and BF16.
+    unsafe fn pack(&mut self, slot: usize, x: &[f32]) {
+        let (shape, len) = (self.shape, self.shape.planes_len());
+        let planes = &mut self.pairs[slot * len..][..len];
+        // SAFETY: the caller checked the CPU.
+        unsafe {
+            if shape.folds_columns() {
+                pack_folded(x, shape, planes)
+            } else {
+                pack_phases(x, shape, planes)
+            }
+        }
+    }
+
+    /// The images' planes, slot after slot.
+    fn laid_out(&self) -> &[u32] {
+        &self.pairs
+    }
+}
+
+/// Image `x` as planes of folded channel pairs: folded channel `c·kw + kx`
+/// at output column `ox` of a padded row holds that row's padded column
+/// `s·ox + kx` of channel `c`; each plane the phases of the rows that some
+/// tap reads, zeros around and after them (left as they are), and the
+/// folded channels past `c·kw` zero (not written).
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-fn pack_image(x: &[f32], shape: &ConvShape, planes: &mut [u32]) {
+fn pack_folded(x: &[f32], shape: &ConvShape, planes: &mut [u32]) {
+    let (c, h, w, p, s, kw) = (
+        shape.channels,
+        shape.height,
+        shape.width,
+        shape.padding,
+        shape.stride,
+        shape.kernel_w,
+    );
+    let (ow, phase_len, plane_len) = (shape.out_w(), shape.phase_len(), shape.plane_len());
+    // One padded row of each channel split into its column phases: phase
+    // `rx` holds padded columns `s·t + rx`, as far as output column
+    // `ow - 1` reads with the farthest kernel column, and a vector past it
+    // (zeros).
+    let phase_columns = ow + (kw - 1) / s + 16;
+    let mut phases = vec![0f32; c * s * phase_columns];
+    for y in 0..h {
+        let (row_phase, row) = ((y + p) % s, (y + p) / s);
+        if row_phase >= shape.row_phases() {
+            continue;
+        }
+        phases.fill(0.0);
+        for channel in 0..c {
+            for (ix, &value) in x[(channel * h + y) * w..][..w].iter().enumerate() {
+                let column = ix + p;
+                if column / s < phase_columns {
+                    phases[(channel * s + column % s) * phase_columns + column / s] = value;
+                }
+            }
+        }
+        // Folded channel `c·kw + kx` of this row: phase `kx mod s` of
+        // channel `c`, from `⌊kx/s⌋`.
+        let folded = |index: usize| {
+            (index < c * kw).then(|| {
+                let (channel, kx) = (index / kw, index % kw);
+                &phases[(channel * s + kx % s) * phase_columns + kx / s..]
+            })
+        };
+        let row_start = row_phase * phase_len + row * ow;
+        for (pair, plane) in planes.chunks_exact_mut(plane_len).enumerate() {
+            let (low, high) = (folded(2 * pair), folded(2 * pair + 1));
+            if low.is_none() && high.is_none() {
+                continue;
+            }
+            let load = |values: Option<&[f32]>, first: usize, mask: __mmask16| match values {
+                // SAFETY: a phase's row runs a vector past any `first` below
+                // `ow`.
+                Some(values) => unsafe { _mm512_maskz_loadu_ps(mask, values[first..].as_ptr()) },
+                None => _mm512_setzero_ps(),
+            };
+            let out = &mut plane[row_start..][..ow];
+            for first in (0..ow).step_by(16) {
+                let mask = first_lanes(ow - first);
+                let pairs = pairs_of_rows(load(low, first, mask), load(high, first, mask));
+                // SAFETY: the masked store writes the first `ow - first`
+                // (at most 16) elements of `out` from `first`.
+                unsafe { _mm512_mask_storeu_epi32(out[first..].as_mut_ptr().cast(), mask, pairs) };
+            }
+        }
+    }
+}
+
+/// Image `x` as planes of channel pairs: the phases of the padded map that
+/// some tap reads, each row by row, zeros around and after it (left as
+/// they are).
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+fn pack_phases(x: &[f32], shape: &ConvShape, planes: &mut [u32]) {
     let (h, w, p, s) = (shape.height, shape.width, shape.padding, shape.stride);
-    let (wq, phase_len, column_phases) = (shape.phase_w(), shape.phase_len(), shape.column_phases());
+    let (wq, phase_len, column_phases) = (shape.plane_w(), shape.phase_len(), shape.column_phases());
     for (pair, plane) in planes.chunks_exact_mut(shape.plane_len()).enumerate() {
-        plane.fill(0);
         let low_channel = &x[2 * pair * h * w..][..h * w];
         let high_channel = &x[(2 * pair + 1) * h * w..][..h * w];
         for y in 0..h {
@@ -306,10 +479,13 @@ pub(in crate::gemm) fn forward(
     let steps = shape.steps();
     let row_blocks = shape.out_channels / MR;
     let group = (WEIGHT_GROUP_BYTES / (MR * steps * TILE * 4)).clamp(1, row_blocks);
-    let planes_len = shape.channels / 2 * shape.plane_len();
+    let planes_len = shape.planes_len();
     let sums_len = group * MR * NR;
-    let mut y = vec![0f32; shape.batch * shape.output_len()];
-    let out = SharedOutput::new(&mut y);
+    // Written straight into the new buffer, every element once (every
+    // image, row block and block of positions is run): no zeroing pass.
+    let len = shape.batch * shape.output_len();
+    let mut y: Vec<f32> = Vec::with_capacity(len);
+    let out = SharedOutput::new(&mut y.spare_capacity_mut()[..len]);
     let blocks = shape.positions() / NR;
     // Row blocks `rows` of the weight, group by group, over blocks
     // `position_blocks` of each image of `images`, whose planes follow one
@@ -335,18 +511,21 @@ pub(in crate::gemm) fn forward(
                         // rows of 32 pairs lie inside the image's planes (a
                         // plane holds the last block's positions plus the
                         // farthest tap's offset); `sums` holds `group` blocks of
-                        // MR × NR; the caller checked the CPU.
-                        unsafe { tiles.run_on(kernel) }
-                        write_back(
-                            sums,
-                            shape,
-                            image,
-                            block,
-                            first_row_block * MR,
-                            rows_here * MR,
-                            bias,
-                            &out,
-                        );
+                        // MR × NR; the caller checked the CPU (AVX-512F for
+                        // the write-back).
+                        unsafe {
+                            tiles.run_on(kernel);
+                            write_back(
+                                sums,
+                                shape,
+                                image,
+                                block,
+                                first_row_block * MR,
+                                rows_here * MR,
+                                bias,
+                                &out,
+                            );
+                        }
                     }
                 }
             }
@@ -361,13 +540,13 @@ pub(in crate::gemm) fn forward(
         } else {
             1
         };
-        let scratch = || (vec![0u32; chunk * planes_len], Scratch::<f32>::stale(sums_len));
-        let work = |images: Range<usize>, (planes, sums): &mut (Vec<u32>, Scratch<f32>)| {
-            for (index, planes) in images.clone().zip(planes.chunks_exact_mut(planes_len)) {
+        let scratch = || (ImagePlanes::new(shape, chunk), Scratch::<f32>::stale(sums_len));
+        let work = |images: Range<usize>, (planes, sums): &mut (ImagePlanes, Scratch<f32>)| {
+            for (slot, index) in images.clone().enumerate() {
                 // SAFETY: the caller checked the CPU.
-                unsafe { pack_image(image(index), shape, planes) };
+                unsafe { planes.pack(slot, image(index)) };
             }
-            run(0..row_blocks, images, 0..blocks, planes, sums);
+            run(0..row_blocks, images, 0..blocks, planes.laid_out(), sums);
         };
         for_each_block(shape.batch, chunk, scratch, work, drop);
     } else {
@@ -375,11 +554,11 @@ pub(in crate::gemm) fn forward(
         // the larger operand (each worker streams its part of it alone), by
         // positions where the image is.
         let by_rows = weight.pairs.len() >= planes_len;
-        let mut planes = vec![0u32; planes_len];
+        let mut planes = ImagePlanes::new(shape, 1);
         for index in 0..shape.batch {
             // SAFETY: the caller checked the CPU.
-            unsafe { pack_image(image(index), shape, &mut planes) };
-            let planes = &planes[..];
+            unsafe { planes.pack(0, image(index)) };
+            let planes = planes.laid_out();
             let images = index..index + 1;
             if by_rows {
                 let work =
@@ -393,6 +572,8 @@ pub(in crate::gemm) fn forward(
             }
         }
     }
+    // SAFETY: the runs above wrote all `len` elements (see above).
+    unsafe { y.set_len(len) };
     y
 }
 
@@ -400,6 +581,7 @@ pub(in crate::gemm) fn forward(
 /// [`NR`] positions of block `block`) to image `image`'s output, with the
 /// bias, dropping the positions past the output's width and height.
 #[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
 fn write_back(
     sums: &[f32],
     shape: &ConvShape,
@@ -408,9 +590,9 @@ fn write_back(
     first_channel: usize,
     rows: usize,
     bias: Option<&[f32]>,
-    out: &SharedOutput<f32>,
+    out: &SharedOutput<MaybeUninit<f32>>,
 ) {
-    let (wp, out_h, out_w) = (shape.phase_w(), shape.out_h(), shape.out_w());
+    let (wp, out_h, out_w) = (shape.plane_w(), shape.out_h(), shape.out_w());
     let map = out_h * out_w;
     let mut v = block * NR;
     let end = v + NR;
@@ -421,13 +603,21 @@ fn write_back(
             let len = (run_end - v).min(out_w - column);
             for r in 0..rows {
                 let channel = first_channel + r;
-                let add = bias.map_or(0.0, |bias| bias[channel]);
+                let add = _mm512_set1_ps(bias.map_or(0.0, |bias| bias[channel]));
                 let start = image * shape.output_len() + channel * map + row * out_w + column;
                 // SAFETY: this block alone writes these positions of this
                 // image (blocks of positions are dealt out whole).
                 let target = unsafe { out.slice(start, len) };
-                for (t, &s) in target.iter_mut().zip(&sums[r * NR + v - block * NR..][..len]) {
-                    *t = s + add;
+                let source = &sums[r * NR + v - block * NR..][..len];
+                for first in (0..len).step_by(16) {
+                    let mask = first_lanes(len - first);
+                    // SAFETY: the masked load and store touch the first
+                    // `len - first` (at most 16) elements from `first` of
+                    // `source` and `target`, both `len` long.
+                    unsafe {
+                        let sum = _mm512_maskz_loadu_ps(mask, source[first..].as_ptr());
+                        _mm512_mask_storeu_ps(target[first..].as_mut_ptr().cast(), mask, _mm512_add_ps(sum, add));
+                    }
                 }
             }
         }
@@ -470,10 +660,7 @@ const GRADIENT_CHUNK_BYTES: usize = 1536 * 1024;
 /// one another along the positions. The caller has checked the CPU
 /// (AVX512-BF16, and AMX for [`TileKernel::Hardware`]).
 pub(in crate::gemm) fn weight_gradient(kernel: TileKernel, dy: &[f32], x: &[f32], shape: &ConvShape) -> Vec<f32> {
-    assert!(
-        shape.fits_tiles() && shape.stride == 1,
-        "tile weight gradient of {shape:?}"
-    );
+    assert!(shape.gradient_fits_tiles(), "tile weight gradient of {shape:?}");
     assert_eq!(
         x.len(),
         shape.batch * shape.image_len(),
@@ -723,14 +910,14 @@ mod tests {
         (sums, magnitudes)
     }
 
-    /// The weight gradients of the stride-1 shapes of
-    /// [`convolutions_on_tiles_match_an_f64_reference`], images in one
-    /// chunk and in several, on one worker and two.
+    /// The weight gradients of the shapes of
+    /// [`convolutions_on_tiles_match_an_f64_reference`] that it takes,
+    /// images in one chunk and in several, on one worker and two.
     #[test]
     fn weight_gradients_on_tiles_match_an_f64_reference() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
         for kernel in kernels() {
-            for (i, s) in shapes().iter().enumerate().filter(|(_, s)| s.stride == 1) {
+            for (i, s) in shapes().iter().enumerate().filter(|(_, s)| s.gradient_fits_tiles()) {
                 let x = values(s.batch * s.image_len(), i);
                 let dy = values(s.batch * s.output_len(), i + 5);
                 let (exact, magnitudes) = reference_gradient(&dy, &x, s);
@@ -755,7 +942,8 @@ mod tests {
     /// 32, positions past the last block's end), kernels of 1, 3 and 5,
     /// padding 0 to 2, several steps of channels and row blocks, groups of
     /// row blocks (512 × 3×3: one block a group), batches shared out by
-    /// image and by positions, and strides 1 and 2.
+    /// image and by positions, strides 1 and 2, and kernel columns folded
+    /// into few channels at strides 1 to 4.
     fn shapes() -> Vec<ConvShape> {
         let strided = |batch, channels, height, width, out_channels, kernel, stride, padding| ConvShape {
             batch,
@@ -788,7 +976,39 @@ mod tests {
             strided(2, 32, 8, 7, 64, 1, 2, 0),
             strided(1, 32, 11, 6, 32, 7, 2, 3),
             strided(1, 64, 10, 10, 32, 2, 2, 0),
+            // Kernel columns folded into few channels: ResNet's stem (3 × 7
+            // in one step), strides 1 to 4.
+            strided(3, 3, 23, 19, 64, 7, 2, 3),
+            strided(1, 2, 30, 27, 32, 11, 4, 2),
+            strided(2, 5, 9, 10, 32, 3, 1, 1),
+            strided(1, 1, 6, 40, 32, 5, 3, 0),
         ]
+    }
+
+    /// Which shapes the tiles take: folded columns only within one step,
+    /// channels in whole steps only at strides 1 and 2, output channels in
+    /// whole row blocks.
+    #[test]
+    fn the_tiles_take_folds_within_one_step_and_strides_up_to_two() {
+        let shape = |channels, out_channels, kernel, stride| ConvShape {
+            batch: 1,
+            channels,
+            height: 32,
+            width: 32,
+            out_channels,
+            kernel_h: kernel,
+            kernel_w: kernel,
+            stride,
+            padding: 1,
+        };
+        assert!(shape(3, 64, 7, 2).fits_tiles(), "ResNet's stem: 21 folded channels");
+        assert!(!shape(3, 64, 11, 4).fits_tiles(), "AlexNet's stem: 33 folded channels");
+        assert!(shape(64, 128, 3, 2).fits_tiles());
+        assert!(!shape(64, 128, 3, 3).fits_tiles());
+        assert!(!shape(64, 48, 3, 1).fits_tiles());
+        assert!(!shape(3, 64, 7, 2).gradient_fits_tiles());
+        assert!(!shape(64, 128, 3, 2).gradient_fits_tiles());
+        assert!(shape(64, 128, 3, 1).gradient_fits_tiles());
     }
 
     /// The tiles' kernels this CPU can run: the emulation wherever the
