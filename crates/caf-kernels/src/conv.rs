@@ -672,11 +672,10 @@ impl Kernel for ConvKernel<'_> {
                 let on_tiles = (precision == Precision::Bf16)
                     .then(|| {
                         let packed = kept.and_then(|kept| kept.tile_weight(weight, g));
-                        T::convolve_on_tiles(x, weight, packed, bias, &g.conv_shape())
+                        T::convolve_on_tiles(x, weight, packed, bias, activation, &g.conv_shape())
                     })
                     .flatten();
-                if let Some(mut y) = on_tiles {
-                    activation.apply_in_place(&mut y);
+                if let Some(y) = on_tiles {
                     return y;
                 }
                 let variant = winograd::Variant::of(g);
@@ -732,7 +731,16 @@ impl Kernel for ConvKernel<'_> {
                 let (dy, weight) = (operands[0], operands[1]);
                 let shape = g.transposed().conv_shape();
                 let on_tiles = (g.kernel_h == g.kernel_w && crate::gemm::convolves_on_tiles(&shape))
-                    .then(|| T::convolve_on_tiles(dy, &flipped_transposed(weight, g), None, None, &shape))
+                    .then(|| {
+                        T::convolve_on_tiles(
+                            dy,
+                            &flipped_transposed(weight, g),
+                            None,
+                            None,
+                            Activation::Identity,
+                            &shape,
+                        )
+                    })
                     .flatten();
                 match on_tiles {
                     Some(dx) => dx,

@@ -15,6 +15,7 @@ mod split;
 mod x86;
 
 use crate::cpu::Precision;
+use crate::elementwise::Activation;
 pub(crate) use bf16::convolves_on_tiles;
 pub(crate) use bf16::TileWeight;
 pub(crate) use packed::PackedLhs;
@@ -46,6 +47,7 @@ pub trait Element: candle_core::WithDType + Default + std::ops::AddAssign + Part
         weight: &[Self],
         kept: Option<&TileWeight>,
         bias: Option<&[Self]>,
+        activation: Activation,
         shape: &ConvShape,
     ) -> Option<Vec<Self>>;
 
@@ -90,9 +92,10 @@ impl Element for f32 {
         weight: &[Self],
         kept: Option<&TileWeight>,
         bias: Option<&[Self]>,
+        activation: Activation,
         shape: &ConvShape,
     ) -> Option<Vec<Self>> {
-        bf16::convolve_on_tiles(x, weight, kept, bias, shape)
+        bf16::convolve_on_tiles(x, weight, kept, bias, activation, shape)
     }
 
     fn weight_gradient_on_tiles(dy: &[Self], x: &[Self], shape: &ConvShape) -> Option<Vec<Self>> {
@@ -121,6 +124,7 @@ impl Element for f64 {
         _: &[Self],
         _: Option<&TileWeight>,
         _: Option<&[Self]>,
+        _: Activation,
         _: &ConvShape,
     ) -> Option<Vec<Self>> {
         None

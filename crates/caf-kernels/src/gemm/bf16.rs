@@ -11,6 +11,7 @@
 
 use super::{matmul, Matrix, Threads};
 use crate::cpu::InstructionSet;
+use crate::elementwise::Activation;
 
 /// The bf16 bits nearest `x`, ties to even, as `vcvtne2ps2bf16` rounds: a
 /// NaN stays a quiet NaN, values past bf16's largest round to infinity, and
@@ -208,6 +209,7 @@ pub(super) fn convolve_on_tiles(
     weight: &[f32],
     kept: Option<&TileWeight>,
     bias: Option<&[f32]>,
+    activation: Activation,
     shape: &super::ConvShape,
 ) -> Option<Vec<f32>> {
     #[cfg(target_arch = "x86_64")]
@@ -220,9 +222,16 @@ pub(super) fn convolve_on_tiles(
                 &packed_now
             }
         };
-        return Some(amx::conv::forward(amx::TileKernel::Hardware, x, packed, bias, shape));
+        return Some(amx::conv::forward(
+            amx::TileKernel::Hardware,
+            x,
+            packed,
+            bias,
+            activation,
+            shape,
+        ));
     }
-    let _ = (x, weight, kept, bias, shape);
+    let _ = (x, weight, kept, bias, activation, shape);
     None
 }
 

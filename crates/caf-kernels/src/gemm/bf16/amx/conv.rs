@@ -26,6 +26,7 @@ use rayon::prelude::*;
 
 use super::super::avx512::{pairs_of_rows, rounded_pairs};
 use super::{store_tile_row, TileKernel, Tiles, MR, NR, TILE};
+use crate::elementwise::Activation;
 use crate::gemm::x86::transpose_16x16;
 use crate::gemm::ConvShape;
 use crate::parallel::{for_each_block, SharedOutput};
@@ -453,7 +454,7 @@ fn first_lanes(count: usize) -> __mmask16 {
     }
 }
 
-/// `y = conv(x, weight) (+ bias)` for the batch, `y` `batch × out_channels
+/// `y = activation(conv(x, weight) (+ bias))` for the batch, `y` `batch × out_channels
 /// × out_h × out_w`, its tiles multiplied by `kernel`. The caller has
 /// checked the CPU (AVX512-BF16, and AMX with the tile data granted for
 /// [`TileKernel::Hardware`]).
@@ -462,6 +463,7 @@ pub(in crate::gemm) fn forward(
     x: &[f32],
     weight: &PackedWeight,
     bias: Option<&[f32]>,
+    activation: Activation,
     shape: &ConvShape,
 ) -> Vec<f32> {
     assert!(shape.fits_tiles(), "direct tile convolution of {shape:?}");
@@ -523,6 +525,7 @@ pub(in crate::gemm) fn forward(
                                 first_row_block * MR,
                                 rows_here * MR,
                                 bias,
+                                activation,
                                 &out,
                             );
                         }
@@ -579,7 +582,8 @@ pub(in crate::gemm) fn forward(
 
 /// Writes a block's sums (`rows` output channels from `first_channel`, the
 /// [`NR`] positions of block `block`) to image `image`'s output, with the
-/// bias, dropping the positions past the output's width and height.
+/// bias and the activation, dropping the positions past the output's width
+/// and height.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 fn write_back(
@@ -590,6 +594,7 @@ fn write_back(
     first_channel: usize,
     rows: usize,
     bias: Option<&[f32]>,
+    activation: Activation,
     out: &SharedOutput<MaybeUninit<f32>>,
 ) {
     let (wp, out_h, out_w) = (shape.plane_w(), shape.out_h(), shape.out_w());
@@ -615,8 +620,13 @@ fn write_back(
                     // `len - first` (at most 16) elements from `first` of
                     // `source` and `target`, both `len` long.
                     unsafe {
-                        let sum = _mm512_maskz_loadu_ps(mask, source[first..].as_ptr());
-                        _mm512_mask_storeu_ps(target[first..].as_mut_ptr().cast(), mask, _mm512_add_ps(sum, add));
+                        let mut y = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, source[first..].as_ptr()), add);
+                        if activation == Activation::Relu {
+                            // The second operand where either is NaN or
+                            // both are zeros: 0 for NaN and -0 alike.
+                            y = _mm512_max_ps(y, _mm512_setzero_ps());
+                        }
+                        _mm512_mask_storeu_ps(target[first..].as_mut_ptr().cast(), mask, y);
                     }
                 }
             }
@@ -1024,7 +1034,7 @@ mod tests {
         kernels
     }
 
-    /// [`shapes`], with and without a bias.
+    /// [`shapes`], with and without a bias, and with a ReLU.
     #[test]
     fn convolutions_on_tiles_match_an_f64_reference() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
@@ -1037,18 +1047,28 @@ mod tests {
                     .map(|w| w / (s.channels * s.kernel_h * s.kernel_w) as f32)
                     .collect();
                 let bias = values(s.out_channels, i + 11);
-                for bias in [None, Some(&bias[..])] {
+                let with_bias = Some(&bias[..]);
+                for (bias, activation) in [
+                    (None, Activation::Identity),
+                    (with_bias, Activation::Identity),
+                    (with_bias, Activation::Relu),
+                ] {
                     let (exact, magnitudes) = reference(&x, &weight, bias, s);
                     for workers in [1, 2] {
-                        let run = || forward(kernel, &x, &PackedWeight::new(&weight, s), bias, s);
+                        let run = || forward(kernel, &x, &PackedWeight::new(&weight, s), bias, activation, s);
                         let got = if workers == 2 { pool.install(run) } else { run() };
                         assert_eq!(got.len(), exact.len(), "{s:?}");
                         let inner = s.channels * s.kernel_h * s.kernel_w;
                         for (at, (&got, &want)) in got.iter().zip(&exact).enumerate() {
                             let bound = (inner as f64 + 2.0) * f64::from(f32::EPSILON) * magnitudes[at];
+                            let want = if activation == Activation::Relu {
+                                want.max(0.0)
+                            } else {
+                                want
+                            };
                             assert!(
                                 (f64::from(got) - want).abs() <= bound,
-                                "{kernel:?} {s:?}, bias {}, {workers} workers, element {at}: {got} against {want}",
+                                "{kernel:?} {s:?}, bias {}, {activation:?}, {workers} workers, element {at}: {got} against {want}",
                                 bias.is_some()
                             );
                         }
