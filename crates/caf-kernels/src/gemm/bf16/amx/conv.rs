@@ -75,8 +75,8 @@ impl ConvShape {
 
     /// Whether the kernel's columns are folded into the channels: where
     /// the channels do not come in whole steps, the inner dimension is
-    /// channel `c` at kernel column `kx` as channel `c·kw + kx`, each tap
-    /// row a step (or two).
+    /// channel `c` at kernel column `kx` as channel `c·kw + kx`, each
+    /// kernel row a step.
     fn folds_columns(&self) -> bool {
         !self.channels.is_multiple_of(STEP_CHANNELS)
     }
@@ -454,10 +454,10 @@ fn first_lanes(count: usize) -> __mmask16 {
     }
 }
 
-/// `y = activation(conv(x, weight) (+ bias))` for the batch, `y` `batch × out_channels
-/// × out_h × out_w`, its tiles multiplied by `kernel`. The caller has
-/// checked the CPU (AVX512-BF16, and AMX with the tile data granted for
-/// [`TileKernel::Hardware`]).
+/// `y = activation(conv(x, weight) (+ bias))` for the batch, `y` `batch ×
+/// out_channels × out_h × out_w`, its tiles multiplied by `kernel`. The
+/// caller has checked the CPU (AVX512-BF16, and AMX with the tile data
+/// granted for [`TileKernel::Hardware`]).
 pub(in crate::gemm) fn forward(
     kernel: TileKernel,
     x: &[f32],
