@@ -696,15 +696,18 @@ pub(in crate::gemm) fn weight_gradient(kernel: TileKernel, dy: &[f32], x: &[f32]
     };
     let per_worker = for_each_block(chunks, 1, || TapSums::new(taps * o * c), work, |sums| sums.0);
     // Sums by tap, output channel and channel, added up and turned to
-    // output channel, channel and tap.
+    // output channel, channel and tap: output channels in parallel, each
+    // one's row of the gradient written while it sits in cache.
     let mut gradient = vec![0f32; o * c * taps];
-    for sums in &per_worker {
-        for (tap, by_tap) in sums.chunks_exact(o * c).enumerate() {
-            for (at, &value) in by_tap.iter().enumerate() {
-                gradient[at * taps + tap] += value;
+    gradient.par_chunks_mut(c * taps).enumerate().for_each(|(k, row)| {
+        for tap in 0..taps {
+            for sums in &per_worker {
+                for (channel, &value) in sums[(tap * o + k) * c..][..c].iter().enumerate() {
+                    row[channel * taps + tap] += value;
+                }
             }
         }
-    }
+    });
     gradient
 }
 
