@@ -754,9 +754,10 @@ impl Kernel for ConvKernel<'_> {
             ConvKernel::InputGradient(g) => input_gradient(operands[0], operands[1], g),
             ConvKernel::WeightGradient(g) => {
                 let (dy, x) = (operands[0], operands[1]);
-                // bf16 stride-1 weight gradients on AMX tiles where the CPU
-                // has them (f32 operands only).
-                let on_tiles = (g.products == Precision::Bf16 && g.stride == 1)
+                // bf16 weight gradients on AMX tiles where the CPU has them
+                // and the tiles take the shape (stride 1, channels in 32s;
+                // f32 operands only).
+                let on_tiles = (g.products == Precision::Bf16)
                     .then(|| T::weight_gradient_on_tiles(dy, x, &g.conv_shape()))
                     .flatten();
                 if let Some(dw) = on_tiles {

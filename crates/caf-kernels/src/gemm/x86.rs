@@ -5,6 +5,15 @@
 
 use std::arch::x86_64::*;
 
+/// A mask of the first `count` of 16 lanes (all of them from 16 on).
+pub(super) fn first_lanes(count: usize) -> __mmask16 {
+    if count >= 16 {
+        !0
+    } else {
+        ((1u32 << count) - 1) as __mmask16
+    }
+}
+
 /// The 16 × 16 matrix of 32-bit lanes `rows` transposed: lane `j` of
 /// vector `i` becomes lane `i` of vector `j`.
 #[target_feature(enable = "avx512f")]

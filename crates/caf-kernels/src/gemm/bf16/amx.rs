@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 use super::super::split::{columns_first, nothing_to_multiply, Share};
+use super::super::x86::first_lanes;
 use super::super::{DisjointOutput, Matrix, Threads};
 use super::avx512::{pack_b_view, rounded_pairs, with_contiguous_rows};
 
@@ -263,8 +264,7 @@ unsafe fn write_back(sums: &[f32], c: *mut f32, ldc: usize, rows: usize, columns
     assert!(sums.len() >= rows * NR && columns <= NR);
     for row in 0..rows {
         for first in (0..columns).step_by(16) {
-            let count = 16.min(columns - first);
-            let mask: __mmask16 = if count == 16 { 0xFFFF } else { (1 << count) - 1 };
+            let mask = first_lanes(columns - first);
             // SAFETY: `sums` holds the row's NR elements; `c`'s row has
             // `columns` writable elements (the caller's promise).
             unsafe {

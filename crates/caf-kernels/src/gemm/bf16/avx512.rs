@@ -10,7 +10,7 @@ use std::ops::Range;
 pub(super) mod row_panels;
 
 use super::super::split::{columns_first, nothing_to_multiply, Share};
-use super::super::x86::transpose_16x16;
+use super::super::x86::{first_lanes, transpose_16x16};
 use super::super::{DisjointOutput, Matrix, Threads};
 
 /// Rows of the register block.
@@ -242,7 +242,7 @@ fn pack_b_panels<const WIDTH: usize>(
             let out = &mut packed[(panel * pair_rows + p) * WIDTH..][..WIDTH];
             for chunk in 0..width.div_ceil(16) {
                 let count = 16.min(width - 16 * chunk);
-                let mask: __mmask16 = if count == 16 { 0xFFFF } else { (1 << count) - 1 };
+                let mask = first_lanes(count);
                 let start = first + 16 * chunk;
                 // SAFETY: the first `count` elements of each row lie in
                 // the checked view; the masked loads read no others.
@@ -355,8 +355,7 @@ fn pack_a(a: Matrix<f32>, rows: Range<usize>, inner: Range<usize>, packed: &mut 
 pub(super) fn rounded_pairs(values: &[f32]) -> __m512i {
     let count = values.len();
     assert!(count <= 32, "rounded_pairs: {count} values do not fit 16 pairs");
-    let low_mask = ((1u32 << count.min(16)) - 1) as __mmask16;
-    let high_mask = ((1u32 << count.saturating_sub(16)) - 1) as __mmask16;
+    let (low_mask, high_mask) = (first_lanes(count), first_lanes(count.saturating_sub(16)));
     // SAFETY: the masked loads read the first `count` values only (the
     // second starts past them when there are 16 or fewer, reading none).
     unsafe {
@@ -447,7 +446,7 @@ impl Block {
                     break;
                 }
                 let count = 16.min(self.columns - first);
-                let mask: __mmask16 = if count == 16 { 0xFFFF } else { (1 << count) - 1 };
+                let mask = first_lanes(count);
                 // SAFETY: row i < rows, columns first..first + count < columns.
                 unsafe {
                     let at = self.c.add(i * self.ldc + first);

@@ -27,7 +27,7 @@ use rayon::prelude::*;
 use super::super::avx512::{pairs_of_rows, rounded_pairs};
 use super::{store_tile_row, TileKernel, Tiles, MR, NR, TILE};
 use crate::elementwise::Activation;
-use crate::gemm::x86::transpose_16x16;
+use crate::gemm::x86::{first_lanes, transpose_16x16};
 use crate::gemm::ConvShape;
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::scratch::Scratch;
@@ -319,7 +319,8 @@ fn pack_folded(x: &[f32], shape: &ConvShape, planes: &mut [u32]) {
     // One padded row of each channel split into its column phases: phase
     // `rx` holds padded columns `s·t + rx`, as far as output column
     // `ow - 1` reads with the farthest kernel column, and a vector past it
-    // (zeros).
+    // (zeros). Every row writes the same elements, so the padding's stay
+    // the zeros they were made with.
     let phase_columns = ow + (kw - 1) / s + 16;
     let mut phases = vec![0f32; c * s * phase_columns];
     for y in 0..h {
@@ -327,7 +328,6 @@ fn pack_folded(x: &[f32], shape: &ConvShape, planes: &mut [u32]) {
         if row_phase >= shape.row_phases() {
             continue;
         }
-        phases.fill(0.0);
         for channel in 0..c {
             for (ix, &value) in x[(channel * h + y) * w..][..w].iter().enumerate() {
                 let column = ix + p;
@@ -442,15 +442,6 @@ fn pack_phases(x: &[f32], shape: &ConvShape, planes: &mut [u32]) {
                 }
             }
         }
-    }
-}
-
-/// A mask of the first `count` of 16 lanes (all of them past 16).
-fn first_lanes(count: usize) -> __mmask16 {
-    if count >= 16 {
-        !0
-    } else {
-        ((1u32 << count) - 1) as __mmask16
     }
 }
 
