@@ -4,7 +4,7 @@
 //! and the initialisation in one place; it runs caf-kernels' GEMM convolution
 //! (candle's own on other devices).
 
-use caf_kernels::{conv2d, conv2d_relu, Conv2dParams, ConvWeight, FrozenWeight, Precision};
+use caf_kernels::{conv2d, conv2d_add_relu, conv2d_relu, Conv2dParams, ConvWeight, FrozenWeight, Precision};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
@@ -135,6 +135,13 @@ impl Conv2d {
     /// `relu(self.forward(x))` as one operation ([`caf_kernels::conv2d_relu`]).
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
         conv2d_relu(x, self.weight(), self.bias.as_ref(), self.params())
+    }
+
+    /// `relu(self.forward(x) + residual)` as one operation
+    /// ([`caf_kernels::conv2d_add_relu`]): a residual block's last
+    /// convolution, its shortcut and the ReLU after the sum.
+    pub fn forward_add_relu(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        conv2d_add_relu(x, self.weight(), self.bias.as_ref(), self.params(), residual)
     }
 }
 

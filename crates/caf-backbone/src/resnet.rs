@@ -77,6 +77,14 @@ impl ConvBn {
         }
     }
 
+    /// `relu(self.forward_t(x) + residual)`: one operation where folded.
+    fn forward_add_relu_t(&self, x: &Tensor, residual: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            ConvBn::Separate(..) => add_relu(&self.forward_t(x, train)?, residual),
+            ConvBn::Folded(conv) => conv.forward_add_relu(Self::evaluating(x, train)?, residual),
+        }
+    }
+
     /// `x`, unless `train` asks a folded norm for batch statistics it no longer has.
     fn evaluating(x: &Tensor, train: bool) -> Result<&Tensor> {
         if train {
@@ -143,12 +151,11 @@ impl BasicBlock {
 impl ModuleT for BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.first.forward_relu_t(x, train)?;
-        let y = self.second.forward_t(&y, train)?;
         let shortcut = match &self.downsample {
             Some(downsample) => downsample.forward_t(x, train)?,
             None => x.clone(),
         };
-        add_relu(&y, &shortcut)
+        self.second.forward_add_relu_t(&y, &shortcut, train)
     }
 }
 

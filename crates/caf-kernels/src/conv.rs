@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use crate::cpu::Precision;
 use crate::elementwise::Activation;
 use crate::gemm::matmul_in;
-use crate::gemm::{ConvShape, Element, Matrix, PackedLhs, Threads, WeightProducts};
+use crate::gemm::{ConvShape, Element, Epilogue, Matrix, PackedLhs, Threads, WeightProducts};
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::phases::split_by_phase;
 use crate::reduce::{sum_map, sum_parts};
@@ -27,6 +27,7 @@ use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
 pub use self::cudnn::{cuda_math, set_cuda_math, CudaMath, CUDNN_VARIABLE};
 pub(crate) use self::frozen::KeptTransforms;
 pub use self::frozen::{ConvWeight, FrozenWeight};
+pub use self::residual::conv2d_add_relu;
 
 /// Output side of a window (a convolution's kernel or a pooling window)
 /// sliding over `input` with `stride` and `padding` zeros on both sides;
@@ -79,14 +80,7 @@ fn convolve(
     params: Conv2dParams,
     activation: Activation,
 ) -> Result<Tensor> {
-    let (kept, precision) = match weight {
-        // bf16 products are for f32 weights (f64 ones check gradients).
-        ConvWeight::Live(tensor) if tensor.dtype() == candle_core::DType::F32 => {
-            (None, crate::cpu::autocast_precision())
-        }
-        ConvWeight::Live(_) => (None, Precision::F32),
-        ConvWeight::Frozen(frozen) => (Some(Arc::clone(frozen.kept())), frozen.precision()),
-    };
+    let (kept, precision) = kept_and_precision(weight);
     let weight = weight.tensor();
     let op = Conv2dForward {
         params,
@@ -130,6 +124,19 @@ fn convolve(
             };
             crate::elementwise::add_bias_activation(&y, bias, activation)
         }
+    }
+}
+
+/// A frozen weight's kept transforms and precision; a live one's precision
+/// (bf16 inside [`crate::autocast`], for f32 weights: f64 ones check
+/// gradients).
+fn kept_and_precision(weight: ConvWeight) -> (Option<Arc<KeptTransforms>>, Precision) {
+    match weight {
+        ConvWeight::Live(tensor) if tensor.dtype() == candle_core::DType::F32 => {
+            (None, crate::cpu::autocast_precision())
+        }
+        ConvWeight::Live(_) => (None, Precision::F32),
+        ConvWeight::Frozen(frozen) => (Some(Arc::clone(frozen.kept())), frozen.precision()),
     }
 }
 
@@ -650,10 +657,16 @@ fn flipped_transposed<T: Element>(weight: &[T], g: &Geometry) -> Vec<T> {
 
 /// The passes, as one kernel type for [`dispatch`].
 enum ConvKernel<'a> {
-    /// Operands: x, weight, and the bias if any; the weight's kept
-    /// transforms when it is frozen (the products' precision is the
+    /// Operands: x, weight, the residual (`B×O×out_h×out_w`, added before
+    /// the activation) when `residual`, then the bias if any; the weight's
+    /// kept transforms when it is frozen (the products' precision is the
     /// geometry's).
-    Forward(Geometry, Activation, Option<&'a KeptTransforms>),
+    Forward {
+        g: Geometry,
+        activation: Activation,
+        kept: Option<&'a KeptTransforms>,
+        residual: bool,
+    },
     /// Operands: dy, weight.
     InputGradient(Geometry),
     /// Operands: dy, x.
@@ -665,14 +678,32 @@ enum ConvKernel<'a> {
 impl Kernel for ConvKernel<'_> {
     fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T> {
         match self {
-            &ConvKernel::Forward(ref g, activation, kept) => {
-                let (x, weight, bias, precision) = (operands[0], operands[1], operands.get(2).copied(), g.products);
+            &ConvKernel::Forward {
+                ref g,
+                activation,
+                kept,
+                residual,
+            } => {
+                let (x, weight, precision) = (operands[0], operands[1], g.products);
+                let (residual, bias) = if residual {
+                    (Some(operands[2]), operands.get(3).copied())
+                } else {
+                    (None, operands.get(2).copied())
+                };
                 // bf16 convolutions run straight on AMX tiles where the CPU
-                // has them: faster there than any transform.
+                // has them: faster there than any transform. They add the
+                // bias and the residual and apply the activation as they
+                // write; the other routes add the bias in their products and
+                // the rest in one pass after.
+                let epilogue = Epilogue {
+                    bias,
+                    residual,
+                    activation,
+                };
                 let on_tiles = (precision == Precision::Bf16)
                     .then(|| {
                         let packed = kept.and_then(|kept| kept.tile_weight(weight, g));
-                        T::convolve_on_tiles(x, weight, packed, bias, activation, &g.conv_shape())
+                        T::convolve_on_tiles(x, weight, packed, epilogue, &g.conv_shape())
                     })
                     .flatten();
                 if let Some(y) = on_tiles {
@@ -718,7 +749,7 @@ impl Kernel for ConvKernel<'_> {
                         None => forward(x, weight, bias, g, products),
                     }
                 };
-                activation.apply_in_place(&mut y);
+                activation.apply_in_place_after(&mut y, residual);
                 y
             }
             ConvKernel::BiasGradient(g) => bias_gradient(operands[0], g),
@@ -731,16 +762,7 @@ impl Kernel for ConvKernel<'_> {
                 let (dy, weight) = (operands[0], operands[1]);
                 let shape = g.transposed().conv_shape();
                 let on_tiles = (g.kernel_h == g.kernel_w && crate::gemm::convolves_on_tiles(&shape))
-                    .then(|| {
-                        T::convolve_on_tiles(
-                            dy,
-                            &flipped_transposed(weight, g),
-                            None,
-                            None,
-                            Activation::Identity,
-                            &shape,
-                        )
-                    })
+                    .then(|| T::convolve_on_tiles(dy, &flipped_transposed(weight, g), None, Epilogue::NONE, &shape))
                     .flatten();
                 match on_tiles {
                     Some(dx) => dx,
@@ -788,26 +810,20 @@ struct Conv2dForward {
     precision: Precision,
 }
 
-impl Conv2dForward {
-    fn gradients(
-        &self,
-        g: Geometry,
-        x: &Tensor,
-        weight: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dx = if x.track_op() {
-            Some(dy.apply_op2_no_bwd(weight, &Conv2dInputGradient(g))?)
-        } else {
-            None
-        };
-        let dw = if weight.track_op() {
-            Some(dy.apply_op2_no_bwd(x, &Conv2dWeightGradient(g))?)
-        } else {
-            None
-        };
-        Ok((dx, dw))
-    }
+/// The gradients of a convolution's input and weight (each where it is part
+/// of the graph) from `dy`, the gradient of its sums.
+fn gradients(g: Geometry, x: &Tensor, weight: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let dx = if x.track_op() {
+        Some(dy.apply_op2_no_bwd(weight, &Conv2dInputGradient(g))?)
+    } else {
+        None
+    };
+    let dw = if weight.track_op() {
+        Some(dy.apply_op2_no_bwd(x, &Conv2dWeightGradient(g))?)
+    } else {
+        None
+    };
+    Ok((dx, dw))
 }
 
 impl CustomOp2 for Conv2dForward {
@@ -820,7 +836,12 @@ impl CustomOp2 for Conv2dForward {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = Geometry::new(l1.dims(), l2.dims(), self.params)?.in_precision(self.precision);
-        let kernel = ConvKernel::Forward(g, self.activation, self.kept.as_deref());
+        let kernel = ConvKernel::Forward {
+            g,
+            activation: self.activation,
+            kept: self.kept.as_deref(),
+            residual: false,
+        };
         let y = dispatch(CustomOp2::name(self), &kernel, &[(s1, l1), (s2, l2)])?;
         Ok((y, g.output_shape()))
     }
@@ -834,7 +855,7 @@ impl CustomOp2 for Conv2dForward {
 
     fn bwd(&self, x: &Tensor, weight: &Tensor, y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = Geometry::new(x.dims(), weight.dims(), self.params)?.in_precision(self.precision);
-        self.gradients(g, x, weight, &self.activation.input_gradient(y, dy)?)
+        gradients(g, x, weight, &self.activation.input_gradient(y, dy)?)
     }
 }
 
@@ -857,7 +878,12 @@ impl CustomOp3 for Conv2dForward {
     ) -> Result<(CpuStorage, Shape)> {
         let g = Geometry::new(l1.dims(), l2.dims(), self.params)?.in_precision(self.precision);
         check_bias(l3, &g)?;
-        let kernel = ConvKernel::Forward(g, self.activation, self.kept.as_deref());
+        let kernel = ConvKernel::Forward {
+            g,
+            activation: self.activation,
+            kept: self.kept.as_deref(),
+            residual: false,
+        };
         let y = dispatch(CustomOp3::name(self), &kernel, &[(s1, l1), (s2, l2), (s3, l3)])?;
         Ok((y, g.output_shape()))
     }
@@ -895,7 +921,7 @@ impl CustomOp3 for Conv2dForward {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = Geometry::new(x.dims(), weight.dims(), self.params)?.in_precision(self.precision);
         let dy = self.activation.input_gradient(y, dy)?;
-        let (dx, dw) = self.gradients(g, x, weight, &dy)?;
+        let (dx, dw) = gradients(g, x, weight, &dy)?;
         let db = if bias.track_op() {
             Some(dy.apply_op1_no_bwd(&Conv2dBiasGradient(g))?)
         } else {
@@ -999,6 +1025,7 @@ mod banded;
 mod cudnn;
 mod frozen;
 mod grouped;
+mod residual;
 #[cfg(test)]
 mod tests;
 mod winograd;

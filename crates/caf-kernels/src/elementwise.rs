@@ -122,6 +122,26 @@ impl Activation {
         }
     }
 
+    /// [`Self::apply_in_place`], `residual` (of `values`' length) added
+    /// first where given, in the same pass.
+    pub(crate) fn apply_in_place_after<T: Element>(self, values: &mut [T], residual: Option<&[T]>) {
+        let Some(residual) = residual else {
+            return self.apply_in_place(values);
+        };
+        assert_eq!(values.len(), residual.len(), "residual length");
+        values
+            .par_chunks_mut(CHUNK)
+            .zip(residual.par_chunks(CHUNK))
+            .for_each(|(chunk, residual)| {
+                for (v, &r) in chunk.iter_mut().zip(residual) {
+                    *v += r;
+                    if self == Activation::Relu {
+                        *v = relu_value(*v);
+                    }
+                }
+            });
+    }
+
     /// The gradient before the activation, from its output `y` and the gradient `dy` after it.
     pub(crate) fn input_gradient(self, y: &Tensor, dy: &Tensor) -> Result<Tensor> {
         match self {

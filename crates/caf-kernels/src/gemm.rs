@@ -20,6 +20,25 @@ pub(crate) use bf16::convolves_on_tiles;
 pub(crate) use bf16::TileWeight;
 pub(crate) use packed::PackedLhs;
 
+/// What a convolution adds to its sums and applies to them as it writes
+/// them out: a bias per output channel, a residual of the output's shape
+/// (`B×O×out_h×out_w`, a residual block's shortcut), then the activation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Epilogue<'a, T> {
+    pub(crate) bias: Option<&'a [T]>,
+    pub(crate) residual: Option<&'a [T]>,
+    pub(crate) activation: Activation,
+}
+
+impl<T> Epilogue<'_, T> {
+    /// Nothing added, nothing applied.
+    pub(crate) const NONE: Self = Self {
+        bias: None,
+        residual: None,
+        activation: Activation::Identity,
+    };
+}
+
 /// Element types the kernels run in: f32 for training, f64 for gradient checks
 /// (`to_f64` / `from_f64` come from candle's `WithDType`).
 pub trait Element: candle_core::WithDType + Default + std::ops::AddAssign + PartialOrd + crate::scratch::Kept {
@@ -46,8 +65,7 @@ pub trait Element: candle_core::WithDType + Default + std::ops::AddAssign + Part
         x: &[Self],
         weight: &[Self],
         kept: Option<&TileWeight>,
-        bias: Option<&[Self]>,
-        activation: Activation,
+        epilogue: Epilogue<Self>,
         shape: &ConvShape,
     ) -> Option<Vec<Self>>;
 
@@ -91,11 +109,10 @@ impl Element for f32 {
         x: &[Self],
         weight: &[Self],
         kept: Option<&TileWeight>,
-        bias: Option<&[Self]>,
-        activation: Activation,
+        epilogue: Epilogue<Self>,
         shape: &ConvShape,
     ) -> Option<Vec<Self>> {
-        bf16::convolve_on_tiles(x, weight, kept, bias, activation, shape)
+        bf16::convolve_on_tiles(x, weight, kept, epilogue, shape)
     }
 
     fn weight_gradient_on_tiles(dy: &[Self], x: &[Self], shape: &ConvShape) -> Option<Vec<Self>> {
@@ -123,8 +140,7 @@ impl Element for f64 {
         _: &[Self],
         _: &[Self],
         _: Option<&TileWeight>,
-        _: Option<&[Self]>,
-        _: Activation,
+        _: Epilogue<Self>,
         _: &ConvShape,
     ) -> Option<Vec<Self>> {
         None

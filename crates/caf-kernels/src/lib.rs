@@ -10,7 +10,8 @@
 //!   in all three passes), or F(4×4, 3×3) (4 times fewer) on maps that tile
 //!   by 4, and 5×5 ones by F(2×2, 5×5); the input gradient is skipped when the input is
 //!   not part of the graph (a network's image); [`conv2d_relu`] with the
-//!   ReLU applied in the same operation; a [`FrozenWeight`] (an inference
+//!   ReLU applied in the same operation, and [`conv2d_add_relu`] with a
+//!   residual block's shortcut added before it; a [`FrozenWeight`] (an inference
 //!   network's) keeps its Winograd transform instead of making it on every
 //!   call, which also sends single small maps to Winograd, and on AVX-512
 //!   keeps its f32 product operands packed for a kernel of ours that fills
@@ -84,8 +85,8 @@ mod switch;
 pub use adam::{adam_update, AdamMoments, AdamStep};
 pub use batch_norm::{batch_norm_train, batch_norm_train_relu, scale_shift, ChannelStats};
 pub use conv::{
-    conv2d, conv2d_relu, cuda_math, set_cuda_math, window_output, Conv2dParams, ConvWeight, CudaMath, FrozenWeight,
-    CUDNN_VARIABLE,
+    conv2d, conv2d_add_relu, conv2d_relu, cuda_math, set_cuda_math, window_output, Conv2dParams, ConvWeight, CudaMath,
+    FrozenWeight, CUDNN_VARIABLE,
 };
 pub use cpu::{
     autocast, autocast_precision, checked_instruction_set, instruction_set, on_pool, CpuCapError, InstructionSet,

@@ -61,6 +61,13 @@ impl<'a, T> SharedOutput<'a, T> {
         }
     }
 
+    /// The address of element `index` (in bounds, checked), to prefetch.
+    pub(crate) fn element_ptr(&self, index: usize) -> *const T {
+        assert!(index < self.len, "shared output: {index} outside {}", self.len);
+        // SAFETY: in bounds (checked above).
+        unsafe { self.data.add(index) }
+    }
+
     /// `len` elements from `start`, to write.
     ///
     /// # Safety

@@ -152,6 +152,89 @@ fn conv2d_relu_matches_relu_after_conv2d() -> Result<()> {
     Ok(())
 }
 
+/// The fused residual sum gives what [`crate::add_relu`] after the
+/// convolution gives: the same output and the same gradients of the input,
+/// the weight and the residual, bit for bit (the same sums, added in the
+/// same order); a bias in the graph takes the two operations and gets its
+/// gradient.
+#[test]
+fn conv2d_add_relu_matches_add_relu_after_conv2d() -> Result<()> {
+    let mut clipped = 0;
+    for (input, weight, params) in CASES {
+        for (dtype, with_bias) in VARIANTS {
+            let (x, w, b) = operands(input, weight, dtype)?;
+            let output = conv2d(&x, &w, None, params)?;
+            let residual = Var::from_tensor(&(probe_like(output.shape())?.to_dtype(dtype)? * 0.5)?)?;
+            let flat = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>();
+            for bias_in_graph in [false, true] {
+                let detached = b.as_tensor().detach();
+                let bias = match (with_bias, bias_in_graph) {
+                    (false, _) => None,
+                    (true, true) => Some(b.as_tensor()),
+                    (true, false) => Some(&detached),
+                };
+                let what =
+                    format!("{input:?} * {weight:?} {params:?} {dtype:?} bias {with_bias} in graph {bias_in_graph}");
+                let fused = conv2d_add_relu(&x, &w, bias, params, &residual)?;
+                let composed = crate::add_relu(&conv2d(&x, &w, bias, params)?, &residual)?;
+                assert_eq!(flat(&fused)?, flat(&composed)?, "forward {what}");
+                clipped += flat(&fused)?.iter().filter(|&&v| v == 0.0).count();
+                let probe = probe_like(fused.shape())?.to_dtype(dtype)?;
+                let fused = (fused * &probe)?.sum_all()?.backward()?;
+                let composed = (composed * &probe)?.sum_all()?.backward()?;
+                let mut vars = vec![(&x, "input"), (&w, "weight"), (&residual, "residual")];
+                if with_bias && bias_in_graph {
+                    vars.push((&b, "bias"));
+                }
+                for (var, name) in vars {
+                    let (a, b) = (fused.get(var).expect("fused"), composed.get(var).expect("composed"));
+                    assert_eq!(flat(a)?, flat(b)?, "{name} gradient {what}");
+                }
+            }
+        }
+    }
+    assert!(
+        clipped > 100,
+        "only {clipped} outputs were clipped: the ReLU was hardly tested"
+    );
+    Ok(())
+}
+
+/// A frozen bf16 weight's fused residual sum (on the AMX tiles where the CPU
+/// has them) gives what the convolution and then [`crate::add_relu`] give,
+/// bit for bit; a residual of another shape is refused, named.
+#[test]
+fn frozen_bf16_conv2d_add_relu_matches_add_relu_after_conv2d() -> Result<()> {
+    let cases: [(&[usize], &[usize], Conv2dParams); 3] = [
+        (&[5, 32, 9, 7], &[32, 32, 3, 3], Conv2dParams { stride: 1, padding: 1 }),
+        (&[1, 64, 6, 6], &[64, 64, 3, 3], Conv2dParams { stride: 1, padding: 1 }),
+        (&[4, 32, 8, 9], &[64, 32, 1, 1], Conv2dParams { stride: 2, padding: 0 }),
+    ];
+    on_two_workers(|| {
+        for (input, weight, params) in cases {
+            let (x, w, b) = operands(input, weight, DType::F32)?;
+            let w = (w.as_tensor() / (weight[1] * weight[2] * weight[3]) as f64)?;
+            let frozen = FrozenWeight::with_precision(&w, Precision::Bf16)?;
+            let bias = b.as_tensor().detach();
+            let unfused = conv2d(&x.as_tensor().detach(), &frozen, Some(&bias), params)?;
+            let residual = ((probe_like(unfused.shape())?.to_dtype(DType::F32)? - 1.0)? * 0.2)?;
+            let fused = conv2d_add_relu(&x.as_tensor().detach(), &frozen, Some(&bias), params, &residual)?;
+            let composed = crate::add_relu(&unfused, &residual)?;
+            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+            let what = format!("{input:?} * {weight:?} {params:?}");
+            assert_eq!(flat(&fused)?, flat(&composed)?, "{what}");
+            let fused = flat(&fused)?;
+            assert!(fused.contains(&0.0) && fused.iter().any(|&v| v > 0.0), "{what}");
+            let wrong = residual.narrow(3, 0, 1)?;
+            let error = conv2d_add_relu(&x, &frozen, Some(&bias), params, &wrong)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("residual") && error.contains("output shape"), "{error}");
+        }
+        Ok(())
+    })
+}
+
 #[test]
 fn gradients_match_finite_differences() -> Result<()> {
     for (input, weight, params) in CASES {

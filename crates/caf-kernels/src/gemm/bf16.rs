@@ -11,7 +11,6 @@
 
 use super::{matmul, Matrix, Threads};
 use crate::cpu::InstructionSet;
-use crate::elementwise::Activation;
 
 /// The bf16 bits nearest `x`, ties to even, as `vcvtne2ps2bf16` rounds: a
 /// NaN stays a quiet NaN, values past bf16's largest round to infinity, and
@@ -208,8 +207,7 @@ pub(super) fn convolve_on_tiles(
     x: &[f32],
     weight: &[f32],
     kept: Option<&TileWeight>,
-    bias: Option<&[f32]>,
-    activation: Activation,
+    epilogue: super::Epilogue<f32>,
     shape: &super::ConvShape,
 ) -> Option<Vec<f32>> {
     #[cfg(target_arch = "x86_64")]
@@ -226,12 +224,11 @@ pub(super) fn convolve_on_tiles(
             amx::TileKernel::Hardware,
             x,
             packed,
-            bias,
-            activation,
+            epilogue,
             shape,
         ));
     }
-    let _ = (x, weight, kept, bias, activation, shape);
+    let _ = (x, weight, kept, epilogue, shape);
     None
 }
 

@@ -28,7 +28,7 @@ use super::super::avx512::{pairs_of_rows, rounded_pairs};
 use super::{store_tile_row, TileKernel, Tiles, MR, NR, TILE};
 use crate::elementwise::Activation;
 use crate::gemm::x86::{first_lanes, transpose_16x16};
-use crate::gemm::ConvShape;
+use crate::gemm::{ConvShape, Epilogue};
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::scratch::Scratch;
 
@@ -445,16 +445,16 @@ fn pack_phases(x: &[f32], shape: &ConvShape, planes: &mut [u32]) {
     }
 }
 
-/// `y = activation(conv(x, weight) (+ bias))` for the batch, `y` `batch ×
-/// out_channels × out_h × out_w`, its tiles multiplied by `kernel`. The
+/// `y = activation(conv(x, weight) (+ bias) (+ residual))` for the batch
+/// (`epilogue`), `y` `batch × out_channels × out_h × out_w`, its tiles
+/// multiplied by `kernel`. The
 /// caller has checked the CPU (AVX512-BF16, and AMX with the tile data
 /// granted for [`TileKernel::Hardware`]).
 pub(in crate::gemm) fn forward(
     kernel: TileKernel,
     x: &[f32],
     weight: &PackedWeight,
-    bias: Option<&[f32]>,
-    activation: Activation,
+    epilogue: Epilogue<f32>,
     shape: &ConvShape,
 ) -> Vec<f32> {
     assert!(shape.fits_tiles(), "direct tile convolution of {shape:?}");
@@ -466,6 +466,13 @@ pub(in crate::gemm) fn forward(
     assert!(
         weight.is_for(shape),
         "direct tile convolution: a weight packed for another shape"
+    );
+    assert!(
+        epilogue.bias.is_none_or(|bias| bias.len() == shape.out_channels)
+            && epilogue
+                .residual
+                .is_none_or(|residual| residual.len() == shape.batch * shape.output_len()),
+        "direct tile convolution: bias or residual length"
     );
     let packed = &weight.pairs;
     let offsets = shape.step_offsets();
@@ -506,6 +513,15 @@ pub(in crate::gemm) fn forward(
                         // farthest tap's offset); `sums` holds `group` blocks of
                         // MR × NR; the caller checked the CPU (AVX-512F for
                         // the write-back).
+                        prefetch_output(
+                            shape,
+                            image,
+                            block,
+                            first_row_block * MR,
+                            rows_here * MR,
+                            epilogue.residual,
+                            &out,
+                        );
                         unsafe {
                             tiles.run_on(kernel);
                             write_back(
@@ -515,8 +531,7 @@ pub(in crate::gemm) fn forward(
                                 block,
                                 first_row_block * MR,
                                 rows_here * MR,
-                                bias,
-                                activation,
+                                epilogue,
                                 &out,
                             );
                         }
@@ -573,8 +588,8 @@ pub(in crate::gemm) fn forward(
 
 /// Writes a block's sums (`rows` output channels from `first_channel`, the
 /// [`NR`] positions of block `block`) to image `image`'s output, with the
-/// bias and the activation, dropping the positions past the output's width
-/// and height.
+/// bias, the residual and the activation, dropping the positions past the
+/// output's width and height.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 fn write_back(
@@ -584,45 +599,98 @@ fn write_back(
     block: usize,
     first_channel: usize,
     rows: usize,
-    bias: Option<&[f32]>,
-    activation: Activation,
+    epilogue: Epilogue<f32>,
     out: &SharedOutput<MaybeUninit<f32>>,
 ) {
-    let (wp, out_h, out_w) = (shape.plane_w(), shape.out_h(), shape.out_w());
-    let map = out_h * out_w;
-    let mut v = block * NR;
-    let end = v + NR;
-    while v < end {
-        let (row, column) = (v / wp, v % wp);
-        let run_end = end.min((row + 1) * wp);
-        if row < out_h && column < out_w {
-            let len = (run_end - v).min(out_w - column);
-            for r in 0..rows {
-                let channel = first_channel + r;
-                let add = _mm512_set1_ps(bias.map_or(0.0, |bias| bias[channel]));
-                let start = image * shape.output_len() + channel * map + row * out_w + column;
-                // SAFETY: this block alone writes these positions of this
-                // image (blocks of positions are dealt out whole).
-                let target = unsafe { out.slice(start, len) };
-                let source = &sums[r * NR + v - block * NR..][..len];
-                for first in (0..len).step_by(16) {
-                    let mask = first_lanes(len - first);
-                    // SAFETY: the masked load and store touch the first
-                    // `len - first` (at most 16) elements from `first` of
-                    // `source` and `target`, both `len` long.
-                    unsafe {
-                        let mut y = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, source[first..].as_ptr()), add);
-                        if activation == Activation::Relu {
-                            // The second operand where either is NaN or
-                            // both are zeros: 0 for NaN and -0 alike.
-                            y = _mm512_max_ps(y, _mm512_setzero_ps());
-                        }
-                        _mm512_mask_storeu_ps(target[first..].as_mut_ptr().cast(), mask, y);
+    let Epilogue {
+        bias,
+        residual,
+        activation,
+    } = epilogue;
+    let map = shape.out_h() * shape.out_w();
+    for (in_block, at, len) in shape.output_runs(block) {
+        for r in 0..rows {
+            let channel = first_channel + r;
+            let add = _mm512_set1_ps(bias.map_or(0.0, |bias| bias[channel]));
+            let start = image * shape.output_len() + channel * map + at;
+            // SAFETY: this block alone writes these positions of this
+            // image (blocks of positions are dealt out whole).
+            let target = unsafe { out.slice(start, len) };
+            let source = &sums[r * NR + in_block..][..len];
+            let residual = residual.map(|residual| &residual[start..][..len]);
+            for first in (0..len).step_by(16) {
+                let mask = first_lanes(len - first);
+                // SAFETY: the masked loads and store touch the first
+                // `len - first` (at most 16) elements from `first` of
+                // `source`, `residual` and `target`, all `len` long.
+                unsafe {
+                    let mut y = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, source[first..].as_ptr()), add);
+                    if let Some(residual) = residual {
+                        y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, residual[first..].as_ptr()));
                     }
+                    if activation == Activation::Relu {
+                        // The second operand where either is NaN or
+                        // both are zeros: 0 for NaN and -0 alike.
+                        y = _mm512_max_ps(y, _mm512_setzero_ps());
+                    }
+                    _mm512_mask_storeu_ps(target[first..].as_mut_ptr().cast(), mask, y);
                 }
             }
         }
-        v = run_end;
+    }
+}
+
+/// Fetches into cache, ahead of [`write_back`] of the same block, the lines
+/// it will read of the residual and write of the output: a block's runs lie
+/// in as many planes as it has output channels, more streams than the
+/// hardware's prefetchers follow, and the tile products of the block take
+/// long enough to hide the misses.
+#[allow(clippy::too_many_arguments)]
+fn prefetch_output(
+    shape: &ConvShape,
+    image: usize,
+    block: usize,
+    first_channel: usize,
+    rows: usize,
+    residual: Option<&[f32]>,
+    out: &SharedOutput<MaybeUninit<f32>>,
+) {
+    let map = shape.out_h() * shape.out_w();
+    for (_, at, len) in shape.output_runs(block) {
+        for channel in first_channel..first_channel + rows {
+            let start = image * shape.output_len() + channel * map + at;
+            // One element per cache line of the run, and its last.
+            for index in (start..start + len).step_by(16).chain([start + len - 1]) {
+                // SAFETY: prefetches read and write nothing; both addresses
+                // are inside their buffers (bounds checked).
+                unsafe {
+                    if let Some(residual) = residual {
+                        _mm_prefetch::<_MM_HINT_T0>(residual[index..].as_ptr().cast());
+                    }
+                    _mm_prefetch::<_MM_HINT_ET0>(out.element_ptr(index).cast());
+                }
+            }
+        }
+    }
+}
+
+impl ConvShape {
+    /// The runs of block `block`'s positions inside the output, row by
+    /// row: each one's offset in the block, its start in an output
+    /// channel's map and its length (the positions past the output's
+    /// width and height dropped).
+    fn output_runs(&self, block: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+        let (wp, out_h, out_w) = (self.plane_w(), self.out_h(), self.out_w());
+        let (first, end) = (block * NR, (block + 1) * NR);
+        let row_starts = (first / wp..)
+            .map(move |row| row * wp)
+            .take_while(move |&start| start < end);
+        row_starts.filter_map(move |row_start| {
+            let (row, v) = (row_start / wp, row_start.max(first));
+            let (column, run_end) = (v - row_start, end.min(row_start + wp));
+            (row < out_h && column < out_w)
+                .then(|| (v - first, row * out_w + column, (run_end - v).min(out_w - column)))
+        })
     }
 }
 
@@ -1041,15 +1109,29 @@ mod tests {
                     .map(|w| w / (s.channels * s.kernel_h * s.kernel_w) as f32)
                     .collect();
                 let bias = values(s.out_channels, i + 11);
+                let residual = values(s.batch * s.output_len(), i + 13);
                 let with_bias = Some(&bias[..]);
-                for (bias, activation) in [
-                    (None, Activation::Identity),
-                    (with_bias, Activation::Identity),
-                    (with_bias, Activation::Relu),
+                for (bias, residual, activation) in [
+                    (None, None, Activation::Identity),
+                    (with_bias, None, Activation::Identity),
+                    (with_bias, None, Activation::Relu),
+                    (with_bias, Some(&residual[..]), Activation::Relu),
+                    (None, Some(&residual[..]), Activation::Identity),
                 ] {
-                    let (exact, magnitudes) = reference(&x, &weight, bias, s);
+                    let (mut exact, mut magnitudes) = reference(&x, &weight, bias, s);
+                    if let Some(residual) = residual {
+                        for ((sum, magnitude), &r) in exact.iter_mut().zip(&mut magnitudes).zip(residual) {
+                            *sum += f64::from(r);
+                            *magnitude += f64::from(r).abs();
+                        }
+                    }
+                    let epilogue = Epilogue {
+                        bias,
+                        residual,
+                        activation,
+                    };
                     for workers in [1, 2] {
-                        let run = || forward(kernel, &x, &PackedWeight::new(&weight, s), bias, activation, s);
+                        let run = || forward(kernel, &x, &PackedWeight::new(&weight, s), epilogue, s);
                         let got = if workers == 2 { pool.install(run) } else { run() };
                         assert_eq!(got.len(), exact.len(), "{s:?}");
                         let inner = s.channels * s.kernel_h * s.kernel_w;
@@ -1062,8 +1144,9 @@ mod tests {
                             };
                             assert!(
                                 (f64::from(got) - want).abs() <= bound,
-                                "{kernel:?} {s:?}, bias {}, {activation:?}, {workers} workers, element {at}: {got} against {want}",
-                                bias.is_some()
+                                "{kernel:?} {s:?}, bias {}, residual {}, {activation:?}, {workers} workers, element {at}: {got} against {want}",
+                                bias.is_some(),
+                                residual.is_some()
                             );
                         }
                     }
