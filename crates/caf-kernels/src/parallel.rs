@@ -61,11 +61,17 @@ impl<'a, T> SharedOutput<'a, T> {
         }
     }
 
-    /// The address of element `index` (in bounds, checked), to prefetch.
-    pub(crate) fn element_ptr(&self, index: usize) -> *const T {
-        assert!(index < self.len, "shared output: {index} outside {}", self.len);
+    /// The address of the `len` elements from `start` (in bounds, checked),
+    /// to prefetch: reading or writing through it is for [`Self::slice`].
+    pub(crate) fn address(&self, start: usize, len: usize) -> *const T {
+        assert!(
+            start + len <= self.len,
+            "shared output: {start}..{} outside {}",
+            start + len,
+            self.len
+        );
         // SAFETY: in bounds (checked above).
-        unsafe { self.data.add(index) }
+        unsafe { self.data.add(start) }
     }
 
     /// `len` elements from `start`, to write.

@@ -659,19 +659,25 @@ fn prefetch_output(
     for (_, at, len) in shape.output_runs(block) {
         for channel in first_channel..first_channel + rows {
             let start = image * shape.output_len() + channel * map + at;
-            // One element per cache line of the run, and its last.
-            for index in (start..start + len).step_by(16).chain([start + len - 1]) {
-                // SAFETY: prefetches read and write nothing; both addresses
-                // are inside their buffers (bounds checked).
-                unsafe {
-                    if let Some(residual) = residual {
-                        _mm_prefetch::<_MM_HINT_T0>(residual[index..].as_ptr().cast());
-                    }
-                    _mm_prefetch::<_MM_HINT_ET0>(out.element_ptr(index).cast());
+            for line in cache_lines(out.address(start, len).cast(), len) {
+                // SAFETY: a prefetch reads and writes nothing; the lines
+                // hold elements of the output (bounds checked).
+                unsafe { _mm_prefetch::<_MM_HINT_ET0>(line) };
+            }
+            if let Some(residual) = residual {
+                for line in cache_lines(residual[start..][..len].as_ptr(), len) {
+                    // SAFETY: as above, elements of the residual.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(line) };
                 }
             }
         }
     }
+}
+
+/// The addresses of the cache lines that hold `len` elements from `first`.
+fn cache_lines(first: *const f32, len: usize) -> impl Iterator<Item = *const i8> {
+    let (start, end) = (first as usize, first as usize + len * 4);
+    ((start & !63)..end).step_by(64).map(|line| line as *const i8)
 }
 
 impl ConvShape {
