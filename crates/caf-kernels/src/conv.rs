@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use crate::cpu::Precision;
 use crate::elementwise::Activation;
 use crate::gemm::matmul_in;
-use crate::gemm::{ConvShape, Element, Epilogue, Matrix, PackedLhs, Threads, WeightProducts};
+use crate::gemm::{ConvShape, Element, Epilogue, Matrix, Orientation, PackedLhs, Threads, WeightProducts};
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::phases::split_by_phase;
 use crate::reduce::{sum_map, sum_parts};
@@ -638,23 +638,6 @@ fn bias_gradient<T: Element>(dy: &[T], g: &Geometry) -> Vec<T> {
         .collect()
 }
 
-/// The weight of the convolution that gives a stride-1 convolution's input
-/// gradient: `C × O × kh × kw`, each kernel turned by 180°.
-fn flipped_transposed<T: Element>(weight: &[T], g: &Geometry) -> Vec<T> {
-    let (o, c, kh, kw) = (g.out_channels, g.channels, g.kernel_h, g.kernel_w);
-    let mut flipped = vec![T::ZERO; weight.len()];
-    for k in 0..o {
-        for channel in 0..c {
-            let kernel = &weight[(k * c + channel) * kh * kw..][..kh * kw];
-            let target = &mut flipped[(channel * o + k) * kh * kw..][..kh * kw];
-            for (t, &value) in target.iter_mut().rev().zip(kernel) {
-                *t = value;
-            }
-        }
-    }
-    flipped
-}
-
 /// The passes, as one kernel type for [`dispatch`].
 enum ConvKernel<'a> {
     /// Operands: x, weight, the residual (`B×O×out_h×out_w`, added before
@@ -703,7 +686,7 @@ impl Kernel for ConvKernel<'_> {
                 let on_tiles = (precision == Precision::Bf16)
                     .then(|| {
                         let packed = kept.and_then(|kept| kept.tile_weight(weight, g));
-                        T::convolve_on_tiles(x, weight, packed, epilogue, &g.conv_shape())
+                        T::convolve_on_tiles(x, (weight, Orientation::AsIs), packed, epilogue, &g.conv_shape())
                     })
                     .flatten();
                 if let Some(y) = on_tiles {
@@ -762,7 +745,15 @@ impl Kernel for ConvKernel<'_> {
                 let (dy, weight) = (operands[0], operands[1]);
                 let shape = g.transposed().conv_shape();
                 let on_tiles = (g.kernel_h == g.kernel_w && crate::gemm::convolves_on_tiles(&shape))
-                    .then(|| T::convolve_on_tiles(dy, &flipped_transposed(weight, g), None, Epilogue::NONE, &shape))
+                    .then(|| {
+                        T::convolve_on_tiles(
+                            dy,
+                            (weight, Orientation::FlippedTransposed),
+                            None,
+                            Epilogue::NONE,
+                            &shape,
+                        )
+                    })
                     .flatten();
                 match on_tiles {
                     Some(dx) => dx,

@@ -20,6 +20,18 @@ pub(crate) use bf16::convolves_on_tiles;
 pub(crate) use bf16::TileWeight;
 pub(crate) use packed::PackedLhs;
 
+/// How a convolution on tiles reads the weight it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Orientation {
+    /// As it is: `out_channels × channels × kh × kw` of the shape.
+    AsIs,
+    /// The input gradient's weight of a stride-1 convolution, read from
+    /// that convolution's own weight (`channels × out_channels × kh × kw`
+    /// of the shape): its kernels flipped, its channels and output
+    /// channels swapped.
+    FlippedTransposed,
+}
+
 /// What a convolution adds to its sums and applies to them as it writes
 /// them out: a bias per output channel, a residual of the output's shape
 /// (`B×O×out_h×out_w`, a residual block's shortcut), then the activation.
@@ -63,7 +75,7 @@ pub trait Element: candle_core::WithDType + Default + std::ops::AddAssign + Part
     /// always for f64).
     fn convolve_on_tiles(
         x: &[Self],
-        weight: &[Self],
+        weight: (&[Self], Orientation),
         kept: Option<&TileWeight>,
         epilogue: Epilogue<Self>,
         shape: &ConvShape,
@@ -107,7 +119,7 @@ impl Element for f32 {
 
     fn convolve_on_tiles(
         x: &[Self],
-        weight: &[Self],
+        weight: (&[Self], Orientation),
         kept: Option<&TileWeight>,
         epilogue: Epilogue<Self>,
         shape: &ConvShape,
@@ -138,7 +150,7 @@ impl Element for f64 {
 
     fn convolve_on_tiles(
         _: &[Self],
-        _: &[Self],
+        _: (&[Self], Orientation),
         _: Option<&TileWeight>,
         _: Epilogue<Self>,
         _: &ConvShape,

@@ -205,7 +205,7 @@ pub(super) fn matmul_bf16_packed(dst: &mut [f32], accumulate: bool, a: &Bf16Lhs,
 /// output channels come in whole tiles, the weight packed now or `kept`.
 pub(super) fn convolve_on_tiles(
     x: &[f32],
-    weight: &[f32],
+    (weight, orientation): (&[f32], super::Orientation),
     kept: Option<&TileWeight>,
     epilogue: super::Epilogue<f32>,
     shape: &super::ConvShape,
@@ -216,7 +216,7 @@ pub(super) fn convolve_on_tiles(
         let packed = match kept.and_then(|kept| kept.0.as_ref()) {
             Some(packed) => packed,
             None => {
-                packed_now = amx::conv::PackedWeight::new(weight, shape);
+                packed_now = amx::conv::PackedWeight::new(weight, shape, orientation);
                 &packed_now
             }
         };
@@ -228,7 +228,7 @@ pub(super) fn convolve_on_tiles(
             shape,
         ));
     }
-    let _ = (x, weight, kept, epilogue, shape);
+    let _ = (x, weight, orientation, kept, epilogue, shape);
     None
 }
 
@@ -253,7 +253,9 @@ impl TileWeight {
     /// where they do not run.
     pub(crate) fn new(weight: &[f32], shape: &super::ConvShape) -> Self {
         #[cfg(target_arch = "x86_64")]
-        return Self(convolves_on_tiles(shape).then(|| amx::conv::PackedWeight::new(weight, shape)));
+        return Self(
+            convolves_on_tiles(shape).then(|| amx::conv::PackedWeight::new(weight, shape, super::Orientation::AsIs)),
+        );
         #[cfg(not(target_arch = "x86_64"))]
         {
             let _ = (weight, shape);

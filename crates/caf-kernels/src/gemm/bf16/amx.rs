@@ -107,7 +107,7 @@ impl PackedA {
 /// Where, in a packed block of [`MR`] rows, the [`TILE`] pairs of tile
 /// step `step` of row `row` (below `MR`) start: the two tiles of a step
 /// one after the other, each row of a tile 16 pairs.
-fn tile_offset(step: usize, row: usize) -> usize {
+pub(super) fn tile_offset(step: usize, row: usize) -> usize {
     (step * MR + row) * TILE
 }
 

@@ -28,7 +28,7 @@ use super::super::avx512::{pairs_of_rows, rounded_pairs};
 use super::{store_tile_row, TileKernel, Tiles, MR, NR, TILE};
 use crate::elementwise::Activation;
 use crate::gemm::x86::{first_lanes, transpose_16x16};
-use crate::gemm::{ConvShape, Epilogue};
+use crate::gemm::{ConvShape, Epilogue, Orientation};
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::scratch::Scratch;
 
@@ -208,43 +208,69 @@ pub(in crate::gemm) struct PackedWeight {
 }
 
 impl PackedWeight {
-    /// Packs `weight` for `shape`'s channels and kernel, row blocks in
-    /// parallel. The caller has checked the CPU (AVX512-BF16).
-    pub(in crate::gemm) fn new(weight: &[f32], shape: &ConvShape) -> Self {
-        let (c, kw, taps) = (shape.channels, shape.kernel_w, shape.kernel_h * shape.kernel_w);
-        assert_eq!(
-            weight.len(),
-            shape.out_channels * c * taps,
-            "direct tile convolution: weight length"
+    /// Packs `weight` for `shape`'s channels and kernel, read in
+    /// `orientation`, row blocks in parallel. The caller has checked the
+    /// CPU (AVX512-BF16).
+    pub(in crate::gemm) fn new(weight: &[f32], shape: &ConvShape, orientation: Orientation) -> Self {
+        let (o, c, kw, taps) = (
+            shape.out_channels,
+            shape.channels,
+            shape.kernel_w,
+            shape.kernel_h * shape.kernel_w,
         );
+        assert_eq!(weight.len(), o * c * taps, "direct tile convolution: weight length");
+        assert!(
+            i32::try_from(weight.len()).is_ok(),
+            "direct tile convolution: a weight of {} values is past the gathers' reach",
+            weight.len()
+        );
+        // Where output channel `k`'s value of channel `channel` at tap
+        // `tap` lies in `weight`: `k`'s first, and the strides of channels.
+        let first = |k: usize, tap: usize| match orientation {
+            Orientation::AsIs => k * c * taps + tap,
+            Orientation::FlippedTransposed => k * taps + taps - 1 - tap,
+        };
+        let channel_stride = match orientation {
+            Orientation::AsIs => taps,
+            Orientation::FlippedTransposed => o * taps,
+        };
         let block_len = MR * shape.steps() * TILE;
-        let mut pairs = vec![0u32; shape.out_channels / MR * block_len];
-        let (inner, folds) = (shape.inner_channels(), shape.folds_columns());
-        let pack_block = |(first, block): (usize, &mut [u32])| {
-            // One output channel's weights step by step: tap by tap, the
-            // channels consecutive (their folded columns with them).
-            let mut by_tap = vec![0f32; shape.steps() * STEP_CHANNELS];
+        let mut pairs = vec![0u32; o / MR * block_len];
+        let pack_block = |(row_block, block): (usize, &mut [u32])| {
             for row in 0..MR {
-                let k = first * MR + row;
-                for (channel, kernel) in weight[k * c * taps..][..c * taps].chunks_exact(taps).enumerate() {
-                    for (tap, &value) in kernel.iter().enumerate() {
-                        let at = if folds {
-                            (tap / kw) * inner + channel * kw + tap % kw
-                        } else {
-                            tap * inner + channel
-                        };
-                        by_tap[at] = value;
+                let k = row_block * MR + row;
+                if shape.folds_columns() {
+                    // One output channel's weights step by step: each
+                    // kernel row's channels with their columns folded in.
+                    let mut by_row = vec![0f32; shape.steps() * STEP_CHANNELS];
+                    for channel in 0..c {
+                        for tap in 0..taps {
+                            let at = (tap / kw) * shape.inner_channels() + channel * kw + tap % kw;
+                            by_row[at] = weight[first(k, tap) + channel * channel_stride];
+                        }
                     }
-                }
-                for (step, channels) in by_tap.chunks_exact(STEP_CHANNELS).enumerate() {
-                    // SAFETY: the caller checked the CPU (AVX512-BF16).
-                    unsafe { store_tile_row(block, step, row, channels) };
+                    for (step, channels) in by_row.chunks_exact(STEP_CHANNELS).enumerate() {
+                        // SAFETY: the caller checked the CPU (AVX512-BF16).
+                        unsafe { store_tile_row(block, step, row, channels) };
+                    }
+                } else {
+                    for tap in 0..taps {
+                        let row_start = &weight[first(k, tap)..];
+                        for channel_block in 0..c / STEP_CHANNELS {
+                            let step = tap * (c / STEP_CHANNELS) + channel_block;
+                            let channels = &row_start[channel_block * STEP_CHANNELS * channel_stride..];
+                            // SAFETY: the caller checked the CPU; the 32
+                            // channels of this block lie inside `weight`
+                            // (`channels` starts at the block's first).
+                            unsafe { store_gathered_tile_row(block, step, row, channels, channel_stride) };
+                        }
+                    }
                 }
             }
         };
         pairs.par_chunks_mut(block_len).enumerate().for_each(pack_block);
         Self {
-            out_channels: shape.out_channels,
+            out_channels: o,
             channels: c,
             kernel: (shape.kernel_h, shape.kernel_w),
             pairs,
@@ -255,6 +281,32 @@ impl PackedWeight {
     fn is_for(&self, shape: &ConvShape) -> bool {
         (self.out_channels, self.channels, self.kernel)
             == (shape.out_channels, shape.channels, (shape.kernel_h, shape.kernel_w))
+    }
+}
+
+/// [`STEP_CHANNELS`] values `stride` apart from the first of `values`,
+/// rounded to bf16 and stored as row `row` of tile step `step` of a packed
+/// block ([`store_tile_row`]'s layout), gathered 16 at a time.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+fn store_gathered_tile_row(block: &mut [u32], step: usize, row: usize, values: &[f32], stride: usize) {
+    assert!(
+        (STEP_CHANNELS - 1) * stride < values.len(),
+        "tile row gather past the weight"
+    );
+    let stride = stride as i32;
+    let lanes = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32(stride),
+    );
+    let target = &mut block[super::tile_offset(step, row)..][..TILE];
+    // SAFETY: the 32 gathered elements lie inside `values` (asserted; the
+    // weight's length fits an i32, so the offsets do); `target` holds 16
+    // pairs, 512 bits.
+    unsafe {
+        let low = _mm512_i32gather_ps::<4>(lanes, values.as_ptr().cast());
+        let high = _mm512_i32gather_ps::<4>(lanes, values.as_ptr().add(16 * stride as usize).cast());
+        let pairs = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low));
+        _mm512_storeu_si512(target.as_mut_ptr().cast(), pairs);
     }
 }
 
@@ -1103,6 +1155,51 @@ mod tests {
     }
 
     /// [`shapes`], with and without a bias, and with a ReLU.
+    /// A weight packed flipped and transposed from a convolution's own
+    /// weight is the packing of the input gradient's weight written out:
+    /// channels and output channels swapped, each kernel turned by 180°
+    /// (channels in whole steps, and folded).
+    #[test]
+    fn a_flipped_transposed_packing_packs_the_input_gradients_weight() {
+        if InstructionSet::detected() < InstructionSet::Avx512Bf16 {
+            return;
+        }
+        // The input gradient's shapes: its channels are the convolution's
+        // output channels, its output channels the convolution's channels.
+        for (channels, out_channels, kernel) in [(64, 32, 3), (32, 96, 1), (96, 64, 3), (3, 32, 7), (5, 64, 2)] {
+            let shape = ConvShape {
+                batch: 1,
+                channels,
+                height: 9,
+                width: 9,
+                out_channels,
+                kernel_h: kernel,
+                kernel_w: kernel,
+                stride: 1,
+                padding: 0,
+            };
+            let taps = kernel * kernel;
+            // The convolution's weight: `channels × out_channels × k × k`.
+            let weight = values(channels * out_channels * taps, kernel);
+            let mut written_out = vec![0f32; weight.len()];
+            for k in 0..out_channels {
+                for c in 0..channels {
+                    for tap in 0..taps {
+                        written_out[(k * channels + c) * taps + tap] =
+                            weight[(c * out_channels + k) * taps + taps - 1 - tap];
+                    }
+                }
+            }
+            let flipped = PackedWeight::new(&weight, &shape, Orientation::FlippedTransposed);
+            let reference = PackedWeight::new(&written_out, &shape, Orientation::AsIs);
+            assert!(flipped.pairs == reference.pairs, "{shape:?}");
+            assert!(
+                reference.pairs.iter().filter(|&&pair| pair != 0).count() * 2 >= weight.len() - 1,
+                "{shape:?}"
+            );
+        }
+    }
+
     #[test]
     fn convolutions_on_tiles_match_an_f64_reference() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
@@ -1137,7 +1234,15 @@ mod tests {
                         activation,
                     };
                     for workers in [1, 2] {
-                        let run = || forward(kernel, &x, &PackedWeight::new(&weight, s), epilogue, s);
+                        let run = || {
+                            forward(
+                                kernel,
+                                &x,
+                                &PackedWeight::new(&weight, s, Orientation::AsIs),
+                                epilogue,
+                                s,
+                            )
+                        };
                         let got = if workers == 2 { pool.install(run) } else { run() };
                         assert_eq!(got.len(), exact.len(), "{s:?}");
                         let inner = s.channels * s.kernel_h * s.kernel_w;
