@@ -5,7 +5,7 @@ use candle_core::{ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::conv::{Conv2d, ConvInit, ConvSpec};
-use crate::pool::{adaptive_avg_pool2d, max_pool2d, MaxPool2dConfig};
+use crate::pool::{adaptive_avg_pool2d, MaxPool2dConfig};
 
 /// Output width of the AlexNet encoder: 256 channels × 6 × 6.
 pub const ALEXNET_FEATURES: usize = 256 * 6 * 6;
@@ -86,10 +86,11 @@ impl ModuleT for AlexNetEncoder {
     fn forward_t(&self, x: &Tensor, _train: bool) -> Result<Tensor> {
         let mut x = x.clone();
         for (index, conv) in &self.convs {
-            x = conv.forward_relu(&x)?;
-            if POOL_AFTER.contains(index) {
-                x = max_pool2d(&x, POOL)?;
-            }
+            x = if POOL_AFTER.contains(index) {
+                conv.forward_relu_max_pool(&x, POOL)?
+            } else {
+                conv.forward_relu(&x)?
+            };
         }
         adaptive_avg_pool2d(&x, (6, 6))?.flatten_from(1)
     }

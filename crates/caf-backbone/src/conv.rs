@@ -4,7 +4,10 @@
 //! and the initialisation in one place; it runs caf-kernels' GEMM convolution
 //! (candle's own on other devices).
 
-use caf_kernels::{conv2d, conv2d_add_relu, conv2d_relu, Conv2dParams, ConvWeight, FrozenWeight, Precision};
+use caf_kernels::{
+    conv2d, conv2d_add_relu, conv2d_relu, conv2d_relu_max_pool2d, Conv2dParams, ConvWeight, FrozenWeight,
+    MaxPool2dConfig, Precision,
+};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
@@ -135,6 +138,12 @@ impl Conv2d {
     /// `relu(self.forward(x))` as one operation ([`caf_kernels::conv2d_relu`]).
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
         conv2d_relu(x, self.weight(), self.bias.as_ref(), self.params())
+    }
+
+    /// `max_pool2d(relu(self.forward(x)), pool)` as one operation where no
+    /// gradient is asked for ([`caf_kernels::conv2d_relu_max_pool2d`]).
+    pub fn forward_relu_max_pool(&self, x: &Tensor, pool: MaxPool2dConfig) -> Result<Tensor> {
+        conv2d_relu_max_pool2d(x, self.weight(), self.bias.as_ref(), self.params(), pool)
     }
 
     /// `relu(self.forward(x) + residual)` as one operation

@@ -77,6 +77,15 @@ impl ConvBn {
         }
     }
 
+    /// `max_pool2d(relu(self.forward_t(x)), pool)`: one operation where
+    /// folded.
+    fn forward_relu_max_pool_t(&self, x: &Tensor, pool: MaxPool2dConfig, train: bool) -> Result<Tensor> {
+        match self {
+            ConvBn::Separate(..) => max_pool2d(&self.forward_relu_t(x, train)?, pool),
+            ConvBn::Folded(conv) => conv.forward_relu_max_pool(Self::evaluating(x, train)?, pool),
+        }
+    }
+
     /// `relu(self.forward_t(x) + residual)`: one operation where folded.
     fn forward_add_relu_t(&self, x: &Tensor, residual: &Tensor, train: bool) -> Result<Tensor> {
         match self {
@@ -202,8 +211,7 @@ impl ResNet18Encoder {
 
 impl ModuleT for ResNet18Encoder {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.stem.forward_relu_t(x, train)?;
-        let mut x = max_pool2d(&x, STEM_POOL)?;
+        let mut x = self.stem.forward_relu_max_pool_t(x, STEM_POOL, train)?;
         for block in &self.blocks {
             x = block.forward_t(&x, train)?;
         }

@@ -20,6 +20,7 @@ use crate::gemm::matmul_in;
 use crate::gemm::{ConvShape, Element, Epilogue, Matrix, Orientation, PackedLhs, Threads, WeightProducts};
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::phases::split_by_phase;
+use crate::pool::PoolGeometry;
 use crate::reduce::{sum_map, sum_parts};
 use crate::scratch::Scratch;
 use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
@@ -27,6 +28,7 @@ use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
 pub use self::cudnn::{cuda_math, set_cuda_math, CudaMath, CUDNN_VARIABLE};
 pub(crate) use self::frozen::KeptTransforms;
 pub use self::frozen::{ConvWeight, FrozenWeight};
+pub use self::pooled::conv2d_relu_max_pool2d;
 pub use self::residual::conv2d_add_relu;
 
 /// Output side of a window (a convolution's kernel or a pooling window)
@@ -649,6 +651,9 @@ enum ConvKernel<'a> {
         activation: Activation,
         kept: Option<&'a KeptTransforms>,
         residual: bool,
+        /// The max pooling the output goes through (the output is then the
+        /// pooled one).
+        pool: Option<PoolGeometry>,
     },
     /// Operands: dy, weight.
     InputGradient(Geometry),
@@ -666,6 +671,7 @@ impl Kernel for ConvKernel<'_> {
                 activation,
                 kept,
                 residual,
+                ref pool,
             } => {
                 let (x, weight, precision) = (operands[0], operands[1], g.products);
                 let (residual, bias) = if residual {
@@ -682,6 +688,7 @@ impl Kernel for ConvKernel<'_> {
                     bias,
                     residual,
                     activation,
+                    pool: pool.as_ref(),
                 };
                 let on_tiles = (precision == Precision::Bf16)
                     .then(|| {
@@ -733,7 +740,10 @@ impl Kernel for ConvKernel<'_> {
                     }
                 };
                 activation.apply_in_place_after(&mut y, residual);
-                y
+                match pool {
+                    Some(pool) => pool.forward_keeping(false, g.batch * g.out_channels, &y).0,
+                    None => y,
+                }
             }
             ConvKernel::BiasGradient(g) => bias_gradient(operands[0], g),
             ConvKernel::InputGradient(g)
@@ -832,6 +842,7 @@ impl CustomOp2 for Conv2dForward {
             activation: self.activation,
             kept: self.kept.as_deref(),
             residual: false,
+            pool: None,
         };
         let y = dispatch(CustomOp2::name(self), &kernel, &[(s1, l1), (s2, l2)])?;
         Ok((y, g.output_shape()))
@@ -874,6 +885,7 @@ impl CustomOp3 for Conv2dForward {
             activation: self.activation,
             kept: self.kept.as_deref(),
             residual: false,
+            pool: None,
         };
         let y = dispatch(CustomOp3::name(self), &kernel, &[(s1, l1), (s2, l2), (s3, l3)])?;
         Ok((y, g.output_shape()))
@@ -1016,6 +1028,7 @@ mod banded;
 mod cudnn;
 mod frozen;
 mod grouped;
+mod pooled;
 mod residual;
 #[cfg(test)]
 mod tests;

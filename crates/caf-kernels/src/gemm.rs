@@ -19,6 +19,8 @@ use crate::elementwise::Activation;
 pub(crate) use bf16::convolves_on_tiles;
 pub(crate) use bf16::TileWeight;
 pub(crate) use packed::PackedLhs;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::first_lanes;
 
 /// How a convolution on tiles reads the weight it is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,12 +36,15 @@ pub(crate) enum Orientation {
 
 /// What a convolution adds to its sums and applies to them as it writes
 /// them out: a bias per output channel, a residual of the output's shape
-/// (`B×O×out_h×out_w`, a residual block's shortcut), then the activation.
-#[derive(Debug, Clone, Copy)]
+/// (`B×O×out_h×out_w`, a residual block's shortcut), then the activation;
+/// and the max pooling its output goes through, if any (then the output
+/// is the pooled one).
+#[derive(Clone, Copy)]
 pub(crate) struct Epilogue<'a, T> {
     pub(crate) bias: Option<&'a [T]>,
     pub(crate) residual: Option<&'a [T]>,
     pub(crate) activation: Activation,
+    pub(crate) pool: Option<&'a crate::pool::PoolGeometry>,
 }
 
 impl<T> Epilogue<'_, T> {
@@ -48,6 +53,7 @@ impl<T> Epilogue<'_, T> {
         bias: None,
         residual: None,
         activation: Activation::Identity,
+        pool: None,
     };
 }
 

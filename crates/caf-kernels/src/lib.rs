@@ -11,8 +11,9 @@
 //!   by 4, and 5×5 ones by F(2×2, 5×5); the input gradient is skipped when the input is
 //!   not part of the graph (a network's image); [`conv2d_relu`] with the
 //!   ReLU applied in the same operation, and [`conv2d_add_relu`] with a
-//!   residual block's shortcut added before it; a [`FrozenWeight`] (an inference
-//!   network's) keeps its Winograd transform instead of making it on every
+//!   residual block's shortcut added before it, and (for inference)
+//!   [`conv2d_relu_max_pool2d`] with the max pooling after it; a
+//!   [`FrozenWeight`] (an inference network's) keeps its Winograd transform instead of making it on every
 //!   call, which also sends single small maps to Winograd, and on AVX-512
 //!   keeps its f32 product operands packed for a kernel of ours that fills
 //!   every vector lane where `gemm`'s would run partly empty (few or
@@ -85,8 +86,8 @@ mod switch;
 pub use adam::{adam_update, AdamMoments, AdamStep};
 pub use batch_norm::{batch_norm_train, batch_norm_train_relu, scale_shift, ChannelStats};
 pub use conv::{
-    conv2d, conv2d_add_relu, conv2d_relu, cuda_math, set_cuda_math, window_output, Conv2dParams, ConvWeight, CudaMath,
-    FrozenWeight, CUDNN_VARIABLE,
+    conv2d, conv2d_add_relu, conv2d_relu, conv2d_relu_max_pool2d, cuda_math, set_cuda_math, window_output,
+    Conv2dParams, ConvWeight, CudaMath, FrozenWeight, CUDNN_VARIABLE,
 };
 pub use cpu::{
     autocast, autocast_precision, checked_instruction_set, instruction_set, on_pool, CpuCapError, InstructionSet,

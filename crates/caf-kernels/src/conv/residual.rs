@@ -92,6 +92,7 @@ impl CustomOp3 for Conv2dAddRelu {
             activation: Activation::Relu,
             kept: self.kept.as_deref(),
             residual: true,
+            pool: None,
         };
         let operands = [(s1, l1), (s2, l2), (s3, l3)];
         let y = match &self.bias {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::pool::MaxPool2dConfig;
 use caf_testkit::{check_gradient, distinct_values, probe_like};
 use candle_core::{DType, Var};
 
@@ -230,6 +231,122 @@ fn frozen_bf16_conv2d_add_relu_matches_add_relu_after_conv2d() -> Result<()> {
                 .unwrap_err()
                 .to_string();
             assert!(error.contains("residual") && error.contains("output shape"), "{error}");
+        }
+        Ok(())
+    })
+}
+
+/// The fused pooling gives what [`crate::max_pool2d`] after
+/// [`conv2d_relu`] gives, bit for bit, with ResNet-18's and AlexNet's
+/// pooling and a small overlapping one; with a gradient asked for it runs
+/// the two operations and the gradients flow.
+#[test]
+fn conv2d_relu_max_pool2d_matches_the_pool_after_conv2d_relu() -> Result<()> {
+    let pools = [(3, 2, 1), (3, 2, 0), (2, 1, 0)].map(|(kernel, stride, padding)| MaxPool2dConfig {
+        kernel,
+        stride,
+        padding,
+        ceil_mode: false,
+    });
+    let mut pooled = 0;
+    for (input, weight, params) in CASES {
+        for (dtype, with_bias) in VARIANTS {
+            let (x, w, b) = operands(input, weight, dtype)?;
+            let output = conv2d(&x, &w, None, params)?;
+            for pool in pools {
+                let (_, _, h, w_out) = output.dims4()?;
+                if pool.output_len(h).is_err() || pool.output_len(w_out).is_err() {
+                    continue;
+                }
+                let what = format!("{input:?} * {weight:?} {params:?} {dtype:?} bias {with_bias} {pool:?}");
+                let flat = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>();
+                let (xd, wd, bd) = (x.as_tensor().detach(), w.as_tensor().detach(), b.as_tensor().detach());
+                let bias = with_bias.then_some(&bd);
+                let fused = conv2d_relu_max_pool2d(&xd, &wd, bias, params, pool)?;
+                let composed = crate::max_pool2d(&conv2d_relu(&xd, &wd, bias, params)?, pool)?;
+                assert_eq!(fused.dims(), composed.dims(), "{what}");
+                assert_eq!(flat(&fused)?, flat(&composed)?, "{what}");
+                pooled += 1;
+                let bias = with_bias.then_some(b.as_tensor());
+                let live = conv2d_relu_max_pool2d(&x, &w, bias, params, pool)?;
+                assert_eq!(flat(&live)?, flat(&composed)?, "with a gradient asked for: {what}");
+                let grads = live.sum_all()?.backward()?;
+                assert!(grads.get(&x).is_some() && grads.get(&w).is_some(), "{what}");
+            }
+        }
+    }
+    assert!(pooled > 40, "only {pooled} cases pooled");
+    Ok(())
+}
+
+/// A frozen bf16 weight's fused pooling (on the AMX tiles where the CPU has
+/// them: each worker's images pooled from its own buffer, or at batch 1
+/// after the whole output) gives what [`crate::max_pool2d`] after
+/// [`conv2d_relu`] gives, bit for bit: ResNet-18's stem and pooling (its
+/// columns folded), AlexNet's, and 3×3 layers with chunks of images and
+/// rows of several vectors.
+#[test]
+fn frozen_bf16_conv2d_relu_max_pool2d_matches_the_pool_after_conv2d_relu() -> Result<()> {
+    let resnet = MaxPool2dConfig {
+        kernel: 3,
+        stride: 2,
+        padding: 1,
+        ceil_mode: false,
+    };
+    let alexnet = MaxPool2dConfig { padding: 0, ..resnet };
+    let cases: [(&[usize], &[usize], Conv2dParams, MaxPool2dConfig); 6] = [
+        (
+            &[5, 3, 30, 26],
+            &[64, 3, 7, 7],
+            Conv2dParams { stride: 2, padding: 3 },
+            resnet,
+        ),
+        (
+            &[4, 32, 21, 40],
+            &[32, 32, 3, 3],
+            Conv2dParams { stride: 1, padding: 1 },
+            resnet,
+        ),
+        (
+            &[6, 64, 13, 13],
+            &[192, 64, 5, 5],
+            Conv2dParams { stride: 1, padding: 2 },
+            alexnet,
+        ),
+        (
+            &[9, 32, 11, 12],
+            &[64, 32, 3, 3],
+            Conv2dParams { stride: 1, padding: 1 },
+            resnet,
+        ),
+        (
+            &[1, 64, 9, 9],
+            &[32, 64, 3, 3],
+            Conv2dParams { stride: 1, padding: 1 },
+            alexnet,
+        ),
+        (
+            &[4, 32, 14, 14],
+            &[32, 32, 3, 3],
+            Conv2dParams { stride: 2, padding: 1 },
+            resnet,
+        ),
+    ];
+    on_two_workers(|| {
+        for (input, weight, params, pool) in cases {
+            let x = distinct_values(input)?.to_dtype(DType::F32)?;
+            let fan_in = (weight[1] * weight[2] * weight[3]) as f64;
+            let w = ((distinct_values(weight)? / fan_in)? * 4.0)?.to_dtype(DType::F32)?;
+            let bias = (distinct_values(weight[0])? * 0.1)?.to_dtype(DType::F32)?;
+            let frozen = FrozenWeight::with_precision(&w, Precision::Bf16)?;
+            let fused = conv2d_relu_max_pool2d(&x, &frozen, Some(&bias), params, pool)?;
+            let composed = crate::max_pool2d(&conv2d_relu(&x, &frozen, Some(&bias), params)?, pool)?;
+            let what = format!("{input:?} * {weight:?} {params:?} {pool:?}");
+            assert_eq!(fused.dims(), composed.dims(), "{what}");
+            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+            let fused = flat(&fused)?;
+            assert_eq!(fused, flat(&composed)?, "{what}");
+            assert!(fused.contains(&0.0) && fused.iter().any(|&v| v > 0.0), "{what}");
         }
         Ok(())
     })

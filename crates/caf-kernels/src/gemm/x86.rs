@@ -6,7 +6,7 @@
 use std::arch::x86_64::*;
 
 /// A mask of the first `count` of 16 lanes (all of them from 16 on).
-pub(super) fn first_lanes(count: usize) -> __mmask16 {
+pub(crate) fn first_lanes(count: usize) -> __mmask16 {
     if count >= 16 {
         !0
     } else {

@@ -21,9 +21,8 @@ use rayon::prelude::*;
 use super::{MaxPool2dConfig, PoolGeometry};
 
 /// Scalar types the CPU kernels run on.
-pub(super) trait PoolElem: Copy + PartialOrd + Default + std::ops::AddAssign + Send + Sync {}
-impl PoolElem for f32 {}
-impl PoolElem for f64 {}
+pub(crate) trait PoolElem: Copy + PartialOrd + Default + std::ops::AddAssign + Send + Sync {}
+impl<T: crate::gemm::Element> PoolElem for T {}
 
 /// Whether `value` replaces `best` as a window's maximum: when larger, or
 /// when it is the window's first NaN (a NaN wins, as in PyTorch).
@@ -266,23 +265,49 @@ impl PoolGeometry {
         self.pool_plane::<T, true>(plane, out, at, scratch)
     }
 
+    /// The scratch of [`Self::pool_plane`] for this geometry (the places'
+    /// buffers empty where `places` is false).
+    fn scratch<T: PoolElem>(&self, places: bool) -> PoolScratch<T> {
+        let phases_len = self.in_w.next_multiple_of(self.config.stride);
+        let kept = |len: usize| if places { len } else { 0 };
+        (
+            vec![T::default(); phases_len],
+            vec![0u32; kept(phases_len)],
+            vec![T::default(); phases_len],
+            vec![0u32; kept(phases_len)],
+        )
+    }
+
+    /// The pooled values of `input`'s planes (`in_h × in_w` each, one after
+    /// another) written to `out`'s (`out_h × out_w` each), in this thread:
+    /// for a caller that already shares its work out, whose values are a
+    /// ReLU's output (never NaN, so a plain maximum is the first maximum's
+    /// value). Stride 2 on AVX-512 runs [`pool_relu_stride_2`].
+    pub(crate) fn pool_relu_planes_here(&self, input: &[f32], out: &mut [f32]) {
+        let (in_len, out_len) = (self.in_h * self.in_w, self.out_h * self.out_w);
+        assert!(
+            input.len() == in_len * (out.len() / out_len) && out.len().is_multiple_of(out_len),
+            "pooled planes"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if self.config.stride == 2 && crate::cpu::instruction_set() >= crate::cpu::InstructionSet::Avx512 {
+            // SAFETY: the CPU has AVX-512F and BW: the instruction set in
+            // use is never above the detected one.
+            return unsafe { pool_relu_stride_2(self, input, out) };
+        }
+        let mut scratch = self.scratch(false);
+        for (out, plane) in out.chunks_exact_mut(out_len).zip(input.chunks_exact(in_len)) {
+            self.pool_plane_values(plane, out, &mut scratch);
+        }
+    }
+
     /// The pooled planes and, when `places`, for every output the index in
     /// its plane of the maximum it took (else an empty vector).
-    pub(super) fn forward_keeping<T: PoolElem>(&self, places: bool, planes: usize, input: &[T]) -> (Vec<T>, Vec<u32>) {
+    pub(crate) fn forward_keeping<T: PoolElem>(&self, places: bool, planes: usize, input: &[T]) -> (Vec<T>, Vec<u32>) {
         let (in_len, out_len) = (self.in_h * self.in_w, self.out_h * self.out_w);
-        let phases_len = self.in_w.next_multiple_of(self.config.stride);
         let mut output = vec![T::default(); planes * out_len];
         let pairs = output.par_chunks_mut(out_len).zip(input.par_chunks(in_len));
-        // The places' scratch is empty when none are kept.
-        let kept = |len: usize| if places { len } else { 0 };
-        let scratch = || {
-            (
-                vec![T::default(); phases_len],
-                vec![0u32; kept(phases_len)],
-                vec![T::default(); phases_len],
-                vec![0u32; kept(phases_len)],
-            )
-        };
+        let scratch = || self.scratch(places);
         if !places {
             pairs.for_each_init(scratch, |s, (out, plane)| self.pool_plane_values(plane, out, s));
             return (output, Vec::new());
@@ -309,5 +334,60 @@ impl PoolGeometry {
                 }
             });
         grad_input
+    }
+}
+
+/// [`PoolGeometry::pool_relu_planes_here`] at stride 2 on AVX-512: for each
+/// output row, the maximum of its window's rows, 16 columns at a time, into
+/// a row padded with −∞ (padding never wins); then for each tap, the even
+/// columns from the tap on, 16 outputs at a time, and their maximum.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn pool_relu_stride_2(g: &PoolGeometry, input: &[f32], out: &mut [f32]) {
+    use crate::gemm::first_lanes;
+    use std::arch::x86_64::*;
+    let MaxPool2dConfig { kernel, padding, .. } = g.config;
+    let (in_w, out_w) = (g.in_w, g.out_w);
+    // The padded row: `padding` −∞ first, then the columns' maxima, then
+    // −∞ as far as the last vector of the last tap reads.
+    let padded_len = (out_w.next_multiple_of(16) * 2 + kernel + 32).max(padding + in_w);
+    let mut padded = vec![f32::NEG_INFINITY; padded_len];
+    let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    for (plane, out) in input
+        .chunks_exact(g.in_h * in_w)
+        .zip(out.chunks_exact_mut(g.out_h * out_w))
+    {
+        for (oy, out_row) in out.chunks_exact_mut(out_w).enumerate() {
+            let (y0, y1) = g.window(oy, g.in_h);
+            let maxima = &mut padded[padding..][..in_w];
+            for first in (0..in_w).step_by(16) {
+                let mask = first_lanes(in_w - first);
+                // SAFETY: the masked loads and store touch the first
+                // `in_w - first` (at most 16) elements from `first` of rows
+                // `in_w` long.
+                unsafe {
+                    let mut best = _mm512_maskz_loadu_ps(mask, plane[y0 * in_w + first..].as_ptr());
+                    for y in y0 + 1..y1 {
+                        best = _mm512_max_ps(best, _mm512_maskz_loadu_ps(mask, plane[y * in_w + first..].as_ptr()));
+                    }
+                    _mm512_mask_storeu_ps(maxima[first..].as_mut_ptr(), mask, best);
+                }
+            }
+            for first in (0..out_w).step_by(16) {
+                let mut best = _mm512_set1_ps(f32::NEG_INFINITY);
+                for tap in 0..kernel {
+                    let from = &padded[2 * first + tap..][..32];
+                    // SAFETY: `from` holds 32 values.
+                    unsafe {
+                        let (low, high) = (_mm512_loadu_ps(from.as_ptr()), _mm512_loadu_ps(from[16..].as_ptr()));
+                        best = _mm512_max_ps(best, _mm512_permutex2var_ps(low, even, high));
+                    }
+                }
+                let mask = first_lanes(out_w - first);
+                // SAFETY: the masked store writes the first `out_w - first`
+                // (at most 16) elements from `first` of the output row.
+                unsafe { _mm512_mask_storeu_ps(out_row[first..].as_mut_ptr(), mask, best) };
+            }
+        }
     }
 }

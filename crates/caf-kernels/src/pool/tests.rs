@@ -318,3 +318,31 @@ fn ceil_mode_keeps_the_window_over_the_edge_as_pytorch_does() -> Result<()> {
     );
     Ok(())
 }
+
+/// The pooling of a ReLU's output (no NaN) that a fused convolution runs
+/// in each worker gives the general kernel's values, bit for bit, for every
+/// window of [`WINDOWS`] on planes one vector wide and less, and several:
+/// ties (zeros) included, and padding that never wins.
+#[test]
+fn pooling_a_relus_output_matches_the_general_kernel() -> Result<()> {
+    for config in WINDOWS {
+        for (h, w) in [(3, 3), (5, 16), (7, 17), (9, 33), (12, 40), (4, 1)] {
+            let (Ok(out_h), Ok(out_w)) = (config.output_len(h), config.output_len(w)) else {
+                continue;
+            };
+            let planes = 3;
+            // A ReLU's output: half the values zeros, the rest distinct.
+            let input: Vec<f32> = distinct_values((planes, h, w))?
+                .to_dtype(DType::F32)?
+                .relu()?
+                .flatten_all()?
+                .to_vec1()?;
+            let (_, g) = PoolGeometry::new(config, &[1, planes, h, w])?;
+            let (general, _) = g.forward_keeping(false, planes, &input);
+            let mut fused = vec![f32::NAN; planes * out_h * out_w];
+            g.pool_relu_planes_here(&input, &mut fused);
+            assert_eq!(fused, general, "{config:?} {h}×{w}");
+        }
+    }
+    Ok(())
+}

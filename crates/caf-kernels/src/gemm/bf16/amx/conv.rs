@@ -526,6 +526,13 @@ pub(in crate::gemm) fn forward(
                 .is_none_or(|residual| residual.len() == shape.batch * shape.output_len()),
         "direct tile convolution: bias or residual length"
     );
+    assert!(
+        epilogue
+            .pool
+            .is_none_or(|pool| (pool.in_h, pool.in_w) == (shape.out_h(), shape.out_w()))
+            && (epilogue.pool.is_none() || epilogue.residual.is_none()),
+        "direct tile convolution: a pooling of another map, or beside a residual"
+    );
     let packed = &weight.pairs;
     let offsets = shape.step_offsets();
     let steps = shape.steps();
@@ -533,66 +540,54 @@ pub(in crate::gemm) fn forward(
     let group = (WEIGHT_GROUP_BYTES / (MR * steps * TILE * 4)).clamp(1, row_blocks);
     let planes_len = shape.planes_len();
     let sums_len = group * MR * NR;
-    // Written straight into the new buffer, every element once (every
-    // image, row block and block of positions is run): no zeroing pass.
-    let len = shape.batch * shape.output_len();
-    let mut y: Vec<f32> = Vec::with_capacity(len);
-    let out = SharedOutput::new(&mut y.spare_capacity_mut()[..len]);
     let blocks = shape.positions() / NR;
     // Row blocks `rows` of the weight, group by group, over blocks
     // `position_blocks` of each image of `images`, whose planes follow one
-    // another in `planes`: a group of the weight stays in L2 while every
-    // image's positions stream past it.
-    let run =
-        |rows: Range<usize>, images: Range<usize>, position_blocks: Range<usize>, planes: &[u32], sums: &mut [f32]| {
-            for first_row_block in rows.clone().step_by(group) {
-                let rows_here = group.min(rows.end - first_row_block);
-                for (slot, image) in images.clone().enumerate() {
-                    let planes = &planes[slot * planes_len..][..planes_len];
-                    for block in position_blocks.clone() {
-                        let tiles = Tiles {
-                            a: packed[first_row_block * MR * steps * TILE..].as_ptr(),
-                            row_blocks: rows_here,
-                            b: planes[block * NR..].as_ptr().cast(),
-                            b_steps: &offsets,
-                            b_stride: shape.plane_len() * 4,
-                            sums: sums.as_mut_ptr(),
-                        };
-                        // SAFETY: the packed weight holds `rows_here` blocks of
-                        // `steps` steps from `first_row_block`; each step's 16
-                        // rows of 32 pairs lie inside the image's planes (a
-                        // plane holds the last block's positions plus the
-                        // farthest tap's offset); `sums` holds `group` blocks of
-                        // MR × NR; the caller checked the CPU (AVX-512F for
-                        // the write-back).
-                        prefetch_output(
-                            shape,
-                            image,
-                            block,
-                            first_row_block * MR,
-                            rows_here * MR,
-                            epilogue.residual,
-                            &out,
-                        );
-                        unsafe {
-                            tiles.run_on(kernel);
-                            write_back(
-                                sums,
-                                shape,
-                                image,
-                                block,
-                                first_row_block * MR,
-                                rows_here * MR,
-                                epilogue,
-                                &out,
-                            );
-                        }
+    // another in `planes`, written to `target` from its image `first`: a
+    // group of the weight stays in L2 while every image's positions stream
+    // past it.
+    let run = |rows: Range<usize>,
+               images: Range<usize>,
+               position_blocks: Range<usize>,
+               planes: &[u32],
+               sums: &mut [f32],
+               (target, first): (&SharedOutput<MaybeUninit<f32>>, usize)| {
+        for first_row_block in rows.clone().step_by(group) {
+            let rows_here = group.min(rows.end - first_row_block);
+            for (slot, image) in images.clone().enumerate() {
+                let planes = &planes[slot * planes_len..][..planes_len];
+                for block in position_blocks.clone() {
+                    let tiles = Tiles {
+                        a: packed[first_row_block * MR * steps * TILE..].as_ptr(),
+                        row_blocks: rows_here,
+                        b: planes[block * NR..].as_ptr().cast(),
+                        b_steps: &offsets,
+                        b_stride: shape.plane_len() * 4,
+                        sums: sums.as_mut_ptr(),
+                    };
+                    let (rows, channel) = (rows_here * MR, first_row_block * MR);
+                    prefetch_output(shape, image - first, block, channel, rows, epilogue.residual, target);
+                    // SAFETY: the packed weight holds `rows_here` blocks of
+                    // `steps` steps from `first_row_block`; each step's 16
+                    // rows of 32 pairs lie inside the image's planes (a
+                    // plane holds the last block's positions plus the
+                    // farthest tap's offset); `sums` holds `group` blocks of
+                    // MR × NR; the caller checked the CPU (AVX-512F for
+                    // the write-back).
+                    unsafe {
+                        tiles.run_on(kernel);
+                        write_back(sums, shape, image - first, block, channel, rows, epilogue, target);
                     }
                 }
             }
-        };
+        }
+    };
     let image = |image: usize| &x[image * shape.image_len()..][..shape.image_len()];
     let threads = rayon::current_num_threads();
+    let output_len = shape.output_len();
+    // Written straight into new buffers, every element once (every image,
+    // row block and block of positions is run): no zeroing pass.
+    let uninit = |len: usize| Vec::<f32>::with_capacity(len);
     if threads > 1 && shape.batch >= 2 * threads {
         // Each worker a share of the images; a chunk of them at a time
         // where the weight is read in more than one group.
@@ -602,40 +597,90 @@ pub(in crate::gemm) fn forward(
             1
         };
         let scratch = || (ImagePlanes::new(shape, chunk), Scratch::<f32>::stale(sums_len));
-        let work = |images: Range<usize>, (planes, sums): &mut (ImagePlanes, Scratch<f32>)| {
+        let lay_out = |images: &Range<usize>, planes: &mut ImagePlanes| {
             for (slot, index) in images.clone().enumerate() {
                 // SAFETY: the caller checked the CPU.
                 unsafe { planes.pack(slot, image(index)) };
             }
-            run(0..row_blocks, images, 0..blocks, planes.laid_out(), sums);
+        };
+        if let Some(pool) = epilogue.pool {
+            // Each chunk's output in the worker's own buffer (in cache),
+            // pooled from there into the pooled output.
+            let pooled_len = shape.out_channels * pool.out_h * pool.out_w;
+            let mut y = vec![0f32; shape.batch * pooled_len];
+            let pooled = SharedOutput::new(&mut y);
+            let scratch = || (scratch(), Scratch::<f32>::stale(chunk * output_len));
+            let work =
+                |images: Range<usize>, ((planes, sums), outputs): &mut ((ImagePlanes, Scratch<f32>), Scratch<f32>)| {
+                    lay_out(&images, planes);
+                    let outputs = &mut outputs[..images.len() * output_len];
+                    // SAFETY: MaybeUninit<f32> has f32's layout, and only f32
+                    // values are written through this view.
+                    let view = unsafe { &mut *(std::ptr::from_mut(outputs) as *mut [MaybeUninit<f32>]) };
+                    run(
+                        0..row_blocks,
+                        images.clone(),
+                        0..blocks,
+                        planes.laid_out(),
+                        sums,
+                        (&SharedOutput::new(view), images.start),
+                    );
+                    // SAFETY: these images' pooled outputs are this worker's alone.
+                    let target = unsafe { pooled.slice(images.start * pooled_len, images.len() * pooled_len) };
+                    pool.pool_relu_planes_here(outputs, target);
+                };
+            for_each_block(shape.batch, chunk, scratch, work, drop);
+            return y;
+        }
+        let len = shape.batch * output_len;
+        let mut y = uninit(len);
+        let out = SharedOutput::new(&mut y.spare_capacity_mut()[..len]);
+        let work = |images: Range<usize>, (planes, sums): &mut (ImagePlanes, Scratch<f32>)| {
+            lay_out(&images, planes);
+            run(0..row_blocks, images, 0..blocks, planes.laid_out(), sums, (&out, 0));
         };
         for_each_block(shape.batch, chunk, scratch, work, drop);
-    } else {
-        // Each image's work shared out: by row blocks where the weight is
-        // the larger operand (each worker streams its part of it alone), by
-        // positions where the image is.
-        let by_rows = weight.pairs.len() >= planes_len;
-        let mut planes = ImagePlanes::new(shape, 1);
-        for index in 0..shape.batch {
-            // SAFETY: the caller checked the CPU.
-            unsafe { planes.pack(0, image(index)) };
-            let planes = planes.laid_out();
-            let images = index..index + 1;
-            if by_rows {
-                let work =
-                    |rows: Range<usize>, sums: &mut Scratch<f32>| run(rows, images.clone(), 0..blocks, planes, sums);
-                for_each_block(row_blocks, row_blocks, || Scratch::<f32>::stale(sums_len), work, drop);
-            } else {
-                let work = |position_blocks: Range<usize>, sums: &mut Scratch<f32>| {
-                    run(0..row_blocks, images.clone(), position_blocks, planes, sums)
-                };
-                for_each_block(blocks, blocks, || Scratch::<f32>::stale(sums_len), work, drop);
-            }
+        // SAFETY: the runs above wrote all `len` elements (see above).
+        unsafe { y.set_len(len) };
+        return y;
+    }
+    // Each image's work shared out: by row blocks where the weight is the
+    // larger operand (each worker streams its part of it alone), by
+    // positions where the image is; pooled after, in parallel.
+    let by_rows = weight.pairs.len() >= planes_len;
+    let len = shape.batch * output_len;
+    let mut y = uninit(len);
+    let out = SharedOutput::new(&mut y.spare_capacity_mut()[..len]);
+    let mut planes = ImagePlanes::new(shape, 1);
+    for index in 0..shape.batch {
+        // SAFETY: the caller checked the CPU.
+        unsafe { planes.pack(0, image(index)) };
+        let planes = planes.laid_out();
+        let images = index..index + 1;
+        if by_rows {
+            let work = |rows: Range<usize>, sums: &mut Scratch<f32>| {
+                run(rows, images.clone(), 0..blocks, planes, sums, (&out, 0))
+            };
+            for_each_block(row_blocks, row_blocks, || Scratch::<f32>::stale(sums_len), work, drop);
+        } else {
+            let work = |position_blocks: Range<usize>, sums: &mut Scratch<f32>| {
+                run(0..row_blocks, images.clone(), position_blocks, planes, sums, (&out, 0))
+            };
+            for_each_block(blocks, blocks, || Scratch::<f32>::stale(sums_len), work, drop);
         }
     }
     // SAFETY: the runs above wrote all `len` elements (see above).
     unsafe { y.set_len(len) };
-    y
+    let Some(pool) = epilogue.pool else {
+        return y;
+    };
+    let (map, pooled_map) = (shape.out_h() * shape.out_w(), pool.out_h * pool.out_w);
+    let mut pooled = vec![0f32; shape.batch * shape.out_channels * pooled_map];
+    pooled
+        .par_chunks_mut(pooled_map)
+        .zip(y.par_chunks(map))
+        .for_each(|(pooled, plane)| pool.pool_relu_planes_here(plane, pooled));
+    pooled
 }
 
 /// Writes a block's sums (`rows` output channels from `first_channel`, the
@@ -658,6 +703,7 @@ fn write_back(
         bias,
         residual,
         activation,
+        ..
     } = epilogue;
     let map = shape.out_h() * shape.out_w();
     for (in_block, at, len) in shape.output_runs(block) {
@@ -1232,6 +1278,7 @@ mod tests {
                         bias,
                         residual,
                         activation,
+                        pool: None,
                     };
                     for workers in [1, 2] {
                         let run = || {
