@@ -31,7 +31,7 @@ use crate::storage::{dispatch, runs_on_cpu_kernels};
 /// let params = Conv2dParams { stride: 1, padding: 0 };
 /// let pool = MaxPool2dConfig { kernel: 2, stride: 1, padding: 0, ceil_mode: false };
 /// let y = conv2d_relu_max_pool2d(&image, &kernel, None, params, pool)?;
-/// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [4.0, 6.0, 8.0, 6.0, 2.0, 5.0, 7.0, 9.0]);
+/// assert_eq!(y.flatten_all()?.to_vec1::<f32>()?, [4.0, 6.0, 8.0, 8.0, 5.0, 5.0, 7.0, 9.0]);
 /// # Ok::<(), candle_core::Error>(())
 /// ```
 pub fn conv2d_relu_max_pool2d<'a>(
