@@ -64,6 +64,12 @@ impl<'a, T> SharedOutput<'a, T> {
     /// The address of the `len` elements from `start` (in bounds, checked),
     /// to prefetch: reading or writing through it is for [`Self::slice`].
     pub(crate) fn address(&self, start: usize, len: usize) -> *const T {
+        self.checked(start, len)
+    }
+
+    /// The address of the `len` elements from `start`; a panic, not
+    /// undefined behaviour, outside the buffer.
+    fn checked(&self, start: usize, len: usize) -> *mut T {
         assert!(
             start + len <= self.len,
             "shared output: {start}..{} outside {}",
@@ -85,15 +91,9 @@ impl<'a, T> SharedOutput<'a, T> {
     /// undefined behaviour, outside the buffer).
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
-        assert!(
-            start + len <= self.len,
-            "shared output: {start}..{} outside {}",
-            start + len,
-            self.len
-        );
-        // SAFETY: in bounds (checked above); disjoint from every other live
-        // slice by the caller's promise.
-        unsafe { std::slice::from_raw_parts_mut(self.data.add(start), len) }
+        // SAFETY: in bounds (checked); disjoint from every other live slice
+        // by the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.checked(start, len), len) }
     }
 }
 

@@ -301,6 +301,18 @@ impl PoolGeometry {
         }
     }
 
+    /// [`Self::pool_relu_planes_here`] of the planes of `input`, shared out
+    /// among the workers.
+    pub(crate) fn pool_relu(&self, input: &[f32]) -> Vec<f32> {
+        let (in_len, out_len) = (self.in_h * self.in_w, self.out_h * self.out_w);
+        let mut output = vec![0f32; input.len() / in_len * out_len];
+        output
+            .par_chunks_mut(out_len)
+            .zip(input.par_chunks(in_len))
+            .for_each(|(out, plane)| self.pool_relu_planes_here(plane, out));
+        output
+    }
+
     /// The pooled planes and, when `places`, for every output the index in
     /// its plane of the maximum it took (else an empty vector).
     pub(crate) fn forward_keeping<T: PoolElem>(&self, places: bool, planes: usize, input: &[T]) -> (Vec<T>, Vec<u32>) {

@@ -585,9 +585,6 @@ pub(in crate::gemm) fn forward(
     let image = |image: usize| &x[image * shape.image_len()..][..shape.image_len()];
     let threads = rayon::current_num_threads();
     let output_len = shape.output_len();
-    // Written straight into new buffers, every element once (every image,
-    // row block and block of positions is run): no zeroing pass.
-    let uninit = |len: usize| Vec::<f32>::with_capacity(len);
     if threads > 1 && shape.batch >= 2 * threads {
         // Each worker a share of the images; a chunk of them at a time
         // where the weight is read in more than one group.
@@ -632,55 +629,59 @@ pub(in crate::gemm) fn forward(
             for_each_block(shape.batch, chunk, scratch, work, drop);
             return y;
         }
-        let len = shape.batch * output_len;
-        let mut y = uninit(len);
-        let out = SharedOutput::new(&mut y.spare_capacity_mut()[..len]);
-        let work = |images: Range<usize>, (planes, sums): &mut (ImagePlanes, Scratch<f32>)| {
-            lay_out(&images, planes);
-            run(0..row_blocks, images, 0..blocks, planes.laid_out(), sums, (&out, 0));
+        let write = |out: &SharedOutput<MaybeUninit<f32>>| {
+            let work = |images: Range<usize>, (planes, sums): &mut (ImagePlanes, Scratch<f32>)| {
+                lay_out(&images, planes);
+                run(0..row_blocks, images, 0..blocks, planes.laid_out(), sums, (out, 0));
+            };
+            for_each_block(shape.batch, chunk, scratch, work, drop);
         };
-        for_each_block(shape.batch, chunk, scratch, work, drop);
-        // SAFETY: the runs above wrote all `len` elements (see above).
-        unsafe { y.set_len(len) };
-        return y;
+        // SAFETY: every image, row block and block of positions is run.
+        return unsafe { written(shape.batch * output_len, write) };
     }
     // Each image's work shared out: by row blocks where the weight is the
     // larger operand (each worker streams its part of it alone), by
     // positions where the image is; pooled after, in parallel.
     let by_rows = weight.pairs.len() >= planes_len;
-    let len = shape.batch * output_len;
-    let mut y = uninit(len);
-    let out = SharedOutput::new(&mut y.spare_capacity_mut()[..len]);
-    let mut planes = ImagePlanes::new(shape, 1);
-    for index in 0..shape.batch {
-        // SAFETY: the caller checked the CPU.
-        unsafe { planes.pack(0, image(index)) };
-        let planes = planes.laid_out();
-        let images = index..index + 1;
-        if by_rows {
-            let work = |rows: Range<usize>, sums: &mut Scratch<f32>| {
-                run(rows, images.clone(), 0..blocks, planes, sums, (&out, 0))
-            };
-            for_each_block(row_blocks, row_blocks, || Scratch::<f32>::stale(sums_len), work, drop);
-        } else {
-            let work = |position_blocks: Range<usize>, sums: &mut Scratch<f32>| {
-                run(0..row_blocks, images.clone(), position_blocks, planes, sums, (&out, 0))
-            };
-            for_each_block(blocks, blocks, || Scratch::<f32>::stale(sums_len), work, drop);
+    let write = |out: &SharedOutput<MaybeUninit<f32>>| {
+        let mut planes = ImagePlanes::new(shape, 1);
+        for index in 0..shape.batch {
+            // SAFETY: the caller checked the CPU.
+            unsafe { planes.pack(0, image(index)) };
+            let planes = planes.laid_out();
+            let images = index..index + 1;
+            if by_rows {
+                let work = |rows: Range<usize>, sums: &mut Scratch<f32>| {
+                    run(rows, images.clone(), 0..blocks, planes, sums, (out, 0))
+                };
+                for_each_block(row_blocks, row_blocks, || Scratch::<f32>::stale(sums_len), work, drop);
+            } else {
+                let work = |position_blocks: Range<usize>, sums: &mut Scratch<f32>| {
+                    run(0..row_blocks, images.clone(), position_blocks, planes, sums, (out, 0))
+                };
+                for_each_block(blocks, blocks, || Scratch::<f32>::stale(sums_len), work, drop);
+            }
         }
-    }
-    // SAFETY: the runs above wrote all `len` elements (see above).
-    unsafe { y.set_len(len) };
-    let Some(pool) = epilogue.pool else {
-        return y;
     };
-    let (map, pooled_map) = (shape.out_h() * shape.out_w(), pool.out_h * pool.out_w);
-    let mut pooled = vec![0f32; shape.batch * shape.out_channels * pooled_map];
-    pooled
-        .par_chunks_mut(pooled_map)
-        .zip(y.par_chunks(map))
-        .for_each(|(pooled, plane)| pool.pool_relu_planes_here(plane, pooled));
-    pooled
+    // SAFETY: every image, row block and block of positions is run.
+    let y = unsafe { written(shape.batch * output_len, write) };
+    match epilogue.pool {
+        Some(pool) => pool.pool_relu(&y),
+        None => y,
+    }
+}
+
+/// A new buffer of `len` elements, written by `write` straight into its
+/// uninitialised memory: no zeroing pass.
+///
+/// # Safety
+/// `write` writes every one of the `len` elements.
+unsafe fn written(len: usize, write: impl FnOnce(&SharedOutput<MaybeUninit<f32>>)) -> Vec<f32> {
+    let mut y = Vec::with_capacity(len);
+    write(&SharedOutput::new(&mut y.spare_capacity_mut()[..len]));
+    // SAFETY: `write` wrote all `len` elements (the caller's promise).
+    unsafe { y.set_len(len) };
+    y
 }
 
 /// Writes a block's sums (`rows` output channels from `first_channel`, the
@@ -1200,7 +1201,6 @@ mod tests {
         kernels
     }
 
-    /// [`shapes`], with and without a bias, and with a ReLU.
     /// A weight packed flipped and transposed from a convolution's own
     /// weight is the packing of the input gradient's weight written out:
     /// channels and output channels swapped, each kernel turned by 180°
@@ -1246,6 +1246,8 @@ mod tests {
         }
     }
 
+    /// [`shapes`], with and without a bias, with a ReLU, and with a
+    /// residual.
     #[test]
     fn convolutions_on_tiles_match_an_f64_reference() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
