@@ -343,7 +343,9 @@ impl Tiles<'_> {
     /// step of 16 pairs of the inner dimension, rows 0-15 and 16-31 of the
     /// block (two 1 KiB pieces, one after the other) loaded into tiles 4
     /// and 5, columns 0-15 and 16-31 of the step of `b` into tiles 6 and 7,
-    /// and the four products added; the four tiles stored.
+    /// and the four products added; the four tiles stored. `a` streams from
+    /// L2 (a block's steps outgrow L1), and a tile load waits for its lines:
+    /// each step prefetches the 2 KiB of `a` two steps on into L1.
     ///
     /// # Safety
     /// The CPU has AMX-TILE and AMX-BF16 and this process the tile data;
@@ -359,7 +361,9 @@ impl Tiles<'_> {
         // the operands described there, and the tiles are released at the
         // end. 64 = 16 pairs or 16 f32 (a tile row, and the row stride of
         // `a`'s tiles); 1024 = a tile of `a`; 2048 = two; 4096 = 32 rows of
-        // `sums`. A block of `a` ends where the next begins.
+        // `sums`. A block of `a` ends where the next begins. The prefetches
+        // past the last block touch no memory they may not: a prefetch
+        // never faults.
         unsafe {
             std::arch::asm!(
                 "ldtilecfg [{config}]",
@@ -377,6 +381,13 @@ impl Tiles<'_> {
                 "tileloadd tmm5, [{a_at} + {tile_row} * 1 + 1024]",
                 "tileloadd tmm6, [{b_at} + {b_stride} * 1]",
                 "tileloadd tmm7, [{b_at} + {b_stride} * 1 + 64]",
+                // The step after next's 2 KiB of `a` (the next block's
+                // first steps at the end of this one) into L1, a line at a time.
+                ".set caf_a_ahead, 4096",
+                ".rept 32",
+                "prefetcht0 [{a_at} + caf_a_ahead]",
+                ".set caf_a_ahead, caf_a_ahead + 64",
+                ".endr",
                 "tdpbf16ps tmm0, tmm4, tmm6",
                 "tdpbf16ps tmm1, tmm4, tmm7",
                 "tdpbf16ps tmm2, tmm5, tmm6",
