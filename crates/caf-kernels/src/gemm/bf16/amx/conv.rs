@@ -381,10 +381,15 @@ fn pack_folded(x: &[f32], shape: &ConvShape, planes: &mut [u32]) {
             continue;
         }
         for channel in 0..c {
-            for (ix, &value) in x[(channel * h + y) * w..][..w].iter().enumerate() {
-                let column = ix + p;
-                if column / s < phase_columns {
-                    phases[(channel * s + column % s) * phase_columns + column / s] = value;
+            let input = &x[(channel * h + y) * w..][..w];
+            for rx in 0..s {
+                // Padded column `s·t + rx` is input column `s·t + rx − p`:
+                // from the first `t` at or past the padding, while inside the row.
+                let first = p.saturating_sub(rx).div_ceil(s);
+                let phase = &mut phases[(channel * s + rx) * phase_columns..][..phase_columns];
+                let columns = input.get(s * first + rx - p..).unwrap_or_default().iter().step_by(s);
+                for (out, &value) in phase[first.min(phase_columns)..].iter_mut().zip(columns) {
+                    *out = value;
                 }
             }
         }
