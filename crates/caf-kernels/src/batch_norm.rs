@@ -16,8 +16,10 @@ use rayon::prelude::*;
 #[cfg(feature = "cuda")]
 mod cuda;
 
+use crate::cpu::vectorised;
 use crate::elementwise::Activation;
 use crate::gemm::Element;
+use crate::parallel::collect_planes;
 use crate::reduce::{sum_and_dot, sum_map};
 use crate::storage::{dispatch, own_kernels_run_on, runs_on_cpu_kernels, Kernel};
 
@@ -171,17 +173,10 @@ impl CustomOp3 for ScaleShiftOp {
 
 fn scale_shift_planes<T: Element>(x: &[T], scale: &[T], shift: &[T], dims: &[usize; 4]) -> Vec<T> {
     let (channels, plane) = (dims[1], dims[2] * dims[3]);
-    let mut y = vec![T::ZERO; x.len()];
-    y.par_chunks_mut(plane)
-        .zip(x.par_chunks(plane))
-        .enumerate()
-        .for_each(|(i, (y, x))| {
-            let (s, b) = (scale[i % channels], shift[i % channels]);
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = x * s + b;
-            }
-        });
-    y
+    collect_planes(dims[0] * channels, plane, |i| {
+        let (s, b) = (scale[i % channels], shift[i % channels]);
+        x[i * plane..][..plane].iter().map(move |&x| x * s + b)
+    })
 }
 
 /// Planes of channel `c`: `(b·C + c)·HW ..`, for every image `b`.
@@ -234,11 +229,7 @@ impl Kernel for BatchNormKernel {
     fn run<T: Element>(&self, operands: &[&[T]]) -> Vec<T> {
         match self {
             BatchNormKernel::Statistics(dims) => statistics(operands[0], dims),
-            BatchNormKernel::Forward(n, activation) => {
-                let mut y = n.forward(operands[0], operands[1], operands[2]);
-                activation.apply_in_place(&mut y);
-                y
-            }
+            BatchNormKernel::Forward(n, activation) => n.forward(operands[0], operands[1], operands[2], *activation),
             BatchNormKernel::ScaleShift(dims) => scale_shift_planes(operands[0], operands[1], operands[2], dims),
             BatchNormKernel::GradientSums(n) => n.gradient_sums(operands[0], operands[1]),
             BatchNormKernel::InputGradient(n) => n.input_gradient(operands[0], operands[1], operands[2], operands[3]),
@@ -251,12 +242,14 @@ fn statistics<T: Element>(x: &[T], dims: &[usize; 4]) -> Vec<T> {
     let per_channel: Vec<(f64, f64)> = (0..dims[1])
         .into_par_iter()
         .map(|c| {
-            let mean = planes(x, dims, c).map(|p| sum_map(p, |v| v)).sum::<f64>() / count;
-            let variance = planes(x, dims, c)
-                .map(|p| sum_map(p, |v| (v - mean) * (v - mean)))
-                .sum::<f64>()
-                / count;
-            (mean, variance)
+            vectorised(|| {
+                let mean = planes(x, dims, c).map(|p| sum_map(p, |v| v)).sum::<f64>() / count;
+                let variance = planes(x, dims, c)
+                    .map(|p| sum_map(p, |v| (v - mean) * (v - mean)))
+                    .sum::<f64>()
+                    / count;
+                (mean, variance)
+            })
         })
         .collect();
     let means = per_channel.iter().map(|s| T::from_f64(s.0));
@@ -311,34 +304,32 @@ impl HostStats {
         self.dims[2] * self.dims[3]
     }
 
-    /// `y = (x − mean)·inv_std·weight + bias`.
-    fn forward<T: Element>(&self, x: &[T], weight: &[T], bias: &[T]) -> Vec<T> {
-        let channels = self.dims[1];
-        let mut y = vec![T::ZERO; x.len()];
-        y.par_chunks_mut(self.plane())
-            .zip(x.par_chunks(self.plane()))
-            .enumerate()
-            .for_each(|(i, (y, x))| {
-                let c = i % channels;
-                let scale = self.inv_std[c] * weight[c].to_f64();
-                let shift = bias[c].to_f64() - self.mean[c] * scale;
-                for (y, &x) in y.iter_mut().zip(x) {
-                    *y = T::from_f64(x.to_f64() * scale + shift);
-                }
-            });
-        y
+    /// `y = activation((x − mean)·inv_std·weight + bias)`.
+    fn forward<T: Element>(&self, x: &[T], weight: &[T], bias: &[T], activation: Activation) -> Vec<T> {
+        let (channels, plane) = (self.dims[1], self.plane());
+        collect_planes(self.dims[0] * channels, plane, |i| {
+            let c = i % channels;
+            let scale = self.inv_std[c] * weight[c].to_f64();
+            let shift = bias[c].to_f64() - self.mean[c] * scale;
+            let x = &x[i * plane..][..plane];
+            x.iter()
+                .map(move |&x| activation.apply(T::from_f64(x.to_f64() * scale + shift)))
+        })
     }
 
     fn gradient_sums<T: Element>(&self, dy: &[T], x: &[T]) -> Vec<T> {
         let per_channel: Vec<(f64, f64)> = (0..self.dims[1])
             .into_par_iter()
             .map(|c| {
-                let (mut sum, mut dot) = (0.0, 0.0);
-                for (dy, x) in planes(dy, &self.dims, c).zip(planes(x, &self.dims, c)) {
-                    let (s, d) = sum_and_dot(dy, x);
-                    sum += s;
-                    dot += d;
-                }
+                let (sum, dot) = vectorised(|| {
+                    let (mut sum, mut dot) = (0.0, 0.0);
+                    for (dy, x) in planes(dy, &self.dims, c).zip(planes(x, &self.dims, c)) {
+                        let (s, d) = sum_and_dot(dy, x);
+                        sum += s;
+                        dot += d;
+                    }
+                    (sum, dot)
+                });
                 // Σ dy·x̂ = inv_std·(Σ dy·x − mean·Σ dy)
                 (sum, self.inv_std[c] * (dot - self.mean[c] * sum))
             })
@@ -349,21 +340,18 @@ impl HostStats {
 
     /// `dx = weight·inv_std·(dy − mean(dy) − x̂·mean(dy·x̂))`.
     fn input_gradient<T: Element>(&self, dy: &[T], x: &[T], weight: &[T], sums: &[T]) -> Vec<T> {
-        let (channels, count) = (self.dims[1], self.count());
-        let mut dx = vec![T::ZERO; x.len()];
-        dx.par_chunks_mut(self.plane())
-            .zip(dy.par_chunks(self.plane()).zip(x.par_chunks(self.plane())))
-            .enumerate()
-            .for_each(|(i, (dx, (dy, x)))| {
-                let c = i % channels;
-                let (mean_dy, mean_dy_xhat) = (sums[c].to_f64() / count, sums[channels + c].to_f64() / count);
-                let scale = weight[c].to_f64() * self.inv_std[c];
-                for ((dx, &dy), &x) in dx.iter_mut().zip(dy).zip(x) {
-                    let xhat = (x.to_f64() - self.mean[c]) * self.inv_std[c];
-                    *dx = T::from_f64(scale * (dy.to_f64() - mean_dy - xhat * mean_dy_xhat));
-                }
-            });
-        dx
+        let (channels, count, plane) = (self.dims[1], self.count(), self.plane());
+        collect_planes(self.dims[0] * channels, plane, |i| {
+            let c = i % channels;
+            let (mean_dy, mean_dy_xhat) = (sums[c].to_f64() / count, sums[channels + c].to_f64() / count);
+            let (mean, inv_std) = (self.mean[c], self.inv_std[c]);
+            let scale = weight[c].to_f64() * inv_std;
+            let (dy, x) = (&dy[i * plane..][..plane], &x[i * plane..][..plane]);
+            dy.iter().zip(x).map(move |(&dy, &x)| {
+                let xhat = (x.to_f64() - mean) * inv_std;
+                T::from_f64(scale * (dy.to_f64() - mean_dy - xhat * mean_dy_xhat))
+            })
+        })
     }
 }
 

@@ -169,6 +169,31 @@ pub fn instruction_set() -> InstructionSet {
     }
 }
 
+/// Runs `kernel` compiled with AVX-512F where the kernels may use it
+/// ([`instruction_set`] at least [`InstructionSet::Avx512`]), else as built
+/// for the baseline (SSE2 on x86-64): the loops the compiler vectorises in
+/// it get 512-bit vectors instead of 128-bit ones. The results are the same
+/// bits either way: without FMA contraction or reassociation, each lane of
+/// a vectorised loop does the scalar loop's arithmetic. `kernel` gains only
+/// what is inlined into it, so it should be a closure around the loop, the
+/// functions it calls `#[inline]`.
+#[inline(always)]
+pub(crate) fn vectorised<R>(kernel: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if instruction_set() >= InstructionSet::Avx512 {
+        // SAFETY: the instruction set in use is at most the detected one,
+        // so this CPU has AVX-512F.
+        return unsafe { with_avx512(kernel) };
+    }
+    kernel()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn with_avx512<R>(kernel: impl FnOnce() -> R) -> R {
+    kernel()
+}
+
 /// [`instruction_set`], with a bad `CAF_CPU_CAP` as an error.
 pub fn checked_instruction_set() -> Result<InstructionSet, CpuCapError> {
     static IN_USE: OnceLock<Result<InstructionSet, CpuCapError>> = OnceLock::new();

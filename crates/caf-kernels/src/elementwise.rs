@@ -111,6 +111,15 @@ pub(crate) enum Activation {
 }
 
 impl Activation {
+    /// The activation of one value (a NaN becomes 0 under ReLU, as in [`relu`]).
+    #[inline(always)]
+    pub(crate) fn apply<T: Element>(self, value: T) -> T {
+        match self {
+            Activation::Identity => value,
+            Activation::Relu => relu_value(value),
+        }
+    }
+
     /// Applies the activation to `values` in place (a NaN becomes 0 under ReLU, as in [`relu`]).
     pub(crate) fn apply_in_place<T: Element>(self, values: &mut [T]) {
         if self == Activation::Relu {

@@ -7,6 +7,8 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use crate::cpu::vectorised;
+
 /// Runs `work(items, scratch)` over the `total` items: each worker takes an
 /// equal contiguous share (to one item) and works through it in blocks of at
 /// most `block`, with its own scratch; returns what `finish` makes of each
@@ -36,6 +38,43 @@ pub(crate) fn for_each_block<S, R: Send>(
             finish(s)
         })
         .collect()
+}
+
+/// A vector of `count` planes of `plane` values, made plane by plane in
+/// parallel and written straight into its memory (no zeroing pass first),
+/// each plane's loop [`vectorised`]: plane `i` holds the first `plane`
+/// values of `values(i)`.
+///
+/// # Panics
+/// When `values(i)` gives fewer than `plane` values.
+pub(crate) fn collect_planes<T, I>(count: usize, plane: usize, values: impl Fn(usize) -> I + Sync) -> Vec<T>
+where
+    T: Send,
+    I: Iterator<Item = T>,
+{
+    let len = count * plane;
+    let mut out = Vec::with_capacity(len);
+    if len == 0 {
+        return out;
+    }
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(plane)
+        .enumerate()
+        .for_each(|(i, places)| {
+            let written = vectorised(|| {
+                let mut written = 0;
+                for (place, value) in places.iter_mut().zip(values(i)) {
+                    place.write(value);
+                    written += 1;
+                }
+                written
+            });
+            assert_eq!(written, plane, "plane {i}: {written} values for {plane} places");
+        });
+    // SAFETY: every plane's `plane` places were written (counted above; a
+    // short plane panics before this, and `out` is then dropped empty).
+    unsafe { out.set_len(len) };
+    out
 }
 
 /// An output buffer written by several threads at once, each in parts that
@@ -100,6 +139,24 @@ impl<'a, T> SharedOutput<'a, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each plane holds its own values, in order, on however many workers.
+    #[test]
+    fn collected_planes_hold_each_planes_values() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("a pool");
+        for (count, plane) in [(0, 5), (5, 0), (1, 1), (7, 13), (64, 3)] {
+            let planes = pool.install(|| collect_planes(count, plane, |i| (0..plane).map(move |j| i * 1000 + j)));
+            let expected: Vec<usize> = (0..count).flat_map(|i| (0..plane).map(move |j| i * 1000 + j)).collect();
+            assert_eq!(planes, expected, "{count} planes of {plane}");
+        }
+    }
+
+    /// A plane given too few values is refused: its places would be left unwritten.
+    #[test]
+    #[should_panic(expected = "plane 2: 3 values for 4 places")]
+    fn a_short_plane_panics() {
+        collect_planes(4, 4, |i| (0..if i == 2 { 3 } else { 4 }).map(|j| j as f32));
+    }
 
     /// Every item runs once, in blocks of at most `block`, and the workers'
     /// shares are contiguous and differ by at most one item.

@@ -23,6 +23,7 @@ pub(crate) fn sum_parts<T: Element>(parts: impl IntoIterator<Item = Vec<T>>, len
 }
 
 /// `Σ f(vᵢ)`, accumulated in f64.
+#[inline(always)]
 pub(crate) fn sum_map<T: Element>(values: &[T], f: impl Fn(f64) -> f64) -> f64 {
     let mut lanes = [0f64; LANES];
     let chunks = values.chunks_exact(LANES);
@@ -36,6 +37,7 @@ pub(crate) fn sum_map<T: Element>(values: &[T], f: impl Fn(f64) -> f64) -> f64 {
 }
 
 /// `(Σ aᵢ, Σ aᵢ·bᵢ)`, accumulated in f64.
+#[inline(always)]
 pub(crate) fn sum_and_dot<T: Element>(a: &[T], b: &[T]) -> (f64, f64) {
     let (mut sums, mut dots) = ([0f64; LANES], [0f64; LANES]);
     let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
@@ -69,5 +71,22 @@ mod tests {
             let expected: f64 = a.iter().zip(&b).map(|(&x, &y)| x as f64 * y as f64).sum();
             assert!((dot - expected).abs() < 1e-9);
         }
+    }
+
+    /// Compiled for AVX-512 where the CPU has it, the sums are the plain
+    /// build's bits: the vectors only widen the lanes the code spells out.
+    #[test]
+    fn vectorised_sums_are_the_same_bits() {
+        let a: Vec<f32> = (0..10_007).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
+        let b: Vec<f32> = (0..10_007).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mean = 3.25;
+        let squares = |a: &[f32]| sum_map(a, |v| (v - mean) * (v - mean));
+        assert_eq!(crate::cpu::vectorised(|| squares(&a)).to_bits(), squares(&a).to_bits());
+        let (sum, dot) = crate::cpu::vectorised(|| sum_and_dot(&a, &b));
+        let (plain_sum, plain_dot) = sum_and_dot(&a, &b);
+        assert_eq!(
+            (sum.to_bits(), dot.to_bits()),
+            (plain_sum.to_bits(), plain_dot.to_bits())
+        );
     }
 }
