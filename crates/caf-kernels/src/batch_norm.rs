@@ -242,14 +242,21 @@ fn statistics<T: Element>(x: &[T], dims: &[usize; 4]) -> Vec<T> {
     let per_channel: Vec<(f64, f64)> = (0..dims[1])
         .into_par_iter()
         .map(|c| {
-            vectorised(|| {
-                let mean = planes(x, dims, c).map(|p| sum_map(p, |v| v)).sum::<f64>() / count;
-                let variance = planes(x, dims, c)
-                    .map(|p| sum_map(p, |v| (v - mean) * (v - mean)))
-                    .sum::<f64>()
-                    / count;
-                (mean, variance)
-            })
+            vectorised(
+                #[inline(always)]
+                || {
+                    let mut sum = 0.0;
+                    for plane in planes(x, dims, c) {
+                        sum += sum_map(plane, |v| v);
+                    }
+                    let mean = sum / count;
+                    let mut squares = 0.0;
+                    for plane in planes(x, dims, c) {
+                        squares += sum_map(plane, |v| (v - mean) * (v - mean));
+                    }
+                    (mean, squares / count)
+                },
+            )
         })
         .collect();
     let means = per_channel.iter().map(|s| T::from_f64(s.0));
@@ -321,15 +328,18 @@ impl HostStats {
         let per_channel: Vec<(f64, f64)> = (0..self.dims[1])
             .into_par_iter()
             .map(|c| {
-                let (sum, dot) = vectorised(|| {
-                    let (mut sum, mut dot) = (0.0, 0.0);
-                    for (dy, x) in planes(dy, &self.dims, c).zip(planes(x, &self.dims, c)) {
-                        let (s, d) = sum_and_dot(dy, x);
-                        sum += s;
-                        dot += d;
-                    }
-                    (sum, dot)
-                });
+                let (sum, dot) = vectorised(
+                    #[inline(always)]
+                    || {
+                        let (mut sum, mut dot) = (0.0, 0.0);
+                        for (dy, x) in planes(dy, &self.dims, c).zip(planes(x, &self.dims, c)) {
+                            let (s, d) = sum_and_dot(dy, x);
+                            sum += s;
+                            dot += d;
+                        }
+                        (sum, dot)
+                    },
+                );
                 // Σ dy·x̂ = inv_std·(Σ dy·x − mean·Σ dy)
                 (sum, self.inv_std[c] * (dot - self.mean[c] * sum))
             })

@@ -175,8 +175,9 @@ pub fn instruction_set() -> InstructionSet {
 /// it get 512-bit vectors instead of 128-bit ones. The results are the same
 /// bits either way: without FMA contraction or reassociation, each lane of
 /// a vectorised loop does the scalar loop's arithmetic. `kernel` gains only
-/// what is inlined into it, so it should be a closure around the loop, the
-/// functions it calls `#[inline]`.
+/// what is inlined into it: pass a closure marked `#[inline(always)]` around
+/// the loop, and mark the functions it calls so too (a loop the compiler
+/// leaves in a function of its own is built for the baseline).
 #[inline(always)]
 pub(crate) fn vectorised<R>(kernel: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]

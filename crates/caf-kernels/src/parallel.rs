@@ -61,14 +61,17 @@ where
         .par_chunks_mut(plane)
         .enumerate()
         .for_each(|(i, places)| {
-            let written = vectorised(|| {
-                let mut written = 0;
-                for (place, value) in places.iter_mut().zip(values(i)) {
-                    place.write(value);
-                    written += 1;
-                }
-                written
-            });
+            let written = vectorised(
+                #[inline(always)]
+                || {
+                    let mut written = 0;
+                    for (place, value) in places.iter_mut().zip(values(i)) {
+                        place.write(value);
+                        written += 1;
+                    }
+                    written
+                },
+            );
             assert_eq!(written, plane, "plane {i}: {written} values for {plane} places");
         });
     // SAFETY: every plane's `plane` places were written (counted above; a

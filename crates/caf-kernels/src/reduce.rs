@@ -39,20 +39,28 @@ pub(crate) fn sum_map<T: Element>(values: &[T], f: impl Fn(f64) -> f64) -> f64 {
 /// `(Σ aᵢ, Σ aᵢ·bᵢ)`, accumulated in f64.
 #[inline(always)]
 pub(crate) fn sum_and_dot<T: Element>(a: &[T], b: &[T]) -> (f64, f64) {
-    let (mut sums, mut dots) = ([0f64; LANES], [0f64; LANES]);
+    // Two passes (a run of `a` is read again from cache): in one loop the
+    // compiler pairs each lane's sum and product in a two-lane vector.
+    (sum_map(a, |v| v), dot(a, b))
+}
+
+/// `Σ aᵢ·bᵢ` (to the shorter length), accumulated in f64.
+#[inline(always)]
+fn dot<T: Element>(a: &[T], b: &[T]) -> f64 {
+    let mut lanes = [0f64; LANES];
     let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (mut sum, mut dot) = (0.0, 0.0);
-    for (a, b) in a_chunks.remainder().iter().zip(b_chunks.remainder()) {
-        sum += a.to_f64();
-        dot += a.to_f64() * b.to_f64();
-    }
+    let rest: f64 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(a, b)| a.to_f64() * b.to_f64())
+        .sum();
     for (a, b) in a_chunks.zip(b_chunks) {
         for i in 0..LANES {
-            sums[i] += a[i].to_f64();
-            dots[i] += a[i].to_f64() * b[i].to_f64();
+            lanes[i] += a[i].to_f64() * b[i].to_f64();
         }
     }
-    (sum + sums.iter().sum::<f64>(), dot + dots.iter().sum::<f64>())
+    lanes.iter().sum::<f64>() + rest
 }
 
 #[cfg(test)]
