@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use crate::cpu::vectorised;
 use crate::cpu::Precision;
 use crate::elementwise::Activation;
 use crate::gemm::matmul_in;
@@ -629,12 +630,17 @@ fn bias_gradient<T: Element>(dy: &[T], g: &Geometry) -> Vec<T> {
     (0..g.out_channels)
         .into_par_iter()
         .map(|o| {
-            let sum: f64 = (0..g.batch)
-                .map(|b| {
-                    let start = b * g.output_len() + o * g.positions();
-                    sum_map(&dy[start..start + g.positions()], |v| v)
-                })
-                .sum();
+            let sum = vectorised(
+                #[inline(always)]
+                || {
+                    let mut sum = 0.0;
+                    for b in 0..g.batch {
+                        let start = b * g.output_len() + o * g.positions();
+                        sum += sum_map(&dy[start..start + g.positions()], |v| v);
+                    }
+                    sum
+                },
+            );
             T::from_f64(sum)
         })
         .collect()
