@@ -20,7 +20,7 @@ use crate::cpu::vectorised;
 use crate::elementwise::Activation;
 use crate::gemm::Element;
 use crate::parallel::collect_planes;
-use crate::reduce::{sum_and_dot, sum_map};
+use crate::reduce::{channel_planes, channel_sum, sum_and_dot};
 use crate::storage::{dispatch, own_kernels_run_on, runs_on_cpu_kernels, Kernel};
 
 /// Per-channel mean and biased variance of a `B×C×H×W` batch: detached
@@ -179,10 +179,9 @@ fn scale_shift_planes<T: Element>(x: &[T], scale: &[T], shift: &[T], dims: &[usi
     })
 }
 
-/// Planes of channel `c`: `(b·C + c)·HW ..`, for every image `b`.
-fn planes<'a, T>(data: &'a [T], dims: &[usize], c: usize) -> impl Iterator<Item = &'a [T]> + 'a {
-    let (batch, channels, plane) = (dims[0], dims[1], dims[2] * dims[3]);
-    (0..batch).map(move |b| &data[(b * channels + c) * plane..(b * channels + c + 1) * plane])
+/// A `B×C×H×W` batch as `[B, C, H·W]`: images of channel planes.
+fn planes_layout(dims: &[usize; 4]) -> [usize; 3] {
+    [dims[0], dims[1], dims[2] * dims[3]]
 }
 
 /// The batch's statistics, fixed for one forward pass and its backward, as
@@ -245,16 +244,10 @@ fn statistics<T: Element>(x: &[T], dims: &[usize; 4]) -> Vec<T> {
             vectorised(
                 #[inline(always)]
                 || {
-                    let mut sum = 0.0;
-                    for plane in planes(x, dims, c) {
-                        sum += sum_map(plane, |v| v);
-                    }
-                    let mean = sum / count;
-                    let mut squares = 0.0;
-                    for plane in planes(x, dims, c) {
-                        squares += sum_map(plane, |v| (v - mean) * (v - mean));
-                    }
-                    (mean, squares / count)
+                    let layout = planes_layout(dims);
+                    let mean = channel_sum(x, layout, c, |v| v) / count;
+                    let variance = channel_sum(x, layout, c, |v| (v - mean) * (v - mean)) / count;
+                    (mean, variance)
                 },
             )
         })
@@ -332,7 +325,8 @@ impl HostStats {
                     #[inline(always)]
                     || {
                         let (mut sum, mut dot) = (0.0, 0.0);
-                        for (dy, x) in planes(dy, &self.dims, c).zip(planes(x, &self.dims, c)) {
+                        let layout = planes_layout(&self.dims);
+                        for (dy, x) in channel_planes(dy, layout, c).zip(channel_planes(x, layout, c)) {
                             let (s, d) = sum_and_dot(dy, x);
                             sum += s;
                             dot += d;

@@ -22,7 +22,7 @@ use crate::gemm::{ConvShape, Element, Epilogue, Matrix, Orientation, PackedLhs, 
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::phases::split_by_phase;
 use crate::pool::PoolGeometry;
-use crate::reduce::{sum_map, sum_parts};
+use crate::reduce::{channel_sum, sum_parts};
 use crate::scratch::Scratch;
 use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
 
@@ -630,16 +630,10 @@ fn bias_gradient<T: Element>(dy: &[T], g: &Geometry) -> Vec<T> {
     (0..g.out_channels)
         .into_par_iter()
         .map(|o| {
+            let layout = [g.batch, g.out_channels, g.positions()];
             let sum = vectorised(
                 #[inline(always)]
-                || {
-                    let mut sum = 0.0;
-                    for b in 0..g.batch {
-                        let start = b * g.output_len() + o * g.positions();
-                        sum += sum_map(&dy[start..start + g.positions()], |v| v);
-                    }
-                    sum
-                },
+                || channel_sum(dy, layout, o, |v| v),
             );
             T::from_f64(sum)
         })

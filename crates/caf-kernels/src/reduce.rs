@@ -36,6 +36,28 @@ pub(crate) fn sum_map<T: Element>(values: &[T], f: impl Fn(f64) -> f64) -> f64 {
     lanes.iter().sum::<f64>() + rest
 }
 
+/// Channel `c`'s planes of a batch stored image by image, each image
+/// `channels` planes of `plane` values (`[batch, channels, plane]`):
+/// `(b·channels + c)·plane ..` for every image `b`.
+pub(crate) fn channel_planes<'a, T>(
+    data: &'a [T],
+    [batch, channels, plane]: [usize; 3],
+    c: usize,
+) -> impl Iterator<Item = &'a [T]> + 'a {
+    (0..batch).map(move |b| &data[(b * channels + c) * plane..][..plane])
+}
+
+/// `Σ f(vᵢ)` over channel `c`'s planes ([`channel_planes`]), accumulated
+/// in f64 plane by plane.
+#[inline(always)]
+pub(crate) fn channel_sum<T: Element>(data: &[T], layout: [usize; 3], c: usize, f: impl Fn(f64) -> f64) -> f64 {
+    let mut sum = 0.0;
+    for plane in channel_planes(data, layout, c) {
+        sum += sum_map(plane, &f);
+    }
+    sum
+}
+
 /// `(Σ aᵢ, Σ aᵢ·bᵢ)`, accumulated in f64.
 #[inline(always)]
 pub(crate) fn sum_and_dot<T: Element>(a: &[T], b: &[T]) -> (f64, f64) {
@@ -88,9 +110,20 @@ mod tests {
         let a: Vec<f32> = (0..10_007).map(|i| (i as f32 * 0.37).sin() * 1e3).collect();
         let b: Vec<f32> = (0..10_007).map(|i| (i as f32 * 0.11).cos()).collect();
         let mean = 3.25;
-        let squares = |a: &[f32]| sum_map(a, |v| (v - mean) * (v - mean));
-        assert_eq!(crate::cpu::vectorised(|| squares(&a)).to_bits(), squares(&a).to_bits());
-        let (sum, dot) = crate::cpu::vectorised(|| sum_and_dot(&a, &b));
+        // The closures inlined into the wrapper, as the kernels' are: else
+        // the sums stay in functions of their own, built for the baseline.
+        let vectorised_squares = crate::cpu::vectorised(
+            #[inline(always)]
+            || sum_map(&a, |v| (v - mean) * (v - mean)),
+        );
+        assert_eq!(
+            vectorised_squares.to_bits(),
+            sum_map(&a, |v| (v - mean) * (v - mean)).to_bits()
+        );
+        let (sum, dot) = crate::cpu::vectorised(
+            #[inline(always)]
+            || sum_and_dot(&a, &b),
+        );
         let (plain_sum, plain_dot) = sum_and_dot(&a, &b);
         assert_eq!(
             (sum.to_bits(), dot.to_bits()),
