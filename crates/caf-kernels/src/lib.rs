@@ -72,6 +72,7 @@ mod cuda;
 mod device;
 mod elementwise;
 mod gemm;
+mod huge_pages;
 #[cfg(any(test, feature = "cuda"))]
 mod kernel_signatures;
 mod parallel;

@@ -19,6 +19,7 @@ use super::super::split::{columns_first, nothing_to_multiply, Share};
 use super::super::x86::first_lanes;
 use super::super::{DisjointOutput, Matrix, Threads};
 use super::avx512::{pack_b_view, rounded_pairs, with_contiguous_rows};
+use crate::huge_pages::HugePageBuffer;
 
 /// Rows of a tile, and bf16 pairs (64 bytes) in a tile row.
 const TILE: usize = 16;
@@ -56,7 +57,7 @@ fn pair_rows(depth: usize) -> usize {
 pub(super) struct PackedA {
     rows: usize,
     cols: usize,
-    data: Vec<u32>,
+    data: HugePageBuffer,
 }
 
 impl PackedA {
@@ -71,7 +72,7 @@ impl PackedA {
         } else {
             pair_rows(a.cols % KC)
         };
-        let mut data = vec![0u32; padded_rows * (full_blocks * KC / 2 + last_pairs)];
+        let mut data = HugePageBuffer::zeroed(padded_rows * (full_blocks * KC / 2 + last_pairs));
         for first_inner in (0..a.cols).step_by(KC) {
             let depth = KC.min(a.cols - first_inner);
             let pairs = pair_rows(depth);

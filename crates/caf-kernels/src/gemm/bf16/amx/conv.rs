@@ -29,6 +29,7 @@ use super::{store_tile_row, TileKernel, Tiles, MR, NR, TILE};
 use crate::elementwise::Activation;
 use crate::gemm::x86::{first_lanes, transpose_16x16};
 use crate::gemm::{ConvShape, Epilogue, Orientation};
+use crate::huge_pages::HugePageBuffer;
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::scratch::Scratch;
 
@@ -204,7 +205,7 @@ pub(in crate::gemm) struct PackedWeight {
     out_channels: usize,
     channels: usize,
     kernel: (usize, usize),
-    pairs: Vec<u32>,
+    pairs: HugePageBuffer,
 }
 
 impl PackedWeight {
@@ -235,7 +236,7 @@ impl PackedWeight {
             Orientation::FlippedTransposed => o * taps,
         };
         let block_len = MR * shape.steps() * TILE;
-        let mut pairs = vec![0u32; o / MR * block_len];
+        let mut pairs = HugePageBuffer::zeroed(o / MR * block_len);
         let pack_block = |(row_block, block): (usize, &mut [u32])| {
             for row in 0..MR {
                 let k = row_block * MR + row;
@@ -325,7 +326,11 @@ impl<'a> ImagePlanes<'a> {
     fn new(shape: &'a ConvShape, images: usize) -> Self {
         Self {
             shape,
-            pairs: vec![0; images * shape.planes_len()],
+            pairs: {
+                let mut pairs = vec![0; images * shape.planes_len()];
+                crate::huge_pages::advise_huge_pages(&mut pairs);
+                pairs
+            },
         }
     }
 
@@ -683,6 +688,7 @@ pub(in crate::gemm) fn forward(
 /// `write` writes every one of the `len` elements.
 unsafe fn written(len: usize, write: impl FnOnce(&SharedOutput<MaybeUninit<f32>>)) -> Vec<f32> {
     let mut y = Vec::with_capacity(len);
+    crate::huge_pages::advise_huge_pages(&mut y.spare_capacity_mut()[..len]);
     write(&SharedOutput::new(&mut y.spare_capacity_mut()[..len]));
     // SAFETY: `write` wrote all `len` elements (the caller's promise).
     unsafe { y.set_len(len) };
@@ -911,7 +917,7 @@ unsafe fn tap_products(
     let layout_pairs = images.len() * pairs + shape.farthest_tap() / 2 + 2 * TILE;
     // `dy` in tile order: row block after row block of MR output channels,
     // each `steps` steps of two tiles.
-    let mut a = vec![0u32; o * steps * TILE];
+    let mut a = HugePageBuffer::zeroed(o * steps * TILE);
     let mut row = vec![0f32; 2 * pairs];
     for (n, image) in images.clone().enumerate() {
         for k in 0..o {
@@ -928,8 +934,8 @@ unsafe fn tap_products(
     }
     // The images by pairs of positions (rows) and channels: from an even
     // position, and from an odd one.
-    let mut even = vec![0u32; layout_pairs * c];
-    let mut odd = vec![0u32; layout_pairs * c];
+    let mut even = HugePageBuffer::zeroed(layout_pairs * c);
+    let mut odd = HugePageBuffer::zeroed(layout_pairs * c);
     let (h, w, p) = (shape.height, shape.width, shape.padding);
     let mut padded = vec![0f32; 16 * (2 * pairs + 1)];
     for (n, image) in images.clone().enumerate() {
@@ -1243,7 +1249,7 @@ mod tests {
             }
             let flipped = PackedWeight::new(&weight, &shape, Orientation::FlippedTransposed);
             let reference = PackedWeight::new(&written_out, &shape, Orientation::AsIs);
-            assert!(flipped.pairs == reference.pairs, "{shape:?}");
+            assert!(*flipped.pairs == *reference.pairs, "{shape:?}");
             assert!(
                 reference.pairs.iter().filter(|&&pair| pair != 0).count() * 2 >= weight.len() - 1,
                 "{shape:?}"
