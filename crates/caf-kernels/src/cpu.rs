@@ -102,24 +102,7 @@ unsafe fn read_xcr0() -> u64 {
 /// Asks Linux for the AMX tile data state; true when granted.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 fn request_tile_data() -> bool {
-    const SYS_ARCH_PRCTL: i64 = 158;
-    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
-    const XFEATURE_XTILEDATA: i64 = 18;
-    let result: i64;
-    // SAFETY: the arch_prctl system call with these arguments reads and
-    // writes no memory of ours; `syscall` clobbers rcx and r11.
-    unsafe {
-        std::arch::asm!(
-            "syscall",
-            inlateout("rax") SYS_ARCH_PRCTL => result,
-            in("rdi") ARCH_REQ_XCOMP_PERM,
-            in("rsi") XFEATURE_XTILEDATA,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-    }
-    result == 0
+    crate::linux::request_tile_data()
 }
 
 /// Only Linux is known to grant the tile data this way.

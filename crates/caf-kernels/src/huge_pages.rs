@@ -112,7 +112,7 @@ impl Drop for HugePageBuffer {
         if let Storage::Mapped { start, bytes } = self.storage {
             // SAFETY: the range is a mapping of this buffer's alone, and
             // nothing borrows it past `drop`.
-            unsafe { sys::munmap(start.cast(), bytes) };
+            unsafe { crate::linux::munmap(start.cast(), bytes) };
         }
     }
 }
@@ -137,7 +137,7 @@ pub(crate) fn advise_huge_pages<T>(memory: &mut [T]) {
         if first < last {
             // SAFETY: the range lies inside `memory`, mapped memory this
             // process owns; the advice changes no contents.
-            let _hinted = unsafe { sys::madvise_huge(first as *mut u8, last - first) };
+            let _hinted = unsafe { crate::linux::madvise_huge(first as *mut u8, last - first) };
         }
     }
 }
@@ -151,7 +151,7 @@ fn map_huge(bytes: usize) -> (*mut u8, usize) {
     // Room to slide the start to a 2 MiB boundary; the slack either side
     // is unmapped again.
     let reserved = length + HUGE_PAGE;
-    let Some(base) = sys::mmap_anonymous(reserved) else {
+    let Some(base) = crate::linux::mmap_anonymous(reserved) else {
         std::alloc::handle_alloc_error(std::alloc::Layout::from_size_align(length, HUGE_PAGE).expect("a valid layout"));
     };
     let start = (base as usize).next_multiple_of(HUGE_PAGE);
@@ -160,88 +160,17 @@ fn map_huge(bytes: usize) -> (*mut u8, usize) {
     // the part kept; nothing refers to them.
     unsafe {
         if head > 0 {
-            sys::munmap(base, head);
+            crate::linux::munmap(base, head);
         }
         if tail > 0 {
-            sys::munmap((start + length) as *mut u8, tail);
+            crate::linux::munmap((start + length) as *mut u8, tail);
         }
     }
     // A hint: where the kernel has no transparent huge pages it refuses,
     // and the mapping stays on 4 KiB pages with the same zeros.
     // SAFETY: the range is the mapping kept, untouched so far.
-    let _hinted = unsafe { sys::madvise_huge(start as *mut u8, length) };
+    let _hinted = unsafe { crate::linux::madvise_huge(start as *mut u8, length) };
     (start as *mut u8, length)
-}
-
-/// The three system calls, made directly (the crate has no libc binding).
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-mod sys {
-    const SYS_MMAP: i64 = 9;
-    const SYS_MUNMAP: i64 = 11;
-    const SYS_MADVISE: i64 = 28;
-    const PROT_READ_WRITE: i64 = 0x1 | 0x2;
-    const MAP_PRIVATE_ANONYMOUS: i64 = 0x02 | 0x20;
-    const MADV_HUGEPAGE: i64 = 14;
-
-    /// `syscall(number, a, b, c, d, e, f)`: its return value (a negative
-    /// errno on failure).
-    ///
-    /// # Safety
-    /// The call with these arguments must be sound for this process.
-    unsafe fn syscall6(number: i64, args: [i64; 6]) -> i64 {
-        let result: i64;
-        // SAFETY: the caller's promise; `syscall` clobbers rcx and r11.
-        unsafe {
-            std::arch::asm!(
-                "syscall",
-                inlateout("rax") number => result,
-                in("rdi") args[0],
-                in("rsi") args[1],
-                in("rdx") args[2],
-                in("r10") args[3],
-                in("r8") args[4],
-                in("r9") args[5],
-                lateout("rcx") _,
-                lateout("r11") _,
-                options(nostack),
-            );
-        }
-        result
-    }
-
-    /// A new private, anonymous, zeroed read-write mapping of `bytes`.
-    pub(super) fn mmap_anonymous(bytes: usize) -> Option<*mut u8> {
-        // SAFETY: mmap with no address and no file maps fresh memory.
-        let result = unsafe {
-            syscall6(
-                SYS_MMAP,
-                [0, bytes as i64, PROT_READ_WRITE, MAP_PRIVATE_ANONYMOUS, -1, 0],
-            )
-        };
-        // Errors come back as -4095..=-1.
-        (!(-4095..0).contains(&result)).then_some(result as *mut u8)
-    }
-
-    /// Unmaps `bytes` from `start`.
-    ///
-    /// # Safety
-    /// The range is mapped memory of the caller's alone, referred to by
-    /// nothing after the call.
-    pub(super) unsafe fn munmap(start: *mut u8, bytes: usize) {
-        // SAFETY: the caller's promise.
-        let result = unsafe { syscall6(SYS_MUNMAP, [start as i64, bytes as i64, 0, 0, 0, 0]) };
-        debug_assert_eq!(result, 0, "munmap of a range this crate mapped");
-    }
-
-    /// Marks `bytes` from `start` for transparent huge pages; whether the
-    /// kernel took the hint.
-    ///
-    /// # Safety
-    /// The range is mapped memory of the caller's.
-    pub(super) unsafe fn madvise_huge(start: *mut u8, bytes: usize) -> bool {
-        // SAFETY: the caller's promise; the advice changes no contents.
-        unsafe { syscall6(SYS_MADVISE, [start as i64, bytes as i64, MADV_HUGEPAGE, 0, 0, 0]) == 0 }
-    }
 }
 
 #[cfg(test)]

@@ -75,6 +75,8 @@ mod gemm;
 mod huge_pages;
 #[cfg(any(test, feature = "cuda"))]
 mod kernel_signatures;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod linux;
 mod parallel;
 mod phases;
 mod pool;
