@@ -196,7 +196,7 @@ mod tests {
     }
 
     /// Where the kernel offers transparent huge pages for marked ranges, a
-    /// large buffer and a marked fresh allocation are backed by them once
+    /// large buffer and marked fresh memory are backed by them once
     /// written (`/proc/self/smaps`), unless the kernel reports that it
     /// fell back to small pages meanwhile (no free huge page).
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
@@ -234,20 +234,30 @@ mod tests {
         let before = fallbacks();
         let mut own = HugePageBuffer::zeroed((6 << 20) / 4);
         own.fill(1);
-        let mut advised = vec![0u32; (6 << 20) / 4];
-        advise_huge_pages(&mut advised);
+        // Untouched memory as an allocator hands out a fresh large block (a
+        // reused one keeps the pages it has): a new mapping, not 2 MiB-aligned
+        // at its start, viewed as a buffer.
+        let bytes = (6 << 20) + 4096;
+        let fresh = crate::linux::mmap_anonymous(bytes).expect("a fresh mapping");
+        // SAFETY: the mapping holds `bytes` zeroed bytes and is this test's alone.
+        let advised = unsafe { std::slice::from_raw_parts_mut(fresh.add(4096), bytes - 4096) };
+        advise_huge_pages(advised);
         advised.fill(1);
-        if fallbacks() != before {
+        let fell_back = fallbacks() != before;
+        let (own_kib, advised_kib) = (
+            huge_kib(own.as_ptr() as usize),
+            huge_kib(advised.as_ptr() as usize + (3 << 20)),
+        );
+        // SAFETY: the mapping made above; `advised` is not used after.
+        unsafe { crate::linux::munmap(fresh, bytes) };
+        if fell_back {
             eprintln!("the kernel fell back to small pages meanwhile: nothing to check");
             return;
         }
+        assert!(own_kib.is_some_and(|kib| kib >= 2048), "own mapping: {own_kib:?} KiB");
         assert!(
-            huge_kib(own.as_ptr() as usize).is_some_and(|kib| kib >= 2048),
-            "own mapping"
-        );
-        assert!(
-            huge_kib(advised.as_ptr() as usize + (3 << 20)).is_some_and(|kib| kib >= 2048),
-            "advised allocation"
+            advised_kib.is_some_and(|kib| kib >= 2048),
+            "advised memory: {advised_kib:?} KiB"
         );
     }
 }
