@@ -99,11 +99,8 @@ unsafe fn read_xcr0() -> u64 {
     unsafe { std::arch::x86_64::_xgetbv(0) }
 }
 
-/// Asks Linux for the AMX tile data state; true when granted.
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-fn request_tile_data() -> bool {
-    crate::linux::request_tile_data()
-}
+use crate::linux::request_tile_data;
 
 /// Only Linux is known to grant the tile data this way.
 #[cfg(all(target_arch = "x86_64", not(target_os = "linux")))]

@@ -26,17 +26,13 @@ use std::ops::{Deref, DerefMut};
 
 /// `len` zeroed `u32`s (bf16 pairs), on 2 MiB pages where the system gives
 /// them.
-pub(crate) struct HugePageBuffer {
-    storage: Storage,
-    len: usize,
-}
-
-enum Storage {
-    /// A mapping of its own: `bytes` from `start`, unmapped on drop.
+pub(crate) enum HugePageBuffer {
+    /// A mapping of its own: `len` values from `start`, in `bytes` mapped,
+    /// unmapped on drop.
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-    Mapped { start: *mut u32, bytes: usize },
-    /// Below [`HugePageBuffer::LEAST_BYTES`], or where mapping is not
-    /// written for the system.
+    Mapped { start: *mut u32, len: usize, bytes: usize },
+    /// Below [`LEAST_BYTES`], or where mapping is not written for the
+    /// system.
     Heap(Vec<u32>),
 }
 
@@ -66,18 +62,13 @@ impl HugePageBuffer {
         #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
         if bytes >= LEAST_BYTES {
             let (start, bytes) = map_huge(bytes);
-            return Self {
-                storage: Storage::Mapped {
-                    start: start.cast(),
-                    bytes,
-                },
+            return Self::Mapped {
+                start: start.cast(),
                 len,
+                bytes,
             };
         }
-        Self {
-            storage: Storage::Heap(vec![0; len]),
-            len,
-        }
+        Self::Heap(vec![0; len])
     }
 }
 
@@ -85,23 +76,23 @@ impl Deref for HugePageBuffer {
     type Target = [u32];
 
     fn deref(&self) -> &[u32] {
-        match &self.storage {
+        match self {
             #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
             // SAFETY: the mapping holds `len` values (made for them, zeroed)
             // and lives as long as `self`.
-            Storage::Mapped { start, .. } => unsafe { std::slice::from_raw_parts(*start, self.len) },
-            Storage::Heap(values) => values,
+            Self::Mapped { start, len, .. } => unsafe { std::slice::from_raw_parts(*start, *len) },
+            Self::Heap(values) => values,
         }
     }
 }
 
 impl DerefMut for HugePageBuffer {
     fn deref_mut(&mut self) -> &mut [u32] {
-        match &mut self.storage {
+        match self {
             #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
             // SAFETY: as in `deref`, and `&mut self` makes the access unique.
-            Storage::Mapped { start, .. } => unsafe { std::slice::from_raw_parts_mut(*start, self.len) },
-            Storage::Heap(values) => values,
+            Self::Mapped { start, len, .. } => unsafe { std::slice::from_raw_parts_mut(*start, *len) },
+            Self::Heap(values) => values,
         }
     }
 }
@@ -109,7 +100,7 @@ impl DerefMut for HugePageBuffer {
 impl Drop for HugePageBuffer {
     fn drop(&mut self) {
         #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-        if let Storage::Mapped { start, bytes } = self.storage {
+        if let Self::Mapped { start, bytes, .. } = *self {
             // SAFETY: the range is a mapping of this buffer's alone, and
             // nothing borrows it past `drop`.
             unsafe { crate::linux::munmap(start.cast(), bytes) };

@@ -688,8 +688,9 @@ pub(in crate::gemm) fn forward(
 /// `write` writes every one of the `len` elements.
 unsafe fn written(len: usize, write: impl FnOnce(&SharedOutput<MaybeUninit<f32>>)) -> Vec<f32> {
     let mut y = Vec::with_capacity(len);
-    crate::huge_pages::advise_huge_pages(&mut y.spare_capacity_mut()[..len]);
-    write(&SharedOutput::new(&mut y.spare_capacity_mut()[..len]));
+    let places = &mut y.spare_capacity_mut()[..len];
+    crate::huge_pages::advise_huge_pages(places);
+    write(&SharedOutput::new(places));
     // SAFETY: `write` wrote all `len` elements (the caller's promise).
     unsafe { y.set_len(len) };
     y
