@@ -167,21 +167,35 @@ impl ConvShape {
 
     /// Steps of the inner dimension: each tap, each [`STEP_CHANNELS`].
     fn steps(&self) -> usize {
-        self.kernel_h * self.tap_columns() * self.inner_channels() / STEP_CHANNELS
+        self.kernel_h * self.tap_columns() * self.channel_blocks()
     }
 
-    /// Where each step's tile rows start in the planes (bytes), taps
-    /// outer, channels inner; its rows are one plane apart.
+    /// Blocks of [`STEP_CHANNELS`] in the inner dimension.
+    fn channel_blocks(&self) -> usize {
+        self.inner_channels() / STEP_CHANNELS
+    }
+
+    /// The step that multiplies block `channel_block` of the channels at
+    /// tap `tap` (`ky · tap_columns + kx`): channel blocks outer, taps
+    /// inner, so that a block's taps, which read the same few lines of its
+    /// 16 planes, run one after another and find them in L1 (taps outer
+    /// read every plane's lines once per tap, from L2).
+    fn step(&self, channel_block: usize, tap: usize) -> usize {
+        channel_block * self.kernel_h * self.tap_columns() + tap
+    }
+
+    /// Where each step's tile rows start in the planes (bytes), in the
+    /// order of [`Self::step`]; its rows are one plane apart.
     fn step_offsets(&self) -> Vec<usize> {
         let (s, wq) = (self.stride, self.plane_w());
         let plane_bytes = self.plane_len() * 4;
-        let mut offsets = Vec::with_capacity(self.steps());
-        for ky in 0..self.kernel_h {
-            for kx in 0..self.tap_columns() {
-                let phase = (ky % s) * self.column_phases() + kx % s;
-                let within = phase * self.phase_len() + ky / s * wq + kx / s;
-                for block in 0..self.inner_channels() / STEP_CHANNELS {
-                    offsets.push(within * 4 + block * TILE * plane_bytes);
+        let mut offsets = vec![0; self.steps()];
+        for block in 0..self.channel_blocks() {
+            for ky in 0..self.kernel_h {
+                for kx in 0..self.tap_columns() {
+                    let phase = (ky % s) * self.column_phases() + kx % s;
+                    let within = phase * self.phase_len() + ky / s * wq + kx / s;
+                    offsets[self.step(block, ky * self.tap_columns() + kx)] = within * 4 + block * TILE * plane_bytes;
                 }
             }
         }
@@ -241,8 +255,9 @@ impl PackedWeight {
             for row in 0..MR {
                 let k = row_block * MR + row;
                 if shape.folds_columns() {
-                    // One output channel's weights step by step: each
-                    // kernel row's channels with their columns folded in.
+                    // One output channel's weights kernel row by kernel
+                    // row, each row's channels with their columns folded
+                    // in, a step per block of them (a kernel row is a tap).
                     let mut by_row = vec![0f32; shape.steps() * STEP_CHANNELS];
                     for channel in 0..c {
                         for tap in 0..taps {
@@ -250,15 +265,16 @@ impl PackedWeight {
                             by_row[at] = weight[first(k, tap) + channel * channel_stride];
                         }
                     }
-                    for (step, channels) in by_row.chunks_exact(STEP_CHANNELS).enumerate() {
+                    for (at, channels) in by_row.chunks_exact(STEP_CHANNELS).enumerate() {
+                        let (ky, channel_block) = (at / shape.channel_blocks(), at % shape.channel_blocks());
                         // SAFETY: the caller checked the CPU (AVX512-BF16).
-                        unsafe { store_tile_row(block, step, row, channels) };
+                        unsafe { store_tile_row(block, shape.step(channel_block, ky), row, channels) };
                     }
                 } else {
                     for tap in 0..taps {
                         let row_start = &weight[first(k, tap)..];
-                        for channel_block in 0..c / STEP_CHANNELS {
-                            let step = tap * (c / STEP_CHANNELS) + channel_block;
+                        for channel_block in 0..shape.channel_blocks() {
+                            let step = shape.step(channel_block, tap);
                             let channels = &row_start[channel_block * STEP_CHANNELS * channel_stride..];
                             // SAFETY: the caller checked the CPU; the 32
                             // channels of this block lie inside `weight`
