@@ -226,6 +226,7 @@ unsafe fn product(
                         row_blocks: height.div_ceil(MR),
                         b: buffers.packed_b[panel * pairs * NR..][..pairs * NR].as_ptr().cast(),
                         b_steps: &PANEL_STEPS[..pairs / TILE],
+                        b_ahead: &PANEL_AHEAD[..pairs / TILE],
                         b_stride: NR * 4,
                         sums: buffers.sums.as_mut_ptr(),
                     };
@@ -297,6 +298,10 @@ pub(super) struct Tiles<'a> {
     pub(super) row_blocks: usize,
     pub(super) b: *const u8,
     pub(super) b_steps: &'a [usize],
+    /// For each step, where (from `b`, in bytes) 16 rows `b_stride` apart
+    /// start whose first 136 bytes the step fetches into L1 for a later
+    /// one, or [`NOTHING_AHEAD`].
+    pub(super) b_ahead: &'a [usize],
     pub(super) b_stride: usize,
     pub(super) sums: *mut f32,
 }
@@ -312,6 +317,13 @@ const PANEL_STEPS: [usize; KC / 2 / TILE] = {
     }
     steps
 };
+
+/// A step of [`Tiles::b_ahead`] that fetches nothing.
+pub(super) const NOTHING_AHEAD: usize = usize::MAX;
+
+/// [`Tiles::b_ahead`] for runs that fetch nothing ahead, as long as the
+/// longest panel.
+const PANEL_AHEAD: [usize; KC / 2 / TILE] = [NOTHING_AHEAD; KC / 2 / TILE];
 
 /// The tile configuration: palette 1, all eight tiles 16 rows of 64 bytes
 /// (tiles 0-3 the sums, 4-5 rows of `a`, 6-7 columns of `b`).
@@ -346,7 +358,8 @@ impl Tiles<'_> {
     /// and 5, columns 0-15 and 16-31 of the step of `b` into tiles 6 and 7,
     /// and the four products added; the four tiles stored. `a` streams from
     /// L2 (a block's steps outgrow L1), and a tile load waits for its lines:
-    /// each step prefetches the 2 KiB of `a` two steps on into L1.
+    /// each step prefetches the 2 KiB of `a` two steps on into L1, and the
+    /// lines of `b` that [`Self::b_ahead`] names for it.
     ///
     /// # Safety
     /// The CPU has AMX-TILE and AMX-BF16 and this process the tile data;
@@ -356,15 +369,21 @@ impl Tiles<'_> {
     /// elements; `b_steps` and `row_blocks` are not empty.
     unsafe fn run(&self) {
         debug_assert!(!self.b_steps.is_empty() && self.row_blocks >= 1);
-        // The byte stride between rows of `sums` (NR × 4).
-        let sums_stride = NR * 4;
+        assert_eq!(
+            self.b_ahead.len(),
+            self.b_steps.len(),
+            "tile run: a step fetched ahead per step"
+        );
+        // The byte stride between rows of `sums`, NR × 4, is `tile_row` × 2.
+        const { assert!(NR * 4 == 2 * 64) };
         // SAFETY: the caller's promises; every load and store lies inside
         // the operands described there, and the tiles are released at the
         // end. 64 = 16 pairs or 16 f32 (a tile row, and the row stride of
         // `a`'s tiles); 1024 = a tile of `a`; 2048 = two; 4096 = 32 rows of
-        // `sums`. A block of `a` ends where the next begins. The prefetches
-        // past the last block touch no memory they may not: a prefetch
-        // never faults.
+        // `sums`. A block of `a` ends where the next begins. `b_ahead` is as
+        // long as `b_steps` (asserted), read at the same index. The
+        // prefetches past the last block, and those of `b_ahead` wherever
+        // they point, touch no memory they may not: a prefetch never faults.
         unsafe {
             std::arch::asm!(
                 "ldtilecfg [{config}]",
@@ -378,6 +397,19 @@ impl Tiles<'_> {
                 "3:",
                 "mov {b_at}, [{step}]",
                 "add {b_at}, {b}",
+                // The lines of `b` this step fetches ahead, if any.
+                "mov {ahead}, [{step} + {ahead_delta}]",
+                "cmp {ahead}, -1",
+                "je 4f",
+                "add {ahead}, {b}",
+                ".rept 16",
+                "prefetcht0 [{ahead}]",
+                "prefetcht0 [{ahead} + 64]",
+                "prefetcht0 [{ahead} + 128]",
+                "prefetcht0 [{ahead} + 135]",
+                "add {ahead}, {b_stride}",
+                ".endr",
+                "4:",
                 "tileloadd tmm4, [{a_at} + {tile_row} * 1]",
                 "tileloadd tmm5, [{a_at} + {tile_row} * 1 + 1024]",
                 "tileloadd tmm6, [{b_at} + {b_stride} * 1]",
@@ -397,15 +429,16 @@ impl Tiles<'_> {
                 "add {step}, 8",
                 "dec {steps_left}",
                 "jnz 3b",
-                "tilestored [{sums} + {sums_stride} * 1], tmm0",
-                "tilestored [{sums} + {sums_stride} * 1 + 64], tmm1",
-                "tilestored [{sums} + {sums_stride} * 1 + 2048], tmm2",
-                "tilestored [{sums} + {sums_stride} * 1 + 2112], tmm3",
+                "tilestored [{sums} + {tile_row} * 2], tmm0",
+                "tilestored [{sums} + {tile_row} * 2 + 64], tmm1",
+                "tilestored [{sums} + {tile_row} * 2 + 2048], tmm2",
+                "tilestored [{sums} + {tile_row} * 2 + 2112], tmm3",
                 "add {sums}, 4096",
                 "dec {blocks}",
                 "jnz 2b",
                 "tilerelease",
                 config = in(reg) &CONFIG,
+                ahead_delta = in(reg) (self.b_ahead.as_ptr() as isize).wrapping_sub(self.b_steps.as_ptr() as isize),
                 a_at = inout(reg) self.a => _,
                 sums = inout(reg) self.sums => _,
                 blocks = inout(reg) self.row_blocks => _,
@@ -413,11 +446,11 @@ impl Tiles<'_> {
                 steps = in(reg) self.b_steps.as_ptr(),
                 step_count = in(reg) self.b_steps.len(),
                 b_stride = in(reg) self.b_stride,
-                sums_stride = in(reg) sums_stride,
                 tile_row = in(reg) 64usize,
                 step = out(reg) _,
                 steps_left = out(reg) _,
                 b_at = out(reg) _,
+                ahead = out(reg) _,
                 options(nostack),
             );
         }

@@ -202,6 +202,27 @@ impl ConvShape {
         offsets
     }
 
+    /// For each step, the rows of the planes that it fetches ahead into L1
+    /// ([`Tiles::b_ahead`](super::Tiles)): a step of a kernel column's first
+    /// tap fetches the lines that its tap reads in the next block of
+    /// channels (from the first block, of the next block of positions,
+    /// after the last), which the block's other taps of that kernel row
+    /// then find too.
+    fn steps_ahead(&self, offsets: &[usize]) -> Vec<usize> {
+        let (blocks, taps) = (self.channel_blocks(), self.kernel_h * self.tap_columns());
+        let mut ahead = vec![super::NOTHING_AHEAD; offsets.len()];
+        for block in 0..blocks {
+            for tap in (0..taps).step_by(self.tap_columns()) {
+                ahead[self.step(block, tap)] = if block + 1 < blocks {
+                    offsets[self.step(block + 1, tap)]
+                } else {
+                    offsets[self.step(0, tap)] + NR * 4
+                };
+            }
+        }
+        ahead
+    }
+
     fn image_len(&self) -> usize {
         self.channels * self.height * self.width
     }
@@ -561,6 +582,7 @@ pub(in crate::gemm) fn forward(
     );
     let packed = &weight.pairs;
     let offsets = shape.step_offsets();
+    let ahead = shape.steps_ahead(&offsets);
     let steps = shape.steps();
     let row_blocks = shape.out_channels / MR;
     let group = (WEIGHT_GROUP_BYTES / (MR * steps * TILE * 4)).clamp(1, row_blocks);
@@ -588,6 +610,7 @@ pub(in crate::gemm) fn forward(
                         row_blocks: rows_here,
                         b: planes[block * NR..].as_ptr().cast(),
                         b_steps: &offsets,
+                        b_ahead: &ahead,
                         b_stride: shape.plane_len() * 4,
                         sums: sums.as_mut_ptr(),
                     };
@@ -982,6 +1005,7 @@ unsafe fn tap_products(
         }
     }
     let b_steps: Vec<usize> = (0..steps).map(|step| step * TILE * c * 4).collect();
+    let nothing_ahead = vec![super::NOTHING_AHEAD; steps];
     let row_blocks = o / MR;
     let group = (WEIGHT_GROUP_BYTES / (MR * steps * TILE * 4)).clamp(1, row_blocks);
     let mut block_sums = vec![0f32; group * MR * NR];
@@ -997,6 +1021,7 @@ unsafe fn tap_products(
                         row_blocks: rows_here,
                         b: layout[shift / 2 * c + first_channel..].as_ptr().cast(),
                         b_steps: &b_steps,
+                        b_ahead: &nothing_ahead,
                         b_stride: c * 4,
                         sums: block_sums.as_mut_ptr(),
                     };
