@@ -1145,15 +1145,23 @@ mod tests {
     /// images in one chunk and in several, on one worker and two.
     #[test]
     fn weight_gradients_on_tiles_match_an_f64_reference() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
+        // One worker in a pool of its own: outside a pool the work would be
+        // shared by the global pool's threads, and a worker with several
+        // chunks (adding each one's products to its sums) never seen.
+        let pool = |workers| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(workers)
+                .build()
+                .expect("a pool")
+        };
+        let pools = [(1, pool(1)), (2, pool(2))];
         for kernel in kernels() {
             for (i, s) in shapes().iter().enumerate().filter(|(_, s)| s.gradient_fits_tiles()) {
                 let x = values(s.batch * s.image_len(), i);
                 let dy = values(s.batch * s.output_len(), i + 5);
                 let (exact, magnitudes) = reference_gradient(&dy, &x, s);
-                for workers in [1, 2] {
-                    let run = || weight_gradient(kernel, &dy, &x, s);
-                    let got = if workers == 2 { pool.install(run) } else { run() };
+                for (workers, pool) in &pools {
+                    let got = pool.install(|| weight_gradient(kernel, &dy, &x, s));
                     assert_eq!(got.len(), exact.len(), "{s:?}");
                     let inner = s.batch * s.out_h() * s.out_w();
                     for (at, (&got, &want)) in got.iter().zip(&exact).enumerate() {
