@@ -159,11 +159,16 @@ impl BasicBlock {
 
 impl ModuleT for BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.first.forward_relu_t(x, train)?;
         let shortcut = match &self.downsample {
             Some(downsample) => downsample.forward_t(x, train)?,
             None => x.clone(),
         };
+        // Frozen, both convolutions as one operation: the first one's
+        // output need not be written out for the second.
+        if let (ConvBn::Folded(first), ConvBn::Folded(second)) = (&self.first, &self.second) {
+            return first.forward_relu_then_add_relu(ConvBn::evaluating(x, train)?, second, &shortcut);
+        }
+        let y = self.first.forward_relu_t(x, train)?;
         self.second.forward_add_relu_t(&y, &shortcut, train)
     }
 }

@@ -29,6 +29,7 @@ use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
 pub use self::cudnn::{cuda_math, set_cuda_math, CudaMath, CUDNN_VARIABLE};
 pub(crate) use self::frozen::KeptTransforms;
 pub use self::frozen::{ConvWeight, FrozenWeight};
+pub use self::pair::{conv2d_relu_conv2d_add_relu, FrozenConv};
 pub use self::pooled::conv2d_relu_max_pool2d;
 pub use self::residual::conv2d_add_relu;
 
@@ -1028,6 +1029,7 @@ mod banded;
 mod cudnn;
 mod frozen;
 mod grouped;
+mod pair;
 mod pooled;
 mod residual;
 #[cfg(test)]

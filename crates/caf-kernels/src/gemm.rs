@@ -18,6 +18,7 @@ use crate::cpu::Precision;
 use crate::elementwise::Activation;
 pub(crate) use bf16::convolves_on_tiles;
 pub(crate) use bf16::TileWeight;
+pub(crate) use bf16::{convolve_pair_on_tiles, convolve_pair_on_tiles_fits};
 pub(crate) use packed::PackedLhs;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::first_lanes;

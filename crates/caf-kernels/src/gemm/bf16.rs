@@ -232,6 +232,63 @@ pub(super) fn convolve_on_tiles(
     None
 }
 
+/// One convolution of [`convolve_pair_on_tiles`]: its weight
+/// (`out_channels × channels × kh × kw`), that weight packed already where
+/// kept, its bias and its shape.
+pub(crate) type PairOperands<'a> = (
+    &'a [f32],
+    Option<&'a TileWeight>,
+    Option<&'a [f32]>,
+    &'a super::ConvShape,
+);
+
+/// `relu(conv(relu(conv(x, first) + bias), second) + bias + residual)`, a
+/// residual block's two convolutions, on AMX tiles with the first one's
+/// output going straight into the second one's operand, where the tiles
+/// take both shapes ([`convolve_pair_on_tiles_fits`]); `None` otherwise.
+pub(crate) fn convolve_pair_on_tiles(
+    x: &[f32],
+    first: PairOperands,
+    second: PairOperands,
+    residual: &[f32],
+) -> Option<Vec<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    if convolve_pair_on_tiles_fits(first.3, second.3) {
+        let pack = |(weight, kept, _, shape): PairOperands| match kept.and_then(|kept| kept.0.as_ref()) {
+            Some(_) => None,
+            None => Some(amx::conv::PackedWeight::new(weight, shape, super::Orientation::AsIs)),
+        };
+        let (packed_first, packed_second) = (pack(first), pack(second));
+        // The kept packing, or the one made above.
+        fn layer<'a>(operands: PairOperands<'a>, now: &'a Option<amx::conv::PackedWeight>) -> amx::conv::PairLayer<'a> {
+            let kept = operands.1.and_then(|kept| kept.0.as_ref());
+            let weight = kept.or(now.as_ref()).expect("a weight kept or packed above");
+            (weight, operands.2, operands.3)
+        }
+        return Some(amx::conv::forward_pair(
+            amx::TileKernel::Hardware,
+            x,
+            layer(first, &packed_first),
+            layer(second, &packed_second),
+            residual,
+        ));
+    }
+    let _ = (x, first, second, residual);
+    None
+}
+
+/// Whether [`convolve_pair_on_tiles`] takes `first` then `second` on this
+/// CPU: both on the tiles, `second` a stride-1 convolution of `first`'s
+/// output with channels in whole tile steps.
+pub(crate) fn convolve_pair_on_tiles_fits(first: &super::ConvShape, second: &super::ConvShape) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if convolves_on_tiles(first) && convolves_on_tiles(second) {
+        return amx::conv::pair_fits_tiles(first, second);
+    }
+    let _ = (first, second);
+    false
+}
+
 /// [`Element::weight_gradient_on_tiles`](super::Element::weight_gradient_on_tiles)
 /// for f32, where [`convolve_on_tiles`] runs and the tiles take the
 /// weight gradient's shape (stride 1, channels in whole steps).

@@ -392,6 +392,13 @@ impl<'a> ImagePlanes<'a> {
     fn laid_out(&self) -> &[u32] {
         &self.pairs
     }
+
+    /// The planes of slot `slot`, for a writer that writes the same pairs
+    /// as [`Self::pack`] (and no others).
+    fn slot_mut(&mut self, slot: usize) -> &mut [u32] {
+        let len = self.shape.planes_len();
+        &mut self.pairs[slot * len..][..len]
+    }
 }
 
 /// Image `x` as planes of folded channel pairs: folded channel `c·kw + kx`
@@ -580,57 +587,9 @@ pub(in crate::gemm) fn forward(
             && (epilogue.pool.is_none() || epilogue.residual.is_none()),
         "direct tile convolution: a pooling of another map, or beside a residual"
     );
-    let packed = &weight.pairs;
-    let offsets = shape.step_offsets();
-    let ahead = shape.steps_ahead(&offsets);
-    let steps = shape.steps();
-    let row_blocks = shape.out_channels / MR;
-    let group = (WEIGHT_GROUP_BYTES / (MR * steps * TILE * 4)).clamp(1, row_blocks);
-    let planes_len = shape.planes_len();
-    let sums_len = group * MR * NR;
-    let blocks = shape.positions() / NR;
-    // Row blocks `rows` of the weight, group by group, over blocks
-    // `position_blocks` of each image of `images`, whose planes follow one
-    // another in `planes`, written to `target` from its image `first`: a
-    // group of the weight stays in L2 while every image's positions stream
-    // past it.
-    let run = |rows: Range<usize>,
-               images: Range<usize>,
-               position_blocks: Range<usize>,
-               planes: &[u32],
-               sums: &mut [f32],
-               (target, first): (&SharedOutput<MaybeUninit<f32>>, usize)| {
-        for first_row_block in rows.clone().step_by(group) {
-            let rows_here = group.min(rows.end - first_row_block);
-            for (slot, image) in images.clone().enumerate() {
-                let planes = &planes[slot * planes_len..][..planes_len];
-                for block in position_blocks.clone() {
-                    let tiles = Tiles {
-                        a: packed[first_row_block * MR * steps * TILE..].as_ptr(),
-                        row_blocks: rows_here,
-                        b: planes[block * NR..].as_ptr().cast(),
-                        b_steps: &offsets,
-                        b_ahead: &ahead,
-                        b_stride: shape.plane_len() * 4,
-                        sums: sums.as_mut_ptr(),
-                    };
-                    let (rows, channel) = (rows_here * MR, first_row_block * MR);
-                    prefetch_output(shape, image - first, block, channel, rows, epilogue.residual, target);
-                    // SAFETY: the packed weight holds `rows_here` blocks of
-                    // `steps` steps from `first_row_block`; each step's 16
-                    // rows of 32 pairs lie inside the image's planes (a
-                    // plane holds the last block's positions plus the
-                    // farthest tap's offset); `sums` holds `group` blocks of
-                    // MR × NR; the caller checked the CPU (AVX-512F for
-                    // the write-back).
-                    unsafe {
-                        tiles.run_on(kernel);
-                        write_back(sums, shape, image - first, block, channel, rows, epilogue, target);
-                    }
-                }
-            }
-        }
-    };
+    let products = TileProducts::new(kernel, weight, shape);
+    let (row_blocks, group, blocks) = (products.row_blocks(), products.group, products.blocks());
+    let (planes_len, sums_len) = (shape.planes_len(), products.sums_len());
     let image = |image: usize| &x[image * shape.image_len()..][..shape.image_len()];
     let threads = rayon::current_num_threads();
     let output_len = shape.output_len();
@@ -663,13 +622,18 @@ pub(in crate::gemm) fn forward(
                     // SAFETY: MaybeUninit<f32> has f32's layout, and only f32
                     // values are written through this view.
                     let view = unsafe { &mut *(std::ptr::from_mut(outputs) as *mut [MaybeUninit<f32>]) };
-                    run(
+                    products.run(
                         0..row_blocks,
                         images.clone(),
                         0..blocks,
                         planes.laid_out(),
                         sums,
-                        (&SharedOutput::new(view), images.start),
+                        &mut OutputSink {
+                            shape,
+                            epilogue,
+                            target: &SharedOutput::new(view),
+                            first: images.start,
+                        },
                     );
                     // SAFETY: these images' pooled outputs are this worker's alone.
                     let target = unsafe { pooled.slice(images.start * pooled_len, images.len() * pooled_len) };
@@ -681,7 +645,19 @@ pub(in crate::gemm) fn forward(
         let write = |out: &SharedOutput<MaybeUninit<f32>>| {
             let work = |images: Range<usize>, (planes, sums): &mut (ImagePlanes, Scratch<f32>)| {
                 lay_out(&images, planes);
-                run(0..row_blocks, images, 0..blocks, planes.laid_out(), sums, (out, 0));
+                products.run(
+                    0..row_blocks,
+                    images,
+                    0..blocks,
+                    planes.laid_out(),
+                    sums,
+                    &mut OutputSink {
+                        shape,
+                        epilogue,
+                        target: out,
+                        first: 0,
+                    },
+                );
             };
             for_each_block(shape.batch, chunk, scratch, work, drop);
         };
@@ -701,12 +677,36 @@ pub(in crate::gemm) fn forward(
             let images = index..index + 1;
             if by_rows {
                 let work = |rows: Range<usize>, sums: &mut Scratch<f32>| {
-                    run(rows, images.clone(), 0..blocks, planes, sums, (out, 0))
+                    products.run(
+                        rows,
+                        images.clone(),
+                        0..blocks,
+                        planes,
+                        sums,
+                        &mut OutputSink {
+                            shape,
+                            epilogue,
+                            target: out,
+                            first: 0,
+                        },
+                    )
                 };
                 for_each_block(row_blocks, row_blocks, || Scratch::<f32>::stale(sums_len), work, drop);
             } else {
                 let work = |position_blocks: Range<usize>, sums: &mut Scratch<f32>| {
-                    run(0..row_blocks, images.clone(), position_blocks, planes, sums, (out, 0))
+                    products.run(
+                        0..row_blocks,
+                        images.clone(),
+                        position_blocks,
+                        planes,
+                        sums,
+                        &mut OutputSink {
+                            shape,
+                            epilogue,
+                            target: out,
+                            first: 0,
+                        },
+                    )
                 };
                 for_each_block(blocks, blocks, || Scratch::<f32>::stale(sums_len), work, drop);
             }
@@ -717,6 +717,350 @@ pub(in crate::gemm) fn forward(
     match epilogue.pool {
         Some(pool) => pool.pool_relu(&y),
         None => y,
+    }
+}
+
+/// One convolution's tile products, block by block: its packed weight,
+/// where each step reads the planes and what it fetches ahead, and the
+/// groups of row blocks that stay in L2.
+struct TileProducts<'a> {
+    kernel: TileKernel,
+    shape: &'a ConvShape,
+    packed: &'a [u32],
+    offsets: Vec<usize>,
+    ahead: Vec<usize>,
+    group: usize,
+}
+
+/// Where [`TileProducts::run`] hands each block's sums.
+trait BlockSink {
+    /// Before the products of block `block` of image `image` (in the
+    /// batch), `rows` output channels from `channel`.
+    fn before(&self, image: usize, block: usize, channel: usize, rows: usize);
+
+    /// Takes that block's sums (`rows` rows of [`NR`]).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, BW and BF16.
+    unsafe fn write(&mut self, sums: &[f32], image: usize, block: usize, channel: usize, rows: usize);
+}
+
+impl<'a> TileProducts<'a> {
+    fn new(kernel: TileKernel, weight: &'a PackedWeight, shape: &'a ConvShape) -> Self {
+        let offsets = shape.step_offsets();
+        let ahead = shape.steps_ahead(&offsets);
+        let row_blocks = shape.out_channels / MR;
+        Self {
+            kernel,
+            shape,
+            packed: &weight.pairs,
+            offsets,
+            ahead,
+            group: (WEIGHT_GROUP_BYTES / (MR * shape.steps() * TILE * 4)).clamp(1, row_blocks),
+        }
+    }
+
+    fn row_blocks(&self) -> usize {
+        self.shape.out_channels / MR
+    }
+
+    /// Blocks of [`NR`] positions per image.
+    fn blocks(&self) -> usize {
+        self.shape.positions() / NR
+    }
+
+    /// The sums of one group of row blocks.
+    fn sums_len(&self) -> usize {
+        self.group * MR * NR
+    }
+
+    /// Row blocks `rows` of the weight, group by group, over blocks
+    /// `position_blocks` of each image of `images`, whose planes follow one
+    /// another in `planes`, each block's sums handed to `sink`: a group of
+    /// the weight stays in L2 while every image's positions stream past it.
+    fn run(
+        &self,
+        rows: Range<usize>,
+        images: Range<usize>,
+        position_blocks: Range<usize>,
+        planes: &[u32],
+        sums: &mut [f32],
+        sink: &mut impl BlockSink,
+    ) {
+        let (shape, steps, planes_len) = (self.shape, self.shape.steps(), self.shape.planes_len());
+        assert!(sums.len() >= self.sums_len(), "tile products: room for the sums");
+        for first_row_block in rows.clone().step_by(self.group) {
+            let rows_here = self.group.min(rows.end - first_row_block);
+            for (slot, image) in images.clone().enumerate() {
+                let planes = &planes[slot * planes_len..][..planes_len];
+                for block in position_blocks.clone() {
+                    let tiles = Tiles {
+                        a: self.packed[first_row_block * MR * steps * TILE..].as_ptr(),
+                        row_blocks: rows_here,
+                        b: planes[block * NR..].as_ptr().cast(),
+                        b_steps: &self.offsets,
+                        b_ahead: &self.ahead,
+                        b_stride: shape.plane_len() * 4,
+                        sums: sums.as_mut_ptr(),
+                    };
+                    let (rows, channel) = (rows_here * MR, first_row_block * MR);
+                    sink.before(image, block, channel, rows);
+                    // SAFETY: the packed weight holds `rows_here` blocks of
+                    // `steps` steps from `first_row_block`; each step's 16
+                    // rows of 32 pairs lie inside the image's planes (a
+                    // plane holds the last block's positions plus the
+                    // farthest tap's offset); `sums` holds `group` blocks of
+                    // MR × NR (asserted); the caller checked the CPU
+                    // (AVX512-BF16, and AMX for the hardware's tiles).
+                    unsafe {
+                        tiles.run_on(self.kernel);
+                        sink.write(sums, image, block, channel, rows);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A block's sums written to an f32 output (`target`, from the batch's
+/// image `first`) with [`write_back`], its lines fetched first with
+/// [`prefetch_output`].
+struct OutputSink<'a, 'b> {
+    shape: &'a ConvShape,
+    epilogue: Epilogue<'a, f32>,
+    target: &'b SharedOutput<'b, MaybeUninit<f32>>,
+    first: usize,
+}
+
+impl BlockSink for OutputSink<'_, '_> {
+    fn before(&self, image: usize, block: usize, channel: usize, rows: usize) {
+        let residual = self.epilogue.residual;
+        prefetch_output(
+            self.shape,
+            image - self.first,
+            block,
+            channel,
+            rows,
+            residual,
+            self.target,
+        );
+    }
+
+    unsafe fn write(&mut self, sums: &[f32], image: usize, block: usize, channel: usize, rows: usize) {
+        // SAFETY: the caller's promise (the CPU).
+        unsafe {
+            write_back(
+                sums,
+                self.shape,
+                image - self.first,
+                block,
+                channel,
+                rows,
+                self.epilogue,
+                self.target,
+            )
+        }
+    }
+}
+
+/// A block's sums written as the next convolution's planes (`consumer`, a
+/// stride-1 convolution of this one's output) with [`write_back_planes`],
+/// image `image` of the batch in slot `image - first` of `planes`.
+struct PlanesSink<'a, 'b, 'c> {
+    producer: &'a ConvShape,
+    bias: Option<&'a [f32]>,
+    planes: &'b mut ImagePlanes<'c>,
+    first: usize,
+}
+
+impl BlockSink for PlanesSink<'_, '_, '_> {
+    fn before(&self, _: usize, _: usize, _: usize, _: usize) {}
+
+    unsafe fn write(&mut self, sums: &[f32], image: usize, block: usize, channel: usize, rows: usize) {
+        let consumer = self.planes.shape;
+        let planes = self.planes.slot_mut(image - self.first);
+        // SAFETY: the caller's promise (the CPU).
+        unsafe { write_back_planes(sums, self.producer, block, channel, rows, self.bias, consumer, planes) }
+    }
+}
+
+/// Whether [`forward_pair`] takes `first` then `second`: both on the tiles,
+/// `second` a stride-1 convolution (channels in whole steps) of `first`'s
+/// output.
+pub(in crate::gemm) fn pair_fits_tiles(first: &ConvShape, second: &ConvShape) -> bool {
+    first.fits_tiles()
+        && second.fits_tiles()
+        && second.stride == 1
+        && !second.folds_columns()
+        && second.batch == first.batch
+        && second.channels == first.out_channels
+        && (second.height, second.width) == (first.out_h(), first.out_w())
+}
+
+/// One convolution of [`forward_pair`]: its packed weight, its bias and its
+/// shape.
+pub(in crate::gemm) type PairLayer<'a> = (&'a PackedWeight, Option<&'a [f32]>, &'a ConvShape);
+
+/// `y = relu(conv(relu(conv(x, first) + first's bias), second) + second's
+/// bias + residual)` for the batch, `y` `second`'s output, the tiles
+/// multiplied by `kernel`: a residual block's two convolutions. `first`'s
+/// output never leaves the worker: its write-back rounds each pair of output
+/// channels into `second`'s planes as [`pack_phases`] would have laid them
+/// out, so `y` has the bits of the two convolutions run one after the
+/// other. Each worker takes a chunk of images through both. The caller has
+/// checked the CPU (AVX512-BF16, and AMX with the tile data granted for
+/// [`TileKernel::Hardware`]).
+pub(in crate::gemm) fn forward_pair(
+    kernel: TileKernel,
+    x: &[f32],
+    first: PairLayer,
+    second: PairLayer,
+    residual: &[f32],
+) -> Vec<f32> {
+    let ((first_weight, first_bias, s1), (second_weight, second_bias, s2)) = (first, second);
+    assert!(pair_fits_tiles(s1, s2), "tile convolution pair of {s1:?} and {s2:?}");
+    assert_eq!(
+        x.len(),
+        s1.batch * s1.image_len(),
+        "tile convolution pair: input length"
+    );
+    assert_eq!(
+        residual.len(),
+        s2.batch * s2.output_len(),
+        "tile convolution pair: residual length"
+    );
+    assert!(
+        first_weight.is_for(s1) && second_weight.is_for(s2),
+        "tile convolution pair: a weight packed for another shape"
+    );
+    assert!(
+        first_bias.is_none_or(|bias| bias.len() == s1.out_channels)
+            && second_bias.is_none_or(|bias| bias.len() == s2.out_channels),
+        "tile convolution pair: bias length"
+    );
+    let (p1, p2) = (
+        TileProducts::new(kernel, first_weight, s1),
+        TileProducts::new(kernel, second_weight, s2),
+    );
+    let threads = rayon::current_num_threads();
+    // A chunk of images at a time where a weight is read in more than one
+    // group, as `forward` does.
+    let chunk = if p1.group < p1.row_blocks() || p2.group < p2.row_blocks() {
+        (PLANES_CHUNK_BYTES / (s1.planes_len() * 4)).clamp(1, (s1.batch / threads).max(1))
+    } else {
+        1
+    };
+    let epilogue = Epilogue {
+        bias: second_bias,
+        residual: Some(residual),
+        activation: Activation::Relu,
+        pool: None,
+    };
+    let sums_len = p1.sums_len().max(p2.sums_len());
+    let scratch = || {
+        (
+            ImagePlanes::new(s1, chunk),
+            ImagePlanes::new(s2, chunk),
+            Scratch::<f32>::stale(sums_len),
+        )
+    };
+    let write = |out: &SharedOutput<MaybeUninit<f32>>| {
+        let work = |images: Range<usize>, (planes1, planes2, sums): &mut (ImagePlanes, ImagePlanes, Scratch<f32>)| {
+            for (slot, index) in images.clone().enumerate() {
+                // SAFETY: the caller checked the CPU.
+                unsafe { planes1.pack(slot, &x[index * s1.image_len()..][..s1.image_len()]) };
+            }
+            let mut into_planes = PlanesSink {
+                producer: s1,
+                bias: first_bias,
+                planes: planes2,
+                first: images.start,
+            };
+            p1.run(
+                0..p1.row_blocks(),
+                images.clone(),
+                0..p1.blocks(),
+                planes1.laid_out(),
+                sums,
+                &mut into_planes,
+            );
+            let mut output = OutputSink {
+                shape: s2,
+                epilogue,
+                target: out,
+                first: 0,
+            };
+            p2.run(
+                0..p2.row_blocks(),
+                images,
+                0..p2.blocks(),
+                planes2.laid_out(),
+                sums,
+                &mut output,
+            );
+        };
+        for_each_block(s1.batch, chunk, scratch, work, drop);
+    };
+    // SAFETY: every image, row block and block of positions of `second` is run.
+    unsafe { written(s2.batch * s2.output_len(), write) }
+}
+
+/// Writes a block's sums (`rows` output channels from `first_channel`, an
+/// even one, the [`NR`] positions of block `block` of `producer`'s output)
+/// into one image's `planes` of `consumer` (a stride-1 convolution of that
+/// output), with the bias and the ReLU: each pair of output channels
+/// rounded to bf16 pairs at the pairs [`pack_phases`] lays the output's
+/// positions out at.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+fn write_back_planes(
+    sums: &[f32],
+    producer: &ConvShape,
+    block: usize,
+    first_channel: usize,
+    rows: usize,
+    bias: Option<&[f32]>,
+    consumer: &ConvShape,
+    planes: &mut [u32],
+) {
+    debug_assert!(consumer.stride == 1 && first_channel.is_multiple_of(2) && rows.is_multiple_of(2));
+    let (ow, p, wq, plane_len) = (
+        producer.out_w(),
+        consumer.padding,
+        consumer.plane_w(),
+        consumer.plane_len(),
+    );
+    let add = |channel: usize| _mm512_set1_ps(bias.map_or(0.0, |bias| bias[channel]));
+    for (in_block, at, len) in producer.output_runs(block) {
+        // Output row `y`, column `x` is padded row `y + p`, column `x + p`.
+        let start = (at / ow + p) * wq + p + at % ow;
+        for r in (0..rows).step_by(2) {
+            let channel = first_channel + r;
+            let (low_add, high_add) = (add(channel), add(channel + 1));
+            let (low, high) = (
+                &sums[r * NR + in_block..][..len],
+                &sums[(r + 1) * NR + in_block..][..len],
+            );
+            let out = &mut planes[channel / 2 * plane_len + start..][..len];
+            for first in (0..len).step_by(16) {
+                let mask = first_lanes(len - first);
+                // SAFETY: the masked loads and store touch the first
+                // `len - first` (at most 16) elements from `first` of
+                // `low`, `high` and `out`, all `len` long.
+                unsafe {
+                    // As `write_back`'s ReLU: 0 for NaN and -0 alike.
+                    let low = _mm512_max_ps(
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, low[first..].as_ptr()), low_add),
+                        _mm512_setzero_ps(),
+                    );
+                    let high = _mm512_max_ps(
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, high[first..].as_ptr()), high_add),
+                        _mm512_setzero_ps(),
+                    );
+                    _mm512_mask_storeu_epi32(out[first..].as_mut_ptr().cast(), mask, pairs_of_rows(low, high));
+                }
+            }
+        }
     }
 }
 
@@ -1145,16 +1489,7 @@ mod tests {
     /// images in one chunk and in several, on one worker and two.
     #[test]
     fn weight_gradients_on_tiles_match_an_f64_reference() {
-        // One worker in a pool of its own: outside a pool the work would be
-        // shared by the global pool's threads, and a worker with several
-        // chunks (adding each one's products to its sums) never seen.
-        let pool = |workers| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(workers)
-                .build()
-                .expect("a pool")
-        };
-        let pools = [(1, pool(1)), (2, pool(2))];
+        let pools = pools();
         for kernel in kernels() {
             for (i, s) in shapes().iter().enumerate().filter(|(_, s)| s.gradient_fits_tiles()) {
                 let x = values(s.batch * s.image_len(), i);
@@ -1251,6 +1586,82 @@ mod tests {
 
     /// The tiles' kernels this CPU can run: the emulation wherever the
     /// packing's AVX512-BF16 is, the hardware where AMX is.
+    /// A residual block's two convolutions through [`forward_pair`] have
+    /// the bits of the two run one after the other (the first with its bias
+    /// and ReLU, the second with its bias, the residual and the ReLU): the
+    /// first stride 1 or 2 or a 1×1, weights in one group and in several
+    /// (512 channels: each image a chunk), on one worker and two.
+    #[test]
+    fn a_convolution_pair_matches_its_two_convolutions() {
+        let pools = pools();
+        let conv = |batch, channels, side: (usize, usize), out_channels, kernel, stride| ConvShape {
+            batch,
+            channels,
+            height: side.0,
+            width: side.1,
+            out_channels,
+            kernel_h: kernel,
+            kernel_w: kernel,
+            stride,
+            padding: kernel / 2,
+        };
+        let pairs = [
+            (conv(3, 32, (9, 9), 64, 3, 1), 64),
+            (conv(5, 32, (14, 13), 64, 3, 2), 32),
+            (conv(2, 64, (8, 11), 32, 1, 1), 96),
+            (conv(4, 512, (3, 3), 512, 3, 1), 512),
+        ];
+        for kernel in kernels() {
+            for (i, &(s1, out_channels)) in pairs.iter().enumerate() {
+                let s2 = conv(s1.batch, s1.out_channels, (s1.out_h(), s1.out_w()), out_channels, 3, 1);
+                assert!(pair_fits_tiles(&s1, &s2), "{s1:?} {s2:?}");
+                let x = values(s1.batch * s1.image_len(), i);
+                let (w1, w2) = (
+                    values(s1.out_channels * s1.channels * 9, i + 1),
+                    values(s2.out_channels * s2.channels * 9, i + 2),
+                );
+                let w1 = &w1[..s1.out_channels * s1.channels * s1.kernel_h * s1.kernel_w];
+                let (b1, b2) = (values(s1.out_channels, i + 3), values(s2.out_channels, i + 4));
+                let residual = values(s2.batch * s2.output_len(), i + 5);
+                let (p1, p2) = (
+                    PackedWeight::new(w1, &s1, Orientation::AsIs),
+                    PackedWeight::new(&w2, &s2, Orientation::AsIs),
+                );
+                let relu = |bias, residual| Epilogue {
+                    bias: Some(bias),
+                    residual,
+                    activation: Activation::Relu,
+                    pool: None,
+                };
+                for (workers, pool) in &pools {
+                    let (want, got) = pool.install(|| {
+                        let between = forward(kernel, &x, &p1, relu(&b1, None), &s1);
+                        (
+                            forward(kernel, &between, &p2, relu(&b2, Some(&residual)), &s2),
+                            forward_pair(kernel, &x, (&p1, Some(&b1), &s1), (&p2, Some(&b2), &s2), &residual),
+                        )
+                    });
+                    let differ = want.iter().zip(&got).position(|(a, b)| a.to_bits() != b.to_bits());
+                    assert!(
+                        want.len() == got.len() && differ.is_none(),
+                        "{kernel:?} {s1:?} then {s2:?}, {workers} workers: element {differ:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Pools of one worker and of two, with their sizes. One worker in a
+    /// pool of its own: outside a pool the work would be shared by the
+    /// global pool's threads, and a worker with several chunks of images
+    /// never seen.
+    fn pools() -> [(usize, rayon::ThreadPool); 2] {
+        [1, 2].map(|workers| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(workers).build();
+            (workers, pool.expect("a pool"))
+        })
+    }
+
     fn kernels() -> Vec<TileKernel> {
         let mut kernels = Vec::new();
         if InstructionSet::detected() >= InstructionSet::Avx512Bf16 {
