@@ -2,7 +2,7 @@
 //! inference: the first one's output goes straight into the second one's
 //! operand instead of through memory.
 
-use candle_core::{CpuStorage, DType, Device, Result, Storage, Tensor};
+use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor};
 
 use super::{conv2d_add_relu, conv2d_relu, Conv2dParams, FrozenWeight, Geometry};
 use crate::cpu::Precision;
@@ -83,37 +83,33 @@ fn on_tiles(x: &Tensor, first: FrozenConv, second: FrozenConv, residual: &Tensor
     };
     let (b1, b2) = (bias(b1, &g1)?, bias(b2, &g2)?);
     let (x, residual) = (x.contiguous()?, residual.contiguous()?);
-    let (w1t, w2t) = (w1.tensor(), w2.tensor());
-    let y = with_f32(&x, |x| {
-        with_f32(&residual, |residual| {
-            with_f32(w1t, |weight1| {
-                with_f32(w2t, |weight2| {
-                    let kept1 = w1.kept().tile_weight(weight1, &g1);
-                    let kept2 = w2.kept().tile_weight(weight2, &g2);
-                    convolve_pair_on_tiles(
-                        x,
-                        (weight1, kept1, b1.as_deref(), &s1),
-                        (weight2, kept2, b2.as_deref(), &s2),
-                        residual,
-                    )
-                })
-            })
-        })
-    });
-    match y.flatten().flatten().flatten().flatten() {
-        Some(y) => Ok(Some(Tensor::from_vec(y, g2.output_shape(), &Device::Cpu)?)),
-        None => Ok(None),
-    }
+    let tensors = [&x, &residual, w1.tensor(), w2.tensor()];
+    let storages = tensors.map(Tensor::storage_and_layout);
+    let [Some(x), Some(residual), Some(weight1), Some(weight2)] =
+        storages.each_ref().map(|(storage, layout)| f32_values(storage, layout))
+    else {
+        return Ok(None);
+    };
+    let kept1 = w1.kept().tile_weight(weight1, &g1);
+    let kept2 = w2.kept().tile_weight(weight2, &g2);
+    let y = convolve_pair_on_tiles(
+        x,
+        (weight1, kept1, b1.as_deref(), &s1),
+        (weight2, kept2, b2.as_deref(), &s2),
+        residual,
+    );
+    y.map(|y| Tensor::from_vec(y, g2.output_shape(), &Device::Cpu))
+        .transpose()
 }
 
-/// `f` of `t`'s values, where `t` is a contiguous f32 tensor on the CPU.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(CpuStorage::F32(values)) = &*storage else {
+/// The values of a contiguous f32 tensor on the CPU, from its storage and
+/// layout; `None` for any other.
+fn f32_values<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
+    let Storage::Cpu(CpuStorage::F32(values)) = storage else {
         return None;
     };
     let (start, end) = layout.contiguous_offsets()?;
-    Some(f(&values[start..end]))
+    Some(&values[start..end])
 }
 
 #[cfg(test)]

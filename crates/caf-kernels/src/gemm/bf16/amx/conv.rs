@@ -1584,8 +1584,6 @@ mod tests {
         assert!(shape(64, 128, 3, 1).gradient_fits_tiles());
     }
 
-    /// The tiles' kernels this CPU can run: the emulation wherever the
-    /// packing's AVX512-BF16 is, the hardware where AMX is.
     /// A residual block's two convolutions through [`forward_pair`] have
     /// the bits of the two run one after the other (the first with its bias
     /// and ReLU, the second with its bias, the residual and the ReLU): the
@@ -1662,6 +1660,8 @@ mod tests {
         })
     }
 
+    /// The tiles' kernels this CPU can run: the emulation wherever the
+    /// packing's AVX512-BF16 is, the hardware where AMX is.
     fn kernels() -> Vec<TileKernel> {
         let mut kernels = Vec::new();
         if InstructionSet::detected() >= InstructionSet::Avx512Bf16 {
