@@ -5,14 +5,16 @@
 //! dimension by [`KC`], rows by [`MC`], columns by [`NC`]).
 //!
 //! The tile instructions are written in inline assembly (stable Rust has no
-//! AMX intrinsics), one block of assembly per run of row blocks: it loads
-//! its own tile configuration and releases the tiles before it returns, so
-//! no tile state outlives it. The loops around it, the packing and the
-//! write-back are Rust, and the tests run them on this CPU through
-//! [`TileKernel::Emulated`], which computes what the assembly computes.
+//! AMX intrinsics), one block of assembly per run of row blocks. The tiles
+//! are configured once per product or convolution on each thread and
+//! released when it ends ([`TileScope`]), so no tile state outlives it.
+//! The loops around the assembly, the packing and the write-back are Rust,
+//! and the tests run them on this CPU through [`TileKernel::Emulated`],
+//! which computes what the assembly computes.
 
 use std::arch::x86_64::*;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
 use std::ops::Range;
 
 use super::super::split::{columns_first, nothing_to_multiply, Share};
@@ -203,6 +205,8 @@ unsafe fn product(
     let k = a.cols;
     let mut buffers = BUFFERS.take();
     buffers.sums.resize(MC * NR, 0.0);
+    // SAFETY: the caller checked the CPU for the hardware's tiles.
+    let scope = unsafe { TileScope::enter(kernel) };
     for first_column in columns.clone().step_by(NC) {
         let width = NC.min(columns.end - first_column);
         for first_inner in (0..k).step_by(KC) {
@@ -234,7 +238,7 @@ unsafe fn product(
                     // `pairs` pairs per row in this block; the panel of `b`
                     // holds `pairs` rows of NR; `sums` holds MC × NR; the
                     // caller checked the CPU.
-                    unsafe { tiles.run_on(kernel) }
+                    unsafe { tiles.run_in(&scope) }
                     // SAFETY: rows first_row.. + height < a.rows and columns
                     // first_column + column.. + NR (at most) < ldc: inside
                     // the caller's part of `dst`.
@@ -351,6 +355,55 @@ const CONFIG: TileConfig = TileConfig {
     rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
 };
 
+/// The tiles of this thread configured for [`Tiles`] while it lives:
+/// `ldtilecfg` when made and `tilerelease` when dropped, once for all the
+/// runs of a product or a convolution instead of once per run (a stem's
+/// run is 14 steps, a 1×1 convolution's 8). The configuration is the
+/// thread's, so a scope is not `Send`; scopes do not nest on a thread
+/// (asserted), since an inner one's release would leave the outer one's
+/// runs unconfigured. Nothing else in this process configures tiles: Rust
+/// emits no AMX instructions of its own, and the kernel keeps a thread's
+/// tile state across switches once the tile data is granted.
+pub(super) struct TileScope {
+    kernel: TileKernel,
+    _thread: PhantomData<*const ()>,
+}
+
+thread_local! {
+    static SCOPE_OPEN: Cell<bool> = const { Cell::new(false) };
+}
+
+impl TileScope {
+    /// Configures this thread's tiles for `kernel` (nothing to configure
+    /// for the emulation).
+    ///
+    /// # Safety
+    /// For [`TileKernel::Hardware`], the CPU has AMX-TILE and this process
+    /// the tile data.
+    pub(super) unsafe fn enter(kernel: TileKernel) -> Self {
+        assert!(!SCOPE_OPEN.replace(true), "tile scopes nested on one thread");
+        if kernel == TileKernel::Hardware {
+            // SAFETY: the caller's promise; CONFIG is a valid palette-1
+            // configuration, read and not written.
+            unsafe { std::arch::asm!("ldtilecfg [{config}]", config = in(reg) &CONFIG, options(nostack, readonly)) };
+        }
+        Self {
+            kernel,
+            _thread: PhantomData,
+        }
+    }
+}
+
+impl Drop for TileScope {
+    fn drop(&mut self) {
+        if self.kernel == TileKernel::Hardware {
+            // SAFETY: `enter` found AMX on this CPU; releasing touches no memory.
+            unsafe { std::arch::asm!("tilerelease", options(nostack, nomem)) };
+        }
+        SCOPE_OPEN.set(false);
+    }
+}
+
 impl Tiles<'_> {
     /// The run on AMX. For each block of 32 rows: tiles 0-3 zeroed; for each
     /// step of 16 pairs of the inner dimension, rows 0-15 and 16-31 of the
@@ -359,11 +412,13 @@ impl Tiles<'_> {
     /// and the four products added; the four tiles stored. `a` streams from
     /// L2 (a block's steps outgrow L1), and a tile load waits for its lines:
     /// each step prefetches the 2 KiB of `a` two steps on into L1, and the
-    /// lines of `b` that [`Self::b_ahead`] names for it.
+    /// lines of `b` that [`Self::b_ahead`] names for it. The tiles'
+    /// configuration is the caller's [`TileScope`]'s.
     ///
     /// # Safety
-    /// The CPU has AMX-TILE and AMX-BF16 and this process the tile data;
-    /// `a` holds `row_blocks` blocks of `32 × 16 × b_steps.len()` pairs in
+    /// The CPU has AMX-TILE and AMX-BF16 and this process the tile data,
+    /// and a [`TileScope`] of this thread has configured the tiles; `a`
+    /// holds `row_blocks` blocks of `32 × 16 × b_steps.len()` pairs in
     /// tile order; from each `b + b_steps[i]`, 16 rows of 32 pairs lie
     /// `b_stride` bytes apart; `sums` holds `32 × row_blocks × NR`
     /// elements; `b_steps` and `row_blocks` are not empty.
@@ -376,17 +431,17 @@ impl Tiles<'_> {
         );
         // The byte stride between rows of `sums`, NR × 4, is `tile_row` × 2.
         const { assert!(NR * 4 == 2 * 64) };
-        // SAFETY: the caller's promises; every load and store lies inside
-        // the operands described there, and the tiles are released at the
-        // end. 64 = 16 pairs or 16 f32 (a tile row, and the row stride of
-        // `a`'s tiles); 1024 = a tile of `a`; 2048 = two; 4096 = 32 rows of
-        // `sums`. A block of `a` ends where the next begins. `b_ahead` is as
-        // long as `b_steps` (asserted), read at the same index. The
-        // prefetches past the last block, and those of `b_ahead` wherever
-        // they point, touch no memory they may not: a prefetch never faults.
+        // SAFETY: the caller's promises (the tiles configured as
+        // [`CONFIG`]); every load and store lies inside the operands
+        // described there. 64 = 16 pairs or 16 f32 (a tile row, and the
+        // row stride of `a`'s tiles); 1024 = a tile of `a`; 2048 = two;
+        // 4096 = 32 rows of `sums`. A block of `a` ends where the next
+        // begins. `b_ahead` is as long as `b_steps` (asserted), read at the
+        // same index. The prefetches past the last block, and those of
+        // `b_ahead` wherever they point, touch no memory they may not: a
+        // prefetch never faults.
         unsafe {
             std::arch::asm!(
-                "ldtilecfg [{config}]",
                 "2:",
                 "tilezero tmm0",
                 "tilezero tmm1",
@@ -436,8 +491,6 @@ impl Tiles<'_> {
                 "add {sums}, 4096",
                 "dec {blocks}",
                 "jnz 2b",
-                "tilerelease",
-                config = in(reg) &CONFIG,
                 ahead_delta = in(reg) (self.b_ahead.as_ptr() as isize).wrapping_sub(self.b_steps.as_ptr() as isize),
                 a_at = inout(reg) self.a => _,
                 sums = inout(reg) self.sums => _,
@@ -456,14 +509,17 @@ impl Tiles<'_> {
         }
     }
 
-    /// [`Self::run`] on `kernel`: the tiles, or their emulation in tests.
+    /// [`Self::run`] in `scope`: on the tiles it configured, or their
+    /// emulation in tests.
     ///
     /// # Safety
-    /// As [`Self::run`] (less the CPU for [`TileKernel::Emulated`]).
-    pub(super) unsafe fn run_on(&self, kernel: TileKernel) {
-        // SAFETY: the caller's promises.
+    /// As [`Self::run`], less the CPU and the tile configuration, which
+    /// `scope` vouches for.
+    pub(super) unsafe fn run_in(&self, scope: &TileScope) {
+        // SAFETY: the caller's promises; `scope` configured the tiles of
+        // this thread for the hardware.
         unsafe {
-            match kernel {
+            match scope.kernel {
                 TileKernel::Hardware => self.run(),
                 #[cfg(test)]
                 TileKernel::Emulated => self.emulate(),

@@ -360,3 +360,19 @@ fn stale_packing_buffers_do_not_leak_into_the_next_product() {
         }
     }
 }
+
+/// A thread's tile scope is one at a time: a second one inside the first
+/// would release the tiles under the first's remaining runs. Closed, the
+/// thread may open another.
+#[test]
+fn tile_scopes_do_not_nest_on_a_thread() {
+    use super::amx::{TileKernel, TileScope};
+    // SAFETY: the emulation configures nothing.
+    let outer = unsafe { TileScope::enter(TileKernel::Emulated) };
+    // SAFETY: as above.
+    let nested = std::panic::catch_unwind(|| drop(unsafe { TileScope::enter(TileKernel::Emulated) }));
+    assert!(nested.is_err(), "a scope inside an open one");
+    drop(outer);
+    // SAFETY: as above.
+    drop(unsafe { TileScope::enter(TileKernel::Emulated) });
+}

@@ -25,7 +25,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::super::avx512::{pairs_of_rows, rounded_pairs};
-use super::{store_tile_row, TileKernel, Tiles, MR, NR, TILE};
+use super::{store_tile_row, TileKernel, TileScope, Tiles, MR, NR, TILE};
 use crate::elementwise::Activation;
 use crate::gemm::x86::{first_lanes, transpose_16x16};
 use crate::gemm::{ConvShape, Epilogue, Orientation};
@@ -789,6 +789,8 @@ impl<'a> TileProducts<'a> {
     ) {
         let (shape, steps, planes_len) = (self.shape, self.shape.steps(), self.shape.planes_len());
         assert!(sums.len() >= self.sums_len(), "tile products: room for the sums");
+        // SAFETY: whoever made `self` checked the CPU for the hardware's tiles.
+        let scope = unsafe { TileScope::enter(self.kernel) };
         for first_row_block in rows.clone().step_by(self.group) {
             let rows_here = self.group.min(rows.end - first_row_block);
             for (slot, image) in images.clone().enumerate() {
@@ -813,7 +815,7 @@ impl<'a> TileProducts<'a> {
                     // MR × NR (asserted); the caller checked the CPU
                     // (AVX512-BF16, and AMX for the hardware's tiles).
                     unsafe {
-                        tiles.run_on(self.kernel);
+                        tiles.run_in(&scope);
                         sink.write(sums, image, block, channel, rows);
                     }
                 }
@@ -1353,6 +1355,8 @@ unsafe fn tap_products(
     let row_blocks = o / MR;
     let group = (WEIGHT_GROUP_BYTES / (MR * steps * TILE * 4)).clamp(1, row_blocks);
     let mut block_sums = vec![0f32; group * MR * NR];
+    // SAFETY: the caller checked the CPU for the hardware's tiles.
+    let scope = unsafe { TileScope::enter(kernel) };
     for ky in 0..shape.kernel_h {
         for kx in 0..shape.kernel_w {
             let (tap, shift) = (ky * shape.kernel_w + kx, ky * wp + kx);
@@ -1375,7 +1379,7 @@ unsafe fn tap_products(
                     // past the last image by the farthest shift and a
                     // step); `block_sums` holds `group` blocks of MR × NR;
                     // the caller checked the CPU.
-                    unsafe { tiles.run_on(kernel) }
+                    unsafe { tiles.run_in(&scope) }
                     let by_tap = &mut sums.0[tap * o * c..][..o * c];
                     for (r, values) in block_sums[..rows_here * MR * NR].chunks_exact(NR).enumerate() {
                         let k = first_row_block * MR + r;
