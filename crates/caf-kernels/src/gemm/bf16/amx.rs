@@ -226,6 +226,7 @@ unsafe fn product(
                 let height = MC.min(rows.end - first_row);
                 for (panel, column) in (0..width).step_by(NR).enumerate() {
                     let tiles = Tiles {
+                        operands: Operands::PackedLeft,
                         a: a.row_block(first_inner, first_row),
                         row_blocks: height.div_ceil(MR),
                         b: buffers.packed_b[panel * pairs * NR..][..pairs * NR].as_ptr().cast(),
@@ -296,8 +297,9 @@ unsafe fn write_back(sums: &[f32], c: *mut f32, ldc: usize, rows: usize, columns
 /// `b_stride` bytes apart, each 32 pairs (two tiles of 16 side by side).
 /// A packed panel's steps follow one another ([`PANEL_STEPS`]); a
 /// convolution's point into its input, one step per kernel tap and block
-/// of channels.
+/// of channels. With [`Operands::PackedRight`] the two swap sides (below).
 pub(super) struct Tiles<'a> {
+    pub(super) operands: Operands,
     pub(super) a: *const u32,
     pub(super) row_blocks: usize,
     pub(super) b: *const u8,
@@ -306,8 +308,27 @@ pub(super) struct Tiles<'a> {
     /// start whose first 136 bytes the step fetches into L1 for a later
     /// one, or [`NOTHING_AHEAD`].
     pub(super) b_ahead: &'a [usize],
+    /// Bytes between the rows of a step of `b` with
+    /// [`Operands::PackedLeft`]; with [`Operands::PackedRight`], whose rows
+    /// are 64 bytes apart, the stride of the fetches ahead (128: two rows
+    /// a fetch of 136 bytes).
     pub(super) b_stride: usize,
     pub(super) sums: *mut f32,
+}
+
+/// Which side of the products the packed operand `a` of [`Tiles`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Operands {
+    /// `a` on the left (rows of the result), `b` on the right: a step of
+    /// `b` is 16 rows of pairs, `b_stride` apart, each 32 columns of the
+    /// result (two tiles side by side).
+    PackedLeft,
+    /// `a` on the right, its step's two tiles the result's columns 0-15 and
+    /// 16-31, each 16 rows of pairs by 16 columns; `b` on the left: a step
+    /// of `b` is 32 rows of 16 pairs (64 bytes) one after the other, the
+    /// result's rows (two tiles of 1 KiB, each in one piece). The sums come
+    /// out with `b`'s rows as their rows.
+    PackedRight,
 }
 
 /// The steps of a packed panel of `b` (`NR` pairs a row): 16 rows of 128
@@ -404,6 +425,79 @@ impl Drop for TileScope {
     }
 }
 
+/// [`Tiles::run`]'s assembly, the four tile loads of a step given: tiles 4
+/// and 5 the left operand's rows 0-15 and 16-31, tiles 6 and 7 the right
+/// operand's columns 0-15 and 16-31.
+macro_rules! tile_run {
+    ($tiles:expr, $load_left_0:literal, $load_left_1:literal, $load_right_0:literal, $load_right_1:literal) => {
+        std::arch::asm!(
+            "2:",
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "mov {step}, {steps}",
+            "mov {steps_left}, {step_count}",
+            "3:",
+            "mov {b_at}, [{step}]",
+            "add {b_at}, {b}",
+            // The lines of `b` this step fetches ahead, if any.
+            "mov {ahead}, [{step} + {ahead_delta}]",
+            "cmp {ahead}, -1",
+            "je 4f",
+            "add {ahead}, {b}",
+            ".rept 16",
+            "prefetcht0 [{ahead}]",
+            "prefetcht0 [{ahead} + 64]",
+            "prefetcht0 [{ahead} + 128]",
+            "prefetcht0 [{ahead} + 135]",
+            "add {ahead}, {b_stride}",
+            ".endr",
+            "4:",
+            $load_left_0,
+            $load_left_1,
+            $load_right_0,
+            $load_right_1,
+            // The step after next's 2 KiB of `a` (the next block's
+            // first steps at the end of this one) into L1, a line at a time.
+            ".set caf_a_ahead, 4096",
+            ".rept 32",
+            "prefetcht0 [{a_at} + caf_a_ahead]",
+            ".set caf_a_ahead, caf_a_ahead + 64",
+            ".endr",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {a_at}, 2048",
+            "add {step}, 8",
+            "dec {steps_left}",
+            "jnz 3b",
+            "tilestored [{sums} + {tile_row} * 2], tmm0",
+            "tilestored [{sums} + {tile_row} * 2 + 64], tmm1",
+            "tilestored [{sums} + {tile_row} * 2 + 2048], tmm2",
+            "tilestored [{sums} + {tile_row} * 2 + 2112], tmm3",
+            "add {sums}, 4096",
+            "dec {blocks}",
+            "jnz 2b",
+            ahead_delta = in(reg) ($tiles.b_ahead.as_ptr() as isize).wrapping_sub($tiles.b_steps.as_ptr() as isize),
+            a_at = inout(reg) $tiles.a => _,
+            sums = inout(reg) $tiles.sums => _,
+            blocks = inout(reg) $tiles.row_blocks => _,
+            b = in(reg) $tiles.b,
+            steps = in(reg) $tiles.b_steps.as_ptr(),
+            step_count = in(reg) $tiles.b_steps.len(),
+            b_stride = in(reg) $tiles.b_stride,
+            tile_row = in(reg) 64usize,
+            step = out(reg) _,
+            steps_left = out(reg) _,
+            b_at = out(reg) _,
+            ahead = out(reg) _,
+            options(nostack),
+        )
+    };
+}
+
 impl Tiles<'_> {
     /// The run on AMX. For each block of 32 rows: tiles 0-3 zeroed; for each
     /// step of 16 pairs of the inner dimension, rows 0-15 and 16-31 of the
@@ -413,15 +507,21 @@ impl Tiles<'_> {
     /// L2 (a block's steps outgrow L1), and a tile load waits for its lines:
     /// each step prefetches the 2 KiB of `a` two steps on into L1, and the
     /// lines of `b` that [`Self::b_ahead`] names for it. The tiles'
-    /// configuration is the caller's [`TileScope`]'s.
+    /// configuration is the caller's [`TileScope`]'s. With
+    /// [`Operands::PackedRight`], a step's 2 KiB of `b` (32 rows of 64
+    /// bytes from `b_steps[i]`) go to tiles 4 and 5 and `a`'s two tiles to
+    /// 6 and 7, so that each block of `a` gives 32 rows of `b` by 32
+    /// columns of `a`.
     ///
     /// # Safety
     /// The CPU has AMX-TILE and AMX-BF16 and this process the tile data,
     /// and a [`TileScope`] of this thread has configured the tiles; `a`
     /// holds `row_blocks` blocks of `32 × 16 × b_steps.len()` pairs in
     /// tile order; from each `b + b_steps[i]`, 16 rows of 32 pairs lie
-    /// `b_stride` bytes apart; `sums` holds `32 × row_blocks × NR`
-    /// elements; `b_steps` and `row_blocks` are not empty.
+    /// `b_stride` bytes apart ([`Operands::PackedLeft`]) or 32 rows of 16
+    /// pairs one after the other ([`Operands::PackedRight`]); `sums` holds
+    /// `32 × row_blocks × NR` elements; `b_steps` and `row_blocks` are not
+    /// empty.
     unsafe fn run(&self) {
         debug_assert!(!self.b_steps.is_empty() && self.row_blocks >= 1);
         assert_eq!(
@@ -441,71 +541,22 @@ impl Tiles<'_> {
         // `b_ahead` wherever they point, touch no memory they may not: a
         // prefetch never faults.
         unsafe {
-            std::arch::asm!(
-                "2:",
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                "mov {step}, {steps}",
-                "mov {steps_left}, {step_count}",
-                "3:",
-                "mov {b_at}, [{step}]",
-                "add {b_at}, {b}",
-                // The lines of `b` this step fetches ahead, if any.
-                "mov {ahead}, [{step} + {ahead_delta}]",
-                "cmp {ahead}, -1",
-                "je 4f",
-                "add {ahead}, {b}",
-                ".rept 16",
-                "prefetcht0 [{ahead}]",
-                "prefetcht0 [{ahead} + 64]",
-                "prefetcht0 [{ahead} + 128]",
-                "prefetcht0 [{ahead} + 135]",
-                "add {ahead}, {b_stride}",
-                ".endr",
-                "4:",
-                "tileloadd tmm4, [{a_at} + {tile_row} * 1]",
-                "tileloadd tmm5, [{a_at} + {tile_row} * 1 + 1024]",
-                "tileloadd tmm6, [{b_at} + {b_stride} * 1]",
-                "tileloadd tmm7, [{b_at} + {b_stride} * 1 + 64]",
-                // The step after next's 2 KiB of `a` (the next block's
-                // first steps at the end of this one) into L1, a line at a time.
-                ".set caf_a_ahead, 4096",
-                ".rept 32",
-                "prefetcht0 [{a_at} + caf_a_ahead]",
-                ".set caf_a_ahead, caf_a_ahead + 64",
-                ".endr",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                "add {a_at}, 2048",
-                "add {step}, 8",
-                "dec {steps_left}",
-                "jnz 3b",
-                "tilestored [{sums} + {tile_row} * 2], tmm0",
-                "tilestored [{sums} + {tile_row} * 2 + 64], tmm1",
-                "tilestored [{sums} + {tile_row} * 2 + 2048], tmm2",
-                "tilestored [{sums} + {tile_row} * 2 + 2112], tmm3",
-                "add {sums}, 4096",
-                "dec {blocks}",
-                "jnz 2b",
-                ahead_delta = in(reg) (self.b_ahead.as_ptr() as isize).wrapping_sub(self.b_steps.as_ptr() as isize),
-                a_at = inout(reg) self.a => _,
-                sums = inout(reg) self.sums => _,
-                blocks = inout(reg) self.row_blocks => _,
-                b = in(reg) self.b,
-                steps = in(reg) self.b_steps.as_ptr(),
-                step_count = in(reg) self.b_steps.len(),
-                b_stride = in(reg) self.b_stride,
-                tile_row = in(reg) 64usize,
-                step = out(reg) _,
-                steps_left = out(reg) _,
-                b_at = out(reg) _,
-                ahead = out(reg) _,
-                options(nostack),
-            );
+            match self.operands {
+                Operands::PackedLeft => tile_run!(
+                    self,
+                    "tileloadd tmm4, [{a_at} + {tile_row} * 1]",
+                    "tileloadd tmm5, [{a_at} + {tile_row} * 1 + 1024]",
+                    "tileloadd tmm6, [{b_at} + {b_stride} * 1]",
+                    "tileloadd tmm7, [{b_at} + {b_stride} * 1 + 64]"
+                ),
+                Operands::PackedRight => tile_run!(
+                    self,
+                    "tileloadd tmm4, [{b_at} + {tile_row} * 1]",
+                    "tileloadd tmm5, [{b_at} + {tile_row} * 1 + 1024]",
+                    "tileloadd tmm6, [{a_at} + {tile_row} * 1]",
+                    "tileloadd tmm7, [{a_at} + {tile_row} * 1 + 1024]"
+                ),
+            }
         }
     }
 
@@ -541,11 +592,24 @@ impl Tiles<'_> {
             for column in 0..NR {
                 let mut sum = 0.0f32;
                 for p in 0..pairs {
-                    let at = row / MR * MR * pairs + tile_offset(p / TILE, row % MR) + p % TILE;
-                    let b_at = self.b_steps[p / TILE] + p % TILE * self.b_stride + column * 4;
+                    let (step, pair) = (p / TILE, p % TILE);
+                    // Where the pair of `a` and the pair of `b` of this
+                    // row, column and inner pair lie: with `a` on the
+                    // right, `row` is a row of `b` and `column` a column of
+                    // `a`'s step (in its tile, pair `pair` is row `pair`).
+                    let (at, b_at) = match self.operands {
+                        Operands::PackedLeft => (
+                            row / MR * MR * pairs + tile_offset(step, row % MR) + pair,
+                            self.b_steps[step] + pair * self.b_stride + column * 4,
+                        ),
+                        Operands::PackedRight => (
+                            row / MR * MR * pairs + tile_offset(step, column / TILE * TILE + pair) + column % TILE,
+                            self.b_steps[step] + (row % MR) * 64 + pair * 4,
+                        ),
+                    };
                     // SAFETY: row < 32 × row_blocks, p < the pairs of a row
-                    // block, and step p / 16 of `b` holds 16 rows of NR
-                    // pairs (the caller's promises).
+                    // block, and step p / 16 of `b` holds its 16 rows of NR
+                    // pairs or 32 rows of 16 (the caller's promises).
                     let (x, y) = unsafe { (*self.a.add(at), self.b.add(b_at).cast::<u32>().read_unaligned()) };
                     sum += low(x) * low(y) + high(x) * high(y);
                 }

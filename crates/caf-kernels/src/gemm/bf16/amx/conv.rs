@@ -1,22 +1,36 @@
 //! Convolutions multiplied straight from the image on the AMX tiles, with
-//! no column matrix: the image is laid out once as planes of bf16 channel
-//! pairs (zero-padded), and each tile of the input a kernel tap needs is
-//! loaded from those planes in place.
+//! no column matrix: the image is laid out once in bf16 (zero-padded), and
+//! each tile of the input a kernel tap needs is loaded from that layout in
+//! place.
 //!
 //! The output's positions are taken on the padded width: position `v`
 //! stands for output row `v / wp` and column `v % wp` (`wp` the padded
-//! width), so that tap `(ky, kx)` of 16 consecutive positions reads 16
-//! consecutive pairs of each plane, from `v + ky·wp + kx`, across row ends
-//! alike. The positions past the output's width are computed and dropped
-//! (two columns in 58 on a 56×56 map with a 3×3 kernel). A block of 32
-//! output channels and 32 positions sums `taps × channels / 32` steps of
-//! two tiles of `a` (the weight, packed in tile order) and two of the image.
+//! width), so that tap `(ky, kx)` of consecutive positions reads
+//! consecutive positions of the layout from `v + ky·wp + kx`, across row
+//! ends alike. The positions past the output's width are computed and
+//! dropped (two columns in 58 on a 56×56 map with a 3×3 kernel). A block
+//! of 32 output channels and 32 positions sums `taps × channels / 32`
+//! steps of two tiles of the weight (packed in tile order) and two of the
+//! image.
+//!
+//! Where the channels come in whole blocks of 32 (every layer past a
+//! network's stem), the layout is rows ([`pack_rows`]): for each block of
+//! 32 channels, a position's 32 channels in one 64-byte row, so that a
+//! step's 32 positions are 2 KiB in one piece on whole cache lines at every
+//! tap. The image is then the left operand of the products and the weight
+//! the right one, and a block's sums come out by position; a write-back to
+//! an f32 output turns them by channel ([`sums_by_channel`]), one into the
+//! next convolution's rows rounds each position's row as it is
+//! ([`write_back_rows`]). A stem's few channels are folded with the
+//! kernel's columns instead ([`pack_folded`]): planes of channel pairs, a
+//! pair per position, the image on the right of the products (a tile's 16
+//! rows from 16 planes).
 //!
 //! A stride-2 convolution reads every other column and row: the padded map
 //! is split into its phases (even and odd rows by even and odd columns),
 //! each a map of half the width, so that tap `(ky, kx)` reads phase
 //! `(ky mod 2, kx mod 2)` from `v + ⌊ky/2⌋·wp/2 + ⌊kx/2⌋`, consecutive
-//! pairs again; `wp/2` (rounded up) then stands for the width above.
+//! positions again; `wp/2` (rounded up) then stands for the width above.
 
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
@@ -25,7 +39,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::super::avx512::{pairs_of_rows, rounded_pairs};
-use super::{store_tile_row, TileKernel, TileScope, Tiles, MR, NR, TILE};
+use super::{store_tile_row, Operands, TileKernel, TileScope, Tiles, MR, NR, TILE};
 use crate::elementwise::Activation;
 use crate::gemm::x86::{first_lanes, transpose_16x16};
 use crate::gemm::{ConvShape, Epilogue, Orientation};
@@ -101,6 +115,28 @@ impl ConvShape {
         }
     }
 
+    /// How the image meets the weight on the tiles: as rows of one
+    /// position's 32 channels on the left of the products, the weight on the
+    /// right ([`pack_rows`]), wherever the channels come in whole steps; as
+    /// planes of folded channel pairs on the right ([`pack_folded`]) where
+    /// they are folded.
+    fn operands(&self) -> Operands {
+        if self.folds_columns() {
+            Operands::PackedLeft
+        } else {
+            Operands::PackedRight
+        }
+    }
+
+    /// Bytes from one position to the next in the image's layout: a pair
+    /// of a plane, or a row of 32 channels.
+    fn position_bytes(&self) -> usize {
+        match self.operands() {
+            Operands::PackedLeft => 4,
+            Operands::PackedRight => 4 * TILE,
+        }
+    }
+
     fn padded_h(&self) -> usize {
         self.height + 2 * self.padding
     }
@@ -148,19 +184,21 @@ impl ConvShape {
         (self.out_h() * self.plane_w()).next_multiple_of(NR)
     }
 
-    /// Pairs in one phase of a channel pair's plane: the phase's map, and
-    /// room for the last block's reads past it (at most `NR + kernel_w`
-    /// pairs; zeros).
+    /// Positions in one phase of the map: the phase's map, and room for the
+    /// last block's reads past it (at most `NR + kernel_w`; zeros). A
+    /// phase of a channel pair's plane holds a pair per position; of a
+    /// block of channels' rows, a row per position.
     fn phase_len(&self) -> usize {
         self.phase_h() * self.plane_w() + NR + self.kernel_w
     }
 
-    /// Pairs in one channel pair's plane: its phases one after another.
+    /// Positions in one channel pair's plane, or in one block of channels'
+    /// rows: the phases one after another.
     fn plane_len(&self) -> usize {
         self.row_phases() * self.column_phases() * self.phase_len()
     }
 
-    /// Pairs in one image's planes.
+    /// Pairs in one image's planes or rows.
     fn planes_len(&self) -> usize {
         self.inner_channels() / 2 * self.plane_len()
     }
@@ -184,8 +222,9 @@ impl ConvShape {
         channel_block * self.kernel_h * self.tap_columns() + tap
     }
 
-    /// Where each step's tile rows start in the planes (bytes), in the
-    /// order of [`Self::step`]; its rows are one plane apart.
+    /// Where each step's tile rows start in the image's layout (bytes), in
+    /// the order of [`Self::step`]: its rows one plane apart in planes, one
+    /// after the other in rows.
     fn step_offsets(&self) -> Vec<usize> {
         let (s, wq) = (self.stride, self.plane_w());
         let plane_bytes = self.plane_len() * 4;
@@ -195,7 +234,8 @@ impl ConvShape {
                 for kx in 0..self.tap_columns() {
                     let phase = (ky % s) * self.column_phases() + kx % s;
                     let within = phase * self.phase_len() + ky / s * wq + kx / s;
-                    offsets[self.step(block, ky * self.tap_columns() + kx)] = within * 4 + block * TILE * plane_bytes;
+                    offsets[self.step(block, ky * self.tap_columns() + kx)] =
+                        within * self.position_bytes() + block * TILE * plane_bytes;
                 }
             }
         }
@@ -216,7 +256,7 @@ impl ConvShape {
                 ahead[self.step(block, tap)] = if block + 1 < blocks {
                     offsets[self.step(block + 1, tap)]
                 } else {
-                    offsets[self.step(0, tap)] + NR * 4
+                    offsets[self.step(0, tap)] + NR * self.position_bytes()
                 };
             }
         }
@@ -234,8 +274,10 @@ impl ConvShape {
 
 /// A weight (`out_channels × channels × kh × kw`) rounded and packed in
 /// tile order for the steps of [`ConvShape::step_offsets`]: row block after
-/// row block of [`MR`] output channels, each step's two tiles. A frozen
-/// weight keeps it.
+/// row block of [`MR`] output channels, each step's two tiles, on the side
+/// of the products [`ConvShape::operands`] puts it (on the left, a tile's
+/// rows are output channels; on the right, its columns). A frozen weight
+/// keeps it.
 pub(in crate::gemm) struct PackedWeight {
     out_channels: usize,
     channels: usize,
@@ -305,6 +347,17 @@ impl PackedWeight {
                     }
                 }
             }
+            if shape.operands() == Operands::PackedRight {
+                // The weight on the right: each tile's rows the step's
+                // pairs, its columns the output channels.
+                for tile in block.chunks_exact_mut(TILE * TILE) {
+                    for row in 0..TILE {
+                        for column in row + 1..TILE {
+                            tile.swap(row * TILE + column, column * TILE + row);
+                        }
+                    }
+                }
+            }
         };
         pairs.par_chunks_mut(block_len).enumerate().for_each(pack_block);
         Self {
@@ -348,11 +401,10 @@ fn store_gathered_tile_row(block: &mut [u32], step: usize, row: usize, values: &
     }
 }
 
-/// Room for the planes of a few images of one shape, laid out by
-/// [`pack_phases`] or [`pack_folded`]: both write the same pairs for every
-/// image of a shape and no others, so the pairs around the maps stay the
-/// zeros they were made with, and an image laid out over another leaves
-/// nothing of it.
+/// Room for the layouts of a few images of one shape, by [`pack_rows`] or
+/// [`pack_folded`]: both write the same pairs for every image of a shape
+/// and no others, so the pairs around the maps stay the zeros they were
+/// made with, and an image laid out over another leaves nothing of it.
 struct ImagePlanes<'a> {
     shape: &'a ConvShape,
     pairs: Vec<u32>,
@@ -383,7 +435,7 @@ impl<'a> ImagePlanes<'a> {
             if shape.folds_columns() {
                 pack_folded(x, shape, planes)
             } else {
-                pack_phases(x, shape, planes)
+                pack_rows(x, shape, planes)
             }
         }
     }
@@ -474,77 +526,52 @@ fn pack_folded(x: &[f32], shape: &ConvShape, planes: &mut [u32]) {
     }
 }
 
-/// Image `x` as planes of channel pairs: the phases of the padded map that
-/// some tap reads, each row by row, zeros around and after it (left as
-/// they are).
+/// Image `x` as rows: for each block of [`STEP_CHANNELS`] channels, the
+/// phases of the padded map that some tap reads, each row by row, a
+/// position's 32 channels rounded to 16 bf16 pairs (64 bytes) in a row of
+/// their own; zeros around and after the maps (left as they are).
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-fn pack_phases(x: &[f32], shape: &ConvShape, planes: &mut [u32]) {
+fn pack_rows(x: &[f32], shape: &ConvShape, rows: &mut [u32]) {
     let (h, w, p, s) = (shape.height, shape.width, shape.padding, shape.stride);
     let (wq, phase_len, column_phases) = (shape.plane_w(), shape.phase_len(), shape.column_phases());
-    for (pair, plane) in planes.chunks_exact_mut(shape.plane_len()).enumerate() {
-        let low_channel = &x[2 * pair * h * w..][..h * w];
-        let high_channel = &x[(2 * pair + 1) * h * w..][..h * w];
+    let map = h * w;
+    for (block, block_rows) in rows.chunks_exact_mut(shape.plane_len() * TILE).enumerate() {
+        let channels = &x[block * STEP_CHANNELS * map..][..STEP_CHANNELS * map];
         for y in 0..h {
             let (row_phase, row) = ((y + p) % s, (y + p) / s);
             if row_phase >= shape.row_phases() {
                 continue;
             }
-            let (low, high) = (&low_channel[y * w..][..w], &high_channel[y * w..][..w]);
             // The row's start in the phase of column phase 0.
             let row_start = row_phase * column_phases * phase_len + row * wq;
-            if s == 1 {
-                let out = &mut plane[row_start + p..][..w];
-                for first in (0..w).step_by(16) {
-                    let mask = first_lanes(w - first);
-                    // SAFETY: the masked loads and store touch the first
-                    // `w - first` elements (at most 16) from `first` of
-                    // rows `w` long.
-                    unsafe {
-                        let pairs = pairs_of_rows(
-                            _mm512_maskz_loadu_ps(mask, low[first..].as_ptr()),
-                            _mm512_maskz_loadu_ps(mask, high[first..].as_ptr()),
-                        );
-                        _mm512_mask_storeu_epi32(out[first..].as_mut_ptr().cast(), mask, pairs);
-                    }
-                }
-            } else {
-                // 32 columns at a time, dealt to the phases: padded column
-                // `first + p + t` goes to column phase `(first + p + t) % 2`,
-                // at `(first + p + t) / 2` in it.
-                let even_lanes = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-                let odd_lanes = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
-                for first in (0..w).step_by(32) {
-                    let count = 32.min(w - first);
-                    let (front, back) = (first_lanes(count), first_lanes(count.saturating_sub(16)));
-                    // SAFETY: the masked loads touch the first `count`
-                    // elements from `first` of rows `w` long.
-                    let (front, back) = unsafe {
-                        let back_start = (first + 16).min(w);
-                        (
-                            pairs_of_rows(
-                                _mm512_maskz_loadu_ps(front, low[first..].as_ptr()),
-                                _mm512_maskz_loadu_ps(front, high[first..].as_ptr()),
-                            ),
-                            pairs_of_rows(
-                                _mm512_maskz_loadu_ps(back, low[back_start..].as_ptr()),
-                                _mm512_maskz_loadu_ps(back, high[back_start..].as_ptr()),
-                            ),
+            for first in (0..w).step_by(16) {
+                let count = 16.min(w - first);
+                let mask = first_lanes(count);
+                // Vector `k`: channels 2k and 2k + 1 of the 16 columns as
+                // pairs; transposed, vector `j` is column `first + j`'s row.
+                let mut by_pair = [_mm512_setzero_si512(); TILE];
+                for (pair, vector) in by_pair.iter_mut().enumerate() {
+                    let low = &channels[2 * pair * map + y * w + first..][..count];
+                    let high = &channels[(2 * pair + 1) * map + y * w + first..][..count];
+                    // SAFETY: the masked loads read the first `count`
+                    // elements of `low` and `high`, `count` long.
+                    *vector = unsafe {
+                        pairs_of_rows(
+                            _mm512_maskz_loadu_ps(mask, low.as_ptr()),
+                            _mm512_maskz_loadu_ps(mask, high.as_ptr()),
                         )
                     };
-                    let column = first + p;
-                    for (lanes, offset, len) in [(even_lanes, 0, count.div_ceil(2)), (odd_lanes, 1, count / 2)] {
-                        let (column_phase, at) = ((column + offset) % 2, (column + offset) / 2);
-                        if column_phase >= column_phases || len == 0 {
-                            continue;
-                        }
-                        let out = &mut plane[row_start + column_phase * phase_len + at..][..len];
-                        // SAFETY: the masked store writes `len` (at most
-                        // 16) elements of `out`.
-                        unsafe {
-                            let pairs = _mm512_permutex2var_epi32(front, lanes, back);
-                            _mm512_mask_storeu_epi32(out.as_mut_ptr().cast(), first_lanes(len), pairs);
-                        }
+                }
+                for (j, pairs) in transpose_16x16(by_pair).iter().take(count).enumerate() {
+                    let column = first + j + p;
+                    let (column_phase, at) = (column % s, column / s);
+                    if column_phase >= column_phases {
+                        continue;
                     }
+                    let position = row_start + column_phase * phase_len + at;
+                    let target = &mut block_rows[position * TILE..][..TILE];
+                    // SAFETY: `target` holds 16 pairs, 512 bits.
+                    unsafe { _mm512_storeu_si512(target.as_mut_ptr().cast(), *pairs) };
                 }
             }
         }
@@ -633,6 +660,7 @@ pub(in crate::gemm) fn forward(
                             epilogue,
                             target: &SharedOutput::new(view),
                             first: images.start,
+                            by_channel: Vec::new(),
                         },
                     );
                     // SAFETY: these images' pooled outputs are this worker's alone.
@@ -656,6 +684,7 @@ pub(in crate::gemm) fn forward(
                         epilogue,
                         target: out,
                         first: 0,
+                        by_channel: Vec::new(),
                     },
                 );
             };
@@ -688,6 +717,7 @@ pub(in crate::gemm) fn forward(
                             epilogue,
                             target: out,
                             first: 0,
+                            by_channel: Vec::new(),
                         },
                     )
                 };
@@ -705,6 +735,7 @@ pub(in crate::gemm) fn forward(
                             epilogue,
                             target: out,
                             first: 0,
+                            by_channel: Vec::new(),
                         },
                     )
                 };
@@ -788,6 +819,13 @@ impl<'a> TileProducts<'a> {
         sink: &mut impl BlockSink,
     ) {
         let (shape, steps, planes_len) = (self.shape, self.shape.steps(), self.shape.planes_len());
+        let operands = shape.operands();
+        // The rows of a step one plane apart; or, for rows, the stride of
+        // the fetches ahead (two 64-byte rows each).
+        let b_stride = match operands {
+            Operands::PackedLeft => shape.plane_len() * 4,
+            Operands::PackedRight => 2 * 4 * TILE,
+        };
         assert!(sums.len() >= self.sums_len(), "tile products: room for the sums");
         // SAFETY: whoever made `self` checked the CPU for the hardware's tiles.
         let scope = unsafe { TileScope::enter(self.kernel) };
@@ -797,12 +835,13 @@ impl<'a> TileProducts<'a> {
                 let planes = &planes[slot * planes_len..][..planes_len];
                 for block in position_blocks.clone() {
                     let tiles = Tiles {
+                        operands,
                         a: self.packed[first_row_block * MR * steps * TILE..].as_ptr(),
                         row_blocks: rows_here,
-                        b: planes[block * NR..].as_ptr().cast(),
+                        b: planes[block * NR * shape.position_bytes() / 4..].as_ptr().cast(),
                         b_steps: &self.offsets,
                         b_ahead: &self.ahead,
-                        b_stride: shape.plane_len() * 4,
+                        b_stride,
                         sums: sums.as_mut_ptr(),
                     };
                     let (rows, channel) = (rows_here * MR, first_row_block * MR);
@@ -832,6 +871,8 @@ struct OutputSink<'a, 'b> {
     epilogue: Epilogue<'a, f32>,
     target: &'b SharedOutput<'b, MaybeUninit<f32>>,
     first: usize,
+    /// Where sums that come by position are turned by channel.
+    by_channel: Vec<f32>,
 }
 
 impl BlockSink for OutputSink<'_, '_> {
@@ -849,6 +890,15 @@ impl BlockSink for OutputSink<'_, '_> {
     }
 
     unsafe fn write(&mut self, sums: &[f32], image: usize, block: usize, channel: usize, rows: usize) {
+        let sums = match self.shape.operands() {
+            Operands::PackedLeft => sums,
+            Operands::PackedRight => {
+                self.by_channel.resize(rows * NR, 0.0);
+                // SAFETY: the caller's promise (the CPU).
+                unsafe { sums_by_channel(&sums[..rows * NR], &mut self.by_channel) };
+                &self.by_channel
+            }
+        };
         // SAFETY: the caller's promise (the CPU).
         unsafe {
             write_back(
@@ -865,24 +915,24 @@ impl BlockSink for OutputSink<'_, '_> {
     }
 }
 
-/// A block's sums written as the next convolution's planes (`consumer`, a
-/// stride-1 convolution of this one's output) with [`write_back_planes`],
+/// A block's sums written as the next convolution's rows (`consumer`, a
+/// stride-1 convolution of this one's output) with [`write_back_rows`],
 /// image `image` of the batch in slot `image - first` of `planes`.
-struct PlanesSink<'a, 'b, 'c> {
+struct RowsSink<'a, 'b, 'c> {
     producer: &'a ConvShape,
     bias: Option<&'a [f32]>,
     planes: &'b mut ImagePlanes<'c>,
     first: usize,
 }
 
-impl BlockSink for PlanesSink<'_, '_, '_> {
+impl BlockSink for RowsSink<'_, '_, '_> {
     fn before(&self, _: usize, _: usize, _: usize, _: usize) {}
 
     unsafe fn write(&mut self, sums: &[f32], image: usize, block: usize, channel: usize, rows: usize) {
         let consumer = self.planes.shape;
         let planes = self.planes.slot_mut(image - self.first);
         // SAFETY: the caller's promise (the CPU).
-        unsafe { write_back_planes(sums, self.producer, block, channel, rows, self.bias, consumer, planes) }
+        unsafe { write_back_rows(sums, self.producer, block, channel, rows, self.bias, consumer, planes) }
     }
 }
 
@@ -906,9 +956,9 @@ pub(in crate::gemm) type PairLayer<'a> = (&'a PackedWeight, Option<&'a [f32]>, &
 /// `y = relu(conv(relu(conv(x, first) + first's bias), second) + second's
 /// bias + residual)` for the batch, `y` `second`'s output, the tiles
 /// multiplied by `kernel`: a residual block's two convolutions. `first`'s
-/// output never leaves the worker: its write-back rounds each pair of output
-/// channels into `second`'s planes as [`pack_phases`] would have laid them
-/// out, so `y` has the bits of the two convolutions run one after the
+/// output never leaves the worker: its write-back rounds each position's
+/// output channels into `second`'s rows as [`pack_rows`] would have laid
+/// them out, so `y` has the bits of the two convolutions run one after the
 /// other. Each worker takes a chunk of images through both. The caller has
 /// checked the CPU (AVX512-BF16, and AMX with the tile data granted for
 /// [`TileKernel::Hardware`]).
@@ -972,7 +1022,7 @@ pub(in crate::gemm) fn forward_pair(
                 // SAFETY: the caller checked the CPU.
                 unsafe { planes1.pack(slot, &x[index * s1.image_len()..][..s1.image_len()]) };
             }
-            let mut into_planes = PlanesSink {
+            let mut into_rows = RowsSink {
                 producer: s1,
                 bias: first_bias,
                 planes: planes2,
@@ -984,13 +1034,14 @@ pub(in crate::gemm) fn forward_pair(
                 0..p1.blocks(),
                 planes1.laid_out(),
                 sums,
-                &mut into_planes,
+                &mut into_rows,
             );
             let mut output = OutputSink {
                 shape: s2,
                 epilogue,
                 target: out,
                 first: 0,
+                by_channel: Vec::new(),
             };
             p2.run(
                 0..p2.row_blocks(),
@@ -1007,15 +1058,41 @@ pub(in crate::gemm) fn forward_pair(
     unsafe { written(s2.batch * s2.output_len(), write) }
 }
 
-/// Writes a block's sums (`rows` output channels from `first_channel`, an
-/// even one, the [`NR`] positions of block `block` of `producer`'s output)
-/// into one image's `planes` of `consumer` (a stride-1 convolution of that
-/// output), with the bias and the ReLU: each pair of output channels
-/// rounded to bf16 pairs at the pairs [`pack_phases`] lays the output's
-/// positions out at.
+/// `sums` by position (blocks of [`MR`] positions by [`NR`] output
+/// channels, as the tiles store them with the weight on the right) by
+/// channel in `by_channel` (blocks of `MR` output channels by `NR`
+/// positions, as [`write_back`] reads them), a 16 × 16 quarter at a time.
+#[target_feature(enable = "avx512f")]
+fn sums_by_channel(sums: &[f32], by_channel: &mut [f32]) {
+    const { assert!(MR == NR && MR == 2 * TILE) };
+    assert_eq!(sums.len(), by_channel.len(), "sums by channel: lengths");
+    for (block, target) in sums.chunks_exact(MR * NR).zip(by_channel.chunks_exact_mut(MR * NR)) {
+        for (first_position, first_channel) in [(0, 0), (0, TILE), (TILE, 0), (TILE, TILE)] {
+            let mut by_position = [_mm512_setzero_si512(); TILE];
+            for (r, vector) in by_position.iter_mut().enumerate() {
+                let source = &block[(first_position + r) * NR + first_channel..][..TILE];
+                // SAFETY: `source` holds 16 f32, 512 bits.
+                *vector = unsafe { _mm512_loadu_si512(source.as_ptr().cast()) };
+            }
+            for (c, vector) in transpose_16x16(by_position).iter().enumerate() {
+                let out = &mut target[(first_channel + c) * NR + first_position..][..TILE];
+                // SAFETY: `out` holds 16 f32, 512 bits.
+                unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), *vector) };
+            }
+        }
+    }
+}
+
+/// Writes a block's sums (`rows` output channels from `first_channel`,
+/// whole blocks of [`MR`] of them, by the [`NR`] positions of block
+/// `block` of `producer`'s output, each [`MR`] channels' sums by position)
+/// into one image's `rows` of `consumer` (a stride-1 convolution of that
+/// output), with the bias and the ReLU: each position's 32 channels of a
+/// block rounded to bf16 pairs in the row [`pack_rows`] lays that position
+/// out at.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-fn write_back_planes(
+fn write_back_rows(
     sums: &[f32],
     producer: &ConvShape,
     block: usize,
@@ -1023,43 +1100,43 @@ fn write_back_planes(
     rows: usize,
     bias: Option<&[f32]>,
     consumer: &ConvShape,
-    planes: &mut [u32],
+    target: &mut [u32],
 ) {
-    debug_assert!(consumer.stride == 1 && first_channel.is_multiple_of(2) && rows.is_multiple_of(2));
+    debug_assert!(consumer.stride == 1 && first_channel.is_multiple_of(STEP_CHANNELS) && rows.is_multiple_of(MR));
     let (ow, p, wq, plane_len) = (
         producer.out_w(),
         consumer.padding,
         consumer.plane_w(),
         consumer.plane_len(),
     );
-    let add = |channel: usize| _mm512_set1_ps(bias.map_or(0.0, |bias| bias[channel]));
-    for (in_block, at, len) in producer.output_runs(block) {
-        // Output row `y`, column `x` is padded row `y + p`, column `x + p`.
-        let start = (at / ow + p) * wq + p + at % ow;
-        for r in (0..rows).step_by(2) {
-            let channel = first_channel + r;
-            let (low_add, high_add) = (add(channel), add(channel + 1));
-            let (low, high) = (
-                &sums[r * NR + in_block..][..len],
-                &sums[(r + 1) * NR + in_block..][..len],
-            );
-            let out = &mut planes[channel / 2 * plane_len + start..][..len];
-            for first in (0..len).step_by(16) {
-                let mask = first_lanes(len - first);
-                // SAFETY: the masked loads and store touch the first
-                // `len - first` (at most 16) elements from `first` of
-                // `low`, `high` and `out`, all `len` long.
+    for row_block in 0..rows / MR {
+        let channel = first_channel + row_block * MR;
+        // SAFETY: `bias`, where given, holds every output channel.
+        let (low_bias, high_bias) = bias.map_or((_mm512_setzero_ps(), _mm512_setzero_ps()), |bias| unsafe {
+            let bias = &bias[channel..][..MR];
+            (_mm512_loadu_ps(bias.as_ptr()), _mm512_loadu_ps(bias[TILE..].as_ptr()))
+        });
+        let block_sums = &sums[row_block * MR * NR..][..MR * NR];
+        let block_rows = &mut target[channel / STEP_CHANNELS * plane_len * TILE..][..plane_len * TILE];
+        for (in_block, at, len) in producer.output_runs(block) {
+            // Output row `y`, column `x` is padded row `y + p`, column `x + p`.
+            let start = (at / ow + p) * wq + p + at % ow;
+            for i in 0..len {
+                let source = &block_sums[(in_block + i) * NR..][..NR];
+                let out = &mut block_rows[(start + i) * TILE..][..TILE];
+                // SAFETY: `source` holds 32 f32 and `out` 16 pairs.
                 unsafe {
                     // As `write_back`'s ReLU: 0 for NaN and -0 alike.
                     let low = _mm512_max_ps(
-                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, low[first..].as_ptr()), low_add),
+                        _mm512_add_ps(_mm512_loadu_ps(source.as_ptr()), low_bias),
                         _mm512_setzero_ps(),
                     );
                     let high = _mm512_max_ps(
-                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, high[first..].as_ptr()), high_add),
+                        _mm512_add_ps(_mm512_loadu_ps(source[TILE..].as_ptr()), high_bias),
                         _mm512_setzero_ps(),
                     );
-                    _mm512_mask_storeu_epi32(out[first..].as_mut_ptr().cast(), mask, pairs_of_rows(low, high));
+                    let pairs = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low));
+                    _mm512_storeu_si512(out.as_mut_ptr().cast(), pairs);
                 }
             }
         }
@@ -1107,13 +1184,23 @@ fn write_back(
     for (in_block, at, len) in shape.output_runs(block) {
         for r in 0..rows {
             let channel = first_channel + r;
-            let add = _mm512_set1_ps(bias.map_or(0.0, |bias| bias[channel]));
+            // No closures here: one made in this function takes its target
+            // features, and then neither it nor the `Option` method that
+            // calls it is inlined (a call, and `vzeroupper`, per row).
+            let add = _mm512_set1_ps(match bias {
+                Some(bias) => bias[channel],
+                None => 0.0,
+            });
             let start = image * shape.output_len() + channel * map + at;
             // SAFETY: this block alone writes these positions of this
             // image (blocks of positions are dealt out whole).
             let target = unsafe { out.slice(start, len) };
             let source = &sums[r * NR + in_block..][..len];
-            let residual = residual.map(|residual| &residual[start..][..len]);
+            #[allow(clippy::manual_map)]
+            let residual = match residual {
+                Some(residual) => Some(&residual[start..][..len]),
+                None => None,
+            };
             for first in (0..len).step_by(16) {
                 let mask = first_lanes(len - first);
                 // SAFETY: the masked loads and store touch the first
@@ -1365,6 +1452,7 @@ unsafe fn tap_products(
                 for first_row_block in (0..row_blocks).step_by(group) {
                     let rows_here = group.min(row_blocks - first_row_block);
                     let tiles = Tiles {
+                        operands: Operands::PackedLeft,
                         a: a[first_row_block * MR * steps * TILE..].as_ptr(),
                         row_blocks: rows_here,
                         b: layout[shift / 2 * c + first_channel..].as_ptr().cast(),
