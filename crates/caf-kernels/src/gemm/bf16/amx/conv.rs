@@ -351,11 +351,8 @@ impl PackedWeight {
                 // The weight on the right: each tile's rows the step's
                 // pairs, its columns the output channels.
                 for tile in block.chunks_exact_mut(TILE * TILE) {
-                    for row in 0..TILE {
-                        for column in row + 1..TILE {
-                            tile.swap(row * TILE + column, column * TILE + row);
-                        }
-                    }
+                    // SAFETY: the caller checked the CPU (AVX-512F).
+                    unsafe { transpose_tile(tile) };
                 }
             }
         };
@@ -372,6 +369,21 @@ impl PackedWeight {
     fn is_for(&self, shape: &ConvShape) -> bool {
         (self.out_channels, self.channels, self.kernel)
             == (shape.out_channels, shape.channels, (shape.kernel_h, shape.kernel_w))
+    }
+}
+
+/// A 16 × 16 tile of pairs transposed in place.
+#[target_feature(enable = "avx512f")]
+fn transpose_tile(tile: &mut [u32]) {
+    assert_eq!(tile.len(), TILE * TILE, "a tile of 16 × 16 pairs");
+    let mut rows = [_mm512_setzero_si512(); TILE];
+    for (row, vector) in rows.iter_mut().enumerate() {
+        // SAFETY: row `row` of the tile is 16 pairs, 512 bits.
+        *vector = unsafe { _mm512_loadu_si512(tile[row * TILE..].as_ptr().cast()) };
+    }
+    for (column, vector) in transpose_16x16(rows).iter().enumerate() {
+        // SAFETY: as above.
+        unsafe { _mm512_storeu_si512(tile[column * TILE..].as_mut_ptr().cast(), *vector) };
     }
 }
 
