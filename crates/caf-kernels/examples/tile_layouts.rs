@@ -96,14 +96,38 @@ impl Shape {
     }
 }
 
-/// The planes: per channel pair a plane of 4-byte pairs; a step's two image
-/// tiles are 16 planes from the tap's position, the second 16 positions on.
+/// How the image is laid out. Both give a block of 32 channels the same
+/// bytes (a pair or a row per position); they differ in where a
+/// position's pairs lie and in which side of the products the image takes.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// Per channel pair a plane of 4-byte pairs; a step's two image tiles
+    /// are 16 planes from the tap's position, the second 16 positions on,
+    /// on the right of the products.
+    Planes,
+    /// Per block of 32 channels a 64-byte row per position; a step's two
+    /// image tiles are the 32 rows from the tap's position, on the left.
+    Rows,
+}
+
+impl Layout {
+    fn position_bytes(self) -> usize {
+        match self {
+            Layout::Planes => 4,
+            Layout::Rows => 64,
+        }
+    }
+}
+
+/// Every block of the chunk of images, each step's four tile loads and
+/// four products.
 ///
 /// # Safety
 /// AMX with the tile data granted and the tiles configured.
-unsafe fn run_planes(shape: &Shape, weight: &Ones, image: &Ones) {
+unsafe fn run(layout: Layout, shape: &Shape, weight: &Ones, image: &Ones) {
+    let channel_block_bytes = shape.layout_positions() * 64;
+    let image_bytes = shape.channels / 32 * channel_block_bytes;
     let plane = shape.layout_positions() * 4;
-    let image_bytes = shape.channels / 2 * plane;
     for n in 0..shape.images {
         for block in 0..shape.position_blocks() {
             for row_block in 0..shape.channels / 32 {
@@ -113,61 +137,40 @@ unsafe fn run_planes(shape: &Shape, weight: &Ones, image: &Ones) {
                     asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3");
                     for step in 0..shape.steps() {
                         let w = weight.at((row_block * shape.steps() + step) * 2048);
-                        let x = image.at(n * image_bytes + step / 9 * 16 * plane + (block * 32 + shape.tap(step)) * 4);
-                        asm!(
-                            "tileloadd tmm4, [{w} + {row} * 1]",
-                            "tileloadd tmm5, [{w} + {row} * 1 + 1024]",
-                            "tileloadd tmm6, [{x} + {plane} * 1]",
-                            "tileloadd tmm7, [{x} + {plane} * 1 + 64]",
-                            "tdpbf16ps tmm0, tmm4, tmm6",
-                            "tdpbf16ps tmm1, tmm4, tmm7",
-                            "tdpbf16ps tmm2, tmm5, tmm6",
-                            "tdpbf16ps tmm3, tmm5, tmm7",
-                            w = in(reg) w,
-                            x = in(reg) x,
-                            row = in(reg) 64usize,
-                            plane = in(reg) plane,
-                            options(nostack),
-                        );
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The rows: per block of 32 channels, a 64-byte row per position; a
-/// step's two image tiles are the 32 rows from the tap's position.
-///
-/// # Safety
-/// As [`run_planes`].
-unsafe fn run_rows(shape: &Shape, weight: &Ones, image: &Ones) {
-    let block_bytes = shape.layout_positions() * 64;
-    let image_bytes = shape.channels / 32 * block_bytes;
-    for n in 0..shape.images {
-        for block in 0..shape.position_blocks() {
-            for row_block in 0..shape.channels / 32 {
-                // SAFETY: as in `run_planes`.
-                unsafe {
-                    asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3");
-                    for step in 0..shape.steps() {
-                        let w = weight.at((row_block * shape.steps() + step) * 2048);
-                        let x =
-                            image.at(n * image_bytes + step / 9 * block_bytes + (block * 32 + shape.tap(step)) * 64);
-                        asm!(
-                            "tileloadd tmm4, [{x} + {row} * 1]",
-                            "tileloadd tmm5, [{x} + {row} * 1 + 1024]",
-                            "tileloadd tmm6, [{w} + {row} * 1]",
-                            "tileloadd tmm7, [{w} + {row} * 1 + 1024]",
-                            "tdpbf16ps tmm0, tmm4, tmm6",
-                            "tdpbf16ps tmm1, tmm4, tmm7",
-                            "tdpbf16ps tmm2, tmm5, tmm6",
-                            "tdpbf16ps tmm3, tmm5, tmm7",
-                            w = in(reg) w,
-                            x = in(reg) x,
-                            row = in(reg) 64usize,
-                            options(nostack),
-                        );
+                        let position = block * 32 + shape.tap(step);
+                        let x = image
+                            .at(n * image_bytes + step / 9 * channel_block_bytes + position * layout.position_bytes());
+                        match layout {
+                            Layout::Planes => asm!(
+                                "tileloadd tmm4, [{w} + {row} * 1]",
+                                "tileloadd tmm5, [{w} + {row} * 1 + 1024]",
+                                "tileloadd tmm6, [{x} + {plane} * 1]",
+                                "tileloadd tmm7, [{x} + {plane} * 1 + 64]",
+                                "tdpbf16ps tmm0, tmm4, tmm6",
+                                "tdpbf16ps tmm1, tmm4, tmm7",
+                                "tdpbf16ps tmm2, tmm5, tmm6",
+                                "tdpbf16ps tmm3, tmm5, tmm7",
+                                w = in(reg) w,
+                                x = in(reg) x,
+                                row = in(reg) 64usize,
+                                plane = in(reg) plane,
+                                options(nostack),
+                            ),
+                            Layout::Rows => asm!(
+                                "tileloadd tmm4, [{x} + {row} * 1]",
+                                "tileloadd tmm5, [{x} + {row} * 1 + 1024]",
+                                "tileloadd tmm6, [{w} + {row} * 1]",
+                                "tileloadd tmm7, [{w} + {row} * 1 + 1024]",
+                                "tdpbf16ps tmm0, tmm4, tmm6",
+                                "tdpbf16ps tmm1, tmm4, tmm7",
+                                "tdpbf16ps tmm2, tmm5, tmm6",
+                                "tdpbf16ps tmm3, tmm5, tmm7",
+                                w = in(reg) w,
+                                x = in(reg) x,
+                                row = in(reg) 64usize,
+                                options(nostack),
+                            ),
+                        }
                     }
                 }
             }
@@ -178,7 +181,7 @@ unsafe fn run_rows(shape: &Shape, weight: &Ones, image: &Ones) {
 /// GFLOPS of `tdpbf16ps` on tiles already loaded.
 ///
 /// # Safety
-/// As [`run_planes`].
+/// As [`run`].
 unsafe fn registers(weight: &Ones) -> f64 {
     let repeats = 2_000_000usize;
     // SAFETY: the caller's promises; the loads read 2 KiB of `weight`.
@@ -237,11 +240,11 @@ fn main() {
         for _ in 0..12 {
             let started = Instant::now();
             // SAFETY: tiles configured above; the buffers hold every step.
-            unsafe { run_planes(shape, &weight, &image) };
+            unsafe { run(Layout::Planes, shape, &weight, &image) };
             planes = planes.min(started.elapsed().as_secs_f64());
             let started = Instant::now();
             // SAFETY: as above.
-            unsafe { run_rows(shape, &weight, &image) };
+            unsafe { run(Layout::Rows, shape, &weight, &image) };
             rows = rows.min(started.elapsed().as_secs_f64());
         }
         println!(
