@@ -16,6 +16,7 @@ pub(crate) fn first_lanes(count: usize) -> __mmask16 {
 
 /// The 16 × 16 matrix of 32-bit lanes `rows` transposed: lane `j` of
 /// vector `i` becomes lane `i` of vector `j`.
+#[inline]
 #[target_feature(enable = "avx512f")]
 pub(super) fn transpose_16x16(rows: [__m512i; 16]) -> [__m512i; 16] {
     // Lanes interleaved within each 128-bit quarter: by 32 bits, then 64,
