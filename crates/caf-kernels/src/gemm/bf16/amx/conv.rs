@@ -667,13 +667,7 @@ pub(in crate::gemm) fn forward(
                         0..blocks,
                         planes.laid_out(),
                         sums,
-                        &mut OutputSink {
-                            shape,
-                            epilogue,
-                            target: &SharedOutput::new(view),
-                            first: images.start,
-                            by_channel: Vec::new(),
-                        },
+                        &mut OutputSink::new(shape, epilogue, &SharedOutput::new(view), images.start),
                     );
                     // SAFETY: these images' pooled outputs are this worker's alone.
                     let target = unsafe { pooled.slice(images.start * pooled_len, images.len() * pooled_len) };
@@ -691,13 +685,7 @@ pub(in crate::gemm) fn forward(
                     0..blocks,
                     planes.laid_out(),
                     sums,
-                    &mut OutputSink {
-                        shape,
-                        epilogue,
-                        target: out,
-                        first: 0,
-                        by_channel: Vec::new(),
-                    },
+                    &mut OutputSink::new(shape, epilogue, out, 0),
                 );
             };
             for_each_block(shape.batch, chunk, scratch, work, drop);
@@ -724,13 +712,7 @@ pub(in crate::gemm) fn forward(
                         0..blocks,
                         planes,
                         sums,
-                        &mut OutputSink {
-                            shape,
-                            epilogue,
-                            target: out,
-                            first: 0,
-                            by_channel: Vec::new(),
-                        },
+                        &mut OutputSink::new(shape, epilogue, out, 0),
                     )
                 };
                 for_each_block(row_blocks, row_blocks, || Scratch::<f32>::stale(sums_len), work, drop);
@@ -742,13 +724,7 @@ pub(in crate::gemm) fn forward(
                         position_blocks,
                         planes,
                         sums,
-                        &mut OutputSink {
-                            shape,
-                            epilogue,
-                            target: out,
-                            first: 0,
-                            by_channel: Vec::new(),
-                        },
+                        &mut OutputSink::new(shape, epilogue, out, 0),
                     )
                 };
                 for_each_block(blocks, blocks, || Scratch::<f32>::stale(sums_len), work, drop);
@@ -831,7 +807,7 @@ impl<'a> TileProducts<'a> {
         sink: &mut impl BlockSink,
     ) {
         let (shape, steps, planes_len) = (self.shape, self.shape.steps(), self.shape.planes_len());
-        let operands = shape.operands();
+        let (operands, position_pairs) = (shape.operands(), shape.position_bytes() / 4);
         // The rows of a step one plane apart; or, for rows, the stride of
         // the fetches ahead (two 64-byte rows each).
         let b_stride = match operands {
@@ -850,7 +826,7 @@ impl<'a> TileProducts<'a> {
                         operands,
                         a: self.packed[first_row_block * MR * steps * TILE..].as_ptr(),
                         row_blocks: rows_here,
-                        b: planes[block * NR * shape.position_bytes() / 4..].as_ptr().cast(),
+                        b: planes[block * NR * position_pairs..].as_ptr().cast(),
                         b_steps: &self.offsets,
                         b_ahead: &self.ahead,
                         b_stride,
@@ -885,6 +861,23 @@ struct OutputSink<'a, 'b> {
     first: usize,
     /// Where sums that come by position are turned by channel.
     by_channel: Vec<f32>,
+}
+
+impl<'a, 'b> OutputSink<'a, 'b> {
+    fn new(
+        shape: &'a ConvShape,
+        epilogue: Epilogue<'a, f32>,
+        target: &'b SharedOutput<'b, MaybeUninit<f32>>,
+        first: usize,
+    ) -> Self {
+        Self {
+            shape,
+            epilogue,
+            target,
+            first,
+            by_channel: Vec::new(),
+        }
+    }
 }
 
 impl BlockSink for OutputSink<'_, '_> {
@@ -1048,13 +1041,7 @@ pub(in crate::gemm) fn forward_pair(
                 sums,
                 &mut into_rows,
             );
-            let mut output = OutputSink {
-                shape: s2,
-                epilogue,
-                target: out,
-                first: 0,
-                by_channel: Vec::new(),
-            };
+            let mut output = OutputSink::new(s2, epilogue, out, 0);
             p2.run(
                 0..p2.row_blocks(),
                 images,
@@ -1123,11 +1110,15 @@ fn write_back_rows(
     );
     for row_block in 0..rows / MR {
         let channel = first_channel + row_block * MR;
-        // SAFETY: `bias`, where given, holds every output channel.
-        let (low_bias, high_bias) = bias.map_or((_mm512_setzero_ps(), _mm512_setzero_ps()), |bias| unsafe {
-            let bias = &bias[channel..][..MR];
-            (_mm512_loadu_ps(bias.as_ptr()), _mm512_loadu_ps(bias[TILE..].as_ptr()))
-        });
+        // A `match`, not a closure, as in `write_back`.
+        let (low_bias, high_bias) = match bias {
+            // SAFETY: the block's 32 biases, two vectors of 16.
+            Some(bias) => unsafe {
+                let bias = &bias[channel..][..MR];
+                (_mm512_loadu_ps(bias.as_ptr()), _mm512_loadu_ps(bias[TILE..].as_ptr()))
+            },
+            None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+        };
         let block_sums = &sums[row_block * MR * NR..][..MR * NR];
         let block_rows = &mut target[channel / STEP_CHANNELS * plane_len * TILE..][..plane_len * TILE];
         for (in_block, at, len) in producer.output_runs(block) {
