@@ -47,12 +47,17 @@ use crate::huge_pages::HugePageBuffer;
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::scratch::Scratch;
 
+mod space_to_depth;
+
+use space_to_depth::{pack_space_to_depth, space_to_depth_weight};
+
 /// Channels in one step of the inner dimension: 16 pairs.
 const STEP_CHANNELS: usize = 2 * TILE;
 /// The most channels that folding a kernel's columns into them may make:
-/// one step (ResNet's 3 × 7 = 21). Past it the padding to whole steps
-/// costs more than the column matrix saves (AlexNet's 3 × 11 = 33, padded
-/// to 64, ran no faster than its column matrix and the tile product).
+/// one step (ResNet's 3 × 7 = 21). Past it a strided convolution goes to
+/// the image's space-to-depth ([`ConvShape::space_to_depth`]): AlexNet's
+/// 3 × 11 = 33, padded to two steps for each of 11 kernel rows, takes 22
+/// steps on planes where its cells take 18 on rows.
 const MAX_FOLDED_CHANNELS: usize = STEP_CHANNELS;
 /// Bytes of packed weight (whole row blocks, at least one) that one pass
 /// over the positions keeps in L2 while they stream past it.
@@ -66,10 +71,12 @@ impl ConvShape {
     /// Whether the tiles take this shape whole: output channels in whole
     /// row blocks; channels in whole steps with stride 1 or 2 (every ResNet
     /// layer past the stem), or few enough to fold the kernel's columns
-    /// into one step (ResNet's stem); and a map at least the kernel.
+    /// into one step (ResNet's stem) or to cut a strided map into cells
+    /// (AlexNet's stem, [`Self::space_to_depth`]); and a map at least the
+    /// kernel.
     pub(in crate::gemm) fn fits_tiles(&self) -> bool {
         let channels_fit = if self.folds_columns() {
-            self.channels * self.kernel_w <= MAX_FOLDED_CHANNELS
+            self.channels * self.kernel_w <= MAX_FOLDED_CHANNELS || self.space_to_depth().is_some()
         } else {
             (1..=2).contains(&self.stride)
         };
@@ -290,6 +297,27 @@ impl PackedWeight {
     /// `orientation`, row blocks in parallel. The caller has checked the
     /// CPU (AVX512-BF16).
     pub(in crate::gemm) fn new(weight: &[f32], shape: &ConvShape, orientation: Orientation) -> Self {
+        match shape.space_to_depth() {
+            Some(cells) => {
+                // Only a forward pass is strided: an input gradient is
+                // the stride-1 convolution of a flipped weight.
+                assert_eq!(
+                    orientation,
+                    Orientation::AsIs,
+                    "direct tile convolution: a space-to-depth weight read as it is"
+                );
+                Self {
+                    channels: shape.channels,
+                    kernel: (shape.kernel_h, shape.kernel_w),
+                    ..Self::packed(&space_to_depth_weight(weight, shape, &cells), &cells, orientation)
+                }
+            }
+            None => Self::packed(weight, shape, orientation),
+        }
+    }
+
+    /// [`Self::new`] for a shape that the tiles compute as it is.
+    fn packed(weight: &[f32], shape: &ConvShape, orientation: Orientation) -> Self {
         let (o, c, kw, taps) = (
             shape.out_channels,
             shape.channels,
@@ -413,19 +441,25 @@ fn store_gathered_tile_row(block: &mut [u32], step: usize, row: usize, values: &
     }
 }
 
-/// Room for the layouts of a few images of one shape, by [`pack_rows`] or
-/// [`pack_folded`]: both write the same pairs for every image of a shape
-/// and no others, so the pairs around the maps stay the zeros they were
-/// made with, and an image laid out over another leaves nothing of it.
+/// Room for the layouts of a few images of one shape, by [`pack_rows`],
+/// [`pack_folded`] or [`pack_space_to_depth`]: each writes the same pairs
+/// for every image of a shape and no others, so the pairs around the maps
+/// stay the zeros they were made with, and an image laid out over another
+/// leaves nothing of it.
 struct ImagePlanes<'a> {
-    shape: &'a ConvShape,
+    /// The images' shape.
+    source: &'a ConvShape,
+    /// The shape the tiles compute theirs as ([`ConvShape::computed_as`]).
+    shape: ConvShape,
     pairs: Vec<u32>,
 }
 
 impl<'a> ImagePlanes<'a> {
-    /// Zeros for `images` images of `shape`.
-    fn new(shape: &'a ConvShape, images: usize) -> Self {
+    /// Zeros for `images` images of `source`.
+    fn new(source: &'a ConvShape, images: usize) -> Self {
+        let shape = source.computed_as();
         Self {
+            source,
             shape,
             pairs: {
                 let mut pairs = vec![0; images * shape.planes_len()];
@@ -440,11 +474,13 @@ impl<'a> ImagePlanes<'a> {
     /// # Safety
     /// The CPU has AVX-512F, BW and BF16.
     unsafe fn pack(&mut self, slot: usize, x: &[f32]) {
-        let (shape, len) = (self.shape, self.shape.planes_len());
+        let (source, shape, len) = (self.source, &self.shape, self.shape.planes_len());
         let planes = &mut self.pairs[slot * len..][..len];
         // SAFETY: the caller checked the CPU.
         unsafe {
-            if shape.folds_columns() {
+            if shape.stride != source.stride {
+                pack_space_to_depth(x, source, shape, planes)
+            } else if shape.folds_columns() {
                 pack_folded(x, shape, planes)
             } else {
                 pack_rows(x, shape, planes)
@@ -626,9 +662,12 @@ pub(in crate::gemm) fn forward(
             && (epilogue.pool.is_none() || epilogue.residual.is_none()),
         "direct tile convolution: a pooling of another map, or beside a residual"
     );
-    let products = TileProducts::new(kernel, weight, shape);
+    // The images are laid out, and the sums written back, for the shape
+    // that the tiles compute (the image's cells, where it is cut into them).
+    let computed = shape.computed_as();
+    let products = TileProducts::new(kernel, weight, &computed);
     let (row_blocks, group, blocks) = (products.row_blocks(), products.group, products.blocks());
-    let (planes_len, sums_len) = (shape.planes_len(), products.sums_len());
+    let (planes_len, sums_len) = (computed.planes_len(), products.sums_len());
     let image = |image: usize| &x[image * shape.image_len()..][..shape.image_len()];
     let threads = rayon::current_num_threads();
     let output_len = shape.output_len();
@@ -667,7 +706,7 @@ pub(in crate::gemm) fn forward(
                         0..blocks,
                         planes.laid_out(),
                         sums,
-                        &mut OutputSink::new(shape, epilogue, &SharedOutput::new(view), images.start),
+                        &mut OutputSink::new(&computed, epilogue, &SharedOutput::new(view), images.start),
                     );
                     // SAFETY: these images' pooled outputs are this worker's alone.
                     let target = unsafe { pooled.slice(images.start * pooled_len, images.len() * pooled_len) };
@@ -685,7 +724,7 @@ pub(in crate::gemm) fn forward(
                     0..blocks,
                     planes.laid_out(),
                     sums,
-                    &mut OutputSink::new(shape, epilogue, out, 0),
+                    &mut OutputSink::new(&computed, epilogue, out, 0),
                 );
             };
             for_each_block(shape.batch, chunk, scratch, work, drop);
@@ -712,7 +751,7 @@ pub(in crate::gemm) fn forward(
                         0..blocks,
                         planes,
                         sums,
-                        &mut OutputSink::new(shape, epilogue, out, 0),
+                        &mut OutputSink::new(&computed, epilogue, out, 0),
                     )
                 };
                 for_each_block(row_blocks, row_blocks, || Scratch::<f32>::stale(sums_len), work, drop);
@@ -724,7 +763,7 @@ pub(in crate::gemm) fn forward(
                         position_blocks,
                         planes,
                         sums,
-                        &mut OutputSink::new(shape, epilogue, out, 0),
+                        &mut OutputSink::new(&computed, epilogue, out, 0),
                     )
                 };
                 for_each_block(blocks, blocks, || Scratch::<f32>::stale(sums_len), work, drop);
@@ -937,15 +976,16 @@ impl BlockSink for RowsSink<'_, '_, '_> {
         let consumer = self.planes.shape;
         let planes = self.planes.slot_mut(image - self.first);
         // SAFETY: the caller's promise (the CPU).
-        unsafe { write_back_rows(sums, self.producer, block, channel, rows, self.bias, consumer, planes) }
+        unsafe { write_back_rows(sums, self.producer, block, channel, rows, self.bias, &consumer, planes) }
     }
 }
 
-/// Whether [`forward_pair`] takes `first` then `second`: both on the tiles,
-/// `second` a stride-1 convolution (channels in whole steps) of `first`'s
+/// Whether [`forward_pair`] takes `first` then `second`: both on the tiles
+/// (`first` not cut into cells), `second` a stride-1 convolution (channels in whole steps) of `first`'s
 /// output.
 pub(in crate::gemm) fn pair_fits_tiles(first: &ConvShape, second: &ConvShape) -> bool {
     first.fits_tiles()
+        && first.space_to_depth().is_none()
         && second.fits_tiles()
         && second.stride == 1
         && !second.folds_columns()
@@ -1647,17 +1687,23 @@ mod tests {
             // Kernel columns folded into few channels: ResNet's stem (3 × 7
             // in one step), strides 1 to 4.
             strided(3, 3, 23, 19, 64, 7, 2, 3),
-            strided(1, 2, 30, 27, 32, 11, 4, 2),
             strided(2, 5, 9, 10, 32, 3, 1, 1),
             strided(1, 1, 6, 40, 32, 5, 3, 0),
+            strided(1, 5, 17, 23, 32, 5, 4, 1),
+            // The map cut into cells: AlexNet's stem (48 cell channels in
+            // two steps), one step of cells, stride 3 with a kernel that
+            // ends inside its last cells.
+            strided(3, 3, 27, 31, 64, 11, 4, 2),
+            strided(1, 2, 30, 27, 32, 11, 4, 2),
+            strided(1, 3, 20, 25, 32, 11, 3, 1),
         ]
     }
 
     /// Which shapes the tiles take: folded columns only within one step,
-    /// channels in whole steps only at strides 1 and 2, output channels in
-    /// whole row blocks.
+    /// or a strided map cut into cells; channels in whole steps only at
+    /// strides 1 and 2; output channels in whole row blocks.
     #[test]
-    fn the_tiles_take_folds_within_one_step_and_strides_up_to_two() {
+    fn the_tiles_take_folds_within_one_step_cells_and_strides_up_to_two() {
         let shape = |channels, out_channels, kernel, stride| ConvShape {
             batch: 1,
             channels,
@@ -1670,7 +1716,13 @@ mod tests {
             padding: 1,
         };
         assert!(shape(3, 64, 7, 2).fits_tiles(), "ResNet's stem: 21 folded channels");
-        assert!(!shape(3, 64, 11, 4).fits_tiles(), "AlexNet's stem: 33 folded channels");
+        assert!(shape(3, 64, 11, 4).fits_tiles(), "AlexNet's stem: as cells");
+        assert!(
+            !shape(3, 64, 11, 1).fits_tiles(),
+            "33 folded channels at stride 1: no cells"
+        );
+        let cut = shapes().iter().filter(|s| s.space_to_depth().is_some()).count();
+        assert_eq!(cut, 3, "the shapes that the f64 reference checks cut into cells");
         assert!(shape(64, 128, 3, 2).fits_tiles());
         assert!(!shape(64, 128, 3, 3).fits_tiles());
         assert!(!shape(64, 48, 3, 1).fits_tiles());
