@@ -5,8 +5,8 @@
 //! (candle's own on other devices).
 
 use caf_kernels::{
-    conv2d, conv2d_add_relu, conv2d_relu, conv2d_relu_conv2d_add_relu, conv2d_relu_max_pool2d, Conv2dParams,
-    ConvWeight, FrozenWeight, MaxPool2dConfig, Precision,
+    conv2d, conv2d_add_relu, conv2d_relu, conv2d_relu_max_pool2d, Conv2dParams, ConvWeight, FrozenConv, FrozenWeight,
+    MaxPool2dConfig, Precision,
 };
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -153,18 +153,13 @@ impl Conv2d {
         conv2d_add_relu(x, self.weight(), self.bias.as_ref(), self.params(), residual)
     }
 
-    /// `next.forward_add_relu(&self.forward_relu(x)?, residual)`: a
-    /// residual block's two convolutions, as one operation where both
-    /// weights are frozen ([`caf_kernels::conv2d_relu_conv2d_add_relu`]).
-    pub fn forward_relu_then_add_relu(&self, x: &Tensor, next: &Conv2d, residual: &Tensor) -> Result<Tensor> {
-        match (&self.weight, &next.weight) {
-            (Weight::Frozen(first), Weight::Frozen(second)) => conv2d_relu_conv2d_add_relu(
-                x,
-                (first, self.bias.as_ref(), self.params()),
-                (second, next.bias.as_ref(), next.params()),
-                residual,
-            ),
-            _ => next.forward_add_relu(&self.forward_relu(x)?, residual),
+    /// This convolution's frozen weight, bias and stride and padding, for
+    /// the kernels that run several frozen layers as one operation; `None`
+    /// while its weight is live.
+    pub(crate) fn frozen(&self) -> Option<FrozenConv<'_>> {
+        match &self.weight {
+            Weight::Frozen(weight) => Some((weight, self.bias.as_ref(), self.params())),
+            Weight::Live(_) => None,
         }
     }
 }

@@ -1,7 +1,6 @@
 //! torchvision's ResNet-18 through `layer4`, followed by global average pooling.
 
-use caf_kernels::add_relu;
-use caf_kernels::Precision;
+use caf_kernels::{add_relu, residual_blocks, Precision, ResidualBlock};
 use candle_core::{Module, ModuleT, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -11,6 +10,9 @@ use crate::pool::{global_avg_pool, max_pool2d, MaxPool2dConfig};
 
 /// Output width of the ResNet-18 encoder.
 pub const RESNET18_FEATURES: usize = 512;
+
+/// Blocks in each of the four stages (`layer1`–`layer4`).
+const BLOCKS_PER_STAGE: usize = 2;
 
 /// The max pool after the stem convolution.
 const STEM_POOL: MaxPool2dConfig = MaxPool2dConfig {
@@ -94,6 +96,15 @@ impl ConvBn {
         }
     }
 
+    /// The folded convolution, for [`residual_blocks`]; `None` while the
+    /// norm is separate.
+    fn frozen(&self) -> Option<caf_kernels::FrozenConv<'_>> {
+        match self {
+            ConvBn::Separate(..) => None,
+            ConvBn::Folded(conv) => conv.frozen(),
+        }
+    }
+
     /// `x`, unless `train` asks a folded norm for batch statistics it no longer has.
     fn evaluating(x: &Tensor, train: bool) -> Result<&Tensor> {
         if train {
@@ -148,6 +159,19 @@ impl BasicBlock {
         })
     }
 
+    /// The block for [`residual_blocks`], where every convolution is
+    /// folded and frozen.
+    fn frozen(&self) -> Option<ResidualBlock<'_>> {
+        Some(ResidualBlock {
+            first: self.first.frozen()?,
+            second: self.second.frozen()?,
+            downsample: match &self.downsample {
+                Some(downsample) => Some(downsample.frozen()?),
+                None => None,
+            },
+        })
+    }
+
     fn freeze(&self, precision: Precision) -> Result<Self> {
         Ok(Self {
             first: self.first.freeze(precision)?,
@@ -159,15 +183,13 @@ impl BasicBlock {
 
 impl ModuleT for BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if let Some(block) = self.frozen() {
+            return residual_blocks(ConvBn::evaluating(x, train)?, &[block]);
+        }
         let shortcut = match &self.downsample {
             Some(downsample) => downsample.forward_t(x, train)?,
             None => x.clone(),
         };
-        // Frozen, both convolutions as one operation: the first one's
-        // output need not be written out for the second.
-        if let (ConvBn::Folded(first), ConvBn::Folded(second)) = (&self.first, &self.second) {
-            return first.forward_relu_then_add_relu(ConvBn::evaluating(x, train)?, second, &shortcut);
-        }
         let y = self.first.forward_relu_t(x, train)?;
         self.second.forward_add_relu_t(&y, &shortcut, train)
     }
@@ -190,7 +212,14 @@ impl ResNet18Encoder {
             let layer_vb = vb.pp(format!("layer{}", layer + 1));
             let stride = if layer == 0 { 1 } else { 2 };
             blocks.push(BasicBlock::new(in_channels, out_channels, stride, layer_vb.pp("0"))?);
-            blocks.push(BasicBlock::new(out_channels, out_channels, 1, layer_vb.pp("1"))?);
+            for block in 1..BLOCKS_PER_STAGE {
+                blocks.push(BasicBlock::new(
+                    out_channels,
+                    out_channels,
+                    1,
+                    layer_vb.pp(block.to_string()),
+                )?);
+            }
             in_channels = out_channels;
         }
         Ok(Self {
@@ -217,8 +246,14 @@ impl ResNet18Encoder {
 impl ModuleT for ResNet18Encoder {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = self.stem.forward_relu_max_pool_t(x, STEM_POOL, train)?;
-        for block in &self.blocks {
-            x = block.forward_t(&x, train)?;
+        for stage in self.blocks.chunks(BLOCKS_PER_STAGE) {
+            // Frozen, each stage as one operation: its images stay in
+            // bf16 from block to block (`residual_blocks`).
+            let frozen: Option<Vec<ResidualBlock>> = stage.iter().map(BasicBlock::frozen).collect();
+            x = match frozen {
+                Some(blocks) => residual_blocks(ConvBn::evaluating(&x, train)?, &blocks)?,
+                None => stage.iter().try_fold(x, |x, block| block.forward_t(&x, train))?,
+            };
         }
         global_avg_pool(&x)
     }

@@ -26,6 +26,7 @@ use crate::reduce::{channel_sum, sum_parts};
 use crate::scratch::Scratch;
 use crate::storage::{dispatch, runs_on_cpu_kernels, Kernel};
 
+pub use self::blocks::{residual_blocks, ResidualBlock};
 pub use self::cudnn::{cuda_math, set_cuda_math, CudaMath, CUDNN_VARIABLE};
 pub(crate) use self::frozen::KeptTransforms;
 pub use self::frozen::{ConvWeight, FrozenWeight};
@@ -1026,6 +1027,7 @@ fn check_output_gradient(layout: &Layout, g: &Geometry) -> Result<()> {
 }
 
 mod banded;
+mod blocks;
 mod cudnn;
 mod frozen;
 mod grouped;

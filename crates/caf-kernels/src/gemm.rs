@@ -17,8 +17,12 @@ mod x86;
 use crate::cpu::Precision;
 use crate::elementwise::Activation;
 pub(crate) use bf16::convolves_on_tiles;
+pub(crate) use bf16::round_to_bf16;
 pub(crate) use bf16::TileWeight;
-pub(crate) use bf16::{convolve_pair_on_tiles, convolve_pair_on_tiles_fits};
+pub(crate) use bf16::{
+    convolve_blocks_on_tiles, convolve_blocks_on_tiles_fits, convolve_pair_on_tiles, convolve_pair_on_tiles_fits,
+    BlockOperands,
+};
 pub(crate) use packed::PackedLhs;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::first_lanes;
@@ -95,7 +99,7 @@ pub trait Element: candle_core::WithDType + Default + std::ops::AddAssign + Part
 }
 
 /// A convolution's shape, for [`Element::convolve_on_tiles`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ConvShape {
     pub(crate) batch: usize,
     pub(crate) channels: usize,

@@ -90,7 +90,8 @@ pub use adam::{adam_update, AdamMoments, AdamStep};
 pub use batch_norm::{batch_norm_train, batch_norm_train_relu, scale_shift, ChannelStats};
 pub use conv::{
     conv2d, conv2d_add_relu, conv2d_relu, conv2d_relu_conv2d_add_relu, conv2d_relu_max_pool2d, cuda_math,
-    set_cuda_math, window_output, Conv2dParams, ConvWeight, CudaMath, FrozenConv, FrozenWeight, CUDNN_VARIABLE,
+    residual_blocks, set_cuda_math, window_output, Conv2dParams, ConvWeight, CudaMath, FrozenConv, FrozenWeight,
+    ResidualBlock, CUDNN_VARIABLE,
 };
 pub use cpu::{
     autocast, autocast_precision, checked_instruction_set, instruction_set, on_pool, CpuCapError, InstructionSet,

@@ -104,7 +104,7 @@ fn on_tiles(x: &Tensor, first: FrozenConv, second: FrozenConv, residual: &Tensor
 
 /// The values of a contiguous f32 tensor on the CPU, from its storage and
 /// layout; `None` for any other.
-fn f32_values<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
+pub(super) fn f32_values<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {
     let Storage::Cpu(CpuStorage::F32(values)) = storage else {
         return None;
     };

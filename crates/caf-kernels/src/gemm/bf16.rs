@@ -30,9 +30,22 @@ pub(crate) fn bf16_bits(x: f32) -> u16 {
     (bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16) as u16
 }
 
-/// `x` rounded to the nearest bf16 ([`bf16_bits`]), as an f32.
+/// `x` rounded to the nearest bf16 as [`bf16_bits`] rounds it, as an f32;
+/// written without branches, so that loops of it vectorise.
+#[inline]
 pub(crate) fn round_to_bf16(x: f32) -> f32 {
-    f32::from_bits(u32::from(bf16_bits(x)) << 16)
+    let bits = x.to_bits();
+    let nearest = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) & 0xFFFF_0000;
+    let rounded = if (bits & 0x7FFF_FFFF) > 0x7F80_0000 {
+        // A NaN, kept quiet.
+        (bits | 0x0040_0000) & 0xFFFF_0000
+    } else if bits & 0x7F80_0000 == 0 {
+        // A zero or a subnormal: a zero of its sign.
+        bits & 0x8000_0000
+    } else {
+        nearest
+    };
+    f32::from_bits(rounded)
 }
 
 /// How a bf16 product runs.
@@ -275,6 +288,87 @@ pub(crate) fn convolve_pair_on_tiles(
     }
     let _ = (x, first, second, residual);
     None
+}
+
+/// One residual block of [`convolve_blocks_on_tiles`]: its two
+/// convolutions and the downsampling one of its shortcut (the identity
+/// where `None`).
+#[derive(Clone, Copy)]
+pub(crate) struct BlockOperands<'a> {
+    pub(crate) first: PairOperands<'a>,
+    pub(crate) second: PairOperands<'a>,
+    pub(crate) downsample: Option<PairOperands<'a>>,
+}
+
+/// A run of residual blocks for inference on AMX tiles, each worker taking
+/// its images through every block with the images in bf16 rows between
+/// them (each identity shortcut rounded to bf16), where the tiles take the
+/// blocks ([`convolve_blocks_on_tiles_fits`]); `None` otherwise.
+pub(crate) fn convolve_blocks_on_tiles(x: &[f32], blocks: &[BlockOperands]) -> Option<Vec<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    if convolve_blocks_on_tiles_fits(blocks) {
+        let pack = |(weight, kept, _, shape): PairOperands| match kept.and_then(|kept| kept.0.as_ref()) {
+            Some(_) => None,
+            None => Some(amx::conv::PackedWeight::new(weight, shape, super::Orientation::AsIs)),
+        };
+        let packed: Vec<_> = blocks
+            .iter()
+            .map(|block| (pack(block.first), pack(block.second), block.downsample.map(pack)))
+            .collect();
+        // The kept packing, or the one made above.
+        fn layer<'a>(operands: PairOperands<'a>, now: &'a Option<amx::conv::PackedWeight>) -> amx::conv::PairLayer<'a> {
+            let kept = operands.1.and_then(|kept| kept.0.as_ref());
+            let weight = kept.or(now.as_ref()).expect("a weight kept or packed above");
+            (weight, operands.2, operands.3)
+        }
+        let layers: Vec<_> = blocks
+            .iter()
+            .zip(&packed)
+            .map(|(block, (first, second, downsample))| amx::conv::BlockLayers {
+                first: layer(block.first, first),
+                second: layer(block.second, second),
+                downsample: block
+                    .downsample
+                    .zip(downsample.as_ref())
+                    .map(|(operands, now)| layer(operands, now)),
+            })
+            .collect();
+        return Some(amx::conv::forward_blocks(amx::TileKernel::Hardware, x, &layers));
+    }
+    let _ = (x, blocks);
+    None
+}
+
+/// Whether [`convolve_blocks_on_tiles`] takes `blocks` on this CPU: every
+/// convolution on the tiles; each block a pair of them; the first block's
+/// shortcut a downsampling convolution from its input to its output, or
+/// the identity where its two convolutions have one shape; every later
+/// block an identity shortcut and both convolutions of the first block's
+/// second one's shape.
+pub(crate) fn convolve_blocks_on_tiles_fits(blocks: &[BlockOperands]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let shapes: Vec<_> = blocks
+            .iter()
+            .map(|block| amx::conv::BlockShapes {
+                first: *block.first.3,
+                second: *block.second.3,
+                downsample: block.downsample.map(|operands| *operands.3),
+            })
+            .collect();
+        let on_tiles = shapes.iter().all(|block| {
+            [Some(block.first), Some(block.second), block.downsample]
+                .iter()
+                .flatten()
+                .all(convolves_on_tiles)
+        });
+        on_tiles && amx::conv::blocks_fit_tiles(&shapes)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = blocks;
+        false
+    }
 }
 
 /// Whether [`convolve_pair_on_tiles`] takes `first` then `second` on this

@@ -210,6 +210,36 @@ fn rounding_is_to_nearest_even_and_keeps_infinities_and_nans() {
     assert_eq!(round_to_bf16(-1e-40).to_bits(), (-0.0f32).to_bits());
 }
 
+/// The rounding in f32 keeps the bits [`bf16_bits`] gives: ties, carries
+/// into the exponent and to infinity, zeros and subnormals of both signs,
+/// NaNs, and a run of ordinary values.
+#[test]
+fn rounding_in_f32_keeps_the_bf16_bits() {
+    let mut values = vec![
+        0.0f32,
+        -0.0,
+        1.0 + 2f32.powi(-8),
+        1.0 + 3.0 * 2f32.powi(-8),
+        -1.0 - 2f32.powi(-8) - 2f32.powi(-20),
+        2.0 - 2f32.powi(-23),
+        f32::MAX,
+        f32::MIN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -f32::NAN,
+        f32::from_bits(0x7F80_0001),
+        1e-40,
+        -1e-40,
+        f32::MIN_POSITIVE,
+    ];
+    values.extend((0..100_000).map(|i| (i as f32 * 0.7391).sin() * 3f32.powi(i % 40 - 20)));
+    let want: Vec<u32> = values.iter().map(|&v| u32::from(bf16_bits(v)) << 16).collect();
+    let got: Vec<u32> = values.iter().map(|&v| round_to_bf16(v).to_bits()).collect();
+    let differ = want.iter().zip(&got).position(|(a, b)| a != b);
+    assert!(differ.is_none(), "value {differ:?}");
+}
+
 /// The scalar rounding (used when packing strided views) and the vector
 /// conversion of the AVX512-BF16 path agree on every kind of value.
 #[cfg(target_arch = "x86_64")]

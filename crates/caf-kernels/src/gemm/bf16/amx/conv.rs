@@ -47,7 +47,10 @@ use crate::huge_pages::HugePageBuffer;
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::scratch::Scratch;
 
+mod blocks;
 mod space_to_depth;
+
+pub(in crate::gemm) use blocks::{blocks_fit_tiles, forward_blocks, BlockLayers, BlockShapes};
 
 use space_to_depth::{pack_space_to_depth, space_to_depth_weight};
 
@@ -843,7 +846,7 @@ impl<'a> TileProducts<'a> {
         position_blocks: Range<usize>,
         planes: &[u32],
         sums: &mut [f32],
-        sink: &mut impl BlockSink,
+        sink: &mut (impl BlockSink + ?Sized),
     ) {
         let (shape, steps, planes_len) = (self.shape, self.shape.steps(), self.shape.planes_len());
         let (operands, position_pairs) = (shape.operands(), shape.position_bytes() / 4);
@@ -961,10 +964,12 @@ impl BlockSink for OutputSink<'_, '_> {
 
 /// A block's sums written as the next convolution's rows (`consumer`, a
 /// stride-1 convolution of this one's output) with [`write_back_rows`],
-/// image `image` of the batch in slot `image - first` of `planes`.
+/// image `image` of the batch in slot `image - first` of `planes`, with
+/// `residual` added (its images from the same `first`).
 struct RowsSink<'a, 'b, 'c> {
     producer: &'a ConvShape,
     bias: Option<&'a [f32]>,
+    residual: RowsResidual<'a>,
     planes: &'b mut ImagePlanes<'c>,
     first: usize,
 }
@@ -974,9 +979,48 @@ impl BlockSink for RowsSink<'_, '_, '_> {
 
     unsafe fn write(&mut self, sums: &[f32], image: usize, block: usize, channel: usize, rows: usize) {
         let consumer = self.planes.shape;
-        let planes = self.planes.slot_mut(image - self.first);
+        let slot = image - self.first;
+        let residual = self.residual.of_image(slot, self.producer);
+        let planes = self.planes.slot_mut(slot);
         // SAFETY: the caller's promise (the CPU).
-        unsafe { write_back_rows(sums, self.producer, block, channel, rows, self.bias, &consumer, planes) }
+        unsafe {
+            write_back_rows(
+                sums,
+                self.producer,
+                block,
+                channel,
+                rows,
+                self.bias,
+                residual,
+                &consumer,
+                planes,
+            )
+        }
+    }
+}
+
+/// What [`write_back_rows`] adds to the sums before the ReLU.
+#[derive(Debug, Clone, Copy)]
+enum RowsResidual<'a> {
+    None,
+    /// The rows written over: each position's values before it is
+    /// written (the block's input, where its output replaces it).
+    InPlace,
+    /// f32 values by position ([`ByPositionSink`]'s layout), of the images
+    /// from the sink's first, or (after [`Self::of_image`]) of one image.
+    ByPosition(&'a [f32]),
+}
+
+impl<'a> RowsResidual<'a> {
+    /// The residual of slot `slot` alone, for `producer`'s output.
+    fn of_image(self, slot: usize, producer: &ConvShape) -> Self {
+        match self {
+            RowsResidual::ByPosition(values) => {
+                let len = producer.output_len();
+                RowsResidual::ByPosition(&values[slot * len..][..len])
+            }
+            other => other,
+        }
     }
 }
 
@@ -1070,6 +1114,7 @@ pub(in crate::gemm) fn forward_pair(
             let mut into_rows = RowsSink {
                 producer: s1,
                 bias: first_bias,
+                residual: RowsResidual::None,
                 planes: planes2,
                 first: images.start,
             };
@@ -1126,9 +1171,9 @@ fn sums_by_channel(sums: &[f32], by_channel: &mut [f32]) {
 /// whole blocks of [`MR`] of them, by the [`NR`] positions of block
 /// `block` of `producer`'s output, each [`MR`] channels' sums by position)
 /// into one image's `rows` of `consumer` (a stride-1 convolution of that
-/// output), with the bias and the ReLU: each position's 32 channels of a
-/// block rounded to bf16 pairs in the row [`pack_rows`] lays that position
-/// out at.
+/// output), with the bias, the residual and the ReLU, added in that order:
+/// each position's 32 channels of a block rounded to bf16 pairs in the row
+/// [`pack_rows`] lays that position out at.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 fn write_back_rows(
@@ -1138,10 +1183,12 @@ fn write_back_rows(
     first_channel: usize,
     rows: usize,
     bias: Option<&[f32]>,
+    residual: RowsResidual,
     consumer: &ConvShape,
     target: &mut [u32],
 ) {
     debug_assert!(consumer.stride == 1 && first_channel.is_multiple_of(STEP_CHANNELS) && rows.is_multiple_of(MR));
+    let map = producer.out_h() * producer.out_w();
     let (ow, p, wq, plane_len) = (
         producer.out_w(),
         consumer.padding,
@@ -1167,23 +1214,48 @@ fn write_back_rows(
             for i in 0..len {
                 let source = &block_sums[(in_block + i) * NR..][..NR];
                 let out = &mut block_rows[(start + i) * TILE..][..TILE];
-                // SAFETY: `source` holds 32 f32 and `out` 16 pairs.
+                // SAFETY: `source` holds 32 f32 and `out` 16 pairs; a
+                // residual by position 32 values at each position of each
+                // block of 32 channels.
                 unsafe {
+                    let mut low = _mm512_add_ps(_mm512_loadu_ps(source.as_ptr()), low_bias);
+                    let mut high = _mm512_add_ps(_mm512_loadu_ps(source[TILE..].as_ptr()), high_bias);
+                    match residual {
+                        RowsResidual::None => {}
+                        RowsResidual::InPlace => {
+                            let (low_residual, high_residual) = widened_row(out);
+                            low = _mm512_add_ps(low, low_residual);
+                            high = _mm512_add_ps(high, high_residual);
+                        }
+                        RowsResidual::ByPosition(values) => {
+                            let values = &values[(channel / MR * map + at + i) * MR..][..MR];
+                            low = _mm512_add_ps(low, _mm512_loadu_ps(values.as_ptr()));
+                            high = _mm512_add_ps(high, _mm512_loadu_ps(values[TILE..].as_ptr()));
+                        }
+                    }
                     // As `write_back`'s ReLU: 0 for NaN and -0 alike.
-                    let low = _mm512_max_ps(
-                        _mm512_add_ps(_mm512_loadu_ps(source.as_ptr()), low_bias),
-                        _mm512_setzero_ps(),
-                    );
-                    let high = _mm512_max_ps(
-                        _mm512_add_ps(_mm512_loadu_ps(source[TILE..].as_ptr()), high_bias),
-                        _mm512_setzero_ps(),
-                    );
+                    low = _mm512_max_ps(low, _mm512_setzero_ps());
+                    high = _mm512_max_ps(high, _mm512_setzero_ps());
                     let pairs = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(high, low));
                     _mm512_storeu_si512(out.as_mut_ptr().cast(), pairs);
                 }
             }
         }
     }
+}
+
+/// A row of 16 bf16 pairs (a position's 32 channels, channel `i` in
+/// half `i`) as f32: channels 0–15, then 16–31.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn widened_row(row: &[u32]) -> (__m512, __m512) {
+    let row = &row[..TILE];
+    // SAFETY: `row` holds 16 pairs, 512 bits.
+    let pairs = unsafe { _mm512_loadu_si512(row.as_ptr().cast()) };
+    // A bf16 is the high half of the f32 it stands for.
+    let low = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(pairs)));
+    let high = _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64::<1>(pairs)));
+    (_mm512_castsi512_ps(low), _mm512_castsi512_ps(high))
 }
 
 /// A new buffer of `len` elements, written by `write` straight into its
@@ -1530,7 +1602,7 @@ mod tests {
     use crate::cpu::InstructionSet;
 
     /// Values spread over a few binades, signs mixed.
-    fn values(len: usize, seed: usize) -> Vec<f32> {
+    pub(super) fn values(len: usize, seed: usize) -> Vec<f32> {
         (0..len)
             .map(|i| {
                 let x = ((i * 7919 + seed * 104_729) % 10_007) as f32 / 10_007.0;
@@ -1800,7 +1872,7 @@ mod tests {
     /// pool of its own: outside a pool the work would be shared by the
     /// global pool's threads, and a worker with several chunks of images
     /// never seen.
-    fn pools() -> [(usize, rayon::ThreadPool); 2] {
+    pub(super) fn pools() -> [(usize, rayon::ThreadPool); 2] {
         [1, 2].map(|workers| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(workers).build();
             (workers, pool.expect("a pool"))
@@ -1809,7 +1881,7 @@ mod tests {
 
     /// The tiles' kernels this CPU can run: the emulation wherever the
     /// packing's AVX512-BF16 is, the hardware where AMX is.
-    fn kernels() -> Vec<TileKernel> {
+    pub(super) fn kernels() -> Vec<TileKernel> {
         let mut kernels = Vec::new();
         if InstructionSet::detected() >= InstructionSet::Avx512Bf16 {
             kernels.push(TileKernel::Emulated);
