@@ -496,11 +496,10 @@ impl<'a> ImagePlanes<'a> {
         &self.pairs
     }
 
-    /// The planes of slot `slot`, for a writer that writes the same pairs
-    /// as [`Self::pack`] (and no others).
-    fn slot_mut(&mut self, slot: usize) -> &mut [u32] {
-        let len = self.shape.planes_len();
-        &mut self.pairs[slot * len..][..len]
+    /// The planes of every slot, shared out to writers that write the same
+    /// pairs as [`Self::pack`] (and no others), each its own.
+    fn shared(&mut self) -> SharedOutput<'_, u32> {
+        SharedOutput::new(&mut self.pairs)
     }
 }
 
@@ -963,37 +962,36 @@ impl BlockSink for OutputSink<'_, '_> {
 }
 
 /// A block's sums written as the next convolution's rows (`consumer`, a
-/// stride-1 convolution of this one's output) with [`write_back_rows`],
-/// image `image` of the batch in slot `image - first` of `planes`, with
-/// `residual` added (its images from the same `first`).
-struct RowsSink<'a, 'b, 'c> {
+/// stride-1 convolution of this one's output; [`ImagePlanes::shared`])
+/// with [`write_back_rows`], image `image` of the batch in slot
+/// `image - first`, with `residual` added (its images from the same
+/// `first`).
+struct RowsSink<'a, 'b> {
     producer: &'a ConvShape,
     bias: Option<&'a [f32]>,
     residual: RowsResidual<'a>,
-    planes: &'b mut ImagePlanes<'c>,
+    consumer: ConvShape,
+    target: &'b SharedOutput<'b, u32>,
     first: usize,
 }
 
-impl BlockSink for RowsSink<'_, '_, '_> {
+impl BlockSink for RowsSink<'_, '_> {
     fn before(&self, _: usize, _: usize, _: usize, _: usize) {}
 
     unsafe fn write(&mut self, sums: &[f32], image: usize, block: usize, channel: usize, rows: usize) {
-        let consumer = self.planes.shape;
         let slot = image - self.first;
         let residual = self.residual.of_image(slot, self.producer);
-        let planes = self.planes.slot_mut(slot);
-        // SAFETY: the caller's promise (the CPU).
+        // SAFETY: the caller's promise (the CPU); this block alone writes
+        // its positions' rows of these channels.
         unsafe {
             write_back_rows(
                 sums,
-                self.producer,
-                block,
-                channel,
-                rows,
+                (self.producer, block, channel, rows),
                 self.bias,
                 residual,
-                &consumer,
-                planes,
+                &self.consumer,
+                self.target,
+                slot * self.consumer.planes_len(),
             )
         }
     }
@@ -1111,21 +1109,27 @@ pub(in crate::gemm) fn forward_pair(
                 // SAFETY: the caller checked the CPU.
                 unsafe { planes1.pack(slot, &x[index * s1.image_len()..][..s1.image_len()]) };
             }
-            let mut into_rows = RowsSink {
-                producer: s1,
-                bias: first_bias,
-                residual: RowsResidual::None,
-                planes: planes2,
-                first: images.start,
-            };
-            p1.run(
-                0..p1.row_blocks(),
-                images.clone(),
-                0..p1.blocks(),
-                planes1.laid_out(),
-                sums,
-                &mut into_rows,
-            );
+            {
+                // The first convolution's rows, written before the second reads them.
+                let consumer = planes2.shape;
+                let target = planes2.shared();
+                let mut into_rows = RowsSink {
+                    producer: s1,
+                    bias: first_bias,
+                    residual: RowsResidual::None,
+                    consumer,
+                    target: &target,
+                    first: images.start,
+                };
+                p1.run(
+                    0..p1.row_blocks(),
+                    images.clone(),
+                    0..p1.blocks(),
+                    planes1.laid_out(),
+                    sums,
+                    &mut into_rows,
+                );
+            }
             let mut output = OutputSink::new(s2, epilogue, out, 0);
             p2.run(
                 0..p2.row_blocks(),
@@ -1170,22 +1174,24 @@ fn sums_by_channel(sums: &[f32], by_channel: &mut [f32]) {
 /// Writes a block's sums (`rows` output channels from `first_channel`,
 /// whole blocks of [`MR`] of them, by the [`NR`] positions of block
 /// `block` of `producer`'s output, each [`MR`] channels' sums by position)
-/// into one image's `rows` of `consumer` (a stride-1 convolution of that
-/// output), with the bias, the residual and the ReLU, added in that order:
-/// each position's 32 channels of a block rounded to bf16 pairs in the row
-/// [`pack_rows`] lays that position out at.
-#[allow(clippy::too_many_arguments)]
+/// into one image's rows of `consumer` (a stride-1 convolution of that
+/// output; the image's first pair at `image_start` of `target`), with the
+/// bias, the residual and the ReLU, added in that order: each position's
+/// 32 channels of a block rounded to bf16 pairs in the row [`pack_rows`]
+/// lays that position out at.
+///
+/// # Safety
+/// The CPU has AVX-512F, BW and BF16; no other writer touches the rows
+/// of this block's positions and channels while this runs.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-fn write_back_rows(
+unsafe fn write_back_rows(
     sums: &[f32],
-    producer: &ConvShape,
-    block: usize,
-    first_channel: usize,
-    rows: usize,
+    (producer, block, first_channel, rows): (&ConvShape, usize, usize, usize),
     bias: Option<&[f32]>,
     residual: RowsResidual,
     consumer: &ConvShape,
-    target: &mut [u32],
+    target: &SharedOutput<u32>,
+    image_start: usize,
 ) {
     debug_assert!(consumer.stride == 1 && first_channel.is_multiple_of(STEP_CHANNELS) && rows.is_multiple_of(MR));
     let map = producer.out_h() * producer.out_w();
@@ -1207,13 +1213,15 @@ fn write_back_rows(
             None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
         };
         let block_sums = &sums[row_block * MR * NR..][..MR * NR];
-        let block_rows = &mut target[channel / STEP_CHANNELS * plane_len * TILE..][..plane_len * TILE];
+        let block_start = image_start + channel / STEP_CHANNELS * plane_len * TILE;
         for (in_block, at, len) in producer.output_runs(block) {
             // Output row `y`, column `x` is padded row `y + p`, column `x + p`.
             let start = (at / ow + p) * wq + p + at % ow;
             for i in 0..len {
                 let source = &block_sums[(in_block + i) * NR..][..NR];
-                let out = &mut block_rows[(start + i) * TILE..][..TILE];
+                // SAFETY: this block alone writes this row (the caller's
+                // promise), 16 pairs inside `target` (bounds checked).
+                let out = unsafe { target.slice(block_start + (start + i) * TILE, TILE) };
                 // SAFETY: `source` holds 32 f32 and `out` 16 pairs; a
                 // residual by position 32 values at each position of each
                 // block of 32 channels.

@@ -1,11 +1,13 @@
 //! A run of residual blocks (a ResNet stage, `layerN`) as one operation
-//! for inference: each worker takes a chunk of images through every block,
-//! and between blocks the images stay in the bf16 rows that the next
-//! convolution reads. A block's output is written once, rounded into the
+//! for inference: each worker takes a chunk of images through every block
+//! (or, with few images, the workers share out each convolution of one
+//! image), and between blocks the images stay in the bf16 rows that the
+//! next convolution reads. A block's output is written once, rounded into the
 //! rows of the next block's first convolution; the next block reads its
 //! shortcut from those same rows and writes its own output over them.
 //! Only the last block writes f32 out.
 
+use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -17,7 +19,6 @@ use super::{BlockSink, TileKernel};
 use crate::gemm::{ConvShape, Epilogue};
 use crate::parallel::{for_each_block, SharedOutput};
 use crate::scratch::Scratch;
-use std::arch::x86_64::*;
 
 /// The shapes of one block of [`forward_blocks`]: its two convolutions
 /// and the downsampling one of its shortcut (the identity where `None`).
@@ -86,8 +87,10 @@ pub(in crate::gemm) fn blocks_fit_tiles(blocks: &[BlockShapes]) -> bool {
 /// then `x = y` for the next block. The result is the last block's `y`,
 /// with the bits of [`super::forward_pair`] run block after block with
 /// those shortcuts. Each worker takes a chunk of images through every
-/// block. The caller has checked the CPU (AVX512-BF16, and AMX with the
-/// tile data granted for [`TileKernel::Hardware`]).
+/// block, or with fewer than two images per worker the workers share out
+/// each convolution of one image at a time. The caller has checked the
+/// CPU (AVX512-BF16, and AMX with the tile data granted for
+/// [`TileKernel::Hardware`]).
 pub(in crate::gemm) fn forward_blocks(kernel: TileKernel, x: &[f32], blocks: &[BlockLayers]) -> Vec<f32> {
     let shapes: Vec<BlockShapes> = blocks.iter().map(BlockLayers::shapes).collect();
     assert!(blocks_fit_tiles(&shapes), "tile residual blocks of {shapes:?}");
@@ -121,98 +124,37 @@ pub(in crate::gemm) fn forward_blocks(kernel: TileKernel, x: &[f32], blocks: &[B
     };
     let sums_len = all().map(TileProducts::sums_len).max().unwrap_or(0);
     let shortcut_len = head.downsample.map_or(0, |(_, _, shape)| shape.output_len());
-    let scratch = || BlocksScratch {
-        input: head.downsample.map(|_| ImagePlanes::new(s1, chunk)),
-        shortcut_input: head.downsample.map(|(_, _, shape)| ImagePlanes::new(shape, chunk)),
-        shortcut: Scratch::<f32>::stale(chunk * shortcut_len),
-        rows: ImagePlanes::new(s2, chunk),
-        middle: ImagePlanes::new(s2, chunk),
+    let scratch = |images: usize| BlocksScratch {
+        input: head.downsample.map(|_| ImagePlanes::new(s1, images)),
+        shortcut_input: head.downsample.map(|(_, _, shape)| ImagePlanes::new(shape, images)),
+        shortcut: Scratch::<f32>::stale(images * shortcut_len),
+        rows: ImagePlanes::new(s2, images),
+        middle: ImagePlanes::new(s2, images),
         sums: Scratch::<f32>::stale(sums_len),
     };
+    let stage = Stage {
+        blocks,
+        firsts,
+        seconds,
+        downsample,
+        x,
+    };
     let write = |out: &SharedOutput<MaybeUninit<f32>>| {
-        let work = |images: Range<usize>, scratch: &mut BlocksScratch| {
-            let BlocksScratch {
-                input,
-                shortcut_input,
-                shortcut,
-                rows,
-                middle,
-                sums,
-            } = scratch;
-            let image = |index: usize| &x[index * s1.image_len()..][..s1.image_len()];
-            let run = |products: &TileProducts, planes: &[u32], sums: &mut [f32], sink: &mut dyn BlockSink| {
-                products.run(
-                    0..products.row_blocks(),
-                    images.clone(),
-                    0..products.blocks(),
-                    planes,
-                    sums,
-                    sink,
-                )
+        if threads > 1 && s1.batch >= 2 * threads {
+            // Each worker a share of the images, a chunk at a time.
+            let work = |images: Range<usize>, scratch: &mut BlocksScratch| {
+                let (layouts, sums) = scratch.parts();
+                stage.run(&mut Pass::Chunk { images, sums }, layouts, out);
             };
-            let last = blocks.len() - 1;
-            // The first block's input, and its shortcut.
-            let residual = match (&downsample, head.downsample, input, shortcut_input) {
-                (Some(products), Some((_, bias, shape)), Some(input), Some(shortcut_input)) => {
-                    for (slot, index) in images.clone().enumerate() {
-                        // SAFETY: the caller checked the CPU.
-                        unsafe {
-                            input.pack(slot, image(index));
-                            shortcut_input.pack(slot, image(index));
-                        }
-                    }
-                    let shortcut = &mut shortcut[..images.len() * shortcut_len];
-                    let mut by_position = ByPositionSink {
-                        shape,
-                        bias,
-                        target: shortcut,
-                        first: images.start,
-                    };
-                    run(products, shortcut_input.laid_out(), sums, &mut by_position);
-                    let mut into_middle = rows_sink(head.first, RowsResidual::None, middle, images.start);
-                    run(&firsts[0], input.laid_out(), sums, &mut into_middle);
-                    Some(&shortcut[..])
-                }
-                _ => {
-                    for (slot, index) in images.clone().enumerate() {
-                        // SAFETY: the caller checked the CPU.
-                        unsafe { rows.pack(slot, image(index)) };
-                    }
-                    let mut into_middle = rows_sink(head.first, RowsResidual::None, middle, images.start);
-                    run(&firsts[0], rows.laid_out(), sums, &mut into_middle);
-                    None
-                }
-            };
-            for (index, block) in blocks.iter().enumerate() {
-                if index > 0 {
-                    let mut into_middle = rows_sink(block.first, RowsResidual::None, middle, images.start);
-                    run(&firsts[index], rows.laid_out(), sums, &mut into_middle);
-                }
-                let shortcut = match residual {
-                    Some(values) if index == 0 => RowsResidual::ByPosition(values),
-                    _ => RowsResidual::InPlace,
-                };
-                if index < last {
-                    let mut into_rows = rows_sink(block.second, shortcut, rows, images.start);
-                    run(&seconds[index], middle.laid_out(), sums, &mut into_rows);
-                } else {
-                    let mut output = OutputWithShortcut {
-                        shape: block.second.2,
-                        bias: block.second.1,
-                        shortcut: match shortcut {
-                            RowsResidual::ByPosition(values) => Shortcut::ByPosition(values),
-                            _ => Shortcut::Rows(rows.laid_out(), rows.shape),
-                        },
-                        target: out,
-                        first: images.start,
-                        by_position: Vec::new(),
-                        by_channel: Vec::new(),
-                    };
-                    run(&seconds[index], middle.laid_out(), sums, &mut output);
-                }
+            for_each_block(s1.batch, chunk, || scratch(chunk), work, drop);
+        } else {
+            // Each image's convolutions shared out over the workers.
+            let mut scratch = scratch(1);
+            for image in 0..s1.batch {
+                let (layouts, _) = scratch.parts();
+                stage.run(&mut Pass::Split { image, sums_len }, layouts, out);
             }
-        };
-        for_each_block(s1.batch, chunk, scratch, work, drop);
+        }
     };
     let last = blocks[blocks.len() - 1].second.2;
     // SAFETY: every image, row block and block of positions of the last
@@ -220,9 +162,169 @@ pub(in crate::gemm) fn forward_blocks(kernel: TileKernel, x: &[f32], blocks: &[B
     unsafe { written(last.batch * last.output_len(), write) }
 }
 
-/// A worker's buffers for [`forward_blocks`]: the first block's input and
-/// its shortcut's input and output where it downsamples, the rows passed
-/// from block to block, and the rows between a block's two convolutions.
+/// The blocks of [`forward_blocks`] with their tile products and input.
+struct Stage<'a, 'b> {
+    blocks: &'b [BlockLayers<'a>],
+    firsts: Vec<TileProducts<'a>>,
+    seconds: Vec<TileProducts<'a>>,
+    downsample: Option<TileProducts<'a>>,
+    x: &'b [f32],
+}
+
+impl Stage<'_, '_> {
+    /// The images of `pass` through every block, the last block's output
+    /// written to `out` (the whole batch's).
+    fn run(&self, pass: &mut Pass, layouts: Layouts, out: &SharedOutput<MaybeUninit<f32>>) {
+        let (images, head) = (pass.images(), &self.blocks[0]);
+        let s1 = head.first.2;
+        let image = |index: usize| &self.x[index * s1.image_len()..][..s1.image_len()];
+        let Layouts {
+            input,
+            shortcut_input,
+            shortcut,
+            rows,
+            middle,
+        } = layouts;
+        let (first, middle_shape, rows_shape) = (images.start, middle.shape, rows.shape);
+        // The first block's input, and its shortcut where it downsamples.
+        let shortcut = match (&self.downsample, head.downsample, input, shortcut_input) {
+            (Some(products), Some((_, bias, shape)), Some(input), Some(shortcut_input)) => {
+                for (slot, index) in images.clone().enumerate() {
+                    // SAFETY: the caller checked the CPU.
+                    unsafe {
+                        input.pack(slot, image(index));
+                        shortcut_input.pack(slot, image(index));
+                    }
+                }
+                let shortcut = &mut shortcut[..images.len() * shape.output_len()];
+                {
+                    let target = SharedOutput::new(&mut *shortcut);
+                    let by_position = || ByPositionSink {
+                        shape,
+                        bias,
+                        target: &target,
+                        first,
+                    };
+                    pass.run(products, shortcut_input.laid_out(), by_position);
+                }
+                let target = middle.shared();
+                let sink = rows_sinks(head.first, RowsResidual::None, middle_shape, &target, first);
+                pass.run(&self.firsts[0], input.laid_out(), sink);
+                Some(&shortcut[..])
+            }
+            _ => {
+                for (slot, index) in images.clone().enumerate() {
+                    // SAFETY: the caller checked the CPU.
+                    unsafe { rows.pack(slot, image(index)) };
+                }
+                let target = middle.shared();
+                let sink = rows_sinks(head.first, RowsResidual::None, middle_shape, &target, first);
+                pass.run(&self.firsts[0], rows.laid_out(), sink);
+                None
+            }
+        };
+        let last = self.blocks.len() - 1;
+        for (index, block) in self.blocks.iter().enumerate() {
+            if index > 0 {
+                let target = middle.shared();
+                let sink = rows_sinks(block.first, RowsResidual::None, middle_shape, &target, first);
+                pass.run(&self.firsts[index], rows.laid_out(), sink);
+            }
+            let residual = match shortcut {
+                Some(values) if index == 0 => RowsResidual::ByPosition(values),
+                _ => RowsResidual::InPlace,
+            };
+            if index < last {
+                // The block's output over its input, which it reads first
+                // as its shortcut.
+                let target = rows.shared();
+                let sink = rows_sinks(block.second, residual, rows_shape, &target, first);
+                pass.run(&self.seconds[index], middle.laid_out(), sink);
+            } else {
+                let shortcut = match residual {
+                    RowsResidual::ByPosition(values) => Shortcut::ByPosition(values),
+                    _ => Shortcut::Rows(rows.laid_out(), rows_shape),
+                };
+                let output = || OutputWithShortcut {
+                    shape: block.second.2,
+                    bias: block.second.1,
+                    shortcut,
+                    target: out,
+                    first,
+                    by_position: Vec::new(),
+                    by_channel: Vec::new(),
+                };
+                pass.run(&self.seconds[index], middle.laid_out(), output);
+            }
+        }
+    }
+}
+
+/// [`RowsSink`]s of `layer`'s sums, with its bias and `residual`, into
+/// `target`, rows of `consumer` (the images from `first`).
+fn rows_sinks<'a>(
+    layer: PairLayer<'a>,
+    residual: RowsResidual<'a>,
+    consumer: ConvShape,
+    target: &'a SharedOutput<'a, u32>,
+    first: usize,
+) -> impl Fn() -> RowsSink<'a, 'a> + Sync + 'a {
+    move || RowsSink {
+        producer: layer.2,
+        bias: layer.1,
+        residual,
+        consumer,
+        target,
+        first,
+    }
+}
+
+/// How [`Stage::run`] runs each convolution's products.
+enum Pass<'s> {
+    /// A worker's chunk of images, every block of each convolution on it.
+    Chunk { images: Range<usize>, sums: &'s mut [f32] },
+    /// One image, each convolution's blocks shared out over the workers
+    /// (by row blocks where the weight is the larger operand, as `forward`
+    /// does, else by positions).
+    Split { image: usize, sums_len: usize },
+}
+
+impl Pass<'_> {
+    fn images(&self) -> Range<usize> {
+        match self {
+            Pass::Chunk { images, .. } => images.clone(),
+            Pass::Split { image, .. } => *image..*image + 1,
+        }
+    }
+
+    /// `products` over `planes` (the images' layouts), each block's sums
+    /// handed to a sink made by `sink` (one per worker).
+    fn run<S: BlockSink>(&mut self, products: &TileProducts, planes: &[u32], sink: impl Fn() -> S + Sync) {
+        let (row_blocks, blocks) = (products.row_blocks(), products.blocks());
+        match self {
+            Pass::Chunk { images, sums } => {
+                products.run(0..row_blocks, images.clone(), 0..blocks, planes, sums, &mut sink())
+            }
+            Pass::Split { image, sums_len } => {
+                let (images, sums_len) = (*image..*image + 1, *sums_len);
+                let scratch = || Scratch::<f32>::stale(sums_len);
+                if products.packed.len() >= planes.len() {
+                    let work = |rows: Range<usize>, sums: &mut Scratch<f32>| {
+                        products.run(rows, images.clone(), 0..blocks, planes, sums, &mut sink())
+                    };
+                    for_each_block(row_blocks, row_blocks, scratch, work, drop);
+                } else {
+                    let work = |positions: Range<usize>, sums: &mut Scratch<f32>| {
+                        products.run(0..row_blocks, images.clone(), positions, planes, sums, &mut sink())
+                    };
+                    for_each_block(blocks, blocks, scratch, work, drop);
+                }
+            }
+        }
+    }
+}
+
+/// A worker's buffers for [`forward_blocks`]: its layouts and its sums.
 struct BlocksScratch<'a> {
     input: Option<ImagePlanes<'a>>,
     shortcut_input: Option<ImagePlanes<'a>>,
@@ -232,20 +334,28 @@ struct BlocksScratch<'a> {
     sums: Scratch<f32>,
 }
 
-/// A [`RowsSink`] for `layer`'s sums, with its bias.
-fn rows_sink<'a, 'b, 'c>(
-    layer: PairLayer<'a>,
-    residual: RowsResidual<'a>,
-    planes: &'b mut ImagePlanes<'c>,
-    first: usize,
-) -> RowsSink<'a, 'b, 'c> {
-    RowsSink {
-        producer: layer.2,
-        bias: layer.1,
-        residual,
-        planes,
-        first,
+impl<'a> BlocksScratch<'a> {
+    fn parts(&mut self) -> (Layouts<'_, 'a>, &mut [f32]) {
+        let layouts = Layouts {
+            input: self.input.as_mut(),
+            shortcut_input: self.shortcut_input.as_mut(),
+            shortcut: &mut self.shortcut,
+            rows: &mut self.rows,
+            middle: &mut self.middle,
+        };
+        (layouts, &mut self.sums)
     }
+}
+
+/// The layouts of [`BlocksScratch`]: the first block's input and its
+/// shortcut's input and output where it downsamples, the rows passed from
+/// block to block, and the rows between a block's two convolutions.
+struct Layouts<'s, 'a> {
+    input: Option<&'s mut ImagePlanes<'a>>,
+    shortcut_input: Option<&'s mut ImagePlanes<'a>>,
+    shortcut: &'s mut [f32],
+    rows: &'s mut ImagePlanes<'a>,
+    middle: &'s mut ImagePlanes<'a>,
 }
 
 /// A block's sums plus the bias, by position, into `target` (the images
@@ -254,7 +364,7 @@ fn rows_sink<'a, 'b, 'c>(
 struct ByPositionSink<'a, 'b> {
     shape: &'a ConvShape,
     bias: Option<&'a [f32]>,
-    target: &'b mut [f32],
+    target: &'b SharedOutput<'b, f32>,
     first: usize,
 }
 
@@ -262,24 +372,27 @@ impl BlockSink for ByPositionSink<'_, '_> {
     fn before(&self, _: usize, _: usize, _: usize, _: usize) {}
 
     unsafe fn write(&mut self, sums: &[f32], image: usize, block: usize, channel: usize, rows: usize) {
-        let len = self.shape.output_len();
-        let target = &mut self.target[(image - self.first) * len..][..len];
-        // SAFETY: the caller's promise (the CPU).
-        unsafe { write_by_position(sums, self.shape, block, channel, rows, self.bias, target) }
+        let start = (image - self.first) * self.shape.output_len();
+        // SAFETY: the caller's promise (the CPU); this block alone writes
+        // its positions of these channels.
+        unsafe { write_by_position(sums, (self.shape, block, channel, rows), self.bias, self.target, start) }
     }
 }
 
-/// [`ByPositionSink::write`] for one image's `target`; a function of its
-/// own so that the intrinsics inline (they need its target features).
+/// [`ByPositionSink::write`] for the image from `image_start` of `target`;
+/// a function of its own so that the intrinsics inline (they need its
+/// target features).
+///
+/// # Safety
+/// The CPU has AVX-512F; no other writer touches this block's positions
+/// of these channels while this runs.
 #[target_feature(enable = "avx512f")]
-fn write_by_position(
+unsafe fn write_by_position(
     sums: &[f32],
-    shape: &ConvShape,
-    block: usize,
-    channel: usize,
-    rows: usize,
+    (shape, block, channel, rows): (&ConvShape, usize, usize, usize),
     bias: Option<&[f32]>,
-    target: &mut [f32],
+    target: &SharedOutput<f32>,
+    image_start: usize,
 ) {
     let map = shape.out_h() * shape.out_w();
     for row_block in 0..rows / MR {
@@ -290,7 +403,9 @@ fn write_by_position(
         for (in_block, at, run) in shape.output_runs(block) {
             for i in 0..run {
                 let source = &block_sums[(in_block + i) * NR..][..NR];
-                let out = &mut target[(channel / MR * map + at + i) * MR..][..MR];
+                // SAFETY: this block alone writes these 32 values (the
+                // caller's promise; bounds checked).
+                let out = unsafe { target.slice(image_start + (channel / MR * map + at + i) * MR, MR) };
                 // SAFETY: `source` and `out` hold 32 f32 each.
                 unsafe {
                     let low = _mm512_add_ps(_mm512_loadu_ps(source.as_ptr()), low_bias);
@@ -478,7 +593,9 @@ mod tests {
     /// each shortcut the downsampling convolution (with its bias) or the
     /// block's input rounded to bf16: identity blocks only, one and three
     /// of them; a downsampling first block alone and followed by one; 512
-    /// channels (each image a chunk); on one worker and two.
+    /// channels (each image a chunk); on one worker and two (each image's
+    /// convolutions shared out where there are fewer than two images per
+    /// worker: one worker, or three images on two).
     #[test]
     fn residual_blocks_match_their_pairs_block_after_block() {
         let pools = pools();
