@@ -1819,17 +1819,6 @@ mod tests {
     #[test]
     fn a_convolution_pair_matches_its_two_convolutions() {
         let pools = pools();
-        let conv = |batch, channels, side: (usize, usize), out_channels, kernel, stride| ConvShape {
-            batch,
-            channels,
-            height: side.0,
-            width: side.1,
-            out_channels,
-            kernel_h: kernel,
-            kernel_w: kernel,
-            stride,
-            padding: kernel / 2,
-        };
         let pairs = [
             (conv(3, 32, (9, 9), 64, 3, 1), 64),
             (conv(5, 32, (14, 13), 64, 3, 2), 32),
@@ -1873,6 +1862,29 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// A square kernel's convolution padded by half the kernel (a 3×3 by 1,
+    /// a 1×1 by 0), on a map of `side` rows and columns.
+    pub(super) fn conv(
+        batch: usize,
+        channels: usize,
+        side: (usize, usize),
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> ConvShape {
+        ConvShape {
+            batch,
+            channels,
+            height: side.0,
+            width: side.1,
+            out_channels,
+            kernel_h: kernel,
+            kernel_w: kernel,
+            stride,
+            padding: kernel / 2,
         }
     }
 

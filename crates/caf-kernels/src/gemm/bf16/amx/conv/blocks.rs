@@ -557,32 +557,11 @@ unsafe fn bias_vectors(bias: Option<&[f32]>, channel: usize) -> (__m512, __m512)
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{kernels, pools, values};
+    use super::super::tests::{conv, kernels, pools, values};
     use super::super::{forward, forward_pair, PackedWeight};
     use super::*;
     use crate::elementwise::Activation;
     use crate::gemm::Orientation;
-
-    fn conv(
-        batch: usize,
-        channels: usize,
-        side: (usize, usize),
-        out_channels: usize,
-        kernel: usize,
-        stride: usize,
-    ) -> ConvShape {
-        ConvShape {
-            batch,
-            channels,
-            height: side.0,
-            width: side.1,
-            out_channels,
-            kernel_h: kernel,
-            kernel_w: kernel,
-            stride,
-            padding: kernel / 2,
-        }
-    }
 
     /// `values` rounded to bf16, as the rows hold them.
     fn rounded(values: &[f32]) -> Vec<f32> {
