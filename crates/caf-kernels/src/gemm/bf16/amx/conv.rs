@@ -52,7 +52,7 @@ mod space_to_depth;
 
 pub(in crate::gemm) use blocks::{blocks_fit_tiles, forward_blocks, BlockLayers, BlockShapes};
 
-use space_to_depth::{pack_space_to_depth, space_to_depth_weight};
+use space_to_depth::{pack_space_to_depth, space_to_depth_images, space_to_depth_weight, weight_from_cells};
 
 /// Channels in one step of the inner dimension: 16 pairs.
 const STEP_CHANNELS: usize = 2 * TILE;
@@ -93,9 +93,14 @@ impl ConvShape {
     }
 
     /// Whether [`weight_gradient`] takes this shape: one the forward pass
-    /// takes, at stride 1, with channels in whole steps.
+    /// takes, at stride 1 with channels in whole steps, or cut into cells
+    /// that it takes.
     pub(in crate::gemm) fn gradient_fits_tiles(&self) -> bool {
-        self.fits_tiles() && self.stride == 1 && !self.folds_columns()
+        let fits = match self.space_to_depth() {
+            Some(cells) => cells.gradient_fits_tiles(),
+            None => self.stride == 1 && !self.folds_columns(),
+        };
+        self.fits_tiles() && fits
     }
 
     /// Whether the kernel's columns are folded into the channels: where
@@ -1430,7 +1435,9 @@ const GRADIENT_CHUNK_BYTES: usize = 1536 * 1024;
 
 /// `dW = Σ_b dy_b ⋆ x_b`, the weight gradient of a stride-1 convolution of
 /// `shape` (`dy` `batch × out_channels × out_h × out_w`), as
-/// `out_channels × channels × kh × kw`, its tiles multiplied by `kernel`.
+/// `out_channels × channels × kh × kw`, its tiles multiplied by `kernel`;
+/// of a strided one cut into cells, the gradient of the cells' stride-1
+/// convolution (the images cut into cells in f32), read back.
 ///
 /// For each tap, `dW_tap = dy · X_tapᵀ` over the positions: `dy` in tile
 /// order (rows the output channels, pairs of positions on the padded width,
@@ -1442,6 +1449,11 @@ const GRADIENT_CHUNK_BYTES: usize = 1536 * 1024;
 /// (AVX512-BF16, and AMX for [`TileKernel::Hardware`]).
 pub(in crate::gemm) fn weight_gradient(kernel: TileKernel, dy: &[f32], x: &[f32], shape: &ConvShape) -> Vec<f32> {
     assert!(shape.gradient_fits_tiles(), "tile weight gradient of {shape:?}");
+    if let Some(cells) = shape.space_to_depth() {
+        // The gradient of the cells' stride-1 convolution, read back.
+        let cell_images = space_to_depth_images(x, shape, &cells);
+        return weight_from_cells(&weight_gradient(kernel, dy, &cell_images, &cells), shape, &cells);
+    }
     assert_eq!(
         x.len(),
         shape.batch * shape.image_len(),
@@ -1700,8 +1712,9 @@ mod tests {
     }
 
     /// The weight gradients of the shapes of
-    /// [`convolutions_on_tiles_match_an_f64_reference`] that it takes,
-    /// images in one chunk and in several, on one worker and two.
+    /// [`convolutions_on_tiles_match_an_f64_reference`] that it takes (the
+    /// shapes cut into cells too), images in one chunk and in several, on
+    /// one worker and two.
     #[test]
     fn weight_gradients_on_tiles_match_an_f64_reference() {
         let pools = pools();
@@ -1797,6 +1810,10 @@ mod tests {
         };
         assert!(shape(3, 64, 7, 2).fits_tiles(), "ResNet's stem: 21 folded channels");
         assert!(shape(3, 64, 11, 4).fits_tiles(), "AlexNet's stem: as cells");
+        assert!(
+            shape(3, 64, 11, 4).gradient_fits_tiles(),
+            "AlexNet's stem: its cells' gradient"
+        );
         assert!(
             !shape(3, 64, 11, 1).fits_tiles(),
             "33 folded channels at stride 1: no cells"

@@ -12,6 +12,8 @@
 
 use std::arch::x86_64::*;
 
+use rayon::prelude::*;
+
 use super::super::super::avx512::pairs_of_rows;
 use super::{first_lanes, transpose_16x16, ConvShape, STEP_CHANNELS, TILE};
 
@@ -82,6 +84,69 @@ pub(super) fn space_to_depth_weight(weight: &[f32], shape: &ConvShape, cells: &C
         }
     }
     rearranged
+}
+
+/// Images `x` of `shape` as f32 images of its space-to-depth `cells`
+/// (`batch × cells.channels × cells.height × cells.width`: cell channel
+/// `(ry·s + rx)·channels + c` of cell `(Y, X)` holds channel `c` at padded
+/// row `s·Y + ry`, column `s·X + rx`; zeros past the padded map and for the
+/// channels past `channels · s²`), for the weight gradient of the cells.
+pub(super) fn space_to_depth_images(x: &[f32], shape: &ConvShape, cells: &ConvShape) -> Vec<f32> {
+    let (c, h, w, p, s) = (shape.channels, shape.height, shape.width, shape.padding, shape.stride);
+    assert_eq!(
+        x.len(),
+        shape.batch * shape.image_len(),
+        "space-to-depth: images' length"
+    );
+    let (cell_h, cell_w) = (cells.height, cells.width);
+    let mut images = vec![0f32; shape.batch * cells.image_len()];
+    images
+        .par_chunks_mut(cells.image_len())
+        .zip(x.par_chunks(shape.image_len()))
+        .for_each(|(cell_image, image)| {
+            for (f, plane) in cell_image.chunks_exact_mut(cell_h * cell_w).take(c * s * s).enumerate() {
+                let (channel, ry, rx) = (f % c, f / c / s, f / c % s);
+                for (cell_y, cell_row) in plane.chunks_exact_mut(cell_w).enumerate() {
+                    // Padded row `s·Y + ry` is input row `s·Y + ry − p`.
+                    let Some(y) = (s * cell_y + ry).checked_sub(p).filter(|&y| y < h) else {
+                        continue;
+                    };
+                    let row = &image[(channel * h + y) * w..][..w];
+                    for (cell_x, value) in cell_row.iter_mut().enumerate() {
+                        if let Some(&input) = (s * cell_x + rx).checked_sub(p).and_then(|x| row.get(x)) {
+                            *value = input;
+                        }
+                    }
+                }
+            }
+        });
+    images
+}
+
+/// The weight (or weight gradient) of `shape` read back from that of its
+/// space-to-depth `cells`: the inverse of [`space_to_depth_weight`], the
+/// cells' values past the original kernel dropped.
+pub(super) fn weight_from_cells(cell_weight: &[f32], shape: &ConvShape, cells: &ConvShape) -> Vec<f32> {
+    let (c, s, kh, kw) = (shape.channels, shape.stride, shape.kernel_h, shape.kernel_w);
+    let (cell_channels, cell_h, cell_w) = (cells.channels, cells.kernel_h, cells.kernel_w);
+    assert_eq!(
+        cell_weight.len(),
+        shape.out_channels * cell_channels * cell_h * cell_w,
+        "space-to-depth weight: the cells' length"
+    );
+    let mut weight = vec![0f32; shape.out_channels * c * kh * kw];
+    for k in 0..shape.out_channels {
+        for channel in 0..c {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let cell_channel = ((ky % s) * s + kx % s) * c + channel;
+                    let at = ((k * cell_channels + cell_channel) * cell_h + ky / s) * cell_w + kx / s;
+                    weight[((k * c + channel) * kh + ky) * kw + kx] = cell_weight[at];
+                }
+            }
+        }
+    }
+    weight
 }
 
 /// Image `x` of `shape` laid out as the rows ([`super::pack_rows`]'s
@@ -220,5 +285,6 @@ mod tests {
         // cell channel (1·4 + 2)·3 + 2 = 20.
         let value = weight[((3 + 2) * 11 + 9) * 11 + 6];
         assert_eq!(rearranged[((64 + 20) * 3 + 2) * 3 + 1], value);
+        assert_eq!(weight_from_cells(&rearranged, &s, &cells), weight, "read back");
     }
 }
