@@ -59,29 +59,31 @@ impl ConvShape {
     }
 }
 
-/// Weight `weight` of `shape` (`out_channels × channels × kh × kw`)
-/// rearranged for `cells`, its [`ConvShape::space_to_depth`]: kernel row
-/// `ky` and column `kx` of channel `c` at cell `(⌊ky/s⌋, ⌊kx/s⌋)`, channel
-/// `(ky mod s · s + kx mod s)·channels + c`; zeros elsewhere.
-pub(super) fn space_to_depth_weight(weight: &[f32], shape: &ConvShape, cells: &ConvShape) -> Vec<f32> {
+/// For each value of a weight of `shape` (`out_channels × channels × kh ×
+/// kw`), its index there and in the weight of `shape`'s space-to-depth
+/// `cells`: kernel row `ky` and column `kx` of channel `c` at cell
+/// `(⌊ky/s⌋, ⌊kx/s⌋)`, channel `(ky mod s · s + kx mod s)·channels + c`.
+fn cell_indices(shape: &ConvShape, cells: &ConvShape) -> impl Iterator<Item = (usize, usize)> {
     let (c, s, kh, kw) = (shape.channels, shape.stride, shape.kernel_h, shape.kernel_w);
     let (cell_channels, cell_h, cell_w) = (cells.channels, cells.kernel_h, cells.kernel_w);
-    assert_eq!(
-        weight.len(),
-        shape.out_channels * c * kh * kw,
-        "space-to-depth weight: length"
-    );
-    let mut rearranged = vec![0f32; shape.out_channels * cell_channels * cell_h * cell_w];
-    for k in 0..shape.out_channels {
-        for channel in 0..c {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let cell_channel = ((ky % s) * s + kx % s) * c + channel;
-                    let at = ((k * cell_channels + cell_channel) * cell_h + ky / s) * cell_w + kx / s;
-                    rearranged[at] = weight[((k * c + channel) * kh + ky) * kw + kx];
-                }
-            }
-        }
+    (0..shape.out_channels * c * kh * kw).map(move |at| {
+        let (k, channel, ky, kx) = (at / (c * kh * kw), at / (kh * kw) % c, at / kw % kh, at % kw);
+        let cell_channel = ((ky % s) * s + kx % s) * c + channel;
+        (
+            at,
+            ((k * cell_channels + cell_channel) * cell_h + ky / s) * cell_w + kx / s,
+        )
+    })
+}
+
+/// Weight `weight` of `shape` rearranged for `cells`, its
+/// [`ConvShape::space_to_depth`] ([`cell_indices`]); zeros elsewhere.
+pub(super) fn space_to_depth_weight(weight: &[f32], shape: &ConvShape, cells: &ConvShape) -> Vec<f32> {
+    let len = shape.out_channels * shape.channels * shape.kernel_h * shape.kernel_w;
+    assert_eq!(weight.len(), len, "space-to-depth weight: length");
+    let mut rearranged = vec![0f32; cells.out_channels * cells.channels * cells.kernel_h * cells.kernel_w];
+    for (at, cell_at) in cell_indices(shape, cells) {
+        rearranged[cell_at] = weight[at];
     }
     rearranged
 }
@@ -127,24 +129,11 @@ pub(super) fn space_to_depth_images(x: &[f32], shape: &ConvShape, cells: &ConvSh
 /// space-to-depth `cells`: the inverse of [`space_to_depth_weight`], the
 /// cells' values past the original kernel dropped.
 pub(super) fn weight_from_cells(cell_weight: &[f32], shape: &ConvShape, cells: &ConvShape) -> Vec<f32> {
-    let (c, s, kh, kw) = (shape.channels, shape.stride, shape.kernel_h, shape.kernel_w);
-    let (cell_channels, cell_h, cell_w) = (cells.channels, cells.kernel_h, cells.kernel_w);
-    assert_eq!(
-        cell_weight.len(),
-        shape.out_channels * cell_channels * cell_h * cell_w,
-        "space-to-depth weight: the cells' length"
-    );
-    let mut weight = vec![0f32; shape.out_channels * c * kh * kw];
-    for k in 0..shape.out_channels {
-        for channel in 0..c {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    let cell_channel = ((ky % s) * s + kx % s) * c + channel;
-                    let at = ((k * cell_channels + cell_channel) * cell_h + ky / s) * cell_w + kx / s;
-                    weight[((k * c + channel) * kh + ky) * kw + kx] = cell_weight[at];
-                }
-            }
-        }
+    let len = cells.out_channels * cells.channels * cells.kernel_h * cells.kernel_w;
+    assert_eq!(cell_weight.len(), len, "space-to-depth weight: the cells' length");
+    let mut weight = vec![0f32; shape.out_channels * shape.channels * shape.kernel_h * shape.kernel_w];
+    for (at, cell_at) in cell_indices(shape, cells) {
+        weight[at] = cell_weight[cell_at];
     }
     weight
 }
