@@ -12,29 +12,16 @@
 use super::{matmul, Matrix, Threads};
 use crate::cpu::InstructionSet;
 
-/// The bf16 bits nearest `x`, ties to even, as `vcvtne2ps2bf16` rounds: a
-/// NaN stays a quiet NaN, values past bf16's largest round to infinity, and
-/// a subnormal becomes a zero of its sign (the instruction treats subnormal
-/// inputs as zero).
-pub(crate) fn bf16_bits(x: f32) -> u16 {
-    let bits = x.to_bits();
-    if x.is_nan() {
-        return (bits >> 16) as u16 | 0x0040;
-    }
-    if x.is_subnormal() {
-        return (bits >> 16) as u16 & 0x8000;
-    }
-    // Finite or infinite: the carry of the rounding bias can reach the
-    // exponent (rounding up to the next binade or to infinity) but never
-    // past the sign bit.
-    (bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16) as u16
-}
-
-/// `x` rounded to the nearest bf16 as [`bf16_bits`] rounds it, as an f32;
-/// written without branches, so that loops of it vectorise.
+/// `x` rounded to the nearest bf16, ties to even, as `vcvtne2ps2bf16`
+/// rounds, as an f32: a NaN stays a quiet NaN, values past bf16's largest
+/// round to infinity, and a subnormal becomes a zero of its sign (the
+/// instruction treats subnormal inputs as zero). Written without
+/// branches, so that loops of it vectorise.
 #[inline]
 pub(crate) fn round_to_bf16(x: f32) -> f32 {
     let bits = x.to_bits();
+    // The carry of the rounding bias can reach the exponent (rounding up
+    // to the next binade or to infinity) but never past the sign bit.
     let nearest = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) & 0xFFFF_0000;
     let rounded = if (bits & 0x7FFF_FFFF) > 0x7F80_0000 {
         // A NaN, kept quiet.
@@ -46,6 +33,11 @@ pub(crate) fn round_to_bf16(x: f32) -> f32 {
         nearest
     };
     f32::from_bits(rounded)
+}
+
+/// The bits of [`round_to_bf16`]`(x)` as a bf16.
+pub(crate) fn bf16_bits(x: f32) -> u16 {
+    (round_to_bf16(x).to_bits() >> 16) as u16
 }
 
 /// How a bf16 product runs.
@@ -267,27 +259,35 @@ pub(crate) fn convolve_pair_on_tiles(
 ) -> Option<Vec<f32>> {
     #[cfg(target_arch = "x86_64")]
     if convolve_pair_on_tiles_fits(first.3, second.3) {
-        let pack = |(weight, kept, _, shape): PairOperands| match kept.and_then(|kept| kept.0.as_ref()) {
-            Some(_) => None,
-            None => Some(amx::conv::PackedWeight::new(weight, shape, super::Orientation::AsIs)),
-        };
-        let (packed_first, packed_second) = (pack(first), pack(second));
-        // The kept packing, or the one made above.
-        fn layer<'a>(operands: PairOperands<'a>, now: &'a Option<amx::conv::PackedWeight>) -> amx::conv::PairLayer<'a> {
-            let kept = operands.1.and_then(|kept| kept.0.as_ref());
-            let weight = kept.or(now.as_ref()).expect("a weight kept or packed above");
-            (weight, operands.2, operands.3)
-        }
+        let (packed_first, packed_second) = (packed_unless_kept(first), packed_unless_kept(second));
         return Some(amx::conv::forward_pair(
             amx::TileKernel::Hardware,
             x,
-            layer(first, &packed_first),
-            layer(second, &packed_second),
+            tile_layer(first, &packed_first),
+            tile_layer(second, &packed_second),
             residual,
         ));
     }
     let _ = (x, first, second, residual);
     None
+}
+
+/// `operands`' weight packed for the tiles now, unless it is kept packed.
+#[cfg(target_arch = "x86_64")]
+fn packed_unless_kept((weight, kept, _, shape): PairOperands) -> Option<amx::conv::PackedWeight> {
+    match kept.and_then(|kept| kept.0.as_ref()) {
+        Some(_) => None,
+        None => Some(amx::conv::PackedWeight::new(weight, shape, super::Orientation::AsIs)),
+    }
+}
+
+/// `operands` on the tiles: their kept packing, or `now`, the one
+/// [`packed_unless_kept`] made.
+#[cfg(target_arch = "x86_64")]
+fn tile_layer<'a>(operands: PairOperands<'a>, now: &'a Option<amx::conv::PackedWeight>) -> amx::conv::PairLayer<'a> {
+    let kept = operands.1.and_then(|kept| kept.0.as_ref());
+    let weight = kept.or(now.as_ref()).expect("a weight kept or packed above");
+    (weight, operands.2, operands.3)
 }
 
 /// One residual block of [`convolve_blocks_on_tiles`]: its two
@@ -307,30 +307,26 @@ pub(crate) struct BlockOperands<'a> {
 pub(crate) fn convolve_blocks_on_tiles(x: &[f32], blocks: &[BlockOperands]) -> Option<Vec<f32>> {
     #[cfg(target_arch = "x86_64")]
     if convolve_blocks_on_tiles_fits(blocks) {
-        let pack = |(weight, kept, _, shape): PairOperands| match kept.and_then(|kept| kept.0.as_ref()) {
-            Some(_) => None,
-            None => Some(amx::conv::PackedWeight::new(weight, shape, super::Orientation::AsIs)),
-        };
         let packed: Vec<_> = blocks
             .iter()
-            .map(|block| (pack(block.first), pack(block.second), block.downsample.map(pack)))
+            .map(|block| {
+                (
+                    packed_unless_kept(block.first),
+                    packed_unless_kept(block.second),
+                    block.downsample.map(packed_unless_kept),
+                )
+            })
             .collect();
-        // The kept packing, or the one made above.
-        fn layer<'a>(operands: PairOperands<'a>, now: &'a Option<amx::conv::PackedWeight>) -> amx::conv::PairLayer<'a> {
-            let kept = operands.1.and_then(|kept| kept.0.as_ref());
-            let weight = kept.or(now.as_ref()).expect("a weight kept or packed above");
-            (weight, operands.2, operands.3)
-        }
         let layers: Vec<_> = blocks
             .iter()
             .zip(&packed)
             .map(|(block, (first, second, downsample))| amx::conv::BlockLayers {
-                first: layer(block.first, first),
-                second: layer(block.second, second),
+                first: tile_layer(block.first, first),
+                second: tile_layer(block.second, second),
                 downsample: block
                     .downsample
                     .zip(downsample.as_ref())
-                    .map(|(operands, now)| layer(operands, now)),
+                    .map(|(operands, now)| tile_layer(operands, now)),
             })
             .collect();
         return Some(amx::conv::forward_blocks(amx::TileKernel::Hardware, x, &layers));

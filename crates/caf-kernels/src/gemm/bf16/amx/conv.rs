@@ -1199,34 +1199,20 @@ unsafe fn write_back_rows(
     image_start: usize,
 ) {
     debug_assert!(consumer.stride == 1 && first_channel.is_multiple_of(STEP_CHANNELS) && rows.is_multiple_of(MR));
-    let map = producer.out_h() * producer.out_w();
-    let (ow, p, wq, plane_len) = (
-        producer.out_w(),
-        consumer.padding,
-        consumer.plane_w(),
-        consumer.plane_len(),
-    );
+    let (map, ow) = (producer.out_h() * producer.out_w(), producer.out_w());
     for row_block in 0..rows / MR {
         let channel = first_channel + row_block * MR;
-        // A `match`, not a closure, as in `write_back`.
-        let (low_bias, high_bias) = match bias {
-            // SAFETY: the block's 32 biases, two vectors of 16.
-            Some(bias) => unsafe {
-                let bias = &bias[channel..][..MR];
-                (_mm512_loadu_ps(bias.as_ptr()), _mm512_loadu_ps(bias[TILE..].as_ptr()))
-            },
-            None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
-        };
+        // SAFETY: the CPU has AVX-512F (this function's features).
+        let (low_bias, high_bias) = unsafe { bias_vectors(bias, channel) };
         let block_sums = &sums[row_block * MR * NR..][..MR * NR];
-        let block_start = image_start + channel / STEP_CHANNELS * plane_len * TILE;
         for (in_block, at, len) in producer.output_runs(block) {
-            // Output row `y`, column `x` is padded row `y + p`, column `x + p`.
-            let start = (at / ow + p) * wq + p + at % ow;
+            // A run lies in one output row: its rows follow one another.
+            let start = image_start + consumer.row_start(channel, at / ow, at % ow);
             for i in 0..len {
                 let source = &block_sums[(in_block + i) * NR..][..NR];
                 // SAFETY: this block alone writes this row (the caller's
                 // promise), 16 pairs inside `target` (bounds checked).
-                let out = unsafe { target.slice(block_start + (start + i) * TILE, TILE) };
+                let out = unsafe { target.slice(start + i * TILE, TILE) };
                 // SAFETY: `source` holds 32 f32 and `out` 16 pairs; a
                 // residual by position 32 values at each position of each
                 // block of 32 channels.
@@ -1241,7 +1227,7 @@ unsafe fn write_back_rows(
                             high = _mm512_add_ps(high, high_residual);
                         }
                         RowsResidual::ByPosition(values) => {
-                            let values = &values[(channel / MR * map + at + i) * MR..][..MR];
+                            let values = &values[by_position_start(map, channel, at + i)..][..MR];
                             low = _mm512_add_ps(low, _mm512_loadu_ps(values.as_ptr()));
                             high = _mm512_add_ps(high, _mm512_loadu_ps(values[TILE..].as_ptr()));
                         }
@@ -1254,6 +1240,43 @@ unsafe fn write_back_rows(
                 }
             }
         }
+    }
+}
+
+/// The 32 biases of the block of channels from `channel`, as two vectors
+/// (zeros without a bias).
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn bias_vectors(bias: Option<&[f32]>, channel: usize) -> (__m512, __m512) {
+    match bias {
+        Some(bias) => {
+            let bias = &bias[channel..][..MR];
+            // SAFETY: `bias` holds 32 f32.
+            unsafe { (_mm512_loadu_ps(bias.as_ptr()), _mm512_loadu_ps(bias[TILE..].as_ptr())) }
+        }
+        None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+    }
+}
+
+/// Where the 32 values of output position `position` (of `map` per
+/// channel) for the block of [`MR`] channels from `channel` start in one
+/// image's values by position: for each block of channels, each
+/// position's 32 values.
+fn by_position_start(map: usize, channel: usize, position: usize) -> usize {
+    (channel / MR * map + position) * MR
+}
+
+impl ConvShape {
+    /// Where the row of the previous convolution's output position `(y, x)`
+    /// for the block of [`STEP_CHANNELS`] channels from `channel` starts in
+    /// one image's rows of this stride-1 convolution ([`pack_rows`]'s
+    /// layout), in pairs: padded row `y + p`, column `x + p`.
+    fn row_start(&self, channel: usize, y: usize, x: usize) -> usize {
+        let position = (y + self.padding) * self.plane_w() + self.padding + x;
+        (channel / STEP_CHANNELS * self.plane_len() + position) * TILE
     }
 }
 

@@ -12,8 +12,8 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::{
-    pair_fits_tiles, prefetch_output, sums_by_channel, widened_row, write_back, written, ImagePlanes, PairLayer,
-    RowsResidual, RowsSink, TileProducts, MR, NR, PLANES_CHUNK_BYTES, STEP_CHANNELS, TILE,
+    bias_vectors, by_position_start, pair_fits_tiles, prefetch_output, sums_by_channel, widened_row, write_back,
+    written, ImagePlanes, PairLayer, RowsResidual, RowsSink, TileProducts, MR, NR, PLANES_CHUNK_BYTES, TILE,
 };
 use super::{BlockSink, TileKernel};
 use crate::gemm::{ConvShape, Epilogue};
@@ -405,7 +405,7 @@ unsafe fn write_by_position(
                 let source = &block_sums[(in_block + i) * NR..][..NR];
                 // SAFETY: this block alone writes these 32 values (the
                 // caller's promise; bounds checked).
-                let out = unsafe { target.slice(image_start + (channel / MR * map + at + i) * MR, MR) };
+                let out = unsafe { target.slice(image_start + by_position_start(map, channel, at + i), MR) };
                 // SAFETY: `source` and `out` hold 32 f32 each.
                 unsafe {
                     let low = _mm512_add_ps(_mm512_loadu_ps(source.as_ptr()), low_bias);
@@ -509,14 +509,12 @@ fn add_shortcut_relu(
                 unsafe {
                     let (low_shortcut, high_shortcut) = match shortcut {
                         Shortcut::Rows(rows, layout) => {
-                            let (p, wq, plane_len) = (layout.padding, layout.plane_w(), layout.plane_len());
                             let image_rows = &rows[slot * layout.planes_len()..][..layout.planes_len()];
-                            let position = (y + p) * wq + p + x;
-                            widened_row(&image_rows[(channel / STEP_CHANNELS * plane_len + position) * TILE..])
+                            widened_row(&image_rows[layout.row_start(channel, y, x)..])
                         }
                         Shortcut::ByPosition(values) => {
                             let values = &values[slot * shape.output_len()..][..shape.output_len()];
-                            let values = &values[(channel / MR * map + at + i) * MR..][..MR];
+                            let values = &values[by_position_start(map, channel, at + i)..][..MR];
                             (
                                 _mm512_loadu_ps(values.as_ptr()),
                                 _mm512_loadu_ps(values[TILE..].as_ptr()),
@@ -534,24 +532,6 @@ fn add_shortcut_relu(
                 }
             }
         }
-    }
-}
-
-/// The 32 biases of the block of channels from `channel`, as two vectors
-/// (zeros without a bias).
-///
-/// # Safety
-/// The CPU has AVX-512F.
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn bias_vectors(bias: Option<&[f32]>, channel: usize) -> (__m512, __m512) {
-    match bias {
-        Some(bias) => {
-            let bias = &bias[channel..][..MR];
-            // SAFETY: `bias` holds 32 f32.
-            unsafe { (_mm512_loadu_ps(bias.as_ptr()), _mm512_loadu_ps(bias[TILE..].as_ptr())) }
-        }
-        None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
     }
 }
 
