@@ -16,7 +16,7 @@ use serde_json::Value;
 /// activations round up to the next bf16) are held to it too.
 const BF16_TOLERANCE: f64 = 0.02;
 /// The largest distance between two instruction sets' f32 readings: the
-/// portable and AVX-512 kernels do the same arithmetic in the same order.
+/// portable, AVX2 and AVX-512 kernels do the same arithmetic in the same order.
 const F32_PATH_TOLERANCE: f64 = 1e-6;
 
 fn faces() -> PathBuf {

@@ -17,6 +17,9 @@ pub const CPU_CAP_VARIABLE: &str = "CAF_CPU_CAP";
 pub enum InstructionSet {
     /// Plain Rust, compiled for the baseline target (SSE2 on x86-64).
     Portable,
+    /// AVX2 and FMA: the same plain Rust loops (Winograd transforms, max
+    /// pooling, batch norm, Adam) compiled for 256-bit vectors.
+    Avx2,
     /// AVX-512F and BW: Winograd transforms, max pooling.
     Avx512,
     /// AVX-512 with AVX512-BF16: bf16 products by `vdpbf16ps`.
@@ -28,7 +31,13 @@ pub enum InstructionSet {
 
 impl InstructionSet {
     /// Every set, weakest first.
-    pub const ALL: [InstructionSet; 4] = [Self::Portable, Self::Avx512, Self::Avx512Bf16, Self::AmxBf16];
+    pub const ALL: [InstructionSet; 5] = [
+        Self::Portable,
+        Self::Avx2,
+        Self::Avx512,
+        Self::Avx512Bf16,
+        Self::AmxBf16,
+    ];
 
     /// The strongest set this CPU has (for AMX, in this process: the first
     /// call asks Linux for the tile data).
@@ -47,6 +56,9 @@ impl InstructionSet {
             if avx512 {
                 return Self::Avx512;
             }
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                return Self::Avx2;
+            }
         }
         Self::Portable
     }
@@ -55,6 +67,7 @@ impl InstructionSet {
     pub fn name(self) -> &'static str {
         match self {
             Self::Portable => "portable",
+            Self::Avx2 => "avx2",
             Self::Avx512 => "avx512",
             Self::Avx512Bf16 => "avx512-bf16",
             Self::AmxBf16 => "amx-bf16",
@@ -117,9 +130,9 @@ impl fmt::Display for InstructionSet {
 /// A name that is not an [`InstructionSet`]'s, or a `CAF_CPU_CAP` that holds one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CpuCapError {
-    #[error("unknown instruction set `{0}` (use portable, avx512, avx512-bf16 or amx-bf16)")]
+    #[error("unknown instruction set `{0}` (use portable, avx2, avx512, avx512-bf16 or amx-bf16)")]
     Unknown(String),
-    #[error("{CPU_CAP_VARIABLE}=`{0}` is not an instruction set: use portable, avx512, avx512-bf16 or amx-bf16, or unset it")]
+    #[error("{CPU_CAP_VARIABLE}=`{0}` is not an instruction set: use portable, avx2, avx512, avx512-bf16 or amx-bf16, or unset it")]
     Variable(String),
 }
 
@@ -150,11 +163,13 @@ pub fn instruction_set() -> InstructionSet {
 }
 
 /// Runs `kernel` compiled with AVX-512F where the kernels may use it
-/// ([`instruction_set`] at least [`InstructionSet::Avx512`]), else as built
-/// for the baseline (SSE2 on x86-64): the loops the compiler vectorises in
-/// it get 512-bit vectors instead of 128-bit ones. The results are the same
-/// bits either way: without FMA contraction or reassociation, each lane of
-/// a vectorised loop does the scalar loop's arithmetic. `kernel` gains only
+/// ([`instruction_set`] at least [`InstructionSet::Avx512`]), with AVX2 and
+/// FMA where they may use those, else as built for the baseline (SSE2 on
+/// x86-64): the loops the compiler vectorises in it get 512-bit or 256-bit
+/// vectors instead of 128-bit ones. The results are the same
+/// bits either way: without FMA contraction (Rust never fuses a multiply
+/// and an add on its own) or reassociation, each lane of a vectorised loop
+/// does the scalar loop's arithmetic. `kernel` gains only
 /// what is inlined into it: pass a closure marked `#[inline(always)]` around
 /// the loop, and mark the functions it calls so too (a loop the compiler
 /// leaves in a function of its own is built for the baseline).
@@ -166,6 +181,17 @@ pub(crate) fn vectorised<R>(kernel: impl FnOnce() -> R) -> R {
         // so this CPU has AVX-512F.
         return unsafe { with_avx512(kernel) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if instruction_set() >= InstructionSet::Avx2 {
+        // SAFETY: as above, this CPU has AVX2 and FMA.
+        return unsafe { with_avx2(kernel) };
+    }
+    kernel()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn with_avx2<R>(kernel: impl FnOnce() -> R) -> R {
     kernel()
 }
 
@@ -326,10 +352,7 @@ mod tests {
         for set in InstructionSet::ALL {
             assert_eq!(set.name().parse::<InstructionSet>(), Ok(set));
         }
-        assert_eq!(
-            "avx2".parse::<InstructionSet>(),
-            Err(CpuCapError::Unknown("avx2".into()))
-        );
+        assert_eq!("avx".parse::<InstructionSet>(), Err(CpuCapError::Unknown("avx".into())));
         for precision in [Precision::F32, Precision::Bf16] {
             assert_eq!(precision.to_string().parse::<Precision>(), Ok(precision));
         }

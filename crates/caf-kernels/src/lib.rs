@@ -37,7 +37,7 @@
 //! bf16 products run on tiles by `tdpbf16ps`, on CPUs with AVX512-BF16 on
 //! `vdpbf16ps`, elsewhere on the rounded operands in f32.
 //! [`instruction_set`] says which kernels run, and the `CAF_CPU_CAP`
-//! environment variable caps it (`portable`, `avx512`, `avx512-bf16`,
+//! environment variable caps it (`portable`, `avx2`, `avx512`, `avx512-bf16`,
 //! `amx-bf16`) to run on one machine what another CPU would.
 //!
 //! Each function picks the device path itself, so a layer calls one function

@@ -526,24 +526,18 @@ fn kernel_transform_len<const M: usize, const R: usize, const N: usize>(g: &Geom
 /// The work on one block of tiles, with the worker's scratch buffers.
 trait Block {
     type Scratch;
-    /// Must be `#[inline(always)]`, so that [`run_block`] compiles it for AVX-512.
+    /// Must be `#[inline(always)]`, so that [`run_block`] compiles it for wide vectors.
     fn run(&self, tiles: Range<usize>, scratch: &mut Self::Scratch);
 }
 
-/// Runs `block`, compiled for AVX-512 where the CPU has it: the transforms
-/// are plain loops over lanes, which the baseline x86-64 target compiles to SSE2.
+/// Runs `block` compiled for the widest vectors the kernels may use
+/// ([`crate::cpu::vectorised`]): the transforms are plain loops over lanes,
+/// which the baseline x86-64 target compiles to SSE2.
 fn run_block<B: Block>(block: &B, tiles: Range<usize>, scratch: &mut B::Scratch) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::cpu::instruction_set() >= crate::cpu::InstructionSet::Avx512 {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn run_avx512<B: Block>(block: &B, tiles: Range<usize>, scratch: &mut B::Scratch) {
-            block.run(tiles, scratch)
-        }
-        // SAFETY: the CPU has AVX-512F: the instruction set in use (checked
-        // just above) is never above the detected one.
-        return unsafe { run_avx512(block, tiles, scratch) };
-    }
-    block.run(tiles, scratch)
+    crate::cpu::vectorised(
+        #[inline(always)]
+        || block.run(tiles, scratch),
+    )
 }
 
 /// The input both kinds of block cut their tiles from, and how.
