@@ -447,14 +447,14 @@ fn measured_threads() -> usize {
     rayon::current_num_threads()
 }
 
-/// The CPU a figure was measured on (Linux): its model, the instruction-set
+/// The CPU a figure was measured on (Linux): its name, family and model, the instruction-set
 /// flags our kernels choose between, and the cores this process may use.
 fn machine() -> Value {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |name: &str| {
         info.lines()
-            .find(|line| line.starts_with(name))
-            .and_then(|line| line.split_once(':'))
+            .filter_map(|line| line.split_once(':'))
+            .find(|(key, _)| key.trim() == name)
             .map(|(_, value)| value.trim().to_string())
     };
     let flags = field("flags").unwrap_or_default();
@@ -464,6 +464,10 @@ fn machine() -> Value {
         .collect();
     json!({
         "cpu": field("model name"),
+        // Two CPUs of one name can differ in what they run (an AMD EPYC
+        // of family 25 is model 1 without AVX-512, model 17 with it).
+        "family": field("cpu family"),
+        "model": field("model"),
         "flags": has,
         "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
     })
@@ -642,6 +646,27 @@ fn print_table(report: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The record names the CPU by family and model as well as by name,
+    /// each read from its own line (`model` is not `model name`).
+    #[test]
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    fn the_machine_is_named_by_family_and_model() {
+        let machine = machine();
+        let number = |key: &str| {
+            machine[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("{key} missing from {machine}"))
+                .parse::<u32>()
+                .unwrap_or_else(|_| panic!("{key} is not a number in {machine}"))
+        };
+        assert!(number("family") > 0, "{machine}");
+        number("model");
+        assert!(
+            machine["cpu"].as_str().is_some_and(|name| !name.is_empty()),
+            "{machine}"
+        );
+    }
 
     #[test]
     fn peers_get_the_threads_our_kernels_run_on() {
