@@ -57,6 +57,17 @@ def timed(fn, warmup, runs, min_seconds):
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "runs": len(times)}
 
 
+def per_layer_parser(description, batch, runs):
+    """The arguments the per-layer scripts (openvino_layers.py, onnxruntime_layers.py) share."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--arch", choices=["alexnet", "resnet18"], default="resnet18")
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--runs", type=int, default=runs)
+    return parser
+
+
 def export(arch, size, folder):
     path = os.path.join(folder, f"{arch}.onnx")
     torch.manual_seed(0)

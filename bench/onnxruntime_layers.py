@@ -11,7 +11,6 @@ uses it:
     python bench/onnxruntime_layers.py --arch resnet18 --batch 1 --threads 2
 """
 
-import argparse
 import collections
 import json
 import os
@@ -27,12 +26,7 @@ import onnx_bench  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", choices=["alexnet", "resnet18"], default="resnet18")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--runs", type=int, default=20)
+    parser = onnx_bench.per_layer_parser(__doc__.splitlines()[0], batch=1, runs=20)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     import onnxruntime as ort

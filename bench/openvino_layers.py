@@ -11,7 +11,6 @@ nothing in the tests uses it:
     python bench/openvino_layers.py --arch resnet18 --batch 64 --precision bf16 --threads 2
 """
 
-import argparse
 import os
 import sys
 import tempfile
@@ -25,13 +24,8 @@ import onnx_bench  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", choices=["alexnet", "resnet18"], default="resnet18")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--size", type=int, default=224)
+    parser = onnx_bench.per_layer_parser(__doc__.splitlines()[0], batch=64, runs=5)
     parser.add_argument("--precision", choices=["f32", "bf16"], default="bf16")
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     import openvino as ov
