@@ -17,8 +17,9 @@ pub const CPU_CAP_VARIABLE: &str = "CAF_CPU_CAP";
 pub enum InstructionSet {
     /// Plain Rust, compiled for the baseline target (SSE2 on x86-64).
     Portable,
-    /// AVX2 and FMA: the same plain Rust loops (Winograd transforms, max
-    /// pooling, batch norm, Adam) compiled for 256-bit vectors.
+    /// AVX2 and FMA: the plain Rust loops of the Winograd transforms,
+    /// batch norm, Adam and the sums compiled for 256-bit vectors; max
+    /// pooling stays on the baseline.
     Avx2,
     /// AVX-512F and BW: Winograd transforms, max pooling.
     Avx512,
@@ -166,11 +167,10 @@ pub fn instruction_set() -> InstructionSet {
 /// ([`instruction_set`] at least [`InstructionSet::Avx512`]), with AVX2 and
 /// FMA where they may use those, else as built for the baseline (SSE2 on
 /// x86-64): the loops the compiler vectorises in it get 512-bit or 256-bit
-/// vectors instead of 128-bit ones. The results are the same
-/// bits either way: without FMA contraction (Rust never fuses a multiply
-/// and an add on its own) or reassociation, each lane of a vectorised loop
-/// does the scalar loop's arithmetic. `kernel` gains only
-/// what is inlined into it: pass a closure marked `#[inline(always)]` around
+/// vectors instead of 128-bit ones. The results are the same bits either
+/// way: without FMA contraction (Rust never fuses a multiply and an add on
+/// its own) or reassociation, each lane of a vectorised loop does the
+/// scalar loop's arithmetic. `kernel` gains only what is inlined into it: pass a closure marked `#[inline(always)]` around
 /// the loop, and mark the functions it calls so too (a loop the compiler
 /// leaves in a function of its own is built for the baseline).
 #[inline(always)]
