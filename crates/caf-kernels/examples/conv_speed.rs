@@ -5,8 +5,11 @@
 //! a CUDA device:
 //!
 //! ```sh
-//! cargo run --release -p caf-kernels --example conv_speed -- [--batch 16] [--layer resnet] [--precision f32|bf16] [--device cpu|cuda] [--frozen] [--json]
+//! cargo run --release -p caf-kernels --example conv_speed -- [--batch 16] [--layer resnet] [--precision f32|bf16] [--device cpu|cuda] [--frozen] [--runs 10] [--json]
 //! ```
+//!
+//! `--runs` sets how many timed runs each figure is the fastest of: raise
+//! it to put one layer (`--layer`) under `perf`.
 //!
 //! `--frozen` times the forward pass alone with a `FrozenWeight` in the
 //! given precision, as inference runs it (its kept operands made before
@@ -86,6 +89,7 @@ struct Options {
     precision: Precision,
     device: Device,
     frozen: bool,
+    runs: usize,
     json: bool,
 }
 
@@ -96,6 +100,7 @@ fn options() -> Result<Options> {
         precision: Precision::F32,
         device: Device::Cpu,
         frozen: false,
+        runs: 10,
         json: false,
     };
     let mut args = std::env::args().skip(1);
@@ -115,11 +120,18 @@ fn options() -> Result<Options> {
                     .map_err(|_| candle_core::Error::Msg(format!("--batch {value}: not a count")))?
             }
             "--layer" => options.filter = value,
+            "--runs" => {
+                options.runs = value
+                    .parse()
+                    .ok()
+                    .filter(|&runs| runs > 0)
+                    .ok_or_else(|| candle_core::Error::Msg(format!("--runs {value}: not a positive count")))?
+            }
             "--precision" => options.precision = value.parse().map_err(|e| candle_core::Error::Msg(format!("{e}")))?,
             "--device" => options.device = parse_device(&value).map_err(|e| candle_core::Error::Msg(e.to_string()))?,
             other => {
                 return Err(candle_core::Error::Msg(format!(
-                    "unknown option {other} (--batch, --layer, --precision, --device, --frozen, --json)"
+                    "unknown option {other} (--batch, --layer, --precision, --device, --frozen, --runs, --json)"
                 )))
             }
         }
@@ -127,16 +139,16 @@ fn options() -> Result<Options> {
     Ok(options)
 }
 
-/// The fastest of ten runs after two untimed ones, waiting for the device
-/// after each. The gradients' times are differences of two such figures:
-/// on a busy machine one can come out at or below zero.
-fn best_ms(device: &Device, mut run: impl FnMut() -> Result<()>) -> Result<f64> {
+/// The fastest of `runs` runs after two untimed ones, waiting for the
+/// device after each. The gradients' times are differences of two such
+/// figures: on a busy machine one can come out at or below zero.
+fn best_ms(device: &Device, runs: usize, mut run: impl FnMut() -> Result<()>) -> Result<f64> {
     for _ in 0..2 {
         run()?;
     }
     device.synchronize()?;
     let mut best = f64::MAX;
-    for _ in 0..10 {
+    for _ in 0..runs {
         let started = Instant::now();
         run()?;
         device.synchronize()?;
@@ -183,7 +195,7 @@ fn time_layer(layer: &Layer, options: &Options) -> Result<()> {
     let cell = |ms: f64| format!("{ms:7.2} ({:5.0})", flops / ms / 1e6);
     if options.frozen {
         let frozen = FrozenWeight::with_precision(w.as_tensor(), options.precision)?;
-        let forward = best_ms(device, || conv2d(&x, &frozen, None, params).map(drop))?;
+        let forward = best_ms(device, options.runs, || conv2d(&x, &frozen, None, params).map(drop))?;
         if options.json {
             println!(
                 r#"{{"layer":"{}","batch":{},"precision":"{}","frozen":true,"forward_ms":{:.4}}}"#,
@@ -197,14 +209,14 @@ fn time_layer(layer: &Layer, options: &Options) -> Result<()> {
         }
         return Ok(());
     }
-    let forward = best_ms(device, || conv2d(&x, &w, None, params).map(drop))?;
+    let forward = best_ms(device, options.runs, || conv2d(&x, &w, None, params).map(drop))?;
     let dy = Tensor::randn(0f32, 1.0, y.shape(), device)?;
     // Both gradients together, then the weight gradient alone (image untracked).
-    let both = best_ms(device, || {
+    let both = best_ms(device, options.runs, || {
         (conv2d(&x, &w, None, params)? * &dy)?.sum_all()?.backward().map(drop)
     })?;
     let image = x.as_tensor().detach();
-    let weight_only = best_ms(device, || {
+    let weight_only = best_ms(device, options.runs, || {
         (conv2d(&image, &w, None, params)? * &dy)?
             .sum_all()?
             .backward()
@@ -212,7 +224,9 @@ fn time_layer(layer: &Layer, options: &Options) -> Result<()> {
     })?;
     // The loss and its backward pass on their own, over an output-sized variable.
     let stand_in = Var::from_tensor(&y.detach())?;
-    let loss_only = best_ms(device, || (stand_in.as_tensor() * &dy)?.sum_all()?.backward().map(drop))?;
+    let loss_only = best_ms(device, options.runs, || {
+        (stand_in.as_tensor() * &dy)?.sum_all()?.backward().map(drop)
+    })?;
     let input_grad = both - weight_only;
     let weight_grad = weight_only - forward - loss_only;
     if options.json {

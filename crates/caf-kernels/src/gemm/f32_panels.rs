@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::split::{nothing_to_multiply, row_panels_first, Share};
-use super::x86::store_row_panel_block;
+use super::x86::{with_parked_sums, Parking};
 use super::{DisjointOutput, Matrix, Threads};
 
 /// Rows of the register block: four vectors of 16.
@@ -127,45 +127,54 @@ unsafe fn product(
 ) {
     debug_assert!(rows.start.is_multiple_of(MR) && b.col_stride == 1);
     let k = a.cols;
-    for first_column in columns.clone().step_by(NC) {
-        let last_column = (first_column + NC).min(columns.end);
-        for first_inner in (0..k).step_by(KC) {
-            let depth = KC.min(k - first_inner);
-            for first_row in rows.clone().step_by(MR) {
-                let panel = a.panel(first_inner, first_row / MR);
-                for column in (first_column..last_column).step_by(NR) {
-                    let block = Block {
-                        depth,
-                        a: panel.as_ptr(),
-                        // SAFETY: row first_inner < b.rows and column < b.cols: inside the checked view.
-                        b: unsafe { b.data.as_ptr().add(first_inner * b.row_stride + column) },
-                        ldb: b.row_stride,
-                        // SAFETY: row first_row < a.rows and column < ldc: inside `dst`.
-                        c: unsafe { dst.0.add(first_row * ldc + column) },
-                        ldc,
-                        rows: MR.min(rows.end - first_row),
-                        add: accumulate || first_inner > 0,
-                    };
-                    // SAFETY: the panel holds `depth × MR` values; `b` has
-                    // `depth` rows of the block's columns from `b`; the block
-                    // lies inside the caller's part of `dst`.
-                    unsafe {
-                        match (last_column - column).min(NR) {
-                            6 => block.run::<6>(),
-                            5 => block.run::<5>(),
-                            4 => block.run::<4>(),
-                            3 => block.run::<3>(),
-                            2 => block.run::<2>(),
-                            _ => block.run::<1>(),
+    with_parked_sums(rows.len(), NC.min(columns.len()), NR, (k, KC), |parked| {
+        for first_column in columns.clone().step_by(NC) {
+            let last_column = (first_column + NC).min(columns.end);
+            for first_inner in (0..k).step_by(KC) {
+                let depth = KC.min(k - first_inner);
+                for first_row in rows.clone().step_by(MR) {
+                    let panel = a.panel(first_inner, first_row / MR);
+                    for column in (first_column..last_column).step_by(NR) {
+                        let block = Block {
+                            depth,
+                            a: panel.as_ptr(),
+                            // SAFETY: row first_inner < b.rows and column < b.cols: inside the checked view.
+                            b: unsafe { b.data.as_ptr().add(first_inner * b.row_stride + column) },
+                            ldb: b.row_stride,
+                            // SAFETY: row first_row < a.rows and column < ldc: inside `dst`.
+                            c: unsafe { dst.0.add(first_row * ldc + column) },
+                            ldc,
+                            rows: MR.min(rows.end - first_row),
+                            add: accumulate,
+                            parking: parked.block(
+                                first_row - rows.start,
+                                column - first_column,
+                                first_inner..first_inner + depth,
+                            ),
+                        };
+                        // SAFETY: the panel holds `depth × MR` values; `b` has
+                        // `depth` rows of the block's columns from `b`; the block
+                        // lies inside the caller's part of `dst`, its parking is
+                        // its own.
+                        unsafe {
+                            match (last_column - column).min(NR) {
+                                6 => block.run::<6>(),
+                                5 => block.run::<5>(),
+                                4 => block.run::<4>(),
+                                3 => block.run::<3>(),
+                                2 => block.run::<2>(),
+                                _ => block.run::<1>(),
+                            }
                         }
                     }
                 }
             }
         }
-    }
+    });
 }
 
-/// One register block: `c[..rows, ..C] (+)= A panel · b[.., ..C]`.
+/// One register block: `c[..rows, ..C] (+)= A panel · b[.., ..C]`, over
+/// one inner block.
 struct Block {
     depth: usize,
     a: *const f32,
@@ -174,7 +183,9 @@ struct Block {
     c: *mut f32,
     ldc: usize,
     rows: usize,
+    /// Add the sums to `c` instead of writing them.
     add: bool,
+    parking: Parking,
 }
 
 impl Block {
@@ -183,10 +194,11 @@ impl Block {
     /// # Safety
     /// AVX-512F; the panel holds `depth × MR` values; `b` has `depth` rows
     /// of `C` readable values, `ldb` apart; `c` has `rows` rows of `C`
-    /// writable elements, `ldc` apart.
+    /// writable elements, `ldc` apart; no other block shares its parking.
     #[target_feature(enable = "avx512f")]
     unsafe fn run<const C: usize>(&self) {
-        let mut sums = [[_mm512_setzero_ps(); 4]; C];
+        // SAFETY: the parking is this block's own (the caller's promise).
+        let mut sums = unsafe { self.parking.start::<C>() };
         for t in 0..self.depth {
             // SAFETY (this loop): t < depth, inside the panel and `b`'s rows.
             let a_column = unsafe { self.a.add(t * MR) };
@@ -201,8 +213,8 @@ impl Block {
         }
         // The sums run down the rows, `c`'s rows are `ldc` apart.
         // SAFETY: `c` has `rows ≤ MR` rows of C writable elements, `ldc`
-        // apart (the caller's promise).
-        unsafe { store_row_panel_block(sums, self.c, self.ldc, self.rows, self.add) };
+        // apart, and the parking is this block's own (the caller's promise).
+        unsafe { self.parking.finish(sums, self.c, self.ldc, self.rows, self.add) };
     }
 }
 
@@ -269,9 +281,12 @@ mod tests {
                 }
             }
         }
-        // Past one block of columns, accumulating, and a strided right operand.
+        // Past one block of columns, accumulating, and a strided right
+        // operand; past one block of columns and of the inner dimension
+        // (the sums parked between inner blocks, pass after pass).
         check(65, 241, 33, false, true, Threads::One);
         check(70, 13, 600, true, true, Threads::One);
+        check(65, 485, 1030, false, true, Threads::One);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! AVX-512 pieces our product kernels share: the 16 × 16 transposition of
 //! 32-bit lanes (the bf16 packers turn rows of pairs into columns with it)
 //! and the write-back of a block of sums that run down the rows (the f32
-//! and bf16 row panels).
+//! and bf16 row panels), parked between inner blocks ([`Parking`]).
 
 use std::arch::x86_64::*;
+use std::cell::RefCell;
+use std::ops::Range;
 
 /// A mask of the first `count` of 16 lanes (all of them from 16 on).
 pub(crate) fn first_lanes(count: usize) -> __mmask16 {
@@ -86,6 +88,142 @@ pub(super) unsafe fn store_row_panel_block<const C: usize>(
                     value
                 };
                 _mm512_mask_storeu_ps(at, mask, value);
+            }
+        }
+    }
+}
+
+/// Rows of a row-panel register block: four vectors of 16.
+const PANEL_ROWS: usize = 64;
+/// Columns of a row-panel register block at most.
+const MAX_PANEL_COLUMNS: usize = 16;
+
+thread_local! {
+    /// This thread's row-panel blocks' sums between the inner blocks of a
+    /// product ([`Parking`]), kept between products.
+    static PARKED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Where the sums of one row-panel register block (64 rows, `C` columns)
+/// start and end, over one inner block of a product whose inner dimension
+/// may take several. Between inner blocks the sums are parked as the
+/// registers hold them, and turned round into `dst`'s rows
+/// ([`store_row_panel_block`]) once, after the last: a deep product (a
+/// 3×3 convolution of 512 channels has 4608 inner rows) used to add every
+/// inner block's sums to `dst` by rows, each time through four 16 × 16
+/// transpositions.
+pub(super) struct Parking {
+    /// This block's floats in the thread's parked sums; `None` when the
+    /// inner dimension is one block.
+    slot: Option<*mut f32>,
+    /// Start from the parked sums (an inner block after the first).
+    resume: bool,
+    /// The last inner block: write the sums to `dst`, else park them.
+    last: bool,
+}
+
+/// Runs `product` with this thread's parked sums sized for the register
+/// blocks of `rows` (whole [`PANEL_ROWS`]-row panels) and `columns`
+/// columns at a time (blocks of `block_columns`), when the inner
+/// dimension `k` takes more than one block of `kc`.
+pub(super) fn with_parked_sums<R>(
+    rows: usize,
+    columns: usize,
+    block_columns: usize,
+    (k, kc): (usize, usize),
+    product: impl FnOnce(&mut ParkedSums) -> R,
+) -> R {
+    assert!(block_columns <= MAX_PANEL_COLUMNS);
+    let mut data = PARKED.take();
+    let blocks_per_panel = columns.div_ceil(block_columns);
+    if k > kc {
+        data.resize(
+            rows.div_ceil(PANEL_ROWS) * blocks_per_panel * PANEL_ROWS * block_columns,
+            0.0,
+        );
+    }
+    let mut parked = ParkedSums {
+        data,
+        blocks_per_panel,
+        block_len: PANEL_ROWS * block_columns,
+        k,
+        kc,
+    };
+    let result = product(&mut parked);
+    PARKED.set(parked.data);
+    result
+}
+
+/// A thread's parked sums for one product ([`with_parked_sums`]).
+pub(super) struct ParkedSums {
+    data: Vec<f32>,
+    blocks_per_panel: usize,
+    block_len: usize,
+    k: usize,
+    kc: usize,
+}
+
+impl ParkedSums {
+    /// The parking of the register block whose first row is `row` and
+    /// first column `column` (both counted from the worker's first, and
+    /// `column` within one pass over the columns), over the inner block
+    /// `inner`.
+    pub(super) fn block(&mut self, row: usize, column: usize, inner: Range<usize>) -> Parking {
+        let block_columns = self.block_len / PANEL_ROWS;
+        let index = row / PANEL_ROWS * self.blocks_per_panel + column / block_columns;
+        let many = self.k > self.kc;
+        Parking {
+            slot: many.then(|| self.data[index * self.block_len..][..self.block_len].as_mut_ptr()),
+            resume: inner.start > 0,
+            last: inner.end >= self.k,
+        }
+    }
+}
+
+impl Parking {
+    /// The block's sums to start from: zeros, or those parked.
+    ///
+    /// # Safety
+    /// AVX-512F; no other block's parking shares this one's slot.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn start<const C: usize>(&self) -> [[__m512; 4]; C] {
+        let mut sums = [[_mm512_setzero_ps(); 4]; C];
+        if self.resume {
+            let slot = self.slot.expect("an inner block after the first has parked sums");
+            for (j, column) in sums.iter_mut().enumerate() {
+                for (v, sum) in column.iter_mut().enumerate() {
+                    // SAFETY: (4j + v + 1) · 16 ≤ 64 · C, inside the slot.
+                    *sum = unsafe { _mm512_loadu_ps(slot.add((4 * j + v) * 16)) };
+                }
+            }
+        }
+        sums
+    }
+
+    /// Parks the sums, or after the last inner block writes them:
+    /// `c[..rows, ..C] (+)= sums` ([`store_row_panel_block`]).
+    ///
+    /// # Safety
+    /// AVX-512F; as [`Self::start`]; `c` has `rows ≤ 64` rows of `C ≤ 16`
+    /// writable elements, `ldc` apart.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn finish<const C: usize>(
+        &self,
+        sums: [[__m512; 4]; C],
+        c: *mut f32,
+        ldc: usize,
+        rows: usize,
+        add: bool,
+    ) {
+        if self.last {
+            // SAFETY: the caller's promise.
+            return unsafe { store_row_panel_block(sums, c, ldc, rows, add) };
+        }
+        let slot = self.slot.expect("an inner block before the last parks its sums");
+        for (j, column) in sums.iter().enumerate() {
+            for (v, &sum) in column.iter().enumerate() {
+                // SAFETY: (4j + v + 1) · 16 ≤ 64 · C, inside the slot.
+                unsafe { _mm512_storeu_ps(slot.add((4 * j + v) * 16), sum) };
             }
         }
     }

@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::super::super::split::{nothing_to_multiply, row_panels_first, Share};
-use super::super::super::x86::store_row_panel_block;
+use super::super::super::x86::{with_parked_sums, Parking};
 use super::super::bf16_bits;
 use super::{pack_b_view, DisjointOutput, Matrix, Threads, KC, NC, NR, PACKED_B};
 
@@ -108,50 +108,55 @@ unsafe fn product(
 ) {
     let k = a.cols;
     let (mut packed_b, mut rows_b) = PACKED_B.take();
-    for first_column in columns.clone().step_by(NC) {
-        let width = NC.min(columns.end - first_column);
-        for first_inner in (0..k).step_by(KC) {
-            let depth = KC.min(k - first_inner);
-            let pairs = depth.div_ceil(2);
-            let (inner, block_columns) = (first_inner..first_inner + depth, first_column..first_column + width);
-            pack_b_view::<NR>(b, inner, block_columns, pairs, &mut packed_b, &mut rows_b);
-            for first_row in rows.clone().step_by(MR) {
-                let panel = a.panel(first_inner, first_row / MR);
-                for column in (0..width).step_by(NR_BLOCK) {
-                    let (panel_b, offset) = (column / NR, column % NR);
-                    let block = Block {
-                        pairs,
-                        a: panel.as_ptr(),
-                        // Pair p of column `offset + j` of `b`'s panel is at `p · NR + offset + j`.
-                        b: packed_b[panel_b * pairs * NR + offset..].as_ptr(),
-                        // SAFETY: row first_row < a.rows and column
-                        // first_column + column < ldc: inside `dst`.
-                        c: unsafe { dst.0.add(first_row * ldc + first_column + column) },
-                        ldc,
-                        rows: MR.min(rows.end - first_row),
-                        add: accumulate || first_inner > 0,
-                    };
-                    // SAFETY: the panels hold `pairs` pairs of MR rows and of
-                    // NR columns (NR_BLOCK columns from `offset` stay inside
-                    // one); the block lies inside the caller's part of `dst`.
-                    unsafe {
-                        match (width - column).min(NR_BLOCK) {
-                            6 => block.run::<6>(),
-                            5 => block.run::<5>(),
-                            4 => block.run::<4>(),
-                            3 => block.run::<3>(),
-                            2 => block.run::<2>(),
-                            _ => block.run::<1>(),
+    with_parked_sums(rows.len(), NC.min(columns.len()), NR_BLOCK, (k, KC), |parked| {
+        for first_column in columns.clone().step_by(NC) {
+            let width = NC.min(columns.end - first_column);
+            for first_inner in (0..k).step_by(KC) {
+                let depth = KC.min(k - first_inner);
+                let pairs = depth.div_ceil(2);
+                let (inner, block_columns) = (first_inner..first_inner + depth, first_column..first_column + width);
+                pack_b_view::<NR>(b, inner.clone(), block_columns, pairs, &mut packed_b, &mut rows_b);
+                for first_row in rows.clone().step_by(MR) {
+                    let panel = a.panel(first_inner, first_row / MR);
+                    for column in (0..width).step_by(NR_BLOCK) {
+                        let (panel_b, offset) = (column / NR, column % NR);
+                        let block = Block {
+                            pairs,
+                            a: panel.as_ptr(),
+                            // Pair p of column `offset + j` of `b`'s panel is at `p · NR + offset + j`.
+                            b: packed_b[panel_b * pairs * NR + offset..].as_ptr(),
+                            // SAFETY: row first_row < a.rows and column
+                            // first_column + column < ldc: inside `dst`.
+                            c: unsafe { dst.0.add(first_row * ldc + first_column + column) },
+                            ldc,
+                            rows: MR.min(rows.end - first_row),
+                            add: accumulate,
+                            parking: parked.block(first_row - rows.start, column, inner.clone()),
+                        };
+                        // SAFETY: the panels hold `pairs` pairs of MR rows and of
+                        // NR columns (NR_BLOCK columns from `offset` stay inside
+                        // one); the block lies inside the caller's part of `dst`,
+                        // its parking is its own.
+                        unsafe {
+                            match (width - column).min(NR_BLOCK) {
+                                6 => block.run::<6>(),
+                                5 => block.run::<5>(),
+                                4 => block.run::<4>(),
+                                3 => block.run::<3>(),
+                                2 => block.run::<2>(),
+                                _ => block.run::<1>(),
+                            }
                         }
                     }
                 }
             }
         }
-    }
+    });
     PACKED_B.set((packed_b, rows_b));
 }
 
-/// One register block: `c[..rows, ..C] (+)= A panel · B columns`.
+/// One register block: `c[..rows, ..C] (+)= A panel · B columns`, over
+/// one inner block.
 struct Block {
     pairs: usize,
     a: *const u32,
@@ -159,7 +164,9 @@ struct Block {
     c: *mut f32,
     ldc: usize,
     rows: usize,
+    /// Add the sums to `c` instead of writing them.
     add: bool,
+    parking: Parking,
 }
 
 impl Block {
@@ -168,10 +175,12 @@ impl Block {
     /// # Safety
     /// AVX-512F, BW and BF16; the A panel holds `pairs × MR` pairs, `b`
     /// has `C` readable pairs at each of `p · NR` for `p < pairs`; `c` has
-    /// `rows` rows of `C` writable elements, `ldc` apart.
+    /// `rows` rows of `C` writable elements, `ldc` apart; no other block
+    /// shares its parking.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     unsafe fn run<const C: usize>(&self) {
-        let mut sums = [[_mm512_setzero_ps(); 4]; C];
+        // SAFETY: the parking is this block's own (the caller's promise).
+        let mut sums = unsafe { self.parking.start::<C>() };
         for p in 0..self.pairs {
             // SAFETY (this loop): p < pairs, inside both panels.
             let a_pairs = unsafe { self.a.add(p * MR) };
@@ -187,7 +196,7 @@ impl Block {
             }
         }
         // SAFETY: `c` has `rows ≤ MR` rows of C writable elements, `ldc`
-        // apart (the caller's promise).
-        unsafe { store_row_panel_block(sums, self.c, self.ldc, self.rows, self.add) };
+        // apart, and the parking is this block's own (the caller's promise).
+        unsafe { self.parking.finish(sums, self.c, self.ldc, self.rows, self.add) };
     }
 }
