@@ -275,11 +275,6 @@ impl Geometry {
         first.min(end)..end
     }
 
-    /// [`Self::valid_columns`] of every kernel column.
-    fn all_valid_columns(&self) -> Vec<Range<usize>> {
-        (0..self.kernel_w).map(|kx| self.valid_columns(kx)).collect()
-    }
-
     /// The input row of output row `oy` and kernel row `ky`, if inside the image.
     fn input_row(&self, oy: usize, ky: usize) -> Option<usize> {
         (oy * self.stride + ky)
@@ -349,81 +344,102 @@ fn im2col_rows<T: Element>(x: &[T], g: &Geometry, rows: Range<usize>, cols: &mut
 }
 
 /// The `kh·kw` column rows of one input channel's plane at output rows
-/// `rows`, `row_stride` apart in `columns`.
+/// `rows`, `row_stride` apart in `columns`. The input rows they read are
+/// first laid out with the padding's zeros around them (and, for strides
+/// above 1, split into their phases), so that every output row of every
+/// kernel tap is one contiguous run of that copy: a map of 7 or 14 columns
+/// has thousands of such runs per image, and the zeros written for each
+/// run's padding and the calls copying it had cost more than the values.
 fn im2col_channel<T: Element>(plane: &[T], g: &Geometry, rows: Range<usize>, columns: &mut [T], row_stride: usize) {
-    if g.stride > 1 {
-        return im2col_channel_strided(plane, g, rows, columns, row_stride);
+    if rows.is_empty() {
+        return;
     }
-    let width = rows.len() * g.out_w;
-    let valid_columns = g.all_valid_columns();
+    let s = g.stride;
+    let padded = PaddedRows::new(plane, g, rows.clone());
     for ky in 0..g.kernel_h {
-        for (kx, valid) in valid_columns.iter().enumerate() {
-            let out = &mut columns[(ky * g.kernel_w + kx) * row_stride..][..width];
+        for kx in 0..g.kernel_w {
+            let out = &mut columns[(ky * g.kernel_w + kx) * row_stride..][..rows.len() * g.out_w];
             for (out_row, oy) in out.chunks_exact_mut(g.out_w).zip(rows.clone()) {
-                let Some(iy) = g.input_row(oy, ky) else {
-                    out_row.fill(T::ZERO);
-                    continue;
-                };
-                out_row[..valid.start].fill(T::ZERO);
-                out_row[valid.end..].fill(T::ZERO);
-                if !valid.is_empty() {
-                    let start = iy * g.width + valid.start + kx - g.padding;
-                    out_row[valid.clone()].copy_from_slice(&plane[start..start + valid.len()]);
-                }
+                copy_run(out_row, padded.run(oy * s + ky, kx, g.out_w));
             }
         }
     }
 }
 
-/// [`im2col_channel`] for strides above 1: the input rows the band reads
-/// are first split into their `stride` phases (phase `q` of a row holds its
-/// columns `q, q + s, q + 2s, …`), so that every kernel column's samples
-/// are one contiguous run of a phase instead of a strided gather, and each
-/// input row is split once however many kernel rows read it (together
-/// 2.7–3 times faster on AlexNet's and ResNet's first layers).
-fn im2col_channel_strided<T: Element>(
-    plane: &[T],
-    g: &Geometry,
-    rows: Range<usize>,
-    columns: &mut [T],
-    row_stride: usize,
-) {
-    let s = g.stride;
-    let phase_len = g.width.div_ceil(s);
-    let first_row = (rows.start * s).saturating_sub(g.padding).min(g.height);
-    let end_row = ((rows.end.max(1) - 1) * s + g.kernel_h)
-        .saturating_sub(g.padding)
-        .clamp(first_row, g.height);
-    let mut phases = vec![T::ZERO; (end_row - first_row) * s * phase_len];
-    for (row, split) in plane[first_row * g.width..end_row * g.width]
-        .chunks_exact(g.width)
-        .zip(phases.chunks_exact_mut(s * phase_len))
-    {
-        split_by_phase(row, s, split, phase_len);
-    }
-    let valid_columns = g.all_valid_columns();
-    for ky in 0..g.kernel_h {
-        for (r, oy) in rows.clone().enumerate() {
-            let segment = |kx: usize| (ky * g.kernel_w + kx) * row_stride + r * g.out_w..;
-            let Some(iy) = g.input_row(oy, ky) else {
-                for kx in 0..g.kernel_w {
-                    columns[segment(kx)][..g.out_w].fill(T::ZERO);
-                }
+/// The input rows one channel's output rows read, with the padding's
+/// zeros around them, each split into its `stride` phases (phase `q` of a
+/// row holds its padded columns `q, q + s, q + 2s, …`): the samples of
+/// kernel column `kx` for an output row are then the `out_w` values of
+/// phase `kx mod s` from `kx / s` on.
+struct PaddedRows<T> {
+    values: Vec<T>,
+    /// The padded row index of the first row held.
+    first: usize,
+    stride: usize,
+    phase_len: usize,
+}
+
+impl<T: Element> PaddedRows<T> {
+    fn new(plane: &[T], g: &Geometry, rows: Range<usize>) -> Self {
+        let s = g.stride;
+        let padded_width = g.width + 2 * g.padding;
+        let phase_len = padded_width.div_ceil(s);
+        let (first, end) = (rows.start * s, (rows.end - 1) * s + g.kernel_h);
+        // Padded column c = x + p of input column x is place c / s of phase
+        // c mod s. With p = a·s + b, that is input column x of a line with b
+        // zeros in front, split by phase into places from a on.
+        let (a, b) = (g.padding / s, g.padding % s);
+        let row_len = s * phase_len;
+        let mut values = vec![T::ZERO; (end - first) * row_len + a];
+        let mut line = vec![T::ZERO; if b == 0 { 0 } else { b + g.width }];
+        for (index, padded_row) in (first..end).enumerate() {
+            // Row first + i is kernel row i mod s of its output row: with
+            // fewer kernel rows than the stride (a 1×1/2 shortcut), some
+            // rows are never read.
+            let read = index % s < g.kernel_h;
+            let Some(row) = padded_row.checked_sub(g.padding).filter(|&row| row < g.height && read) else {
                 continue;
             };
-            let split = &phases[(iy - first_row) * s * phase_len..][..s * phase_len];
-            for (kx, valid) in valid_columns.iter().enumerate() {
-                let out_row = &mut columns[segment(kx)][..g.out_w];
-                out_row[..valid.start].fill(T::ZERO);
-                out_row[valid.end..].fill(T::ZERO);
-                if valid.is_empty() {
-                    continue;
-                }
-                // Input column ox·s + kx − padding = (ox + shift)·s + q.
-                let first = valid.start * s + kx - g.padding;
-                let (q, start) = (first % s, first / s);
-                out_row[valid.clone()].copy_from_slice(&split[q * phase_len + start..][..valid.len()]);
+            let row = &plane[row * g.width..][..g.width];
+            let split = &mut values[index * row_len + a..][..row_len];
+            if s == 1 {
+                split[..g.width].copy_from_slice(row);
+            } else if b == 0 {
+                split_by_phase(row, s, split, phase_len);
+            } else {
+                line[b..].copy_from_slice(row);
+                split_by_phase(&line, s, split, phase_len);
             }
+        }
+        Self {
+            values,
+            first,
+            stride: s,
+            phase_len,
+        }
+    }
+
+    /// The `len` samples of kernel column `kx` along padded row `row`.
+    fn run(&self, row: usize, kx: usize, len: usize) -> &[T] {
+        let split = &self.values[(row - self.first) * self.stride * self.phase_len..];
+        &split[kx % self.stride * self.phase_len + kx / self.stride..][..len]
+    }
+}
+
+/// `dst.copy_from_slice(src)`, runs shorter than 16 in fixed-size pieces:
+/// a call to `memcpy` for a handful of values costs more than the copy.
+#[inline(always)]
+fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
+    let len = dst.len();
+    if len >= 16 {
+        return dst.copy_from_slice(src);
+    }
+    let src = &src[..len];
+    let mut at = 0;
+    for piece in [8, 4, 2, 1] {
+        if len - at >= piece {
+            dst[at..at + piece].copy_from_slice(&src[at..at + piece]);
+            at += piece;
         }
     }
 }
