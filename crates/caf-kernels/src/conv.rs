@@ -757,6 +757,13 @@ impl Kernel for ConvKernel<'_> {
                         None => forward(x, weight, bias, g, products),
                     }
                 };
+                // The ReLU commutes with max pooling: pooled first, it is
+                // applied to the maxima instead of in a pass over the larger map.
+                if let (Some(pool), Activation::Relu, None) = (pool, activation, residual) {
+                    if let Some(pooled) = T::as_f32(&y).and_then(|values| T::from_f32_vec(pool.pool_relu(values))) {
+                        return pooled;
+                    }
+                }
                 activation.apply_in_place_after(&mut y, residual);
                 match pool {
                     Some(pool) => pool.forward_keeping(false, g.batch * g.out_channels, &y).0,

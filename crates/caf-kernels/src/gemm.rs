@@ -79,6 +79,10 @@ pub trait Element: candle_core::WithDType + Default + std::ops::AddAssign + Part
     /// The values as f32, if that is their type (what bf16 products pack).
     fn as_f32(values: &[Self]) -> Option<&[f32]>;
 
+    /// f32 values as this type, if it is f32 (the way back from a kernel
+    /// that runs on f32 alone).
+    fn from_f32_vec(values: Vec<f32>) -> Option<Vec<Self>>;
+
     /// The forward pass of a convolution (`x` the batch, `weight`
     /// `out_channels × channels × kh × kw`, packed already when `kept`) with
     /// bf16 products straight on the CPU's AMX tiles, where the instruction
@@ -128,6 +132,10 @@ impl Element for f32 {
         Some(values)
     }
 
+    fn from_f32_vec(values: Vec<f32>) -> Option<Vec<Self>> {
+        Some(values)
+    }
+
     fn convolve_on_tiles(
         x: &[Self],
         weight: (&[Self], Orientation),
@@ -156,6 +164,10 @@ impl Element for f64 {
     }
 
     fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+
+    fn from_f32_vec(_: Vec<f32>) -> Option<Vec<Self>> {
         None
     }
 

@@ -278,11 +278,14 @@ impl PoolGeometry {
         )
     }
 
-    /// The pooled values of `input`'s planes (`in_h × in_w` each, one after
-    /// another) written to `out`'s (`out_h × out_w` each), in this thread:
-    /// for a caller that already shares its work out, whose values are a
-    /// ReLU's output (never NaN, so a plain maximum is the first maximum's
-    /// value). Stride 2 on AVX-512 runs [`pool_relu_stride_2`].
+    /// The pooled values of the ReLU of `input`'s planes (`in_h × in_w`
+    /// each, one after another: a convolution's output, or its ReLU's)
+    /// written to `out`'s (`out_h × out_w` each), in this thread, for a
+    /// caller that already shares its work out: the values of
+    /// [`Self::forward_keeping`] on the ReLU's output, NaN read as the
+    /// ReLU's 0. The ReLU commutes with the maximum, so it is applied to
+    /// the maxima, and a convolution's output needs no ReLU pass of its own.
+    /// Stride 2 on AVX-512 runs [`pool_relu_stride_2`].
     pub(crate) fn pool_relu_planes_here(&self, input: &[f32], out: &mut [f32]) {
         let (in_len, out_len) = (self.in_h * self.in_w, self.out_h * self.out_w);
         assert!(
@@ -296,8 +299,11 @@ impl PoolGeometry {
             return unsafe { pool_relu_stride_2(self, input, out) };
         }
         let mut scratch = self.scratch(false);
+        let mut relu = Vec::with_capacity(in_len);
         for (out, plane) in out.chunks_exact_mut(out_len).zip(input.chunks_exact(in_len)) {
-            self.pool_plane_values(plane, out, &mut scratch);
+            relu.clear();
+            relu.extend(plane.iter().map(|&value| if value > 0.0 { value } else { 0.0 }));
+            self.pool_plane_values(&relu, out, &mut scratch);
         }
     }
 
@@ -350,9 +356,11 @@ impl PoolGeometry {
 }
 
 /// [`PoolGeometry::pool_relu_planes_here`] at stride 2 on AVX-512: for each
-/// output row, the maximum of its window's rows, 16 columns at a time, into
-/// a row padded with −∞ (padding never wins); then for each tap, the even
-/// columns from the tap on, 16 outputs at a time, and their maximum.
+/// output row, the maximum of 0 and its window's rows, 16 columns at a
+/// time (the ReLU: `vmaxps` returns its second operand where the first is
+/// NaN, and the running maximum, never NaN, is the second), into a row
+/// padded with −∞ (padding never wins); then for each tap, the even columns
+/// from the tap on, 16 outputs at a time, and their maximum.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 fn pool_relu_stride_2(g: &PoolGeometry, input: &[f32], out: &mut [f32]) {
@@ -378,9 +386,9 @@ fn pool_relu_stride_2(g: &PoolGeometry, input: &[f32], out: &mut [f32]) {
                 // `in_w - first` (at most 16) elements from `first` of rows
                 // `in_w` long.
                 unsafe {
-                    let mut best = _mm512_maskz_loadu_ps(mask, plane[y0 * in_w + first..].as_ptr());
-                    for y in y0 + 1..y1 {
-                        best = _mm512_max_ps(best, _mm512_maskz_loadu_ps(mask, plane[y * in_w + first..].as_ptr()));
+                    let mut best = _mm512_setzero_ps();
+                    for y in y0..y1 {
+                        best = _mm512_max_ps(_mm512_maskz_loadu_ps(mask, plane[y * in_w + first..].as_ptr()), best);
                     }
                     _mm512_mask_storeu_ps(maxima[first..].as_mut_ptr(), mask, best);
                 }

@@ -346,3 +346,38 @@ fn pooling_a_relus_output_matches_the_general_kernel() -> Result<()> {
     }
     Ok(())
 }
+
+/// The same pooling of a convolution's output before its ReLU (negative
+/// values, negative zeros and NaNs among them) gives the general kernel's
+/// values on the ReLU's output, bit for bit: the ReLU applied to the
+/// maxima, NaN read as the ReLU's 0.
+#[test]
+fn pooling_before_the_relu_matches_pooling_after_it() -> Result<()> {
+    for config in WINDOWS {
+        for (h, w) in [(3, 3), (5, 16), (7, 17), (9, 33), (12, 40), (4, 1)] {
+            let (Ok(out_h), Ok(out_w)) = (config.output_len(h), config.output_len(w)) else {
+                continue;
+            };
+            let planes = 3;
+            let mut input: Vec<f32> = distinct_values((planes, h, w))?
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1()?;
+            for (i, value) in input.iter_mut().enumerate() {
+                match i % 7 {
+                    3 => *value = f32::NAN,
+                    5 => *value = -0.0,
+                    _ => {}
+                }
+            }
+            let relu: Vec<f32> = input.iter().map(|&v| if v > 0.0 { v } else { 0.0 }).collect();
+            let (_, g) = PoolGeometry::new(config, &[1, planes, h, w])?;
+            let (general, _) = g.forward_keeping(false, planes, &relu);
+            let mut fused = vec![f32::NAN; planes * out_h * out_w];
+            g.pool_relu_planes_here(&input, &mut fused);
+            let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fused), bits(&general), "{config:?} {h}×{w}");
+        }
+    }
+    Ok(())
+}
