@@ -162,7 +162,7 @@ impl Activation {
 
 /// `max(x, 0)`, with a NaN mapped to 0.
 #[inline(always)]
-fn relu_value<T: Element>(x: T) -> T {
+pub(crate) fn relu_value<T: Element>(x: T) -> T {
     if x > T::ZERO {
         x
     } else {

@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::split::{nothing_to_multiply, row_panels_first, Share};
-use super::x86::{with_parked_sums, Parking};
+use super::x86::{run_columns, with_parked_sums, ColumnBlock, Parking};
 use super::{DisjointOutput, Matrix, Threads};
 
 /// Rows of the register block: four vectors of 16.
@@ -156,16 +156,7 @@ unsafe fn product(
                         // `depth` rows of the block's columns from `b`; the block
                         // lies inside the caller's part of `dst`, its parking is
                         // its own.
-                        unsafe {
-                            match (last_column - column).min(NR) {
-                                6 => block.run::<6>(),
-                                5 => block.run::<5>(),
-                                4 => block.run::<4>(),
-                                3 => block.run::<3>(),
-                                2 => block.run::<2>(),
-                                _ => block.run::<1>(),
-                            }
-                        }
+                        unsafe { run_columns(&block, (last_column - column).min(NR)) };
                     }
                 }
             }
@@ -188,7 +179,7 @@ struct Block {
     parking: Parking,
 }
 
-impl Block {
+impl ColumnBlock for Block {
     /// Runs the block with `C ≤ NR` columns.
     ///
     /// # Safety

@@ -93,6 +93,33 @@ pub(super) unsafe fn store_row_panel_block<const C: usize>(
     }
 }
 
+/// A row-panel register block, run with its column count as a constant.
+pub(super) trait ColumnBlock {
+    /// Runs the block with `C` columns.
+    ///
+    /// # Safety
+    /// The implementation's own conditions for `C` columns.
+    unsafe fn run<const C: usize>(&self);
+}
+
+/// Runs `block` with `columns` columns (1 to 6, the row panels' widest).
+///
+/// # Safety
+/// The block's conditions for `columns` columns.
+pub(super) unsafe fn run_columns(block: &impl ColumnBlock, columns: usize) {
+    // SAFETY: the caller's promise, for the count matched.
+    unsafe {
+        match columns {
+            6 => block.run::<6>(),
+            5 => block.run::<5>(),
+            4 => block.run::<4>(),
+            3 => block.run::<3>(),
+            2 => block.run::<2>(),
+            _ => block.run::<1>(),
+        }
+    }
+}
+
 /// Rows of a row-panel register block: four vectors of 16.
 const PANEL_ROWS: usize = 64;
 /// Columns of a row-panel register block at most.

@@ -302,7 +302,7 @@ impl PoolGeometry {
         let mut relu = Vec::with_capacity(in_len);
         for (out, plane) in out.chunks_exact_mut(out_len).zip(input.chunks_exact(in_len)) {
             relu.clear();
-            relu.extend(plane.iter().map(|&value| if value > 0.0 { value } else { 0.0 }));
+            relu.extend(plane.iter().copied().map(crate::elementwise::relu_value));
             self.pool_plane_values(&relu, out, &mut scratch);
         }
     }

@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::super::super::split::{nothing_to_multiply, row_panels_first, Share};
-use super::super::super::x86::{with_parked_sums, Parking};
+use super::super::super::x86::{run_columns, with_parked_sums, ColumnBlock, Parking};
 use super::super::bf16_bits;
 use super::{pack_b_view, DisjointOutput, Matrix, Threads, KC, NC, NR, PACKED_B};
 
@@ -137,16 +137,7 @@ unsafe fn product(
                         // NR columns (NR_BLOCK columns from `offset` stay inside
                         // one); the block lies inside the caller's part of `dst`,
                         // its parking is its own.
-                        unsafe {
-                            match (width - column).min(NR_BLOCK) {
-                                6 => block.run::<6>(),
-                                5 => block.run::<5>(),
-                                4 => block.run::<4>(),
-                                3 => block.run::<3>(),
-                                2 => block.run::<2>(),
-                                _ => block.run::<1>(),
-                            }
-                        }
+                        unsafe { run_columns(&block, (width - column).min(NR_BLOCK)) };
                     }
                 }
             }
@@ -169,7 +160,7 @@ struct Block {
     parking: Parking,
 }
 
-impl Block {
+impl ColumnBlock for Block {
     /// Runs the block with `C ≤ NR_BLOCK` columns.
     ///
     /// # Safety
