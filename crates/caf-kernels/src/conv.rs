@@ -373,26 +373,81 @@ fn im2col_channel<T: Element>(plane: &[T], g: &Geometry, rows: Range<usize>, col
 /// phase `kx mod s` from `kx / s` on.
 struct PaddedRows<T> {
     values: Vec<T>,
-    /// The padded row index of the first row held.
-    first: usize,
-    stride: usize,
-    phase_len: usize,
+    layout: RowLayout,
 }
 
 impl<T: Element> PaddedRows<T> {
     fn new(plane: &[T], g: &Geometry, rows: Range<usize>) -> Self {
-        let s = g.stride;
-        let padded_width = g.width + 2 * g.padding;
-        let phase_len = padded_width.div_ceil(s);
-        let (first, end) = (rows.start * s, (rows.end - 1) * s + g.kernel_h);
+        let layout = RowLayout::new(g, rows);
+        let mut values = vec![T::ZERO; layout.len()];
+        layout.fill(plane, g, &mut values, &mut Vec::new());
+        Self { values, layout }
+    }
+
+    /// The `len` samples of kernel column `kx` along padded row `row`.
+    fn run(&self, row: usize, kx: usize, len: usize) -> &[T] {
+        &self.values[self.layout.offset(row, kx)..][..len]
+    }
+}
+
+/// Where [`PaddedRows`] puts the padded rows `first..end` of a channel:
+/// `row_len = stride · phase_len` values a row, phase after phase.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowLayout {
+    /// The padded row index of the first row held.
+    first: usize,
+    /// Rows held.
+    rows: usize,
+    stride: usize,
+    phase_len: usize,
+    /// The padding's columns that lie in whole phase places (`p / s`): each
+    /// row's phases are written that many places on, at the front of the
+    /// places the row's runs start from.
+    shift: usize,
+}
+
+impl RowLayout {
+    /// The layout of the rows output rows `rows` read.
+    pub(crate) fn new(g: &Geometry, rows: Range<usize>) -> Self {
+        let stride = g.stride;
+        let first = rows.start * stride;
+        let end = rows.end.saturating_sub(1) * stride + g.kernel_h;
+        Self {
+            first,
+            rows: if rows.is_empty() { 0 } else { end - first },
+            stride,
+            phase_len: (g.width + 2 * g.padding).div_ceil(stride),
+            shift: g.padding / stride,
+        }
+    }
+
+    /// Values of one row, its phases together.
+    pub(crate) fn row_len(&self) -> usize {
+        self.stride * self.phase_len
+    }
+
+    /// Values the layout takes.
+    pub(crate) fn len(&self) -> usize {
+        self.rows * self.row_len() + self.shift
+    }
+
+    /// Where the samples of kernel column `kx` along padded row `row` start.
+    pub(crate) fn offset(&self, row: usize, kx: usize) -> usize {
+        (row - self.first) * self.row_len() + kx % self.stride * self.phase_len + kx / self.stride
+    }
+
+    /// Writes the rows of `plane` into `out` (`len()` zeros), `line` a
+    /// buffer for a row with zeros in front.
+    pub(crate) fn fill<T: Element>(&self, plane: &[T], g: &Geometry, out: &mut [T], line: &mut Vec<T>) {
+        let s = self.stride;
         // Padded column c = x + p of input column x is place c / s of phase
         // c mod s. With p = a·s + b, that is input column x of a line with b
         // zeros in front, split by phase into places from a on.
-        let (a, b) = (g.padding / s, g.padding % s);
-        let row_len = s * phase_len;
-        let mut values = vec![T::ZERO; (end - first) * row_len + a];
-        let mut line = vec![T::ZERO; if b == 0 { 0 } else { b + g.width }];
-        for (index, padded_row) in (first..end).enumerate() {
+        let b = g.padding % s;
+        line.clear();
+        line.resize(if b == 0 { 0 } else { b + g.width }, T::ZERO);
+        let row_len = self.row_len();
+        for (index, padded_row) in (self.first..self.first + self.rows).enumerate() {
             // Row first + i is kernel row i mod s of its output row: with
             // fewer kernel rows than the stride (a 1×1/2 shortcut), some
             // rows are never read.
@@ -401,28 +456,16 @@ impl<T: Element> PaddedRows<T> {
                 continue;
             };
             let row = &plane[row * g.width..][..g.width];
-            let split = &mut values[index * row_len + a..][..row_len];
+            let split = &mut out[index * row_len + self.shift..][..row_len];
             if s == 1 {
                 split[..g.width].copy_from_slice(row);
             } else if b == 0 {
-                split_by_phase(row, s, split, phase_len);
+                split_by_phase(row, s, split, self.phase_len);
             } else {
                 line[b..].copy_from_slice(row);
-                split_by_phase(&line, s, split, phase_len);
+                split_by_phase(line, s, split, self.phase_len);
             }
         }
-        Self {
-            values,
-            first,
-            stride: s,
-            phase_len,
-        }
-    }
-
-    /// The `len` samples of kernel column `kx` along padded row `row`.
-    fn run(&self, row: usize, kx: usize, len: usize) -> &[T] {
-        let split = &self.values[(row - self.first) * self.stride * self.phase_len..];
-        &split[kx % self.stride * self.phase_len + kx / self.stride..][..len]
     }
 }
 
@@ -751,10 +794,23 @@ impl Kernel for ConvKernel<'_> {
                         }
                         None => None,
                     };
+                    // Products on bf16 pairs read the image's patches in
+                    // place instead of its im2col copy.
+                    let pairs = packed
+                        .and_then(|packed| packed[0].pairs())
+                        .filter(|_| !g.is_pointwise());
+                    let on_patches = pairs.and_then(|pairs| {
+                        let bias = match bias {
+                            Some(bias) => Some(T::as_f32(bias)?),
+                            None => None,
+                        };
+                        T::from_f32_vec(patches::forward(T::as_f32(x)?, pairs, bias, g))
+                    });
                     let products = WeightProducts { precision, packed };
-                    match banded::Bands::of::<T>(g) {
-                        Some(bands) => banded::forward(x, weight, bias, g, bands, products),
-                        None => forward(x, weight, bias, g, products),
+                    match (on_patches, banded::Bands::of::<T>(g)) {
+                        (Some(y), _) => y,
+                        (None, Some(bands)) => banded::forward(x, weight, bias, g, bands, products),
+                        (None, None) => forward(x, weight, bias, g, products),
                     }
                 };
                 // The ReLU commutes with max pooling: pooled first, it is
@@ -1055,6 +1111,7 @@ mod cudnn;
 mod frozen;
 mod grouped;
 mod pair;
+mod patches;
 mod pooled;
 mod residual;
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! which is exact for them (a product of two 8-bit significands fits f32's
 //! 24), so the paths differ only in the order of the f32 sums.
 
+use super::patches::{Patches, Rhs};
 use super::{matmul, Matrix, Threads};
 use crate::cpu::InstructionSet;
 
@@ -191,17 +192,82 @@ pub(super) fn matmul_bf16_packed(dst: &mut [f32], accumulate: bool, a: &Bf16Lhs,
             threads,
         ),
         #[cfg(target_arch = "x86_64")]
-        Packed::Pairs(packed) => avx512::matmul(dst, accumulate, packed, b, threads),
-        #[cfg(target_arch = "x86_64")]
         Packed::Tiles(packed, kernel) => amx::matmul(*kernel, dst, accumulate, packed, b, threads),
         #[cfg(target_arch = "x86_64")]
-        Packed::KeptPairs(by_columns, by_rows) => {
-            if super::row_panels_pay(b.cols, a.cols) {
-                avx512::row_panels::matmul(dst, accumulate, by_rows, b, threads)
-            } else {
-                avx512::matmul(dst, accumulate, by_columns, b, threads)
-            }
+        Packed::Pairs(_) | Packed::KeptPairs(..) => match a.pairs() {
+            Some(pairs) => pairs.multiply(dst, accumulate, b.into(), threads),
+            None => unreachable!("bf16 pairs are packed as pairs"),
+        },
+    }
+}
+
+/// A left operand packed as bf16 pairs for AVX512-BF16: its products read
+/// their right operand through [`Rhs`], a convolution's patches in place
+/// among them ([`Self::multiply_patches`]).
+#[derive(Clone, Copy)]
+pub(crate) struct PairsLhs<'a>(Pairs<'a>);
+
+#[derive(Clone, Copy)]
+enum Pairs<'a> {
+    /// Packed for the 8 × 48 kernel alone.
+    #[cfg(target_arch = "x86_64")]
+    ByColumns(&'a avx512::PackedA),
+    /// Kept, in both layouts: `inner` deep.
+    #[cfg(target_arch = "x86_64")]
+    Kept {
+        by_columns: &'a avx512::PackedA,
+        by_rows: &'a avx512::row_panels::PackedA,
+        inner: usize,
+    },
+    /// No such packing off x86-64.
+    #[cfg(not(target_arch = "x86_64"))]
+    None(std::convert::Infallible, std::marker::PhantomData<&'a ()>),
+}
+
+impl Bf16Lhs {
+    /// This packing as bf16 pairs, if it is.
+    pub(super) fn pairs(&self) -> Option<PairsLhs<'_>> {
+        match &self.packed {
+            #[cfg(target_arch = "x86_64")]
+            Packed::Pairs(by_columns) => Some(PairsLhs(Pairs::ByColumns(by_columns))),
+            #[cfg(target_arch = "x86_64")]
+            Packed::KeptPairs(by_columns, by_rows) => Some(PairsLhs(Pairs::Kept {
+                by_columns,
+                by_rows,
+                inner: self.cols,
+            })),
+            _ => None,
         }
+    }
+}
+
+impl PairsLhs<'_> {
+    /// `dst = a · b` (or `+=` when `accumulate`), where `a` is `self`:
+    /// with the row panels where they pay ([`super::row_panels_pay`]).
+    fn multiply(self, dst: &mut [f32], accumulate: bool, b: Rhs, threads: Threads) {
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Pairs::ByColumns(packed) => avx512::matmul(dst, accumulate, packed, b, threads),
+            #[cfg(target_arch = "x86_64")]
+            Pairs::Kept {
+                by_columns,
+                by_rows,
+                inner,
+            } => {
+                if super::row_panels_pay(b.cols(), inner) {
+                    avx512::row_panels::matmul(dst, accumulate, by_rows, b, threads)
+                } else {
+                    avx512::matmul(dst, accumulate, by_columns, b, threads)
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Pairs::None(never, _) => match never {},
+        }
+    }
+
+    /// `dst = a · patches` (or `+=` when `accumulate`), where `a` is `self`.
+    pub(crate) fn multiply_patches(self, dst: &mut [f32], accumulate: bool, b: Patches, threads: Threads) {
+        self.multiply(dst, accumulate, Rhs::Patches(b), threads)
     }
 }
 

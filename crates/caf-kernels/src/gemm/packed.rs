@@ -2,7 +2,7 @@
 //! frozen convolution's weight, or its Winograd transform's one per point,
 //! meets a fresh right operand on every call and is packed only once.
 
-use super::bf16::{matmul_bf16_packed, Bf16Lhs};
+use super::bf16::{matmul_bf16_packed, Bf16Lhs, PairsLhs};
 use super::Matrix;
 use super::Threads;
 use crate::cpu::Precision;
@@ -37,6 +37,17 @@ impl PackedLhs {
     /// `a` packed for the bf16 products of one call.
     pub(crate) fn bf16(a: Matrix<f32>) -> Self {
         Self(Packed::Bf16(Bf16Lhs::new(a)))
+    }
+
+    /// This packing as bf16 pairs, whose products can read a
+    /// convolution's patches in place ([`PairsLhs::multiply_patches`]); `None` for
+    /// any other.
+    pub(crate) fn pairs(&self) -> Option<PairsLhs<'_>> {
+        match &self.0 {
+            Packed::Bf16(a) => a.pairs(),
+            #[cfg(target_arch = "x86_64")]
+            Packed::F32Panels(_) => None,
+        }
     }
 
     /// Whether multiplying from this packing beats packing afresh for a

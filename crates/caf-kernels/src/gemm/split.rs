@@ -7,7 +7,8 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{Element, Matrix, Threads};
+use super::patches::Shaped;
+use super::{Element, Threads};
 
 /// Checks the operands of `dst (+)= a · b`, `a` being `a_rows × a_cols`
 /// (the inner dimensions agree, `b` lies inside its slice, `dst` holds the
@@ -18,16 +19,12 @@ pub(super) fn nothing_to_multiply<T: Element>(
     dst: &mut [T],
     accumulate: bool,
     (a_rows, a_cols): (usize, usize),
-    b: Matrix<T>,
+    b: impl Shaped,
     what: &str,
 ) -> bool {
-    assert_eq!(
-        a_cols, b.rows,
-        "{what}: inner dimensions {a_cols} and {} differ",
-        b.rows
-    );
-    b.check(what);
-    let (m, n) = (a_rows, b.cols);
+    let (b_rows, n) = b.checked_shape(what);
+    assert_eq!(a_cols, b_rows, "{what}: inner dimensions {a_cols} and {b_rows} differ");
+    let m = a_rows;
     assert!(dst.len() >= m * n, "{what}: destination too small");
     if m == 0 || n == 0 {
         return true;
@@ -129,6 +126,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::gemm::Matrix;
 
     /// The blocks a split hands out, sorted.
     fn blocks(split: impl Fn(&(dyn Fn(Range<usize>, Range<usize>) + Sync))) -> Vec<(Range<usize>, Range<usize>)> {

@@ -9,6 +9,7 @@ use std::ops::Range;
 
 pub(super) mod row_panels;
 
+use super::super::patches::{Patches, Rhs};
 use super::super::split::{columns_first, nothing_to_multiply, Share};
 use super::super::x86::{first_lanes, transpose_16x16};
 use super::super::{DisjointOutput, Matrix, Threads};
@@ -67,12 +68,12 @@ impl PackedA {
 }
 
 /// `dst = a · b` (`+=` when `accumulate`); `dst` row-major `a.rows × b.cols`.
-/// The caller has checked the views and the CPU.
-pub(super) fn matmul(dst: &mut [f32], accumulate: bool, a: &PackedA, b: Matrix<f32>, threads: Threads) {
+/// The caller has checked the CPU.
+pub(super) fn matmul(dst: &mut [f32], accumulate: bool, a: &PackedA, b: Rhs, threads: Threads) {
     if nothing_to_multiply(dst, accumulate, (a.rows, a.cols), b, "bf16 matmul") {
         return;
     }
-    let (m, n) = (a.rows, b.cols);
+    let (m, n) = (a.rows, b.cols());
     let out = DisjointOutput(dst.as_mut_ptr());
     let rows = Share {
         unit: MR,
@@ -107,7 +108,7 @@ unsafe fn product(
     ldc: usize,
     accumulate: bool,
     a: &PackedA,
-    b: Matrix<f32>,
+    b: Rhs,
     rows: Range<usize>,
     columns: Range<usize>,
 ) {
@@ -119,7 +120,7 @@ unsafe fn product(
             let depth = KC.min(k - first_inner);
             let pairs = depth.div_ceil(2);
             let (inner, block_columns) = (first_inner..first_inner + depth, first_column..first_column + width);
-            pack_b_view::<NR>(b, inner, block_columns, pairs, &mut packed_b, &mut rows_b);
+            pack_b::<NR>(b, inner, block_columns, pairs, &mut packed_b, &mut rows_b);
             let add = accumulate || first_inner > 0;
             for first_row in rows.clone().step_by(MC) {
                 let height = MC.min(rows.end - first_row);
@@ -154,6 +155,22 @@ unsafe fn product(
         }
     }
     PACKED_B.set((packed_b, rows_b));
+}
+
+/// [`pack_b_view`] of a view, [`pack_b_patches`] of patches.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) fn pack_b<const WIDTH: usize>(
+    b: Rhs,
+    inner: Range<usize>,
+    columns: Range<usize>,
+    pair_rows: usize,
+    packed: &mut Vec<u32>,
+    copy: &mut Vec<f32>,
+) {
+    match b {
+        Rhs::View(view) => pack_b_view::<WIDTH>(view, inner, columns, pair_rows, packed, copy),
+        Rhs::Patches(patches) => pack_b_patches::<WIDTH>(patches, inner, columns, pair_rows, packed),
+    }
 }
 
 /// Packs `b[inner, columns]` as panels of `WIDTH` columns (a multiple of
@@ -258,6 +275,72 @@ fn pack_b_panels<const WIDTH: usize>(
                 // SAFETY: `out` has WIDTH ≥ 16·(chunk + 1) elements.
                 unsafe { _mm512_storeu_si512(out[16 * chunk..].as_mut_ptr().cast(), pairs16) };
             }
+        }
+    }
+}
+
+/// [`pack_b_view`]'s packing of a convolution's patches, read in place:
+/// the 16 columns of a vector span one or more output rows, each a
+/// contiguous run of every tap's samples, loaded into its lanes by a
+/// masked load (the other lanes' addresses are never read).
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+fn pack_b_patches<const WIDTH: usize>(
+    b: Patches,
+    inner: Range<usize>,
+    columns: Range<usize>,
+    pair_rows: usize,
+    packed: &mut Vec<u32>,
+) {
+    const { assert!(WIDTH.is_multiple_of(16)) };
+    let pairs = inner.len().div_ceil(2);
+    assert!(
+        pair_rows >= pairs && inner.end <= b.rows() && columns.end <= b.cols(),
+        "pack_b_patches: rows {inner:?}, columns {columns:?} of {}×{} patches in {pair_rows} pair rows",
+        b.rows(),
+        b.cols()
+    );
+    let panels = columns.len().div_ceil(WIDTH);
+    zero_padding::<WIDTH>(packed, panels, pair_rows, pairs);
+    // Each vector's loads: the lanes a run fills, and the offset from a
+    // tap of the element lane 0 would read (so that lane `l` reads offset
+    // + l); `vectors[v]` ends vector v's loads.
+    let mut loads: Vec<(__mmask16, isize)> = Vec::new();
+    let mut vectors = Vec::with_capacity(columns.len().div_ceil(16));
+    for first in columns.clone().step_by(16) {
+        for (column, offset, len) in b.runs(first..(first + 16).min(columns.end)) {
+            let lane = column - first;
+            loads.push((
+                first_lanes(lane + len) & !first_lanes(lane),
+                offset as isize - lane as isize,
+            ));
+        }
+        vectors.push(loads.len());
+    }
+    let values = b.values().as_ptr();
+    let per_panel = WIDTH / 16;
+    for p in 0..pairs {
+        let row = inner.start + 2 * p;
+        let low_tap = b.tap(row) as isize;
+        let high_tap = (row + 1 < inner.end).then(|| b.tap(row + 1) as isize);
+        let mut start = 0;
+        for (v, &end) in vectors.iter().enumerate() {
+            let (mut low, mut high) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            for &(mask, offset) in &loads[start..end] {
+                // SAFETY: the lanes in `mask` read elements of runs of the
+                // patches, which `Patches::new` checked lie in `values`;
+                // the masked load reads no other lane's address.
+                unsafe {
+                    low = _mm512_mask_loadu_ps(low, mask, values.wrapping_offset(low_tap + offset));
+                    if let Some(high_tap) = high_tap {
+                        high = _mm512_mask_loadu_ps(high, mask, values.wrapping_offset(high_tap + offset));
+                    }
+                }
+            }
+            start = end;
+            let (panel, lane) = (v / per_panel, v % per_panel * 16);
+            let out = &mut packed[(panel * pair_rows + p) * WIDTH + lane..][..16];
+            // SAFETY: `out` holds 16 pairs.
+            unsafe { _mm512_storeu_si512(out.as_mut_ptr().cast(), pairs_of_rows(low, high)) };
         }
     }
 }

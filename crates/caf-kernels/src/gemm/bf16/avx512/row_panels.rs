@@ -10,10 +10,11 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
+use super::super::super::patches::Rhs;
 use super::super::super::split::{nothing_to_multiply, row_panels_first, Share};
 use super::super::super::x86::{run_columns, with_parked_sums, ColumnBlock, Parking};
 use super::super::bf16_bits;
-use super::{pack_b_view, DisjointOutput, Matrix, Threads, KC, NC, NR, PACKED_B};
+use super::{pack_b, DisjointOutput, Matrix, Threads, KC, NC, NR, PACKED_B};
 
 /// Rows of the register block: four vectors of 16.
 const MR: usize = 64;
@@ -73,11 +74,11 @@ impl PackedA {
 
 /// `dst = a · b` (`+=` when `accumulate`); `dst` row-major `a.rows × b.cols`.
 /// The caller has checked the CPU (AVX-512F, BW and BF16).
-pub(in crate::gemm) fn matmul(dst: &mut [f32], accumulate: bool, a: &PackedA, b: Matrix<f32>, threads: Threads) {
+pub(in crate::gemm) fn matmul(dst: &mut [f32], accumulate: bool, a: &PackedA, b: Rhs, threads: Threads) {
     if nothing_to_multiply(dst, accumulate, (a.rows, a.cols), b, "bf16 row-panel matmul") {
         return;
     }
-    let (m, n) = (a.rows, b.cols);
+    let (m, n) = (a.rows, b.cols());
     let out = DisjointOutput(dst.as_mut_ptr());
     let columns = Share {
         unit: NR_BLOCK,
@@ -102,7 +103,7 @@ unsafe fn product(
     ldc: usize,
     accumulate: bool,
     a: &PackedA,
-    b: Matrix<f32>,
+    b: Rhs,
     rows: Range<usize>,
     columns: Range<usize>,
 ) {
@@ -115,7 +116,7 @@ unsafe fn product(
                 let depth = KC.min(k - first_inner);
                 let pairs = depth.div_ceil(2);
                 let (inner, block_columns) = (first_inner..first_inner + depth, first_column..first_column + width);
-                pack_b_view::<NR>(b, inner.clone(), block_columns, pairs, &mut packed_b, &mut rows_b);
+                pack_b::<NR>(b, inner.clone(), block_columns, pairs, &mut packed_b, &mut rows_b);
                 for first_row in rows.clone().step_by(MR) {
                     let panel = a.panel(first_inner, first_row / MR);
                     for column in (0..width).step_by(NR_BLOCK) {

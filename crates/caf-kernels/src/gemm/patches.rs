@@ -1,0 +1,154 @@
+//! A convolution's column matrix read where it lies: the right operand of
+//! its product without the im2col copy. The bf16 products pack their right
+//! operand into bf16 pairs anyway; packing the pairs straight from the
+//! image saves writing the f32 column matrix (nine times the image for a
+//! 3×3 kernel, 49 times for a 7×7/2 stem's) and reading it back.
+
+use std::ops::Range;
+
+use super::Matrix;
+
+/// The `(C·kh·kw) × (out_h·out_w)` column matrix of one image, read in
+/// place from the image laid out by rows: element `(r, j)`, with
+/// `j = oy·out_w + ox`, is `values[taps[r] + oy·row_step + ox]`. The
+/// layout (the padding's zeros written out, strided rows split by phase)
+/// is what makes every output row of every tap one contiguous run.
+#[derive(Clone, Copy)]
+pub(crate) struct Patches<'a> {
+    values: &'a [f32],
+    taps: &'a [usize],
+    out_h: usize,
+    out_w: usize,
+    row_step: usize,
+}
+
+impl<'a> Patches<'a> {
+    /// The patches of `values` read at `taps`, for an `out_h × out_w`
+    /// output whose rows lie `row_step` apart.
+    ///
+    /// # Panics
+    /// When an element would lie outside `values`.
+    pub(crate) fn new(values: &'a [f32], taps: &'a [usize], (out_h, out_w): (usize, usize), row_step: usize) -> Self {
+        if let (Some(&last_tap), true) = (taps.iter().max(), out_h > 0 && out_w > 0) {
+            let last = last_tap + (out_h - 1) * row_step + out_w - 1;
+            assert!(
+                last < values.len(),
+                "patches reach element {last} of {} laid out",
+                values.len()
+            );
+        }
+        Self {
+            values,
+            taps,
+            out_h,
+            out_w,
+            row_step,
+        }
+    }
+
+    /// Rows: the taps.
+    pub(crate) fn rows(&self) -> usize {
+        self.taps.len()
+    }
+
+    /// Columns: the output positions.
+    pub(crate) fn cols(&self) -> usize {
+        self.out_h * self.out_w
+    }
+
+    /// The laid-out image.
+    pub(super) fn values(&self) -> &'a [f32] {
+        self.values
+    }
+
+    /// Where row `r`'s samples start in [`Self::values`].
+    pub(super) fn tap(&self, r: usize) -> usize {
+        self.taps[r]
+    }
+
+    /// The runs of `columns` that are contiguous in every row: `(first
+    /// column, its element's offset from the row's tap, length)`, one per
+    /// output row the columns meet.
+    pub(super) fn runs(&self, columns: Range<usize>) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let mut at = columns.start;
+        std::iter::from_fn(move || {
+            (at < columns.end).then(|| {
+                let (oy, ox) = (at / self.out_w, at % self.out_w);
+                let len = (self.out_w - ox).min(columns.end - at);
+                let run = (at, oy * self.row_step + ox, len);
+                at += len;
+                run
+            })
+        })
+    }
+}
+
+/// The right operand of a bf16 product on AVX512-BF16.
+#[derive(Clone, Copy)]
+pub(crate) enum Rhs<'a> {
+    View(Matrix<'a, f32>),
+    Patches(Patches<'a>),
+}
+
+impl<'a> From<Matrix<'a, f32>> for Rhs<'a> {
+    fn from(view: Matrix<'a, f32>) -> Self {
+        Self::View(view)
+    }
+}
+
+impl Rhs<'_> {
+    /// Columns of the operand.
+    pub(super) fn cols(&self) -> usize {
+        match self {
+            Self::View(view) => view.cols,
+            Self::Patches(patches) => patches.cols(),
+        }
+    }
+}
+
+/// An operand's shape, checked to lie inside its slice.
+pub(super) trait Shaped {
+    /// `(rows, columns)`, after checking the elements lie inside the
+    /// operand's slice (panicking with `what` when not).
+    fn checked_shape(&self, what: &str) -> (usize, usize);
+}
+
+impl<T> Shaped for Matrix<'_, T> {
+    fn checked_shape(&self, what: &str) -> (usize, usize) {
+        self.check(what);
+        (self.rows, self.cols)
+    }
+}
+
+impl Shaped for Rhs<'_> {
+    fn checked_shape(&self, what: &str) -> (usize, usize) {
+        match self {
+            Self::View(view) => view.checked_shape(what),
+            // Checked when made.
+            Self::Patches(patches) => (patches.rows(), patches.cols()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_follow_the_output_rows() {
+        let values = vec![0.0; 64];
+        let patches = Patches::new(&values, &[0, 1, 10], (3, 4), 10);
+        let runs: Vec<_> = patches.runs(2..11).collect();
+        assert_eq!(runs, [(2, 2, 2), (4, 10, 4), (8, 20, 3)]);
+        assert_eq!(patches.runs(4..8).collect::<Vec<_>>(), [(4, 10, 4)]);
+        assert_eq!(patches.runs(5..5).count(), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "patches reach element 33 of 33")]
+    fn patches_past_the_layout_are_refused() {
+        let values = vec![0.0; 33];
+        // The last tap's last row: 10 + 2·10 + 3.
+        Patches::new(&values, &[0, 10], (3, 4), 10);
+    }
+}
