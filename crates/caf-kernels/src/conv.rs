@@ -799,15 +799,28 @@ impl Kernel for ConvKernel<'_> {
                     let pairs = packed
                         .and_then(|packed| packed[0].pairs())
                         .filter(|_| !g.is_pointwise());
+                    // A ReLU and a stride-2 pooling after them go with
+                    // the products, band by band.
+                    let pooled_here = match (pool, activation, residual) {
+                        (Some(pool), Activation::Relu, None) => {
+                            Some(pool).filter(|pool| patches::pools_in_bands(pool) && patches::bands_pay(g))
+                        }
+                        _ => None,
+                    };
                     let on_patches = pairs.and_then(|pairs| {
                         let bias = match bias {
                             Some(bias) => Some(T::as_f32(bias)?),
                             None => None,
                         };
-                        T::from_f32_vec(patches::forward(T::as_f32(x)?, pairs, bias, g))
+                        let x = T::as_f32(x)?;
+                        T::from_f32_vec(match pooled_here {
+                            Some(pool) => patches::forward_pooled(x, pairs, bias, g, pool),
+                            None => patches::forward(x, pairs, bias, g),
+                        })
                     });
                     let products = WeightProducts { precision, packed };
                     match (on_patches, banded::Bands::of::<T>(g)) {
+                        (Some(pooled), _) if pooled_here.is_some() => return pooled,
                         (Some(y), _) => y,
                         (None, Some(bands)) => banded::forward(x, weight, bias, g, bands, products),
                         (None, None) => forward(x, weight, bias, g, products),

@@ -3,6 +3,8 @@
 //! one by 1/k².
 
 mod max_cpu;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use max_cpu::pool_relu_row_stride_2;
 #[cfg(feature = "cuda")]
 mod max_cuda;
 mod op;

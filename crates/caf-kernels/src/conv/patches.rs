@@ -4,43 +4,303 @@
 //! written out, strided rows split by phase), and the product packs its
 //! bf16 pairs straight from that.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::{for_each_image, Geometry, RowLayout};
 use crate::gemm::{PairsLhs, Patches, Threads};
+use crate::parallel::{for_each_block, SharedOutput};
+#[cfg(target_arch = "x86_64")]
+use crate::pool::pool_relu_row_stride_2;
+use crate::pool::PoolGeometry;
+use crate::scratch::Scratch;
 
 /// `y_b = W · cols(x_b) (+ bias)` for every image, `W` packed as bf16 pairs.
 pub(super) fn forward(x: &[f32], weight: PairsLhs, bias: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
-    let layout = RowLayout::new(g, 0..g.out_h);
-    let channel_len = layout.len();
-    // Row r = (c, ky, kx) of the column matrix reads channel c's padded
-    // rows ky, ky + s, …, from its phase of kx.
-    let mut taps = Vec::with_capacity(g.patch());
-    for c in 0..g.channels {
-        for ky in 0..g.kernel_h {
-            taps.extend((0..g.kernel_w).map(|kx| c * channel_len + layout.offset(ky, kx)));
+    let laid = Laid::new(g);
+    let mut y = vec![0.0; g.batch * g.output_len()];
+    for_each_image(g, &mut y, g.output_len(), laid.len(), |b, y_b, laid_out, threads| {
+        laid.lay_out(x, b, laid_out, threads);
+        with_bias(y_b, bias, g.positions());
+        weight.multiply_patches(y_b, bias.is_some(), laid.patches(laid_out, 0..g.out_h), threads);
+    });
+    y
+}
+
+/// An image laid out for its patches to be read ([`Patches`]): every
+/// channel's padded rows ([`RowLayout`]), one channel after another, and
+/// where each row of the column matrix starts in them.
+struct Laid<'a> {
+    g: &'a Geometry,
+    layout: RowLayout,
+    /// Row r = (c, ky, kx) of the column matrix reads channel c's padded
+    /// rows ky, ky + s, …, from its phase of kx.
+    taps: Vec<usize>,
+}
+
+impl<'a> Laid<'a> {
+    fn new(g: &'a Geometry) -> Self {
+        let layout = RowLayout::new(g, 0..g.out_h);
+        let mut taps = Vec::with_capacity(g.patch());
+        for c in 0..g.channels {
+            for ky in 0..g.kernel_h {
+                taps.extend((0..g.kernel_w).map(|kx| c * layout.len() + layout.offset(ky, kx)));
+            }
+        }
+        Self { g, layout, taps }
+    }
+
+    /// Values of a laid-out image.
+    fn len(&self) -> usize {
+        self.g.channels * self.layout.len()
+    }
+
+    /// Lays out image `b` of `x` into `out`.
+    fn lay_out(&self, x: &[f32], b: usize, out: &mut [f32], threads: Threads) {
+        let g = self.g;
+        lay_out(&x[b * g.image_len()..][..g.image_len()], g, &self.layout, out, threads)
+    }
+
+    /// The patches of output rows `rows` of a laid-out image.
+    fn patches<'v>(&'v self, laid_out: &'v [f32], rows: Range<usize>) -> Patches<'v> {
+        let row_step = self.g.stride * self.layout.row_len();
+        Patches::new(
+            &laid_out[rows.start * row_step..self.len()],
+            &self.taps,
+            (rows.len(), self.g.out_w),
+            row_step,
+        )
+        .of_output(self.g.positions())
+    }
+}
+
+/// Each of `dst`'s rows (`positions` long) set to its channel's bias, if any.
+fn with_bias(dst: &mut [f32], bias: Option<&[f32]>, positions: usize) {
+    if let Some(bias) = bias {
+        for (row, &value) in dst.chunks_exact_mut(positions).zip(bias) {
+            row.fill(value);
         }
     }
-    let row_step = g.stride * layout.row_len();
-    let mut y = vec![0.0; g.batch * g.output_len()];
-    for_each_image(
-        g,
-        &mut y,
-        g.output_len(),
-        g.channels * channel_len,
-        |b, y_b, laid_out, threads| {
-            let image = &x[b * g.image_len()..][..g.image_len()];
-            lay_out(image, g, &layout, laid_out, threads);
-            let patches = Patches::new(laid_out, &taps, (g.out_h, g.out_w), row_step);
-            if let Some(bias) = bias {
-                for (row, &value) in y_b.chunks_exact_mut(g.positions()).zip(bias) {
-                    row.fill(value);
+}
+
+/// Bytes of the convolution's output one band of [`forward_pooled`] holds:
+/// a third of a core's L2 cache, the rest left to the product's operands.
+const BAND_BYTES: usize = 320 << 10;
+/// The tallest pooling window [`forward_pooled`] takes.
+const MAX_WINDOW_ROWS: usize = 8;
+
+/// The smallest output of one image [`forward_pooled`] pays for: below a
+/// core's L2 cache the whole output stays in it anyway, and two workers
+/// sharing an image's bands would make the rows their windows share twice
+/// (a 27-row map's share of such rows is not small).
+const MIN_BANDED_BYTES: usize = 1 << 20;
+
+/// Whether [`forward_pooled`] pools with `pool`.
+pub(super) fn pools_in_bands(pool: &PoolGeometry) -> bool {
+    pool.pools_rows_stride_2() && pool.config.kernel <= MAX_WINDOW_ROWS
+}
+
+/// Whether pooling by bands ([`forward_pooled`]) pays for the output of `g`.
+pub(super) fn bands_pay(g: &Geometry) -> bool {
+    4 * g.output_len() >= MIN_BANDED_BYTES
+}
+
+/// The max pooling `pool` of the ReLU of `W · cols(x_b) (+ bias)` for
+/// every image, `W` packed as bf16 pairs ([`pools_in_bands`] must hold).
+/// The convolution's output is made and pooled in bands of rows small
+/// enough to stay in the core's cache, instead of written out whole and
+/// read back (ResNet-18's stem makes 3.2 MB an image); the rows two
+/// bands' windows share are kept from one band to the next, not made
+/// again. The values are those of the pooling after the convolution.
+pub(super) fn forward_pooled(
+    x: &[f32],
+    weight: PairsLhs,
+    bias: Option<&[f32]>,
+    g: &Geometry,
+    pool: &PoolGeometry,
+) -> Vec<f32> {
+    // Conv rows of a band: twice its pooled rows, and the window's overhang.
+    let pooled_rows = (BAND_BYTES / (4 * g.out_channels * g.out_w))
+        .saturating_sub(pool.config.kernel)
+        .div_ceil(2)
+        .max(1);
+    forward_pooled_in_bands(x, weight, bias, g, pool, pooled_rows)
+}
+
+/// [`forward_pooled`] in bands of `pooled_rows` pooled rows.
+fn forward_pooled_in_bands(
+    x: &[f32],
+    weight: PairsLhs,
+    bias: Option<&[f32]>,
+    g: &Geometry,
+    pool: &PoolGeometry,
+    pooled_rows: usize,
+) -> Vec<f32> {
+    assert!(
+        pools_in_bands(pool) && (pool.in_h, pool.in_w) == (g.out_h, g.out_w),
+        "a pooling by bands of the convolution's output"
+    );
+    let laid = Laid::new(g);
+    let pooled_len = pool.out_h * pool.out_w;
+    let mut out = vec![0.0; g.batch * g.out_channels * pooled_len];
+    let shared = SharedOutput::new(&mut out);
+    let bands = Bands {
+        laid: &laid,
+        weight,
+        bias,
+        pool,
+        out: &shared,
+        pooled_rows: pooled_rows.max(1),
+    };
+    if g.parallel_over_images() {
+        for_each_block(
+            g.batch,
+            1,
+            || (Scratch::stale(laid.len()), BandScratch::new(&bands)),
+            |images, (laid_out, scratch)| {
+                for b in images {
+                    laid.lay_out(x, b, laid_out, Threads::One);
+                    bands.pool_rows(b, laid_out, 0..pool.out_h, scratch);
+                }
+            },
+            drop,
+        );
+    } else {
+        let mut laid_out = Scratch::stale(laid.len());
+        for b in 0..g.batch {
+            laid.lay_out(x, b, &mut laid_out, Threads::All);
+            for_each_block(
+                pool.out_h,
+                pool.out_h,
+                || BandScratch::new(&bands),
+                |rows, scratch| bands.pool_rows(b, &laid_out, rows, scratch),
+                drop,
+            );
+        }
+    }
+    out
+}
+
+/// What every band of [`forward_pooled`] shares.
+struct Bands<'a> {
+    laid: &'a Laid<'a>,
+    weight: PairsLhs<'a>,
+    bias: Option<&'a [f32]>,
+    pool: &'a PoolGeometry,
+    out: &'a SharedOutput<'a, f32>,
+    /// Pooled rows a band makes.
+    pooled_rows: usize,
+}
+
+/// A worker's buffers for [`Bands::pool_rows`].
+struct BandScratch {
+    /// A band's rows of the convolution's output, channel after channel.
+    product: Scratch<f32>,
+    /// Rows of the band before, channel after channel, that the next
+    /// band's windows read too; and the buffer the next band's go to.
+    kept: Vec<f32>,
+    spare: Vec<f32>,
+    padded: Vec<f32>,
+}
+
+impl BandScratch {
+    fn new(bands: &Bands) -> Self {
+        let g = bands.laid.g;
+        let rows = 2 * bands.pooled_rows + bands.pool.config.kernel;
+        Self {
+            product: Scratch::stale(g.out_channels * rows * g.out_w),
+            kept: Vec::new(),
+            spare: Vec::new(),
+            padded: bands.pool.padded_row(),
+        }
+    }
+}
+
+impl Bands<'_> {
+    /// Pooled rows `rows` of image `b` (laid out in `laid_out`), band by band.
+    fn pool_rows(&self, b: usize, laid_out: &[f32], rows: Range<usize>, scratch: &mut BandScratch) {
+        let (g, pool) = (self.laid.g, self.pool);
+        let (out_w, channels) = (g.out_w, g.out_channels);
+        let BandScratch {
+            product,
+            kept,
+            spare,
+            padded,
+        } = scratch;
+        // The output rows `kept` holds.
+        let mut held = 0..0;
+        for first in rows.clone().step_by(self.pooled_rows) {
+            let end = (first + self.pooled_rows).min(rows.end);
+            let (needed, made) = (pool.window(first, g.out_h).0, pool.window(end - 1, g.out_h).1);
+            let start = if held.contains(&needed) { held.end } else { needed };
+            // Rows the windows reach that the band before made too are
+            // kept; the band makes the rest (none, under a last window
+            // that hangs over the edge).
+            let n = made.saturating_sub(start) * out_w;
+            let product = &mut product[..channels * n];
+            if n > 0 {
+                with_bias(product, self.bias, n);
+                let patches = self.laid.patches(laid_out, start..made);
+                self.weight
+                    .multiply_patches(product, self.bias.is_some(), patches, Threads::One);
+            }
+            let product = &product[..];
+            for o in 0..channels {
+                let row = |y: usize| -> &[f32] {
+                    if y < start {
+                        &kept[(o * held.len() + y - held.start) * out_w..][..out_w]
+                    } else {
+                        &product[o * n + (y - start) * out_w..][..out_w]
+                    }
+                };
+                for py in first..end {
+                    let (y0, y1) = pool.window(py, g.out_h);
+                    let at = ((b * channels + o) * pool.out_h + py) * pool.out_w;
+                    // SAFETY: pooled row `py` of channel `o` of image `b`
+                    // belongs to this call alone (workers take disjoint
+                    // rows or images), and nobody reads `out` until every
+                    // band is done.
+                    let out_row = unsafe { self.out.slice(at, pool.out_w) };
+                    pool_row(pool, (y0..y1).map(row), padded, out_row);
                 }
             }
-            weight.multiply_patches(y_b, bias.is_some(), patches, threads);
-        },
-    );
-    y
+            // Keep the rows the next band's first window reads from this one.
+            let next = if end < rows.end {
+                pool.window(end, g.out_h).0
+            } else {
+                made
+            };
+            held = if next >= start && next < made { next..made } else { 0..0 };
+            let mut next_kept = std::mem::take(spare);
+            next_kept.clear();
+            for o in (0..channels).filter(|_| !held.is_empty()) {
+                next_kept.extend_from_slice(&product[o * n + (held.start - start) * out_w..][..held.len() * out_w]);
+            }
+            *spare = std::mem::replace(kept, next_kept);
+        }
+    }
+}
+
+/// [`pool_relu_row_stride_2`] of one pooled row, on the CPUs
+/// [`pools_in_bands`] takes.
+fn pool_row<'a>(
+    pool: &PoolGeometry,
+    rows: impl Iterator<Item = &'a [f32]> + Clone,
+    padded: &mut [f32],
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(pools_in_bands(pool), "pooling by bands without AVX-512");
+        // SAFETY: the CPU has AVX-512F and BW ([`pools_in_bands`]).
+        unsafe { pool_relu_row_stride_2(pool, rows, padded, out) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "pooling by bands runs on AVX-512 ({:?})",
+        (pool.config, rows.count(), padded.len(), out.len())
+    )
 }
 
 /// Writes every channel of `image` into `out` as `layout` places them,
@@ -72,6 +332,7 @@ mod tests {
     use super::*;
     use crate::cpu::{InstructionSet, Precision};
     use crate::gemm::{Matrix, PackedLhs, WeightProducts};
+    use crate::pool::MaxPool2dConfig;
 
     /// Geometries whose patches meet every case of the packing: vectors of
     /// 16 columns over one to three output rows, strides 1 to 4 with the
@@ -96,6 +357,92 @@ mod tests {
     ];
 
     #[test]
+    fn pooling_band_by_band_matches_pooling_the_whole_output_bit_for_bit() {
+        if crate::cpu::instruction_set() < InstructionSet::Avx512Bf16 {
+            eprintln!("AVX512-BF16 not in use: bf16 pairs are not packed, nothing reads patches");
+            return;
+        }
+        let resnet = MaxPool2dConfig {
+            kernel: 3,
+            stride: 2,
+            padding: 1,
+            ceil_mode: false,
+        };
+        let alexnet = MaxPool2dConfig { padding: 0, ..resnet };
+        let ceil = MaxPool2dConfig {
+            ceil_mode: true,
+            ..alexnet
+        };
+        let two_by_two = MaxPool2dConfig { kernel: 2, ..alexnet };
+        // A stem's shape; odd and even sides; a last window over the edge;
+        // windows that share no rows; batches on one and on two workers.
+        let cases: [(&[usize], &[usize], Conv2dParams, MaxPool2dConfig); 6] = [
+            (
+                &[1, 3, 40, 36],
+                &[16, 3, 7, 7],
+                Conv2dParams { stride: 2, padding: 3 },
+                resnet,
+            ),
+            (
+                &[1, 3, 35, 35],
+                &[8, 3, 11, 11],
+                Conv2dParams { stride: 4, padding: 2 },
+                alexnet,
+            ),
+            (
+                &[5, 4, 15, 13],
+                &[6, 4, 3, 3],
+                Conv2dParams { stride: 1, padding: 1 },
+                ceil,
+            ),
+            (
+                &[1, 8, 17, 18],
+                &[5, 8, 3, 3],
+                Conv2dParams { stride: 1, padding: 1 },
+                resnet,
+            ),
+            (
+                &[2, 3, 12, 12],
+                &[4, 3, 3, 3],
+                Conv2dParams { stride: 1, padding: 1 },
+                two_by_two,
+            ),
+            (
+                &[4, 3, 26, 21],
+                &[7, 3, 5, 5],
+                Conv2dParams { stride: 2, padding: 2 },
+                resnet,
+            ),
+        ];
+        let values =
+            |len: usize, seed: usize| -> Vec<f32> { (0..len).map(|i| (((i + seed) as f32) * 0.618).sin()).collect() };
+        let pool2 = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
+        for (input, weight, params, config) in cases {
+            let g = Geometry::new(input, weight, params).expect("a geometry");
+            let (_, pool) = PoolGeometry::new(config, &[g.batch, g.out_channels, g.out_h, g.out_w]).expect("a pool");
+            let x = values(g.batch * g.image_len(), 1);
+            let w = values(g.out_channels * g.patch(), 2);
+            let bias = values(g.out_channels, 3);
+            let packed = PackedLhs::for_products(Precision::Bf16, Matrix::row_major(&w, g.out_channels, g.patch()))
+                .expect("bf16 is packed");
+            let pairs = packed.pairs().expect("pairs on AVX512-BF16");
+            let whole = pool.pool_relu(&forward(&x, pairs, Some(&bias), &g));
+            for pooled_rows in [1, 2, 3, pool.out_h] {
+                for workers in [1, 2] {
+                    let run = || forward_pooled_in_bands(&x, pairs, Some(&bias), &g, &pool, pooled_rows);
+                    let bands = if workers == 1 { run() } else { pool2.install(run) };
+                    let what =
+                        format!("{input:?} ∗ {weight:?} {params:?}, {config:?}: bands of {pooled_rows} on {workers}");
+                    assert_eq!(bands.len(), whole.len(), "{what}");
+                    for (i, (a, b)) in bands.iter().zip(&whole).enumerate() {
+                        assert_eq!(a.to_bits(), b.to_bits(), "{what}: element {i}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn products_read_from_the_patches_match_the_column_matrix_bit_for_bit() {
         if crate::cpu::instruction_set() < InstructionSet::Avx512Bf16 {
             eprintln!("AVX512-BF16 not in use: bf16 pairs are not packed, nothing reads patches");
@@ -117,6 +464,9 @@ mod tests {
                     packed: Some(std::slice::from_ref(&packed)),
                 };
                 for bias in [None, Some(&bias[..])] {
+                    // A layout of NaNs first: a place the next one leaves
+                    // unwritten (padding the kernel reads) shows as a NaN.
+                    forward(&vec![f32::NAN; x.len()], pairs, bias, &g);
                     let ours = forward(&x, pairs, bias, &g);
                     let reference = im2col_forward(&x, &w, bias, &g, products);
                     assert_eq!(ours.len(), reference.len());

@@ -254,7 +254,7 @@ impl PairsLhs<'_> {
                 by_rows,
                 inner,
             } => {
-                if super::row_panels_pay(b.cols(), inner) {
+                if super::row_panels_pay(b.kernel_columns(), inner) {
                     avx512::row_panels::matmul(dst, accumulate, by_rows, b, threads)
                 } else {
                     avx512::matmul(dst, accumulate, by_columns, b, threads)

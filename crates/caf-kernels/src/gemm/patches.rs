@@ -20,6 +20,9 @@ pub(crate) struct Patches<'a> {
     out_h: usize,
     out_w: usize,
     row_step: usize,
+    /// The columns of the whole output these patches are rows of: the
+    /// kernel is chosen by them ([`Rhs::kernel_columns`]).
+    whole: usize,
 }
 
 impl<'a> Patches<'a> {
@@ -43,7 +46,16 @@ impl<'a> Patches<'a> {
             out_h,
             out_w,
             row_step,
+            whole: out_h * out_w,
         }
+    }
+
+    /// These patches as rows of an output of `whole` columns: a band of
+    /// them is multiplied by the kernel the whole output is, and its sums
+    /// are the whole output's bit for bit (the kernels add in different
+    /// orders).
+    pub(crate) fn of_output(self, whole: usize) -> Self {
+        Self { whole, ..self }
     }
 
     /// Rows: the taps.
@@ -102,6 +114,15 @@ impl Rhs<'_> {
         match self {
             Self::View(view) => view.cols,
             Self::Patches(patches) => patches.cols(),
+        }
+    }
+
+    /// The columns a product with this operand picks its kernel by: its
+    /// own, or those of the whole output a band of patches belongs to.
+    pub(super) fn kernel_columns(&self) -> usize {
+        match self {
+            Self::View(view) => view.cols,
+            Self::Patches(patches) => patches.whole,
         }
     }
 }

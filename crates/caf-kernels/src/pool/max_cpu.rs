@@ -96,7 +96,7 @@ type PoolScratch<T> = (Vec<T>, Vec<u32>, Vec<T>, Vec<u32>);
 impl PoolGeometry {
     /// The input positions `start..end` of window `i` along a side of `len`
     /// (clipped to the input: padding never wins).
-    fn window(&self, i: usize, len: usize) -> (usize, usize) {
+    pub(crate) fn window(&self, i: usize, len: usize) -> (usize, usize) {
         let MaxPool2dConfig {
             kernel,
             stride,
@@ -364,50 +364,89 @@ impl PoolGeometry {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 fn pool_relu_stride_2(g: &PoolGeometry, input: &[f32], out: &mut [f32]) {
+    let mut padded = g.padded_row();
+    let in_w = g.in_w;
+    for (plane, out) in input
+        .chunks_exact(g.in_h * in_w)
+        .zip(out.chunks_exact_mut(g.out_h * g.out_w))
+    {
+        for (oy, out_row) in out.chunks_exact_mut(g.out_w).enumerate() {
+            let (y0, y1) = g.window(oy, g.in_h);
+            let rows = (y0..y1).map(|y| &plane[y * in_w..][..in_w]);
+            // SAFETY: the caller's promise (AVX-512F and BW).
+            unsafe { pool_relu_row_stride_2(g, rows, &mut padded, out_row) };
+        }
+    }
+}
+
+impl PoolGeometry {
+    /// The scratch row of [`pool_relu_row_stride_2`].
+    pub(crate) fn padded_row(&self) -> Vec<f32> {
+        let MaxPool2dConfig { kernel, padding, .. } = self.config;
+        // `padding` −∞ first, then the columns' maxima, then −∞ as far as
+        // the last vector of the last tap reads.
+        vec![f32::NEG_INFINITY; (self.out_w.next_multiple_of(16) * 2 + kernel + 32).max(padding + self.in_w)]
+    }
+
+    /// Whether [`pool_relu_row_stride_2`] pools this geometry: stride 2 on
+    /// a CPU with AVX-512.
+    pub(crate) fn pools_rows_stride_2(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self.config.stride == 2 {
+            return crate::cpu::instruction_set() >= crate::cpu::InstructionSet::Avx512;
+        }
+        false
+    }
+}
+
+/// One output row of [`pool_relu_stride_2`]: `rows` are the input rows
+/// (`in_w` values each) of its window, `padded` is [`PoolGeometry::padded_row`].
+///
+/// # Safety
+/// The CPU has AVX-512F and BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn pool_relu_row_stride_2<'a>(
+    g: &PoolGeometry,
+    rows: impl Iterator<Item = &'a [f32]> + Clone,
+    padded: &mut [f32],
+    out_row: &mut [f32],
+) {
     use crate::gemm::first_lanes;
     use std::arch::x86_64::*;
     let MaxPool2dConfig { kernel, padding, .. } = g.config;
     let (in_w, out_w) = (g.in_w, g.out_w);
-    // The padded row: `padding` −∞ first, then the columns' maxima, then
-    // −∞ as far as the last vector of the last tap reads.
-    let padded_len = (out_w.next_multiple_of(16) * 2 + kernel + 32).max(padding + in_w);
-    let mut padded = vec![f32::NEG_INFINITY; padded_len];
+    assert!(
+        padded.len() >= g.padded_row().len() && out_row.len() == out_w,
+        "pooled row buffers"
+    );
     let even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
-    for (plane, out) in input
-        .chunks_exact(g.in_h * in_w)
-        .zip(out.chunks_exact_mut(g.out_h * out_w))
-    {
-        for (oy, out_row) in out.chunks_exact_mut(out_w).enumerate() {
-            let (y0, y1) = g.window(oy, g.in_h);
-            let maxima = &mut padded[padding..][..in_w];
-            for first in (0..in_w).step_by(16) {
-                let mask = first_lanes(in_w - first);
-                // SAFETY: the masked loads and store touch the first
-                // `in_w - first` (at most 16) elements from `first` of rows
-                // `in_w` long.
-                unsafe {
-                    let mut best = _mm512_setzero_ps();
-                    for y in y0..y1 {
-                        best = _mm512_max_ps(_mm512_maskz_loadu_ps(mask, plane[y * in_w + first..].as_ptr()), best);
-                    }
-                    _mm512_mask_storeu_ps(maxima[first..].as_mut_ptr(), mask, best);
-                }
-            }
-            for first in (0..out_w).step_by(16) {
-                let mut best = _mm512_set1_ps(f32::NEG_INFINITY);
-                for tap in 0..kernel {
-                    let from = &padded[2 * first + tap..][..32];
-                    // SAFETY: `from` holds 32 values.
-                    unsafe {
-                        let (low, high) = (_mm512_loadu_ps(from.as_ptr()), _mm512_loadu_ps(from[16..].as_ptr()));
-                        best = _mm512_max_ps(best, _mm512_permutex2var_ps(low, even, high));
-                    }
-                }
-                let mask = first_lanes(out_w - first);
-                // SAFETY: the masked store writes the first `out_w - first`
-                // (at most 16) elements from `first` of the output row.
-                unsafe { _mm512_mask_storeu_ps(out_row[first..].as_mut_ptr(), mask, best) };
+    let maxima = &mut padded[padding..][..in_w];
+    for first in (0..in_w).step_by(16) {
+        let mask = first_lanes(in_w - first);
+        let mut best = _mm512_setzero_ps();
+        for row in rows.clone() {
+            let row = &row[..in_w];
+            // SAFETY: the masked load reads the first `in_w - first` (at
+            // most 16) elements from `first` of a row `in_w` long.
+            best = _mm512_max_ps(unsafe { _mm512_maskz_loadu_ps(mask, row[first..].as_ptr()) }, best);
+        }
+        // SAFETY: as the loads, in `maxima`, `in_w` long.
+        unsafe { _mm512_mask_storeu_ps(maxima[first..].as_mut_ptr(), mask, best) };
+    }
+    for first in (0..out_w).step_by(16) {
+        let mut best = _mm512_set1_ps(f32::NEG_INFINITY);
+        for tap in 0..kernel {
+            let from = &padded[2 * first + tap..][..32];
+            // SAFETY: `from` holds 32 values.
+            unsafe {
+                let (low, high) = (_mm512_loadu_ps(from.as_ptr()), _mm512_loadu_ps(from[16..].as_ptr()));
+                best = _mm512_max_ps(best, _mm512_permutex2var_ps(low, even, high));
             }
         }
+        let mask = first_lanes(out_w - first);
+        // SAFETY: the masked store writes the first `out_w - first` (at
+        // most 16) elements from `first` of the output row.
+        unsafe { _mm512_mask_storeu_ps(out_row[first..].as_mut_ptr(), mask, best) };
     }
 }
