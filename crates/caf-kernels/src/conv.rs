@@ -802,9 +802,7 @@ impl Kernel for ConvKernel<'_> {
                     // A ReLU and a stride-2 pooling after them go with
                     // the products, band by band.
                     let pooled_here = match (pool, activation, residual) {
-                        (Some(pool), Activation::Relu, None) => {
-                            Some(pool).filter(|pool| patches::pools_in_bands(pool) && patches::bands_pay(g))
-                        }
+                        (Some(pool), Activation::Relu, None) => Some(pool).filter(|pool| patches::pools_in_bands(pool)),
                         _ => None,
                     };
                     let on_patches = pairs.and_then(|pairs| {

@@ -362,6 +362,16 @@ fn row_panels_pay(columns: usize, inner: usize) -> bool {
 /// The shallowest inner dimension [`row_panels_pay`] takes.
 const MIN_ROW_PANEL_INNER: usize = 64;
 
+/// [`row_panels_pay`] for the bf16 products: only where the 8 × 48
+/// kernel's 16-lane vectors would leave more than one lane in 50 empty
+/// (maps of 7×7 to 14×14). On AlexNet's 55×55 layer (3025 columns, 15
+/// lanes empty) the 8 × 48 kernel was faster at batch 1 (docs/performance.md),
+/// where the f32 row panels still beat `gemm`.
+fn bf16_row_panels_pay(columns: usize, inner: usize) -> bool {
+    let empty_lanes = columns.next_multiple_of(16) - columns;
+    row_panels_pay(columns, inner) && empty_lanes * 50 > columns
+}
+
 /// The destination of one product, shared by workers that write disjoint
 /// blocks of it (rows or columns).
 struct DisjointOutput(*mut f32);
@@ -491,6 +501,18 @@ mod tests {
                 .build()
                 .expect("thread pool");
             pool.install(|| assert_products_match_a_naive_loop(101, Threads::All, &format!("{workers} workers")));
+        }
+    }
+
+    #[test]
+    fn bf16_row_panels_take_the_maps_that_leave_lanes_empty() {
+        // 7×7, 13×13, 14×14 maps: row panels; 27×27 and 55×55 maps, whole
+        // vectors, and shallow products: the 8 × 48 kernel.
+        for columns in [49, 169, 196] {
+            assert!(bf16_row_panels_pay(columns, 64), "{columns} columns");
+        }
+        for (columns, inner) in [(729, 1600), (3025, 363), (784, 576), (49, 63)] {
+            assert!(!bf16_row_panels_pay(columns, inner), "{columns} columns, {inner} deep");
         }
     }
 

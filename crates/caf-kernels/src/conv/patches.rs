@@ -90,20 +90,9 @@ const BAND_BYTES: usize = 320 << 10;
 /// The tallest pooling window [`forward_pooled`] takes.
 const MAX_WINDOW_ROWS: usize = 8;
 
-/// The smallest output of one image [`forward_pooled`] pays for: below a
-/// core's L2 cache the whole output stays in it anyway, and two workers
-/// sharing an image's bands would make the rows their windows share twice
-/// (a 27-row map's share of such rows is not small).
-const MIN_BANDED_BYTES: usize = 1 << 20;
-
 /// Whether [`forward_pooled`] pools with `pool`.
 pub(super) fn pools_in_bands(pool: &PoolGeometry) -> bool {
     pool.pools_rows_stride_2() && pool.config.kernel <= MAX_WINDOW_ROWS
-}
-
-/// Whether pooling by bands ([`forward_pooled`]) pays for the output of `g`.
-pub(super) fn bands_pay(g: &Geometry) -> bool {
-    4 * g.output_len() >= MIN_BANDED_BYTES
 }
 
 /// The max pooling `pool` of the ReLU of `W · cols(x_b) (+ bias)` for

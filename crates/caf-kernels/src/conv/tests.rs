@@ -283,7 +283,7 @@ fn conv2d_relu_max_pool2d_matches_the_pool_after_conv2d_relu() -> Result<()> {
 /// them: each worker's images pooled from its own buffer, or at batch 1
 /// after the whole output) gives what [`crate::max_pool2d`] after
 /// [`conv2d_relu`] gives, bit for bit: ResNet-18's stem and pooling (its
-/// columns folded, and on an output large enough to pool by bands),
+/// columns folded, and on an output that takes several bands),
 /// AlexNet's, and 3×3 layers with chunks of images and rows of several
 /// vectors.
 #[test]
@@ -296,7 +296,7 @@ fn frozen_bf16_conv2d_relu_max_pool2d_matches_the_pool_after_conv2d_relu() -> Re
     };
     let alexnet = MaxPool2dConfig { padding: 0, ..resnet };
     let cases: [(&[usize], &[usize], Conv2dParams, MaxPool2dConfig); 7] = [
-        // An output of over 1 MiB an image: pooled band by band.
+        // A stem's output of over 1 MiB an image: several bands.
         (
             &[1, 3, 130, 128],
             &[64, 3, 7, 7],

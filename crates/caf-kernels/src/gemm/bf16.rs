@@ -85,7 +85,7 @@ enum Packed {
     /// [`Bf16Path::Avx512Bf16`] for an operand kept for many products (a
     /// frozen weight's): also in row panels, which the products whose
     /// columns would leave the 8 × 48 kernel's lanes empty take
-    /// ([`super::row_panels_pay`]).
+    /// ([`super::bf16_row_panels_pay`]).
     #[cfg(target_arch = "x86_64")]
     KeptPairs(avx512::PackedA, avx512::row_panels::PackedA),
     /// [`Bf16Path::AmxBf16`]: bf16 pairs in rows for the tiles, multiplied
@@ -93,6 +93,9 @@ enum Packed {
     /// without AMX).
     #[cfg(target_arch = "x86_64")]
     Tiles(amx::PackedA, amx::TileKernel),
+    /// In tests, row panels for every product, whatever its columns.
+    #[cfg(all(test, target_arch = "x86_64"))]
+    RowPanels(avx512::row_panels::PackedA),
 }
 
 impl Bf16Lhs {
@@ -160,6 +163,21 @@ impl Bf16Lhs {
             packed: Packed::Tiles(amx::PackedA::new(a), amx::TileKernel::Emulated),
         }
     }
+
+    /// `a` packed in the AVX512-BF16 row panels alone, which then multiply
+    /// every product (the kept packing takes them for some column counts
+    /// only).
+    pub(crate) fn row_panels(a: Matrix<f32>) -> Self {
+        assert!(
+            InstructionSet::detected() >= InstructionSet::Avx512Bf16,
+            "the row panels need AVX512-BF16"
+        );
+        Self {
+            rows: a.rows,
+            cols: a.cols,
+            packed: Packed::RowPanels(avx512::row_panels::PackedA::new(a)),
+        }
+    }
 }
 
 /// `dst = a · b` (or `dst += a · b` when `accumulate`) with bf16 operands,
@@ -193,6 +211,8 @@ pub(super) fn matmul_bf16_packed(dst: &mut [f32], accumulate: bool, a: &Bf16Lhs,
         ),
         #[cfg(target_arch = "x86_64")]
         Packed::Tiles(packed, kernel) => amx::matmul(*kernel, dst, accumulate, packed, b, threads),
+        #[cfg(all(test, target_arch = "x86_64"))]
+        Packed::RowPanels(packed) => avx512::row_panels::matmul(dst, accumulate, packed, b.into(), threads),
         #[cfg(target_arch = "x86_64")]
         Packed::Pairs(_) | Packed::KeptPairs(..) => match a.pairs() {
             Some(pairs) => pairs.multiply(dst, accumulate, b.into(), threads),
@@ -243,7 +263,7 @@ impl Bf16Lhs {
 
 impl PairsLhs<'_> {
     /// `dst = a · b` (or `+=` when `accumulate`), where `a` is `self`:
-    /// with the row panels where they pay ([`super::row_panels_pay`]).
+    /// with the row panels where they pay ([`super::bf16_row_panels_pay`]).
     fn multiply(self, dst: &mut [f32], accumulate: bool, b: Rhs, threads: Threads) {
         match self.0 {
             #[cfg(target_arch = "x86_64")]
@@ -254,7 +274,7 @@ impl PairsLhs<'_> {
                 by_rows,
                 inner,
             } => {
-                if super::row_panels_pay(b.kernel_columns(), inner) {
+                if super::bf16_row_panels_pay(b.kernel_columns(), inner) {
                     avx512::row_panels::matmul(dst, accumulate, by_rows, b, threads)
                 } else {
                     avx512::matmul(dst, accumulate, by_columns, b, threads)

@@ -45,7 +45,8 @@ fn reference(a: Matrix<f32>, b: Matrix<f32>, round: impl Fn(f32) -> f32) -> (Vec
 
 /// `a` packed each way this CPU can multiply it: each path's packing for
 /// one call, the AVX512-BF16 path's kept packing, which multiplies ragged
-/// column counts from row panels, and the AMX path's packing with the
+/// column counts from row panels, those row panels for every product, and
+/// the AMX path's packing with the
 /// tiles' arithmetic emulated (which runs its blocking and write-back on
 /// CPUs without AMX).
 fn packings(a: Matrix<f32>) -> Vec<(String, Bf16Lhs)> {
@@ -56,6 +57,7 @@ fn packings(a: Matrix<f32>) -> Vec<(String, Bf16Lhs)> {
     #[cfg(target_arch = "x86_64")]
     if InstructionSet::detected() >= InstructionSet::Avx512Bf16 {
         packings.push(("kept".into(), Bf16Lhs::kept(a)));
+        packings.push(("row panels".into(), Bf16Lhs::row_panels(a)));
         packings.push(("emulated tiles".into(), Bf16Lhs::emulated_tiles(a)));
     }
     packings
