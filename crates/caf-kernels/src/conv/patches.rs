@@ -351,13 +351,7 @@ mod tests {
             eprintln!("AVX512-BF16 not in use: bf16 pairs are not packed, nothing reads patches");
             return;
         }
-        let resnet = MaxPool2dConfig {
-            kernel: 3,
-            stride: 2,
-            padding: 1,
-            ceil_mode: false,
-        };
-        let alexnet = MaxPool2dConfig { padding: 0, ..resnet };
+        let (resnet, alexnet) = (super::super::tests::RESNET_POOL, super::super::tests::ALEXNET_POOL);
         let ceil = MaxPool2dConfig {
             ceil_mode: true,
             ..alexnet

@@ -24,6 +24,20 @@ pub(super) const CASES: [(&[usize], &[usize], Conv2dParams); 14] = [
     (&[2, 2, 5, 37], &[3, 2, 3, 3], Conv2dParams { stride: 1, padding: 1 }),
 ];
 
+/// ResNet-18's max pooling after its stem.
+pub(super) const RESNET_POOL: MaxPool2dConfig = MaxPool2dConfig {
+    kernel: 3,
+    stride: 2,
+    padding: 1,
+    ceil_mode: false,
+};
+
+/// AlexNet's max poolings.
+pub(super) const ALEXNET_POOL: MaxPool2dConfig = MaxPool2dConfig {
+    padding: 0,
+    ..RESNET_POOL
+};
+
 /// Deterministic values in [-1, 1] for the kernels' own f64 comparisons.
 pub(super) fn values(len: usize, seed: f64) -> Vec<f64> {
     (0..len).map(|i| ((i as f64 + seed) * 0.618).sin()).collect()
@@ -288,13 +302,7 @@ fn conv2d_relu_max_pool2d_matches_the_pool_after_conv2d_relu() -> Result<()> {
 /// vectors.
 #[test]
 fn frozen_bf16_conv2d_relu_max_pool2d_matches_the_pool_after_conv2d_relu() -> Result<()> {
-    let resnet = MaxPool2dConfig {
-        kernel: 3,
-        stride: 2,
-        padding: 1,
-        ceil_mode: false,
-    };
-    let alexnet = MaxPool2dConfig { padding: 0, ..resnet };
+    let (resnet, alexnet) = (RESNET_POOL, ALEXNET_POOL);
     let cases: [(&[usize], &[usize], Conv2dParams, MaxPool2dConfig); 7] = [
         // A stem's output of over 1 MiB an image: several bands.
         (
