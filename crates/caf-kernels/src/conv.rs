@@ -601,12 +601,18 @@ fn output_product<T: Element>(
     threads: Threads,
     products: WeightProducts,
 ) {
+    fill_bias(y, bias, cols.cols());
+    products.run(0, y, bias.is_some(), w, cols, threads);
+}
+
+/// Each of `y`'s rows (`positions` long, one an output channel) set to its
+/// channel's bias, if any: what a product then adds its sums to.
+fn fill_bias<T: Copy>(y: &mut [T], bias: Option<&[T]>, positions: usize) {
     if let Some(bias) = bias {
-        for (row, &value) in y.chunks_exact_mut(cols.cols()).zip(bias) {
+        for (row, &value) in y.chunks_exact_mut(positions).zip(bias) {
             row.fill(value);
         }
     }
-    products.run(0, y, bias.is_some(), w, cols, threads);
 }
 
 /// `dx_b = col2im(Wᵀ · dy_b)` for every image.
@@ -760,6 +766,11 @@ impl Kernel for ConvKernel<'_> {
                 if let Some(y) = on_tiles {
                     return y;
                 }
+                // A max pooling after the ReLU alone (no residual between).
+                let relu_then_pool = match (pool, activation, residual) {
+                    (Some(pool), Activation::Relu, None) => Some(pool),
+                    _ => None,
+                };
                 let variant = winograd::Variant::of(g);
                 let slot = kept
                     .filter(|_| winograd::applies_with_kept_transform(g))
@@ -801,10 +812,7 @@ impl Kernel for ConvKernel<'_> {
                         .filter(|_| !g.is_pointwise());
                     // A ReLU and a stride-2 pooling after them go with
                     // the products, band by band.
-                    let pooled_here = match (pool, activation, residual) {
-                        (Some(pool), Activation::Relu, None) => Some(pool).filter(|pool| patches::pools_in_bands(pool)),
-                        _ => None,
-                    };
+                    let pooled_here = relu_then_pool.and_then(patches::RowPooling::new);
                     let on_patches = pairs.and_then(|pairs| {
                         let bias = match bias {
                             Some(bias) => Some(T::as_f32(bias)?),
@@ -826,7 +834,7 @@ impl Kernel for ConvKernel<'_> {
                 };
                 // The ReLU commutes with max pooling: pooled first, it is
                 // applied to the maxima instead of in a pass over the larger map.
-                if let (Some(pool), Activation::Relu, None) = (pool, activation, residual) {
+                if let Some(pool) = relu_then_pool {
                     if let Some(pooled) = T::as_f32(&y).and_then(|values| T::from_f32_vec(pool.pool_relu(values))) {
                         return pooled;
                     }

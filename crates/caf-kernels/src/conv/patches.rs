@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{for_each_image, Geometry, RowLayout};
+use super::{fill_bias, for_each_image, Geometry, RowLayout};
 use crate::gemm::{PairsLhs, Patches, Threads};
 use crate::parallel::{for_each_block, SharedOutput};
 #[cfg(target_arch = "x86_64")]
@@ -22,7 +22,7 @@ pub(super) fn forward(x: &[f32], weight: PairsLhs, bias: Option<&[f32]>, g: &Geo
     let mut y = vec![0.0; g.batch * g.output_len()];
     for_each_image(g, &mut y, g.output_len(), laid.len(), |b, y_b, laid_out, threads| {
         laid.lay_out(x, b, laid_out, threads);
-        with_bias(y_b, bias, g.positions());
+        fill_bias(y_b, bias, g.positions());
         weight.multiply_patches(y_b, bias.is_some(), laid.patches(laid_out, 0..g.out_h), threads);
     });
     y
@@ -75,28 +75,42 @@ impl<'a> Laid<'a> {
     }
 }
 
-/// Each of `dst`'s rows (`positions` long) set to its channel's bias, if any.
-fn with_bias(dst: &mut [f32], bias: Option<&[f32]>, positions: usize) {
-    if let Some(bias) = bias {
-        for (row, &value) in dst.chunks_exact_mut(positions).zip(bias) {
-            row.fill(value);
-        }
-    }
-}
-
 /// Bytes of the convolution's output one band of [`forward_pooled`] holds:
 /// a third of a core's L2 cache, the rest left to the product's operands.
 const BAND_BYTES: usize = 320 << 10;
 /// The tallest pooling window [`forward_pooled`] takes.
 const MAX_WINDOW_ROWS: usize = 8;
 
-/// Whether [`forward_pooled`] pools with `pool`.
-pub(super) fn pools_in_bands(pool: &PoolGeometry) -> bool {
-    pool.pools_rows_stride_2() && pool.config.kernel <= MAX_WINDOW_ROWS
+/// A pooling [`forward_pooled`] takes, checked once: stride 2 on a CPU
+/// with AVX-512 ([`pool_relu_row_stride_2`]'s), windows of at most
+/// [`MAX_WINDOW_ROWS`] rows.
+#[derive(Clone, Copy)]
+pub(super) struct RowPooling<'a>(&'a PoolGeometry);
+
+impl<'a> RowPooling<'a> {
+    /// `pool`, if [`forward_pooled`] takes it.
+    pub(super) fn new(pool: &'a PoolGeometry) -> Option<Self> {
+        (pool.pools_rows_stride_2() && pool.config.kernel <= MAX_WINDOW_ROWS).then_some(Self(pool))
+    }
+
+    /// One pooled row of the ReLU of its window's input `rows` into `out`;
+    /// `padded` is [`PoolGeometry::padded_row`].
+    fn pool_row<'r>(self, rows: impl Iterator<Item = &'r [f32]> + Clone, padded: &mut [f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has AVX-512F and BW: `Self::new` checked it.
+        unsafe {
+            pool_relu_row_stride_2(self.0, rows, padded, out)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!(
+            "a row pooling is made on x86-64 alone ({:?})",
+            (rows.count(), padded.len(), out.len())
+        )
+    }
 }
 
 /// The max pooling `pool` of the ReLU of `W · cols(x_b) (+ bias)` for
-/// every image, `W` packed as bf16 pairs ([`pools_in_bands`] must hold).
+/// every image, `W` packed as bf16 pairs.
 /// The convolution's output is made and pooled in bands of rows small
 /// enough to stay in the core's cache, instead of written out whole and
 /// read back (ResNet-18's stem makes 3.2 MB an image); the rows two
@@ -107,14 +121,13 @@ pub(super) fn forward_pooled(
     weight: PairsLhs,
     bias: Option<&[f32]>,
     g: &Geometry,
-    pool: &PoolGeometry,
+    pooling: RowPooling,
 ) -> Vec<f32> {
     // Conv rows of a band: twice its pooled rows, and the window's overhang.
     let pooled_rows = (BAND_BYTES / (4 * g.out_channels * g.out_w))
-        .saturating_sub(pool.config.kernel)
-        .div_ceil(2)
-        .max(1);
-    forward_pooled_in_bands(x, weight, bias, g, pool, pooled_rows)
+        .saturating_sub(pooling.0.config.kernel)
+        .div_ceil(2);
+    forward_pooled_in_bands(x, weight, bias, g, pooling, pooled_rows)
 }
 
 /// [`forward_pooled`] in bands of `pooled_rows` pooled rows.
@@ -123,11 +136,12 @@ fn forward_pooled_in_bands(
     weight: PairsLhs,
     bias: Option<&[f32]>,
     g: &Geometry,
-    pool: &PoolGeometry,
+    pooling: RowPooling,
     pooled_rows: usize,
 ) -> Vec<f32> {
+    let pool = pooling.0;
     assert!(
-        pools_in_bands(pool) && (pool.in_h, pool.in_w) == (g.out_h, g.out_w),
+        (pool.in_h, pool.in_w) == (g.out_h, g.out_w),
         "a pooling by bands of the convolution's output"
     );
     let laid = Laid::new(g);
@@ -138,7 +152,7 @@ fn forward_pooled_in_bands(
         laid: &laid,
         weight,
         bias,
-        pool,
+        pooling,
         out: &shared,
         pooled_rows: pooled_rows.max(1),
     };
@@ -176,7 +190,7 @@ struct Bands<'a> {
     laid: &'a Laid<'a>,
     weight: PairsLhs<'a>,
     bias: Option<&'a [f32]>,
-    pool: &'a PoolGeometry,
+    pooling: RowPooling<'a>,
     out: &'a SharedOutput<'a, f32>,
     /// Pooled rows a band makes.
     pooled_rows: usize,
@@ -196,12 +210,13 @@ struct BandScratch {
 impl BandScratch {
     fn new(bands: &Bands) -> Self {
         let g = bands.laid.g;
-        let rows = 2 * bands.pooled_rows + bands.pool.config.kernel;
+        let pool = bands.pooling.0;
+        let rows = 2 * bands.pooled_rows + pool.config.kernel;
         Self {
             product: Scratch::stale(g.out_channels * rows * g.out_w),
             kept: Vec::new(),
             spare: Vec::new(),
-            padded: bands.pool.padded_row(),
+            padded: pool.padded_row(),
         }
     }
 }
@@ -209,7 +224,7 @@ impl BandScratch {
 impl Bands<'_> {
     /// Pooled rows `rows` of image `b` (laid out in `laid_out`), band by band.
     fn pool_rows(&self, b: usize, laid_out: &[f32], rows: Range<usize>, scratch: &mut BandScratch) {
-        let (g, pool) = (self.laid.g, self.pool);
+        let (g, pool) = (self.laid.g, self.pooling.0);
         let (out_w, channels) = (g.out_w, g.out_channels);
         let BandScratch {
             product,
@@ -229,7 +244,7 @@ impl Bands<'_> {
             let n = made.saturating_sub(start) * out_w;
             let product = &mut product[..channels * n];
             if n > 0 {
-                with_bias(product, self.bias, n);
+                fill_bias(product, self.bias, n);
                 let patches = self.laid.patches(laid_out, start..made);
                 self.weight
                     .multiply_patches(product, self.bias.is_some(), patches, Threads::One);
@@ -251,7 +266,7 @@ impl Bands<'_> {
                     // rows or images), and nobody reads `out` until every
                     // band is done.
                     let out_row = unsafe { self.out.slice(at, pool.out_w) };
-                    pool_row(pool, (y0..y1).map(row), padded, out_row);
+                    self.pooling.pool_row((y0..y1).map(row), padded, out_row);
                 }
             }
             // Keep the rows the next band's first window reads from this one.
@@ -269,27 +284,6 @@ impl Bands<'_> {
             *spare = std::mem::replace(kept, next_kept);
         }
     }
-}
-
-/// [`pool_relu_row_stride_2`] of one pooled row, on the CPUs
-/// [`pools_in_bands`] takes.
-fn pool_row<'a>(
-    pool: &PoolGeometry,
-    rows: impl Iterator<Item = &'a [f32]> + Clone,
-    padded: &mut [f32],
-    out: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        assert!(pools_in_bands(pool), "pooling by bands without AVX-512");
-        // SAFETY: the CPU has AVX-512F and BW ([`pools_in_bands`]).
-        unsafe { pool_relu_row_stride_2(pool, rows, padded, out) }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!(
-        "pooling by bands runs on AVX-512 ({:?})",
-        (pool.config, rows.count(), padded.len(), out.len())
-    )
 }
 
 /// Writes every channel of `image` into `out` as `layout` places them,
@@ -412,7 +406,8 @@ mod tests {
             let whole = pool.pool_relu(&forward(&x, pairs, Some(&bias), &g));
             for pooled_rows in [1, 2, 3, pool.out_h] {
                 for workers in [1, 2] {
-                    let run = || forward_pooled_in_bands(&x, pairs, Some(&bias), &g, &pool, pooled_rows);
+                    let pooling = RowPooling::new(&pool).expect("a stride-2 pooling on AVX-512");
+                    let run = || forward_pooled_in_bands(&x, pairs, Some(&bias), &g, pooling, pooled_rows);
                     let bands = if workers == 1 { run() } else { pool2.install(run) };
                     let what =
                         format!("{input:?} ∗ {weight:?} {params:?}, {config:?}: bands of {pooled_rows} on {workers}");

@@ -18,9 +18,11 @@ use crate::storage::{dispatch, runs_on_cpu_kernels};
 /// all outside the graph: a frozen network's): the bf16 tiles pool each
 /// worker's images from their output in the worker's own buffer, so the
 /// convolution's output, four times the pooled one, is never written to
-/// memory and read back; the other CPU routes pool after their products,
-/// f32 ones applying the ReLU to the maxima as they take them (the ReLU
-/// commutes with the maximum) instead of in a pass over the larger output.
+/// memory and read back; the bf16 products on AVX512-BF16 pool their
+/// output band by band while it is in cache (`conv/patches.rs`); the other
+/// CPU routes pool after their products, f32 ones applying the ReLU to the
+/// maxima as they take them (the ReLU commutes with the maximum) instead
+/// of in a pass over the larger output.
 /// Anywhere else (a gradient asked for, another device) it runs
 /// [`conv2d_relu`] then [`max_pool2d`]: the same values.
 ///
