@@ -19,7 +19,7 @@ use crate::cpu::Precision;
 use crate::elementwise::Activation;
 use crate::gemm::matmul_in;
 use crate::gemm::{ConvShape, Element, Epilogue, Matrix, Orientation, PackedLhs, Threads, WeightProducts};
-use crate::parallel::{for_each_block, SharedOutput};
+use crate::parallel::{collect_planes, for_each_block, SharedOutput};
 use crate::phases::split_by_phase;
 use crate::pool::PoolGeometry;
 use crate::reduce::{channel_sum, sum_parts};
@@ -580,16 +580,27 @@ fn column_buffer_len(g: &Geometry) -> usize {
 
 /// `y_b = W · cols(x_b) (+ bias)` for every image.
 fn forward<T: Element>(x: &[T], weight: &[T], bias: Option<&[T]>, g: &Geometry, products: WeightProducts) -> Vec<T> {
-    let mut y = vec![T::ZERO; g.batch * g.output_len()];
+    let mut y = output_with_bias(g, bias);
     let w = Matrix::row_major(weight, g.out_channels, g.patch());
     for_each_image(
         g,
         &mut y,
         g.output_len(),
         column_buffer_len(g),
-        |b, y_b, buffer, threads| output_product(y_b, w, columns(x, b, g, buffer, threads), bias, threads, products),
+        |b, y_b, buffer, threads| products.run(0, y_b, bias.is_some(), w, columns(x, b, g, buffer, threads), threads),
     );
     y
+}
+
+/// A convolution's output (`B × O × out_h × out_w`) with each channel's
+/// values set to its bias (zeros without one), for the products to add
+/// their sums to: written once, in parallel, into new memory, instead of
+/// zeroed by the allocator and then overwritten.
+fn output_with_bias<T: Element>(g: &Geometry, bias: Option<&[T]>) -> Vec<T> {
+    let (k, positions) = (g.out_channels, g.positions());
+    collect_planes(g.batch * k, positions, |plane| {
+        std::iter::repeat_n(bias.map_or(T::ZERO, |bias| bias[plane % k]), positions)
+    })
 }
 
 /// `y = W · cols (+ bias per output channel)`, the bias written first and the product added to it.

@@ -3,11 +3,13 @@
 //! scratch, and an output that the blocks write in disjoint parts.
 
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use rayon::prelude::*;
 
 use crate::cpu::vectorised;
+use crate::scratch::Kept;
 
 /// Runs `work(items, scratch)` over the `total` items: each worker takes an
 /// equal contiguous share (to one item) and works through it in blocks of at
@@ -78,6 +80,45 @@ where
     // short plane panics before this, and `out` is then dropped empty).
     unsafe { out.set_len(len) };
     out
+}
+
+/// An output of `len` elements that blocks write in disjoint parts, each
+/// element once, with nothing written before (no zeroing pass by the
+/// allocator): shared out as places ([`Self::places`]), then taken whole
+/// once every place is written ([`Self::assume_written`]). In this crate's
+/// tests the places hold NaNs first, so that one left unwritten fails them.
+pub(crate) struct UnwrittenOutput<T> {
+    buffer: Vec<T>,
+    len: usize,
+}
+
+impl<T: Kept> UnwrittenOutput<T> {
+    pub(crate) fn new(len: usize) -> Self {
+        let buffer = Vec::with_capacity(len);
+        #[cfg(test)]
+        let buffer = {
+            let mut buffer = buffer;
+            buffer.spare_capacity_mut()[..len].fill(MaybeUninit::new(T::POISON));
+            buffer
+        };
+        Self { buffer, len }
+    }
+
+    /// The places, to share out to the blocks that write them.
+    pub(crate) fn places(&mut self) -> SharedOutput<'_, MaybeUninit<T>> {
+        SharedOutput::new(&mut self.buffer.spare_capacity_mut()[..self.len])
+    }
+
+    /// The output.
+    ///
+    /// # Safety
+    /// Every one of the `len` places was written through [`Self::places`].
+    pub(crate) unsafe fn assume_written(mut self) -> Vec<T> {
+        // SAFETY: the capacity is `len` and, by the caller's promise, the
+        // first `len` elements are written.
+        unsafe { self.buffer.set_len(self.len) };
+        self.buffer
+    }
 }
 
 /// An output buffer written by several threads at once, each in parts that
@@ -152,6 +193,22 @@ mod tests {
             let expected: Vec<usize> = (0..count).flat_map(|i| (0..plane).map(move |j| i * 1000 + j)).collect();
             assert_eq!(planes, expected, "{count} planes of {plane}");
         }
+    }
+
+    /// In this crate's tests an unwritten output's places hold NaNs until
+    /// written, so that a kernel leaving one unwritten fails its tests.
+    #[test]
+    fn unwritten_places_hold_nans_in_tests() {
+        let mut output = UnwrittenOutput::<f32>::new(5);
+        let places = output.places();
+        // SAFETY: places 1..4, on this thread alone.
+        for place in unsafe { places.slice(1, 3) } {
+            place.write(1.0);
+        }
+        // SAFETY: in test builds `new` wrote a NaN to every place first.
+        let values = unsafe { output.assume_written() };
+        assert!(values[0].is_nan() && values[4].is_nan(), "{values:?}");
+        assert_eq!(values[1..4], [1.0; 3]);
     }
 
     /// A plane given too few values is refused: its places would be left unwritten.

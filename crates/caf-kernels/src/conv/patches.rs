@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{fill_bias, for_each_image, Geometry, RowLayout};
+use super::{fill_bias, for_each_image, output_with_bias, Geometry, RowLayout};
 use crate::gemm::{PairsLhs, Patches, Threads};
 use crate::parallel::{for_each_block, SharedOutput};
 #[cfg(target_arch = "x86_64")]
@@ -19,10 +19,9 @@ use crate::scratch::Scratch;
 /// `y_b = W · cols(x_b) (+ bias)` for every image, `W` packed as bf16 pairs.
 pub(super) fn forward(x: &[f32], weight: PairsLhs, bias: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
     let laid = Laid::new(g);
-    let mut y = vec![0.0; g.batch * g.output_len()];
+    let mut y = output_with_bias(g, bias);
     for_each_image(g, &mut y, g.output_len(), laid.len(), |b, y_b, laid_out, threads| {
         laid.lay_out(x, b, laid_out, threads);
-        fill_bias(y_b, bias, g.positions());
         weight.multiply_patches(y_b, bias.is_some(), laid.patches(laid_out, 0..g.out_h), threads);
     });
     y

@@ -24,6 +24,7 @@ mod phases;
 mod transform;
 
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -33,7 +34,7 @@ use self::transform::{Algorithm, F2x3, F2x5, F4x3, Lanes, Transform, LANES};
 use super::Geometry;
 use crate::cpu::Precision;
 use crate::gemm::{matmul_in, Element, Matrix, PackedLhs, Threads, WeightProducts};
-use crate::parallel::{for_each_block, SharedOutput};
+use crate::parallel::{for_each_block, SharedOutput, UnwrittenOutput};
 use crate::reduce::sum_parts;
 use crate::scratch::Scratch;
 
@@ -383,7 +384,8 @@ fn transform_input_block<T: Element, A: Algorithm<M, R, N>, const M: usize, cons
 
 /// `Aᵀ M A` of output channels `outs` at the `chunks` of a block, from the
 /// products `m` (`[ξ][out][tile]`, rows of `n`, [`point_stride`] apart),
-/// plus the bias, written into the output rows the chunks' tiles cover.
+/// plus the bias, written into the output rows the chunks' tiles cover:
+/// every place of them.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn transform_output_channels<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
@@ -393,7 +395,7 @@ fn transform_output_channels<T: Element, A: Algorithm<M, R, N>, const M: usize, 
     outs: Range<usize>,
     bias: Option<&[T]>,
     g: &Geometry,
-    out: &SharedOutput<T>,
+    out: &SharedOutput<MaybeUninit<T>>,
 ) {
     let k = g.out_channels;
     let mut products = [[Lanes::<T>::default(); N]; N];
@@ -418,8 +420,8 @@ fn transform_output_channels<T: Element, A: Algorithm<M, R, N>, const M: usize, 
                 // the row, and only this call writes output channel `o`
                 // of them.
                 let row = unsafe { out.slice(plane + oy * g.out_w + chunk.x, width) };
-                for (q, value) in row.iter_mut().enumerate() {
-                    *value = tile_row[q % M].0[q / M] + shift;
+                for (q, place) in row.iter_mut().enumerate() {
+                    place.write(tile_row[q % M].0[q / M] + shift);
                 }
             }
         }
@@ -593,7 +595,7 @@ struct ForwardBlock<'a, T: Element, A, const M: usize, const R: usize, const N: 
     input: InputTiles<'a, T, A, M, R, N>,
     u: &'a [T],
     bias: Option<&'a [T]>,
-    out: &'a SharedOutput<'a, T>,
+    out: &'a SharedOutput<'a, MaybeUninit<T>>,
     products: WeightProducts<'a>,
 }
 
@@ -745,9 +747,9 @@ fn forward_with_transform<T: Element, A: Algorithm<M, R, N>, const M: usize, con
         return forward_by_channels(input, u, bias, products);
     }
     let (k, ch, points) = (g.out_channels, g.channels, N * N);
-    let mut y = vec![T::ZERO; g.batch * g.output_len()];
+    let mut y = UnwrittenOutput::new(g.batch * g.output_len());
     // Each output element belongs to exactly one tile, each tile to one block.
-    let out = SharedOutput::new(&mut y);
+    let out = y.places();
     let block = block_len::<T>(BLOCK_BYTES, points, ch + k, tiling, rayon::current_num_threads());
     for_each_block(
         tiling.total,
@@ -770,7 +772,9 @@ fn forward_with_transform<T: Element, A: Algorithm<M, R, N>, const M: usize, con
         },
         drop,
     );
-    y
+    // SAFETY: the blocks covered every tile, and each wrote all of its
+    // tiles' output elements, in every output channel.
+    unsafe { y.assume_written() }
 }
 
 /// The forward pass of a tiling too small to deal out by tiles (a single
@@ -794,7 +798,7 @@ fn forward_by_channels<T: Element, A: Algorithm<M, R, N>, const M: usize, const 
     run_block(&input, 0..n, &mut v);
     let mut m = Scratch::<T>::stale(points * point_stride(k, n));
     multiply_points::<T, N>(products, u, (&v, stride), (&mut m, n), g, Threads::All);
-    let mut y = vec![T::ZERO; g.batch * g.output_len()];
+    let mut y = UnwrittenOutput::new(g.batch * g.output_len());
     let chunks = tiling.chunks(0..n);
     let transform = OutputTransform::<T, A, M, R, N> {
         algorithm: PhantomData,
@@ -803,7 +807,7 @@ fn forward_by_channels<T: Element, A: Algorithm<M, R, N>, const M: usize, const 
         chunks: &chunks,
         bias,
         g,
-        out: &SharedOutput::new(&mut y),
+        out: &y.places(),
     };
     let workers = rayon::current_num_threads();
     for_each_block(
@@ -813,7 +817,9 @@ fn forward_by_channels<T: Element, A: Algorithm<M, R, N>, const M: usize, const 
         |outs, _| run_block(&transform, outs, &mut ()),
         drop,
     );
-    y
+    // SAFETY: the shares covered every output channel, and each wrote its
+    // channels' output elements at every tile.
+    unsafe { y.assume_written() }
 }
 
 /// [`transform_output_channels`] of a share of the output channels.
@@ -824,7 +830,7 @@ struct OutputTransform<'a, T: Element, A, const M: usize, const R: usize, const 
     chunks: &'a [Chunk],
     bias: Option<&'a [T]>,
     g: &'a Geometry,
-    out: &'a SharedOutput<'a, T>,
+    out: &'a SharedOutput<'a, MaybeUninit<T>>,
 }
 
 impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize> Block
