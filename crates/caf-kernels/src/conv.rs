@@ -817,10 +817,13 @@ impl Kernel for ConvKernel<'_> {
                         None => None,
                     };
                     // Products on bf16 pairs read the image's patches in
-                    // place instead of its im2col copy.
+                    // place instead of its im2col copy; but a kernel shorter
+                    // than its stride (a 1×1/2 shortcut) reads a quarter of
+                    // the image, which im2col copies and the row layout
+                    // would lay out whole.
                     let pairs = packed
                         .and_then(|packed| packed[0].pairs())
-                        .filter(|_| !g.is_pointwise());
+                        .filter(|_| !g.is_pointwise() && g.kernel_h >= g.stride);
                     // A ReLU and a stride-2 pooling after them go with
                     // the products, band by band.
                     let pooled_here = relu_then_pool.and_then(patches::RowPooling::new);
