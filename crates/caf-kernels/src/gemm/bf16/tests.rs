@@ -124,8 +124,9 @@ fn products_match_an_f64_reference_around_the_register_and_vector_widths() {
 
 /// Shapes where a kept operand's products take the row panels (columns no
 /// multiple of 16, inner dimension from 64), around their 64-row panels,
-/// 6-column blocks and inner blocks (the sums parked between them, also
-/// past one block of columns), split and not.
+/// 6-column blocks and inner blocks (the sums parked between them: many
+/// columns cut 520 deep in three, 49 columns 2733 deep in two, the last
+/// block odd; also past one block of columns), split and not.
 #[test]
 fn kept_operands_match_an_f64_reference_on_ragged_columns() {
     for (m, n, k) in [
@@ -136,6 +137,7 @@ fn kept_operands_match_an_f64_reference_on_ragged_columns() {
         (130, 241, 600),
         (17, 24, 65),
         (65, 1545, 520),
+        (65, 49, 2733),
     ] {
         check(m, n, k, false, Threads::One);
         check(m, n, k, true, Threads::All);

@@ -24,10 +24,12 @@ const NR_BLOCK: usize = 6;
 /// Columns each worker takes at least when a product is split by columns.
 const MIN_COLUMNS_PER_WORKER: usize = 2 * NR_BLOCK;
 
-/// The left operand, rounded and packed whole: for each block of [`KC`]
-/// inner columns, its panels of [`MR`] rows, each pair of inner columns of
-/// a panel one `u32` per row (the even column in the low half), zeros past
-/// the last row and column.
+/// The left operand, rounded and packed whole: its panels of [`MR`] rows,
+/// each pair of inner columns of a panel one `u32` per row (the even
+/// column in the low half), zeros past the last row and column. A panel's
+/// pairs lie in order, so that any even run of inner columns is one
+/// contiguous part of it ([`Self::panel`]), whatever depth a product
+/// blocks the inner dimension by.
 pub(in crate::gemm) struct PackedA {
     rows: usize,
     cols: usize,
@@ -38,21 +40,16 @@ impl PackedA {
     /// Packs `a` (any strides). Multiplying by it needs AVX-512F, BW and BF16.
     pub(in crate::gemm) fn new(a: Matrix<f32>) -> Self {
         a.check("bf16 row-panel lhs");
-        let padded_rows = a.rows.next_multiple_of(MR);
         let at = |row: usize, col: usize| u32::from(bf16_bits(a.data[row * a.row_stride + col * a.col_stride]));
-        let mut data = vec![0u32; padded_rows * a.cols.div_ceil(2)];
-        for first_inner in (0..a.cols).step_by(KC) {
-            let depth = KC.min(a.cols - first_inner);
-            let pairs = depth.div_ceil(2);
-            let block = &mut data[first_inner / 2 * padded_rows..][..padded_rows * pairs];
-            for (panel_index, panel) in block.chunks_exact_mut(MR * pairs).enumerate() {
-                let first_row = panel_index * MR;
-                for row in first_row..(first_row + MR).min(a.rows) {
-                    for t in 0..pairs {
-                        let col = first_inner + 2 * t;
-                        let high = if 2 * t + 1 < depth { at(row, col + 1) << 16 } else { 0 };
-                        panel[t * MR + row - first_row] = at(row, col) | high;
-                    }
+        let pairs = a.cols.div_ceil(2);
+        let mut data = vec![0u32; a.rows.next_multiple_of(MR) * pairs];
+        for (panel_index, panel) in data.chunks_exact_mut(MR * pairs).enumerate() {
+            let first_row = panel_index * MR;
+            for row in first_row..(first_row + MR).min(a.rows) {
+                for t in 0..pairs {
+                    let col = 2 * t;
+                    let high = if col + 1 < a.cols { at(row, col + 1) << 16 } else { 0 };
+                    panel[t * MR + row - first_row] = at(row, col) | high;
                 }
             }
         }
@@ -63,12 +60,12 @@ impl PackedA {
         }
     }
 
-    /// The panel of rows `panel · MR ..` in the inner block that starts at
-    /// `first_inner` (a multiple of `KC`).
-    fn panel(&self, first_inner: usize, panel: usize) -> &[u32] {
-        let padded_rows = self.rows.next_multiple_of(MR);
-        let pairs = KC.min(self.cols - first_inner).div_ceil(2);
-        &self.data[first_inner / 2 * padded_rows + panel * MR * pairs..][..MR * pairs]
+    /// The pairs of inner columns `inner` (starting at an even column) of
+    /// the panel of rows `panel · MR ..`.
+    fn panel(&self, inner: Range<usize>, panel: usize) -> &[u32] {
+        debug_assert!(inner.start.is_multiple_of(2) && inner.end <= self.cols);
+        let pairs = self.cols.div_ceil(2);
+        &self.data[(panel * pairs + inner.start / 2) * MR..][..inner.len().div_ceil(2) * MR]
     }
 }
 
@@ -109,16 +106,17 @@ unsafe fn product(
 ) {
     let k = a.cols;
     let (mut packed_b, mut rows_b) = PACKED_B.take();
-    with_parked_sums(rows.len(), NC.min(columns.len()), NR_BLOCK, (k, KC), |parked| {
+    let depth = inner_depth(k, NC.min(columns.len()));
+    with_parked_sums(rows.len(), NC.min(columns.len()), NR_BLOCK, (k, depth), |parked| {
         for first_column in columns.clone().step_by(NC) {
             let width = NC.min(columns.end - first_column);
-            for first_inner in (0..k).step_by(KC) {
-                let depth = KC.min(k - first_inner);
-                let pairs = depth.div_ceil(2);
-                let (inner, block_columns) = (first_inner..first_inner + depth, first_column..first_column + width);
+            for first_inner in (0..k).step_by(depth) {
+                let inner = first_inner..(first_inner + depth).min(k);
+                let pairs = inner.len().div_ceil(2);
+                let block_columns = first_column..first_column + width;
                 pack_b::<NR>(b, inner.clone(), block_columns, pairs, &mut packed_b, &mut rows_b);
                 for first_row in rows.clone().step_by(MR) {
-                    let panel = a.panel(first_inner, first_row / MR);
+                    let panel = a.panel(inner.clone(), first_row / MR);
                     for column in (0..width).step_by(NR_BLOCK) {
                         let (panel_b, offset) = (column / NR, column % NR);
                         let block = Block {
@@ -145,6 +143,25 @@ unsafe fn product(
         }
     });
     PACKED_B.set((packed_b, rows_b));
+}
+
+/// Bytes of the right operand one inner block packs at most: half of a
+/// core's L2 cache (1 MiB on the CPUs we measured), the rest left to the
+/// left operand's panel and the output.
+const PACKED_B_BYTES: usize = 512 << 10;
+
+/// The depth (even) of the inner blocks a product of `k` inner columns
+/// and `width` columns at a time is cut into: as few blocks as keep the
+/// packed right operand within [`PACKED_B_BYTES`], at least [`KC`] deep
+/// where `k` is, and of one depth (the last one shallower at most by the
+/// rounding). Each block costs every register block a round trip of its
+/// sums through the parking, and a shallow last block runs the kernel for
+/// a handful of pairs, so a deep map of few columns (ResNet-18's layer4
+/// at batch 1: 4608 deep, 49 columns) is cut in two, not in eighteen.
+fn inner_depth(k: usize, width: usize) -> usize {
+    let deepest = (2 * PACKED_B_BYTES / (4 * width.next_multiple_of(NR))).max(KC);
+    let blocks = k.div_ceil(deepest).max(1);
+    k.div_ceil(blocks).next_multiple_of(2)
 }
 
 /// One register block: `c[..rows, ..C] (+)= A panel · B columns`, over
@@ -190,5 +207,23 @@ impl ColumnBlock for Block {
         // SAFETY: `c` has `rows ≤ MR` rows of C writable elements, `ldc`
         // apart, and the parking is this block's own (the caller's promise).
         unsafe { self.parking.finish(sums, self.c, self.ldc, self.rows, self.add) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inner_blocks_are_as_few_and_as_even_as_the_packed_operand_allows() {
+        // ResNet-18's layer4 at batch 1: 49 columns (two 48-column panels)
+        // let 2730 rows of pairs be packed at once; 4608 is cut in halves.
+        assert_eq!(inner_depth(4608, 49), 2304);
+        assert_eq!(inner_depth(2304, 49), 2304);
+        // One block, odd depth: rounded up to whole pairs.
+        assert_eq!(inner_depth(147, 49), 148);
+        // Many columns keep the blocks KC deep at least, cut evenly.
+        assert_eq!(inner_depth(520, 1536), 174);
+        assert_eq!(inner_depth(4608, 1536), KC);
     }
 }
