@@ -70,6 +70,10 @@ pub(super) unsafe fn store_row_panel_block<const C: usize>(
     add: bool,
 ) {
     const { assert!(C <= 16) };
+    if C <= 8 {
+        // SAFETY: the caller's promise.
+        return unsafe { store_narrow_row_panel_block(sums, c, ldc, rows, add) };
+    }
     let mask = ((1u32 << C) - 1) as __mmask16;
     for (v, first) in (0..rows).step_by(16).enumerate() {
         let mut lanes = [_mm512_setzero_si512(); 16];
@@ -93,7 +97,84 @@ pub(super) unsafe fn store_row_panel_block<const C: usize>(
     }
 }
 
-/// A row-panel register block, run with its column count as a constant.
+/// [`store_row_panel_block`] for `C ≤ 8` columns: each 16 rows turned
+/// round as eight columns, not sixteen (24 shuffles instead of the 64 of
+/// [`transpose_16x16`]), two rows to a vector, the second row's columns in
+/// its upper half, written through a store shifted back by 8 lanes whose
+/// mask takes the upper half alone.
+///
+/// # Safety
+/// AVX-512F; `c` has `rows ≤ 64` rows of `C ≤ 8` writable elements, `ldc`
+/// apart.
+#[target_feature(enable = "avx512f")]
+unsafe fn store_narrow_row_panel_block<const C: usize>(
+    sums: [[__m512; 4]; C],
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    add: bool,
+) {
+    const { assert!(C <= 8) };
+    let low_mask = ((1u32 << C) - 1) as __mmask16;
+    // Quarters 0 and 1 (then 2 and 3) of the columns 0-3 and of 4-7.
+    let top = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    let bottom = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    let interleave = |low: __m512, high: __m512, by_pairs: bool| -> (__m512, __m512) {
+        if by_pairs {
+            let (low, high) = (_mm512_castps_pd(low), _mm512_castps_pd(high));
+            (
+                _mm512_castpd_ps(_mm512_unpacklo_pd(low, high)),
+                _mm512_castpd_ps(_mm512_unpackhi_pd(low, high)),
+            )
+        } else {
+            (_mm512_unpacklo_ps(low, high), _mm512_unpackhi_ps(low, high))
+        }
+    };
+    for (v, first) in (0..rows).step_by(16).enumerate() {
+        let mut columns = [_mm512_setzero_ps(); 8];
+        for (lane, column) in columns.iter_mut().zip(&sums) {
+            *lane = column[v];
+        }
+        // Within each 128-bit quarter k: by 32 bits, then by 64, leaving
+        // `quads[q]` with row 4k + q of columns 0-3 and `quads[4 + q]` of
+        // columns 4-7.
+        let mut quads = [_mm512_setzero_ps(); 8];
+        for half in 0..2 {
+            let [w, x, y, z] = [0, 1, 2, 3].map(|i| columns[4 * half + i]);
+            let (ab_low, ab_high) = interleave(w, x, false);
+            let (cd_low, cd_high) = interleave(y, z, false);
+            let (q0, q1) = interleave(ab_low, cd_low, true);
+            let (q2, q3) = interleave(ab_high, cd_high, true);
+            quads[4 * half..4 * half + 4].copy_from_slice(&[q0, q1, q2, q3]);
+        }
+        for q in 0..4 {
+            // Rows q and 4 + q, then 8 + q and 12 + q: a row's eight
+            // columns in each half.
+            for (index, row) in [(top, q), (bottom, 8 + q)] {
+                let both = _mm512_permutex2var_ps(quads[q], index, quads[4 + q]);
+                for (row, shift, mask) in [(row, 0, low_mask), (row + 4, 8, low_mask << 8)] {
+                    if first + row >= rows {
+                        continue;
+                    }
+                    // SAFETY: the lanes in `mask` are those of row
+                    // first + row's first C elements (the caller's
+                    // promise); the masked load and store touch no others.
+                    unsafe {
+                        let at = c.add((first + row) * ldc).wrapping_sub(shift);
+                        let value = if add {
+                            _mm512_add_ps(_mm512_maskz_loadu_ps(mask, at), both)
+                        } else {
+                            both
+                        };
+                        _mm512_mask_storeu_ps(at, mask, value);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A row-panel register block, run with its column count as a constant./// A row-panel register block, run with its column count as a constant.
 pub(super) trait ColumnBlock {
     /// Runs the block with `C` columns.
     ///
