@@ -141,10 +141,10 @@ unsafe fn store_narrow_row_panel_block<const C: usize>(
         let mut quads = [_mm512_setzero_ps(); 8];
         for half in 0..2 {
             let [w, x, y, z] = [0, 1, 2, 3].map(|i| columns[4 * half + i]);
-            let (ab_low, ab_high) = interleave(w, x, false);
-            let (cd_low, cd_high) = interleave(y, z, false);
-            let (q0, q1) = interleave(ab_low, cd_low, true);
-            let (q2, q3) = interleave(ab_high, cd_high, true);
+            let (wx_low, wx_high) = interleave(w, x, false);
+            let (yz_low, yz_high) = interleave(y, z, false);
+            let (q0, q1) = interleave(wx_low, yz_low, true);
+            let (q2, q3) = interleave(wx_high, yz_high, true);
             quads[4 * half..4 * half + 4].copy_from_slice(&[q0, q1, q2, q3]);
         }
         for q in 0..4 {
