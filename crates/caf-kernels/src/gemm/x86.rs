@@ -55,59 +55,17 @@ pub(super) fn transpose_16x16(rows: [__m512i; 16]) -> [__m512i; 16] {
 }
 
 /// `c[..rows, ..C] (+)= block`, where `sums[j][v]` holds rows `16v` to
-/// `16v + 15` of the block's column `j`: each 16 rows transposed (column
-/// `j` to lane `j`) and written a row at a time, `C` lanes of it.
-///
-/// # Safety
-/// AVX-512F; `c` has `rows ≤ 64` rows of `C ≤ 16` writable elements, `ldc`
-/// apart.
-#[target_feature(enable = "avx512f")]
-pub(super) unsafe fn store_row_panel_block<const C: usize>(
-    sums: [[__m512; 4]; C],
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    add: bool,
-) {
-    const { assert!(C <= 16) };
-    if C <= 8 {
-        // SAFETY: the caller's promise.
-        return unsafe { store_narrow_row_panel_block(sums, c, ldc, rows, add) };
-    }
-    let mask = ((1u32 << C) - 1) as __mmask16;
-    for (v, first) in (0..rows).step_by(16).enumerate() {
-        let mut lanes = [_mm512_setzero_si512(); 16];
-        for (lane, column) in lanes.iter_mut().zip(&sums) {
-            *lane = _mm512_castps_si512(column[v]);
-        }
-        for (r, row) in transpose_16x16(lanes)[..16.min(rows - first)].iter().enumerate() {
-            // SAFETY: row first + r < rows of `c`, whose first C elements
-            // the masked load and store touch (the caller's promise).
-            unsafe {
-                let at = c.add((first + r) * ldc);
-                let value = _mm512_castsi512_ps(*row);
-                let value = if add {
-                    _mm512_add_ps(_mm512_maskz_loadu_ps(mask, at), value)
-                } else {
-                    value
-                };
-                _mm512_mask_storeu_ps(at, mask, value);
-            }
-        }
-    }
-}
-
-/// [`store_row_panel_block`] for `C ≤ 8` columns: each 16 rows turned
-/// round as eight columns, not sixteen (24 shuffles instead of the 64 of
-/// [`transpose_16x16`]), two rows to a vector, the second row's columns in
-/// its upper half, written through a store shifted back by 8 lanes whose
-/// mask takes the upper half alone.
+/// `16v + 15` of the block's column `j`: each 16 rows turned round as
+/// eight columns (24 shuffles, where a 16 × 16 transposition takes 64),
+/// two rows to a vector, the second row's columns in its upper half,
+/// written through a store shifted back by 8 lanes whose mask takes the
+/// upper half alone; `C` lanes of each row.
 ///
 /// # Safety
 /// AVX-512F; `c` has `rows ≤ 64` rows of `C ≤ 8` writable elements, `ldc`
 /// apart.
 #[target_feature(enable = "avx512f")]
-unsafe fn store_narrow_row_panel_block<const C: usize>(
+pub(super) unsafe fn store_row_panel_block<const C: usize>(
     sums: [[__m512; 4]; C],
     c: *mut f32,
     ldc: usize,
@@ -204,7 +162,7 @@ pub(super) unsafe fn run_columns(block: &impl ColumnBlock, columns: usize) {
 /// Rows of a row-panel register block: four vectors of 16.
 const PANEL_ROWS: usize = 64;
 /// Columns of a row-panel register block at most.
-const MAX_PANEL_COLUMNS: usize = 16;
+const MAX_PANEL_COLUMNS: usize = 8;
 
 thread_local! {
     /// This thread's row-panel blocks' sums between the inner blocks of a
@@ -312,7 +270,7 @@ impl Parking {
     /// `c[..rows, ..C] (+)= sums` ([`store_row_panel_block`]).
     ///
     /// # Safety
-    /// AVX-512F; as [`Self::start`]; `c` has `rows ≤ 64` rows of `C ≤ 16`
+    /// AVX-512F; as [`Self::start`]; `c` has `rows ≤ 64` rows of `C ≤ 8`
     /// writable elements, `ldc` apart.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn finish<const C: usize>(
