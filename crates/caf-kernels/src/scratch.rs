@@ -5,8 +5,13 @@
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 
-/// Bytes of buffers one thread keeps between calls; buffers beyond are freed.
-const KEPT_BYTES_PER_THREAD: usize = 32 << 20;
+/// Bytes of buffers one thread keeps between calls; buffers beyond are
+/// freed. Enough for the largest pass's buffers to come back on the next
+/// call: ResNet-18's layer4 weight gradient on the thread that calls it
+/// (16 MiB of point sums and 19 MiB of transformed tiles at batch 16, in
+/// `conv::winograd`), beside the 16 MiB kernel transform of its forward
+/// pass; below that, they were page-faulted in and zeroed on every call.
+const KEPT_BYTES_PER_THREAD: usize = 64 << 20;
 
 /// Element types with a per-thread store of buffers.
 pub trait Kept: Copy + Default + 'static {

@@ -501,22 +501,43 @@ fn kernel_tiles<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usiz
     u: &mut [T],
     threads: Threads,
 ) {
+    // The gather and the transform are loops over lanes: built for wide vectors.
     let transform = |(o, u_o): (usize, &mut [T])| {
-        let mut kernel = [[Lanes::<T>::default(); R]; R];
-        let mut transformed = [[Lanes::<T>::default(); N]; N];
-        for first in (0..channels).step_by(LANES) {
-            let lanes = LANES.min(channels - first);
-            kernels.gather((out_channels, channels), o, first, lanes, &mut kernel);
-            A::Kernel::sandwich_into::<T, Lanes<T>>(&kernel, &mut transformed);
-            for (xi, values) in transformed.iter().flatten().enumerate() {
-                u_o[xi * channels + first..][..lanes].copy_from_slice(&values.0[..lanes]);
-            }
-        }
+        crate::cpu::vectorised(
+            #[inline(always)]
+            || kernel_tiles_of::<T, A, M, R, N>(kernels, (out_channels, channels), o, u_o),
+        )
     };
     let u = &mut u[..out_channels * N * N * channels];
     match threads {
         Threads::All => u.par_chunks_mut(N * N * channels).enumerate().for_each(transform),
         Threads::One => u.chunks_mut(N * N * channels).enumerate().for_each(transform),
+    }
+}
+
+/// [`kernel_tiles`] of output channel `o`, into its `u_o` (`[ξ][in]`).
+#[inline(always)]
+fn kernel_tiles_of<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
+    kernels: Kernels<T>,
+    (out_channels, channels): (usize, usize),
+    o: usize,
+    u_o: &mut [T],
+) {
+    let mut kernel = [[Lanes::<T>::default(); R]; R];
+    let mut transformed = [[Lanes::<T>::default(); N]; N];
+    for first in (0..channels).step_by(LANES) {
+        let lanes = LANES.min(channels - first);
+        kernels.gather((out_channels, channels), o, first, lanes, &mut kernel);
+        A::Kernel::sandwich_into::<T, Lanes<T>>(&kernel, &mut transformed);
+        for (xi, values) in transformed.iter().flatten().enumerate() {
+            let at = &mut u_o[xi * channels + first..];
+            // A whole vector's length known here: a vector store, not a call to memmove.
+            if lanes == LANES {
+                at[..LANES].copy_from_slice(&values.0);
+            } else {
+                at[..lanes].copy_from_slice(&values.0[..lanes]);
+            }
+        }
     }
 }
 
@@ -659,8 +680,23 @@ impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N:
     #[inline(always)]
     fn run(&self, tiles: Range<usize>, (v, dm, du): &mut Self::Scratch) {
         let g = self.input.g;
-        let (k, ch, points) = (g.out_channels, g.channels, N * N);
-        let (n, stride) = (tiles.len(), padded_row(tiles.len()));
+        let n = tiles.len();
+        self.transform(tiles, v, dm);
+        for xi in 0..N * N {
+            let sums = &mut du[xi * point_stride(g.out_channels, g.channels)..][..g.out_channels * g.channels];
+            add_product(g, sums, true, xi, (v, dm, n));
+        }
+    }
+}
+
+impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize> WeightBlock<'_, T, A, M, R, N> {
+    /// The input tiles of `tiles` transformed into `v` and the output
+    /// gradient's into `dm`, both `[ξ][channel][tile]` with rows of
+    /// [`padded_row`]`(tiles.len())`.
+    #[inline(always)]
+    fn transform(&self, tiles: Range<usize>, v: &mut [T], dm: &mut [T]) {
+        let k = self.input.g.out_channels;
+        let stride = padded_row(tiles.len());
         let chunks = self.input.transform(tiles, v);
         let mut e = [[Lanes::<T>::default(); M]; M];
         let mut dm_tile = [[Lanes::<T>::default(); N]; N];
@@ -678,17 +714,22 @@ impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N:
                 }
             }
         }
-        for xi in 0..points {
-            matmul_in(
-                g.products,
-                &mut du[xi * point_stride(k, ch)..][..k * ch],
-                true,
-                Matrix::strided(&dm[xi * point_stride(k, stride)..], k, n, stride, 1),
-                Matrix::strided(&v[xi * point_stride(ch, stride)..], ch, n, stride, 1).t(),
-                Threads::One,
-            );
-        }
     }
+}
+
+/// `sums += ∂M_ξ · V_ξᵀ` (`=` unless `accumulate`) for point `xi`, from
+/// `n` tiles transformed by [`WeightBlock::transform`] into `v` and `dm`;
+/// `sums` that point's `out × in` sums.
+fn add_product<T: Element>(g: &Geometry, sums: &mut [T], accumulate: bool, xi: usize, (v, dm, n): (&[T], &[T], usize)) {
+    let (k, ch, stride) = (g.out_channels, g.channels, padded_row(n));
+    matmul_in(
+        g.products,
+        sums,
+        accumulate,
+        Matrix::strided(&dm[xi * point_stride(k, stride)..], k, n, stride, 1),
+        Matrix::strided(&v[xi * point_stride(ch, stride)..], ch, n, stride, 1).t(),
+        Threads::One,
+    );
 }
 
 /// An output gradient laid out for [`WeightBlock`]: zeros where the tiles
@@ -708,12 +749,13 @@ fn forward_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usiz
 ) -> Vec<T> {
     let mut u = Scratch::stale(kernel_transform_len::<M, R, N>(g));
     kernel_tiles::<T, A, M, R, N>(kernels, g.out_channels, g.channels, &mut u, Threads::All);
-    // bf16 without kept operands: the transform packed once for every block.
+    // bf16 without kept operands: the transform packed once for every
+    // block, the points in parallel.
     let packed: Option<Vec<PackedLhs>> = T::as_f32(&u)
         .filter(|_| products.precision == Precision::Bf16 && products.packed.is_none())
         .map(|u| {
             transform_operands(u, g, A::VARIANT)
-                .into_iter()
+                .into_par_iter()
                 .map(PackedLhs::bf16)
                 .collect()
         });
@@ -868,36 +910,42 @@ fn weight_gradient_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const
     x: &[T],
     g: &Geometry,
 ) -> Vec<T> {
+    let split = SumsSplit::of::<T>(g, N * N, rayon::current_num_threads());
+    weight_gradient_split::<T, A, M, R, N>(dy, x, g, split)
+}
+
+/// [`weight_gradient_with`] with its sums split as `split` says.
+fn weight_gradient_split<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
+    dy: &[T],
+    x: &[T],
+    g: &Geometry,
+    split: SumsSplit,
+) -> Vec<T> {
     let tiling = Tiling::new(g, M);
-    let (k, ch, points) = (g.out_channels, g.channels, N * N);
-    let block = block_len::<T>(BLOCK_BYTES, points, ch + k, tiling, rayon::current_num_threads());
+    let (k, ch) = (g.out_channels, g.channels);
     let (planes, dy) = (input_planes::<T, M, R, N>(x, g, tiling), output_planes(dy, g, tiling));
-    let sums = for_each_block(
-        tiling.total,
-        block,
-        || {
-            (
-                Scratch::stale(points * point_stride(ch, padded_row(block))),
-                Scratch::stale(points * point_stride(k, padded_row(block))),
-                vec![T::ZERO; points * point_stride(k, ch)],
-            )
+    let block = WeightBlock::<T, A, M, R, N> {
+        input: InputTiles {
+            algorithm: PhantomData,
+            g,
+            tiling,
+            planes: &planes,
         },
-        |tiles, scratch| {
-            let block = WeightBlock::<T, A, M, R, N> {
-                input: InputTiles {
-                    algorithm: PhantomData,
-                    g,
-                    tiling,
-                    planes: &planes,
-                },
-                dy: &dy,
-            };
-            run_block(&block, tiles, scratch)
-        },
-        |(_, _, du)| du,
-    );
+        dy: &dy,
+    };
     let plane = point_stride(k, ch);
-    let du = sum_parts(sums, points * plane);
+    let workers = rayon::current_num_threads();
+    let (by_points, by_tiles);
+    let du: &[T] = match split {
+        SumsSplit::ByPoints => {
+            by_points = sums_by_points(&block, workers);
+            &by_points
+        }
+        SumsSplit::ByTiles => {
+            by_tiles = sums_by_tiles(&block, workers);
+            &by_tiles
+        }
+    };
     // `Gᵀ ∂U G` of LANES input channels at a time, so that reading the N²
     // points' sums is a vector load per point rather than a value per channel.
     let taps = R * R;
@@ -922,6 +970,117 @@ fn weight_gradient_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const
         }
     });
     dw
+}
+
+/// Bytes of the point sums `∂U` (`out × in` per point) each worker may
+/// keep a copy of: above, the workers share one copy, split by points
+/// ([`sums_by_points`]). Each worker's copy is read and written by every
+/// block's products, so copies that together outgrow the shared L3 cache
+/// (ResNet's layer4: 16 MiB a worker) go to memory and back on every block.
+const MAX_SUMS_BYTES_PER_WORKER: usize = 8 << 20;
+
+/// How the weight gradient's point sums `∂U` are split among the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SumsSplit {
+    /// A copy of all the sums per worker, each adding its tiles' products
+    /// ([`sums_by_tiles`]).
+    ByTiles,
+    /// One copy, each point's sums added to by one worker ([`sums_by_points`]).
+    ByPoints,
+}
+
+impl SumsSplit {
+    /// By points where a copy of the sums per worker would pass
+    /// [`MAX_SUMS_BYTES_PER_WORKER`], else by tiles.
+    fn of<T>(g: &Geometry, points: usize, workers: usize) -> Self {
+        let bytes = points * g.out_channels * g.channels * std::mem::size_of::<T>();
+        if workers > 1 && bytes > MAX_SUMS_BYTES_PER_WORKER {
+            Self::ByPoints
+        } else {
+            Self::ByTiles
+        }
+    }
+}
+
+/// The point sums `∂U` with the tiles dealt out to the workers in blocks,
+/// each worker adding its blocks' products to its own copy of the sums, the
+/// copies added up at the end.
+fn sums_by_tiles<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
+    block: &WeightBlock<T, A, M, R, N>,
+    workers: usize,
+) -> Vec<T> {
+    let g = block.input.g;
+    let (k, ch, points) = (g.out_channels, g.channels, N * N);
+    let tiling = block.input.tiling;
+    let len = block_len::<T>(BLOCK_BYTES, points, ch + k, tiling, workers);
+    let sums = for_each_block(
+        tiling.total,
+        len,
+        || {
+            (
+                Scratch::stale(points * point_stride(ch, padded_row(len))),
+                Scratch::stale(points * point_stride(k, padded_row(len))),
+                vec![T::ZERO; points * point_stride(k, ch)],
+            )
+        },
+        |tiles, scratch| run_block(block, tiles, scratch),
+        |(_, _, du)| du,
+    );
+    sum_parts(sums, points * point_stride(k, ch))
+}
+
+/// Tiles each worker transforms at a time in [`sums_by_points`]: the depth
+/// of each product a worker's tiles make.
+const TILES_PER_WORKER_BY_POINTS: usize = 128;
+
+/// The point sums `∂U` as one copy, split by points: the workers transform
+/// a share of the tiles each, then each point's sums take the products of
+/// every worker's tiles, the points dealt out to the workers. Each product
+/// is as deep as a worker's share, and no worker keeps sums of its own.
+fn sums_by_points<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
+    block: &WeightBlock<T, A, M, R, N>,
+    workers: usize,
+) -> Scratch<T> {
+    let g = block.input.g;
+    let (k, ch) = (g.out_channels, g.channels);
+    let total = block.input.tiling.total;
+    let share = TILES_PER_WORKER_BY_POINTS.min(total.div_ceil(workers));
+    let mut du = Scratch::stale(N * N * point_stride(k, ch));
+    // The transformed tiles, a part per worker, kept by the calling thread
+    // (parts dropped on it would leave the workers to allocate theirs anew
+    // on every call).
+    let (v_len, dm_len) = (
+        N * N * point_stride(ch, padded_row(share)),
+        N * N * point_stride(k, padded_row(share)),
+    );
+    let (mut v, mut dm) = (Scratch::stale(workers * v_len), Scratch::stale(workers * dm_len));
+    for first in (0..total).step_by(workers * share) {
+        let tiles = first..(first + workers * share).min(total);
+        // Equal shares of `tiles`, each at most `share` long.
+        let share_of =
+            |w: usize| tiles.start + w * tiles.len() / workers..tiles.start + (w + 1) * tiles.len() / workers;
+        v.par_chunks_mut(v_len)
+            .zip(dm.par_chunks_mut(dm_len))
+            .enumerate()
+            .for_each(|(w, (v, dm))| {
+                crate::cpu::vectorised(
+                    #[inline(always)]
+                    || block.transform(share_of(w), v, dm),
+                )
+            });
+        du.par_chunks_mut(point_stride(k, ch))
+            .enumerate()
+            .for_each(|(xi, sums)| {
+                // The first product of all overwrites the stale sums.
+                let mut accumulate = first > 0;
+                let parts = v.chunks(v_len).zip(dm.chunks(dm_len)).enumerate();
+                for (w, (v, dm)) in parts.filter(|(w, _)| !share_of(*w).is_empty()) {
+                    add_product(g, &mut sums[..k * ch], accumulate, xi, (v, dm, share_of(w).len()));
+                    accumulate = true;
+                }
+            });
+    }
+    du
 }
 
 #[cfg(test)]
@@ -1046,6 +1205,67 @@ mod tests {
         check_passes::<F2x3, 2, 3, 4>();
         check_passes::<F2x5, 2, 5, 6>();
         check_passes::<F4x3, 4, 3, 6>();
+    }
+
+    /// The weight gradient with its sums split by points equals the im2col
+    /// one in f64 on 2 and 3 workers: fewer tiles than workers (a worker
+    /// with none), shares of uneven length, and more tiles than one round of
+    /// [`TILES_PER_WORKER_BY_POINTS`] a worker (the later rounds adding to
+    /// the first's sums).
+    fn check_sums_by_points<A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>() {
+        for workers in [2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(workers)
+                .build()
+                .expect("a pool");
+            for input in [[1, 3, 1, 1], [3, 5, 7, 9], [3, 4, 30, 29]] {
+                let weight = [6, input[1], R, R];
+                let params = Conv2dParams {
+                    stride: 1,
+                    padding: R / 2,
+                };
+                let g = Geometry::new(&input, &weight, params).expect("geometry");
+                let x = values(g.batch * g.image_len(), 0.5);
+                let dy = values(g.batch * g.output_len(), 3.5);
+                let ours = pool.install(|| weight_gradient_split::<f64, A, M, R, N>(&dy, &x, &g, SumsSplit::ByPoints));
+                let reference = super::super::weight_gradient(&dy, &x, &g);
+                let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs()));
+                let error = largest(ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()));
+                assert!(
+                    error <= 1e-11 * scale.max(1.0),
+                    "{} {input:?} on {workers} workers: {error:e}",
+                    A::NAME
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn weight_gradient_split_by_points_equals_im2col() {
+        check_sums_by_points::<F2x3, 2, 3, 4>();
+        check_sums_by_points::<F2x5, 2, 5, 6>();
+        check_sums_by_points::<F4x3, 4, 3, 6>();
+    }
+
+    /// The sums are split by points where a copy per worker would outgrow
+    /// the cache: ResNet-18's layer4 (512 channels in and out, 16 MiB of
+    /// F(2×2, 3×3) sums in f32), not its layer3 (256) or AlexNet's conv4
+    /// (384 in, 256 out), and never on one worker.
+    #[test]
+    fn sums_split_by_points_for_layer4() {
+        let split = |channels: usize, out: usize, workers| {
+            let g = Geometry::new(
+                &[16, channels, 7, 7],
+                &[out, channels, 3, 3],
+                Conv2dParams { stride: 1, padding: 1 },
+            )
+            .expect("geometry");
+            SumsSplit::of::<f32>(&g, 16, workers)
+        };
+        assert_eq!(split(512, 512, 2), SumsSplit::ByPoints);
+        assert_eq!(split(512, 512, 1), SumsSplit::ByTiles);
+        assert_eq!(split(256, 256, 2), SumsSplit::ByTiles);
+        assert_eq!(split(384, 256, 2), SumsSplit::ByTiles);
     }
 
     /// F(4×4, 3×3) for maps that tile by 4 with little waste and give every
