@@ -492,7 +492,12 @@ fn copy_run<T: Copy>(dst: &mut [T], src: &[T]) {
 fn col2im_add<T: Element>(cols: &[T], g: &Geometry, dx: &mut [T], threads: Threads) {
     let rows_per_channel = g.kernel_h * g.kernel_w * g.positions();
     let channel = |(c, plane): (usize, &mut [T])| {
-        col2im_channel(&cols[c * rows_per_channel..(c + 1) * rows_per_channel], g, plane)
+        col2im_channel(
+            &cols[c * rows_per_channel..(c + 1) * rows_per_channel],
+            g.positions(),
+            g,
+            plane,
+        )
     };
     let dx = &mut dx[..g.image_len()];
     match threads {
@@ -501,11 +506,13 @@ fn col2im_add<T: Element>(cols: &[T], g: &Geometry, dx: &mut [T], threads: Threa
     }
 }
 
-fn col2im_channel<T: Element>(rows: &[T], g: &Geometry, plane: &mut [T]) {
+/// Adds one input channel's `kh·kw` rows of a column matrix (each
+/// `row_stride` after the last) back onto its `plane`.
+fn col2im_channel<T: Element>(rows: &[T], row_stride: usize, g: &Geometry, plane: &mut [T]) {
     for ky in 0..g.kernel_h {
         for kx in 0..g.kernel_w {
             let valid = g.valid_columns(kx);
-            let source = &rows[(ky * g.kernel_w + kx) * g.positions()..][..g.positions()];
+            let source = &rows[(ky * g.kernel_w + kx) * row_stride..][..g.positions()];
             for (oy, source_row) in source.chunks_exact(g.out_w).enumerate() {
                 let Some(iy) = g.input_row(oy, ky).filter(|_| !valid.is_empty()) else {
                     continue;
@@ -626,14 +633,36 @@ fn fill_bias<T: Copy>(y: &mut [T], bias: Option<&[T]>, positions: usize) {
     }
 }
 
+/// The input gradient by im2col's adjoint: small maps of several images
+/// in groups ([`grouped`]), else one image at a time.
+fn columns_input_gradient<T: Element>(dy: &[T], weight: &[T], g: &Geometry) -> Vec<T> {
+    if grouped::applies_to_passes(g) {
+        let packed = packed_transposed(weight, g);
+        let products = WeightProducts {
+            precision: g.products,
+            packed: packed.as_ref().map(|p| &p[..]),
+        };
+        grouped::input_gradient(dy, weight, g, products)
+    } else {
+        input_gradient(dy, weight, g)
+    }
+}
+
+/// For bf16 products, `Wᵀ` packed once for every image's product.
+fn packed_transposed<T: Element>(weight: &[T], g: &Geometry) -> Option<[PackedLhs; 1]> {
+    T::as_f32(weight).filter(|_| g.products == Precision::Bf16).map(|w| {
+        [PackedLhs::bf16(
+            Matrix::row_major(w, g.out_channels, g.patch()).t(),
+            Threads::All,
+        )]
+    })
+}
+
 /// `dx_b = col2im(Wᵀ · dy_b)` for every image.
 fn input_gradient<T: Element>(dy: &[T], weight: &[T], g: &Geometry) -> Vec<T> {
     let mut dx = vec![T::ZERO; g.batch * g.image_len()];
     let w_t = Matrix::row_major(weight, g.out_channels, g.patch()).t();
-    // bf16: Wᵀ packed once for every image.
-    let packed = T::as_f32(weight)
-        .filter(|_| g.products == Precision::Bf16)
-        .map(|w| [PackedLhs::bf16(Matrix::row_major(w, g.out_channels, g.patch()).t())]);
+    let packed = packed_transposed(weight, g);
     let products = WeightProducts {
         precision: g.products,
         packed: packed.as_ref().map(|p| &p[..]),
@@ -810,12 +839,20 @@ impl Kernel for ConvKernel<'_> {
                     let packed = match kept {
                         Some(kept) => kept.packed_weight(weight, g),
                         None if precision == Precision::Bf16 => {
-                            packed_now = T::as_f32(weight)
-                                .map(|w| [PackedLhs::bf16(Matrix::row_major(w, g.out_channels, g.patch()))]);
+                            packed_now = T::as_f32(weight).map(|w| {
+                                [PackedLhs::bf16(
+                                    Matrix::row_major(w, g.out_channels, g.patch()),
+                                    Threads::All,
+                                )]
+                            });
                             packed_now.as_ref().map(|p| &p[..])
                         }
                         None => None,
                     };
+                    // A live weight's products over small maps take several
+                    // images at once; a frozen weight's fill their lanes
+                    // with rows instead (row panels), one image at a time.
+                    let in_groups = kept.is_none() && grouped::applies_to_passes(g);
                     // Products on bf16 pairs read the image's patches in
                     // place instead of its im2col copy; but a kernel shorter
                     // than its stride (a 1×1/2 shortcut) reads a quarter of
@@ -823,7 +860,7 @@ impl Kernel for ConvKernel<'_> {
                     // would lay out whole.
                     let pairs = packed
                         .and_then(|packed| packed[0].pairs())
-                        .filter(|_| !g.is_pointwise() && g.kernel_h >= g.stride);
+                        .filter(|_| !g.is_pointwise() && g.kernel_h >= g.stride && !in_groups);
                     // A ReLU and a stride-2 pooling after them go with
                     // the products, band by band.
                     let pooled_here = relu_then_pool.and_then(patches::RowPooling::new);
@@ -842,6 +879,7 @@ impl Kernel for ConvKernel<'_> {
                     match (on_patches, banded::Bands::of::<T>(g)) {
                         (Some(pooled), _) if pooled_here.is_some() => return pooled,
                         (Some(y), _) => y,
+                        (None, _) if in_groups => grouped::forward(x, weight, bias, g, products),
                         (None, Some(bands)) => banded::forward(x, weight, bias, g, bands, products),
                         (None, None) => forward(x, weight, bias, g, products),
                     }
@@ -882,13 +920,13 @@ impl Kernel for ConvKernel<'_> {
                 match on_tiles {
                     Some(dx) => dx,
                     None if winograd::applies(g) => winograd::input_gradient(dy, weight, g),
-                    None => input_gradient(dy, weight, g),
+                    None => columns_input_gradient(dy, weight, g),
                 }
             }
             ConvKernel::InputGradient(g) if winograd::applies(g) => {
                 winograd::input_gradient(operands[0], operands[1], g)
             }
-            ConvKernel::InputGradient(g) => input_gradient(operands[0], operands[1], g),
+            ConvKernel::InputGradient(g) => columns_input_gradient(operands[0], operands[1], g),
             ConvKernel::WeightGradient(g) => {
                 let (dy, x) = (operands[0], operands[1]);
                 // bf16 weight gradients on AMX tiles where the CPU has them

@@ -434,7 +434,7 @@ mod tests {
             let bias = values(g.out_channels, 3);
             let w_matrix = Matrix::row_major(&w, g.out_channels, g.patch());
             let kept = PackedLhs::for_products(Precision::Bf16, w_matrix).expect("bf16 is packed");
-            for packed in [kept, PackedLhs::bf16(w_matrix)] {
+            for packed in [kept, PackedLhs::bf16(w_matrix, Threads::All)] {
                 let pairs = packed.pairs().expect("pairs on AVX512-BF16");
                 let products = WeightProducts {
                     precision: Precision::Bf16,

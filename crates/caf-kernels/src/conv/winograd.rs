@@ -756,7 +756,7 @@ fn forward_with<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usiz
         .map(|u| {
             transform_operands(u, g, A::VARIANT)
                 .into_par_iter()
-                .map(PackedLhs::bf16)
+                .map(|point| PackedLhs::bf16(point, Threads::One))
                 .collect()
         });
     let products = match &packed {

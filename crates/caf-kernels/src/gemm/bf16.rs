@@ -100,14 +100,19 @@ enum Packed {
 
 impl Bf16Lhs {
     /// `a`, packed for the path of [`crate::cpu::instruction_set`].
-    pub(crate) fn new(a: Matrix<f32>) -> Self {
-        Self::on(Bf16Path::for_set(crate::cpu::instruction_set()), a)
+    /// On the AVX512-BF16 path the panels are packed by all workers when
+    /// `threads` allows.
+    pub(crate) fn new(a: Matrix<f32>, threads: Threads) -> Self {
+        Self::on(Bf16Path::for_set(crate::cpu::instruction_set()), a, threads)
     }
 
     /// [`Self::new`] for an operand kept for many products: on AVX512-BF16
     /// packed both ways ([`Packed::KeptPairs`]).
     pub(crate) fn kept(a: Matrix<f32>) -> Self {
-        let packed = Self::new(a);
+        // Made once per weight (inside a `OnceLock`), on the calling thread:
+        // a parallel loop there could let it take up work that waits on the
+        // same lock.
+        let packed = Self::new(a, Threads::One);
         match packed.packed {
             #[cfg(target_arch = "x86_64")]
             Packed::Pairs(by_columns) => Self {
@@ -119,7 +124,7 @@ impl Bf16Lhs {
     }
 
     /// `a`, packed for `path` (which must be one the CPU can run).
-    pub(crate) fn on(path: Bf16Path, a: Matrix<f32>) -> Self {
+    pub(crate) fn on(path: Bf16Path, a: Matrix<f32>, threads: Threads) -> Self {
         let packed = match path {
             Bf16Path::RoundedF32 => Packed::Rounded(rounded(a)),
             #[cfg(target_arch = "x86_64")]
@@ -128,7 +133,7 @@ impl Bf16Lhs {
                     InstructionSet::detected() >= InstructionSet::Avx512Bf16,
                     "the AVX512-BF16 product asked for on a CPU without it"
                 );
-                Packed::Pairs(avx512::PackedA::new(a))
+                Packed::Pairs(avx512::PackedA::new(a, threads))
             }
             #[cfg(target_arch = "x86_64")]
             Bf16Path::AmxBf16 => {
@@ -183,7 +188,7 @@ impl Bf16Lhs {
 /// `dst = a · b` (or `dst += a · b` when `accumulate`) with bf16 operands,
 /// on the path of [`crate::cpu::instruction_set`]; as [`matmul`] otherwise.
 pub(crate) fn matmul_bf16(dst: &mut [f32], accumulate: bool, a: Matrix<f32>, b: Matrix<f32>, threads: Threads) {
-    matmul_bf16_packed(dst, accumulate, &Bf16Lhs::new(a), b, threads)
+    matmul_bf16_packed(dst, accumulate, &Bf16Lhs::new(a, threads), b, threads)
 }
 
 /// [`matmul_bf16`] on a given path (which must be one the CPU can run).
@@ -196,7 +201,7 @@ pub(crate) fn matmul_bf16_on(
     b: Matrix<f32>,
     threads: Threads,
 ) {
-    matmul_bf16_packed(dst, accumulate, &Bf16Lhs::on(path, a), b, threads)
+    matmul_bf16_packed(dst, accumulate, &Bf16Lhs::on(path, a, threads), b, threads)
 }
 
 /// [`matmul_bf16`] with the left operand packed beforehand (on its path).

@@ -34,9 +34,10 @@ impl PackedLhs {
         }
     }
 
-    /// `a` packed for the bf16 products of one call.
-    pub(crate) fn bf16(a: Matrix<f32>) -> Self {
-        Self(Packed::Bf16(Bf16Lhs::new(a)))
+    /// `a` packed for the bf16 products of one call, by all workers when
+    /// `threads` allows.
+    pub(crate) fn bf16(a: Matrix<f32>, threads: Threads) -> Self {
+        Self(Packed::Bf16(Bf16Lhs::new(a, threads)))
     }
 
     /// This packing as bf16 pairs, whose products can read a

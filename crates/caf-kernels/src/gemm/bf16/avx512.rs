@@ -3,6 +3,7 @@
 //! grown by `vdpbf16ps` (each lane adds two products), blocked for the caches
 //! as a GEMM is (inner dimension by [`KC`], rows by [`MC`], columns by [`NC`]).
 
+use rayon::prelude::*;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::ops::Range;
@@ -25,6 +26,9 @@ const MC: usize = 128;
 /// Columns of `b` packed at once (`KC × NC` bf16, 768 KB, in L2).
 const NC: usize = 1536;
 
+/// Rows of `a` packed by one task when [`PackedA::new`] packs in parallel:
+/// a whole number of register panels.
+const PACKED_ROWS_PER_TASK: usize = 8 * MR;
 /// Columns each worker takes at least when a product is split by columns.
 const MIN_COLUMNS_PER_WORKER: usize = 2 * NR;
 /// Rows each worker takes at least when a product is split by rows.
@@ -39,17 +43,30 @@ pub(super) struct PackedA {
 }
 
 impl PackedA {
-    /// Packs `a`. The caller has checked the CPU (AVX-512F, BW, BF16).
-    pub(super) fn new(a: Matrix<f32>) -> Self {
+    /// Packs `a`, each inner block's rows shared out to the workers in runs
+    /// of [`PACKED_ROWS_PER_TASK`] when `threads` allows. The caller has
+    /// checked the CPU (AVX-512F, BW, BF16).
+    pub(super) fn new(a: Matrix<f32>, threads: Threads) -> Self {
         let mut copy = Vec::new();
         let a = with_contiguous_rows(a, &mut copy);
         let padded_rows = a.rows.next_multiple_of(MR);
         let mut data = vec![0u32; padded_rows * a.cols.div_ceil(2)];
         for first_inner in (0..a.cols).step_by(KC) {
             let depth = KC.min(a.cols - first_inner);
-            let block = &mut data[first_inner / 2 * padded_rows..][..padded_rows * depth.div_ceil(2)];
-            // SAFETY: the caller checked the CPU.
-            unsafe { pack_a(a, 0..a.rows, first_inner..first_inner + depth, block) };
+            let (inner, pairs) = (first_inner..first_inner + depth, depth.div_ceil(2));
+            let block = &mut data[first_inner / 2 * padded_rows..][..padded_rows * pairs];
+            // Each run of rows packs into its own panels of the block.
+            let pack = |(run, panels): (usize, &mut [u32])| {
+                let first = run * PACKED_ROWS_PER_TASK;
+                let rows = first..(first + PACKED_ROWS_PER_TASK).min(a.rows);
+                // SAFETY: the caller checked the CPU.
+                unsafe { pack_a(a, rows, inner.clone(), panels) }
+            };
+            let runs = PACKED_ROWS_PER_TASK * pairs;
+            match threads {
+                Threads::All => block.par_chunks_mut(runs).enumerate().for_each(pack),
+                Threads::One => block.chunks_mut(runs).enumerate().for_each(pack),
+            }
         }
         Self {
             rows: a.rows,

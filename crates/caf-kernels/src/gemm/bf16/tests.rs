@@ -52,7 +52,7 @@ fn reference(a: Matrix<f32>, b: Matrix<f32>, round: impl Fn(f32) -> f32) -> (Vec
 fn packings(a: Matrix<f32>) -> Vec<(String, Bf16Lhs)> {
     let mut packings: Vec<(String, Bf16Lhs)> = paths()
         .into_iter()
-        .map(|path| (format!("{path:?}"), Bf16Lhs::on(path, a)))
+        .map(|path| (format!("{path:?}"), Bf16Lhs::on(path, a, Threads::All)))
         .collect();
     #[cfg(target_arch = "x86_64")]
     if InstructionSet::detected() >= InstructionSet::Avx512Bf16 {
