@@ -132,7 +132,7 @@ pub(super) unsafe fn store_row_panel_block<const C: usize>(
     }
 }
 
-/// A row-panel register block, run with its column count as a constant./// A row-panel register block, run with its column count as a constant.
+/// A row-panel register block, run with its column count as a constant.
 pub(super) trait ColumnBlock {
     /// Runs the block with `C` columns.
     ///
