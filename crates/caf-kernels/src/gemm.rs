@@ -354,9 +354,13 @@ impl<'a, T> Matrix<'a, T> {
 /// each block's sums round to write them out by rows. On column counts
 /// that are multiples of 16 the column kernels were as fast or faster
 /// (docs/performance.md); from an inner dimension of 64 (the 64-channel
-/// layers' Winograd products) the row panels are.
+/// layers' Winograd products) the row panels are. Except where the columns
+/// make one vector (16): `gemm`'s kernel then keeps six sums in flight,
+/// fewer than two FMA pipes of four cycles' latency need (ResNet-18's
+/// layer4 at batch 1, whose Winograd products have 16 tiles, took 1.16–1.20
+/// ms that way and 1.00–1.04 on the row panels on an Intel Xeon).
 fn row_panels_pay(columns: usize, inner: usize) -> bool {
-    !columns.is_multiple_of(16) && inner >= MIN_ROW_PANEL_INNER
+    (!columns.is_multiple_of(16) || columns == 16) && inner >= MIN_ROW_PANEL_INNER
 }
 
 /// The shallowest inner dimension [`row_panels_pay`] takes.
@@ -514,6 +518,20 @@ mod tests {
         for (columns, inner) in [(729, 1600), (3025, 363), (784, 576), (49, 63)] {
             assert!(!bf16_row_panels_pay(columns, inner), "{columns} columns, {inner} deep");
         }
+    }
+
+    #[test]
+    fn f32_row_panels_take_partial_vectors_and_a_single_one() {
+        // 7×7 and 14×14 maps and layer4's 16 Winograd tiles at batch 1:
+        // row panels; two vectors and more, and shallow products: `gemm`.
+        for columns in [16, 49, 196] {
+            assert!(row_panels_pay(columns, 512), "{columns} columns");
+        }
+        for (columns, inner) in [(32, 512), (784, 576), (16, 63), (49, 63)] {
+            assert!(!row_panels_pay(columns, inner), "{columns} columns, {inner} deep");
+        }
+        // bf16's 8 × 48 kernel fills a single vector's lanes.
+        assert!(!bf16_row_panels_pay(16, 512));
     }
 
     #[test]

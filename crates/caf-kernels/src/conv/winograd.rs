@@ -64,16 +64,15 @@ pub(super) fn applies(g: &Geometry) -> bool {
 }
 
 /// [`applies`] for a forward pass given the weight's [`kernel_transform`]:
-/// without the transform's cost on every call, fewer tiles pay off. With
-/// f32 products any tile count does, the fewest with their channels dealt
-/// out to the workers instead of their tiles ([`splits_by_channels`]: a
-/// single 7×7 map of ResNet's layer4 at batch 1 took 1.04 ms against
-/// im2col's 1.23, median of six alternated runs). bf16 products are fast
-/// enough that there the transforms cost more than they save (0.84 ms
-/// against 0.78), so bf16 needs [`MIN_TILES_PER_WORKER`] a worker.
+/// without the transform's cost on every call, fewer tiles pay off, but at
+/// least [`MIN_TILES_PER_WORKER`] a worker. Below that (a single 7×7 map of
+/// ResNet's layer4 at batch 1, 16 tiles) im2col was as fast alone and
+/// faster inside the network, where the kept transform (16/9 of the
+/// weight, 16.8 MB for each layer4 convolution) comes from memory: 1.07–1.19
+/// ms a call against 1.21–1.33 in f32 on an Intel Xeon, and in bf16 0.78
+/// against 0.84 alone on an AMD EPYC.
 pub(super) fn applies_with_kept_transform(g: &Geometry) -> bool {
-    suits(g)
-        && (g.products == Precision::F32 || g.parallel_over_images() || tiles_per_worker(g) >= MIN_TILES_PER_WORKER)
+    suits(g) && (g.parallel_over_images() || tiles_per_worker(g) >= MIN_TILES_PER_WORKER)
 }
 
 /// Tiles per worker below which a forward pass deals out its channels
@@ -1313,9 +1312,9 @@ mod tests {
     /// On two workers: a single image runs here when its tiles give both
     /// workers a block (AlexNet's 27×27 conv2, ResNet's 56×56 layer), except
     /// for the weight gradient; a single 13×13 map stays with im2col unless
-    /// the kernel transform is kept (a single 7×7 map even then, with bf16
-    /// products); 3×3 weight
-    /// gradients where the tiling wastes little or the tiles are many.
+    /// the kernel transform is kept (a single 7×7 map even then); 3×3
+    /// weight gradients where the tiling wastes little or the tiles are
+    /// many.
     #[test]
     fn single_images_run_here_when_their_tiles_share_out() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
@@ -1330,10 +1329,10 @@ mod tests {
             assert!(applies(&geometry([1, 64, 56, 56], [64, 64, 3, 3], 1)));
             let conv3 = geometry([1, 192, 13, 13], [384, 192, 3, 3], 1);
             assert!(!applies(&conv3) && applies_with_kept_transform(&conv3));
-            // A single 7×7 map: its channels dealt out with f32 products,
-            // im2col with bf16 ones.
+            // A single 7×7 map: im2col in either precision; two: here.
             let seven = |batch| geometry([batch, 512, 7, 7], [512, 512, 3, 3], 1);
-            assert!(applies_with_kept_transform(&seven(1)) && !applies(&seven(1)));
+            assert!(!applies_with_kept_transform(&seven(1)) && !applies(&seven(1)));
+            assert!(applies_with_kept_transform(&seven(2)));
             let seven_bf16 = |batch| seven(batch).in_precision(Precision::Bf16);
             assert!(!applies_with_kept_transform(&seven_bf16(1)) && applies_with_kept_transform(&seven_bf16(2)));
             // Too few channels for the transforms, kept or not.

@@ -266,7 +266,7 @@ mod tests {
             return;
         }
         for m in [1, 63, 64, 65, 130] {
-            for n in [1, 5, 6, 7, 49] {
+            for n in [1, 5, 6, 7, 16, 49] {
                 for k in [1, 17, 511, 513] {
                     check(m, n, k, false, false, Threads::One);
                 }
