@@ -853,26 +853,26 @@ impl Kernel for ConvKernel<'_> {
                     // images at once; a frozen weight's fill their lanes
                     // with rows instead (row panels), one image at a time.
                     let in_groups = kept.is_none() && grouped::applies_to_passes(g);
-                    // Products on bf16 pairs read the image's patches in
-                    // place instead of its im2col copy; but a kernel shorter
-                    // than its stride (a 1×1/2 shortcut) reads a quarter of
-                    // the image, which im2col copies and the row layout
-                    // would lay out whole.
-                    let pairs = packed
-                        .and_then(|packed| packed[0].pairs())
+                    // Products on bf16 pairs and on the f32 row panels
+                    // read the image's patches in place instead of its
+                    // im2col copy; but a kernel shorter than its stride (a
+                    // 1×1/2 shortcut) reads a quarter of the image, which
+                    // im2col copies and the row layout would lay out whole.
+                    let patches_lhs = packed
+                        .and_then(|packed| packed[0].patches())
                         .filter(|_| !g.is_pointwise() && g.kernel_h >= g.stride && !in_groups);
                     // A ReLU and a stride-2 pooling after them go with
                     // the products, band by band.
                     let pooled_here = relu_then_pool.and_then(patches::RowPooling::new);
-                    let on_patches = pairs.and_then(|pairs| {
+                    let on_patches = patches_lhs.and_then(|lhs| {
                         let bias = match bias {
                             Some(bias) => Some(T::as_f32(bias)?),
                             None => None,
                         };
                         let x = T::as_f32(x)?;
                         T::from_f32_vec(match pooled_here {
-                            Some(pool) => patches::forward_pooled(x, pairs, bias, g, pool),
-                            None => patches::forward(x, pairs, bias, g),
+                            Some(pool) => patches::forward_pooled(x, lhs, bias, g, pool),
+                            None => patches::forward(x, lhs, bias, g),
                         })
                     });
                     let products = WeightProducts { precision, packed };

@@ -19,13 +19,12 @@ use crate::cpu::Precision;
 use crate::elementwise::Activation;
 pub(crate) use bf16::convolves_on_tiles;
 pub(crate) use bf16::round_to_bf16;
-pub(crate) use bf16::PairsLhs;
 pub(crate) use bf16::TileWeight;
 pub(crate) use bf16::{
     convolve_blocks_on_tiles, convolve_blocks_on_tiles_fits, convolve_pair_on_tiles, convolve_pair_on_tiles_fits,
     BlockOperands,
 };
-pub(crate) use packed::PackedLhs;
+pub(crate) use packed::{PackedLhs, PatchesLhs};
 pub(crate) use patches::Patches;
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::first_lanes;

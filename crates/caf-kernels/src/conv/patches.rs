@@ -1,23 +1,24 @@
-//! The forward pass of a convolution whose bf16 product reads the image's
+//! The forward pass of a convolution whose product reads the image's
 //! patches in place ([`crate::gemm::Patches`]) instead of an im2col copy:
 //! each image is laid out once by rows ([`RowLayout`]: the padding's zeros
 //! written out, strided rows split by phase), and the product packs its
-//! bf16 pairs straight from that.
+//! bf16 pairs straight from that, or (f32, a frozen weight on AVX-512)
+//! broadcasts its columns from it.
 
 use std::ops::Range;
 
 use rayon::prelude::*;
 
 use super::{fill_bias, for_each_image, output_with_bias, Geometry, RowLayout};
-use crate::gemm::{PairsLhs, Patches, Threads};
+use crate::gemm::{Patches, PatchesLhs, Threads};
 use crate::parallel::{for_each_block, SharedOutput};
 #[cfg(target_arch = "x86_64")]
 use crate::pool::pool_relu_row_stride_2;
 use crate::pool::PoolGeometry;
 use crate::scratch::Scratch;
 
-/// `y_b = W · cols(x_b) (+ bias)` for every image, `W` packed as bf16 pairs.
-pub(super) fn forward(x: &[f32], weight: PairsLhs, bias: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
+/// `y_b = W · cols(x_b) (+ bias)` for every image, `W` packed to read patches.
+pub(super) fn forward(x: &[f32], weight: PatchesLhs, bias: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
     let laid = Laid::new(g);
     let mut y = output_with_bias(g, bias);
     for_each_image(g, &mut y, g.output_len(), laid.len(), |b, y_b, laid_out, threads| {
@@ -109,7 +110,7 @@ impl<'a> RowPooling<'a> {
 }
 
 /// The max pooling `pool` of the ReLU of `W · cols(x_b) (+ bias)` for
-/// every image, `W` packed as bf16 pairs.
+/// every image, `W` packed to read patches.
 /// The convolution's output is made and pooled in bands of rows small
 /// enough to stay in the core's cache, instead of written out whole and
 /// read back (ResNet-18's stem makes 3.2 MB an image); the rows two
@@ -117,7 +118,7 @@ impl<'a> RowPooling<'a> {
 /// again. The values are those of the pooling after the convolution.
 pub(super) fn forward_pooled(
     x: &[f32],
-    weight: PairsLhs,
+    weight: PatchesLhs,
     bias: Option<&[f32]>,
     g: &Geometry,
     pooling: RowPooling,
@@ -132,7 +133,7 @@ pub(super) fn forward_pooled(
 /// [`forward_pooled`] in bands of `pooled_rows` pooled rows.
 fn forward_pooled_in_bands(
     x: &[f32],
-    weight: PairsLhs,
+    weight: PatchesLhs,
     bias: Option<&[f32]>,
     g: &Geometry,
     pooling: RowPooling,
@@ -187,7 +188,7 @@ fn forward_pooled_in_bands(
 /// What every band of [`forward_pooled`] shares.
 struct Bands<'a> {
     laid: &'a Laid<'a>,
-    weight: PairsLhs<'a>,
+    weight: PatchesLhs<'a>,
     bias: Option<&'a [f32]>,
     pooling: RowPooling<'a>,
     out: &'a SharedOutput<'a, f32>,
@@ -340,8 +341,17 @@ mod tests {
 
     #[test]
     fn pooling_band_by_band_matches_pooling_the_whole_output_bit_for_bit() {
-        if crate::cpu::instruction_set() < InstructionSet::Avx512Bf16 {
-            eprintln!("AVX512-BF16 not in use: bf16 pairs are not packed, nothing reads patches");
+        // bf16 pairs read patches on AVX512-BF16, the f32 row panels on AVX-512.
+        let here = crate::cpu::instruction_set();
+        let precisions: Vec<_> = [
+            (Precision::Bf16, InstructionSet::Avx512Bf16),
+            (Precision::F32, InstructionSet::Avx512),
+        ]
+        .into_iter()
+        .filter_map(|(precision, needs)| (here >= needs).then_some(precision))
+        .collect();
+        if precisions.is_empty() {
+            eprintln!("AVX-512 not in use: nothing reads patches");
             return;
         }
         let (resnet, alexnet) = (super::super::tests::RESNET_POOL, super::super::tests::ALEXNET_POOL);
@@ -399,20 +409,24 @@ mod tests {
             let x = values(g.batch * g.image_len(), 1);
             let w = values(g.out_channels * g.patch(), 2);
             let bias = values(g.out_channels, 3);
-            let packed = PackedLhs::for_products(Precision::Bf16, Matrix::row_major(&w, g.out_channels, g.patch()))
-                .expect("bf16 is packed");
-            let pairs = packed.pairs().expect("pairs on AVX512-BF16");
-            let whole = pool.pool_relu(&forward(&x, pairs, Some(&bias), &g));
-            for pooled_rows in [1, 2, 3, pool.out_h] {
-                for workers in [1, 2] {
-                    let pooling = RowPooling::new(&pool).expect("a stride-2 pooling on AVX-512");
-                    let run = || forward_pooled_in_bands(&x, pairs, Some(&bias), &g, pooling, pooled_rows);
-                    let bands = if workers == 1 { run() } else { pool2.install(run) };
-                    let what =
-                        format!("{input:?} ∗ {weight:?} {params:?}, {config:?}: bands of {pooled_rows} on {workers}");
-                    assert_eq!(bands.len(), whole.len(), "{what}");
-                    for (i, (a, b)) in bands.iter().zip(&whole).enumerate() {
-                        assert_eq!(a.to_bits(), b.to_bits(), "{what}: element {i}");
+            for &precision in &precisions {
+                let packed = PackedLhs::for_products(precision, Matrix::row_major(&w, g.out_channels, g.patch()))
+                    .expect("packed on AVX-512");
+                let lhs = packed.patches().expect("read from patches on AVX-512");
+                let whole = pool.pool_relu(&forward(&x, lhs, Some(&bias), &g));
+                for pooled_rows in [1, 2, 3, pool.out_h] {
+                    for workers in [1, 2] {
+                        let pooling = RowPooling::new(&pool).expect("a stride-2 pooling on AVX-512");
+                        let run = || forward_pooled_in_bands(&x, lhs, Some(&bias), &g, pooling, pooled_rows);
+                        let bands = if workers == 1 { run() } else { pool2.install(run) };
+                        let what = format!(
+                            "{precision:?}: {input:?} ∗ {weight:?} {params:?}, {config:?}: bands of {pooled_rows} on \
+                             {workers}"
+                        );
+                        assert_eq!(bands.len(), whole.len(), "{what}");
+                        for (i, (a, b)) in bands.iter().zip(&whole).enumerate() {
+                            assert_eq!(a.to_bits(), b.to_bits(), "{what}: element {i}");
+                        }
                     }
                 }
             }
@@ -435,7 +449,7 @@ mod tests {
             let w_matrix = Matrix::row_major(&w, g.out_channels, g.patch());
             let kept = PackedLhs::for_products(Precision::Bf16, w_matrix).expect("bf16 is packed");
             for packed in [kept, PackedLhs::bf16(w_matrix, Threads::All)] {
-                let pairs = packed.pairs().expect("pairs on AVX512-BF16");
+                let pairs = packed.patches().expect("pairs on AVX512-BF16");
                 let products = WeightProducts {
                     precision: Precision::Bf16,
                     packed: Some(std::slice::from_ref(&packed)),
@@ -452,6 +466,103 @@ mod tests {
                             a.to_bits(),
                             b.to_bits(),
                             "{input:?} ∗ {weight:?} {params:?}: element {i}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    /// `x ∗ w + bias` in f64, straight from the definition, and the same
+    /// sum of magnitudes (`|x| ∗ |w| + |bias|`): the scale of f32's
+    /// rounding.
+    fn exact_forward(x: &[f32], w: &[f32], bias: &[f32], g: &Geometry) -> (Vec<f64>, Vec<f64>) {
+        let (mut exact, mut magnitude) = (Vec::new(), Vec::new());
+        for b in 0..g.batch {
+            for o in 0..g.out_channels {
+                for oy in 0..g.out_h {
+                    for ox in 0..g.out_w {
+                        let (mut sum, mut size) = (f64::from(bias[o]), f64::from(bias[o].abs()));
+                        for c in 0..g.channels {
+                            for ky in 0..g.kernel_h {
+                                for kx in 0..g.kernel_w {
+                                    let (iy, ix) = (oy * g.stride + ky, ox * g.stride + kx);
+                                    let (Some(iy), Some(ix)) = (iy.checked_sub(g.padding), ix.checked_sub(g.padding))
+                                    else {
+                                        continue;
+                                    };
+                                    if iy >= g.height || ix >= g.width {
+                                        continue;
+                                    }
+                                    let xv = f64::from(x[((b * g.channels + c) * g.height + iy) * g.width + ix]);
+                                    let wv = f64::from(w[((o * g.channels + c) * g.kernel_h + ky) * g.kernel_w + kx]);
+                                    sum += xv * wv;
+                                    size += (xv * wv).abs();
+                                }
+                            }
+                        }
+                        exact.push(sum);
+                        magnitude.push(size);
+                    }
+                }
+            }
+        }
+        (exact, magnitude)
+    }
+
+    /// The f32 row panels reading the patches: within f32's summing error of
+    /// the exact sums, on the shapes above and on ones whose inner
+    /// dimension takes several blocks (512) with register blocks that run
+    /// past the ends of output rows, more columns than one pass (240),
+    /// and two and three workers.
+    #[test]
+    fn f32_products_read_from_the_patches_match_f64() {
+        if crate::cpu::instruction_set() < InstructionSet::Avx512 {
+            eprintln!("AVX-512 not in use: the f32 row panels are not packed, nothing reads patches");
+            return;
+        }
+        let values =
+            |len: usize, seed: usize| -> Vec<f32> { (0..len).map(|i| (((i + seed) as f32) * 0.618).sin()).collect() };
+        let deep: [(&[usize], &[usize], Conv2dParams); 3] = [
+            (&[1, 64, 9, 10], &[66, 64, 3, 3], Conv2dParams { stride: 2, padding: 1 }),
+            (
+                &[2, 64, 34, 36],
+                &[20, 64, 3, 3],
+                Conv2dParams { stride: 2, padding: 1 },
+            ),
+            (
+                &[1, 120, 7, 7],
+                &[130, 120, 3, 3],
+                Conv2dParams { stride: 1, padding: 1 },
+            ),
+        ];
+        for workers in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(workers)
+                .build()
+                .expect("a pool");
+            for (input, weight, params) in CASES.into_iter().chain(deep) {
+                let g = Geometry::new(input, weight, params).expect("a geometry");
+                let x = values(g.batch * g.image_len(), 1);
+                let w = values(g.out_channels * g.patch(), 2);
+                let bias = values(g.out_channels, 3);
+                let packed = PackedLhs::for_products(Precision::F32, Matrix::row_major(&w, g.out_channels, g.patch()))
+                    .expect("f32 row panels on AVX-512");
+                let lhs = packed.patches().expect("f32 row panels read patches");
+                for with_bias in [false, true] {
+                    let what = format!("{input:?} ∗ {weight:?} {params:?}, bias {with_bias}, {workers} workers");
+                    let ours = pool.install(|| {
+                        // A layout of NaNs first, as above.
+                        forward(&vec![f32::NAN; x.len()], lhs, with_bias.then_some(&bias[..]), &g);
+                        forward(&x, lhs, with_bias.then_some(&bias[..]), &g)
+                    });
+                    let zeros = vec![0.0; g.out_channels];
+                    let (exact, magnitude) = exact_forward(&x, &w, if with_bias { &bias } else { &zeros }, &g);
+                    assert_eq!(ours.len(), exact.len(), "{what}");
+                    for (i, ((&a, b), size)) in ours.iter().zip(&exact).zip(&magnitude).enumerate() {
+                        let bound = 2.0 * (g.patch() + 1) as f64 * f64::from(f32::EPSILON) * size;
+                        assert!(
+                            (f64::from(a) - b).abs() <= bound,
+                            "{what}: element {i} is {a} against {b}"
                         );
                     }
                 }

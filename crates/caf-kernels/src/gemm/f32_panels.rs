@@ -2,7 +2,8 @@
 //! weight, or one point of its Winograd transform), on AVX-512: vectors run
 //! down the operand's rows (output channels) and the right operand's
 //! columns are broadcast one at a time, so every lane holds a result
-//! whatever the column count. `gemm`'s micro-kernels run their vectors
+//! whatever the column count, and the right operand can be a
+//! convolution's patches read in place ([`matmul_patches`]: no im2col). `gemm`'s micro-kernels run their vectors
 //! along the columns instead, and a column count that is no multiple of 16
 //! leaves the last vector of every block partly empty (24 Winograd tiles
 //! fill 24 of 32 lanes, a 7×7 map 49 of 64); they also pack the weight
@@ -15,9 +16,10 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
+use super::patches::Rhs;
 use super::split::{nothing_to_multiply, row_panels_first, Share};
 use super::x86::{run_columns, with_parked_sums, ColumnBlock, Parking};
-use super::{DisjointOutput, Matrix, Threads};
+use super::{DisjointOutput, Matrix, Patches, Threads};
 
 /// Rows of the register block: four vectors of 16.
 const MR: usize = 64;
@@ -138,9 +140,11 @@ unsafe fn product(
                         let block = Block {
                             depth,
                             a: panel.as_ptr(),
-                            // SAFETY: row first_inner < b.rows and column < b.cols: inside the checked view.
-                            b: unsafe { b.data.as_ptr().add(first_inner * b.row_stride + column) },
-                            ldb: b.row_stride,
+                            b: Strided {
+                                // SAFETY: row first_inner < b.rows and column < b.cols: inside the checked view.
+                                first: unsafe { b.data.as_ptr().add(first_inner * b.row_stride + column) },
+                                ldb: b.row_stride,
+                            },
                             // SAFETY: row first_row < a.rows and column < ldc: inside `dst`.
                             c: unsafe { dst.0.add(first_row * ldc + column) },
                             ldc,
@@ -164,13 +168,167 @@ unsafe fn product(
     });
 }
 
+/// `dst = a · b` (`+=` when `accumulate`) for a convolution's patches `b`
+/// read in place ([`Patches`]); `dst` row-major `a.rows × b.cols()`. The
+/// caller has checked the CPU (AVX-512F).
+pub(super) fn matmul_patches(dst: &mut [f32], accumulate: bool, a: &PackedA, b: Patches, threads: Threads) {
+    if nothing_to_multiply(
+        dst,
+        accumulate,
+        (a.rows, a.cols),
+        Rhs::Patches(b),
+        "f32 packed patches matmul",
+    ) {
+        return;
+    }
+    let (m, n) = (a.rows, b.cols());
+    let out = DisjointOutput(dst.as_mut_ptr());
+    let columns = Share {
+        unit: NR,
+        at_least: MIN_COLUMNS_PER_WORKER,
+    };
+    row_panels_first(m, n, threads, MR, columns, |rows, columns| {
+        // SAFETY: each call writes only its own block of `dst`, which
+        // holds m·n elements; the CPU was checked by the caller.
+        unsafe { product_patches(&out, n, accumulate, a, b, rows, columns) }
+    });
+}
+
+/// [`product`] of patches: each register block's [`NR`] columns read at
+/// their own offsets from every tap, so that a block may run on past the
+/// end of an output row (a 7×7 map's 49 columns take nine blocks, not
+/// fourteen).
+///
+/// # Safety
+/// As [`product`].
+#[target_feature(enable = "avx512f")]
+unsafe fn product_patches(
+    dst: &DisjointOutput,
+    ldc: usize,
+    accumulate: bool,
+    a: &PackedA,
+    b: Patches,
+    rows: Range<usize>,
+    columns: Range<usize>,
+) {
+    debug_assert!(rows.start.is_multiple_of(MR));
+    let k = a.cols;
+    let (values, taps) = (b.values().as_ptr(), b.taps());
+    // The pass's columns' offsets, worked out once for all its blocks.
+    let mut pass_offsets = Vec::with_capacity(NC);
+    with_parked_sums(rows.len(), NC.min(columns.len()), NR, (k, KC), |parked| {
+        for first_column in columns.clone().step_by(NC) {
+            let last_column = (first_column + NC).min(columns.end);
+            pass_offsets.clear();
+            pass_offsets.extend(b.offsets(first_column..last_column));
+            for first_inner in (0..k).step_by(KC) {
+                let depth = KC.min(k - first_inner);
+                for first_row in rows.clone().step_by(MR) {
+                    let panel = a.panel(first_inner, first_row / MR);
+                    for column in (first_column..last_column).step_by(NR) {
+                        let width = (last_column - column).min(NR);
+                        let block = Block {
+                            depth,
+                            a: panel.as_ptr(),
+                            b: Tapped {
+                                values,
+                                taps: taps[first_inner..first_inner + depth].as_ptr(),
+                                offsets: pass_offsets[column - first_column..][..width].as_ptr(),
+                            },
+                            // SAFETY: row first_row < a.rows and column < ldc: inside `dst`.
+                            c: unsafe { dst.0.add(first_row * ldc + column) },
+                            ldc,
+                            rows: MR.min(rows.end - first_row),
+                            add: accumulate,
+                            parking: parked.block(
+                                first_row - rows.start,
+                                column - first_column,
+                                first_inner..first_inner + depth,
+                            ),
+                        };
+                        // SAFETY: the panel holds `depth × MR` values; every
+                        // tap plus every column's offset lies inside the
+                        // laid-out values (checked when the patches were
+                        // made); the block lies inside the caller's part of
+                        // `dst`, its parking is its own.
+                        unsafe { run_columns(&block, width) };
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Where a register block reads its columns of the right operand, row by
+/// row.
+trait RightRows: Copy {
+    /// Where row `t` starts.
+    ///
+    /// # Safety
+    /// `t` is below the block's depth.
+    unsafe fn row(self, t: usize) -> *const f32;
+
+    /// Column `j` of the row that starts at `row`.
+    ///
+    /// # Safety
+    /// `row` is one of [`Self::row`]'s and `j` below the block's columns
+    /// (for [`Tapped`], the offsets it points to).
+    unsafe fn column(self, row: *const f32, j: usize) -> *const f32;
+}
+
+/// Rows `ldb` apart, each block's columns side by side: a matrix view.
+#[derive(Clone, Copy)]
+struct Strided {
+    first: *const f32,
+    ldb: usize,
+}
+
+impl RightRows for Strided {
+    #[inline(always)]
+    unsafe fn row(self, t: usize) -> *const f32 {
+        // SAFETY: the block's rows lie inside the view (the caller's promise).
+        unsafe { self.first.add(t * self.ldb) }
+    }
+
+    #[inline(always)]
+    unsafe fn column(self, row: *const f32, j: usize) -> *const f32 {
+        // SAFETY: the block's columns lie inside the view (the caller's promise).
+        unsafe { row.add(j) }
+    }
+}
+
+/// Rows at a convolution's taps, each of the block's columns at its own
+/// offset from them.
+#[derive(Clone, Copy)]
+struct Tapped {
+    values: *const f32,
+    taps: *const usize,
+    /// The block's columns' offsets.
+    offsets: *const usize,
+}
+
+impl RightRows for Tapped {
+    #[inline(always)]
+    unsafe fn row(self, t: usize) -> *const f32 {
+        // SAFETY: the block's taps hold `depth` offsets inside the laid-out
+        // values (the caller's promise).
+        unsafe { self.values.add(*self.taps.add(t)) }
+    }
+
+    #[inline(always)]
+    unsafe fn column(self, row: *const f32, j: usize) -> *const f32 {
+        // SAFETY: every tap plus every column's offset lies inside the
+        // laid-out values (the caller's promise).
+        unsafe { row.add(*self.offsets.add(j)) }
+    }
+}
+
 /// One register block: `c[..rows, ..C] (+)= A panel · b[.., ..C]`, over
 /// one inner block.
-struct Block {
+struct Block<B> {
     depth: usize,
     a: *const f32,
-    b: *const f32,
-    ldb: usize,
+    b: B,
     c: *mut f32,
     ldc: usize,
     rows: usize,
@@ -179,12 +337,12 @@ struct Block {
     parking: Parking,
 }
 
-impl ColumnBlock for Block {
+impl<B: RightRows> ColumnBlock for Block<B> {
     /// Runs the block with `C ≤ NR` columns.
     ///
     /// # Safety
-    /// AVX-512F; the panel holds `depth × MR` values; `b` has `depth` rows
-    /// of `C` readable values, `ldb` apart; `c` has `rows` rows of `C`
+    /// AVX-512F; the panel holds `depth × MR` values; each of `b`'s `depth`
+    /// rows has `C` readable values; `c` has `rows` rows of `C`
     /// writable elements, `ldc` apart; no other block shares its parking.
     #[target_feature(enable = "avx512f")]
     unsafe fn run<const C: usize>(&self) {
@@ -194,9 +352,9 @@ impl ColumnBlock for Block {
             // SAFETY (this loop): t < depth, inside the panel and `b`'s rows.
             let a_column = unsafe { self.a.add(t * MR) };
             let a = [0, 1, 2, 3].map(|v| unsafe { _mm512_loadu_ps(a_column.add(16 * v)) });
-            let b_row = unsafe { self.b.add(t * self.ldb) };
+            let b_row = unsafe { self.b.row(t) };
             for (j, sums) in sums.iter_mut().enumerate() {
-                let b = _mm512_set1_ps(unsafe { *b_row.add(j) });
+                let b = _mm512_set1_ps(unsafe { *self.b.column(b_row, j) });
                 for (sum, &a) in sums.iter_mut().zip(&a) {
                     *sum = _mm512_fmadd_ps(a, b, *sum);
                 }

@@ -3,8 +3,8 @@
 //! meets a fresh right operand on every call and is packed only once.
 
 use super::bf16::{matmul_bf16_packed, Bf16Lhs, PairsLhs};
-use super::Matrix;
 use super::Threads;
+use super::{Matrix, Patches};
 use crate::cpu::Precision;
 
 /// A left operand packed for products in one [`Precision`].
@@ -40,14 +40,14 @@ impl PackedLhs {
         Self(Packed::Bf16(Bf16Lhs::new(a, threads)))
     }
 
-    /// This packing as bf16 pairs, whose products can read a
-    /// convolution's patches in place ([`PairsLhs::multiply_patches`]); `None` for
-    /// any other.
-    pub(crate) fn pairs(&self) -> Option<PairsLhs<'_>> {
+    /// This packing as one whose products can read a convolution's
+    /// patches in place ([`PatchesLhs::multiply_patches`]): bf16 pairs and
+    /// the f32 row panels; `None` for any other.
+    pub(crate) fn patches(&self) -> Option<PatchesLhs<'_>> {
         match &self.0 {
-            Packed::Bf16(a) => a.pairs(),
+            Packed::Bf16(a) => a.pairs().map(|a| PatchesLhs(PatchesPacking::Pairs(a))),
             #[cfg(target_arch = "x86_64")]
-            Packed::F32Panels(_) => None,
+            Packed::F32Panels(a) => Some(PatchesLhs(PatchesPacking::F32Panels(a))),
         }
     }
 
@@ -60,6 +60,32 @@ impl PackedLhs {
             Packed::Bf16(_) => true,
             #[cfg(target_arch = "x86_64")]
             Packed::F32Panels(a) => super::row_panels_pay(columns, a.cols()),
+        }
+    }
+}
+
+/// A packed left operand whose products read a convolution's patches in
+/// place ([`PackedLhs::patches`]).
+#[derive(Clone, Copy)]
+pub(crate) struct PatchesLhs<'a>(PatchesPacking<'a>);
+
+#[derive(Clone, Copy)]
+enum PatchesPacking<'a> {
+    /// bf16 pairs.
+    Pairs(PairsLhs<'a>),
+    /// f32 row panels (AVX-512F).
+    #[cfg(target_arch = "x86_64")]
+    F32Panels(&'a super::f32_panels::PackedA),
+}
+
+impl PatchesLhs<'_> {
+    /// `dst = a · b` (or `+=` when `accumulate`), where `a` is `self` and
+    /// `b` a convolution's patches.
+    pub(crate) fn multiply_patches(self, dst: &mut [f32], accumulate: bool, b: Patches, threads: Threads) {
+        match self.0 {
+            PatchesPacking::Pairs(a) => a.multiply_patches(dst, accumulate, b, threads),
+            #[cfg(target_arch = "x86_64")]
+            PatchesPacking::F32Panels(a) => super::f32_panels::matmul_patches(dst, accumulate, a, b, threads),
         }
     }
 }

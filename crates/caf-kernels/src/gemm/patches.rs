@@ -1,8 +1,9 @@
 //! A convolution's column matrix read where it lies: the right operand of
 //! its product without the im2col copy. The bf16 products pack their right
-//! operand into bf16 pairs anyway; packing the pairs straight from the
-//! image saves writing the f32 column matrix (nine times the image for a
-//! 3×3 kernel, 49 times for a 7×7/2 stem's) and reading it back.
+//! operand into bf16 pairs anyway, and the f32 row panels broadcast its
+//! elements one by one; either reading straight from the image saves
+//! writing the f32 column matrix (nine times the image for a 3×3 kernel,
+//! 49 times for a 7×7/2 stem's) and reading it back.
 
 use std::ops::Range;
 
@@ -76,6 +77,19 @@ impl<'a> Patches<'a> {
     /// Where row `r`'s samples start in [`Self::values`].
     pub(super) fn tap(&self, r: usize) -> usize {
         self.taps[r]
+    }
+
+    /// Where every row's samples start in [`Self::values`].
+    #[cfg(target_arch = "x86_64")]
+    pub(super) fn taps(&self) -> &'a [usize] {
+        self.taps
+    }
+
+    /// Where each of `columns`' elements of every row lies from that row's
+    /// tap.
+    #[cfg(target_arch = "x86_64")]
+    pub(super) fn offsets(&self, columns: Range<usize>) -> impl Iterator<Item = usize> + '_ {
+        self.runs(columns).flat_map(|(_, offset, len)| offset..offset + len)
     }
 
     /// The runs of `columns` that are contiguous in every row: `(first
