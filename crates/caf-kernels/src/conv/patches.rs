@@ -472,40 +472,26 @@ mod tests {
             }
         }
     }
-    /// `x ∗ w + bias` in f64, straight from the definition, and the same
-    /// sum of magnitudes (`|x| ∗ |w| + |bias|`): the scale of f32's
+
+    /// `x ∗ w + bias` in f64 (the im2col forward pass on f64 copies), and
+    /// the same of magnitudes (`|x| ∗ |w| + |bias|`): the scale of f32's
     /// rounding.
     fn exact_forward(x: &[f32], w: &[f32], bias: &[f32], g: &Geometry) -> (Vec<f64>, Vec<f64>) {
-        let (mut exact, mut magnitude) = (Vec::new(), Vec::new());
-        for b in 0..g.batch {
-            for o in 0..g.out_channels {
-                for oy in 0..g.out_h {
-                    for ox in 0..g.out_w {
-                        let (mut sum, mut size) = (f64::from(bias[o]), f64::from(bias[o].abs()));
-                        for c in 0..g.channels {
-                            for ky in 0..g.kernel_h {
-                                for kx in 0..g.kernel_w {
-                                    let (iy, ix) = (oy * g.stride + ky, ox * g.stride + kx);
-                                    let (Some(iy), Some(ix)) = (iy.checked_sub(g.padding), ix.checked_sub(g.padding))
-                                    else {
-                                        continue;
-                                    };
-                                    if iy >= g.height || ix >= g.width {
-                                        continue;
-                                    }
-                                    let xv = f64::from(x[((b * g.channels + c) * g.height + iy) * g.width + ix]);
-                                    let wv = f64::from(w[((o * g.channels + c) * g.kernel_h + ky) * g.kernel_w + kx]);
-                                    sum += xv * wv;
-                                    size += (xv * wv).abs();
-                                }
-                            }
-                        }
-                        exact.push(sum);
-                        magnitude.push(size);
-                    }
-                }
-            }
-        }
+        let wide = |v: &[f32], magnitude: bool| -> Vec<f64> {
+            v.iter()
+                .map(|&v| f64::from(if magnitude { v.abs() } else { v }))
+                .collect()
+        };
+        let [exact, magnitude] = [false, true].map(|magnitude| {
+            let bias = wide(bias, magnitude);
+            im2col_forward(
+                &wide(x, magnitude),
+                &wide(w, magnitude),
+                Some(&bias),
+                g,
+                WeightProducts::F32,
+            )
+        });
         (exact, magnitude)
     }
 

@@ -3,11 +3,11 @@
 //! down the operand's rows (output channels) and the right operand's
 //! columns are broadcast one at a time, so every lane holds a result
 //! whatever the column count, and the right operand can be a
-//! convolution's patches read in place ([`matmul_patches`]: no im2col). `gemm`'s micro-kernels run their vectors
-//! along the columns instead, and a column count that is no multiple of 16
-//! leaves the last vector of every block partly empty (24 Winograd tiles
-//! fill 24 of 32 lanes, a 7×7 map 49 of 64); they also pack the weight
-//! again on every call.
+//! convolution's patches read in place ([`matmul_patches`]: no im2col).
+//! `gemm`'s micro-kernels run their vectors along the columns instead, and
+//! a column count that is no multiple of 16 leaves the last vector of every
+//! block partly empty (24 Winograd tiles fill 24 of 32 lanes, a 7×7 map 49
+//! of 64); they also pack the weight again on every call.
 //!
 //! A 64 × 6 block of the result is kept in 24 registers; the product is
 //! blocked for the caches along the inner dimension ([`KC`]) and the
