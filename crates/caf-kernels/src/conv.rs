@@ -858,21 +858,34 @@ impl Kernel for ConvKernel<'_> {
                     // im2col copy; but a kernel shorter than its stride (a
                     // 1×1/2 shortcut) reads a quarter of the image, which
                     // im2col copies and the row layout would lay out whole.
-                    let patches_lhs = packed
-                        .and_then(|packed| packed[0].patches())
-                        .filter(|_| !g.is_pointwise() && g.kernel_h >= g.stride && !in_groups);
-                    // A ReLU and a stride-2 pooling after them go with
-                    // the products, band by band.
-                    let pooled_here = relu_then_pool.and_then(patches::RowPooling::new);
+                    let reads_patches = !g.is_pointwise() && g.kernel_h >= g.stride && !in_groups;
+                    let patches_lhs = packed.and_then(|packed| packed[0].patches()).filter(|_| reads_patches);
+                    // A frozen bf16 weight over a small map (the row
+                    // panels' products) reads the image's channels in
+                    // pairs in place, with nothing packed per call.
+                    let channel_pairs = kept
+                        .filter(|_| {
+                            precision == Precision::Bf16
+                                && reads_patches
+                                && crate::gemm::channel_pairs_pay(g.positions(), g.patch())
+                        })
+                        .and_then(|kept| kept.channel_pairs(weight, g));
+                    // A ReLU and a stride-2 pooling after them go with the
+                    // packed patches' products, band by band (a map small
+                    // enough for channel pairs is pooled after, whole).
+                    let pooled_here = relu_then_pool
+                        .and_then(patches::RowPooling::new)
+                        .filter(|_| channel_pairs.is_none());
                     let on_patches = patches_lhs.and_then(|lhs| {
                         let bias = match bias {
                             Some(bias) => Some(T::as_f32(bias)?),
                             None => None,
                         };
                         let x = T::as_f32(x)?;
-                        T::from_f32_vec(match pooled_here {
-                            Some(pool) => patches::forward_pooled(x, lhs, bias, g, pool),
-                            None => patches::forward(x, lhs, bias, g),
+                        T::from_f32_vec(match (pooled_here, channel_pairs) {
+                            (Some(pool), _) => patches::forward_pooled(x, lhs, bias, g, pool),
+                            (None, Some(pairs)) => patches::forward_channel_pairs(x, pairs, bias, g),
+                            (None, None) => patches::forward(x, lhs, bias, g),
                         })
                     });
                     let products = WeightProducts { precision, packed };

@@ -24,6 +24,7 @@ pub(crate) use bf16::{
     convolve_blocks_on_tiles, convolve_blocks_on_tiles_fits, convolve_pair_on_tiles, convolve_pair_on_tiles_fits,
     BlockOperands,
 };
+pub(crate) use bf16::{pair_channels, ChannelPairsLhs};
 pub(crate) use packed::{PackedLhs, PatchesLhs};
 pub(crate) use patches::Patches;
 #[cfg(target_arch = "x86_64")]
@@ -373,6 +374,16 @@ const MIN_ROW_PANEL_INNER: usize = 64;
 fn bf16_row_panels_pay(columns: usize, inner: usize) -> bool {
     let empty_lanes = columns.next_multiple_of(16) - columns;
     row_panels_pay(columns, inner) && empty_lanes * 50 > columns
+}
+
+/// Whether a frozen bf16 convolution of `columns` output positions an
+/// image and `inner` taps reads its image's channels in pairs in place
+/// ([`ChannelPairsLhs`]) rather than packing its patches for each product:
+/// where the row panels run ([`bf16_row_panels_pay`]). Over larger maps
+/// the 8 × 48 kernel, packing, was as fast or faster (ResNet-18's layer2
+/// 3×3/2 at batch 1, docs/performance.md).
+pub(crate) fn channel_pairs_pay(columns: usize, inner: usize) -> bool {
+    bf16_row_panels_pay(columns, inner)
 }
 
 /// The destination of one product, shared by workers that write disjoint

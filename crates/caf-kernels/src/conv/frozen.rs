@@ -10,7 +10,7 @@ use candle_core::{DType, Result, Tensor, Var};
 use super::winograd::{self, Variant};
 use super::Geometry;
 use crate::cpu::Precision;
-use crate::gemm::{Element, Matrix, PackedLhs, TileWeight};
+use crate::gemm::{ChannelPairsLhs, Element, Matrix, PackedLhs, TileWeight};
 
 /// A convolution weight frozen for inference: a private copy of the weight,
 /// and the transforms the kernels derive from it, each made on first use and
@@ -136,6 +136,7 @@ pub struct KeptTransforms {
     winograd_f32: [OnceLock<Vec<f32>>; Variant::COUNT],
     winograd_f64: [OnceLock<Vec<f64>>; Variant::COUNT],
     packed_weight: OnceLock<Option<[PackedLhs; 1]>>,
+    channel_pairs: OnceLock<Option<ChannelPairsLhs>>,
     packed_winograd: [OnceLock<Option<Vec<PackedLhs>>>; Variant::COUNT],
     tile_weight: OnceLock<Option<TileWeight>>,
 }
@@ -150,6 +151,17 @@ impl KeptTransforms {
             PackedLhs::for_products(g.products, Matrix::row_major(weight, g.out_channels, g.patch())).map(|p| [p])
         });
         packed.as_ref().map(|p| &p[..])
+    }
+
+    /// The weight packed for bf16 products that read the image's channels
+    /// in pairs in place ([`ChannelPairsLhs`]), made on first use; `None`
+    /// unless the weight is f32, its channels even and the CPU's bf16
+    /// path AVX512-BF16.
+    pub(super) fn channel_pairs<T: Element>(&self, weight: &[T], g: &Geometry) -> Option<&ChannelPairsLhs> {
+        let weight = T::as_f32(weight)?;
+        self.channel_pairs
+            .get_or_init(|| ChannelPairsLhs::new(weight, g.out_channels, g.channels, g.kernel_h * g.kernel_w))
+            .as_ref()
     }
 
     /// The Winograd transform `u` in `variant` ([`winograd::kernel_transform`])

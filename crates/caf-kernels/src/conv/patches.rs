@@ -3,14 +3,16 @@
 //! each image is laid out once by rows ([`RowLayout`]: the padding's zeros
 //! written out, strided rows split by phase), and the product packs its
 //! bf16 pairs straight from that, or (f32, a frozen weight on AVX-512)
-//! broadcasts its columns from it.
+//! broadcasts its columns from it, or (bf16, a frozen weight over a small
+//! map on AVX512-BF16) broadcasts its pairs from the layout's channels
+//! paired, with nothing packed per call ([`forward_channel_pairs`]).
 
 use std::ops::Range;
 
 use rayon::prelude::*;
 
 use super::{fill_bias, for_each_image, output_with_bias, Geometry, RowLayout};
-use crate::gemm::{Patches, PatchesLhs, Threads};
+use crate::gemm::{pair_channels, ChannelPairsLhs, Patches, PatchesLhs, Threads};
 use crate::parallel::{for_each_block, SharedOutput};
 #[cfg(target_arch = "x86_64")]
 use crate::pool::pool_relu_row_stride_2;
@@ -25,6 +27,54 @@ pub(super) fn forward(x: &[f32], weight: PatchesLhs, bias: Option<&[f32]>, g: &G
         laid.lay_out(x, b, laid_out, threads);
         weight.multiply_patches(y_b, bias.is_some(), laid.patches(laid_out, 0..g.out_h), threads);
     });
+    y
+}
+
+/// `y_b = W · cols(x_b) (+ bias)` for every image (channels even), the
+/// products reading the image in place as bf16 pairs of channels: each
+/// image laid out by rows as [`forward`] lays it out, then its channels
+/// paired ([`pair_channels`]).
+pub(super) fn forward_channel_pairs(
+    x: &[f32],
+    weight: &ChannelPairsLhs,
+    bias: Option<&[f32]>,
+    g: &Geometry,
+) -> Vec<f32> {
+    assert!(g.channels.is_multiple_of(2), "channel pairs of {} channels", g.channels);
+    let laid = Laid::new(g);
+    let layout_len = laid.layout.len();
+    // Pair (c', ky, kx) of the inner dimension: channels 2c' and 2c' + 1 at tap (ky, kx).
+    let taps: Vec<usize> = laid
+        .taps
+        .iter()
+        .take(g.channels / 2 * g.kernel_h * g.kernel_w)
+        .copied()
+        .collect();
+    let pairs_len = g.channels / 2 * layout_len;
+    let mut y = output_with_bias(g, bias);
+    for_each_image(
+        g,
+        &mut y,
+        g.output_len(),
+        laid.len() + pairs_len,
+        |b, y_b, buffer, threads| {
+            let (laid_out, pairs) = buffer.split_at_mut(laid.len());
+            laid.lay_out(x, b, laid_out, threads);
+            // SAFETY: u32 has f32's size and alignment, and any bits are a u32.
+            let pairs = unsafe { std::slice::from_raw_parts_mut(pairs.as_mut_ptr().cast::<u32>(), pairs_len) };
+            let pair = |(c, out): (usize, &mut [u32])| {
+                let channel = |c: usize| &laid_out[c * layout_len..][..layout_len];
+                pair_channels(channel(2 * c), channel(2 * c + 1), out);
+            };
+            match threads {
+                Threads::All => pairs.par_chunks_mut(layout_len).enumerate().for_each(pair),
+                Threads::One => pairs.chunks_mut(layout_len).enumerate().for_each(pair),
+            }
+            let row_step = g.stride * laid.layout.row_len();
+            let patches = Patches::new(&pairs[..], &taps, (g.out_h, g.out_w), row_step);
+            weight.multiply(y_b, bias.is_some(), patches, threads);
+        },
+    );
     y
 }
 
@@ -339,6 +389,38 @@ mod tests {
         (&[1, 2, 1, 1], &[3, 2, 3, 3], Conv2dParams { stride: 1, padding: 1 }),
     ];
 
+    /// Geometries of products in place past their blocks: inner dimensions
+    /// past one block (f32: 512; bf16 pairs: 512 pairs, which 130 channels
+    /// of 3×3 make 585 of), blocks of columns past the end of output rows,
+    /// more columns than one pass (240), a 7×7 map as ResNet-18's layer4 at
+    /// batch 1, strides 2 and 3, one channel pair.
+    const DEEP: [(&[usize], &[usize], Conv2dParams); 8] = [
+        (&[1, 64, 9, 10], &[66, 64, 3, 3], Conv2dParams { stride: 2, padding: 1 }),
+        (
+            &[2, 64, 34, 36],
+            &[20, 64, 3, 3],
+            Conv2dParams { stride: 2, padding: 1 },
+        ),
+        (
+            &[1, 120, 7, 7],
+            &[130, 120, 3, 3],
+            Conv2dParams { stride: 1, padding: 1 },
+        ),
+        (
+            &[1, 130, 7, 7],
+            &[70, 130, 3, 3],
+            Conv2dParams { stride: 1, padding: 1 },
+        ),
+        (
+            &[2, 64, 20, 20],
+            &[66, 64, 3, 3],
+            Conv2dParams { stride: 1, padding: 1 },
+        ),
+        (&[1, 6, 16, 17], &[5, 6, 5, 5], Conv2dParams { stride: 3, padding: 2 }),
+        (&[3, 2, 5, 6], &[4, 2, 3, 3], Conv2dParams { stride: 1, padding: 0 }),
+        (&[1, 4, 9, 9], &[3, 4, 3, 3], Conv2dParams { stride: 1, padding: 1 }),
+    ];
+
     #[test]
     fn pooling_band_by_band_matches_pooling_the_whole_output_bit_for_bit() {
         // bf16 pairs read patches on AVX512-BF16, the f32 row panels on AVX-512.
@@ -400,8 +482,6 @@ mod tests {
                 resnet,
             ),
         ];
-        let values =
-            |len: usize, seed: usize| -> Vec<f32> { (0..len).map(|i| (((i + seed) as f32) * 0.618).sin()).collect() };
         let pool2 = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
         for (input, weight, params, config) in cases {
             let g = Geometry::new(input, weight, params).expect("a geometry");
@@ -439,8 +519,6 @@ mod tests {
             eprintln!("AVX512-BF16 not in use: bf16 pairs are not packed, nothing reads patches");
             return;
         }
-        let values =
-            |len: usize, seed: usize| -> Vec<f32> { (0..len).map(|i| (((i + seed) as f32) * 0.618).sin()).collect() };
         for (input, weight, params) in CASES {
             let g = Geometry::new(input, weight, params).expect("a geometry");
             let x = values(g.batch * g.image_len(), 1);
@@ -473,6 +551,26 @@ mod tests {
         }
     }
 
+    /// Distinct test values in [-1, 1].
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len).map(|i| (((i + seed) as f32) * 0.618).sin()).collect()
+    }
+
+    /// `ours` against the f64 forward pass of `x`, `w` and `bias` (the
+    /// operands as the products took them), to f32's summing error.
+    fn assert_near_exact(ours: &[f32], (x, w, bias): (&[f32], &[f32], Option<&[f32]>), g: &Geometry, what: &str) {
+        let zeros = vec![0.0; g.out_channels];
+        let (exact, magnitude) = exact_forward(x, w, bias.unwrap_or(&zeros), g);
+        assert_eq!(ours.len(), exact.len(), "{what}");
+        for (i, ((&a, b), size)) in ours.iter().zip(&exact).zip(&magnitude).enumerate() {
+            let bound = 2.0 * (g.patch() + 1) as f64 * f64::from(f32::EPSILON) * size;
+            assert!(
+                (f64::from(a) - b).abs() <= bound,
+                "{what}: element {i} is {a} against {b}"
+            );
+        }
+    }
+
     /// `x ∗ w + bias` in f64 (the im2col forward pass on f64 copies), and
     /// the same of magnitudes (`|x| ∗ |w| + |bias|`): the scale of f32's
     /// rounding.
@@ -501,32 +599,55 @@ mod tests {
     /// past the ends of output rows, more columns than one pass (240),
     /// and two and three workers.
     #[test]
-    fn f32_products_read_from_the_patches_match_f64() {
-        if crate::cpu::instruction_set() < InstructionSet::Avx512 {
-            eprintln!("AVX-512 not in use: the f32 row panels are not packed, nothing reads patches");
+    fn channel_pairs_read_in_place_match_f64() {
+        if crate::cpu::instruction_set() != InstructionSet::Avx512Bf16 {
+            eprintln!("AVX512-BF16 not the bf16 path: no channel pairs are packed");
             return;
         }
-        let values =
-            |len: usize, seed: usize| -> Vec<f32> { (0..len).map(|i| (((i + seed) as f32) * 0.618).sin()).collect() };
-        let deep: [(&[usize], &[usize], Conv2dParams); 3] = [
-            (&[1, 64, 9, 10], &[66, 64, 3, 3], Conv2dParams { stride: 2, padding: 1 }),
-            (
-                &[2, 64, 34, 36],
-                &[20, 64, 3, 3],
-                Conv2dParams { stride: 2, padding: 1 },
-            ),
-            (
-                &[1, 120, 7, 7],
-                &[130, 120, 3, 3],
-                Conv2dParams { stride: 1, padding: 1 },
-            ),
-        ];
+        let rounded = |values: &[f32]| -> Vec<f32> { values.iter().map(|&v| crate::gemm::round_to_bf16(v)).collect() };
         for workers in [1, 2, 3] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(workers)
                 .build()
                 .expect("a pool");
-            for (input, weight, params) in CASES.into_iter().chain(deep) {
+            for (input, weight, params) in CASES.into_iter().chain(DEEP) {
+                let g = Geometry::new(input, weight, params).expect("a geometry");
+                let (x, w, bias) = (
+                    values(g.batch * g.image_len(), 1),
+                    values(g.out_channels * g.patch(), 2),
+                    values(g.out_channels, 3),
+                );
+                let taps = g.kernel_h * g.kernel_w;
+                let Some(lhs) = ChannelPairsLhs::new(&w, g.out_channels, g.channels, taps) else {
+                    assert!(!g.channels.is_multiple_of(2), "{input:?}: even channels are paired");
+                    continue;
+                };
+                for with_bias in [false, true] {
+                    let what = format!("{input:?} ∗ {weight:?} {params:?}, bias {with_bias}, {workers} workers");
+                    let bias = with_bias.then_some(&bias[..]);
+                    let ours = pool.install(|| {
+                        // A layout of NaNs first, as above.
+                        forward_channel_pairs(&vec![f32::NAN; x.len()], &lhs, bias, &g);
+                        forward_channel_pairs(&x, &lhs, bias, &g)
+                    });
+                    assert_near_exact(&ours, (&rounded(&x), &rounded(&w), bias), &g, &what);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f32_products_read_from_the_patches_match_f64() {
+        if crate::cpu::instruction_set() < InstructionSet::Avx512 {
+            eprintln!("AVX-512 not in use: the f32 row panels are not packed, nothing reads patches");
+            return;
+        }
+        for workers in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(workers)
+                .build()
+                .expect("a pool");
+            for (input, weight, params) in CASES.into_iter().chain(DEEP) {
                 let g = Geometry::new(input, weight, params).expect("a geometry");
                 let x = values(g.batch * g.image_len(), 1);
                 let w = values(g.out_channels * g.patch(), 2);
@@ -541,16 +662,7 @@ mod tests {
                         forward(&vec![f32::NAN; x.len()], lhs, with_bias.then_some(&bias[..]), &g);
                         forward(&x, lhs, with_bias.then_some(&bias[..]), &g)
                     });
-                    let zeros = vec![0.0; g.out_channels];
-                    let (exact, magnitude) = exact_forward(&x, &w, if with_bias { &bias } else { &zeros }, &g);
-                    assert_eq!(ours.len(), exact.len(), "{what}");
-                    for (i, ((&a, b), size)) in ours.iter().zip(&exact).zip(&magnitude).enumerate() {
-                        let bound = 2.0 * (g.patch() + 1) as f64 * f64::from(f32::EPSILON) * size;
-                        assert!(
-                            (f64::from(a) - b).abs() <= bound,
-                            "{what}: element {i} is {a} against {b}"
-                        );
-                    }
+                    assert_near_exact(&ours, (&x, &w, with_bias.then_some(&bias[..])), &g, &what);
                 }
             }
         }

@@ -296,6 +296,65 @@ impl PairsLhs<'_> {
     }
 }
 
+/// A convolution's weight (`O × C·taps`, `C` even) packed for bf16
+/// products on AVX512-BF16 that read the image in place as bf16 pairs of
+/// channels ([`pair_channels`]): the inner dimension taken as (channel
+/// pair, tap, channel of the pair), so that each pair of it is one
+/// laid-out `u32`. No packing of the right operand is left to the
+/// products.
+pub(crate) struct ChannelPairsLhs {
+    #[cfg(target_arch = "x86_64")]
+    packed: avx512::row_panels::PackedA,
+    #[cfg(not(target_arch = "x86_64"))]
+    never: std::convert::Infallible,
+}
+
+impl ChannelPairsLhs {
+    /// `weight` packed, where the CPU's bf16 path is AVX512-BF16 and the
+    /// channels are even; `None` elsewhere.
+    pub(crate) fn new(weight: &[f32], out_channels: usize, channels: usize, taps: usize) -> Option<Self> {
+        assert_eq!(
+            weight.len(),
+            out_channels * channels * taps,
+            "a weight of {out_channels}×{channels}×{taps} holds {} values",
+            weight.len()
+        );
+        #[cfg(target_arch = "x86_64")]
+        if Bf16Path::for_set(crate::cpu::instruction_set()) == Bf16Path::Avx512Bf16 && channels.is_multiple_of(2) {
+            let inner = channels * taps;
+            let mut reordered = vec![0.0; weight.len()];
+            for (row, out) in weight.chunks_exact(inner).zip(reordered.chunks_exact_mut(inner)) {
+                for (c, taps_of_c) in row.chunks_exact(taps).enumerate() {
+                    for (t, &value) in taps_of_c.iter().enumerate() {
+                        out[((c / 2) * taps + t) * 2 + c % 2] = value;
+                    }
+                }
+            }
+            let packed = avx512::row_panels::PackedA::new(Matrix::row_major(&reordered, out_channels, inner));
+            return Some(Self { packed });
+        }
+        None
+    }
+
+    /// `dst = a · b` (or `+=` when `accumulate`), where `a` is `self` and
+    /// `b` the patches of an image laid out by [`pair_channels`].
+    pub(crate) fn multiply(&self, dst: &mut [f32], accumulate: bool, b: Patches<u32>, threads: Threads) {
+        #[cfg(target_arch = "x86_64")]
+        avx512::row_panels::matmul_pair_patches(dst, accumulate, &self.packed, b, threads);
+        #[cfg(not(target_arch = "x86_64"))]
+        match self.never {}
+    }
+}
+
+/// `out[i]` = the bf16 pair of `even[i]` (low half) and `odd[i]` (high
+/// half), each rounded as [`round_to_bf16`]: two channels of a laid-out
+/// image as the pairs [`ChannelPairsLhs`] reads.
+pub(crate) fn pair_channels(even: &[f32], odd: &[f32], out: &mut [u32]) {
+    for ((out, &even), &odd) in out.iter_mut().zip(even).zip(odd) {
+        *out = u32::from(bf16_bits(even)) | u32::from(bf16_bits(odd)) << 16;
+    }
+}
+
 /// [`Element::convolve_on_tiles`](super::Element::convolve_on_tiles) for
 /// f32: on AMX ([`Bf16Path::AmxBf16`] in use) for shapes whose channels and
 /// output channels come in whole tiles, the weight packed now or `kept`.

@@ -18,7 +18,7 @@ use std::ops::Range;
 
 use super::patches::Rhs;
 use super::split::{nothing_to_multiply, row_panels_first, Share};
-use super::x86::{run_columns, with_parked_sums, ColumnBlock, Parking};
+use super::x86::{run_columns, with_parked_sums, ColumnBlock, Parking, RightRows, Tapped};
 use super::{DisjointOutput, Matrix, Patches, Threads};
 
 /// Rows of the register block: four vectors of 16.
@@ -259,23 +259,6 @@ unsafe fn product_patches(
     });
 }
 
-/// Where a register block reads its columns of the right operand, row by
-/// row.
-trait RightRows: Copy {
-    /// Where row `t` starts.
-    ///
-    /// # Safety
-    /// `t` is below the block's depth.
-    unsafe fn row(self, t: usize) -> *const f32;
-
-    /// Column `j` of the row that starts at `row`.
-    ///
-    /// # Safety
-    /// `row` is one of [`Self::row`]'s and `j` below the block's columns
-    /// (for [`Tapped`], the offsets it points to).
-    unsafe fn column(self, row: *const f32, j: usize) -> *const f32;
-}
-
 /// Rows `ldb` apart, each block's columns side by side: a matrix view.
 #[derive(Clone, Copy)]
 struct Strided {
@@ -283,7 +266,7 @@ struct Strided {
     ldb: usize,
 }
 
-impl RightRows for Strided {
+impl RightRows<f32> for Strided {
     #[inline(always)]
     unsafe fn row(self, t: usize) -> *const f32 {
         // SAFETY: the block's rows lie inside the view (the caller's promise).
@@ -294,32 +277,6 @@ impl RightRows for Strided {
     unsafe fn column(self, row: *const f32, j: usize) -> *const f32 {
         // SAFETY: the block's columns lie inside the view (the caller's promise).
         unsafe { row.add(j) }
-    }
-}
-
-/// Rows at a convolution's taps, each of the block's columns at its own
-/// offset from them.
-#[derive(Clone, Copy)]
-struct Tapped {
-    values: *const f32,
-    taps: *const usize,
-    /// The block's columns' offsets.
-    offsets: *const usize,
-}
-
-impl RightRows for Tapped {
-    #[inline(always)]
-    unsafe fn row(self, t: usize) -> *const f32 {
-        // SAFETY: the block's taps hold `depth` offsets inside the laid-out
-        // values (the caller's promise).
-        unsafe { self.values.add(*self.taps.add(t)) }
-    }
-
-    #[inline(always)]
-    unsafe fn column(self, row: *const f32, j: usize) -> *const f32 {
-        // SAFETY: every tap plus every column's offset lies inside the
-        // laid-out values (the caller's promise).
-        unsafe { row.add(*self.offsets.add(j)) }
     }
 }
 
@@ -337,7 +294,7 @@ struct Block<B> {
     parking: Parking,
 }
 
-impl<B: RightRows> ColumnBlock for Block<B> {
+impl<B: RightRows<f32>> ColumnBlock for Block<B> {
     /// Runs the block with `C ≤ NR` columns.
     ///
     /// # Safety

@@ -13,10 +13,11 @@ use super::Matrix;
 /// place from the image laid out by rows: element `(r, j)`, with
 /// `j = oy·out_w + ox`, is `values[taps[r] + oy·row_step + ox]`. The
 /// layout (the padding's zeros written out, strided rows split by phase)
-/// is what makes every output row of every tap one contiguous run.
-#[derive(Clone, Copy)]
-pub(crate) struct Patches<'a> {
-    values: &'a [f32],
+/// is what makes every output row of every tap one contiguous run. The
+/// values are f32, or bf16 pairs of channels (`u32`) for products that
+/// read their pairs in place.
+pub(crate) struct Patches<'a, T = f32> {
+    values: &'a [T],
     taps: &'a [usize],
     out_h: usize,
     out_w: usize,
@@ -26,13 +27,22 @@ pub(crate) struct Patches<'a> {
     whole: usize,
 }
 
-impl<'a> Patches<'a> {
+// Copies of views, whatever `T` (a derive would ask `T: Copy`).
+impl<T> Clone for Patches<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Patches<'_, T> {}
+
+impl<'a, T> Patches<'a, T> {
     /// The patches of `values` read at `taps`, for an `out_h × out_w`
     /// output whose rows lie `row_step` apart.
     ///
     /// # Panics
     /// When an element would lie outside `values`.
-    pub(crate) fn new(values: &'a [f32], taps: &'a [usize], (out_h, out_w): (usize, usize), row_step: usize) -> Self {
+    pub(crate) fn new(values: &'a [T], taps: &'a [usize], (out_h, out_w): (usize, usize), row_step: usize) -> Self {
         if let (Some(&last_tap), true) = (taps.iter().max(), out_h > 0 && out_w > 0) {
             let last = last_tap + (out_h - 1) * row_step + out_w - 1;
             assert!(
@@ -70,7 +80,7 @@ impl<'a> Patches<'a> {
     }
 
     /// The laid-out image.
-    pub(super) fn values(&self) -> &'a [f32] {
+    pub(super) fn values(&self) -> &'a [T] {
         self.values
     }
 
@@ -155,12 +165,18 @@ impl<T> Shaped for Matrix<'_, T> {
     }
 }
 
+impl<T> Shaped for Patches<'_, T> {
+    fn checked_shape(&self, _: &str) -> (usize, usize) {
+        // Checked when made.
+        (self.rows(), self.cols())
+    }
+}
+
 impl Shaped for Rhs<'_> {
     fn checked_shape(&self, what: &str) -> (usize, usize) {
         match self {
             Self::View(view) => view.checked_shape(what),
-            // Checked when made.
-            Self::Patches(patches) => (patches.rows(), patches.cols()),
+            Self::Patches(patches) => patches.checked_shape(what),
         }
     }
 }

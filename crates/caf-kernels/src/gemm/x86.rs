@@ -132,6 +132,58 @@ pub(super) unsafe fn store_row_panel_block<const C: usize>(
     }
 }
 
+/// Where a row-panel register block reads its columns of the right
+/// operand, row by row (for bf16, a row of pairs).
+pub(super) trait RightRows<T>: Copy {
+    /// Where row `t` starts.
+    ///
+    /// # Safety
+    /// `t` is below the block's depth.
+    unsafe fn row(self, t: usize) -> *const T;
+
+    /// Column `j` of the row that starts at `row`.
+    ///
+    /// # Safety
+    /// `row` is one of [`Self::row`]'s and `j` below the block's columns
+    /// (for [`Tapped`], the offsets it points to).
+    unsafe fn column(self, row: *const T, j: usize) -> *const T;
+}
+
+/// Rows at a convolution's taps ([`super::Patches`] read in place), each
+/// of the block's columns at its own offset from them.
+pub(super) struct Tapped<T> {
+    pub(super) values: *const T,
+    /// The block's rows' taps.
+    pub(super) taps: *const usize,
+    /// The block's columns' offsets.
+    pub(super) offsets: *const usize,
+}
+
+// Copies of pointers, whatever `T` (a derive would ask `T: Copy`).
+impl<T> Clone for Tapped<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Tapped<T> {}
+
+impl<T> RightRows<T> for Tapped<T> {
+    #[inline(always)]
+    unsafe fn row(self, t: usize) -> *const T {
+        // SAFETY: the block's taps hold `depth` offsets inside the laid-out
+        // values (the caller's promise).
+        unsafe { self.values.add(*self.taps.add(t)) }
+    }
+
+    #[inline(always)]
+    unsafe fn column(self, row: *const T, j: usize) -> *const T {
+        // SAFETY: every tap plus every column's offset lies inside the
+        // laid-out values (the caller's promise).
+        unsafe { row.add(*self.offsets.add(j)) }
+    }
+}
+
 /// A row-panel register block, run with its column count as a constant.
 pub(super) trait ColumnBlock {
     /// Runs the block with `C` columns.

@@ -4,15 +4,17 @@
 //! is no multiple of 16 leaves the last vector of every block partly empty
 //! (a 7×7 map fills 49 of 64 lanes); here each `vdpbf16ps` multiplies 16
 //! rows' pairs by one column's pair, broadcast, so every lane holds a result.
-//! The right operand is packed as the 8 × 48 kernel packs it; a 64 × 6
-//! block of the result is kept in 24 registers.
+//! The right operand is packed as the 8 × 48 kernel packs it, or read in
+//! place as a convolution's channels laid out in bf16 pairs
+//! ([`matmul_pair_patches`]); a 64 × 6 block of the result is kept in 24
+//! registers.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::super::super::patches::Rhs;
+use super::super::super::patches::{Patches, Rhs};
 use super::super::super::split::{nothing_to_multiply, row_panels_first, Share};
-use super::super::super::x86::{run_columns, with_parked_sums, ColumnBlock, Parking};
+use super::super::super::x86::{run_columns, with_parked_sums, ColumnBlock, Parking, RightRows, Tapped};
 use super::super::bf16_bits;
 use super::{pack_b, DisjointOutput, Matrix, Threads, KC, NC, NR, PACKED_B};
 
@@ -75,17 +77,23 @@ pub(in crate::gemm) fn matmul(dst: &mut [f32], accumulate: bool, a: &PackedA, b:
     if nothing_to_multiply(dst, accumulate, (a.rows, a.cols), b, "bf16 row-panel matmul") {
         return;
     }
-    let (m, n) = (a.rows, b.cols());
+    let n = b.cols();
     let out = DisjointOutput(dst.as_mut_ptr());
-    let columns = Share {
-        unit: NR_BLOCK,
-        at_least: MIN_COLUMNS_PER_WORKER,
-    };
-    row_panels_first(m, n, threads, MR, columns, |rows, columns| {
+    share_out(a.rows, n, threads, |rows, columns| {
         // SAFETY: each call writes only its own block of `dst`, which
         // holds m·n elements; the CPU was checked by the caller.
         unsafe { product(&out, n, accumulate, a, b, rows, columns) }
     });
+}
+
+/// `part(rows, columns)` for each worker's share of an `m × n` product:
+/// whole panels of rows where they share out evenly ([`row_panels_first`]).
+fn share_out(m: usize, n: usize, threads: Threads, part: impl Fn(Range<usize>, Range<usize>) + Sync) {
+    let columns = Share {
+        unit: NR_BLOCK,
+        at_least: MIN_COLUMNS_PER_WORKER,
+    };
+    row_panels_first(m, n, threads, MR, columns, part);
 }
 
 /// `dst[rows, columns] (+)= a[rows, :] · b[:, columns]`, `dst` row-major
@@ -122,8 +130,7 @@ unsafe fn product(
                         let block = Block {
                             pairs,
                             a: panel.as_ptr(),
-                            // Pair p of column `offset + j` of `b`'s panel is at `p · NR + offset + j`.
-                            b: packed_b[panel_b * pairs * NR + offset..].as_ptr(),
+                            b: PackedPanel(packed_b[panel_b * pairs * NR + offset..].as_ptr()),
                             // SAFETY: row first_row < a.rows and column
                             // first_column + column < ldc: inside `dst`.
                             c: unsafe { dst.0.add(first_row * ldc + first_column + column) },
@@ -164,12 +171,132 @@ fn inner_depth(k: usize, width: usize) -> usize {
     k.div_ceil(blocks).next_multiple_of(2)
 }
 
+/// `dst = a · b` (`+=` when `accumulate`) for a convolution's patches
+/// read in place as bf16 pairs of channels (`b`'s row `p` holds the pairs
+/// of the inner dimension's columns `2p` and `2p + 1`), `a` packed in the
+/// same order ([`crate::gemm::ChannelPairsLhs`]); `dst` row-major
+/// `a.rows × b.cols()`. The caller has checked the CPU (AVX-512F, BW and
+/// BF16).
+pub(in crate::gemm) fn matmul_pair_patches(
+    dst: &mut [f32],
+    accumulate: bool,
+    a: &PackedA,
+    b: Patches<u32>,
+    threads: Threads,
+) {
+    let pairs = (a.rows, a.cols.div_ceil(2));
+    if nothing_to_multiply(dst, accumulate, pairs, b, "bf16 pair patches matmul") {
+        return;
+    }
+    let n = b.cols();
+    let out = DisjointOutput(dst.as_mut_ptr());
+    share_out(a.rows, n, threads, |rows, columns| {
+        // SAFETY: each call writes only its own block of `dst`, which
+        // holds m·n elements; the CPU was checked by the caller.
+        unsafe { product_pair_patches(&out, n, accumulate, a, b, rows, columns) }
+    });
+}
+
+/// Pairs of the inner dimension one block of [`product_pair_patches`]
+/// multiplies: the left operand's panel (`MR × PATCH_PAIRS` pairs, 128 KB)
+/// stays in L2 while every block of columns of a pass meets it.
+const PATCH_PAIRS: usize = 512;
+
+/// Columns of one pass of [`product_pair_patches`]: their offsets are
+/// worked out once for all its blocks.
+const PATCH_COLUMNS: usize = 240;
+
+/// [`product`] of pairs read in place: each register block's
+/// [`NR_BLOCK`] columns read at their own offsets from every tap, so that
+/// a block may run on past the end of an output row.
+///
+/// # Safety
+/// As [`product`].
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn product_pair_patches(
+    dst: &DisjointOutput,
+    ldc: usize,
+    accumulate: bool,
+    a: &PackedA,
+    b: Patches<u32>,
+    rows: Range<usize>,
+    columns: Range<usize>,
+) {
+    let pairs = b.rows();
+    let (values, taps) = (b.values().as_ptr(), b.taps());
+    let mut pass_offsets = Vec::with_capacity(PATCH_COLUMNS);
+    let inner_columns = (a.cols, 2 * PATCH_PAIRS);
+    with_parked_sums(
+        rows.len(),
+        PATCH_COLUMNS.min(columns.len()),
+        NR_BLOCK,
+        inner_columns,
+        |parked| {
+            for first_column in columns.clone().step_by(PATCH_COLUMNS) {
+                let last_column = (first_column + PATCH_COLUMNS).min(columns.end);
+                pass_offsets.clear();
+                pass_offsets.extend(b.offsets(first_column..last_column));
+                for first_pair in (0..pairs).step_by(PATCH_PAIRS) {
+                    let depth = PATCH_PAIRS.min(pairs - first_pair);
+                    let inner = 2 * first_pair..(2 * (first_pair + depth)).min(a.cols);
+                    for first_row in rows.clone().step_by(MR) {
+                        let panel = a.panel(inner.clone(), first_row / MR);
+                        for column in (first_column..last_column).step_by(NR_BLOCK) {
+                            let width = (last_column - column).min(NR_BLOCK);
+                            let block = Block {
+                                pairs: depth,
+                                a: panel.as_ptr(),
+                                b: Tapped {
+                                    values,
+                                    taps: taps[first_pair..first_pair + depth].as_ptr(),
+                                    offsets: pass_offsets[column - first_column..][..width].as_ptr(),
+                                },
+                                // SAFETY: row first_row < a.rows and column < ldc: inside `dst`.
+                                c: unsafe { dst.0.add(first_row * ldc + column) },
+                                ldc,
+                                rows: MR.min(rows.end - first_row),
+                                add: accumulate,
+                                parking: parked.block(first_row - rows.start, column - first_column, inner.clone()),
+                            };
+                            // SAFETY: the panel holds `depth × MR` pairs; every
+                            // tap plus every column's offset lies inside the
+                            // laid-out pairs (checked when the patches were
+                            // made); the block lies inside the caller's part of
+                            // `dst`, its parking is its own.
+                            unsafe { run_columns(&block, width) };
+                        }
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// A packed panel of the right operand: pair `p` of column `j` at
+/// `p · NR + j` ([`pack_b`]'s layout, from the block's first column).
+#[derive(Clone, Copy)]
+struct PackedPanel(*const u32);
+
+impl RightRows<u32> for PackedPanel {
+    #[inline(always)]
+    unsafe fn row(self, p: usize) -> *const u32 {
+        // SAFETY: the panel holds the block's pairs (the caller's promise).
+        unsafe { self.0.add(p * NR) }
+    }
+
+    #[inline(always)]
+    unsafe fn column(self, row: *const u32, j: usize) -> *const u32 {
+        // SAFETY: the block's columns lie inside the panel (the caller's promise).
+        unsafe { row.add(j) }
+    }
+}
+
 /// One register block: `c[..rows, ..C] (+)= A panel · B columns`, over
 /// one inner block.
-struct Block {
+struct Block<B> {
     pairs: usize,
     a: *const u32,
-    b: *const u32,
+    b: B,
     c: *mut f32,
     ldc: usize,
     rows: usize,
@@ -178,12 +305,12 @@ struct Block {
     parking: Parking,
 }
 
-impl ColumnBlock for Block {
+impl<B: RightRows<u32>> ColumnBlock for Block<B> {
     /// Runs the block with `C ≤ NR_BLOCK` columns.
     ///
     /// # Safety
-    /// AVX-512F, BW and BF16; the A panel holds `pairs × MR` pairs, `b`
-    /// has `C` readable pairs at each of `p · NR` for `p < pairs`; `c` has
+    /// AVX-512F, BW and BF16; the A panel holds `pairs × MR` pairs, each
+    /// of `b`'s `pairs` rows has `C` readable pairs; `c` has
     /// `rows` rows of `C` writable elements, `ldc` apart; no other block
     /// shares its parking.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
@@ -196,9 +323,10 @@ impl ColumnBlock for Block {
             let a = [0, 1, 2, 3].map(|v| unsafe {
                 std::mem::transmute::<__m512, __m512bh>(_mm512_loadu_ps(a_pairs.add(16 * v).cast()))
             });
-            let b_pairs = unsafe { self.b.add(p * NR) };
+            let b_pairs = unsafe { self.b.row(p) };
             for (j, sums) in sums.iter_mut().enumerate() {
-                let b = unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*b_pairs.add(j) as i32)) };
+                let pair = unsafe { *self.b.column(b_pairs, j) };
+                let b = unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(pair as i32)) };
                 for (sum, &a) in sums.iter_mut().zip(&a) {
                     *sum = _mm512_dpbf16_ps(*sum, a, b);
                 }
