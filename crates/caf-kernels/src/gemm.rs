@@ -20,11 +20,11 @@ use crate::elementwise::Activation;
 pub(crate) use bf16::convolves_on_tiles;
 pub(crate) use bf16::round_to_bf16;
 pub(crate) use bf16::TileWeight;
+pub(crate) use bf16::{bf16_in_hardware, pair_channels, ChannelPairsLhs};
 pub(crate) use bf16::{
     convolve_blocks_on_tiles, convolve_blocks_on_tiles_fits, convolve_pair_on_tiles, convolve_pair_on_tiles_fits,
     BlockOperands,
 };
-pub(crate) use bf16::{pair_channels, ChannelPairsLhs};
 pub(crate) use packed::{PackedLhs, PatchesLhs};
 pub(crate) use patches::Patches;
 #[cfg(target_arch = "x86_64")]

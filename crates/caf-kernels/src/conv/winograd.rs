@@ -185,15 +185,39 @@ const MIN_WEIGHT_GRADIENT_SAVING_3X3: f64 = 1.9;
 /// lose with 32–48 tiles a worker and win from 128 (docs/performance.md).
 const MIN_WEIGHT_GRADIENT_TILES_PER_WORKER: usize = 128;
 
+/// With bf16 products on bf16 instructions, im2col's product runs faster
+/// and the f32 transforms do not: 3×3 weight gradients need a saving of 2
+/// (ResNet's even maps), and the tiles measure is kept for the maps under
+/// 8×8 it was set by. AlexNet's 13×13 maps (1.94) were 12–29 % faster on
+/// im2col at batches 6 and 16 (docs/performance.md).
+const MIN_WEIGHT_GRADIENT_SAVING_3X3_BF16: f64 = 2.0;
+/// The side under which the tiles measure holds with bf16 instructions.
+const TILES_MEASURE_SIDE_BF16: usize = 8;
+
 /// Whether the weight gradient runs here too, with images enough to share
 /// out (a single image's is slower than im2col's): for 5×5 kernels, and for
-/// 3×3 ones by the two measures above.
+/// 3×3 ones by the two measures above (for bf16 products on bf16
+/// instructions, as [`MIN_WEIGHT_GRADIENT_SAVING_3X3_BF16`] says).
 pub(super) fn applies_to_weight_gradient(g: &Geometry) -> bool {
+    applies_to_weight_gradient_with(g, g.products == Precision::Bf16 && crate::gemm::bf16_in_hardware())
+}
+
+/// [`applies_to_weight_gradient`], told whether the products run on bf16
+/// instructions.
+fn applies_to_weight_gradient_with(g: &Geometry, bf16_instructions: bool) -> bool {
+    let (min_saving, tiles_measure) = if bf16_instructions {
+        (
+            MIN_WEIGHT_GRADIENT_SAVING_3X3_BF16,
+            g.height.max(g.width) < TILES_MEASURE_SIDE_BF16,
+        )
+    } else {
+        (MIN_WEIGHT_GRADIENT_SAVING_3X3, true)
+    };
     applies(g)
         && g.parallel_over_images()
         && (g.kernel_h == 5
-            || saving(g) >= MIN_WEIGHT_GRADIENT_SAVING_3X3
-            || tiles_per_worker(g) >= MIN_WEIGHT_GRADIENT_TILES_PER_WORKER)
+            || saving(g) >= min_saving
+            || (tiles_measure && tiles_per_worker(g) >= MIN_WEIGHT_GRADIENT_TILES_PER_WORKER))
 }
 
 /// The convolution of `x` with `weight`, plus `bias`.
@@ -1354,6 +1378,46 @@ mod tests {
             )));
             assert!(applies(&seven(6)) && !applies_to_weight_gradient(&seven(6)));
             assert!(applies_to_weight_gradient(&seven(16)));
+        });
+    }
+
+    /// With bf16 products on bf16 instructions, 3×3 weight gradients over
+    /// AlexNet's 13×13 maps take im2col at any batch; ResNet's even maps,
+    /// its 7×7 maps at batch 16 and 5×5 kernels stay here; without them,
+    /// as in f32.
+    #[test]
+    fn bf16_weight_gradients_leave_odd_maps_to_im2col() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
+        let geometry = |batch, channels, side, out_channels, kernel: usize| {
+            let params = Conv2dParams {
+                stride: 1,
+                padding: kernel / 2,
+            };
+            Geometry::new(
+                &[batch, channels, side, side],
+                &[out_channels, channels, kernel, kernel],
+                params,
+            )
+            .expect("geometry")
+        };
+        pool.install(|| {
+            for batch in [6, 16] {
+                let conv4 = geometry(batch, 384, 13, 256, 3);
+                assert!(applies_to_weight_gradient_with(&conv4, false), "batch {batch}");
+                assert!(!applies_to_weight_gradient_with(&conv4, true), "batch {batch}");
+                for (side, channels) in [(56, 64), (28, 128), (14, 256)] {
+                    let even = geometry(batch, channels, side, channels, 3);
+                    assert!(
+                        applies_to_weight_gradient_with(&even, true),
+                        "{side}×{side}, batch {batch}"
+                    );
+                }
+                let conv2 = geometry(batch, 64, 27, 192, 5);
+                assert!(applies_to_weight_gradient_with(&conv2, true), "batch {batch}");
+            }
+            let seven = |batch| geometry(batch, 512, 7, 512, 3);
+            assert!(applies_to_weight_gradient_with(&seven(16), true));
+            assert!(!applies_to_weight_gradient_with(&seven(6), true));
         });
     }
 

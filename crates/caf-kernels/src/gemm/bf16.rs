@@ -67,6 +67,13 @@ impl Bf16Path {
     }
 }
 
+/// Whether bf16 products run on bf16 instructions here (AVX512-BF16 or
+/// AMX), at a higher rate than the f32 ones, rather than as f32 products
+/// of rounded values.
+pub(crate) fn bf16_in_hardware() -> bool {
+    Bf16Path::for_set(crate::cpu::instruction_set()) != Bf16Path::RoundedF32
+}
+
 /// The left operand of bf16 products, rounded and laid out once for the
 /// path that multiplies it: a weight used again and again (a frozen
 /// convolution's) is packed once and kept ([`super::PackedLhs`]).
