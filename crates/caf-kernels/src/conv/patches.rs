@@ -593,11 +593,9 @@ mod tests {
         (exact, magnitude)
     }
 
-    /// The f32 row panels reading the patches: within f32's summing error of
-    /// the exact sums, on the shapes above and on ones whose inner
-    /// dimension takes several blocks (512) with register blocks that run
-    /// past the ends of output rows, more columns than one pass (240),
-    /// and two and three workers.
+    /// The bf16 pairs of channels read in place: within f32's summing error
+    /// of the exact sums of the bf16-rounded operands, on the shapes above
+    /// with even channels and on the deep ones, on one to three workers.
     #[test]
     fn channel_pairs_read_in_place_match_f64() {
         if crate::cpu::instruction_set() != InstructionSet::Avx512Bf16 {
@@ -636,6 +634,11 @@ mod tests {
         }
     }
 
+    /// The f32 row panels reading the patches: within f32's summing error of
+    /// the exact sums, on the shapes above and on ones whose inner
+    /// dimension takes several blocks (512) with register blocks that run
+    /// past the ends of output rows, more columns than one pass (240),
+    /// and two and three workers.
     #[test]
     fn f32_products_read_from_the_patches_match_f64() {
         if crate::cpu::instruction_set() < InstructionSet::Avx512 {
