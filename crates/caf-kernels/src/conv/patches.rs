@@ -44,12 +44,9 @@ pub(super) fn forward_channel_pairs(
     let laid = Laid::new(g);
     let layout_len = laid.layout.len();
     // Pair (c', ky, kx) of the inner dimension: channels 2c' and 2c' + 1 at tap (ky, kx).
-    let taps: Vec<usize> = laid
-        .taps
-        .iter()
-        .take(g.channels / 2 * g.kernel_h * g.kernel_w)
-        .copied()
-        .collect();
+    // Channel c's taps start at c · layout_len, so the first half of the
+    // image's taps are the pairs' taps.
+    let taps = &laid.taps[..g.channels / 2 * g.kernel_h * g.kernel_w];
     let pairs_len = g.channels / 2 * layout_len;
     let mut y = output_with_bias(g, bias);
     for_each_image(
@@ -71,7 +68,7 @@ pub(super) fn forward_channel_pairs(
                 Threads::One => pairs.chunks_mut(layout_len).enumerate().for_each(pair),
             }
             let row_step = g.stride * laid.layout.row_len();
-            let patches = Patches::new(&pairs[..], &taps, (g.out_h, g.out_w), row_step);
+            let patches = Patches::new(&pairs[..], taps, (g.out_h, g.out_w), row_step);
             weight.multiply(y_b, bias.is_some(), patches, threads);
         },
     );
