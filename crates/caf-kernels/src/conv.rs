@@ -247,6 +247,12 @@ impl Geometry {
         self.kernel_h == 1 && self.kernel_w == 1 && self.stride == 1 && self.padding == 0
     }
 
+    /// A 1×1 kernel with a stride above 1 and no padding: its column
+    /// matrix is the image subsampled ([`subsample_channel`]).
+    fn is_subsampling(&self) -> bool {
+        self.kernel_h == 1 && self.kernel_w == 1 && self.stride > 1 && self.padding == 0
+    }
+
     fn params(&self) -> Conv2dParams {
         Conv2dParams {
             stride: self.stride,
@@ -354,6 +360,10 @@ fn im2col_channel<T: Element>(plane: &[T], g: &Geometry, rows: Range<usize>, col
     if rows.is_empty() {
         return;
     }
+    if g.is_subsampling() {
+        let len = rows.len() * g.out_w;
+        return subsample_channel(plane, g, rows, &mut columns[..len]);
+    }
     let s = g.stride;
     let padded = PaddedRows::new(plane, g, rows.clone());
     for ky in 0..g.kernel_h {
@@ -364,6 +374,27 @@ fn im2col_channel<T: Element>(plane: &[T], g: &Geometry, rows: Range<usize>, col
             }
         }
     }
+}
+
+/// The column row of a 1×1 kernel with a stride and no padding (a
+/// ResNet shortcut): every `stride`-th value of every `stride`-th input
+/// row, gathered straight from the plane. The row layout of
+/// [`im2col_channel`] would copy every input row and both phases of it,
+/// four times the values a 1×1/2 kernel reads, and took a larger share of
+/// such a layer's time than its product (docs/performance.md).
+fn subsample_channel<T: Element>(plane: &[T], g: &Geometry, rows: Range<usize>, columns: &mut [T]) {
+    let (s, out_w) = (g.stride, g.out_w);
+    crate::cpu::vectorised(
+        #[inline(always)]
+        || {
+            for (out_row, oy) in columns.chunks_exact_mut(out_w).zip(rows) {
+                let input = &plane[oy * s * g.width..][..(out_w - 1) * s + 1];
+                for (value, sample) in out_row.iter_mut().zip(input.iter().step_by(s)) {
+                    *value = *sample;
+                }
+            }
+        },
+    )
 }
 
 /// The input rows one channel's output rows read, with the padding's

@@ -3,16 +3,18 @@ use crate::pool::MaxPool2dConfig;
 use caf_testkit::{check_gradient, distinct_values, probe_like};
 use candle_core::{DType, Var};
 
-/// Odd geometries: non-square inputs, strides, padding, batch 1, 1×1 kernels,
-/// AlexNet's 11×11/4 stem, enough images to run in parallel over images, and
+/// Odd geometries: non-square inputs, strides, padding, batch 1, 1×1 kernels
+/// (with strides 2 and 3: subsampled, odd sides and a side the stride
+/// divides), AlexNet's 11×11/4 stem, enough images to run in parallel over images, and
 /// 3×3 stride-1 kernels (the Winograd path) with padding 0 to 2, odd sides,
 /// a single output position and rows longer than one SIMD chunk of tiles.
-pub(super) const CASES: [(&[usize], &[usize], Conv2dParams); 14] = [
+pub(super) const CASES: [(&[usize], &[usize], Conv2dParams); 15] = [
     (&[1, 2, 7, 9], &[3, 2, 3, 3], Conv2dParams { stride: 2, padding: 1 }),
     (&[2, 3, 8, 5], &[4, 3, 5, 5], Conv2dParams { stride: 1, padding: 2 }),
     (&[1, 3, 23, 19], &[2, 3, 11, 11], Conv2dParams { stride: 4, padding: 2 }),
     (&[3, 4, 5, 6], &[5, 4, 1, 1], Conv2dParams { stride: 1, padding: 0 }),
     (&[2, 4, 7, 6], &[3, 4, 1, 1], Conv2dParams { stride: 2, padding: 0 }),
+    (&[3, 2, 8, 9], &[2, 2, 1, 1], Conv2dParams { stride: 3, padding: 0 }),
     (&[5, 2, 6, 7], &[3, 2, 3, 2], Conv2dParams { stride: 1, padding: 1 }),
     (&[9, 3, 9, 8], &[4, 3, 3, 3], Conv2dParams { stride: 2, padding: 0 }),
     (&[1, 1, 2, 3], &[2, 1, 3, 3], Conv2dParams { stride: 3, padding: 1 }),
