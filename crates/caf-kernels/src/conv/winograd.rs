@@ -380,7 +380,7 @@ fn block_len<T>(budget: usize, points: usize, rows: usize, tiling: Tiling, worke
 /// overwritten by the next chunk or falling into the row's slack).
 #[inline(always)]
 fn transform_input_block<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>(
-    planes: &PhasePlanes<T, M>,
+    sources: &[ChunkPlanes<T, M>],
     channels: usize,
     chunks: &[Chunk],
     stride: usize,
@@ -389,8 +389,8 @@ fn transform_input_block<T: Element, A: Algorithm<M, R, N>, const M: usize, cons
     let mut d = [[Lanes::<T>::default(); N]; N];
     let mut v_tile = [[Lanes::<T>::default(); N]; N];
     for channel in 0..channels {
-        for chunk in chunks {
-            let plane = chunk.image * channels + channel;
+        for (chunk, &(planes, first_plane)) in chunks.iter().zip(sources) {
+            let plane = first_plane + channel;
             // The tile's corner in the padded frame is its output corner.
             for (i, d_row) in d.iter_mut().enumerate() {
                 for (q, lanes) in d_row.iter_mut().enumerate() {
@@ -457,6 +457,7 @@ fn input_planes<T: Element, const M: usize, const R: usize, const N: usize>(
     x: &[T],
     g: &Geometry,
     tiling: Tiling,
+    threads: Threads,
 ) -> PhasePlanes<T, M> {
     PhasePlanes::new(
         x,
@@ -464,7 +465,62 @@ fn input_planes<T: Element, const M: usize, const R: usize, const N: usize>(
         g.padding,
         tiling.rows * M + N - M,
         tiling.cols + (N - 1) / M,
+        threads,
     )
+}
+
+/// Where a block's input tiles are read from.
+#[derive(Clone, Copy)]
+enum TileSource<'a, T: Element, const M: usize> {
+    /// The planes of every image ([`input_planes`]), made before the blocks.
+    Batch(&'a PhasePlanes<T, M>),
+    /// The images themselves: each worker makes the planes of the images
+    /// its blocks meet as it meets them ([`MadePlanes`]), so that their
+    /// tiles' transforms read them back from cache. Made for the whole
+    /// batch first, a large batch's planes go out to memory and come back
+    /// (docs/performance.md).
+    Images(&'a [T]),
+}
+
+impl<T: Element, const M: usize> TileSource<'_, T, M> {
+    /// [`TileSource::Images`] for batches of at least two images a worker
+    /// (at most one image a worker is made twice, where the shares of two
+    /// workers meet); [`TileSource::Batch`] for smaller ones, whose planes
+    /// every worker helps make and which stay in cache.
+    fn takes_images(g: &Geometry, workers: usize) -> bool {
+        g.batch >= 2 * workers
+    }
+}
+
+/// The planes one chunk's tiles read, and the plane of its image's first channel in them.
+type ChunkPlanes<'a, T, const M: usize> = (&'a PhasePlanes<T, M>, usize);
+
+/// The planes of the images one worker's blocks meet
+/// ([`TileSource::Images`]): each image's made when a block first meets
+/// it, dropped when a block starts past it. A worker's blocks go through
+/// its tiles in order, so each image is made once a worker.
+struct MadePlanes<T: Element, const M: usize>(Vec<(usize, PhasePlanes<T, M>)>);
+
+impl<T: Element, const M: usize> MadePlanes<T, M> {
+    fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// Makes sure the planes of `images` are made (`make(image)`), and drops any others.
+    fn cover(&mut self, images: Range<usize>, make: impl Fn(usize) -> PhasePlanes<T, M>) {
+        self.0.retain(|(image, _)| images.contains(image));
+        for image in images {
+            if !self.0.iter().any(|(made, _)| *made == image) {
+                self.0.push((image, make(image)));
+            }
+        }
+    }
+
+    /// The planes of `image`, made by [`Self::cover`].
+    fn of(&self, image: usize) -> &PhasePlanes<T, M> {
+        let made = self.0.iter().find(|(made, _)| *made == image);
+        &made.expect("the block's images were covered").1
+    }
 }
 
 /// How the kernels of a convolution are read from its weight.
@@ -591,17 +647,33 @@ struct InputTiles<'a, T: Element, A, const M: usize, const R: usize, const N: us
     algorithm: PhantomData<fn() -> A>,
     g: &'a Geometry,
     tiling: Tiling,
-    planes: &'a PhasePlanes<T, M>,
+    source: TileSource<'a, T, M>,
 }
 
 impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize> InputTiles<'_, T, A, M, R, N> {
     /// The chunks of `tiles`, with `Bᵀ d B` of their input tiles written into
-    /// `v` (rows of [`padded_row`]`(tiles.len())`).
+    /// `v` (rows of [`padded_row`]`(tiles.len())`); `made` holds the
+    /// worker's planes where the source is the images.
     #[inline(always)]
-    fn transform(&self, tiles: Range<usize>, v: &mut [T]) -> Vec<Chunk> {
+    fn transform(&self, tiles: Range<usize>, v: &mut [T], made: &mut MadePlanes<T, M>) -> Vec<Chunk> {
+        let (g, tiling) = (self.g, self.tiling);
         let stride = padded_row(tiles.len());
-        let chunks = self.tiling.chunks(tiles);
-        transform_input_block::<T, A, M, R, N>(self.planes, self.g.channels, &chunks, stride, v);
+        let chunks = tiling.chunks(tiles);
+        let sources: Vec<ChunkPlanes<T, M>> = match self.source {
+            TileSource::Batch(planes) => chunks.iter().map(|chunk| (planes, chunk.image * g.channels)).collect(),
+            TileSource::Images(x) => {
+                let images = match (chunks.first(), chunks.last()) {
+                    (Some(first), Some(last)) => first.image..last.image + 1,
+                    _ => 0..0,
+                };
+                made.cover(images, |image| {
+                    let x = &x[image * g.image_len()..][..g.image_len()];
+                    input_planes::<T, M, R, N>(x, g, tiling, Threads::One)
+                });
+                chunks.iter().map(|chunk| (made.of(chunk.image), 0)).collect()
+            }
+        };
+        transform_input_block::<T, A, M, R, N>(&sources, g.channels, &chunks, stride, v);
         chunks
     }
 }
@@ -610,11 +682,11 @@ impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N:
 impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize> Block
     for InputTiles<'_, T, A, M, R, N>
 {
-    type Scratch = Scratch<T>;
+    type Scratch = (Scratch<T>, MadePlanes<T, M>);
 
     #[inline(always)]
-    fn run(&self, tiles: Range<usize>, v: &mut Scratch<T>) {
-        self.transform(tiles, v);
+    fn run(&self, tiles: Range<usize>, (v, made): &mut Self::Scratch) {
+        self.transform(tiles, v, made);
     }
 }
 
@@ -646,15 +718,16 @@ struct ForwardBlock<'a, T: Element, A, const M: usize, const R: usize, const N: 
 impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize> Block
     for ForwardBlock<'_, T, A, M, R, N>
 {
-    /// Transformed tiles, and products (each point's plane with [`LANES`]
-    /// of slack at its end: every chunk loads all its lanes).
-    type Scratch = (Scratch<T>, Scratch<T>);
+    /// Transformed tiles, products (each point's plane with [`LANES`]
+    /// of slack at its end: every chunk loads all its lanes), and the
+    /// worker's planes.
+    type Scratch = (Scratch<T>, Scratch<T>, MadePlanes<T, M>);
 
     #[inline(always)]
-    fn run(&self, tiles: Range<usize>, (v, m): &mut Self::Scratch) {
+    fn run(&self, tiles: Range<usize>, (v, m, made): &mut Self::Scratch) {
         let g = self.input.g;
         let (n, stride) = (tiles.len(), padded_row(tiles.len()));
-        let chunks = self.input.transform(tiles, v);
+        let chunks = self.input.transform(tiles, v, made);
         multiply_points::<T, N>(self.products, self.u, (v, stride), (m, n), g, Threads::One);
         transform_output_channels::<T, A, M, R, N>(m, n, &chunks, 0..g.out_channels, self.bias, g, self.out);
     }
@@ -720,7 +793,7 @@ impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N:
     fn transform(&self, tiles: Range<usize>, v: &mut [T], dm: &mut [T]) {
         let k = self.input.g.out_channels;
         let stride = padded_row(tiles.len());
-        let chunks = self.input.transform(tiles, v);
+        let chunks = self.input.transform(tiles, v, &mut MadePlanes::new());
         let mut e = [[Lanes::<T>::default(); M]; M];
         let mut dm_tile = [[Lanes::<T>::default(); N]; N];
         for o in 0..k {
@@ -758,7 +831,7 @@ fn add_product<T: Element>(g: &Geometry, sums: &mut [T], accumulate: bool, xi: u
 /// An output gradient laid out for [`WeightBlock`]: zeros where the tiles
 /// reach past the output.
 fn output_planes<T: Element, const M: usize>(dy: &[T], g: &Geometry, tiling: Tiling) -> PhasePlanes<T, M> {
-    PhasePlanes::new(dy, (g.out_h, g.out_w), 0, tiling.rows * M, tiling.cols)
+    PhasePlanes::new(dy, (g.out_h, g.out_w), 0, tiling.rows * M, tiling.cols, Threads::All)
 }
 
 /// The forward pass of the kernels read as `kernels` says, their transform
@@ -801,14 +874,17 @@ fn forward_with_transform<T: Element, A: Algorithm<M, R, N>, const M: usize, con
     products: WeightProducts,
 ) -> Vec<T> {
     let tiling = Tiling::new(g, M);
-    let planes = input_planes::<T, M, R, N>(x, g, tiling);
+    let workers = rayon::current_num_threads();
+    let by_channels = splits_by_channels(tiling, workers);
+    let planes = (by_channels || !TileSource::<T, M>::takes_images(g, workers))
+        .then(|| input_planes::<T, M, R, N>(x, g, tiling, Threads::All));
     let input = InputTiles {
         algorithm: PhantomData,
         g,
         tiling,
-        planes: &planes,
+        source: planes.as_ref().map_or(TileSource::Images(x), TileSource::Batch),
     };
-    if splits_by_channels(tiling, rayon::current_num_threads()) {
+    if by_channels {
         return forward_by_channels(input, u, bias, products);
     }
     let (k, ch, points) = (g.out_channels, g.channels, N * N);
@@ -823,6 +899,7 @@ fn forward_with_transform<T: Element, A: Algorithm<M, R, N>, const M: usize, con
             (
                 Scratch::stale(points * point_stride(ch, padded_row(block))),
                 Scratch::stale(points * point_stride(k, block)),
+                MadePlanes::new(),
             )
         },
         |tiles, scratch| {
@@ -859,8 +936,12 @@ fn forward_by_channels<T: Element, A: Algorithm<M, R, N>, const M: usize, const 
     // The input transform runs on this worker alone: it is a small share of
     // the time next to the products, and written to share its buffer out it
     // compiled to slower code for the tile blocks of every other pass.
-    let mut v = Scratch::<T>::stale(points * point_stride(ch, stride));
+    let mut v = (
+        Scratch::<T>::stale(points * point_stride(ch, stride)),
+        MadePlanes::new(),
+    );
     run_block(&input, 0..n, &mut v);
+    let v = v.0;
     let mut m = Scratch::<T>::stale(points * point_stride(k, n));
     multiply_points::<T, N>(products, u, (&v, stride), (&mut m, n), g, Threads::All);
     let mut y = UnwrittenOutput::new(g.batch * g.output_len());
@@ -946,13 +1027,14 @@ fn weight_gradient_split<T: Element, A: Algorithm<M, R, N>, const M: usize, cons
 ) -> Vec<T> {
     let tiling = Tiling::new(g, M);
     let (k, ch) = (g.out_channels, g.channels);
-    let (planes, dy) = (input_planes::<T, M, R, N>(x, g, tiling), output_planes(dy, g, tiling));
+    let planes = input_planes::<T, M, R, N>(x, g, tiling, Threads::All);
+    let dy = output_planes(dy, g, tiling);
     let block = WeightBlock::<T, A, M, R, N> {
         input: InputTiles {
             algorithm: PhantomData,
             g,
             tiling,
-            planes: &planes,
+            source: TileSource::Batch(&planes),
         },
         dy: &dy,
     };
@@ -1162,6 +1244,72 @@ mod tests {
                 "weight gradient",
             );
         }
+    }
+
+    /// [`forward_with_transform`] reading its tiles from the images
+    /// ([`TileSource::Images`], each worker making the planes of the images
+    /// its blocks meet) equals the im2col + GEMM forward pass in f64: on 2
+    /// and 3 workers, with blocks that span several images, workers' shares
+    /// that split an image between them, more channels than lanes, and
+    /// padding 0 to `R − 1`; and batches of fewer than two images a worker
+    /// make their planes for the whole batch first.
+    fn check_forward_from_images<A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize>() {
+        for workers in [2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(workers)
+                .build()
+                .expect("a pool");
+            for (input, padding) in [
+                ([7, 5, 10, 10], 1),
+                ([9, 3, 9, 10], R / 2),
+                ([6, 20, 13, 13], R - 1),
+                ([8, 2, 12, 9], 0),
+            ] {
+                let weight = [4, input[1], R, R];
+                let g = Geometry::new(&input, &weight, Conv2dParams { stride: 1, padding }).expect("geometry");
+                let x = values(g.batch * g.image_len(), 0.5);
+                let w = values(weight.iter().product(), 1.5);
+                let bias = values(g.out_channels, 2.5);
+                let u = kernel_transform(&w, &g, A::VARIANT);
+                let (ours, from_images, by_channels) = pool.install(|| {
+                    let ours = forward_with_transform::<f64, A, M, R, N>(&x, &u, Some(&bias), &g, WeightProducts::F32);
+                    (
+                        ours,
+                        TileSource::<f64, M>::takes_images(&g, workers),
+                        splits_by_channels(Tiling::new(&g, M), workers),
+                    )
+                });
+                let what = format!("{} {input:?} pad {padding} on {workers} workers", A::NAME);
+                assert!(from_images && !by_channels, "{what}: not read from the images");
+                let reference = super::super::forward(&x, &w, Some(&bias), &g, WeightProducts::F32);
+                assert_eq!(ours.len(), reference.len(), "{what}");
+                let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs()));
+                let error = largest(ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()));
+                assert!(error <= 1e-11 * scale, "{what}: {error:e}");
+            }
+            let batch = |images| {
+                Geometry::new(
+                    &[images, 64, 56, 56],
+                    &[64, 64, 3, 3],
+                    Conv2dParams { stride: 1, padding: 1 },
+                )
+            };
+            assert!(!TileSource::<f32, 4>::takes_images(
+                &batch(2 * workers - 1).expect("geometry"),
+                workers
+            ));
+            assert!(TileSource::<f32, 4>::takes_images(
+                &batch(2 * workers).expect("geometry"),
+                workers
+            ));
+        }
+    }
+
+    #[test]
+    fn forward_passes_reading_the_images_equal_im2col() {
+        check_forward_from_images::<F2x3, 2, 3, 4>();
+        check_forward_from_images::<F2x5, 2, 5, 6>();
+        check_forward_from_images::<F4x3, 4, 3, 6>();
     }
 
     /// [`forward_by_channels`] (through [`forward_with_transform`]) equals
