@@ -682,11 +682,11 @@ impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N:
 impl<T: Element, A: Algorithm<M, R, N>, const M: usize, const R: usize, const N: usize> Block
     for InputTiles<'_, T, A, M, R, N>
 {
-    type Scratch = (Scratch<T>, MadePlanes<T, M>);
+    type Scratch = Scratch<T>;
 
     #[inline(always)]
-    fn run(&self, tiles: Range<usize>, (v, made): &mut Self::Scratch) {
-        self.transform(tiles, v, made);
+    fn run(&self, tiles: Range<usize>, v: &mut Scratch<T>) {
+        self.transform(tiles, v, &mut MadePlanes::new());
     }
 }
 
@@ -936,12 +936,8 @@ fn forward_by_channels<T: Element, A: Algorithm<M, R, N>, const M: usize, const 
     // The input transform runs on this worker alone: it is a small share of
     // the time next to the products, and written to share its buffer out it
     // compiled to slower code for the tile blocks of every other pass.
-    let mut v = (
-        Scratch::<T>::stale(points * point_stride(ch, stride)),
-        MadePlanes::new(),
-    );
+    let mut v = Scratch::<T>::stale(points * point_stride(ch, stride));
     run_block(&input, 0..n, &mut v);
-    let v = v.0;
     let mut m = Scratch::<T>::stale(points * point_stride(k, n));
     multiply_points::<T, N>(products, u, (&v, stride), (&mut m, n), g, Threads::All);
     let mut y = UnwrittenOutput::new(g.batch * g.output_len());
